@@ -1,0 +1,116 @@
+#!/bin/sh
+# didx entrypoint: PID 1 of didx's server and client containers.
+#
+#   entrypoint server [DOCKERD ARGS...]   prepare nesting, then exec dockerd with the args
+#   entrypoint client                     idle until told to stop (SIGTERM/SIGINT end it at once)
+#
+# POSIX sh only: it runs in Debian's dash (didx/dind:local) and in busybox ash (docker:*-dind).
+# didx places this file at /didx/entrypoint in every container it creates, so the same logic
+# runs whatever image is used. The server part follows moby's hack/dind and kind's entrypoint:
+# both cgroup v1 and v2 hosts, privileged or not (didx's "caps" isolation mounts /sys and the
+# cgroup filesystem read-only; with CAP_SYS_ADMIN we may remount them writable).
+set -eu
+
+log() { printf 'didx-entrypoint: %s\n' "$*" >&2; }
+
+# mount_opt MOUNTPOINT -> the mount's options field from /proc/self/mountinfo (empty if absent)
+mount_opts() {
+	while read -r _ _ _ _ mp opts _; do
+		if [ "$mp" = "$1" ]; then printf '%s\n' "$opts"; return 0; fi
+	done </proc/self/mountinfo
+	return 0
+}
+
+is_ro() { case ",$(mount_opts "$1")," in *,ro,*) return 0 ;; esac; return 1; }
+
+make_rw() {
+	# A bind mount (what runtimes give a container) changes its own flag with remount,bind;
+	# a plain remount changes the superblock and is refused for those.
+	if is_ro "$1"; then
+		mount -o remount,bind,rw "$1" 2>/dev/null || mount -o remount,rw "$1" 2>/dev/null ||
+			log "cannot remount $1 read-write"
+	fi
+}
+
+prepare_sys() {
+	# /sys and the cgroup filesystem: writable, as dockerd must create cgroups.
+	make_rw /sys
+	if [ -d /sys/kernel/security ] && [ -z "$(mount_opts /sys/kernel/security)" ]; then
+		mount -t securityfs none /sys/kernel/security 2>/dev/null || true
+	fi
+	if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+		# cgroup v2 (unified). Nesting as in moby's hack/dind: move every process out of the
+		# root group, otherwise enabling controllers in subtree_control fails with EBUSY.
+		make_rw /sys/fs/cgroup
+		mkdir -p /sys/fs/cgroup/init
+		while read -r pid; do
+			echo "$pid" >/sys/fs/cgroup/init/cgroup.procs 2>/dev/null || true
+		done </sys/fs/cgroup/cgroup.procs
+		ctrls=""
+		for c in $(cat /sys/fs/cgroup/cgroup.controllers); do ctrls="$ctrls +$c"; done
+		if [ -n "$ctrls" ]; then
+			echo "$ctrls" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null ||
+				log "could not enable cgroup controllers:$ctrls"
+		fi
+	else
+		# cgroup v1: a tmpfs at /sys/fs/cgroup holding one mount per hierarchy; each may be
+		# read-only in an unprivileged container.
+		make_rw /sys/fs/cgroup
+		while read -r _ _ _ _ mp _ _ _ fstype _; do
+			case "$mp" in /sys/fs/cgroup/*) ;; *) continue ;; esac
+			case "$fstype" in cgroup) make_rw "$mp" ;; esac
+		done </proc/self/mountinfo
+	fi
+}
+
+prepare_tmp() {
+	# dockerd and containerd write under /run and /tmp; moby's hack/dind mounts /tmp as tmpfs.
+	if [ -z "$(mount_opts /tmp)" ]; then mount -t tmpfs none /tmp 2>/dev/null || true; fi
+}
+
+choose_iptables() {
+	# Prefer whichever iptables backend works in this kernel (nft where available, else legacy),
+	# as docker:dind's entrypoint does. Only Debian-style alternatives are switched.
+	command -v iptables >/dev/null 2>&1 || return 0
+	if iptables -nL >/dev/null 2>&1; then return 0; fi
+	if command -v iptables-legacy >/dev/null 2>&1 && iptables-legacy -nL >/dev/null 2>&1; then
+		if command -v update-alternatives >/dev/null 2>&1; then
+			update-alternatives --set iptables /usr/sbin/iptables-legacy >/dev/null 2>&1 || true
+			update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy >/dev/null 2>&1 || true
+		else
+			mkdir -p /didx/bin
+			ln -sf "$(command -v iptables-legacy)" /didx/bin/iptables
+			ln -sf "$(command -v ip6tables-legacy)" /didx/bin/ip6tables 2>/dev/null || true
+			PATH="/didx/bin:$PATH"
+			export PATH
+		fi
+	fi
+}
+
+server() {
+	prepare_sys
+	prepare_tmp
+	choose_iptables
+	rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid 2>/dev/null || true
+	exec dockerd "$@"
+}
+
+client() {
+	# A shell as PID 1 ignores SIGTERM unless it traps it; trap so `docker stop` is instant.
+	trap 'exit 0' TERM INT
+	while :; do
+		sleep 2147483647 &
+		wait $! || true
+	done
+}
+
+role="${1:-}"
+[ $# -gt 0 ] && shift
+case "$role" in
+server) server "$@" ;;
+client) client ;;
+*)
+	log "usage: entrypoint server [DOCKERD ARGS...] | entrypoint client"
+	exit 2
+	;;
+esac

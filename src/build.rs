@@ -1,0 +1,243 @@
+//! `didx image build`: the offline server/client image, made from Debian's packages with no
+//! registry at all. mmdebstrap writes a root filesystem (docker.io, iptables, ca-certificates,
+//! mount, busybox-static and didx's entrypoint) as a tar stream that goes straight into the
+//! engine's image import endpoint: no temporary tarball, no base image.
+//!
+//! The image is labelled with a hash of its recipe; a build whose recipe is unchanged reuses
+//! the existing image.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncBufReadExt;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::images::LOCAL_IMAGE;
+use crate::labels;
+
+/// Bump when the recipe changes in a way the inputs below do not show.
+const RECIPE_REVISION: &str = "1";
+/// Packages in the image (besides Debian's essential set and apt).
+pub const PACKAGES: &[&str] = &["docker.io", "iptables", "ca-certificates", "mount", "busybox-static"];
+/// Where the entrypoint lives in the image.
+pub const IMAGE_ENTRYPOINT: &str = "/usr/local/bin/didx-entrypoint";
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    /// Debian suite, e.g. `bookworm`.
+    pub suite: String,
+    /// Debian mirror URL.
+    pub mirror: String,
+    /// Rebuild even when the recipe is unchanged.
+    pub force: bool,
+}
+
+/// Progress of a build.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildEvent<'a> {
+    /// A line from mmdebstrap.
+    Log(&'a str),
+    /// Bytes of root filesystem streamed into the engine so far.
+    Streamed(u64),
+}
+
+/// The result of a build.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// Tags the image carries.
+    pub tags: Vec<String>,
+    /// Image id.
+    pub id: String,
+    /// Image size in bytes.
+    pub size: i64,
+    /// True when an existing image with the same recipe was reused.
+    pub reused: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// The recipe hash: everything that determines the image's content.
+pub fn recipe_hash(spec: &BuildSpec) -> String {
+    let mut h = Sha256::new();
+    for part in [RECIPE_REVISION, &spec.suite, &spec.mirror, &PACKAGES.join(","), crate::env::ENTRYPOINT] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..12])
+}
+
+/// The upstream part of a Debian version: `20.10.24+dfsg1-1+deb12u1+b6` → `20.10.24`.
+pub fn upstream_version(debian: &str) -> String {
+    let v = debian.split_once(':').map(|(_, v)| v).unwrap_or(debian);
+    let v = v.split(['+', '~', '-']).next().unwrap_or(v);
+    v.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_').collect()
+}
+
+/// Build (or reuse) [`LOCAL_IMAGE`], also tagged with the engine version it holds.
+pub async fn build(engine: &Engine, spec: &BuildSpec, on: &(dyn Fn(BuildEvent<'_>) + Send + Sync)) -> Result<BuildReport> {
+    let t0 = Instant::now();
+    let recipe = recipe_hash(spec);
+    if !spec.force {
+        if let Some(img) = engine.image(LOCAL_IMAGE).await? {
+            let same = img.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(labels::RECIPE)) == Some(&recipe);
+            if same {
+                return Ok(BuildReport {
+                    tags: img.repo_tags.unwrap_or_default(),
+                    id: img.id.unwrap_or_default(),
+                    size: img.size.unwrap_or(0),
+                    reused: true,
+                    elapsed: t0.elapsed(),
+                });
+            }
+        }
+    }
+    let work = std::env::temp_dir().join(format!("didx-build-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(format!("creating {}", work.display()), e))?;
+    let result = build_in(engine, spec, &recipe, &work, on).await;
+    if let Err(e) = std::fs::remove_dir_all(&work) {
+        tracing::warn!(dir = %work.display(), error = %e, "cannot remove build work dir");
+    }
+    let version = result?;
+    let (repo, _) = crate::engine::split_reference(LOCAL_IMAGE);
+    let mut tags = vec![LOCAL_IMAGE.to_string()];
+    if !version.is_empty() {
+        engine.tag(LOCAL_IMAGE, repo, &version).await?;
+        tags.push(format!("{repo}:{version}"));
+    }
+    let img = engine.image(LOCAL_IMAGE).await?.ok_or_else(|| Error::Build("the imported image vanished".into()))?;
+    Ok(BuildReport { tags, id: img.id.unwrap_or_default(), size: img.size.unwrap_or(0), reused: false, elapsed: t0.elapsed() })
+}
+
+async fn build_in(
+    engine: &Engine,
+    spec: &BuildSpec,
+    recipe: &str,
+    work: &std::path::Path,
+    on: &(dyn Fn(BuildEvent<'_>) + Send + Sync),
+) -> Result<String> {
+    let entrypoint = work.join("entrypoint");
+    let version_file = work.join("docker-version");
+    std::fs::write(&entrypoint, crate::env::ENTRYPOINT).map_err(|e| Error::io("writing the entrypoint", e))?;
+    let mut cmd = tokio::process::Command::new("mmdebstrap");
+    cmd.arg("--mode=auto")
+        .arg("--variant=apt")
+        .arg("--format=tar")
+        .arg(format!("--include={}", PACKAGES.join(",")))
+        .arg("--dpkgopt=path-exclude=/usr/share/man/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
+        .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
+        .arg(format!("--customize-hook=upload {} {IMAGE_ENTRYPOINT}", entrypoint.display()))
+        .arg(format!("--customize-hook=chmod 0755 \"$1{IMAGE_ENTRYPOINT}\""))
+        .arg(format!(
+            "--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Version}}' docker.io > {}",
+            version_file.display()
+        ))
+        .arg(&spec.suite)
+        .arg("-")
+        .arg(&spec.mirror)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Build("mmdebstrap is not installed; install it with: apt-get install -y mmdebstrap".into())
+        } else {
+            Error::io("starting mmdebstrap", e)
+        }
+    })?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c2 = counted.clone();
+    let rootfs = tokio_util_reader(stdout).map(move |chunk| {
+        if let Ok(b) = &chunk {
+            c2.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        chunk
+    });
+    let changes = vec![
+        format!("ENTRYPOINT [\"{IMAGE_ENTRYPOINT}\"]"),
+        "CMD [\"server\"]".to_string(),
+        format!("LABEL {}={recipe}", labels::RECIPE),
+        "ENV DOCKER_TLS_CERTDIR=/certs".to_string(),
+    ];
+    let (repo, tag) = crate::engine::split_reference(LOCAL_IMAGE);
+    let import = engine.import(rootfs, repo, tag, changes);
+    let mut tail: Vec<String> = Vec::new();
+    let logs = async {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            on(BuildEvent::Log(&line));
+            tail.push(line);
+            if tail.len() > 15 {
+                tail.remove(0);
+            }
+        }
+    };
+    let ticker = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let n = counted.load(std::sync::atomic::Ordering::Relaxed);
+            if n > 0 {
+                on(BuildEvent::Streamed(n));
+            }
+        }
+    };
+    let (imported, (), status) = tokio::select! {
+        r = async { tokio::join!(import, logs, child.wait()) } => r,
+        _ = ticker => unreachable!("the ticker never ends"),
+    };
+    let status = status.map_err(|e| Error::io("waiting for mmdebstrap", e))?;
+    if !status.success() {
+        return Err(Error::Build(format!("mmdebstrap failed ({status}); its last lines:\n{}", tail.join("\n"))));
+    }
+    imported?;
+    on(BuildEvent::Streamed(counted.load(std::sync::atomic::Ordering::Relaxed)));
+    let version = std::fs::read_to_string(&version_file).unwrap_or_default();
+    Ok(upstream_version(version.trim()))
+}
+
+/// A stream of chunks read from `r` (64 KiB at a time).
+fn tokio_util_reader(
+    r: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    futures_util::stream::unfold((r, vec![0u8; 64 * 1024]), |(mut r, mut buf)| async move {
+        use tokio::io::AsyncReadExt;
+        match r.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => Some((Ok(bytes::Bytes::copy_from_slice(&buf[..n])), (r, buf))),
+            Err(e) => Some((Err(e), (r, buf))),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_versions() {
+        assert_eq!(upstream_version("20.10.24+dfsg1-1+deb12u1+b6"), "20.10.24");
+        assert_eq!(upstream_version("5:27.5.1-1~debian.12~bookworm"), "27.5.1");
+        assert_eq!(upstream_version(""), "");
+    }
+
+    #[test]
+    fn recipe_hash_tracks_inputs() {
+        let a = BuildSpec { suite: "bookworm".into(), mirror: "http://m".into(), force: false };
+        let mut b = a.clone();
+        assert_eq!(recipe_hash(&a), recipe_hash(&b));
+        b.mirror = "http://other".into();
+        assert_ne!(recipe_hash(&a), recipe_hash(&b));
+        b.force = true;
+        b.mirror = a.mirror.clone();
+        assert_eq!(recipe_hash(&a), recipe_hash(&b), "force is not an input");
+    }
+}

@@ -1,0 +1,92 @@
+//! Finding environments by label: the `rpt` report, removal of one environment, and `all`.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::join_all;
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::labels;
+
+/// One container of an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// `server` or `client` (from its label).
+    pub role: String,
+    /// Container name.
+    pub name: String,
+    /// Engine state (`running`, `exited`, …).
+    pub state: String,
+}
+
+/// One environment as found on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvSummary {
+    /// Environment id.
+    pub id: String,
+    /// Unix time it was created, from its labels.
+    pub created: Option<u64>,
+    /// Its containers, server first.
+    pub members: Vec<Member>,
+}
+
+/// Every didx environment on the engine, oldest first.
+pub async fn list(engine: &Engine) -> Result<Vec<EnvSummary>> {
+    let containers = engine.containers(labels::filter(None)).await?;
+    let mut envs: BTreeMap<String, EnvSummary> = BTreeMap::new();
+    for c in containers {
+        let l = c.labels.unwrap_or_default();
+        let Some(id) = l.get(labels::ENV) else { continue };
+        let entry = envs.entry(id.clone()).or_insert_with(|| EnvSummary {
+            id: id.clone(),
+            created: l.get(labels::CREATED).and_then(|v| v.parse().ok()),
+            members: vec![],
+        });
+        entry.members.push(Member {
+            role: l.get(labels::ROLE).cloned().unwrap_or_default(),
+            name: c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
+            state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+        });
+    }
+    let mut out: Vec<EnvSummary> = envs.into_values().collect();
+    for e in &mut out {
+        e.members.sort_by(|a, b| b.role.cmp(&a.role)); // "server" before "client"
+    }
+    out.sort_by_key(|e| (e.created, e.id.clone()));
+    Ok(out)
+}
+
+/// Remove everything labelled with environment `id` (containers with their anonymous volumes,
+/// then volumes and networks); returns the names of the containers removed.
+pub async fn remove(engine: &Engine, id: &str) -> Result<Vec<String>> {
+    remove_matching(engine, Some(id)).await
+}
+
+/// Remove every didx environment and every volume and network didx created; returns the
+/// names of the containers removed.
+pub async fn remove_all(engine: &Engine) -> Result<Vec<String>> {
+    remove_matching(engine, None).await
+}
+
+async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String>> {
+    let containers = engine.containers(labels::filter(id)).await?;
+    let names: Vec<String> = containers
+        .iter()
+        .map(|c| {
+            c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default()
+        })
+        .collect();
+    let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
+    for r in join_all(ids.iter().map(|c| engine.remove_container(c))).await {
+        r?;
+    }
+    let volumes = engine.volumes(labels::filter(id)).await?;
+    for r in join_all(volumes.iter().map(|v| engine.remove_volume(v))).await {
+        r?;
+    }
+    let networks = engine.networks(labels::filter(id)).await?;
+    for r in join_all(networks.iter().map(|n| engine.remove_network(n))).await {
+        r?;
+    }
+    Ok(names)
+}

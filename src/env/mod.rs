@@ -1,0 +1,565 @@
+//! One environment: a server container running dockerd on storage of its own, a client
+//! container with the docker CLI wired to it over mutual TLS, and their removal.
+//!
+//! The client shares the server's network namespace (as containers of a Kubernetes pod do), so
+//! it reaches the inner engine as `docker:2376` (`docker` → 127.0.0.1 in the server's hosts
+//! file) without a network of its own and without anything published on the host.
+
+mod list;
+
+pub use list::{EnvSummary, Member, list, remove, remove_all};
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
+
+use crate::archive::{Entry, tar_of};
+use crate::engine::{Engine, message_of};
+use crate::error::{Error, Result};
+use crate::isolation::{self, Isolation};
+use crate::labels::{self, Role};
+use crate::ready::{ProbeError, Prober};
+use crate::spec::{IsolationMode, Version, VolumeSource, VolumeSpec};
+use crate::tls::TlsMaterial;
+
+/// The entrypoint script placed at [`ENTRYPOINT_PATH`] in every container didx creates.
+pub const ENTRYPOINT: &str = include_str!("../../image/entrypoint.sh");
+/// Where the entrypoint is placed.
+pub const ENTRYPOINT_PATH: &str = "/didx/entrypoint";
+/// Port of the inner engine's TLS listener.
+pub const TLS_PORT: u16 = 2376;
+/// Where the client finds its certificates (docker:dind's convention).
+pub const CLIENT_CERT_PATH: &str = "/certs/client";
+const SERVER_CERT_DIR: &str = "/didx/certs/server";
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// An environment id: 10 random base-36 characters, unique across processes and hosts that
+/// share an engine (unlike didx.sh's PID).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EnvId(String);
+
+impl EnvId {
+    /// A fresh random id.
+    pub fn generate() -> EnvId {
+        const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut bytes = [0u8; 10];
+        if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+            use std::io::Read;
+            f.read_exact(&mut bytes)
+        }) {
+            // Not expected on Linux; fall back to time and pid, still unique enough per host.
+            tracing::warn!(error = %e, "no /dev/urandom; id from time and pid");
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+                ^ ((std::process::id() as u128) << 64);
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b = (seed >> (i * 8)) as u8;
+            }
+        }
+        EnvId(bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EnvId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A container didx created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// Its name.
+    pub name: String,
+    /// Its engine id.
+    pub id: String,
+}
+
+/// A cancellation flag: set by the caller (e.g. on SIGINT); [`Environment::start`] notices it
+/// between steps and while waiting, removes what it created and returns [`Error::Cancelled`].
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Request cancellation.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst)
+    }
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn check(&self) -> Result<()> {
+        if self.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
+    }
+}
+
+/// Everything needed to start an environment, validated.
+#[derive(Debug, Clone)]
+pub struct EnvSpec {
+    /// The environment's id (chosen up front so a caller can always clean up by it).
+    pub id: EnvId,
+    /// `--sv`, naming the server container.
+    pub sv: Version,
+    /// `--cv`, naming the client container.
+    pub cv: Version,
+    /// Server image (resolved).
+    pub server_image: String,
+    /// Client image (resolved).
+    pub client_image: String,
+    /// dockerd's `--storage-driver`.
+    pub storage_driver: String,
+    /// Further dockerd arguments (`--dkropts`, already split into words).
+    pub dockerd_opts: Vec<String>,
+    /// How to get dockerd its privileges.
+    pub isolation: IsolationMode,
+    /// The engine's ID, under which the `auto` isolation outcome is remembered.
+    pub engine_id: String,
+    /// How long to wait for the inner engine to answer.
+    pub ready_timeout: Duration,
+    /// `-v` mounts for the client.
+    pub volumes: Vec<VolumeSpec>,
+}
+
+impl EnvSpec {
+    /// The server container's name, `dind_<id>_server_<sv>`.
+    pub fn server_name(&self) -> String {
+        format!("dind_{}_server_{}", self.id, self.sv.as_str())
+    }
+    /// The client container's name, `dind_<id>_client_<cv>`.
+    pub fn client_name(&self) -> String {
+        format!("dind_{}_client_{}", self.id, self.cv.as_str())
+    }
+}
+
+/// Progress of [`Environment::start`], for the caller to report.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// `auto` isolation found `--privileged` refused and switched to the caps profile.
+    IsolationFallback {
+        /// The engine's refusal.
+        reason: &'a str,
+    },
+    /// The server container is running.
+    ServerStarted {
+        /// Its name.
+        name: &'a str,
+        /// Its image.
+        image: &'a str,
+        /// The isolation used.
+        isolation: &'a str,
+    },
+    /// The client container is running.
+    ClientStarted {
+        /// Its name.
+        name: &'a str,
+        /// Its image.
+        image: &'a str,
+    },
+    /// The inner engine answered over TLS.
+    Ready {
+        /// Time since start was called.
+        elapsed: Duration,
+    },
+}
+
+/// A running environment. Remove it with [`Environment::rm`] or leave it running with
+/// [`Environment::keep`]; dropping it does neither and only logs.
+#[derive(Debug)]
+pub struct Environment {
+    engine: Engine,
+    id: EnvId,
+    server: Container,
+    client: Container,
+    settled: bool,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Environment {
+    /// Start server and client and wait until the inner engine answers over TLS. A start that
+    /// fails or is cancelled removes everything it created.
+    pub async fn start(
+        engine: &Engine,
+        spec: &EnvSpec,
+        cancel: &Cancel,
+        on: &(dyn Fn(Event<'_>) + Send + Sync),
+    ) -> Result<Environment> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("start", env = %spec.id);
+        match start_inner(engine, spec, cancel, on).instrument(span).await {
+            Ok(env) => Ok(env),
+            Err(e) => {
+                if let Err(rm) = remove(engine, spec.id.as_str()).await {
+                    tracing::warn!(env = %spec.id, error = %rm, "rollback of a failed start failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The environment's id.
+    pub fn id(&self) -> &EnvId {
+        &self.id
+    }
+    /// The server container.
+    pub fn server(&self) -> &Container {
+        &self.server
+    }
+    /// The client container.
+    pub fn client(&self) -> &Container {
+        &self.client
+    }
+    /// The engine it runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Run `argv` in the client, streaming output; returns the exit code.
+    pub async fn exec(
+        &self,
+        argv: &[String],
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        err: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<i64> {
+        self.engine.exec(&self.client.id, argv, &[], out, err).await
+    }
+
+    /// Remove server, client, their anonymous volumes and anything else labelled with this
+    /// environment, at once (no graceful stop: the engine is throwaway).
+    pub async fn rm(mut self) -> Result<()> {
+        self.settled = true;
+        remove(&self.engine, self.id.as_str()).await.map(|_| ())
+    }
+
+    /// Leave the environment running (`--clean none`).
+    pub fn keep(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        if !self.settled {
+            tracing::warn!(env = %self.id, server = %self.server.name, "environment dropped without rm() or keep(); it keeps running");
+        }
+    }
+}
+
+async fn start_inner(
+    engine: &Engine,
+    spec: &EnvSpec,
+    cancel: &Cancel,
+    on: &(dyn Fn(Event<'_>) + Send + Sync),
+) -> Result<Environment> {
+    let t0 = Instant::now();
+    let created = now_secs();
+    let server_name = spec.server_name();
+    let client_name = spec.client_name();
+    let tls = TlsMaterial::generate(&[server_name.as_str()])?;
+    cancel.check()?;
+
+    let mut iso = match spec.isolation {
+        IsolationMode::Privileged => Isolation::Privileged,
+        IsolationMode::Caps => Isolation::caps_profile(),
+        IsolationMode::Auto if isolation::remembered_refusal(&spec.engine_id) => Isolation::caps_profile(),
+        IsolationMode::Auto => Isolation::Privileged,
+    };
+    let server_id = loop {
+        let id = create_server(engine, spec, &server_name, &tls, &mut iso, created).await?;
+        cancel.check()?;
+        match engine.start(&id).await {
+            Ok(()) => break id,
+            Err(e) => {
+                let msg = message_of(&e).unwrap_or_default().to_string();
+                if iso == Isolation::Privileged && isolation::is_caps_refusal(&msg) {
+                    if spec.isolation == IsolationMode::Privileged {
+                        return Err(Error::Isolation(format!(
+                            "the engine refuses --privileged here ({}); use --isolation auto or caps",
+                            msg.lines().next().unwrap_or(&msg)
+                        )));
+                    }
+                    engine.remove_container(&id).await?;
+                    isolation::remember_refusal(&spec.engine_id);
+                    on(Event::IsolationFallback { reason: &msg });
+                    iso = Isolation::caps_profile();
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    };
+    on(Event::ServerStarted { name: &server_name, image: &spec.server_image, isolation: iso.name() });
+    cancel.check()?;
+
+    let client_id = create_client(engine, spec, &client_name, &server_id, &tls, created).await?;
+    cancel.check()?;
+    engine.start(&client_id).await?;
+    on(Event::ClientStarted { name: &client_name, image: &spec.client_image });
+
+    let env = Environment {
+        engine: engine.clone(),
+        id: spec.id.clone(),
+        server: Container { name: server_name, id: server_id },
+        client: Container { name: client_name, id: client_id },
+        settled: false,
+    };
+    // From here on the handle owns the containers; on failure the caller's rollback removes
+    // them by label, so mark it settled to keep Drop quiet.
+    let ready = wait_ready(engine, &env, &tls, spec.ready_timeout, cancel).await;
+    match ready {
+        Ok(()) => {
+            on(Event::Ready { elapsed: t0.elapsed() });
+            Ok(env)
+        }
+        Err(e) => {
+            env.keep();
+            Err(e)
+        }
+    }
+}
+
+fn dockerd_args(spec: &EnvSpec) -> Vec<String> {
+    let mut args = vec![
+        "--host=unix:///var/run/docker.sock".to_string(),
+        format!("--host=tcp://0.0.0.0:{TLS_PORT}"),
+        "--tlsverify".to_string(),
+        format!("--tlscacert={SERVER_CERT_DIR}/ca.pem"),
+        format!("--tlscert={SERVER_CERT_DIR}/cert.pem"),
+        format!("--tlskey={SERVER_CERT_DIR}/key.pem"),
+    ];
+    if !spec.storage_driver.is_empty() {
+        args.push(format!("--storage-driver={}", spec.storage_driver));
+    }
+    args.extend(spec.dockerd_opts.iter().cloned());
+    args
+}
+
+async fn create_server(
+    engine: &Engine,
+    spec: &EnvSpec,
+    name: &str,
+    tls: &TlsMaterial,
+    iso: &mut Isolation,
+    created: u64,
+) -> Result<String> {
+    let mut container_labels = labels::for_resource(spec.id.as_str(), Role::Server, created);
+    container_labels.insert(labels::VERSION.to_string(), spec.sv.as_str().to_string());
+    let data = Mount {
+        target: Some("/var/lib/docker".to_string()),
+        typ: Some(MountType::VOLUME),
+        volume_options: Some(MountVolumeOptions {
+            labels: Some(labels::for_resource(spec.id.as_str(), Role::Data, created)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = loop {
+        let mut hc = HostConfig {
+            mounts: Some(vec![data.clone()]),
+            extra_hosts: Some(vec![format!("{}:127.0.0.1", crate::tls::SERVER_NAME)]),
+            ..Default::default()
+        };
+        iso.apply(&mut hc);
+        let body = ContainerCreateBody {
+            image: Some(spec.server_image.clone()),
+            entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "server".to_string()]),
+            cmd: Some(dockerd_args(spec)),
+            labels: Some(container_labels.clone()),
+            host_config: Some(hc),
+            ..Default::default()
+        };
+        match engine.create_container(name, body).await {
+            Ok(id) => break id,
+            // Engines reject capabilities newer than themselves: drop each one named and retry.
+            Err(e) if message_of(&e).is_some_and(|m| iso.drop_unknown(m)) => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let tar = tar_of(&[
+        Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
+        Entry { path: "didx/certs/server/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
+        Entry { path: "didx/certs/server/cert.pem", mode: 0o644, data: tls.server_cert_pem.as_bytes() },
+        Entry { path: "didx/certs/server/key.pem", mode: 0o600, data: tls.server_key_pem.as_bytes() },
+    ])?;
+    engine.upload(&id, "/", tar).await?;
+    Ok(id)
+}
+
+async fn create_client(
+    engine: &Engine,
+    spec: &EnvSpec,
+    name: &str,
+    server_id: &str,
+    tls: &TlsMaterial,
+    created: u64,
+) -> Result<String> {
+    let mut container_labels = labels::for_resource(spec.id.as_str(), Role::Client, created);
+    container_labels.insert(labels::VERSION.to_string(), spec.cv.as_str().to_string());
+    let binds: Vec<String> = spec.volumes.iter().filter_map(VolumeSpec::bind).collect();
+    let mounts: Vec<Mount> = spec
+        .volumes
+        .iter()
+        .filter(|v| v.source == VolumeSource::Anonymous)
+        .map(|v| Mount {
+            target: Some(v.target.clone()),
+            typ: Some(MountType::VOLUME),
+            read_only: v.mode.as_deref().map(|m| m.split(',').any(|o| o == "ro")),
+            volume_options: Some(MountVolumeOptions {
+                labels: Some(labels::for_resource(spec.id.as_str(), Role::Client, created)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let hc = HostConfig {
+        network_mode: Some(format!("container:{server_id}")),
+        binds: (!binds.is_empty()).then_some(binds),
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(spec.client_image.clone()),
+        entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "client".to_string()]),
+        cmd: Some(vec![]),
+        env: Some(vec![
+            format!("DOCKER_HOST=tcp://{}:{TLS_PORT}", crate::tls::SERVER_NAME),
+            "DOCKER_TLS_VERIFY=1".to_string(),
+            format!("DOCKER_CERT_PATH={CLIENT_CERT_PATH}"),
+            "DOCKER_TLS_CERTDIR=/certs".to_string(),
+            format!("DIDX_ENV={}", spec.id),
+        ]),
+        labels: Some(container_labels),
+        host_config: Some(hc),
+        ..Default::default()
+    };
+    let id = engine.create_container(name, body).await?;
+    let tar = tar_of(&[
+        Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
+        Entry { path: "certs/client/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
+        Entry { path: "certs/client/cert.pem", mode: 0o644, data: tls.client_cert_pem.as_bytes() },
+        Entry { path: "certs/client/key.pem", mode: 0o600, data: tls.client_key_pem.as_bytes() },
+    ])?;
+    engine.upload(&id, "/", tar).await?;
+    Ok(id)
+}
+
+/// How readiness is probed: straight from here to the server's address when the engine is
+/// local, else (or when that address turns out unreachable) by `docker version` in the client.
+enum Probe {
+    Direct(Prober, SocketAddr),
+    InClient,
+}
+
+async fn wait_ready(engine: &Engine, env: &Environment, tls: &TlsMaterial, timeout: Duration, cancel: &Cancel) -> Result<()> {
+    let t0 = Instant::now();
+    let inspect = engine.inspect(&env.server.id).await?;
+    let ip: Option<IpAddr> = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .and_then(|nets| nets.values().find_map(|ep| ep.ip_address.as_deref().and_then(|s| s.parse().ok())));
+    let mut probe = match (engine.is_local(), ip, Prober::new(tls)) {
+        (true, Some(ip), Ok(p)) => Probe::Direct(p, SocketAddr::new(ip, TLS_PORT)),
+        _ => Probe::InClient,
+    };
+    let mut last: String;
+    let mut last_liveness = Instant::now();
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        cancel.check()?;
+        match &probe {
+            Probe::Direct(prober, addr) => match prober.ping(*addr, Duration::from_millis(500)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if let ProbeError::Unreachable(_) = e {
+                        let since = *unreachable_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_secs(2) {
+                            tracing::info!(env = %env.id, "server address unreachable from here; probing from the client");
+                            probe = Probe::InClient;
+                        }
+                    } else {
+                        unreachable_since = None;
+                    }
+                    last = e.to_string();
+                }
+            },
+            Probe::InClient => {
+                let argv: Vec<String> =
+                    ["docker", "version", "--format", "{{.Server.Version}}"].iter().map(|s| s.to_string()).collect();
+                let mut sink = tokio::io::sink();
+                let mut sink2 = tokio::io::sink();
+                match engine.exec(&env.client.id, &argv, &[], &mut sink, &mut sink2).await {
+                    Ok(0) => return Ok(()),
+                    Ok(code) => last = format!("docker version in the client exited {code}"),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+        }
+        if last_liveness.elapsed() >= LIVENESS_INTERVAL {
+            last_liveness = Instant::now();
+            let state = engine.inspect(&env.server.id).await?.state;
+            if let Some(s) = state.filter(|s| s.running != Some(true)) {
+                let logs = engine.logs_tail(&env.server.id, 20).await.unwrap_or_default();
+                return Err(Error::ServerExited { name: env.server.name.clone(), code: s.exit_code.unwrap_or(-1), logs });
+            }
+        }
+        if t0.elapsed() >= timeout {
+            let logs = engine.logs_tail(&env.server.id, 20).await.unwrap_or_default();
+            return Err(Error::NotReady { name: env.server.name.clone(), timeout, last_probe: last, logs });
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_and_name_safe() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| EnvId::generate().0).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|i| i.len() == 10 && i.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())));
+    }
+
+    #[test]
+    fn names_follow_didx_sh() {
+        let spec = EnvSpec {
+            id: EnvId("abc".into()),
+            sv: Version::parse("--sv", "latest").unwrap(),
+            cv: Version::parse("--cv", "24.0").unwrap(),
+            server_image: String::new(),
+            client_image: String::new(),
+            storage_driver: "vfs".into(),
+            dockerd_opts: vec!["--debug".into()],
+            isolation: IsolationMode::Auto,
+            engine_id: String::new(),
+            ready_timeout: Duration::from_secs(1),
+            volumes: vec![],
+        };
+        assert_eq!(spec.server_name(), "dind_abc_server_latest");
+        assert_eq!(spec.client_name(), "dind_abc_client_24.0");
+        let args = dockerd_args(&spec);
+        assert!(args.contains(&"--tlsverify".to_string()));
+        assert!(args.contains(&"--host=tcp://0.0.0.0:2376".to_string()));
+        assert_eq!(&args[args.len() - 2..], &["--storage-driver=vfs".to_string(), "--debug".to_string()]);
+    }
+}

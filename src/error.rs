@@ -1,0 +1,114 @@
+//! The library's error type: one variant per way didx can fail, each carrying what the user
+//! needs to act (the value at fault, the fix, the engine call that failed).
+
+use std::time::Duration;
+
+/// Every error the didx library returns.
+///
+/// [`Error::is_usage`] tells the caller whether the fault is in what the user asked for (exit 2)
+/// or in running it (exit 125).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value given by the user is malformed; `fix` says what is expected.
+    #[error("invalid {what} '{value}': {fix}")]
+    Invalid {
+        /// The option or argument at fault, e.g. `--clean`.
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// What a valid value looks like.
+        fix: String,
+    },
+    /// The engine did not answer at all.
+    #[error("cannot reach the Docker engine at {host}: {source} (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)")]
+    Unreachable {
+        /// The address tried.
+        host: String,
+        /// Why.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// One engine API call failed.
+    #[error("engine call '{op}' on '{target}' failed: {source}")]
+    Engine {
+        /// The call, e.g. `create container`.
+        op: &'static str,
+        /// What it was about (a container or image name).
+        target: String,
+        /// The engine's answer.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// An image is absent and could not be obtained.
+    #[error("image '{image}' is not on the engine and cannot be pulled{why}; build the offline image with: {build_command}")]
+    ImageMissing {
+        /// The image wanted.
+        image: String,
+        /// Why the pull failed (with a leading separator), or empty.
+        why: String,
+        /// The exact command that builds a usable image.
+        build_command: String,
+    },
+    /// The requested isolation cannot be had on this engine.
+    #[error("{0}")]
+    Isolation(String),
+    /// The server container stopped before its engine answered.
+    #[error("server {name} exited (code {code}) before its engine answered; its last log lines:\n{logs}")]
+    ServerExited {
+        /// The server container's name.
+        name: String,
+        /// Its exit code.
+        code: i64,
+        /// Its last log lines.
+        logs: String,
+    },
+    /// The inner engine did not answer in time.
+    #[error("inner engine of {name} did not answer over TLS within {}s (raise --ready-timeout); last probe: {last_probe}; its last log lines:\n{logs}", .timeout.as_secs_f32())]
+    NotReady {
+        /// The server container's name.
+        name: String,
+        /// The deadline that passed.
+        timeout: Duration,
+        /// The last probe's result.
+        last_probe: String,
+        /// The server's last log lines.
+        logs: String,
+    },
+    /// Certificate generation failed.
+    #[error("cannot generate TLS material: {0}")]
+    Tls(#[from] rcgen::Error),
+    /// A local file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Interrupted (SIGINT/SIGTERM) before it finished; what it created was removed.
+    #[error("interrupted")]
+    Cancelled,
+    /// Building the offline image failed.
+    #[error("image build failed: {0}")]
+    Build(String),
+}
+
+impl Error {
+    /// True when the user's input is at fault (exit code 2), false when running it failed.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::Invalid { .. })
+    }
+
+    pub(crate) fn invalid(what: &'static str, value: impl Into<String>, fix: impl Into<String>) -> Self {
+        Error::Invalid { what, value: value.into(), fix: fix.into() }
+    }
+
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { what: what.into(), source }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

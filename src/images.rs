@@ -1,0 +1,79 @@
+//! Choosing the server and client images: the mapped `docker:*` images, explicit overrides,
+//! pulls, and the offline fallback to `didx/dind:local`.
+
+use std::time::Duration;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// The offline image `didx image build` makes.
+pub const LOCAL_IMAGE: &str = "didx/dind:local";
+/// The command that builds it.
+pub const BUILD_COMMAND: &str = "didx image build";
+/// A pull that receives nothing for this long counts as failed.
+const PULL_IDLE: Duration = Duration::from_secs(60);
+
+/// An image wanted for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// The reference.
+    pub image: String,
+    /// True when given by `--server-image`/`--client-image` or their variables: no fallback.
+    pub explicit: bool,
+}
+
+/// What [`resolve`] chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The server image to use.
+    pub server: String,
+    /// The client image to use.
+    pub client: String,
+    /// The mapped images that were replaced by [`LOCAL_IMAGE`], if any.
+    pub fell_back: Vec<String>,
+    /// Pulls that failed where a local copy was used instead (with `--pull`).
+    pub stale: Vec<String>,
+}
+
+/// Resolve both images. Present images are used as they are unless `pull`; an absent image is
+/// pulled; a mapped image that cannot be had is replaced by [`LOCAL_IMAGE`] when that exists.
+pub async fn resolve(engine: &Engine, server: &Wanted, client: &Wanted, pull: bool) -> Result<Resolved> {
+    let mut out = Resolved { server: String::new(), client: String::new(), fell_back: vec![], stale: vec![] };
+    // Resolve each distinct image once (server and client are often the same local image).
+    let mut cache: Vec<(Wanted, String)> = Vec::new();
+    for (slot, wanted) in [(0, server), (1, client)] {
+        let chosen = match cache.iter().find(|(w, _)| w == wanted) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = resolve_one(engine, wanted, pull, &mut out).await?;
+                cache.push((wanted.clone(), c.clone()));
+                c
+            }
+        };
+        if slot == 0 { out.server = chosen } else { out.client = chosen }
+    }
+    Ok(out)
+}
+
+async fn resolve_one(engine: &Engine, wanted: &Wanted, pull: bool, out: &mut Resolved) -> Result<String> {
+    let present = engine.image(&wanted.image).await?.is_some();
+    if present && !pull {
+        return Ok(wanted.image.clone());
+    }
+    let pull_error = match engine.pull(&wanted.image, PULL_IDLE).await {
+        Ok(()) => return Ok(wanted.image.clone()),
+        Err(e) => e,
+    };
+    if present {
+        out.stale.push(wanted.image.clone());
+        return Ok(wanted.image.clone());
+    }
+    if !wanted.explicit && engine.image(LOCAL_IMAGE).await?.is_some() {
+        out.fell_back.push(wanted.image.clone());
+        return Ok(LOCAL_IMAGE.to_string());
+    }
+    let why = crate::engine::message_of(&pull_error)
+        .map(|m| format!(" ({})", m.lines().next().unwrap_or(m)))
+        .unwrap_or_else(|| format!(" ({pull_error})"));
+    Err(Error::ImageMissing { image: wanted.image.clone(), why, build_command: BUILD_COMMAND.to_string() })
+}

@@ -1,0 +1,178 @@
+//! How the server container gets what dockerd needs: `--privileged`, or where the engine
+//! refuses that (e.g. its root lacks a capability, so runc fails with "unable to apply caps"),
+//! the explicit caps profile:
+//!
+//! - every capability in this process's bounding set (the host's), less any the engine does
+//!   not know;
+//! - seccomp and AppArmor unconfined;
+//! - no masked or read-only /proc paths (`systempaths=unconfined`);
+//! - /sys and the cgroup filesystem remounted writable by the entrypoint (needs CAP_SYS_ADMIN).
+//!
+//! The outcome of `auto` is remembered per engine (by its ID) in the cache directory, so only
+//! the first run on an engine pays for the refused privileged start.
+
+use std::path::PathBuf;
+
+use bollard::models::HostConfig;
+
+/// Linux capability names by bit number (capability.h).
+const CAP_NAMES: &[&str] = &[
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+];
+
+/// The isolation a server container is created with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    /// `--privileged`.
+    Privileged,
+    /// The caps profile with these capabilities (`CAP_*` names).
+    Caps(Vec<String>),
+}
+
+impl Isolation {
+    /// The caps profile for this host: the capabilities of this process's bounding set.
+    pub fn caps_profile() -> Isolation {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        Isolation::Caps(caps_from_status(&status))
+    }
+
+    /// A short name for status lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Isolation::Privileged => "privileged",
+            Isolation::Caps(_) => "caps",
+        }
+    }
+
+    /// Set the host config fields this isolation needs.
+    pub fn apply(&self, hc: &mut HostConfig) {
+        match self {
+            Isolation::Privileged => hc.privileged = Some(true),
+            Isolation::Caps(caps) => {
+                hc.cap_add = Some(caps.clone());
+                hc.security_opt = Some(vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()]);
+                hc.masked_paths = Some(vec![]);
+                hc.readonly_paths = Some(vec![]);
+            }
+        }
+    }
+
+    /// Drop one capability the engine said it does not know (`unknown capability: "CAP_BPF"`);
+    /// returns false when the message names none this profile holds.
+    pub fn drop_unknown(&mut self, engine_message: &str) -> bool {
+        let Isolation::Caps(caps) = self else { return false };
+        let Some(rest) = engine_message.split("unknown capability: ").nth(1) else { return false };
+        let name = rest.trim_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
+        let name = name.split(['"', '\'']).next().unwrap_or("");
+        let bare = name.strip_prefix("CAP_").unwrap_or(name);
+        let before = caps.len();
+        caps.retain(|c| c != bare && c != name);
+        caps.len() != before
+    }
+}
+
+/// Capability names (without `CAP_`) in the `CapBnd` line of a /proc status file.
+pub fn caps_from_status(status: &str) -> Vec<String> {
+    let bits = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    CAP_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits >> i & 1 == 1)
+        .map(|(_, n)| n.to_string())
+        .collect()
+}
+
+/// True when an engine error says runc could not grant the privileged capability set.
+pub fn is_caps_refusal(message: &str) -> bool {
+    message.contains("unable to apply caps")
+}
+
+/// Where didx remembers per-engine facts: `DIDX_CACHE_DIR`, else `$XDG_CACHE_HOME/didx`, else
+/// `~/.cache/didx`.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("DIDX_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("didx"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("didx"))
+}
+
+fn cache_file(engine_id: &str) -> Option<PathBuf> {
+    let safe: String = engine_id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    cache_dir().map(|d| d.join(format!("isolation-{safe}")))
+}
+
+/// True when an earlier `auto` run found that this engine refuses `--privileged`.
+pub fn remembered_refusal(engine_id: &str) -> bool {
+    cache_file(engine_id)
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .is_some_and(|s| s.trim() == "caps")
+}
+
+/// Remember that this engine refuses `--privileged`. Failing to write only costs speed.
+pub fn remember_refusal(engine_id: &str) {
+    let Some(file) = cache_file(engine_id) else { return };
+    let written = file
+        .parent()
+        .map(std::fs::create_dir_all)
+        .unwrap_or(Ok(()))
+        .and_then(|_| std::fs::write(&file, "caps\n"));
+    if let Err(e) = written {
+        tracing::debug!(file = %file.display(), error = %e, "cannot cache isolation outcome");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounding_set_maps_to_names() {
+        // This machine's root: everything up to CHECKPOINT_RESTORE except SYS_RESOURCE (bit 24).
+        let caps = caps_from_status("Name:\tx\nCapBnd:\t000001fffeffffff\n");
+        assert_eq!(caps.len(), CAP_NAMES.len() - 1);
+        assert!(!caps.contains(&"SYS_RESOURCE".to_string()));
+        assert!(caps.contains(&"SYS_ADMIN".to_string()) && caps.contains(&"BPF".to_string()));
+        assert!(caps_from_status("nothing").is_empty());
+    }
+
+    #[test]
+    fn unknown_capabilities_are_dropped_one_by_one() {
+        let mut iso = Isolation::Caps(vec!["SYS_ADMIN".into(), "BPF".into()]);
+        assert!(iso.drop_unknown(r#"invalid CapAdd: unknown capability: "CAP_BPF""#));
+        assert_eq!(iso, Isolation::Caps(vec!["SYS_ADMIN".into()]));
+        assert!(!iso.drop_unknown(r#"invalid CapAdd: unknown capability: "CAP_BPF""#));
+        assert!(!iso.drop_unknown("something else"));
+        assert!(!Isolation::Privileged.drop_unknown(r#"unknown capability: "CAP_BPF""#));
+    }
+
+    #[test]
+    fn caps_profile_unconfines_and_unmasks() {
+        let mut hc = HostConfig::default();
+        Isolation::Caps(vec!["SYS_ADMIN".into()]).apply(&mut hc);
+        assert_eq!(hc.privileged, None);
+        assert_eq!(hc.masked_paths, Some(vec![]));
+        assert_eq!(hc.readonly_paths, Some(vec![]));
+        assert!(hc.security_opt.unwrap().contains(&"seccomp=unconfined".to_string()));
+        let mut hc = HostConfig::default();
+        Isolation::Privileged.apply(&mut hc);
+        assert_eq!(hc.privileged, Some(true));
+    }
+
+    #[test]
+    fn caps_refusal_is_recognised() {
+        assert!(is_caps_refusal("failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: unable to apply caps: operation not permitted: unknown"));
+        assert!(!is_caps_refusal("no such image"));
+    }
+}

@@ -1,0 +1,60 @@
+//! Labels that mark what didx creates, and the filters that find it again.
+//!
+//! Clean-up and listing find resources by these labels only, never by name pattern, so nothing
+//! didx did not create is ever touched.
+
+use std::collections::HashMap;
+
+/// Present (value `true`) on every container, volume and network didx creates.
+pub const MANAGED: &str = "io.didx.managed";
+/// The environment id the resource belongs to.
+pub const ENV: &str = "io.didx.env";
+/// The resource's role: `server`, `client`, `data`.
+pub const ROLE: &str = "io.didx.role";
+/// Unix time (seconds) the environment was created.
+pub const CREATED: &str = "io.didx.created";
+/// The `--sv` / `--cv` value the container was started for.
+pub const VERSION: &str = "io.didx.version";
+/// The recipe hash an offline image was built from.
+pub const RECIPE: &str = "io.didx.recipe";
+
+/// Role of a resource within an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The container running dockerd.
+    Server,
+    /// The container running the docker CLI.
+    Client,
+    /// The server's storage volume.
+    Data,
+}
+
+impl Role {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Client => "client",
+            Role::Data => "data",
+        }
+    }
+}
+
+/// Labels for one resource of environment `env`.
+pub fn for_resource(env: &str, role: Role, created: u64) -> HashMap<String, String> {
+    HashMap::from([
+        (MANAGED.to_string(), "true".to_string()),
+        (ENV.to_string(), env.to_string()),
+        (ROLE.to_string(), role.as_str().to_string()),
+        (CREATED.to_string(), created.to_string()),
+    ])
+}
+
+/// An engine list filter selecting everything didx manages, or one environment's resources.
+pub fn filter(env: Option<&str>) -> HashMap<String, Vec<String>> {
+    let label = match env {
+        Some(id) => format!("{ENV}={id}"),
+        None => format!("{MANAGED}=true"),
+    };
+    HashMap::from([("label".to_string(), vec![label])])
+}

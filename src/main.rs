@@ -1,0 +1,483 @@
+//! The `didx` command: parses arguments, prints, and maps outcomes to exit codes. All logic
+//! lives in the library.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use didx::build::{BuildEvent, BuildSpec};
+use didx::command::Step;
+use didx::engine::Engine;
+use didx::env::{Cancel, EnvId, EnvSpec, Environment, Event};
+use didx::error::Error;
+use didx::images::{self, Wanted};
+use didx::run::{StepEvent, run_steps};
+use didx::spec::{CleanPolicy, EnvVarName, IsolationMode, Version, VolumeSpec, parse_duration};
+use tokio::signal::unix::{SignalKind, signal};
+
+const EXIT_USAGE: u8 = 2;
+const EXIT_DIDX: u8 = 125;
+const EXIT_SIGINT: u8 = 130;
+const EXIT_SIGTERM: u8 = 143;
+
+const AFTER_HELP: &str = "\
+COMMAND: each argument is one command, split into words as a POSIX shell splits it (no
+expansion on the host). A command whose first word is a docker subcommand, or that starts
+with '-', gets 'docker' in front; one starting with 'docker exec' runs on the host through
+sh, with $DIND_CLIENT_NAME (see --cv-env) holding the client's name; anything else runs in
+the client as given. The first failing command stops the rest.
+
+Verbs: a first argument that is exactly a verb name ('image') is a didx verb, not a COMMAND.
+Put '--' before the COMMANDs to force the COMMAND reading (e.g. didx -- image ls), and
+before a COMMAND that starts with '-' (e.g. didx -- '-D info').
+  didx image build    build the offline server/client image didx/dind:local
+
+Exit codes:
+  0    every command succeeded (or nothing to run)
+  N    the first failing command's own exit code
+  2    usage error (bad option or value); nothing was created
+  125  didx itself failed (engine unreachable, image missing, start failure)
+  130  interrupted by SIGINT; 143 by SIGTERM (clean-up ran by --clean, as a failure)";
+
+/// Execute commands in an encapsulated Docker-in-Docker server and client.
+#[derive(Parser, Debug)]
+#[command(name = "didx", version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Option<Verb>,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Docker engine to use (unix:///path or tcp://host:port) [default: $DOCKER_HOST, else
+    /// unix:///var/run/docker.sock]; tcp uses TLS when DOCKER_TLS_VERIFY is set
+    #[arg(short = 'H', long = "host", global = true, value_name = "ADDR")]
+    host: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Server version: 'latest' → docker:dind, X → docker:X-dind, X-dind → docker:X-dind
+    #[arg(long, default_value = "latest", value_name = "VER")]
+    sv: String,
+    /// Client version → docker:VER [default: the --sv value]
+    #[arg(long, value_name = "VER")]
+    cv: Option<String>,
+    /// Pull the server and client images even when present
+    #[arg(short = 'p', long)]
+    pull: bool,
+    /// Mount into the client: [SOURCE:]ABS_CLIENT_PATH[:MODE], SOURCE an absolute or ./relative
+    /// host path or a volume name; no SOURCE makes an anonymous volume (removed by --clean)
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    volumes: Vec<String>,
+    /// After the commands: none | success | failure | anycase remove this environment by
+    /// outcome; all removes every didx environment; rpt lists them (both run no commands)
+    #[arg(long, default_value = "none", value_name = "WHEN")]
+    clean: String,
+    /// Server dockerd's storage driver [default: the host engine's]
+    #[arg(short = 's', long = "storage-driver", value_name = "DRIVER")]
+    storage_driver: Option<String>,
+    /// More dockerd options, split like a shell would (repeatable), e.g. --dkropts "--debug"
+    #[arg(long, value_name = "OPTS", allow_hyphen_values = true)]
+    dkropts: Vec<String>,
+    /// Host variable holding the client's container name, for 'docker exec $VAR …' commands
+    #[arg(long = "cv-env", default_value = "DIND_CLIENT_NAME", value_name = "NAME")]
+    cv_env: String,
+    /// How the server gets dockerd's privileges: auto (privileged, else the caps profile),
+    /// privileged, caps
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    isolation: String,
+    /// How long to wait for the inner engine to answer (e.g. 60, 90s, 2m)
+    #[arg(long = "ready-timeout", default_value = "60s", value_name = "DURATION")]
+    ready_timeout: String,
+    /// Server image, overriding the --sv mapping
+    #[arg(long = "server-image", env = "DIDX_SERVER_IMAGE", value_name = "IMAGE")]
+    server_image: Option<String>,
+    /// Client image, overriding the --cv mapping
+    #[arg(long = "client-image", env = "DIDX_CLIENT_IMAGE", value_name = "IMAGE")]
+    client_image: Option<String>,
+    /// Commands to run in the client (see below)
+    #[arg(value_name = "COMMAND")]
+    commands: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Verb {
+    /// Manage didx's images
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Build didx/dind:local from Debian's packages (no registry needed); reuses an image
+    /// built from the same recipe
+    Build {
+        /// Debian suite
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// Debian mirror
+        #[arg(long, env = "DIDX_MIRROR", default_value = "http://deb.debian.org/debian")]
+        mirror: String,
+        /// Rebuild even when an image from the same recipe exists
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Validated run options: nothing downstream re-checks strings.
+struct RunPlan {
+    sv: Version,
+    cv: Version,
+    pull: bool,
+    volumes: Vec<VolumeSpec>,
+    clean: CleanPolicy,
+    storage_driver: Option<String>,
+    dockerd_opts: Vec<String>,
+    cv_env: EnvVarName,
+    isolation: IsolationMode,
+    ready_timeout: Duration,
+    server_image: Wanted,
+    client_image: Wanted,
+    steps: Vec<Step>,
+}
+
+impl RunPlan {
+    fn from_args(a: RunArgs) -> Result<RunPlan, Error> {
+        let sv = Version::parse("--sv value", &a.sv)?;
+        let cv = match &a.cv {
+            Some(cv) => Version::parse("--cv value", cv)?,
+            None => sv.clone(),
+        };
+        let cwd = std::env::current_dir().map_err(|e| Error::Io { what: "reading the current directory".into(), source: e })?;
+        let volumes = a.volumes.iter().map(|v| VolumeSpec::parse(v, &cwd)).collect::<Result<_, _>>()?;
+        let clean: CleanPolicy = a.clean.parse()?;
+        if matches!(clean, CleanPolicy::All | CleanPolicy::Rpt) && !a.commands.is_empty() {
+            return Err(Error::Invalid {
+                what: "--clean value",
+                value: a.clean.clone(),
+                fix: format!("--clean {} runs no commands; drop the COMMANDs or use anycase", a.clean),
+            });
+        }
+        let mut dockerd_opts = Vec::new();
+        for o in &a.dkropts {
+            dockerd_opts.extend(shell_words::split(o).map_err(|e| Error::Invalid {
+                what: "--dkropts value",
+                value: o.clone(),
+                fix: format!("{e}: balance its quotes"),
+            })?);
+        }
+        let wanted = |explicit: &Option<String>, mapped: String| match explicit {
+            Some(i) if !i.is_empty() => Wanted { image: i.clone(), explicit: true },
+            _ => Wanted { image: mapped, explicit: false },
+        };
+        Ok(RunPlan {
+            server_image: wanted(&a.server_image, sv.server_image()),
+            client_image: wanted(&a.client_image, cv.client_image()),
+            sv,
+            cv,
+            pull: a.pull,
+            volumes,
+            clean,
+            storage_driver: a.storage_driver.filter(|s| !s.is_empty()),
+            dockerd_opts,
+            cv_env: EnvVarName::parse(&a.cv_env)?,
+            isolation: a.isolation.parse()?,
+            ready_timeout: parse_duration("--ready-timeout value", &a.ready_timeout)?,
+            steps: a.commands.iter().map(|c| Step::parse(c)).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+fn say(msg: impl std::fmt::Display) {
+    eprintln!("didx: {msg}");
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DIDX_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            say(format!("cannot start the async runtime: {e}"));
+            return ExitCode::from(EXIT_DIDX);
+        }
+    };
+    let code = runtime.block_on(async_main());
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    ExitCode::from(code)
+}
+
+/// The host engine's storage driver, for --help (as didx.sh shows it); quick or nothing.
+async fn host_driver() -> Option<String> {
+    let host = host_flag(std::env::args());
+    let probe = async { Engine::connect(host.as_deref()).await.ok()?.info().await.ok()?.driver };
+    tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten()
+}
+
+fn host_flag(args: impl Iterator<Item = String>) -> Option<String> {
+    let args: Vec<String> = args.collect();
+    args.iter().enumerate().find_map(|(i, a)| {
+        if a == "-H" || a == "--host" {
+            args.get(i + 1).cloned()
+        } else {
+            a.strip_prefix("--host=").map(str::to_string)
+        }
+    })
+}
+
+async fn async_main() -> u8 {
+    let wants_help = std::env::args().skip(1).take_while(|a| a != "--").any(|a| a == "-h" || a == "--help");
+    let mut cmd = Cli::command();
+    if wants_help {
+        let driver = host_driver().await;
+        let text = match driver {
+            Some(d) => format!("Server dockerd's storage driver [default: {d}, the host engine's]"),
+            None => "Server dockerd's storage driver [default: the host engine's; engine not reachable now]".to_string(),
+        };
+        cmd = cmd.mut_arg("storage_driver", |a| a.help(text));
+    }
+    let matches = match cmd.try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return EXIT_USAGE;
+        }
+    };
+    match cli.verb {
+        Some(Verb::Image(ImageCmd::Build { suite, mirror, force })) => {
+            report(image_build(cli.host.as_deref(), BuildSpec { suite, mirror, force }).await)
+        }
+        None => {
+            let plan = match RunPlan::from_args(cli.run) {
+                Ok(p) => p,
+                Err(e) => return report(Err(e)),
+            };
+            report(run(cli.host.as_deref(), plan).await)
+        }
+    }
+}
+
+fn report(r: Result<u8, Error>) -> u8 {
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            say(format!("error: {e}"));
+            if e.is_usage() { EXIT_USAGE } else { EXIT_DIDX }
+        }
+    }
+}
+
+async fn image_build(host: Option<&str>, spec: BuildSpec) -> Result<u8, Error> {
+    let engine = Engine::connect(host).await?;
+    let tty = std::io::stderr().is_terminal();
+    say(format!("building {} from Debian {} ({})", images::LOCAL_IMAGE, spec.suite, spec.mirror));
+    let on = move |e: BuildEvent<'_>| match e {
+        BuildEvent::Log(line) => eprintln!("  {line}"),
+        BuildEvent::Streamed(n) if tty => eprint!("\r  streamed {:.1} MB into the engine ", n as f64 / 1e6),
+        BuildEvent::Streamed(n) => eprintln!("  streamed {:.1} MB into the engine", n as f64 / 1e6),
+        _ => {}
+    };
+    let r = didx::build::build(&engine, &spec, &on).await?;
+    if tty {
+        eprintln!();
+    }
+    let what = if r.reused { "reused (recipe unchanged; --force rebuilds)" } else { "built" };
+    say(format!(
+        "{} {what}: {} ({}), {:.0} MB, in {:.1} s",
+        images::LOCAL_IMAGE,
+        r.tags.join(", "),
+        &r.id.trim_start_matches("sha256:")[..12.min(r.id.len())],
+        r.size as f64 / 1e6,
+        r.elapsed.as_secs_f64()
+    ));
+    Ok(0)
+}
+
+fn age(created: Option<u64>) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    match created {
+        None => "?".into(),
+        Some(c) => {
+            let s = now.saturating_sub(c);
+            if s < 120 { format!("{s}s") } else if s < 7200 { format!("{}m", s / 60) } else { format!("{}h", s / 3600) }
+        }
+    }
+}
+
+/// Which signal arrived.
+#[derive(Clone, Copy)]
+enum Sig {
+    Int,
+    Term,
+}
+
+async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
+    let engine = Engine::connect(host).await?;
+    match plan.clean {
+        CleanPolicy::Rpt => {
+            let envs = didx::env::list(&engine).await?;
+            println!("{:<12} {:<6} {:<8} {:<10} NAME", "ENV", "AGE", "ROLE", "STATE");
+            for e in &envs {
+                for m in &e.members {
+                    println!("{:<12} {:<6} {:<8} {:<10} {}", e.id, age(e.created), m.role, m.state, m.name);
+                }
+            }
+            say(format!("{} environment(s)", envs.len()));
+            return Ok(0);
+        }
+        CleanPolicy::All => {
+            let removed = didx::env::remove_all(&engine).await?;
+            for name in &removed {
+                say(format!("{name} terminated & destroyed"));
+            }
+            say(format!("removed {} container(s) and every didx volume and network", removed.len()));
+            return Ok(0);
+        }
+        _ => {}
+    }
+
+    let info = engine.info().await?;
+    let resolved = images::resolve(&engine, &plan.server_image, &plan.client_image, plan.pull).await?;
+    if !resolved.fell_back.is_empty() {
+        say(format!(
+            "{} not on the engine and cannot be pulled; using {}",
+            resolved.fell_back.join(" and "),
+            images::LOCAL_IMAGE
+        ));
+    }
+    for s in &resolved.stale {
+        say(format!("warning: pull of {s} failed; using the copy on the engine"));
+    }
+    let spec = EnvSpec {
+        id: EnvId::generate(),
+        sv: plan.sv,
+        cv: plan.cv,
+        server_image: resolved.server,
+        client_image: resolved.client,
+        storage_driver: plan.storage_driver.or(info.driver).unwrap_or_default(),
+        dockerd_opts: plan.dockerd_opts,
+        isolation: plan.isolation,
+        engine_id: info.id.unwrap_or_default(),
+        ready_timeout: plan.ready_timeout,
+        volumes: plan.volumes,
+    };
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::Io { what: "installing a SIGINT handler".into(), source: e })?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::Io { what: "installing a SIGTERM handler".into(), source: e })?;
+    let signalled = async {
+        tokio::select! {
+            _ = sigint.recv() => Sig::Int,
+            _ = sigterm.recv() => Sig::Term,
+        }
+    };
+    tokio::pin!(signalled);
+
+    let on_event = |e: Event<'_>| match e {
+        Event::IsolationFallback { reason } => say(format!(
+            "the engine refuses --privileged ({}); using the caps profile (remembered for this engine; see --isolation)",
+            reason.lines().next().unwrap_or(reason).rsplit(": ").nth(1).unwrap_or("unable to apply caps")
+        )),
+        Event::ServerStarted { name, image, isolation } => {
+            say(format!("dind server named: '{name}' successfully started ({image}, {isolation} isolation)"))
+        }
+        Event::ClientStarted { name, image } => say(format!("dind client named: '{name}' successfully started ({image})")),
+        Event::Ready { elapsed } => say(format!("inner engine answered over TLS after {:.2} s", elapsed.as_secs_f64())),
+        _ => {}
+    };
+    let cancel = Cancel::default();
+    let start = Environment::start(&engine, &spec, &cancel, &on_event);
+    tokio::pin!(start);
+    let mut got: Option<Sig> = None;
+    let env = tokio::select! {
+        r = &mut start => r,
+        s = &mut signalled => {
+            got = Some(s);
+            cancel.cancel();
+            start.await
+        }
+    };
+    let env = match env {
+        Ok(env) => env,
+        Err(Error::Cancelled) => {
+            say("interrupted while starting; removed what was created");
+            return Ok(sig_code(got.unwrap_or(Sig::Int)));
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(s) = got {
+        // The signal arrived as the start completed.
+        return finish(env, plan.clean, false, sig_code(s)).await;
+    }
+
+    let on_step = |e: StepEvent<'_>| match e {
+        StepEvent::Started { index, total, display } => say(format!("[{index}/{total}] {display}")),
+        StepEvent::Ended { index, total, code: 0, elapsed } => {
+            say(format!("[{index}/{total}] succeeded in {:.2} s", elapsed.as_secs_f64()))
+        }
+        StepEvent::Ended { index, total, code, elapsed } => say(format!(
+            "[{index}/{total}] failed with exit code {code} after {:.2} s{}",
+            elapsed.as_secs_f64(),
+            if index < total { format!("; skipping the remaining {}", total - index) } else { String::new() }
+        )),
+        _ => {}
+    };
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let outcome = tokio::select! {
+        r = run_steps(&env, &plan.steps, &plan.cv_env, &mut stdout, &mut stderr, &on_step) => r,
+        s = &mut signalled => {
+            let code = sig_code(s);
+            say(format!("interrupted by {}; cleaning up as a failure (--clean {})", if code == EXIT_SIGINT { "SIGINT" } else { "SIGTERM" }, plan.clean.as_str()));
+            return finish(env, plan.clean, false, code).await;
+        }
+    };
+    match outcome {
+        Ok(o) => {
+            let code = match o.failed {
+                None => 0,
+                Some((_, c)) if (1..=255).contains(&c) => c as u8,
+                Some(_) => EXIT_DIDX,
+            };
+            finish(env, plan.clean, o.succeeded(), code).await
+        }
+        Err(e) => {
+            // didx failed while running commands (e.g. the engine went away): a failure.
+            say(format!("error: {e}"));
+            finish(env, plan.clean, false, EXIT_DIDX).await
+        }
+    }
+}
+
+fn sig_code(s: Sig) -> u8 {
+    match s {
+        Sig::Int => EXIT_SIGINT,
+        Sig::Term => EXIT_SIGTERM,
+    }
+}
+
+async fn finish(env: Environment, clean: CleanPolicy, succeeded: bool, code: u8) -> Result<u8, Error> {
+    let server = env.server().name.clone();
+    let client = env.client().name.clone();
+    if clean.removes(succeeded) {
+        env.rm().await?;
+        say(format!("dind server named: '{server}' terminated & destroyed"));
+        say(format!("dind client named: '{client}' terminated & destroyed"));
+    } else {
+        let id = env.id().to_string();
+        env.keep();
+        say(format!("dind server named: '{server}' remains running"));
+        say(format!("dind client named: '{client}' remains running (attach: docker exec -it {client} sh; env {id}; remove all: didx --clean all)"));
+    }
+    Ok(code)
+}

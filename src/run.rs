@@ -1,0 +1,98 @@
+//! Running COMMANDs in an environment, in order, stopping at the first failure.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWrite;
+
+use crate::command::Step;
+use crate::env::Environment;
+use crate::error::{Error, Result};
+use crate::spec::EnvVarName;
+
+/// Progress of [`run_steps`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StepEvent<'a> {
+    /// Step `index` (1-based) of `total` starts.
+    Started {
+        /// 1-based position.
+        index: usize,
+        /// Number of steps.
+        total: usize,
+        /// The step as shown to people.
+        display: &'a str,
+    },
+    /// Step `index` ended with `code`.
+    Ended {
+        /// 1-based position.
+        index: usize,
+        /// Number of steps.
+        total: usize,
+        /// Its exit code.
+        code: i64,
+        /// How long it ran.
+        elapsed: Duration,
+    },
+}
+
+/// How a run of steps ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Steps that ran (including a failing one).
+    pub ran: usize,
+    /// The first failing step (1-based) and its exit code.
+    pub failed: Option<(usize, i64)>,
+}
+
+impl Outcome {
+    /// True when every step succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_none()
+    }
+}
+
+/// Run `steps` in order in `env`, streaming their output to `out`/`err`; stop at the first
+/// failure. Host steps (`docker exec …`) run with `sh -c` here, with `cv_env` set to the
+/// client's container name.
+pub async fn run_steps(
+    env: &Environment,
+    steps: &[Step],
+    cv_env: &EnvVarName,
+    out: &mut (dyn AsyncWrite + Unpin + Send),
+    err: &mut (dyn AsyncWrite + Unpin + Send),
+    on: &(dyn Fn(StepEvent<'_>) + Send + Sync),
+) -> Result<Outcome> {
+    let total = steps.len();
+    for (i, step) in steps.iter().enumerate() {
+        let index = i + 1;
+        let display = step.display();
+        on(StepEvent::Started { index, total, display: &display });
+        let t0 = Instant::now();
+        let code = match step {
+            Step::Client(argv) => env.exec(argv, out, err).await?,
+            Step::Host(script) => run_on_host(script, cv_env.as_str(), &env.client().name).await?,
+        };
+        on(StepEvent::Ended { index, total, code, elapsed: t0.elapsed() });
+        if code != 0 {
+            return Ok(Outcome { ran: index, failed: Some((index, code)) });
+        }
+    }
+    Ok(Outcome { ran: total, failed: None })
+}
+
+async fn run_on_host(script: &str, var: &str, client: &str) -> Result<i64> {
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env(var, client)
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| Error::io("running a host command with sh", e))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c as i64,
+        (None, Some(sig)) => 128 + sig as i64,
+        _ => 1,
+    })
+}
