@@ -228,6 +228,18 @@ impl Engine {
         }
     }
 
+    /// Wait for a container to stop; returns its exit code.
+    pub async fn wait(&self, container: &str) -> Result<i64> {
+        let mut stream = self.docker.wait_container(container, None::<qp::WaitContainerOptions>);
+        match stream.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(call("wait container", container)(e)),
+            None => Err(call("wait container", container)(BollardError::RequestTimeoutError)),
+        }
+    }
+
     /// The last `lines` lines of a container's output.
     pub async fn logs_tail(&self, container: &str, lines: usize) -> Result<String> {
         let opts = qp::LogsOptions {

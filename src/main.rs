@@ -241,16 +241,19 @@ async fn async_main() -> u8 {
     }
     let matches = match cmd.try_get_matches() {
         Ok(m) => m,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return code;
+            return 0;
+        }
+        Err(e) => {
+            say(usage_line(&e));
+            return EXIT_USAGE;
         }
     };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => {
-            let _ = e.print();
+            say(usage_line(&e));
             return EXIT_USAGE;
         }
     };
@@ -266,6 +269,22 @@ async fn async_main() -> u8 {
             report(run(cli.host.as_deref(), plan).await)
         }
     }
+}
+
+/// clap's error as one line, with the fix: its first line plus a pointer to --help.
+fn usage_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    let tip = match e.kind() {
+        clap::error::ErrorKind::UnknownArgument => {
+            "; see didx --help (put '--' before a COMMAND that starts with '-')"
+        }
+        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            return "a verb needs its subcommand, e.g. didx image build; to run 'docker image' as a COMMAND write didx -- image".to_string();
+        }
+        _ => "; see didx --help",
+    };
+    format!("{first}{tip}")
 }
 
 fn report(r: Result<u8, Error>) -> u8 {
@@ -384,10 +403,9 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     tokio::pin!(signalled);
 
     let on_event = |e: Event<'_>| match e {
-        Event::IsolationFallback { reason } => say(format!(
-            "the engine refuses --privileged ({}); using the caps profile (remembered for this engine; see --isolation)",
-            reason.lines().next().unwrap_or(reason).rsplit(": ").nth(1).unwrap_or("unable to apply caps")
-        )),
+        Event::IsolationFallback { .. } => say(
+            "the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)",
+        ),
         Event::ServerStarted { name, image, isolation } => {
             say(format!("dind server named: '{name}' successfully started ({image}, {isolation} isolation)"))
         }
