@@ -195,6 +195,18 @@ impl Engine {
             .map_err(call("upload to container", container))
     }
 
+    /// A tar stream of `path` in a container (a file or a directory, as `docker cp` reads it).
+    pub fn download<'a>(
+        &'a self,
+        container: &'a str,
+        path: &str,
+    ) -> impl Stream<Item = Result<Bytes>> + Send + 'a {
+        let opts = qp::DownloadFromContainerOptions { path: path.to_string() };
+        self.docker
+            .download_from_container(container, Some(opts))
+            .map_err(move |e| call("download from container", container)(e))
+    }
+
     /// Start a container.
     pub async fn start(&self, container: &str) -> Result<()> {
         self.docker

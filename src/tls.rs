@@ -83,7 +83,7 @@ mod tests {
     use tokio_rustls::rustls::{
         self, RootCertStore,
         pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
-        server::WebPkiClientVerifier,
+        client::danger::ServerCertVerifier, server::WebPkiClientVerifier,
     };
 
     fn der(pem: &str) -> CertificateDer<'static> {

@@ -292,8 +292,7 @@ async fn start_inner(
                 if iso == Isolation::Privileged && isolation::is_caps_refusal(&msg) {
                     if spec.isolation == IsolationMode::Privileged {
                         return Err(Error::Isolation(format!(
-                            "the engine refuses --privileged here ({}); use --isolation auto or caps",
-                            msg.lines().next().unwrap_or(&msg)
+                            "the engine refuses --privileged for {server_name} (runc: unable to apply caps); use --isolation auto or caps"
                         )));
                     }
                     engine.remove_container(&id).await?;
@@ -311,7 +310,11 @@ async fn start_inner(
 
     let client_id = create_client(engine, spec, &client_name, &server_id, &tls, created).await?;
     cancel.check()?;
-    engine.start(&client_id).await?;
+    if let Err(e) = engine.start(&client_id).await {
+        // The client joins the server's network namespace: if dockerd already died (e.g. a bad
+        // --dkropts), the server's own log is the useful answer.
+        return Err(server_exit(engine, &server_id, &server_name).await?.unwrap_or(e));
+    }
     on(Event::ClientStarted { name: &client_name, image: &spec.client_image });
 
     let env = Environment {
@@ -461,6 +464,18 @@ async fn create_client(
     Ok(id)
 }
 
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// [`Error::ServerExited`] with the server's last log lines if it is no longer running.
+async fn server_exit(engine: &Engine, id: &str, name: &str) -> Result<Option<Error>> {
+    let state = engine.inspect(id).await?.state;
+    let Some(s) = state.filter(|s| s.running != Some(true)) else { return Ok(None) };
+    let logs = engine.logs_tail(id, 20).await.unwrap_or_default();
+    Ok(Some(Error::ServerExited { name: name.to_string(), code: s.exit_code.unwrap_or(-1), logs }))
+}
+
 /// How readiness is probed: straight from here to the server's address when the engine is
 /// local, else (or when that address turns out unreachable) by `docker version` in the client.
 enum Probe {
@@ -469,7 +484,7 @@ enum Probe {
 }
 
 async fn wait_ready(engine: &Engine, env: &Environment, tls: &TlsMaterial, timeout: Duration, cancel: &Cancel) -> Result<()> {
-    let t0 = Instant::now();
+    let deadline = Instant::now() + timeout;
     let inspect = engine.inspect(&env.server.id).await?;
     let ip: Option<IpAddr> = inspect
         .network_settings
@@ -486,7 +501,9 @@ async fn wait_ready(engine: &Engine, env: &Environment, tls: &TlsMaterial, timeo
     loop {
         cancel.check()?;
         match &probe {
-            Probe::Direct(prober, addr) => match prober.ping(*addr, Duration::from_millis(500)).await {
+            // dockerd accepts connections before it serves them, so one attempt may wait; never
+            // past the deadline.
+            Probe::Direct(prober, addr) => match prober.ping(*addr, remaining(deadline).min(Duration::from_millis(500))).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     if let ProbeError::Unreachable(_) = e {
@@ -515,13 +532,11 @@ async fn wait_ready(engine: &Engine, env: &Environment, tls: &TlsMaterial, timeo
         }
         if last_liveness.elapsed() >= LIVENESS_INTERVAL {
             last_liveness = Instant::now();
-            let state = engine.inspect(&env.server.id).await?.state;
-            if let Some(s) = state.filter(|s| s.running != Some(true)) {
-                let logs = engine.logs_tail(&env.server.id, 20).await.unwrap_or_default();
-                return Err(Error::ServerExited { name: env.server.name.clone(), code: s.exit_code.unwrap_or(-1), logs });
+            if let Some(exited) = server_exit(engine, &env.server.id, &env.server.name).await? {
+                return Err(exited);
             }
         }
-        if t0.elapsed() >= timeout {
+        if remaining(deadline).is_zero() {
             let logs = engine.logs_tail(&env.server.id, 20).await.unwrap_or_default();
             return Err(Error::NotReady { name: env.server.name.clone(), timeout, last_probe: last, logs });
         }
