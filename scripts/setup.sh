@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Everything a fresh Debian machine needs before didx runs or its tests run:
+# a Docker engine (scripts/ensure-engine.sh), mmdebstrap for the offline image, the didx
+# binary, and the offline image didx/dind:local (reused when its recipe is unchanged).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/ensure-engine.sh
+
+if ! command -v mmdebstrap >/dev/null 2>&1; then
+  echo "setup: installing mmdebstrap" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq mmdebstrap >/dev/null
+fi
+
+profile="${DIDX_PROFILE:-debug}"
+if [ "$profile" = release ]; then cargo build --release --locked; else cargo build --locked; fi
+"./target/$profile/didx" image build

@@ -1,0 +1,133 @@
+//! Engine-wide behaviour: `--clean rpt` and `--clean all`, and bad input creating nothing.
+//! These look at every didx resource on the engine, so they run one at a time (a lock) and
+//! in their own test binary (cargo runs test binaries one after another).
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn assert_engine_clean() {
+    let left = rt().block_on(leftovers(None));
+    assert!(left.is_empty(), "didx resources on the engine: {left:?}");
+}
+
+#[test]
+fn rpt_lists_and_all_removes_only_didx_environments() {
+    let _g = serial();
+    assert_engine_clean();
+    let a = didx(&[]);
+    let b = didx(&["--cv", "other"]);
+    // b's client image docker:other is missing and maps to the local image as well.
+    let ids: Vec<String> = [&a, &b].iter().filter_map(|r| r.env_id()).collect();
+    // A container that merely looks like didx's by name must survive --clean all.
+    let decoy = "dind_decoy00000_server_latest";
+    rt().block_on(async {
+        let e = engine().await;
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(didx::images::LOCAL_IMAGE.into()),
+            ..Default::default()
+        };
+        e.create_container(decoy, body).await.unwrap();
+    });
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!(a.code, 0, "{}", a.show());
+        assert_eq!(b.code, 0, "{}", b.show());
+        assert_eq!(ids.len(), 2);
+        let rpt = didx(&["--clean", "rpt"]);
+        assert_eq!(rpt.code, 0, "{}", rpt.show());
+        for id in &ids {
+            let lines: Vec<&str> = rpt.stdout.lines().filter(|l| l.starts_with(id.as_str())).collect();
+            assert_eq!(lines.len(), 2, "{}", rpt.show());
+            assert!(lines.iter().all(|l| l.contains("running")), "{}", rpt.show());
+        }
+        assert!(rpt.stdout.contains(&format!("dind_{}_client_other", ids[1])), "{}", rpt.show());
+        assert!(!rpt.stdout.contains("decoy"), "{}", rpt.show());
+        let all = didx(&["--clean", "all"]);
+        assert_eq!(all.code, 0, "{}", all.show());
+        assert_eq!(all.stderr.matches("terminated & destroyed").count(), 4, "{}", all.show());
+        assert_engine_clean();
+        let rpt = didx(&["--clean", "rpt"]);
+        assert!(rpt.stderr.contains("0 environment(s)"), "{}", rpt.show());
+    });
+    let decoy_survived = rt().block_on(async {
+        let e = engine().await;
+        let there = e.inspect(decoy).await.is_ok();
+        e.remove_container(decoy).await.unwrap();
+        for id in &ids {
+            didx::env::remove(&e, id).await.unwrap();
+        }
+        there
+    });
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    assert!(decoy_survived, "--clean all removed a container didx did not create");
+    assert_engine_clean();
+}
+
+/// Each bad input: usage (2) or didx (125) exit code, one line on stderr naming the problem
+/// and the fix, and nothing created.
+#[test]
+fn bad_input_is_one_clear_line_and_creates_nothing() {
+    let _g = serial();
+    assert_engine_clean();
+    let cases: &[(&[&str], i32, &[&str])] = &[
+        (&["--clean", "sometimes", "version"], 2, &["--clean", "sometimes", "anycase"]),
+        (&["-v", "rel/path:/x", "version"], 2, &["-v", "rel/path:/x", "ABSOLUTE_CLIENT_PATH"]),
+        (&["-v", "/a:/b:bogus", "version"], 2, &["-v", "MODE"]),
+        (&["-v", "./no-such-dir-for-didx:/x", "version"], 2, &["does not exist"]),
+        (&["--cv-env", "1BAD", "version"], 2, &["--cv-env", "1BAD", "shell variable name"]),
+        (&["--no-such-option", "version"], 2, &["--no-such-option", "--help"]),
+        (&["--isolation", "maybe"], 2, &["--isolation", "auto, privileged, caps"]),
+        (&["--sv", "a:b"], 2, &["--sv", "a:b"]),
+        (&["sh -c 'unbalanced"], 2, &["COMMAND", "quotes"]),
+        (&["--clean", "all", "version"], 2, &["runs no commands"]),
+        (&["image"], 2, &["didx image build", "didx -- image"]),
+        (&["-H", "unix:///no/such/docker.sock", "version"], 125, &["cannot reach", "ensure-engine.sh"]),
+        (&["-H", "ftp://x", "version"], 2, &["engine address", "unix://"]),
+        (&["--server-image", "didx-test/absent:1", "version"], 125, &["didx-test/absent:1", "didx image build"]),
+    ];
+    for (args, code, needles) in cases {
+        let r = didx(args);
+        assert_eq!(r.code, *code, "{args:?}: {}", r.show());
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: not one line: {}", r.show());
+        for n in *needles {
+            assert!(lines[0].contains(n), "{args:?}: {n:?} missing: {}", r.show());
+        }
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.show());
+        assert_engine_clean();
+    }
+}
+
+#[test]
+fn help_shows_the_host_storage_driver_and_exit_codes() {
+    let _g = serial();
+    let driver = rt().block_on(async { engine().await.info().await.unwrap().driver.unwrap() });
+    let r = didx(&["--help"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains(&format!("[default: {driver}, the host engine's]")), "{}", r.show());
+    for needle in ["125", "130", "--clean", "--cv-env", "didx image build", "--"] {
+        assert!(r.stdout.contains(needle), "{needle}: {}", r.show());
+    }
+}
+
+#[test]
+fn double_dash_forces_the_command_reading_of_a_verb_name() {
+    let _g = serial();
+    let r = didx(&["--clean", "anycase", "--", "image", "-D info --format {{.ServerVersion}}"]);
+    with_cleanup(r, |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stderr.contains("[1/2] docker image"), "{}", r.show());
+        assert!(r.stderr.contains("[2/2] docker -D info"), "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+}
