@@ -24,6 +24,10 @@ const RECIPE_REVISION: &str = "1";
 pub const PACKAGES: &[&str] = &["docker.io", "iptables", "ca-certificates", "mount", "busybox-static"];
 /// Where the entrypoint lives in the image.
 pub const IMAGE_ENTRYPOINT: &str = "/usr/local/bin/didx-entrypoint";
+/// The helper that imports a busybox image into the inner engine (offline `pull busybox`).
+pub const BUSYBOX_HELPER: &str = include_str!("../image/busybox-image.sh");
+/// Where the helper lives in the image.
+pub const IMAGE_BUSYBOX_HELPER: &str = "/usr/local/bin/didx-busybox-image";
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -64,7 +68,7 @@ pub struct BuildReport {
 /// The recipe hash: everything that determines the image's content.
 pub fn recipe_hash(spec: &BuildSpec) -> String {
     let mut h = Sha256::new();
-    for part in [RECIPE_REVISION, &spec.suite, &spec.mirror, &PACKAGES.join(","), crate::env::ENTRYPOINT] {
+    for part in [RECIPE_REVISION, &spec.suite, &spec.mirror, &PACKAGES.join(","), crate::env::ENTRYPOINT, BUSYBOX_HELPER] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -96,6 +100,7 @@ pub async fn build(engine: &Engine, spec: &BuildSpec, on: &(dyn Fn(BuildEvent<'_
             }
         }
     }
+    let previous = engine.image(LOCAL_IMAGE).await?.and_then(|i| i.id);
     let work = std::env::temp_dir().join(format!("didx-build-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| Error::io(format!("creating {}", work.display()), e))?;
     let result = build_in(engine, spec, &recipe, &work, on).await;
@@ -110,6 +115,12 @@ pub async fn build(engine: &Engine, spec: &BuildSpec, on: &(dyn Fn(BuildEvent<'_
         tags.push(format!("{repo}:{version}"));
     }
     let img = engine.image(LOCAL_IMAGE).await?.ok_or_else(|| Error::Build("the imported image vanished".into()))?;
+    // The image this build replaced, now untagged: remove it unless something still uses it.
+    if let Some(old) = previous.filter(|old| Some(old) != img.id.as_ref()) {
+        if let Err(e) = engine.remove_image(&old).await {
+            tracing::info!(image = %old, error = %e, "kept the replaced image");
+        }
+    }
     Ok(BuildReport { tags, id: img.id.unwrap_or_default(), size: img.size.unwrap_or(0), reused: false, elapsed: t0.elapsed() })
 }
 
@@ -122,7 +133,9 @@ async fn build_in(
 ) -> Result<String> {
     let entrypoint = work.join("entrypoint");
     let version_file = work.join("docker-version");
+    let helper = work.join("busybox-image");
     std::fs::write(&entrypoint, crate::env::ENTRYPOINT).map_err(|e| Error::io("writing the entrypoint", e))?;
+    std::fs::write(&helper, BUSYBOX_HELPER).map_err(|e| Error::io("writing the busybox helper", e))?;
     let mut cmd = tokio::process::Command::new("mmdebstrap");
     cmd.arg("--mode=auto")
         .arg("--variant=apt")
@@ -133,7 +146,8 @@ async fn build_in(
         .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
         .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
         .arg(format!("--customize-hook=upload {} {IMAGE_ENTRYPOINT}", entrypoint.display()))
-        .arg(format!("--customize-hook=chmod 0755 \"$1{IMAGE_ENTRYPOINT}\""))
+        .arg(format!("--customize-hook=upload {} {IMAGE_BUSYBOX_HELPER}", helper.display()))
+        .arg(format!("--customize-hook=chmod 0755 \"$1{IMAGE_ENTRYPOINT}\" \"$1{IMAGE_BUSYBOX_HELPER}\""))
         .arg(format!(
             "--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Version}}' docker.io > {}",
             version_file.display()

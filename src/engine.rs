@@ -179,6 +179,14 @@ impl Engine {
         self.docker.tag_image(image, Some(opts)).await.map_err(call("tag image", image))
     }
 
+    /// Remove an image (not forced: an image in use stays); already gone is fine.
+    pub async fn remove_image(&self, image: &str) -> Result<()> {
+        match self.docker.remove_image(image, None::<qp::RemoveImageOptions>, None).await {
+            Err(e) if !is_not_found(&e) => Err(call("remove image", image)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Create a container named `name`; returns its id.
     pub async fn create_container(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
         let opts = qp::CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };

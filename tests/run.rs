@@ -161,9 +161,7 @@ fn inner_engine_requires_the_client_certificate() {
 #[test]
 fn inner_engine_is_isolated_empty_and_runs_limited_containers() {
     let tag = format!("didx-test-inner:{}", std::process::id());
-    let make_image = format!(
-        r#"sh -c "mkdir -p /tmp/r/bin && cp /bin/busybox /tmp/r/bin/ && ln -s busybox /tmp/r/bin/sh && ln -s busybox /tmp/r/bin/cat && tar -C /tmp/r -c . | docker import - {tag}""#
-    );
+    let make_image = format!("didx-busybox-image {tag}");
     let limited = format!(
         r#"run --rm --memory 64m {tag} sh -c "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max""#
     );
@@ -182,6 +180,25 @@ fn inner_engine_is_isolated_empty_and_runs_limited_containers() {
     });
     let on_host = rt().block_on(async { engine().await.image(&tag).await.unwrap() });
     assert!(on_host.is_none(), "inner image leaked to the host engine");
+}
+
+#[test]
+fn readme_ex4_runs_offline() {
+    let r = didx(&[
+        "--clean",
+        "anycase",
+        "didx-busybox-image busybox",
+        "images",
+        "run -dit --name busybox_container busybox sh",
+        "ps",
+        "stop -t 1 busybox_container",
+    ]);
+    with_cleanup(r, |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stdout.contains("busybox_container") && r.stdout.contains("Up "), "{}", r.show());
+        assert_eq!(r.stderr.matches("succeeded").count(), 5, "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
 }
 
 #[test]
