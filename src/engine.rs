@@ -179,6 +179,23 @@ impl Engine {
         self.docker.tag_image(image, Some(opts)).await.map_err(call("tag image", image))
     }
 
+    /// Commit a container's changes as image `repo:tag`; returns the image id.
+    pub async fn commit(&self, container: &str, repo: &str, tag: &str) -> Result<String> {
+        let opts = qp::CommitContainerOptions {
+            container: Some(container.to_string()),
+            repo: Some(repo.to_string()),
+            tag: Some(tag.to_string()),
+            pause: true,
+            ..Default::default()
+        };
+        let r = self
+            .docker
+            .commit_container(opts, bollard::models::ContainerConfig::default())
+            .await
+            .map_err(call("commit container", container))?;
+        Ok(r.id)
+    }
+
     /// Remove an image (not forced: an image in use stays); already gone is fine.
     pub async fn remove_image(&self, image: &str) -> Result<()> {
         match self.docker.remove_image(image, None::<qp::RemoveImageOptions>, None).await {
@@ -213,6 +230,36 @@ impl Engine {
         self.docker
             .download_from_container(container, Some(opts))
             .map_err(move |e| call("download from container", container)(e))
+    }
+
+    /// Whether `path` exists in a container and is a directory (`None` when absent).
+    pub async fn stat_is_dir(&self, container: &str, path: &str) -> Result<Option<bool>> {
+        let opts = qp::ContainerArchiveInfoOptions { path: path.to_string() };
+        match self.docker.get_container_archive_info(container, Some(opts)).await {
+            // Go's os.ModeDir is the top bit.
+            Ok(stat) => Ok(Some(stat.file_mode & (1 << 31) != 0)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(call("stat in container", container)(e)),
+        }
+    }
+
+    /// Extract a tar stream at `path` in a container, without holding it in memory.
+    pub async fn upload_stream(
+        &self,
+        container: &str,
+        path: &str,
+        tar: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    ) -> Result<()> {
+        let opts = qp::UploadToContainerOptions { path: path.to_string(), ..Default::default() };
+        self.docker
+            .upload_to_container(container, Some(opts), bollard::body_try_stream(tar))
+            .await
+            .map_err(call("upload to container", container))
+    }
+
+    /// One tar stream (`docker save` format) of the named images.
+    pub fn export_images<'a>(&'a self, names: &'a [&'a str]) -> impl Stream<Item = Result<Bytes>> + Send + 'a {
+        self.docker.export_images(names).map_err(move |e| call("export images", names.first().copied().unwrap_or(""))(e))
     }
 
     /// Start a container.
@@ -311,6 +358,58 @@ impl Engine {
             }
             StartExecResults::Detached => {}
         }
+        let inspect = self.docker.inspect_exec(&created.id).await.map_err(call("inspect exec", container))?;
+        Ok(inspect.exit_code.unwrap_or(-1))
+    }
+
+    /// Run `argv` in a running container with `input` streamed to its stdin (closed at the
+    /// end), its output to `out`/`err`; returns its exit code.
+    pub async fn exec_with_input(
+        &self,
+        container: &str,
+        argv: &[String],
+        input: impl Stream<Item = Result<Bytes>> + Send,
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+        err: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<i64> {
+        let config = CreateExecOptions {
+            cmd: Some(argv.to_vec()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let created = self.docker.create_exec(container, config).await.map_err(call("create exec", container))?;
+        let StartExecResults::Attached { mut output, input: mut stdin } =
+            self.docker.start_exec(&created.id, None).await.map_err(call("start exec", container))?
+        else {
+            return Err(call("start exec", container)(BollardError::RequestTimeoutError));
+        };
+        let feed = async {
+            futures_util::pin_mut!(input);
+            while let Some(chunk) = input.next().await {
+                stdin.write_all(&chunk?).await.map_err(|e| Error::io("streaming into the client", e))?;
+            }
+            stdin.shutdown().await.map_err(|e| Error::io("closing the client's stdin", e))?;
+            Ok::<(), Error>(())
+        };
+        let drain = async {
+            while let Some(chunk) = output.next().await {
+                use bollard::container::LogOutput;
+                let write = match chunk.map_err(call("exec output", container))? {
+                    LogOutput::StdErr { message } => err.write_all(&message).await.and(err.flush().await),
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        out.write_all(&message).await.and(out.flush().await)
+                    }
+                    LogOutput::StdIn { .. } => Ok(()),
+                };
+                write.map_err(|e| Error::io("writing command output", e))?;
+            }
+            Ok::<(), Error>(())
+        };
+        let (fed, drained) = tokio::join!(feed, drain);
+        drained?;
+        fed?;
         let inspect = self.docker.inspect_exec(&created.id).await.map_err(call("inspect exec", container))?;
         Ok(inspect.exit_code.unwrap_or(-1))
     }

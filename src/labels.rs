@@ -27,6 +27,8 @@ pub enum Role {
     Client,
     /// The server's storage volume.
     Data,
+    /// A short-lived container that reads an image for `--cp IMAGE::/path`.
+    Source,
 }
 
 impl Role {
@@ -36,6 +38,7 @@ impl Role {
             Role::Server => "server",
             Role::Client => "client",
             Role::Data => "data",
+            Role::Source => "source",
         }
     }
 }

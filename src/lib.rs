@@ -33,11 +33,13 @@
 pub mod archive;
 pub mod build;
 pub mod command;
+pub mod copy;
 pub mod engine;
 pub mod env;
 pub mod error;
 pub mod images;
 pub mod isolation;
+pub mod load;
 pub mod labels;
 pub mod ready;
 pub mod run;

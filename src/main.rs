@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use didx::build::{BuildEvent, BuildSpec};
 use didx::command::Step;
+use didx::copy::{CpSource, CpSpec};
+use didx::load::LoadEvent;
 use didx::engine::Engine;
 use didx::env::{Cancel, EnvId, EnvSpec, Environment, Event};
 use didx::error::Error;
@@ -69,6 +71,16 @@ struct RunArgs {
     /// host path or a volume name; no SOURCE makes an anonymous volume (removed by --clean)
     #[arg(short = 'v', long = "volume", value_name = "SPEC")]
     volumes: Vec<String>,
+    /// Copy into the client before the commands: SOURCE:ABS_CLIENT_PATH, SOURCE a host path
+    /// (/abs or ./rel), '-' (a tar stream on stdin), CONTAINER:/path or IMAGE[:TAG]::/path;
+    /// a target ending in '/' is a directory to copy into. Repeatable, applied left to right,
+    /// after -v
+    #[arg(long = "cp", value_name = "SRC:DEST", allow_hyphen_values = true)]
+    cp: Vec<String>,
+    /// Seed the inner engine with an image from the host engine before the commands
+    /// (skipped when already there with the same ID). Repeatable
+    #[arg(long = "load", value_name = "IMAGE")]
+    load: Vec<String>,
     /// After the commands: none | success | failure | anycase remove this environment by
     /// outcome; all removes every didx environment; rpt lists them (both run no commands)
     #[arg(long, default_value = "none", value_name = "WHEN")]
@@ -130,6 +142,8 @@ struct RunPlan {
     cv: Version,
     pull: bool,
     volumes: Vec<VolumeSpec>,
+    copies: Vec<CpSpec>,
+    loads: Vec<String>,
     clean: CleanPolicy,
     storage_driver: Option<String>,
     dockerd_opts: Vec<String>,
@@ -150,6 +164,14 @@ impl RunPlan {
         };
         let cwd = std::env::current_dir().map_err(|e| Error::Io { what: "reading the current directory".into(), source: e })?;
         let volumes = a.volumes.iter().map(|v| VolumeSpec::parse(v, &cwd)).collect::<Result<_, _>>()?;
+        let copies: Vec<CpSpec> = a.cp.iter().map(|c| CpSpec::parse(c, &cwd)).collect::<Result<_, _>>()?;
+        if copies.iter().filter(|c| c.source == CpSource::Stdin).count() > 1 {
+            return Err(Error::Invalid {
+                what: "--cp spec",
+                value: "-".into(),
+                fix: "stdin can feed one --cp only; put the files in one tar stream".into(),
+            });
+        }
         let clean: CleanPolicy = a.clean.parse()?;
         if matches!(clean, CleanPolicy::All | CleanPolicy::Rpt) && !a.commands.is_empty() {
             return Err(Error::Invalid {
@@ -177,6 +199,8 @@ impl RunPlan {
             cv,
             pull: a.pull,
             volumes,
+            copies,
+            loads: a.load,
             clean,
             storage_driver: a.storage_driver.filter(|s| !s.is_empty()),
             dockerd_opts,
@@ -366,6 +390,9 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
         _ => {}
     }
 
+    // Every source must exist before anything starts.
+    didx::copy::check_sources(&engine, &plan.copies).await?;
+    let seeds = didx::load::check(&engine, &plan.loads).await?;
     let info = engine.info().await?;
     let resolved = images::resolve(&engine, &plan.server_image, &plan.client_image, plan.pull).await?;
     if !resolved.fell_back.is_empty() {
@@ -436,6 +463,60 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     if let Some(s) = got {
         // The signal arrived as the start completed.
         return finish(env, plan.clean, false, sig_code(s)).await;
+    }
+
+    // Files and images in, before the commands; an interruption here is a failure too.
+    let prepare = async {
+        if !plan.copies.is_empty() {
+            didx::copy::copy_all(&engine, &env.client().id, env.id().as_str(), &plan.copies).await?;
+            say(format!("copied {} source(s) into the client", plan.copies.len()));
+        }
+        if !seeds.is_empty() {
+            let tty = std::io::stderr().is_terminal();
+            let last_line = std::sync::Mutex::new(std::time::Instant::now());
+            let on_load = |e: LoadEvent<'_>| match e {
+                LoadEvent::Skipped(name) => say(format!("{name} already in the inner engine (same ID); not loaded")),
+                LoadEvent::Progress { sent, total, elapsed } => {
+                    let rate = sent as f64 / 1e6 / elapsed.as_secs_f64().max(1e-3);
+                    let line = format!("seeding {:.1}/{:.1} MB, {rate:.0} MB/s", sent as f64 / 1e6, total as f64 / 1e6);
+                    if tty {
+                        eprint!("\rdidx: {line}   ");
+                    } else if let Ok(mut last) = last_line.lock() {
+                        if last.elapsed() >= Duration::from_secs(5) || sent >= total {
+                            *last = std::time::Instant::now();
+                            say(line);
+                        }
+                    }
+                }
+                _ => {}
+            };
+            let r = didx::load::load(&env, &seeds, &on_load).await?;
+            if tty {
+                eprintln!();
+            }
+            if !r.loaded.is_empty() {
+                say(format!(
+                    "loaded {} into the inner engine: {:.1} MB in {:.2} s ({:.0} MB/s)",
+                    r.loaded.join(", "),
+                    r.bytes as f64 / 1e6,
+                    r.elapsed.as_secs_f64(),
+                    r.bytes as f64 / 1e6 / r.elapsed.as_secs_f64().max(1e-3)
+                ));
+            }
+        }
+        Ok::<(), Error>(())
+    };
+    let prepared = tokio::select! {
+        r = prepare => r,
+        s = &mut signalled => {
+            let code = sig_code(s);
+            say("interrupted while copying; cleaning up as a failure");
+            return finish(env, plan.clean, false, code).await;
+        }
+    };
+    if let Err(e) = prepared {
+        say(format!("error: {e}"));
+        return finish(env, plan.clean, false, EXIT_DIDX).await;
     }
 
     let on_step = |e: StepEvent<'_>| match e {
