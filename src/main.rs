@@ -163,7 +163,16 @@ impl RunPlan {
             None => sv.clone(),
         };
         let cwd = std::env::current_dir().map_err(|e| Error::Io { what: "reading the current directory".into(), source: e })?;
-        let volumes = a.volumes.iter().map(|v| VolumeSpec::parse(v, &cwd)).collect::<Result<_, _>>()?;
+        let volumes: Vec<VolumeSpec> = a.volumes.iter().map(|v| VolumeSpec::parse(v, &cwd)).collect::<Result<_, _>>()?;
+        for (i, v) in volumes.iter().enumerate() {
+            if volumes[..i].iter().any(|w| w.target.trim_end_matches('/') == v.target.trim_end_matches('/')) {
+                return Err(Error::Invalid {
+                    what: "-v target",
+                    value: v.target.clone(),
+                    fix: "it is mounted twice; keep one -v per client path (a bind already gives --cp a place to copy into)".into(),
+                });
+            }
+        }
         let copies: Vec<CpSpec> = a.cp.iter().map(|c| CpSpec::parse(c, &cwd)).collect::<Result<_, _>>()?;
         if copies.iter().filter(|c| c.source == CpSource::Stdin).count() > 1 {
             return Err(Error::Invalid {
@@ -482,7 +491,7 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
                     if tty {
                         eprint!("\rdidx: {line}   ");
                     } else if let Ok(mut last) = last_line.lock() {
-                        if last.elapsed() >= Duration::from_secs(5) || sent >= total {
+                        if last.elapsed() >= Duration::from_secs(5) {
                             *last = std::time::Instant::now();
                             say(line);
                         }

@@ -256,3 +256,26 @@ fn load_seeds_a_multi_layer_image_that_then_runs_inside() {
         std::panic::resume_unwind(p);
     }
 }
+
+#[test]
+fn readme_ex5_builds_a_mounted_context_on_a_seeded_base_and_runs_it() {
+    let d = scratch("ex5");
+    std::fs::create_dir_all(d.join("build")).unwrap();
+    std::fs::write(
+        d.join("build/Dockerfile"),
+        "FROM didx/dind:local\nRUN echo \"Goodbye cruel world\" > /goodbye.txt\nENTRYPOINT [\"cat\", \"/goodbye.txt\"]\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("goodbyedind.sh"), "#!/bin/sh\nset -e\ndocker build -t goodbye /mount/ex5/build\ndocker run --rm goodbye\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("goodbyedind.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mount = format!("{}:/mount/ex5", d.display());
+    let r = didx(&["--clean", "anycase", "--load", "didx/dind:local", "-v", &mount, "/mount/ex5/goodbyedind.sh"]);
+    with_cleanup(r, |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stdout.contains("Goodbye cruel world"), "{}", r.show());
+        assert!(r.stderr.contains("loaded didx/dind:local into the inner engine"), "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -94,6 +94,7 @@ fn bad_input_is_one_clear_line_and_creates_nothing() {
         (&["-H", "unix:///no/such/docker.sock", "version"], 125, &["cannot reach", "ensure-engine.sh"]),
         (&["-H", "ftp://x", "version"], 2, &["engine address", "unix://"]),
         (&["--server-image", "didx-test/absent:1", "version"], 125, &["didx-test/absent:1", "didx image build"]),
+        (&["-v", "/m", "-v", "/tmp:/m/", "true"], 2, &["-v target", "/m", "twice"]),
         (&["--cp", "/no/such/didx/file:/x", "true"], 2, &["--cp", "does not exist"]),
         (&["--cp", "didx_no_such_container:/etc:/x", "true"], 2, &["no container"]),
         (&["--cp", "didx-no-such-image:1::/etc:/x", "true"], 2, &["no such image"]),
