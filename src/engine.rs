@@ -343,19 +343,7 @@ impl Engine {
         };
         let created = self.docker.create_exec(container, config).await.map_err(call("create exec", container))?;
         match self.docker.start_exec(&created.id, None).await.map_err(call("start exec", container))? {
-            StartExecResults::Attached { mut output, .. } => {
-                while let Some(chunk) = output.next().await {
-                    use bollard::container::LogOutput;
-                    let write = match chunk.map_err(call("exec output", container))? {
-                        LogOutput::StdErr { message } => err.write_all(&message).await.and(err.flush().await),
-                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                            out.write_all(&message).await.and(out.flush().await)
-                        }
-                        LogOutput::StdIn { .. } => Ok(()),
-                    };
-                    write.map_err(|e| Error::io("writing command output", e))?;
-                }
-            }
+            StartExecResults::Attached { output, .. } => drain(output, container, out, err).await?,
             StartExecResults::Detached => {}
         }
         let inspect = self.docker.inspect_exec(&created.id).await.map_err(call("inspect exec", container))?;
@@ -380,7 +368,7 @@ impl Engine {
             ..Default::default()
         };
         let created = self.docker.create_exec(container, config).await.map_err(call("create exec", container))?;
-        let StartExecResults::Attached { mut output, input: mut stdin } =
+        let StartExecResults::Attached { output, input: mut stdin } =
             self.docker.start_exec(&created.id, None).await.map_err(call("start exec", container))?
         else {
             return Err(call("start exec", container)(BollardError::RequestTimeoutError));
@@ -393,21 +381,7 @@ impl Engine {
             stdin.shutdown().await.map_err(|e| Error::io("closing the client's stdin", e))?;
             Ok::<(), Error>(())
         };
-        let drain = async {
-            while let Some(chunk) = output.next().await {
-                use bollard::container::LogOutput;
-                let write = match chunk.map_err(call("exec output", container))? {
-                    LogOutput::StdErr { message } => err.write_all(&message).await.and(err.flush().await),
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                        out.write_all(&message).await.and(out.flush().await)
-                    }
-                    LogOutput::StdIn { .. } => Ok(()),
-                };
-                write.map_err(|e| Error::io("writing command output", e))?;
-            }
-            Ok::<(), Error>(())
-        };
-        let (fed, drained) = tokio::join!(feed, drain);
+        let (fed, drained) = tokio::join!(feed, drain(output, container, out, err));
         drained?;
         fed?;
         let inspect = self.docker.inspect_exec(&created.id).await.map_err(call("inspect exec", container))?;
@@ -449,6 +423,25 @@ impl Engine {
             _ => Ok(()),
         }
     }
+}
+
+/// Copy an exec's output stream to `out`/`err` as it comes, until it ends.
+async fn drain(
+    mut output: std::pin::Pin<Box<dyn Stream<Item = std::result::Result<bollard::container::LogOutput, BollardError>> + Send>>,
+    container: &str,
+    out: &mut (dyn AsyncWrite + Unpin + Send),
+    err: &mut (dyn AsyncWrite + Unpin + Send),
+) -> Result<()> {
+    use bollard::container::LogOutput;
+    while let Some(chunk) = output.next().await {
+        let write = match chunk.map_err(call("exec output", container))? {
+            LogOutput::StdErr { message } => err.write_all(&message).await.and(err.flush().await),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => out.write_all(&message).await.and(out.flush().await),
+            LogOutput::StdIn { .. } => Ok(()),
+        };
+        write.map_err(|e| Error::io("writing command output", e))?;
+    }
+    Ok(())
 }
 
 /// Split `repo[:tag]` (a registry port's colon is not a tag) into repo and tag (`latest`).
