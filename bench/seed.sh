@@ -32,7 +32,7 @@ cid=$(docker create didx/dind:local)
 docker cp -q "$cid:/usr/bin/busybox" "$work/busybox" && docker rm "$cid" >/dev/null
 mkdir -p "$work/root/bin" && cp "$work/busybox" "$work/root/bin/" && ln -s busybox "$work/root/bin/sh" && ln -s busybox "$work/root/bin/head"
 tar -C "$work/root" -c . | docker import -c 'ENV PATH=/bin' - didx-bench-base:1 >/dev/null
-printf 'FROM didx-bench-base:1\nRUN head -c %d /dev/urandom > /blob\n' "$((SIZE_MB * 1048576))" | docker build -q -t "$IMG" - >/dev/null 2>&1
+printf 'FROM didx-bench-base:1\nRUN head -c %d /dev/urandom > /blob\n' "$((SIZE_MB * 1048576))" | docker build -q --force-rm -t "$IMG" - >/dev/null 2>&1
 bytes=$(docker image inspect -f '{{.Size}}' "$IMG")
 echo "image: $IMG, $((bytes / 1000000)) MB"
 
