@@ -155,6 +155,16 @@ impl HostSources {
             HostSources { container, image }
         })
     }
+    /// Make the sources, run `f` with them, and remove them whether `f` passes or panics.
+    fn with(tag: &str, f: impl FnOnce(&HostSources)) {
+        let src = HostSources::make(tag);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&src)));
+        src.remove();
+        if let Err(p) = outcome {
+            std::panic::resume_unwind(p);
+        }
+    }
+
     fn remove(&self) {
         rt().block_on(async {
             let e = engine().await;
@@ -199,21 +209,16 @@ async fn busybox_image(e: &didx::engine::Engine, name: &str) -> String {
 #[test]
 fn container_and_image_sources_leave_no_reader_behind() {
     let tag = format!("{}c", std::process::id());
-    let src = HostSources::make(&tag);
-    let from_container = format!("{}:/opt/payload:/c", src.container);
-    let from_image = format!("{}::/opt/payload/file:/i/", src.image);
-    let r = didx(&["--clean", "anycase", "--cp", &from_container, "--cp", &from_image, "sh -c 'cat /c/file /c/more /i/file'"]);
-    let outcome = std::panic::catch_unwind(|| {
+    HostSources::with(&tag, |src| {
+        let from_container = format!("{}:/opt/payload:/c", src.container);
+        let from_image = format!("{}::/opt/payload/file:/i/", src.image);
+        let r = didx(&["--clean", "anycase", "--cp", &from_container, "--cp", &from_image, "sh -c 'cat /c/file /c/more /i/file'"]);
         with_cleanup(r, |r| {
             assert_eq!(r.code, 0, "{}", r.show());
             assert!(r.stdout.contains("payload\nmore\npayload"), "{}", r.show());
             assert_gone(&r.env_id().unwrap());
         })
     });
-    src.remove();
-    if let Err(p) = outcome {
-        std::panic::resume_unwind(p);
-    }
 }
 
 #[test]
@@ -240,10 +245,9 @@ fn missing_sources_are_errors_before_anything_starts() {
 #[test]
 fn load_seeds_a_multi_layer_image_that_then_runs_inside() {
     let tag = format!("{}l", std::process::id());
-    let src = HostSources::make(&tag);
-    let run = format!("run --rm {} cat /opt/payload/file", src.image);
-    let r = didx(&["--clean", "anycase", "--load", &src.image, "--load", &src.image, &run, "images"]);
-    let outcome = std::panic::catch_unwind(|| {
+    HostSources::with(&tag, |src| {
+        let run = format!("run --rm {} cat /opt/payload/file", src.image);
+        let r = didx(&["--clean", "anycase", "--load", &src.image, "--load", &src.image, &run, "images"]);
         with_cleanup(r, |r| {
             assert_eq!(r.code, 0, "{}", r.show());
             assert!(r.stdout.contains("payload"), "{}", r.show());
@@ -251,10 +255,6 @@ fn load_seeds_a_multi_layer_image_that_then_runs_inside() {
             assert_gone(&r.env_id().unwrap());
         })
     });
-    src.remove();
-    if let Err(p) = outcome {
-        std::panic::resume_unwind(p);
-    }
 }
 
 #[test]
