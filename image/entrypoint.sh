@@ -13,35 +13,45 @@ set -eu
 
 log() { printf 'didx-entrypoint: %s\n' "$*" >&2; }
 
-# mount_opt MOUNTPOINT -> the mount's options field from /proc/self/mountinfo (empty if absent)
-mount_opts() {
-	while read -r _ _ _ _ mp opts _; do
-		if [ "$mp" = "$1" ]; then printf '%s\n' "$opts"; return 0; fi
-	done </proc/self/mountinfo
-	return 0
+# The mount table, read once: "MOUNTPOINT FSTYPE OPTIONS" per line. Reading
+# /proc/self/mountinfo with sh's read builtin once per question cost ~100 ms (it reads a byte per
+# system call); one awk pass costs ~2 ms. The file system type follows the " - " separator,
+# after a variable number of optional fields.
+MOUNTS=""
+load_mounts() {
+	MOUNTS=$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { print $5, $(i + 1), $6; break } }' /proc/self/mountinfo)
 }
 
-is_ro() { case ",$(mount_opts "$1")," in *,ro,*) return 0 ;; esac; return 1; }
+# mounted MOUNTPOINT: whether something is mounted there.
+mounted() {
+	case "
+$MOUNTS" in *"
+$1 "*) return 0 ;; esac
+	return 1
+}
 
 make_rw() {
 	# A bind mount (what runtimes give a container) changes its own flag with remount,bind;
 	# a plain remount changes the superblock and is refused for those.
-	if is_ro "$1"; then
-		mount -o remount,bind,rw "$1" 2>/dev/null || mount -o remount,rw "$1" 2>/dev/null ||
-			log "cannot remount $1 read-write"
-	fi
+	mount -o remount,bind,rw "$1" 2>/dev/null || mount -o remount,rw "$1" 2>/dev/null ||
+		log "cannot remount $1 read-write"
 }
 
 prepare_sys() {
-	# /sys and the cgroup filesystem: writable, as dockerd must create cgroups.
-	make_rw /sys
-	if [ -d /sys/kernel/security ] && [ -z "$(mount_opts /sys/kernel/security)" ]; then
+	load_mounts
+	# /sys and the cgroup filesystem: writable, as dockerd must create cgroups. Parents first
+	# (the table lists them first), so /sys before /sys/fs/cgroup before each hierarchy.
+	printf '%s\n' "$MOUNTS" | while read -r mp fstype opts; do
+		case "$mp" in /sys | /sys/fs/cgroup | /sys/fs/cgroup/*) ;; *) continue ;; esac
+		case "$fstype" in sysfs | tmpfs | cgroup | cgroup2) ;; *) continue ;; esac
+		case ",$opts," in *,ro,*) make_rw "$mp" ;; esac
+	done
+	if [ -d /sys/kernel/security ] && ! mounted /sys/kernel/security; then
 		mount -t securityfs none /sys/kernel/security 2>/dev/null || true
 	fi
 	if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
 		# cgroup v2 (unified). Nesting as in moby's hack/dind: move every process out of the
 		# root group, otherwise enabling controllers in subtree_control fails with EBUSY.
-		make_rw /sys/fs/cgroup
 		mkdir -p /sys/fs/cgroup/init
 		while read -r pid; do
 			echo "$pid" >/sys/fs/cgroup/init/cgroup.procs 2>/dev/null || true
@@ -52,20 +62,14 @@ prepare_sys() {
 			echo "$ctrls" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null ||
 				log "could not enable cgroup controllers:$ctrls"
 		fi
-	else
-		# cgroup v1: a tmpfs at /sys/fs/cgroup holding one mount per hierarchy; each may be
-		# read-only in an unprivileged container.
-		make_rw /sys/fs/cgroup
-		while read -r _ _ _ _ mp _ _ _ fstype _; do
-			case "$mp" in /sys/fs/cgroup/*) ;; *) continue ;; esac
-			case "$fstype" in cgroup) make_rw "$mp" ;; esac
-		done </proc/self/mountinfo
 	fi
+	# cgroup v1 needs nothing more: a tmpfs at /sys/fs/cgroup holding one mount per hierarchy,
+	# each made writable above.
 }
 
 prepare_tmp() {
 	# dockerd and containerd write under /run and /tmp; moby's hack/dind mounts /tmp as tmpfs.
-	if [ -z "$(mount_opts /tmp)" ]; then mount -t tmpfs none /tmp 2>/dev/null || true; fi
+	if ! mounted /tmp; then mount -t tmpfs none /tmp 2>/dev/null || true; fi
 }
 
 choose_iptables() {

@@ -107,6 +107,10 @@ struct RunArgs {
     /// Client image, overriding the --cv mapping
     #[arg(long = "client-image", env = "DIDX_CLIENT_IMAGE", value_name = "IMAGE")]
     client_image: Option<String>,
+    /// Print "didx: timing PHASE MS" lines (milliseconds since didx started) on stderr, for
+    /// seeing where the time goes (bench/speed.py reads them)
+    #[arg(long)]
+    timings: bool,
     /// Commands to run in the client (see below)
     #[arg(value_name = "COMMAND")]
     commands: Vec<String>,
@@ -153,6 +157,7 @@ struct RunPlan {
     server_image: Wanted,
     client_image: Wanted,
     steps: Vec<Step>,
+    timings: bool,
 }
 
 impl RunPlan {
@@ -217,6 +222,7 @@ impl RunPlan {
             isolation: a.isolation.parse()?,
             ready_timeout: parse_duration("--ready-timeout value", &a.ready_timeout)?,
             steps: a.commands.iter().map(|c| Step::parse(c)).collect::<Result<_, _>>()?,
+            timings: a.timings,
         })
     }
 }
@@ -225,7 +231,24 @@ fn say(msg: impl std::fmt::Display) {
     eprintln!("didx: {msg}");
 }
 
+/// When didx started, for --timings.
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// `--timings`: one line per phase, milliseconds since didx started.
+#[derive(Clone, Copy)]
+struct Timings(bool);
+
+impl Timings {
+    fn mark(self, phase: &str) {
+        if self.0 {
+            let ms = STARTED.get().map(|t| t.elapsed().as_millis()).unwrap_or(0);
+            say(format!("timing {phase} {ms}"));
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    STARTED.get_or_init(std::time::Instant::now);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DIDX_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -375,7 +398,9 @@ enum Sig {
 }
 
 async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
+    let timings = Timings(plan.timings);
     let engine = Engine::connect(host).await?;
+    timings.mark("connected");
     match plan.clean {
         CleanPolicy::Rpt => {
             let envs = didx::env::list(&engine).await?;
@@ -414,6 +439,7 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     for s in &resolved.stale {
         say(format!("warning: pull of {s} failed; using the copy on the engine"));
     }
+    timings.mark("resolved");
     let spec = EnvSpec {
         id: EnvId::generate(),
         sv: plan.sv,
@@ -443,10 +469,17 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
             "the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)",
         ),
         Event::ServerStarted { name, image, isolation } => {
+            timings.mark("server-started");
             say(format!("dind server named: '{name}' successfully started ({image}, {isolation} isolation)"))
         }
-        Event::ClientStarted { name, image } => say(format!("dind client named: '{name}' successfully started ({image})")),
-        Event::Ready { elapsed } => say(format!("inner engine answered over TLS after {:.2} s", elapsed.as_secs_f64())),
+        Event::ClientStarted { name, image } => {
+            timings.mark("client-started");
+            say(format!("dind client named: '{name}' successfully started ({image})"))
+        }
+        Event::Ready { elapsed } => {
+            timings.mark("ready");
+            say(format!("inner engine answered over TLS after {:.2} s", elapsed.as_secs_f64()))
+        }
         _ => {}
     };
     let cancel = Cancel::default();
@@ -471,7 +504,7 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     };
     if let Some(s) = got {
         // The signal arrived as the start completed.
-        return finish(env, plan.clean, false, sig_code(s)).await;
+        return finish(env, timings, plan.clean, false, sig_code(s)).await;
     }
 
     // Files and images in, before the commands; an interruption here is a failure too.
@@ -520,12 +553,12 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
         s = &mut signalled => {
             let code = sig_code(s);
             say("interrupted while copying; cleaning up as a failure");
-            return finish(env, plan.clean, false, code).await;
+            return finish(env, timings, plan.clean, false, code).await;
         }
     };
     if let Err(e) = prepared {
         say(format!("error: {e}"));
-        return finish(env, plan.clean, false, EXIT_DIDX).await;
+        return finish(env, timings, plan.clean, false, EXIT_DIDX).await;
     }
 
     let on_step = |e: StepEvent<'_>| match e {
@@ -547,7 +580,7 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
         s = &mut signalled => {
             let code = sig_code(s);
             say(format!("interrupted by {}; cleaning up as a failure (--clean {})", if code == EXIT_SIGINT { "SIGINT" } else { "SIGTERM" }, plan.clean.as_str()));
-            return finish(env, plan.clean, false, code).await;
+            return finish(env, timings, plan.clean, false, code).await;
         }
     };
     match outcome {
@@ -557,12 +590,12 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
                 Some((_, c)) if (1..=255).contains(&c) => c as u8,
                 Some(_) => EXIT_DIDX,
             };
-            finish(env, plan.clean, o.succeeded(), code).await
+            finish(env, timings, plan.clean, o.succeeded(), code).await
         }
         Err(e) => {
             // didx failed while running commands (e.g. the engine went away): a failure.
             say(format!("error: {e}"));
-            finish(env, plan.clean, false, EXIT_DIDX).await
+            finish(env, timings, plan.clean, false, EXIT_DIDX).await
         }
     }
 }
@@ -574,11 +607,13 @@ fn sig_code(s: Sig) -> u8 {
     }
 }
 
-async fn finish(env: Environment, clean: CleanPolicy, succeeded: bool, code: u8) -> Result<u8, Error> {
+async fn finish(env: Environment, timings: Timings, clean: CleanPolicy, succeeded: bool, code: u8) -> Result<u8, Error> {
+    timings.mark("commands-done");
     let server = env.server().name.clone();
     let client = env.client().name.clone();
     if clean.removes(succeeded) {
         env.rm().await?;
+        timings.mark("removed");
         say(format!("dind server named: '{server}' terminated & destroyed"));
         say(format!("dind client named: '{client}' terminated & destroyed"));
     } else {

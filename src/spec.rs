@@ -248,6 +248,17 @@ pub enum IsolationMode {
     Caps,
 }
 
+impl IsolationMode {
+    /// The option value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationMode::Auto => "auto",
+            IsolationMode::Privileged => "privileged",
+            IsolationMode::Caps => "caps",
+        }
+    }
+}
+
 impl FromStr for IsolationMode {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
