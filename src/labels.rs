@@ -15,6 +15,10 @@ pub const ROLE: &str = "io.didx.role";
 pub const CREATED: &str = "io.didx.created";
 /// The `--sv` / `--cv` value the container was started for.
 pub const VERSION: &str = "io.didx.version";
+/// On a pooled server: the pool key (see `env::pool::key`).
+pub const POOL: &str = "io.didx.pool";
+/// On a pooled server: the size of the pool it was started for (what refills top up to).
+pub const POOL_SIZE: &str = "io.didx.pool.size";
 /// The recipe hash an offline image was built from.
 pub const RECIPE: &str = "io.didx.recipe";
 

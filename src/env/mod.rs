@@ -6,8 +6,10 @@
 //! file) without a network of its own and without anything published on the host.
 
 mod list;
+pub mod pool;
 
 pub use list::{EnvSummary, Member, list, remove, remove_all};
+use pool::{POOL_CLIENT_CERT, POOL_CLIENT_KEY, PoolTag};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -34,7 +36,9 @@ pub const TLS_PORT: u16 = 2376;
 /// Where the client finds its certificates (docker:dind's convention).
 pub const CLIENT_CERT_PATH: &str = "/certs/client";
 const SERVER_CERT_DIR: &str = "/didx/certs/server";
-const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// Between readiness probes. A refused connection costs microseconds, and dockerd answers a
+/// few milliseconds after it listens: probing often costs nothing and saves up to an interval.
+const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(500);
 
 /// An environment id: 10 random base-36 characters, unique across processes and hosts that
@@ -276,23 +280,86 @@ async fn start_inner(
     let tls = TlsMaterial::generate(&[server_name.as_str()])?;
     cancel.check()?;
 
+    // The client joins the server's network namespace by name, which the engine resolves only
+    // when the client starts: so the client is created while the server starts. Both are
+    // awaited to the end, whatever fails, so that the caller's rollback sees everything made.
+    let files = client_files(&tls);
+    let (server, client) = tokio::join!(
+        start_server(engine, spec, &server_name, &tls, created, None, cancel, on),
+        create_client(engine, spec, &client_name, &server_name, created, &files),
+    );
+    let server_id = server?;
+    let client_id = client?;
+    cancel.check()?;
+
+    let env = Environment {
+        engine: engine.clone(),
+        id: spec.id.clone(),
+        server: Container { name: server_name, id: server_id },
+        client: Container { name: client_name, id: client_id },
+        settled: false,
+    };
+    // dockerd boots while the client starts; the probe goes straight to the server.
+    let client_start = async {
+        match engine.start(&env.client.id).await {
+            Ok(()) => {
+                on(Event::ClientStarted { name: &env.client.name, image: &spec.client_image });
+                Ok(())
+            }
+            // The client joins the server's network namespace: if dockerd already died (e.g. a
+            // bad --dkropts), the server's own log is the useful answer.
+            Err(e) => Err(server_exit(engine, &env.server.id, &env.server.name).await?.unwrap_or(e)),
+        }
+    };
+    let (started, ready) = tokio::join!(client_start, wait_ready(engine, &env, &tls, spec.ready_timeout, cancel));
+    // From here on the handle owns the containers; on failure the caller's rollback removes
+    // them by label, so mark it settled to keep Drop quiet.
+    match started.and(ready) {
+        Ok(()) => {
+            on(Event::Ready { elapsed: t0.elapsed() });
+            Ok(env)
+        }
+        Err(e) => {
+            env.keep();
+            Err(e)
+        }
+    }
+}
+
+/// Create, fill and start the server, switching `auto` isolation to the caps profile when the
+/// engine refuses `--privileged`. `pool` adds the pool's labels and keeps the client's
+/// certificates in the server for whoever claims it.
+#[allow(clippy::too_many_arguments)]
+async fn start_server(
+    engine: &Engine,
+    spec: &EnvSpec,
+    name: &str,
+    tls: &TlsMaterial,
+    created: u64,
+    pool: Option<&PoolTag>,
+    cancel: &Cancel,
+    on: &(dyn Fn(Event<'_>) + Send + Sync),
+) -> Result<String> {
     let mut iso = match spec.isolation {
         IsolationMode::Privileged => Isolation::Privileged,
         IsolationMode::Caps => Isolation::caps_profile(),
         IsolationMode::Auto if isolation::remembered_refusal(&spec.engine_id) => Isolation::caps_profile(),
         IsolationMode::Auto => Isolation::Privileged,
     };
-    let server_id = loop {
-        let id = create_server(engine, spec, &server_name, &tls, &mut iso, created).await?;
+    loop {
+        let id = create_server(engine, spec, name, tls, &mut iso, created, pool).await?;
         cancel.check()?;
         match engine.start(&id).await {
-            Ok(()) => break id,
+            Ok(()) => {
+                on(Event::ServerStarted { name, image: &spec.server_image, isolation: iso.name() });
+                return Ok(id);
+            }
             Err(e) => {
                 let msg = message_of(&e).unwrap_or_default().to_string();
                 if iso == Isolation::Privileged && isolation::is_caps_refusal(&msg) {
                     if spec.isolation == IsolationMode::Privileged {
                         return Err(Error::Isolation(format!(
-                            "the engine refuses --privileged for {server_name} (runc: unable to apply caps); use --isolation auto or caps"
+                            "the engine refuses --privileged for {name} (runc: unable to apply caps); use --isolation auto or caps"
                         )));
                     }
                     engine.remove_container(&id).await?;
@@ -304,39 +371,18 @@ async fn start_inner(
                 return Err(e);
             }
         }
-    };
-    on(Event::ServerStarted { name: &server_name, image: &spec.server_image, isolation: iso.name() });
-    cancel.check()?;
-
-    let client_id = create_client(engine, spec, &client_name, &server_id, &tls, created).await?;
-    cancel.check()?;
-    if let Err(e) = engine.start(&client_id).await {
-        // The client joins the server's network namespace: if dockerd already died (e.g. a bad
-        // --dkropts), the server's own log is the useful answer.
-        return Err(server_exit(engine, &server_id, &server_name).await?.unwrap_or(e));
     }
-    on(Event::ClientStarted { name: &client_name, image: &spec.client_image });
+}
 
-    let env = Environment {
-        engine: engine.clone(),
-        id: spec.id.clone(),
-        server: Container { name: server_name, id: server_id },
-        client: Container { name: client_name, id: client_id },
-        settled: false,
-    };
-    // From here on the handle owns the containers; on failure the caller's rollback removes
-    // them by label, so mark it settled to keep Drop quiet.
-    let ready = wait_ready(engine, &env, &tls, spec.ready_timeout, cancel).await;
-    match ready {
-        Ok(()) => {
-            on(Event::Ready { elapsed: t0.elapsed() });
-            Ok(env)
-        }
-        Err(e) => {
-            env.keep();
-            Err(e)
-        }
-    }
+/// What a client container gets besides its image: the entrypoint and its certificates.
+struct ClientFiles {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn client_files(tls: &TlsMaterial) -> ClientFiles {
+    ClientFiles { ca_pem: tls.ca_pem.clone(), cert_pem: tls.client_cert_pem.clone(), key_pem: tls.client_key_pem.clone() }
 }
 
 fn dockerd_args(spec: &EnvSpec) -> Vec<String> {
@@ -362,9 +408,14 @@ async fn create_server(
     tls: &TlsMaterial,
     iso: &mut Isolation,
     created: u64,
+    pool: Option<&PoolTag>,
 ) -> Result<String> {
     let mut container_labels = labels::for_resource(spec.id.as_str(), Role::Server, created);
     container_labels.insert(labels::VERSION.to_string(), spec.sv.as_str().to_string());
+    if let Some(p) = pool {
+        container_labels.insert(labels::POOL.to_string(), p.key.clone());
+        container_labels.insert(labels::POOL_SIZE.to_string(), p.size.to_string());
+    }
     let data = Mount {
         target: Some("/var/lib/docker".to_string()),
         typ: Some(MountType::VOLUME),
@@ -396,12 +447,18 @@ async fn create_server(
             Err(e) => return Err(e),
         }
     };
-    let tar = tar_of(&[
+    let mut files = vec![
         Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
         Entry { path: "didx/certs/server/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
         Entry { path: "didx/certs/server/cert.pem", mode: 0o644, data: tls.server_cert_pem.as_bytes() },
         Entry { path: "didx/certs/server/key.pem", mode: 0o600, data: tls.server_key_pem.as_bytes() },
-    ])?;
+    ];
+    if pool.is_some() {
+        // Kept for the claimer, which makes the client; nothing else reads them.
+        files.push(Entry { path: POOL_CLIENT_CERT, mode: 0o600, data: tls.client_cert_pem.as_bytes() });
+        files.push(Entry { path: POOL_CLIENT_KEY, mode: 0o600, data: tls.client_key_pem.as_bytes() });
+    }
+    let tar = tar_of(&files)?;
     engine.upload(&id, "/", tar).await?;
     Ok(id)
 }
@@ -410,9 +467,9 @@ async fn create_client(
     engine: &Engine,
     spec: &EnvSpec,
     name: &str,
-    server_id: &str,
-    tls: &TlsMaterial,
+    server_name: &str,
     created: u64,
+    files: &ClientFiles,
 ) -> Result<String> {
     let mut container_labels = labels::for_resource(spec.id.as_str(), Role::Client, created);
     container_labels.insert(labels::VERSION.to_string(), spec.cv.as_str().to_string());
@@ -433,7 +490,7 @@ async fn create_client(
         })
         .collect();
     let hc = HostConfig {
-        network_mode: Some(format!("container:{server_id}")),
+        network_mode: Some(format!("container:{server_name}")),
         binds: (!binds.is_empty()).then_some(binds),
         mounts: (!mounts.is_empty()).then_some(mounts),
         ..Default::default()
@@ -456,9 +513,9 @@ async fn create_client(
     let id = engine.create_container(name, body).await?;
     let tar = tar_of(&[
         Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
-        Entry { path: "certs/client/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
-        Entry { path: "certs/client/cert.pem", mode: 0o644, data: tls.client_cert_pem.as_bytes() },
-        Entry { path: "certs/client/key.pem", mode: 0o600, data: tls.client_key_pem.as_bytes() },
+        Entry { path: "certs/client/ca.pem", mode: 0o644, data: files.ca_pem.as_bytes() },
+        Entry { path: "certs/client/cert.pem", mode: 0o644, data: files.cert_pem.as_bytes() },
+        Entry { path: "certs/client/key.pem", mode: 0o600, data: files.key_pem.as_bytes() },
     ])?;
     engine.upload(&id, "/", tar).await?;
     Ok(id)
