@@ -100,6 +100,11 @@ server() {
 }
 
 client() {
+	# A pooled environment's client has its files in a volume at /didx: link the certificates
+	# where docker:dind's convention (and DOCKER_CERT_PATH) expects them.
+	if [ ! -e /certs/client ] && [ -d /didx/certs/client ]; then
+		mkdir -p /certs && ln -s /didx/certs/client /certs/client
+	fi
 	# A shell as PID 1 ignores SIGTERM unless it traps it; trap so `docker stop` is instant.
 	trap 'exit 0' TERM INT
 	while :; do

@@ -270,6 +270,12 @@ impl Engine {
             .map_err(call("start container", container))
     }
 
+    /// Rename a container.
+    pub async fn rename(&self, container: &str, name: &str) -> Result<()> {
+        let opts = qp::RenameContainerOptions { name: name.to_string() };
+        self.docker.rename_container(container, opts).await.map_err(call("rename container", container))
+    }
+
     /// Inspect a container.
     pub async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse> {
         self.docker

@@ -30,10 +30,13 @@ with '-', gets 'docker' in front; one starting with 'docker exec' runs on the ho
 sh, with $DIND_CLIENT_NAME (see --cv-env) holding the client's name; anything else runs in
 the client as given. The first failing command stops the rest.
 
-Verbs: a first argument that is exactly a verb name ('image') is a didx verb, not a COMMAND.
-Put '--' before the COMMANDs to force the COMMAND reading (e.g. didx -- image ls), and
-before a COMMAND that starts with '-' (e.g. didx -- '-D info').
+Verbs: a first argument that is exactly a verb name ('image', 'pool') is a didx verb, not a
+COMMAND. Put '--' before the COMMANDs to force the COMMAND reading (e.g. didx -- image ls),
+and before a COMMAND that starts with '-' (e.g. didx -- '-D info').
   didx image build    build the offline server/client image didx/dind:local
+  didx pool up N      keep N ready environments (same server options as the runs)
+  didx pool           list the pool;  didx pool down  empty it
+  didx --pool ...     run in a pooled environment (then removed; the pool refills)
 
 Exit codes:
   0    every command succeeded (or nothing to run)
@@ -58,15 +61,8 @@ struct Cli {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Server version: 'latest' → docker:dind, X → docker:X-dind, X-dind → docker:X-dind
-    #[arg(long, default_value = "latest", value_name = "VER")]
-    sv: String,
-    /// Client version → docker:VER [default: the --sv value]
-    #[arg(long, value_name = "VER")]
-    cv: Option<String>,
-    /// Pull the server and client images even when present
-    #[arg(short = 'p', long)]
-    pull: bool,
+    #[command(flatten)]
+    env: EnvArgs,
     /// Mount into the client: [SOURCE:]ABS_CLIENT_PATH[:MODE], SOURCE an absolute or ./relative
     /// host path or a volume name; no SOURCE makes an anonymous volume (removed by --clean)
     #[arg(short = 'v', long = "volume", value_name = "SPEC")]
@@ -85,15 +81,41 @@ struct RunArgs {
     /// outcome; all removes every didx environment; rpt lists them (both run no commands)
     #[arg(long, default_value = "none", value_name = "WHEN")]
     clean: String,
+    /// Host variable holding the client's container name, for 'docker exec $VAR …' commands
+    #[arg(long = "cv-env", default_value = "DIND_CLIENT_NAME", value_name = "NAME")]
+    cv_env: String,
+    /// Take a ready environment from the warm pool (see 'didx pool up'), started with the same
+    /// server options; a background refill replaces it. Starts a fresh one if none is ready
+    #[arg(long)]
+    pool: bool,
+    /// Print "didx: timing PHASE MS" lines (milliseconds since didx started) on stderr, for
+    /// seeing where the time goes (bench/speed.py reads them)
+    #[arg(long)]
+    timings: bool,
+    /// Commands to run in the client (see below)
+    #[arg(value_name = "COMMAND")]
+    commands: Vec<String>,
+}
+
+/// The options that shape an environment's server and name its client: shared by runs and by
+/// 'pool up' (a pooled environment serves runs whose options match).
+#[derive(Args, Debug)]
+struct EnvArgs {
+    /// Server version: 'latest' → docker:dind, X → docker:X-dind, X-dind → docker:X-dind
+    #[arg(long, default_value = "latest", value_name = "VER")]
+    sv: String,
+    /// Client version → docker:VER [default: the --sv value]
+    #[arg(long, value_name = "VER")]
+    cv: Option<String>,
+    /// Pull the server and client images even when present
+    #[arg(short = 'p', long)]
+    pull: bool,
     /// Server dockerd's storage driver [default: the host engine's]
     #[arg(short = 's', long = "storage-driver", value_name = "DRIVER")]
     storage_driver: Option<String>,
     /// More dockerd options, split like a shell would (repeatable), e.g. --dkropts "--debug"
     #[arg(long, value_name = "OPTS", allow_hyphen_values = true)]
     dkropts: Vec<String>,
-    /// Host variable holding the client's container name, for 'docker exec $VAR …' commands
-    #[arg(long = "cv-env", default_value = "DIND_CLIENT_NAME", value_name = "NAME")]
-    cv_env: String,
     /// How the server gets dockerd's privileges: auto (privileged, else the caps profile),
     /// privileged, caps
     #[arg(long, default_value = "auto", value_name = "MODE")]
@@ -107,13 +129,6 @@ struct RunArgs {
     /// Client image, overriding the --cv mapping
     #[arg(long = "client-image", env = "DIDX_CLIENT_IMAGE", value_name = "IMAGE")]
     client_image: Option<String>,
-    /// Print "didx: timing PHASE MS" lines (milliseconds since didx started) on stderr, for
-    /// seeing where the time goes (bench/speed.py reads them)
-    #[arg(long)]
-    timings: bool,
-    /// Commands to run in the client (see below)
-    #[arg(value_name = "COMMAND")]
-    commands: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -121,6 +136,26 @@ enum Verb {
     /// Manage didx's images
     #[command(subcommand)]
     Image(ImageCmd),
+    /// The warm pool of ready environments; alone, lists it
+    Pool {
+        #[command(subcommand)]
+        cmd: Option<PoolCmd>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCmd {
+    /// Keep N ready environments for runs with the same server options (tops up to N and
+    /// waits until they answer)
+    Up {
+        /// How many
+        #[arg(value_name = "N")]
+        n: usize,
+        #[command(flatten)]
+        env: EnvArgs,
+    },
+    /// Remove every pooled environment not yet claimed by a run
+    Down,
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,31 +177,98 @@ enum ImageCmd {
 
 /// Validated run options: nothing downstream re-checks strings.
 struct RunPlan {
-    sv: Version,
-    cv: Version,
-    pull: bool,
+    env: EnvPlan,
     volumes: Vec<VolumeSpec>,
     copies: Vec<CpSpec>,
     loads: Vec<String>,
     clean: CleanPolicy,
-    storage_driver: Option<String>,
-    dockerd_opts: Vec<String>,
     cv_env: EnvVarName,
-    isolation: IsolationMode,
-    ready_timeout: Duration,
-    server_image: Wanted,
-    client_image: Wanted,
+    /// `--pool`: the arguments of the refill (`pool up` with the same options).
+    refill: Option<Vec<String>>,
     steps: Vec<Step>,
     timings: bool,
 }
 
-impl RunPlan {
-    fn from_args(a: RunArgs) -> Result<RunPlan, Error> {
+/// Validated [`EnvArgs`].
+struct EnvPlan {
+    sv: Version,
+    cv: Version,
+    pull: bool,
+    storage_driver: Option<String>,
+    dockerd_opts: Vec<String>,
+    isolation: IsolationMode,
+    ready_timeout: Duration,
+    server_image: Wanted,
+    client_image: Wanted,
+}
+
+impl EnvPlan {
+    fn from_args(a: &EnvArgs) -> Result<EnvPlan, Error> {
         let sv = Version::parse("--sv value", &a.sv)?;
         let cv = match &a.cv {
             Some(cv) => Version::parse("--cv value", cv)?,
             None => sv.clone(),
         };
+        let mut dockerd_opts = Vec::new();
+        for o in &a.dkropts {
+            dockerd_opts.extend(shell_words::split(o).map_err(|e| Error::Invalid {
+                what: "--dkropts value",
+                value: o.clone(),
+                fix: format!("{e}: balance its quotes"),
+            })?);
+        }
+        let wanted = |explicit: &Option<String>, mapped: String| match explicit {
+            Some(i) if !i.is_empty() => Wanted { image: i.clone(), explicit: true },
+            _ => Wanted { image: mapped, explicit: false },
+        };
+        Ok(EnvPlan {
+            server_image: wanted(&a.server_image, sv.server_image()),
+            client_image: wanted(&a.client_image, cv.client_image()),
+            sv,
+            cv,
+            pull: a.pull,
+            storage_driver: a.storage_driver.clone().filter(|s| !s.is_empty()),
+            dockerd_opts,
+            isolation: a.isolation.parse()?,
+            ready_timeout: parse_duration("--ready-timeout value", &a.ready_timeout)?,
+        })
+    }
+
+    /// The environment spec: the engine's storage driver and ID, images resolved (pulled or
+    /// fallen back to the offline image, said once).
+    async fn spec(self, engine: &Engine, volumes: Vec<VolumeSpec>) -> Result<EnvSpec, Error> {
+        let info = engine.info().await?;
+        let resolved = images::resolve(engine, &self.server_image, &self.client_image, self.pull).await?;
+        if !resolved.fell_back.is_empty() {
+            say(format!(
+                "{} not on the engine and cannot be pulled; using {}",
+                resolved.fell_back.join(" and "),
+                images::LOCAL_IMAGE
+            ));
+        }
+        for s in &resolved.stale {
+            say(format!("warning: pull of {s} failed; using the copy on the engine"));
+        }
+        Ok(EnvSpec {
+            id: EnvId::generate(),
+            sv: self.sv,
+            cv: self.cv,
+            server_image: resolved.server,
+            client_image: resolved.client,
+            storage_driver: self.storage_driver.or(info.driver).unwrap_or_default(),
+            dockerd_opts: self.dockerd_opts,
+            isolation: self.isolation,
+            engine_id: info.id.unwrap_or_default(),
+            ready_timeout: self.ready_timeout,
+            volumes,
+        })
+    }
+}
+
+impl RunPlan {
+    fn from_args(a: RunArgs) -> Result<RunPlan, Error> {
+        let env = EnvPlan::from_args(&a.env)?;
+        let refill = a.pool.then(|| refill_args(&a.env));
         let cwd = std::env::current_dir().map_err(|e| Error::Io { what: "reading the current directory".into(), source: e })?;
         let volumes: Vec<VolumeSpec> = a.volumes.iter().map(|v| VolumeSpec::parse(v, &cwd)).collect::<Result<_, _>>()?;
         for (i, v) in volumes.iter().enumerate() {
@@ -194,33 +296,14 @@ impl RunPlan {
                 fix: format!("--clean {} runs no commands; drop the COMMANDs or use anycase", a.clean),
             });
         }
-        let mut dockerd_opts = Vec::new();
-        for o in &a.dkropts {
-            dockerd_opts.extend(shell_words::split(o).map_err(|e| Error::Invalid {
-                what: "--dkropts value",
-                value: o.clone(),
-                fix: format!("{e}: balance its quotes"),
-            })?);
-        }
-        let wanted = |explicit: &Option<String>, mapped: String| match explicit {
-            Some(i) if !i.is_empty() => Wanted { image: i.clone(), explicit: true },
-            _ => Wanted { image: mapped, explicit: false },
-        };
         Ok(RunPlan {
-            server_image: wanted(&a.server_image, sv.server_image()),
-            client_image: wanted(&a.client_image, cv.client_image()),
-            sv,
-            cv,
-            pull: a.pull,
+            env,
             volumes,
             copies,
             loads: a.load,
             clean,
-            storage_driver: a.storage_driver.filter(|s| !s.is_empty()),
-            dockerd_opts,
             cv_env: EnvVarName::parse(&a.cv_env)?,
-            isolation: a.isolation.parse()?,
-            ready_timeout: parse_duration("--ready-timeout value", &a.ready_timeout)?,
+            refill,
             steps: a.commands.iter().map(|c| Step::parse(c)).collect::<Result<_, _>>()?,
             timings: a.timings,
         })
@@ -317,6 +400,7 @@ async fn async_main() -> u8 {
         Some(Verb::Image(ImageCmd::Build { suite, mirror, force })) => {
             report(image_build(cli.host.as_deref(), BuildSpec { suite, mirror, force }).await)
         }
+        Some(Verb::Pool { cmd }) => report(pool(cli.host.as_deref(), cmd).await),
         None => {
             let plan = match RunPlan::from_args(cli.run) {
                 Ok(p) => p,
@@ -390,6 +474,126 @@ fn age(created: Option<u64>) -> String {
     }
 }
 
+/// The arguments of a detached `didx pool up` that refills the pool for `env`'s options (the
+/// size is inserted when known, -H put in front).
+fn refill_args(env: &EnvArgs) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    args.extend(["pool".into(), "up".into()]);
+    args.extend(["--sv".into(), env.sv.clone()]);
+    if let Some(cv) = &env.cv {
+        args.extend(["--cv".into(), cv.clone()]);
+    }
+    if let Some(d) = &env.storage_driver {
+        args.extend(["--storage-driver".into(), d.clone()]);
+    }
+    for o in &env.dkropts {
+        args.push(format!("--dkropts={o}"));
+    }
+    args.extend(["--isolation".into(), env.isolation.clone(), "--ready-timeout".into(), env.ready_timeout.clone()]);
+    for (flag, v) in [("--server-image", &env.server_image), ("--client-image", &env.client_image)] {
+        if let Some(i) = v {
+            args.extend([flag.into(), i.clone()]);
+        }
+    }
+    args
+}
+
+/// Start `didx pool up SIZE …` detached (own process group, no terminal, output appended to
+/// pool-refill.log in the cache directory) so the run never waits for the refill.
+fn refill(args: &[String], size: usize) {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            say(format!("warning: cannot refill the pool ({e})"));
+            return;
+        }
+    };
+    let log = didx::isolation::cache_dir().and_then(|d| {
+        std::fs::create_dir_all(&d).ok()?;
+        std::fs::OpenOptions::new().create(true).append(true).open(d.join("pool-refill.log")).ok()
+    });
+    let (out, err) = match log.and_then(|f| Some((f.try_clone().ok()?, f))) {
+        Some((a, b)) => (std::process::Stdio::from(a), std::process::Stdio::from(b)),
+        None => (std::process::Stdio::null(), std::process::Stdio::null()),
+    };
+    let mut args = args.to_vec();
+    // "pool up" is followed by the size.
+    if let Some(i) = args.iter().position(|a| a == "up") {
+        args.insert(i + 1, size.to_string());
+    }
+    let spawned = std::process::Command::new(exe)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn();
+    if let Err(e) = spawned {
+        say(format!("warning: cannot refill the pool ({e})"));
+    }
+}
+
+async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
+    use didx::env::pool;
+    // Validate before touching the engine.
+    let up = match &cmd {
+        Some(PoolCmd::Up { n, env }) => {
+            if *n == 0 {
+                return Err(Error::Invalid { what: "pool size", value: "0".into(), fix: "give at least 1; didx pool down empties the pool".into() });
+            }
+            Some((*n, EnvPlan::from_args(env)?))
+        }
+        _ => None,
+    };
+    let engine = Engine::connect(host).await?;
+    match (cmd, up) {
+        (Some(PoolCmd::Up { .. }), Some((n, plan))) => {
+            let spec = plan.spec(&engine, vec![]).await?;
+            let key = pool::key(&spec);
+            let on = |e: Event<'_>| {
+                if let Event::IsolationFallback { .. } = e {
+                    say("the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)")
+                }
+            };
+            let cancel = Cancel::default();
+            let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::Io { what: "installing a SIGINT handler".into(), source: e })?;
+            let up = pool::up(&engine, &spec, n, &cancel, &on);
+            tokio::pin!(up);
+            let r = tokio::select! {
+                r = &mut up => r,
+                _ = sigint.recv() => { cancel.cancel(); up.await }
+            }?;
+            for f in &r.failed {
+                say(format!("error: a pooled environment failed to start: {f}"));
+            }
+            say(format!(
+                "pool {key}: {} ready ({} already, {} started now{})",
+                r.existing + r.started.len(),
+                r.existing,
+                r.started.len(),
+                if r.failed.is_empty() { String::new() } else { format!(", {} failed", r.failed.len()) }
+            ));
+            Ok(if r.failed.is_empty() { 0 } else { EXIT_DIDX })
+        }
+        (Some(PoolCmd::Down), _) => {
+            let removed = pool::down(&engine).await?;
+            say(format!("removed {} pooled environment(s)", removed.len()));
+            Ok(0)
+        }
+        _ => {
+            let entries = pool::entries(&engine, None).await?;
+            println!("{:<14} {:<12} {:<6} {:<6} {:<10} SERVER", "POOL", "ENV", "SIZE", "AGE", "STATE");
+            for e in &entries {
+                println!("{:<14} {:<12} {:<6} {:<6} {:<10} {}", e.key, e.id, e.size, age(e.created), e.state.as_str(), e.server.name);
+            }
+            let ready = entries.iter().filter(|e| e.state == pool::PoolState::Ready).count();
+            say(format!("{} pooled environment(s), {ready} ready", entries.len()));
+            Ok(0)
+        }
+    }
+}
+
 /// Which signal arrived.
 #[derive(Clone, Copy)]
 enum Sig {
@@ -404,10 +608,11 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     match plan.clean {
         CleanPolicy::Rpt => {
             let envs = didx::env::list(&engine).await?;
-            println!("{:<12} {:<6} {:<8} {:<10} NAME", "ENV", "AGE", "ROLE", "STATE");
+            println!("{:<12} {:<6} {:<8} {:<10} {:<18} NAME", "ENV", "AGE", "ROLE", "STATE", "POOL");
             for e in &envs {
+                let pool = e.pool.as_ref().map(|k| format!("pool {k}")).unwrap_or_else(|| "-".into());
                 for m in &e.members {
-                    println!("{:<12} {:<6} {:<8} {:<10} {}", e.id, age(e.created), m.role, m.state, m.name);
+                    println!("{:<12} {:<6} {:<8} {:<10} {:<18} {}", e.id, age(e.created), m.role, m.state, pool, m.name);
                 }
             }
             say(format!("{} environment(s)", envs.len()));
@@ -427,32 +632,13 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     // Every source must exist before anything starts.
     didx::copy::check_sources(&engine, &plan.copies).await?;
     let seeds = didx::load::check(&engine, &plan.loads).await?;
-    let info = engine.info().await?;
-    let resolved = images::resolve(&engine, &plan.server_image, &plan.client_image, plan.pull).await?;
-    if !resolved.fell_back.is_empty() {
-        say(format!(
-            "{} not on the engine and cannot be pulled; using {}",
-            resolved.fell_back.join(" and "),
-            images::LOCAL_IMAGE
-        ));
-    }
-    for s in &resolved.stale {
-        say(format!("warning: pull of {s} failed; using the copy on the engine"));
-    }
+    let refill_args = plan.refill.clone().map(|args| {
+        let mut full: Vec<String> = host.map(|h| vec!["-H".to_string(), h.to_string()]).unwrap_or_default();
+        full.extend(args);
+        full
+    });
+    let mut spec = plan.env.spec(&engine, plan.volumes).await?;
     timings.mark("resolved");
-    let spec = EnvSpec {
-        id: EnvId::generate(),
-        sv: plan.sv,
-        cv: plan.cv,
-        server_image: resolved.server,
-        client_image: resolved.client,
-        storage_driver: plan.storage_driver.or(info.driver).unwrap_or_default(),
-        dockerd_opts: plan.dockerd_opts,
-        isolation: plan.isolation,
-        engine_id: info.id.unwrap_or_default(),
-        ready_timeout: plan.ready_timeout,
-        volumes: plan.volumes,
-    };
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::Io { what: "installing a SIGINT handler".into(), source: e })?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::Io { what: "installing a SIGTERM handler".into(), source: e })?;
@@ -473,7 +659,7 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
             say(format!("dind server named: '{name}' successfully started ({image}, {isolation} isolation)"))
         }
         Event::ClientStarted { name, image } => {
-            timings.mark("client-started");
+            timings.mark(if refill_args.is_some() { "claimed" } else { "client-started" });
             say(format!("dind client named: '{name}' successfully started ({image})"))
         }
         Event::Ready { elapsed } => {
@@ -483,7 +669,16 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
         _ => {}
     };
     let cancel = Cancel::default();
-    let start = Environment::start(&engine, &spec, &cancel, &on_event);
+    let start = async {
+        if let Some(args) = &refill_args {
+            if let Some((env, size)) = didx::env::pool::claim(&engine, &mut spec, &cancel, &on_event).await? {
+                refill(args, size);
+                return Ok(env);
+            }
+            say("no pooled environment for these options is left; starting a fresh one (didx pool up N, with the same options, keeps some ready)");
+        }
+        Environment::start(&engine, &spec, &cancel, &on_event).await
+    };
     tokio::pin!(start);
     let mut got: Option<Sig> = None;
     let env = tokio::select! {

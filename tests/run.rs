@@ -316,3 +316,27 @@ mod signals {
         });
     }
 }
+
+#[test]
+fn timings_name_every_phase_in_order() {
+    let r = didx(&["--timings", "--clean", "anycase", "version"]);
+    with_cleanup(r, |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        let phases: Vec<(String, u64)> = r
+            .stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("didx: timing "))
+            .map(|l| {
+                let (p, ms) = l.split_once(' ').unwrap();
+                (p.to_string(), ms.parse().unwrap())
+            })
+            .collect();
+        let names: Vec<&str> = phases.iter().map(|(p, _)| p.as_str()).collect();
+        for want in ["connected", "resolved", "server-started", "client-started", "ready", "commands-done", "removed"] {
+            assert!(names.contains(&want), "{want} missing: {}", r.show());
+        }
+        assert!(phases.windows(2).all(|w| w[0].1 <= w[1].1), "not in time order: {phases:?}");
+        assert_eq!(names.last(), Some(&"removed"), "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+}

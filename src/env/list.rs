@@ -28,6 +28,8 @@ pub struct EnvSummary {
     pub created: Option<u64>,
     /// Its containers, server first.
     pub members: Vec<Member>,
+    /// The pool key, for an environment started for the warm pool.
+    pub pool: Option<String>,
 }
 
 /// Every didx environment on the engine, oldest first.
@@ -41,7 +43,11 @@ pub async fn list(engine: &Engine) -> Result<Vec<EnvSummary>> {
             id: id.clone(),
             created: l.get(labels::CREATED).and_then(|v| v.parse().ok()),
             members: vec![],
+            pool: None,
         });
+        if l.get(labels::ROLE).map(String::as_str) == Some(labels::Role::Server.as_str()) {
+            entry.pool = l.get(labels::POOL).cloned();
+        }
         entry.members.push(Member {
             role: l.get(labels::ROLE).cloned().unwrap_or_default(),
             name: c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
@@ -80,12 +86,11 @@ async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String
     for r in join_all(ids.iter().map(|c| engine.remove_container(c))).await {
         r?;
     }
-    let volumes = engine.volumes(labels::filter(id)).await?;
-    for r in join_all(volumes.iter().map(|v| engine.remove_volume(v))).await {
-        r?;
-    }
-    let networks = engine.networks(labels::filter(id)).await?;
-    for r in join_all(networks.iter().map(|n| engine.remove_network(n))).await {
+    let (volumes, networks) = tokio::join!(engine.volumes(labels::filter(id)), engine.networks(labels::filter(id)));
+    let (volumes, networks) = (volumes?, networks?);
+    let removals = join_all(volumes.iter().map(|v| engine.remove_volume(v)));
+    let (vs, ns) = tokio::join!(removals, join_all(networks.iter().map(|n| engine.remove_network(n))));
+    for r in vs.into_iter().chain(ns) {
         r?;
     }
     Ok(names)

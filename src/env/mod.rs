@@ -9,7 +9,7 @@ mod list;
 pub mod pool;
 
 pub use list::{EnvSummary, Member, list, remove, remove_all};
-use pool::{POOL_CLIENT_CERT, POOL_CLIENT_KEY, PoolTag};
+use pool::PoolTag;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -250,6 +250,10 @@ impl Environment {
     /// environment, at once (no graceful stop: the engine is throwaway).
     pub async fn rm(mut self) -> Result<()> {
         self.settled = true;
+        // Both containers at once, by id (no list first); then whatever else carries the
+        // environment's label (volumes shared between them, `--cp IMAGE::` readers, …).
+        let (s, c) = tokio::join!(self.engine.remove_container(&self.server.id), self.engine.remove_container(&self.client.id));
+        s.and(c)?;
         remove(&self.engine, self.id.as_str()).await.map(|_| ())
     }
 
@@ -375,14 +379,31 @@ async fn start_server(
 }
 
 /// What a client container gets besides its image: the entrypoint and its certificates.
-struct ClientFiles {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
+enum ClientFiles {
+    /// Uploaded into the client when it is created.
+    Upload {
+        ca_pem: String,
+        cert_pem: String,
+        key_pem: String,
+    },
+    /// Already in a volume a pooled server filled ([`CLIENT_FILES_DIR`] there), mounted at
+    /// `/didx`: nothing to upload when a run claims the environment. The entrypoint links
+    /// `/certs/client` to the certificates in it.
+    Volume {
+        name: String,
+        pool_key: String,
+    },
 }
 
+/// Where a pooled server mounts the volume holding its future client's files.
+const CLIENT_FILES_DIR: &str = "/didx-client";
+
 fn client_files(tls: &TlsMaterial) -> ClientFiles {
-    ClientFiles { ca_pem: tls.ca_pem.clone(), cert_pem: tls.client_cert_pem.clone(), key_pem: tls.client_key_pem.clone() }
+    ClientFiles::Upload {
+        ca_pem: tls.ca_pem.clone(),
+        cert_pem: tls.client_cert_pem.clone(),
+        key_pem: tls.client_key_pem.clone(),
+    }
 }
 
 fn dockerd_args(spec: &EnvSpec) -> Vec<String> {
@@ -416,8 +437,8 @@ async fn create_server(
         container_labels.insert(labels::POOL.to_string(), p.key.clone());
         container_labels.insert(labels::POOL_SIZE.to_string(), p.size.to_string());
     }
-    let data = Mount {
-        target: Some("/var/lib/docker".to_string()),
+    let volume_at = |target: &str| Mount {
+        target: Some(target.to_string()),
         typ: Some(MountType::VOLUME),
         volume_options: Some(MountVolumeOptions {
             labels: Some(labels::for_resource(spec.id.as_str(), Role::Data, created)),
@@ -425,9 +446,13 @@ async fn create_server(
         }),
         ..Default::default()
     };
+    let mut mounts = vec![volume_at("/var/lib/docker")];
+    if pool.is_some() {
+        mounts.push(volume_at(CLIENT_FILES_DIR));
+    }
     let id = loop {
         let mut hc = HostConfig {
-            mounts: Some(vec![data.clone()]),
+            mounts: Some(mounts.clone()),
             extra_hosts: Some(vec![format!("{}:127.0.0.1", crate::tls::SERVER_NAME)]),
             ..Default::default()
         };
@@ -454,9 +479,13 @@ async fn create_server(
         Entry { path: "didx/certs/server/key.pem", mode: 0o600, data: tls.server_key_pem.as_bytes() },
     ];
     if pool.is_some() {
-        // Kept for the claimer, which makes the client; nothing else reads them.
-        files.push(Entry { path: POOL_CLIENT_CERT, mode: 0o600, data: tls.client_cert_pem.as_bytes() });
-        files.push(Entry { path: POOL_CLIENT_KEY, mode: 0o600, data: tls.client_key_pem.as_bytes() });
+        // The future client's files, in the volume its claimer mounts at /didx.
+        files.extend([
+            Entry { path: "didx-client/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
+            Entry { path: "didx-client/certs/client/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
+            Entry { path: "didx-client/certs/client/cert.pem", mode: 0o644, data: tls.client_cert_pem.as_bytes() },
+            Entry { path: "didx-client/certs/client/key.pem", mode: 0o600, data: tls.client_key_pem.as_bytes() },
+        ]);
     }
     let tar = tar_of(&files)?;
     engine.upload(&id, "/", tar).await?;
@@ -473,8 +502,11 @@ async fn create_client(
 ) -> Result<String> {
     let mut container_labels = labels::for_resource(spec.id.as_str(), Role::Client, created);
     container_labels.insert(labels::VERSION.to_string(), spec.cv.as_str().to_string());
+    if let ClientFiles::Volume { pool_key, .. } = files {
+        container_labels.insert(labels::POOL.to_string(), pool_key.clone());
+    }
     let binds: Vec<String> = spec.volumes.iter().filter_map(VolumeSpec::bind).collect();
-    let mounts: Vec<Mount> = spec
+    let mut mounts: Vec<Mount> = spec
         .volumes
         .iter()
         .filter(|v| v.source == VolumeSource::Anonymous)
@@ -489,6 +521,14 @@ async fn create_client(
             ..Default::default()
         })
         .collect();
+    if let ClientFiles::Volume { name: volume, .. } = files {
+        mounts.push(Mount {
+            target: Some("/didx".to_string()),
+            source: Some(volume.clone()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        });
+    }
     let hc = HostConfig {
         network_mode: Some(format!("container:{server_name}")),
         binds: (!binds.is_empty()).then_some(binds),
@@ -511,13 +551,15 @@ async fn create_client(
         ..Default::default()
     };
     let id = engine.create_container(name, body).await?;
-    let tar = tar_of(&[
-        Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
-        Entry { path: "certs/client/ca.pem", mode: 0o644, data: files.ca_pem.as_bytes() },
-        Entry { path: "certs/client/cert.pem", mode: 0o644, data: files.cert_pem.as_bytes() },
-        Entry { path: "certs/client/key.pem", mode: 0o600, data: files.key_pem.as_bytes() },
-    ])?;
-    engine.upload(&id, "/", tar).await?;
+    if let ClientFiles::Upload { ca_pem, cert_pem, key_pem } = files {
+        let tar = tar_of(&[
+            Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
+            Entry { path: "certs/client/ca.pem", mode: 0o644, data: ca_pem.as_bytes() },
+            Entry { path: "certs/client/cert.pem", mode: 0o644, data: cert_pem.as_bytes() },
+            Entry { path: "certs/client/key.pem", mode: 0o600, data: key_pem.as_bytes() },
+        ])?;
+        engine.upload(&id, "/", tar).await?;
+    }
     Ok(id)
 }
 

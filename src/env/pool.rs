@@ -2,7 +2,11 @@
 //! run to claim them.
 //!
 //! A pooled environment is a running server container labelled with its pool key (a hash of
-//! every option that shapes the server and names the client) and no client. A run claims one
+//! every option that shapes the server and names the client) and no client. Its filler starts
+//! it as `dind_<id>_server_<sv>_starting` and renames it to `dind_<id>_server_<sv>` once its
+//! dockerd answered over TLS, so "ready" is read from the name, with no extra request. The
+//! client's entrypoint and certificates wait in a volume of the server's, which the claimer
+//! mounts: claiming uploads nothing. A run claims one
 //! by creating its client under the environment's deterministic name,
 //! `dind_<id>_client_<cv>`: the engine reserves container names atomically, so of two
 //! processes (or hosts) claiming the same environment exactly one succeeds and the other gets
@@ -12,27 +16,21 @@
 //! Topping up ([`up`]) holds a lock file in didx's cache directory for its whole length, so
 //! concurrent refills on one host never overshoot: the second one counts the first one's work.
 
-use std::collections::BTreeMap;
 
-use futures_util::TryStreamExt;
 use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Cancel, ClientFiles, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove, start_server,
-    wait_ready,
+    CLIENT_FILES_DIR, Cancel, ClientFiles, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove,
+    start_server, wait_ready,
 };
 use crate::engine::{Engine, status_of};
 use crate::error::{Error, Result};
 use crate::labels;
 use crate::tls::TlsMaterial;
 
-/// Where a pooled server keeps the client's certificate and key for its claimer (the CA is
-/// the server's own `ca.pem`).
-pub(super) const POOL_CLIENT_CERT: &str = "didx/certs/pool-client/cert.pem";
-pub(super) const POOL_CLIENT_KEY: &str = "didx/certs/pool-client/key.pem";
-/// Written into a pooled server once its dockerd answered.
-const READY_MARK: &str = "didx/pool-ready";
+/// Suffix of a pooled server's name until its dockerd answered.
+const STARTING: &str = "_starting";
 
 /// Marks a server as a pool member.
 #[derive(Debug, Clone)]
@@ -104,50 +102,54 @@ pub struct PoolEntry {
     pub running: bool,
     /// Starting, ready or claimed.
     pub state: PoolState,
+    /// The volume holding the client's files.
+    files_volume: Option<String>,
 }
 
-/// Every pooled environment (all keys, or one), oldest first.
+/// Every pooled environment (all keys, or one), oldest first: one list request.
 pub async fn entries(engine: &Engine, key: Option<&str>) -> Result<Vec<PoolEntry>> {
     let label = match key {
         Some(k) => format!("{}={k}", labels::POOL),
         None => labels::POOL.to_string(),
     };
     let filter = std::collections::HashMap::from([("label".to_string(), vec![label])]);
-    let servers = engine.containers(filter).await?;
-    // Claimed environments have a client; clients carry the environment label, not the pool's.
-    let clients: std::collections::HashSet<String> = engine
-        .containers(std::collections::HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}={}", labels::ROLE, labels::Role::Client.as_str())],
-        )]))
-        .await?
-        .into_iter()
-        .filter_map(|c| c.labels.and_then(|mut l| l.remove(labels::ENV)))
+    let containers = engine.containers(filter).await?;
+    // A claimer's client carries the pool label too: an environment with a client is claimed.
+    let role = |c: &bollard::models::ContainerSummary, r: labels::Role| {
+        c.labels.as_ref().and_then(|l| l.get(labels::ROLE)).map(String::as_str) == Some(r.as_str())
+    };
+    let claimed: std::collections::HashSet<String> = containers
+        .iter()
+        .filter(|c| role(c, labels::Role::Client))
+        .filter_map(|c| c.labels.as_ref().and_then(|l| l.get(labels::ENV)).cloned())
         .collect();
     let mut out: Vec<PoolEntry> = Vec::new();
-    for c in servers {
+    for c in containers.iter().filter(|c| role(c, labels::Role::Server)) {
         let l = c.labels.clone().unwrap_or_default();
         let (Some(id), Some(k)) = (l.get(labels::ENV), l.get(labels::POOL)) else { continue };
         let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
+        let state = if claimed.contains(id) {
+            PoolState::Claimed
+        } else if name.ends_with(STARTING) {
+            PoolState::Starting
+        } else {
+            PoolState::Ready
+        };
+        let files_volume = c
+            .mounts
+            .as_ref()
+            .and_then(|m| m.iter().find(|m| m.destination.as_deref() == Some(CLIENT_FILES_DIR)))
+            .and_then(|m| m.name.clone());
         out.push(PoolEntry {
             id: id.clone(),
             key: k.clone(),
             size: l.get(labels::POOL_SIZE).and_then(|s| s.parse().ok()).unwrap_or(1),
             created: l.get(labels::CREATED).and_then(|v| v.parse().ok()),
             server: Container { name, id: c.id.clone().unwrap_or_default() },
-            running: c.state.as_ref().map(|s| s.to_string()) == Some("running".to_string()),
-            state: if clients.contains(id) { PoolState::Claimed } else { PoolState::Starting },
+            running: c.state.as_ref().map(|s| s.to_string()).as_deref() == Some("running"),
+            state,
+            files_volume,
         });
-    }
-    let marks = join_all(out.iter().map(|e| async move {
-        e.state == PoolState::Starting
-            && engine.stat_is_dir(&e.server.id, &format!("/{READY_MARK}")).await.ok().flatten().is_some()
-    }))
-    .await;
-    for (e, ready) in out.iter_mut().zip(marks) {
-        if ready {
-            e.state = PoolState::Ready;
-        }
     }
     out.sort_by_key(|e| (e.created, e.id.clone()));
     Ok(out)
@@ -166,7 +168,8 @@ pub struct UpReport {
 
 /// Top the pool of `template`'s key up to `size` ready environments and wait until the new
 /// ones answer. `template`'s id, volumes and copies are ignored; each new environment gets a
-/// fresh id. Unclaimed members that stopped running are removed first.
+/// fresh id. Unclaimed members that stopped running, or were left starting by a filler that
+/// died, are removed first.
 pub async fn up(
     engine: &Engine,
     template: &EnvSpec,
@@ -181,7 +184,9 @@ pub async fn up(
         if e.state == PoolState::Claimed {
             continue;
         }
-        if e.running {
+        // Under the lock no filler on this host is at work, so one still starting was left by
+        // a filler that died; stopped ones are of no use either.
+        if e.running && e.state == PoolState::Ready {
             report.existing += 1;
         } else {
             remove(engine, &e.id).await?;
@@ -222,47 +227,40 @@ async fn start_pooled(
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<()> {
     let name = spec.server_name();
+    let starting = format!("{name}{STARTING}");
     let tls = TlsMaterial::generate(&[name.as_str()])?;
-    let id = start_server(engine, spec, &name, &tls, now_secs(), Some(tag), cancel, on).await?;
+    let id = start_server(engine, spec, &starting, &tls, now_secs(), Some(tag), cancel, on).await?;
     let probe = Environment {
         engine: engine.clone(),
         id: spec.id.clone(),
-        server: Container { name, id: id.clone() },
+        server: Container { name: starting, id: id.clone() },
         // No client yet: the probe goes straight to the server (wait_ready only needs a client
         // for its fallback, which then fails and retries until the deadline).
         client: Container { name: String::new(), id: String::new() },
         settled: true,
     };
     wait_ready(engine, &probe, &tls, spec.ready_timeout, cancel).await?;
-    let tar = crate::archive::tar_of(&[crate::archive::Entry { path: READY_MARK, mode: 0o644, data: b"" }])?;
-    engine.upload(&id, "/", tar).await
+    engine.rename(&id, &name).await
 }
 
-/// Claim a ready (or, failing that, starting) pooled environment matching `spec`'s key, make
-/// its client from `spec` (name, image, mounts) and wait until the inner engine answers.
-/// `spec.id` is replaced by the claimed environment's id. `None`: nothing to claim. Returns
-/// the environment and the pool size to refill to.
+/// Claim a ready pooled environment matching `spec`'s key: create its client from `spec`
+/// (name, image, mounts) and start it. `spec.id` becomes the claimed environment's id. `None`:
+/// none is ready. Returns the environment and the pool size to refill to.
 pub async fn claim(
     engine: &Engine,
     spec: &mut EnvSpec,
     cancel: &Cancel,
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<Option<(Environment, usize)>> {
+    let t0 = std::time::Instant::now();
     let key = key(spec);
-    let mut candidates: Vec<PoolEntry> =
-        entries(engine, Some(&key)).await?.into_iter().filter(|e| e.running && e.state != PoolState::Claimed).collect();
-    // Ready ones first, oldest first within each state.
-    candidates.sort_by_key(|e| (e.state != PoolState::Ready, e.created));
+    let candidates = entries(engine, Some(&key)).await?.into_iter().filter(|e| e.running && e.state == PoolState::Ready);
     for cand in candidates {
         cancel.check()?;
+        let Some(volume) = cand.files_volume.clone() else { continue };
         spec.id = EnvId(cand.id.clone());
-        let files = match client_files_from(engine, &cand.server.id).await {
-            Ok(f) => f,
-            // Removed under us (pool down, another claimer's rollback): try the next.
-            Err(e) if status_of(&e) == Some(404) => continue,
-            Err(e) => return Err(e),
-        };
         let client_name = spec.client_name();
+        let files = ClientFiles::Volume { name: volume, pool_key: key.clone() };
         let client_id = match create_client(engine, spec, &client_name, &cand.server.name, now_secs(), &files).await {
             Ok(id) => id,
             // The name is taken: another process claimed it first.
@@ -276,61 +274,20 @@ pub async fn claim(
             client: Container { name: client_name, id: client_id },
             settled: false,
         };
-        let tls = TlsMaterial {
-            ca_pem: files.ca_pem.clone(),
-            server_cert_pem: String::new(),
-            server_key_pem: String::new(),
-            client_cert_pem: files.cert_pem.clone(),
-            client_key_pem: files.key_pem.clone(),
-        };
-        let t0 = std::time::Instant::now();
-        let started = async {
-            engine.start(&env.client.id).await?;
-            on(Event::ClientStarted { name: &env.client.name, image: &spec.client_image });
-            Ok::<(), Error>(())
-        };
-        let (s, r) = tokio::join!(started, wait_ready(engine, &env, &tls, spec.ready_timeout, cancel));
-        if let Err(e) = s.and(r) {
+        // The filler saw dockerd answer, and dockerd is the server's PID 1: a running server is
+        // a ready one.
+        if let Err(e) = engine.start(&env.client.id).await {
             env.keep();
             if let Err(rm) = remove(engine, spec.id.as_str()).await {
                 tracing::warn!(env = %spec.id, error = %rm, "removing a failed claim failed");
             }
             return Err(e);
         }
+        on(Event::ClientStarted { name: &env.client.name, image: &spec.client_image });
         on(Event::Ready { elapsed: t0.elapsed() });
         return Ok(Some((env, cand.size)));
     }
     Ok(None)
-}
-
-/// The client's certificates, as kept in a pooled server.
-async fn client_files_from(engine: &Engine, server: &str) -> Result<ClientFiles> {
-    let bytes: Vec<u8> = engine
-        .download(server, "/didx/certs")
-        .try_fold(Vec::new(), |mut acc, chunk| async move {
-            acc.extend_from_slice(&chunk);
-            Ok(acc)
-        })
-        .await?;
-    let mut files: BTreeMap<String, String> = BTreeMap::new();
-    let mut archive = tar::Archive::new(bytes.as_slice());
-    let bad = |e: std::io::Error| Error::Io { what: format!("reading the pooled certificates of {server}"), source: e };
-    for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        let path = entry.path().map_err(bad)?.to_string_lossy().to_string();
-        let mut text = String::new();
-        if entry.header().entry_type().is_file() {
-            std::io::Read::read_to_string(&mut entry, &mut text).map_err(bad)?;
-            files.insert(path, text);
-        }
-    }
-    let get = |suffix: &str| {
-        files.iter().find(|(p, _)| p.ends_with(suffix)).map(|(_, t)| t.clone()).ok_or_else(|| Error::Io {
-            what: format!("reading the pooled certificates of {server}"),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("{suffix} missing")),
-        })
-    };
-    Ok(ClientFiles { ca_pem: get("server/ca.pem")?, cert_pem: get("pool-client/cert.pem")?, key_pem: get("pool-client/key.pem")? })
 }
 
 /// Remove every unclaimed pooled environment (claimed ones belong to their runs); returns
