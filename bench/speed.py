@@ -1,0 +1,612 @@
+#!/usr/bin/env python3
+"""Speed benchmark for didx, one run on one machine, against the floor (bench/floor.sh).
+
+What it measures (median and min-max over RUNS runs, after one untimed warm-up run):
+  1. ready time: invocation until the inner engine answers (didx's `ready` phase; the
+     floor's `ready` phase);
+  2. end to end: `didx --clean anycase version` wall time, and a 5-command session;
+  3. teardown: last command's exit until nothing of the environment remains (didx's
+     `removed - commands-done`), plain and with an inner container that ignores SIGTERM;
+     after every didx run, no container/volume/network labelled io.didx.env=<ENVID> may
+     remain (checked with the docker CLI; a leftover fails the benchmark);
+  4. concurrency: wall time of 1, 2, 4, 8 `didx --clean anycase version` started at once;
+  5. peak RSS of the didx process for a plain run (from os.wait4's rusage);
+  6. the floor, A/B interleaved with didx (didx, floor, didx, floor...), ratio per pair;
+  7. pooled runs (`didx --pool`), when the binary has `didx pool`, against the floor.
+It prints a Markdown table (measurements with targets and pass/fail marks) and a phase
+table (median ms since invocation at each phase, for didx, didx --pool and the floor) on
+stdout, writes them to bench/out/speed.md, and draws bench/out/speed.png with gnuplot
+(skipped with a note when gnuplot is absent, unless BENCH_CHART=require).
+
+didx's phases come from `--timings` (`didx: timing PHASE MS` on stderr). A binary without
+`--timings` is still measured: its phases are then the arrival times of its status lines on
+stderr (marked "stderr-observed"). A binary without `didx pool` skips the pooled part.
+
+Targets are reported, not asserted. The exit status is non-zero only when a run fails (a
+command exits non-zero, something is left behind, the chart fails when required).
+
+Usage (from anywhere; it works from the repository root):
+    python3 bench/speed.py            # RUNS (default 5) runs, concurrency 1 2 4 8
+    python3 bench/speed.py --short    # CI: 1 run, no warm-up, concurrency 1 2
+Environment: DIDX (binary, default ./target/release/didx, built when absent), RUNS,
+FLOOR_ISOLATION (default: privileged if the engine allows it, else caps), FLOOR_IMAGE,
+BENCH_CHART=require. Needs an engine and didx/dind:local (scripts/setup.sh).
+Python 3 standard library only.
+"""
+
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+FLOOR = ROOT / "bench" / "floor.sh"
+
+VERSION = ["version"]
+SESSION = ["version", "info", "ps -a", 'sh -c "echo hi"', "images"]
+STUBBORN = ["didx-busybox-image busybox",
+            r'run -d busybox sh -c "trap \"\" TERM; while :; do sleep 1; done"']
+
+# Every phase either tool reports, in time order; "exit" is the process's exit (wall time).
+PHASES = ["connected", "resolved", "claimed", "server-started", "client-started", "ready",
+          "commands-done", "removed", "exit"]
+COLORS = ["#9e9e9e", "#bcaaa4", "#ffb74d", "#64b5f6", "#4db6ac", "#81c784", "#ba68c8",
+          "#e57373", "#616161"]
+
+ENVID_RE = re.compile(r"dind_([a-z0-9]{10})_server_")
+TIMING_RE = re.compile(r"^didx: timing (\S+) (\d+)\s*$")
+FLOOR_RE = re.compile(r"^floor-phase (\S+) (\d+)\s*$")
+# Without --timings: the status line announcing each phase (the last match wins).
+OBSERVED = [
+    ("server-started", re.compile(r"^didx: dind server named: .* successfully started")),
+    ("client-started", re.compile(r"^didx: dind client named: .* successfully started")),
+    ("ready", re.compile(r"^didx: inner engine answered")),
+    ("commands-done", re.compile(r"^didx: \[\d+/\d+\] (succeeded|failed)")),
+    ("removed", re.compile(r"^didx: dind .* destroyed")),
+]
+
+
+def log(msg):
+    print(f"speed: {msg}", file=sys.stderr, flush=True)
+
+
+def docker(*args):
+    """Runs the docker CLI; returns its stdout split into words (ids, names)."""
+    r = subprocess.run(["docker", *args], capture_output=True, text=True)
+    return r.stdout.split()
+
+
+@dataclass
+class Run:
+    """One finished process: exit code, wall time, peak RSS, stderr lines with arrival times."""
+    argv: list
+    rc: int
+    wall: float                       # ms, spawn to exit
+    rss_kb: int
+    lines: list                       # (ms since spawn, line)
+    phases: dict = field(default_factory=dict)  # phase -> ms since invocation
+
+    def tail(self, n=8):
+        return "\n".join("    " + line for _, line in self.lines[-n:])
+
+
+class Proc:
+    """A running child whose stderr is read line by line, each line stamped on arrival."""
+
+    def __init__(self, argv, env=None, on_line=None):
+        self.argv = argv
+        self.lines = []
+        self.t0 = time.monotonic()
+        self.p = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True, errors="replace")
+        self.reader = threading.Thread(target=self._read, args=(on_line,), daemon=True)
+        self.reader.start()
+
+    def _read(self, on_line):
+        for line in self.p.stderr:
+            self.lines.append(((time.monotonic() - self.t0) * 1000, line.rstrip("\n")))
+            if on_line:
+                on_line(line)
+
+    def finish(self):
+        """Waits for the exit (not for EOF: a detached grandchild may hold stderr open)."""
+        _, status, usage = os.wait4(self.p.pid, 0)
+        wall = (time.monotonic() - self.t0) * 1000
+        self.p.returncode = os.waitstatus_to_exitcode(status)
+        self.reader.join(timeout=3)
+        return Run(self.argv, self.p.returncode, wall, usage.ru_maxrss, list(self.lines))
+
+
+class Bench:
+    """The measurements, what they created (for clean-up) and the failed runs."""
+
+    def __init__(self, short):
+        self.short = short
+        self.runs = 1 if short else max(1, int(os.environ.get("RUNS", "5")))
+        self.levels = [1, 2] if short else [1, 2, 4, 8]
+        self.didx = os.environ.get("DIDX", "./target/release/didx")
+        self.timings = False
+        self.pool = None              # None: not probed; False: unsupported; True: supported
+        self.pool_used = False
+        self.pool_note = ""
+        self.floor_isolation = None
+        self.failures = []
+        self.live = set()             # running Procs (for clean-up on interruption)
+        self.envs_pending = set()     # ENVIDs seen and not yet verified gone
+        self.floors_pending = set()   # floor.sh pids whose resources are not yet verified gone
+        self.lock = threading.Lock()
+        self.results = {}             # measurement name -> list of Run
+
+    # -- processes ------------------------------------------------------------------------
+
+    def spawn(self, argv, env=None, track=True):
+        """Starts a child; with track, every ENVID it prints is removed at clean-up unless a
+        check saw it gone (not for `didx pool`: pooled environments may be claimed by others)."""
+        def on_line(line):
+            m = ENVID_RE.search(line)
+            if m:
+                with self.lock:
+                    self.envs_pending.add(m.group(1))
+        proc = Proc(argv, env, on_line if track else None)
+        self.live.add(proc)
+        return proc
+
+    def finish(self, proc):
+        run = proc.finish()
+        self.live.discard(proc)
+        return run
+
+    def fail(self, what, run=None):
+        self.failures.append(what)
+        log(f"FAIL: {what}" + (f"\n{run.tail()}" if run else ""))
+
+    # -- didx -----------------------------------------------------------------------------
+
+    def didx_argv(self, cmds, pool=False):
+        return ([self.didx] + (["--timings"] if self.timings else [])
+                + (["--pool"] if pool else []) + ["--clean", "anycase"] + cmds)
+
+    def check_didx(self, run, what):
+        """Parses phases and the ENVID, checks the exit code and that nothing remains."""
+        run.phases = didx_phases(run, self.timings)
+        ids = {m.group(1) for _, line in run.lines for m in [ENVID_RE.search(line)] if m}
+        ok = True
+        if run.rc != 0:
+            self.fail(f"{what}: exit code {run.rc}", run)
+            ok = False
+        if not ids:
+            self.fail(f"{what}: no environment id (dind_<ENVID>_server_) in stderr", run)
+            return False
+        for envid in ids:
+            left = env_leftovers(envid)
+            if left:
+                self.fail(f"{what}: env {envid} left behind: {', '.join(left)}", run)
+                remove_env(envid)
+                ok = False
+            with self.lock:
+                self.envs_pending.discard(envid)
+        return ok
+
+    def run_didx(self, what, cmds, pool=False):
+        run = self.finish(self.spawn(self.didx_argv(cmds, pool)))
+        return run if self.check_didx(run, what) else None
+
+    def run_batch(self, n):
+        """n `didx --clean anycase version` started at once; wall time till all exited."""
+        t0 = time.monotonic()
+        procs = [self.spawn(self.didx_argv(VERSION)) for _ in range(n)]
+        runs = [self.finish(p) for p in procs]
+        wall = (time.monotonic() - t0) * 1000
+        ok = all([self.check_didx(r, f"concurrency {n}") for r in runs])
+        return wall if ok else None
+
+    def pool_cmd(self, *args, unsupported_ok=False):
+        """`didx pool ARGS`; exit 2 with unsupported_ok means the verb is unknown: no failure."""
+        run = self.finish(self.spawn([self.didx, "pool", *args], track=False))
+        if run.rc != 0 and not (unsupported_ok and run.rc == 2):
+            self.fail(f"didx pool {' '.join(args)}: exit code {run.rc}", run)
+        return run.rc
+
+    # -- floor ----------------------------------------------------------------------------
+
+    def run_floor(self, what):
+        env = dict(os.environ, FLOOR_PHASES="1", FLOOR_ISOLATION=self.floor_isolation)
+        proc = self.spawn(["bash", str(FLOOR)], env=env, track=False)
+        self.floors_pending.add(proc.p.pid)
+        run = self.finish(proc)
+        for _, line in run.lines:
+            m = FLOOR_RE.match(line)
+            if m:
+                name = "commands-done" if m.group(1) == "command-done" else m.group(1)
+                run.phases[name] = float(m.group(2))
+        run.phases["exit"] = run.wall
+        ok = run.rc == 0
+        if not ok:
+            self.fail(f"{what}: exit code {run.rc}", run)
+        left = floor_leftovers(proc.p.pid)
+        if left:
+            self.fail(f"{what}: left behind: {', '.join(left)}", run)
+            remove_floor(proc.p.pid)
+            ok = False
+        self.floors_pending.discard(proc.p.pid)
+        return run if ok else None
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def prepare(self):
+        if not os.access(ROOT / self.didx, os.X_OK):
+            if "DIDX" in os.environ:
+                sys.exit(f"speed: DIDX={self.didx} is not an executable")
+            log("building didx (cargo build --release --locked)")
+            subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
+        probe = lambda *a: subprocess.run([self.didx, *a], cwd=ROOT, capture_output=True).returncode
+        # Both probes are side-effect free: clap answers them without touching the engine.
+        self.timings = probe("--timings", "--help") == 0
+        if probe("help", "pool") != 0:
+            self.pool, self.pool_note = False, "pool: not supported by this binary"
+        self.floor_isolation = os.environ.get("FLOOR_ISOLATION") or floor_isolation()
+
+    def machine(self):
+        mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                    if l.startswith("model name")), "?")
+        fmt = "{{.ServerVersion}}|{{.Driver}}|{{.CgroupVersion}}|{{.CgroupDriver}}"
+        info = subprocess.run(["docker", "info", "-f", fmt], capture_output=True, text=True)
+        engine, driver, cgv, cgd = (info.stdout.strip().split("|") + ["?"] * 4)[:4]
+        version = subprocess.run([self.didx, "--version"], cwd=ROOT, capture_output=True,
+                                 text=True).stdout.strip()
+        parts = Path(ROOT / self.didx).resolve().parts
+        profile = next((p for p in ("release", "debug") if p in parts), "unknown")
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip() or "?"
+        return [
+            f"- machine: {os.cpu_count()} cores ({cpu}), {mem / 1048576:.1f} GiB RAM, "
+            f"kernel {platform.release()}",
+            f"- engine: {engine}, storage driver {driver}, cgroup v{cgv} ({cgd} driver)",
+            f"- didx: {self.didx} ({version}, {profile} profile, commit {commit}); phases "
+            + ("from --timings" if self.timings else
+               "stderr-observed (this binary has no --timings)"),
+            f"- floor: bench/floor.sh, isolation {self.floor_isolation}",
+            f"- {self.runs} run(s) per measurement"
+            + (", --short (no warm-up)" if self.short else ", after one warm-up run")
+            + f", {time.strftime('%Y-%m-%d %H:%M %Z')}",
+        ]
+
+    # -- the measurements -----------------------------------------------------------------
+
+    def measure(self):
+        r = self.results
+        if not self.short:
+            log("warm-up: didx, floor")
+            self.run_didx("warm-up didx", VERSION)
+            self.run_floor("warm-up floor")
+        r["didx"], r["floor"], r["pairs"] = [], [], []
+        for i in range(self.runs):
+            log(f"A/B {i + 1}/{self.runs}: didx --clean anycase version, then the floor")
+            d = self.run_didx("didx version", VERSION)
+            f = self.run_floor("floor")
+            r["didx"] += [d] if d else []
+            r["floor"] += [f] if f else []
+            if d and f:
+                r["pairs"].append(d.wall / f.wall)
+        r["session"] = self.repeat("5-command session", SESSION)
+        r["stubborn"] = self.repeat("SIGTERM-ignoring container", STUBBORN)
+        r["batch"] = {}
+        for n in self.levels:
+            log(f"concurrency {n}: {self.runs} x {n} processes at once")
+            r["batch"][n] = [w for w in (self.run_batch(n) for _ in range(self.runs)) if w]
+        r["pool"] = self.measure_pool()
+
+    def repeat(self, what, cmds, pool=False):
+        runs = []
+        for i in range(self.runs):
+            log(f"{what} {i + 1}/{self.runs}")
+            run = self.run_didx(what, cmds, pool)
+            runs += [run] if run else []
+        return runs
+
+    def measure_pool(self):
+        if self.pool is False:
+            log(self.pool_note)
+            return []
+        self.pool_used = True
+        log("pool: didx pool up 1 (untimed)")
+        rc = self.pool_cmd("up", "1", unsupported_ok=True)
+        if rc == 2:
+            self.pool, self.pool_note, self.pool_used = False, "pool: not supported by this binary", False
+            log(self.pool_note)
+            return []
+        self.pool = True
+        runs = []
+        if rc != 0:
+            return runs
+        for i in range(self.runs):
+            if i and self.pool_cmd("up", "1") != 0:    # wait for the background refill
+                break
+            log(f"pooled {i + 1}/{self.runs}: didx --pool --clean anycase version")
+            run = self.run_didx("pooled version", VERSION, pool=True)
+            runs += [run] if run else []
+        self.pool_cmd("up", "1")      # let the last background refill finish before `down`
+        if self.pool_cmd("down") == 0:
+            self.pool_used = False
+        return runs
+
+    # -- clean-up -------------------------------------------------------------------------
+
+    def cleanup(self):
+        """Removes whatever the runs may have left: live children, environments, floors, pool."""
+        for proc in list(self.live):
+            if proc.p.poll() is None:
+                proc.p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in list(self.live):
+            try:
+                proc.p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.p.kill()
+                proc.p.wait()
+        self.live.clear()
+        for envid in sorted(self.envs_pending):
+            if env_leftovers(envid):
+                log(f"clean-up: removing environment {envid}")
+                remove_env(envid)
+        for pid in sorted(self.floors_pending):
+            if floor_leftovers(pid):
+                log(f"clean-up: removing floor-{pid}-*")
+                remove_floor(pid)
+        if self.pool_used:
+            log("clean-up: didx pool down")
+            subprocess.run([self.didx, "pool", "down"], cwd=ROOT, capture_output=True)
+
+
+# -- helpers: phases, leftovers, isolation ----------------------------------------------------
+
+def didx_phases(run, timings):
+    """Phase -> ms since invocation: from `didx: timing` lines, else stderr arrival times."""
+    phases = {}
+    for ms, line in run.lines:
+        if timings:
+            m = TIMING_RE.match(line)
+            if m:
+                phases[m.group(1)] = float(m.group(2))
+        else:
+            for name, pattern in OBSERVED:
+                if pattern.match(line):
+                    phases[name] = ms
+    phases["exit"] = run.wall
+    return phases
+
+
+def env_leftovers(envid):
+    f = f"label=io.didx.env={envid}"
+    return ([f"container {c}" for c in docker("ps", "-aq", "--filter", f)]
+            + [f"volume {v}" for v in docker("volume", "ls", "-q", "--filter", f)]
+            + [f"network {n}" for n in docker("network", "ls", "-q", "--filter", f)])
+
+
+def remove_env(envid):
+    f = f"label=io.didx.env={envid}"
+    for c in docker("ps", "-aq", "--filter", f):
+        docker("rm", "-fv", c)
+    for v in docker("volume", "ls", "-q", "--filter", f):
+        docker("volume", "rm", "-f", v)
+    for n in docker("network", "ls", "-q", "--filter", f):
+        docker("network", "rm", n)
+
+
+def floor_leftovers(pid):
+    """floor.sh names everything floor-<its pid>-<random>[-server|-client]."""
+    prefix = f"floor-{pid}-"
+    mine = lambda names: [n for n in names if n.startswith(prefix)]
+    return ([f"container {c}" for c in mine(docker("ps", "-a", "--filter", f"name={prefix}",
+                                                    "--format", "{{.Names}}"))]
+            + [f"volume {v}" for v in mine(docker("volume", "ls", "-q", "--filter",
+                                                  f"name={prefix}"))]
+            + [f"network {n}" for n in mine(docker("network", "ls", "--filter", f"name={prefix}",
+                                                   "--format", "{{.Name}}"))])
+
+
+def remove_floor(pid):
+    """Containers first: they hold the volume and the network."""
+    for kind, name in (item.split(" ", 1) for item in floor_leftovers(pid)):
+        if kind == "container":
+            docker("rm", "-fv", name)
+        elif kind == "volume":
+            docker("volume", "rm", "-f", name)
+        else:
+            docker("network", "rm", name)
+
+
+def floor_isolation():
+    """privileged if the engine starts a privileged container of the image, else caps.
+    (--entrypoint: the image's entrypoint rejects any first argument but server/client.)"""
+    name = f"didx-bench-probe-{os.getpid()}"
+    r = subprocess.run(["docker", "run", "--rm", "--privileged", "--name", name,
+                        "--entrypoint", "true", os.environ.get("FLOOR_IMAGE", "didx/dind:local")],
+                       capture_output=True)
+    docker("rm", "-f", name)
+    return "privileged" if r.returncode == 0 else "caps"
+
+
+# -- report -----------------------------------------------------------------------------------
+
+def median_phases(runs):
+    """Phase -> median ms over the runs that reported it, in time order."""
+    names = [p for p in PHASES if any(p in r.phases for r in runs)]
+    return {p: statistics.median(r.phases[p] for r in runs if p in r.phases) for p in names}
+
+
+def row(name, values, unit="ms", target=None):
+    """A table row: median, min-max, target, mark. target = (op, bound) with op '<' or '<='."""
+    fmt = {"ms": lambda v: f"{v:.0f} ms", "MB": lambda v: f"{v:.1f} MB",
+           "x": lambda v: f"{v:.2f}"}[unit]
+    tgt = "—" if target is None else f"{target[0]} {fmt(target[1])}"
+    if not values:
+        return [name, "n/a", "n/a", tgt, "n/a"]
+    med = statistics.median(values)
+    spread = f"{fmt(min(values))}–{fmt(max(values))}" if len(values) > 1 else "—"
+    mark = "—"
+    if target:
+        ok = med < target[1] if target[0] == "<" else med <= target[1]
+        mark = "✅ pass" if ok else "❌ miss"
+    return [name, fmt(med), spread, tgt, mark]
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
+def report(bench):
+    r = bench.results
+    src = "" if bench.timings else " (stderr-observed)"
+    span = lambda runs, a, b: [x.phases[b] - x.phases[a] for x in runs
+                               if a in x.phases and b in x.phases]
+    phase = lambda runs, p: [x.phases[p] for x in runs if p in x.phases]
+    rows = [
+        row("ready: didx" + src, phase(r["didx"], "ready")),
+        row("ready: floor", phase(r["floor"], "ready")),
+        row("e2e `version`: didx", [x.wall for x in r["didx"]]),
+        row("e2e `version`: floor", [x.wall for x in r["floor"]]),
+        row("e2e `version`: didx/floor, pair by pair", r["pairs"], "x", ("<=", 0.7)),
+        row("e2e 5-command session: didx", [x.wall for x in r["session"]]),
+        row("teardown: didx, plain" + src, span(r["didx"], "commands-done", "removed"),
+            target=("<", 500)),
+        row("teardown: didx, SIGTERM-ignoring container" + src,
+            span(r["stubborn"], "commands-done", "removed"), target=("<", 500)),
+        row("teardown: floor", span(r["floor"], "commands-done", "removed")),
+    ]
+    batch = r["batch"]
+    for n in bench.levels:
+        rows.append(row(f"concurrency: {n} × `version` at once, till all exit", batch[n]))
+    top = bench.levels[-1]
+    if batch[1] and batch[top]:
+        ratio = [statistics.median(batch[top]) / statistics.median(batch[1])]
+        rows.append(row(f"concurrency: ratio {top}/1 (medians)", ratio, "x",
+                        ("<=", 2.5) if top == 8 else None))
+    rows.append(row("peak RSS: didx, plain run", [x.rss_kb / 1024 for x in r["didx"]], "MB",
+                    ("<", 25)))
+    floor_med = statistics.median(x.wall for x in r["floor"]) if r["floor"] else None
+    if bench.pool:
+        rows.append(row("pooled e2e `version`: didx --pool", [x.wall for x in r["pool"]]))
+        rows.append(row("pooled e2e: didx --pool / floor median",
+                        [x.wall / floor_med for x in r["pool"]] if floor_med else [], "x",
+                        ("<=", 0.2)))
+
+    out = ["# didx speed", ""] + bench.machine() + [""]
+    out += table(["measurement", "median", "min–max", "target", ""], rows)
+    out += ["", "didx/floor per pair: " + (", ".join(f"{x:.2f}" for x in r["pairs"]) or "n/a")]
+    if bench.pool_note:
+        out += ["", bench.pool_note]
+
+    columns = [("didx" + src, r["didx"]), ("didx --pool", r["pool"]), ("floor", r["floor"])]
+    columns = [(name, median_phases(runs)) for name, runs in columns if runs]
+    names = [p for p in PHASES if any(p in m for _, m in columns)]
+    out += ["", "Phases: median ms since invocation (`exit`: the process's exit)", ""]
+    out += table(["phase"] + [name for name, _ in columns],
+                 [[p] + [f"{m[p]:.0f}" if p in m else "" for _, m in columns] for p in names])
+    if bench.failures:
+        out += ["", f"**{len(bench.failures)} failed run(s):**"] + [f"- {f}" for f in bench.failures]
+    return "\n".join(out) + "\n", columns
+
+
+def chart(columns, runs, path):
+    """Horizontal stacked bars of phase segments (each ends at the named phase), via gnuplot."""
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        return "gnuplot not found: chart skipped (apt-get install gnuplot-nox)"
+    probe = subprocess.run([gnuplot, "-e", "set terminal pngcairo"], capture_output=True)
+    term = "pngcairo size 1100,380 font ',10'" if probe.returncode == 0 else "png size 1100,380"
+    longest = max(m["exit"] for _, m in columns)
+    blocks, labels, plots = [], [], []
+    for k, p in enumerate(PHASES):
+        data = []
+        for y, (_, m) in enumerate(reversed(columns)):
+            if p not in m:
+                continue
+            before = [m[q] for q in PHASES[:k] if q in m]
+            start = min(max(before, default=0.0), m[p])
+            data.append(f"{(start + m[p]) / 2:.1f} {y} {start:.1f} {m[p]:.1f} {y - 0.3} {y + 0.3}")
+            if m[p] - start > 0.045 * longest:
+                labels.append(f'{(start + m[p]) / 2:.1f} {y} "{m[p] - start:.0f}"')
+        if data:
+            blocks.append(f"$p{k} << EOD\n" + "\n".join(data) + "\nEOD")
+            plots.append(f"$p{k} using 1:2:3:4:5:6 with boxxyerror lc rgb '{COLORS[k]}' "
+                         f"title '{p}'")
+    totals = [f'{m["exit"]:.0f} {y} "{m["exit"]:.0f} ms"' for y, (_, m) in enumerate(reversed(columns))]
+    ytics = ", ".join(f'"{name}" {y}' for y, (name, _) in enumerate(reversed(columns)))
+    script = "\n".join([
+        f"set terminal {term}", f"set output '{path}'",
+        f"set title 'didx vs the floor: where the time goes (median of {runs} run(s); "
+        "each segment ends at the named phase)'",
+        "set xlabel 'ms since invocation'", f"set ytics nomirror ({ytics})",
+        f"set yrange [-0.6:{len(columns) - 0.4}]", f"set xrange [0:{longest * 1.12:.0f}]",
+        "set style fill solid 0.9 border rgb '#333333'", "set grid x",
+        "set key outside right top title 'segment until'",
+        *blocks,
+        "$labels << EOD", *labels, "EOD",
+        "$totals << EOD", *totals, "EOD",
+        "plot " + ", \\\n  ".join(plots + [
+            "$labels using 1:2:3 with labels font ',8' notitle",
+            "$totals using 1:2:3 with labels left offset 0.6,0 notitle"]),
+    ])
+    r = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"gnuplot failed: {r.stderr.strip()}")
+    return None
+
+
+# -- main -------------------------------------------------------------------------------------
+
+def main():
+    short = "--short" in sys.argv[1:]
+    unknown = [a for a in sys.argv[1:] if a != "--short"]
+    if unknown:
+        sys.exit(f"usage: {sys.argv[0]} [--short]  (unknown: {' '.join(unknown)})")
+    os.chdir(ROOT)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    bench = Bench(short)
+    try:
+        bench.prepare()
+        bench.measure()
+        text, columns = report(bench)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "speed.md").write_text(text)
+        print(text, end="")
+        try:
+            note = chart(columns, bench.runs, OUT / "speed.png") if columns else "no data to chart"
+        except RuntimeError as e:
+            bench.fail(str(e))
+            note = None
+        if note:
+            log(note)
+            if os.environ.get("BENCH_CHART") == "require":
+                bench.fail(f"chart required: {note}")
+        else:
+            log(f"wrote {OUT / 'speed.md'} and {OUT / 'speed.png'}")
+    except KeyboardInterrupt:
+        log("interrupted")
+        bench.failures.append("interrupted")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # let the clean-up finish
+        bench.cleanup()
+    if bench.failures:
+        log(f"{len(bench.failures)} failure(s); see above")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
