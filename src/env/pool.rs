@@ -255,12 +255,31 @@ pub async fn claim(
     let t0 = std::time::Instant::now();
     let key = key(spec);
     let candidates = entries(engine, Some(&key)).await?.into_iter().filter(|e| e.running && e.state == PoolState::Ready);
+    // Nothing claimed leaves the spec's own fresh id: a caller that then starts (and on
+    // failure rolls back) an environment must never do so under another process's id.
+    let own_id = spec.id.clone();
+    let found = claim_first(engine, spec, &key, candidates, cancel, on, t0).await;
+    if !matches!(found, Ok(Some(_))) {
+        spec.id = own_id;
+    }
+    found
+}
+
+async fn claim_first(
+    engine: &Engine,
+    spec: &mut EnvSpec,
+    key: &str,
+    candidates: impl Iterator<Item = PoolEntry>,
+    cancel: &Cancel,
+    on: &(dyn Fn(Event<'_>) + Send + Sync),
+    t0: std::time::Instant,
+) -> Result<Option<(Environment, usize)>> {
     for cand in candidates {
         cancel.check()?;
         let Some(volume) = cand.files_volume.clone() else { continue };
         spec.id = EnvId(cand.id.clone());
         let client_name = spec.client_name();
-        let files = ClientFiles::Volume { name: volume, pool_key: key.clone() };
+        let files = ClientFiles::Volume { name: volume, pool_key: key.to_string() };
         let client_id = match create_client(engine, spec, &client_name, &cand.server.name, now_secs(), &files).await {
             Ok(id) => id,
             // The name is taken: another process claimed it first.
