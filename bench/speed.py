@@ -202,13 +202,28 @@ class Bench:
         return run if self.check_didx(run, what) else None
 
     def run_batch(self, n):
-        """n `didx --clean anycase version` started at once; wall time till all exited."""
-        t0 = time.monotonic()
+        """n `didx --clean anycase version` started at once; wall time till all exited. Also
+        records the machine-wide CPU time they cost (all processes, kernel included)."""
+        cpu0, t0 = busy_seconds(), time.monotonic()
         procs = [self.spawn(self.didx_argv(VERSION)) for _ in range(n)]
         runs = [self.finish(p) for p in procs]
         wall = (time.monotonic() - t0) * 1000
+        self.results.setdefault("cpu", {}).setdefault(n, []).append((busy_seconds() - cpu0) / n)
         ok = all([self.check_didx(r, f"concurrency {n}") for r in runs])
         return wall if ok else None
+
+    def run_floor_batch(self, n):
+        """n floors started at once: the same concurrency measure for the plain script."""
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=lambda: results.append(self.run_floor(f"floor concurrency {n}")))
+                   for _ in range(n)]
+        results = []
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = (time.monotonic() - t0) * 1000
+        return wall if all(results) and len(results) == n else None
 
     def pool_cmd(self, *args, unsupported_ok=False):
         """`didx pool ARGS`; exit 2 with unsupported_ok means the verb is unknown: no failure."""
@@ -305,6 +320,11 @@ class Bench:
         for n in self.levels:
             log(f"concurrency {n}: {self.runs} x {n} processes at once")
             r["batch"][n] = [w for w in (self.run_batch(n) for _ in range(self.runs)) if w]
+        # The floor at the lowest and highest level, to tell the machine's limit from didx's.
+        r["floor_batch"] = {}
+        for n in (self.levels[0], self.levels[-1]):
+            log(f"floor concurrency {n}: {self.runs} x {n} floors at once")
+            r["floor_batch"][n] = [w for w in (self.run_floor_batch(n) for _ in range(self.runs)) if w]
         r["pool"] = self.measure_pool()
 
     def repeat(self, what, cmds, pool=False):
@@ -385,6 +405,13 @@ def didx_phases(run, timings):
                     phases[name] = ms
     phases["exit"] = run.wall
     return phases
+
+
+def busy_seconds():
+    """CPU time the whole machine has spent busy (user, nice, system, irq, softirq), seconds."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
 
 
 def env_leftovers(envid):
@@ -494,6 +521,19 @@ def report(bench):
         ratio = [statistics.median(batch[top]) / statistics.median(batch[1])]
         rows.append(row(f"concurrency: ratio {top}/1 (medians)", ratio, "x",
                         ("<=", 2.5) if top == 8 else None))
+    for n, walls in r["floor_batch"].items():
+        rows.append(row(f"concurrency: {n} × floor at once, till all exit", walls))
+    fb = r["floor_batch"]
+    if fb.get(1) and fb.get(top):
+        rows.append(row(f"concurrency: floor ratio {top}/1 (medians)",
+                        [statistics.median(fb[top]) / statistics.median(fb[1])], "x"))
+    cpu = r.get("cpu", {}).get(1, [])
+    if cpu:
+        cores = os.cpu_count() or 1
+        rows.append(row("CPU time per environment, machine-wide (all processes, kernel too)",
+                        [c * 1000 for c in cpu]))
+        rows.append(row(f"CPU bound for {top} at once on {cores} cores: {top} × CPU / cores",
+                        [top * c * 1000 / cores for c in cpu]))
     rows.append(row("peak RSS: didx, plain run", [x.rss_kb / 1024 for x in r["didx"]], "MB",
                     ("<", 25)))
     floor_med = statistics.median(x.wall for x in r["floor"]) if r["floor"] else None

@@ -270,6 +270,17 @@ impl Engine {
             .map_err(call("start container", container))
     }
 
+    /// Freeze a running container's processes.
+    pub async fn pause(&self, container: &str) -> Result<()> {
+        self.docker.pause_container(container).await.map_err(call("pause container", container))
+    }
+
+    /// Thaw a paused container. The engine checks "paused" under the container's lock, so of
+    /// concurrent callers exactly one succeeds; the others get "is not paused".
+    pub async fn unpause(&self, container: &str) -> Result<()> {
+        self.docker.unpause_container(container).await.map_err(call("unpause container", container))
+    }
+
     /// Rename a container.
     pub async fn rename(&self, container: &str, name: &str) -> Result<()> {
         let opts = qp::RenameContainerOptions { name: name.to_string() };

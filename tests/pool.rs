@@ -134,6 +134,12 @@ fn runs_with_other_server_options_do_not_take_from_the_pool() {
         let rpt = didx(&["--clean", "rpt"]);
         let id = before.iter().next().unwrap();
         assert!(rpt.stdout.lines().any(|l| l.starts_with(id.as_str()) && l.contains("pool")), "{}", rpt.show());
+        // Client mounts are not part of the key: a run with -v claims it, with its mount.
+        let r = didx(&["--pool", "-v", "/data", "--clean", "anycase", "sh -c 'touch /data/x && ls /certs/client'"]);
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert_eq!(r.env_id().as_ref(), Some(id), "{}", r.show());
+        assert!(r.stdout.contains("key.pem"), "{}", r.show());
+        assert_gone(id);
     });
 }
 

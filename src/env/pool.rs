@@ -1,17 +1,20 @@
 //! The warm pool: servers started ahead of time, with dockerd up and TLS made, waiting for a
 //! run to claim them.
 //!
-//! A pooled environment is a running server container labelled with its pool key (a hash of
-//! every option that shapes the server and names the client) and no client. Its filler starts
-//! it as `dind_<id>_server_<sv>_starting` and renames it to `dind_<id>_server_<sv>` once its
-//! dockerd answered over TLS, so "ready" is read from the name, with no extra request. The
-//! client's entrypoint and certificates wait in a volume of the server's, which the claimer
-//! mounts: claiming uploads nothing. A run claims one
-//! by creating its client under the environment's deterministic name,
-//! `dind_<id>_client_<cv>`: the engine reserves container names atomically, so of two
-//! processes (or hosts) claiming the same environment exactly one succeeds and the other gets
-//! a conflict and tries the next. A claimed environment has a client from then on and is never
-//! offered again; it is removed like any other environment when the run ends.
+//! A pooled environment is a running server container and a paused client container, both
+//! labelled with the pool key (a hash of every option that shapes the server and names the
+//! client). Its filler starts the server as `dind_<id>_server_<sv>_starting`, waits until its
+//! dockerd answers over TLS, starts the client (whose entrypoint and certificates wait in a
+//! volume of the server's, so nothing is uploaded then), pauses it, and only then renames the
+//! server to `dind_<id>_server_<sv>`: "ready" is read from names and states, with no extra
+//! request.
+//!
+//! A run claims a ready environment by unpausing its client. The engine checks "paused" under
+//! the container's lock, so of two processes (or hosts) claiming the same environment exactly
+//! one succeeds and the other is told "not paused" and tries the next. A claimed environment
+//! has a running client from then on and is never offered again; it is removed like any other
+//! environment when the run ends. A run with client mounts (`-v`) replaces the claimed client
+//! by one made with its mounts.
 //!
 //! Topping up ([`up`]) holds a lock file in didx's cache directory for its whole length, so
 //! concurrent refills on one host never overshoot: the second one counts the first one's work.
@@ -24,7 +27,7 @@ use super::{
     CLIENT_FILES_DIR, Cancel, ClientFiles, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove,
     start_server, wait_ready,
 };
-use crate::engine::{Engine, status_of};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::labels;
 use crate::tls::TlsMaterial;
@@ -102,8 +105,18 @@ pub struct PoolEntry {
     pub running: bool,
     /// Starting, ready or claimed.
     pub state: PoolState,
+    /// Its client, once made.
+    client: Option<Container>,
     /// The volume holding the client's files.
     files_volume: Option<String>,
+}
+
+fn name_of(c: &bollard::models::ContainerSummary) -> String {
+    c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default()
+}
+
+fn state_of(c: &bollard::models::ContainerSummary) -> String {
+    c.state.as_ref().map(|s| s.to_string()).unwrap_or_default()
 }
 
 /// Every pooled environment (all keys, or one), oldest first: one list request.
@@ -114,26 +127,28 @@ pub async fn entries(engine: &Engine, key: Option<&str>) -> Result<Vec<PoolEntry
     };
     let filter = std::collections::HashMap::from([("label".to_string(), vec![label])]);
     let containers = engine.containers(filter).await?;
-    // A claimer's client carries the pool label too: an environment with a client is claimed.
     let role = |c: &bollard::models::ContainerSummary, r: labels::Role| {
         c.labels.as_ref().and_then(|l| l.get(labels::ROLE)).map(String::as_str) == Some(r.as_str())
     };
-    let claimed: std::collections::HashSet<String> = containers
+    let env_of = |c: &bollard::models::ContainerSummary| c.labels.as_ref().and_then(|l| l.get(labels::ENV)).cloned();
+    // Clients by environment: (container, state).
+    let clients: std::collections::HashMap<String, (Container, String)> = containers
         .iter()
         .filter(|c| role(c, labels::Role::Client))
-        .filter_map(|c| c.labels.as_ref().and_then(|l| l.get(labels::ENV)).cloned())
+        .filter_map(|c| Some((env_of(c)?, (Container { name: name_of(c), id: c.id.clone()? }, state_of(c)))))
         .collect();
     let mut out: Vec<PoolEntry> = Vec::new();
     for c in containers.iter().filter(|c| role(c, labels::Role::Server)) {
         let l = c.labels.clone().unwrap_or_default();
         let (Some(id), Some(k)) = (l.get(labels::ENV), l.get(labels::POOL)) else { continue };
-        let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
-        let state = if claimed.contains(id) {
-            PoolState::Claimed
-        } else if name.ends_with(STARTING) {
-            PoolState::Starting
-        } else {
-            PoolState::Ready
+        let name = name_of(c);
+        let client = clients.get(id);
+        let state = match client {
+            _ if name.ends_with(STARTING) => PoolState::Starting,
+            Some((_, s)) if s == "paused" => PoolState::Ready,
+            Some(_) => PoolState::Claimed,
+            // Renamed, yet no client: made by a filler of another kind or half removed.
+            None => PoolState::Claimed,
         };
         let files_volume = c
             .mounts
@@ -146,8 +161,9 @@ pub async fn entries(engine: &Engine, key: Option<&str>) -> Result<Vec<PoolEntry
             size: l.get(labels::POOL_SIZE).and_then(|s| s.parse().ok()).unwrap_or(1),
             created: l.get(labels::CREATED).and_then(|v| v.parse().ok()),
             server: Container { name, id: c.id.clone().unwrap_or_default() },
-            running: c.state.as_ref().map(|s| s.to_string()).as_deref() == Some("running"),
+            running: state_of(c) == "running",
             state,
+            client: client.map(|(c, _)| c.clone()),
             files_volume,
         });
     }
@@ -233,19 +249,36 @@ async fn start_pooled(
     let probe = Environment {
         engine: engine.clone(),
         id: spec.id.clone(),
-        server: Container { name: starting, id: id.clone() },
+        server: Container { name: starting.clone(), id: id.clone() },
         // No client yet: the probe goes straight to the server (wait_ready only needs a client
         // for its fallback, which then fails and retries until the deadline).
         client: Container { name: String::new(), id: String::new() },
         settled: true,
     };
     wait_ready(engine, &probe, &tls, spec.ready_timeout, cancel).await?;
+    let volume = engine
+        .inspect(&id)
+        .await?
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.destination.as_deref() == Some(CLIENT_FILES_DIR))
+        .and_then(|m| m.name)
+        .ok_or_else(|| Error::Io {
+            what: format!("finding the client-files volume of {starting}"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no volume mounted there"),
+        })?;
+    let files = ClientFiles::Volume { name: volume, pool_key: tag.key.clone() };
+    let client = create_client(engine, spec, &spec.client_name(), &starting, now_secs(), &files).await?;
+    engine.start(&client).await?;
+    engine.pause(&client).await?;
     engine.rename(&id, &name).await
 }
 
-/// Claim a ready pooled environment matching `spec`'s key: create its client from `spec`
-/// (name, image, mounts) and start it. `spec.id` becomes the claimed environment's id. `None`:
-/// none is ready. Returns the environment and the pool size to refill to.
+/// Claim a ready pooled environment matching `spec`'s key and give it to the caller, its
+/// client running (replaced by one with `spec`'s mounts if it has any). `spec.id` becomes the
+/// claimed environment's id. `None`: none is ready. Returns the environment and the pool size
+/// to refill to.
 pub async fn claim(
     engine: &Engine,
     spec: &mut EnvSpec,
@@ -254,59 +287,46 @@ pub async fn claim(
 ) -> Result<Option<(Environment, usize)>> {
     let t0 = std::time::Instant::now();
     let key = key(spec);
-    let candidates = entries(engine, Some(&key)).await?.into_iter().filter(|e| e.running && e.state == PoolState::Ready);
-    // Nothing claimed leaves the spec's own fresh id: a caller that then starts (and on
-    // failure rolls back) an environment must never do so under another process's id.
-    let own_id = spec.id.clone();
-    let found = claim_first(engine, spec, &key, candidates, cancel, on, t0).await;
-    if !matches!(found, Ok(Some(_))) {
-        spec.id = own_id;
-    }
-    found
-}
-
-async fn claim_first(
-    engine: &Engine,
-    spec: &mut EnvSpec,
-    key: &str,
-    candidates: impl Iterator<Item = PoolEntry>,
-    cancel: &Cancel,
-    on: &(dyn Fn(Event<'_>) + Send + Sync),
-    t0: std::time::Instant,
-) -> Result<Option<(Environment, usize)>> {
+    let candidates: Vec<PoolEntry> =
+        entries(engine, Some(&key)).await?.into_iter().filter(|e| e.running && e.state == PoolState::Ready).collect();
     for cand in candidates {
         cancel.check()?;
-        let Some(volume) = cand.files_volume.clone() else { continue };
-        spec.id = EnvId(cand.id.clone());
-        let client_name = spec.client_name();
-        let files = ClientFiles::Volume { name: volume, pool_key: key.to_string() };
-        let client_id = match create_client(engine, spec, &client_name, &cand.server.name, now_secs(), &files).await {
-            Ok(id) => id,
-            // The name is taken: another process claimed it first.
-            Err(e) if status_of(&e) == Some(409) => continue,
-            Err(e) => return Err(e),
-        };
-        let env = Environment {
-            engine: engine.clone(),
-            id: spec.id.clone(),
-            server: cand.server.clone(),
-            client: Container { name: client_name, id: client_id },
-            settled: false,
-        };
-        // The filler saw dockerd answer, and dockerd is the server's PID 1: a running server is
-        // a ready one.
-        if let Err(e) = engine.start(&env.client.id).await {
-            env.keep();
-            if let Err(rm) = remove(engine, spec.id.as_str()).await {
-                tracing::warn!(env = %spec.id, error = %rm, "removing a failed claim failed");
-            }
-            return Err(e);
+        let (Some(client), Some(volume)) = (cand.client.clone(), cand.files_volume.clone()) else { continue };
+        if engine.unpause(&client.id).await.is_err() {
+            // Another process claimed it first (or it is being removed): try the next.
+            continue;
         }
-        on(Event::ClientStarted { name: &env.client.name, image: &spec.client_image });
-        on(Event::Ready { elapsed: t0.elapsed() });
-        return Ok(Some((env, cand.size)));
+        spec.id = EnvId(cand.id.clone());
+        let env = Environment { engine: engine.clone(), id: spec.id.clone(), server: cand.server.clone(), client, settled: false };
+        match with_mounts(engine, spec, env, volume, &key).await {
+            Ok(env) => {
+                on(Event::ClientStarted { name: &env.client.name, image: &spec.client_image });
+                on(Event::Ready { elapsed: t0.elapsed() });
+                return Ok(Some((env, cand.size)));
+            }
+            Err(e) => {
+                if let Err(rm) = remove(engine, spec.id.as_str()).await {
+                    tracing::warn!(env = %spec.id, error = %rm, "removing a failed claim failed");
+                }
+                return Err(e);
+            }
+        }
     }
     Ok(None)
+}
+
+/// The claimed environment as the run wants it: with `spec`'s client mounts, if any, on a
+/// client made anew under the same name.
+async fn with_mounts(engine: &Engine, spec: &EnvSpec, mut env: Environment, volume: String, key: &str) -> Result<Environment> {
+    if spec.volumes.is_empty() {
+        return Ok(env);
+    }
+    engine.remove_container(&env.client.id).await?;
+    let files = ClientFiles::Volume { name: volume, pool_key: key.to_string() };
+    let id = create_client(engine, spec, &env.client.name, &env.server.name, now_secs(), &files).await?;
+    env.client.id = id;
+    engine.start(&env.client.id).await?;
+    Ok(env)
 }
 
 /// Remove every unclaimed pooled environment (claimed ones belong to their runs); returns
