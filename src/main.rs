@@ -152,7 +152,7 @@ enum PoolCmd {
         #[arg(value_name = "N")]
         n: usize,
         #[command(flatten)]
-        env: EnvArgs,
+        env: Box<EnvArgs>,
     },
     /// Remove every pooled environment not yet claimed by a run
     Down,

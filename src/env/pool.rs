@@ -217,10 +217,10 @@ pub async fn up(
         let tag = &tag;
         async move {
             let r = start_pooled(engine, &spec, tag, cancel, on).await;
-            if r.is_err() {
-                if let Err(rm) = remove(engine, spec.id.as_str()).await {
-                    tracing::warn!(env = %spec.id, error = %rm, "removing a failed pooled start failed");
-                }
+            if r.is_err()
+                && let Err(rm) = remove(engine, spec.id.as_str()).await
+            {
+                tracing::warn!(env = %spec.id, error = %rm, "removing a failed pooled start failed");
             }
             (spec.id, r)
         }
