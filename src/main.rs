@@ -550,7 +550,6 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
     match (cmd, up) {
         (Some(PoolCmd::Up { .. }), Some((n, plan))) => {
             let spec = plan.spec(&engine, vec![]).await?;
-            let key = pool::key(&spec);
             let on = |e: Event<'_>| {
                 if let Event::IsolationFallback { .. } = e {
                     say("the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)")
@@ -568,7 +567,8 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
                 say(format!("error: a pooled environment failed to start: {f}"));
             }
             say(format!(
-                "pool {key}: {} ready ({} already, {} started now{})",
+                "pool {}: {} ready ({} already, {} started now{})",
+                r.key,
                 r.existing + r.started.len(),
                 r.existing,
                 r.started.len(),

@@ -45,13 +45,21 @@ pub struct PoolTag {
 }
 
 /// The pool key of a spec: everything that must match for a pooled environment to serve it
-/// (server and client image, `--sv`, `--cv`, storage driver, dockerd options, isolation). The
-/// client's mounts, copies and environment are applied at claim time and are not part of it.
-pub fn key(spec: &EnvSpec) -> String {
+/// (server and client image, by ID, so a rebuilt image is never served from an older pool;
+/// `--sv`, `--cv`, storage driver, dockerd options, isolation). The client's mounts, copies
+/// and environment are applied at claim time and are not part of it.
+pub async fn key(engine: &Engine, spec: &EnvSpec) -> Result<String> {
+    let (server, client) = tokio::join!(engine.image(&spec.server_image), engine.image(&spec.client_image));
+    let id = |i: Option<bollard::models::ImageInspect>, name: &str| i.and_then(|i| i.id).unwrap_or_else(|| name.to_string());
+    let (server, client) = (id(server?, &spec.server_image), id(client?, &spec.client_image));
+    Ok(key_of(spec, &server, &client))
+}
+
+fn key_of(spec: &EnvSpec, server_image_id: &str, client_image_id: &str) -> String {
     let mut h = Sha256::new();
     for part in [
-        spec.server_image.as_str(),
-        spec.client_image.as_str(),
+        server_image_id,
+        client_image_id,
         spec.sv.as_str(),
         spec.cv.as_str(),
         spec.storage_driver.as_str(),
@@ -174,6 +182,8 @@ pub async fn entries(engine: &Engine, key: Option<&str>) -> Result<Vec<PoolEntry
 /// What [`up`] did.
 #[derive(Debug, Clone, Default)]
 pub struct UpReport {
+    /// The pool key.
+    pub key: String,
     /// Unclaimed environments of this key found running.
     pub existing: usize,
     /// Environments started now.
@@ -194,8 +204,8 @@ pub async fn up(
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<UpReport> {
     let _lock = lock()?;
-    let key = key(template);
-    let mut report = UpReport::default();
+    let key = key(engine, template).await?;
+    let mut report = UpReport { key: key.clone(), ..Default::default() };
     for e in entries(engine, Some(&key)).await? {
         if e.state == PoolState::Claimed {
             continue;
@@ -286,7 +296,7 @@ pub async fn claim(
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<Option<(Environment, usize)>> {
     let t0 = std::time::Instant::now();
-    let key = key(spec);
+    let key = key(engine, spec).await?;
     let candidates: Vec<PoolEntry> =
         entries(engine, Some(&key)).await?.into_iter().filter(|e| e.running && e.state == PoolState::Ready).collect();
     for cand in candidates {
@@ -353,4 +363,51 @@ fn lock() -> Result<std::fs::File> {
     let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
     f.lock().map_err(io)?;
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{IsolationMode, Version};
+
+    fn spec() -> EnvSpec {
+        EnvSpec {
+            id: EnvId::generate(),
+            sv: Version::parse("--sv", "latest").unwrap(),
+            cv: Version::parse("--cv", "latest").unwrap(),
+            server_image: "didx/dind:local".into(),
+            client_image: "didx/dind:local".into(),
+            storage_driver: "overlay2".into(),
+            dockerd_opts: vec![],
+            isolation: IsolationMode::Auto,
+            engine_id: String::new(),
+            ready_timeout: std::time::Duration::from_secs(60),
+            volumes: vec![],
+        }
+    }
+
+    #[test]
+    fn key_covers_server_options_but_not_the_id_or_client_mounts() {
+        let a = spec();
+        let k = key_of(&a, "sha256:1", "sha256:1");
+        let mut b = spec();
+        b.volumes = vec![crate::spec::VolumeSpec::parse("/data", std::path::Path::new("/")).unwrap()];
+        assert_eq!(key_of(&b, "sha256:1", "sha256:1"), k, "id and mounts are not part of the key");
+        assert_ne!(key_of(&a, "sha256:2", "sha256:1"), k, "a rebuilt server image");
+        assert_ne!(key_of(&a, "sha256:1", "sha256:2"), k, "a rebuilt client image");
+        let mut c = spec();
+        c.dockerd_opts = vec!["--debug".into()];
+        assert_ne!(key_of(&c, "sha256:1", "sha256:1"), k);
+        let mut d = spec();
+        d.cv = Version::parse("--cv", "24.0").unwrap();
+        assert_ne!(key_of(&d, "sha256:1", "sha256:1"), k);
+        let mut e = spec();
+        e.storage_driver = "vfs".into();
+        assert_ne!(key_of(&e, "sha256:1", "sha256:1"), k);
+        // Word boundaries count: ["--a", "b"] is not ["--ab"].
+        let (mut f, mut g) = (spec(), spec());
+        f.dockerd_opts = vec!["--a".into(), "b".into()];
+        g.dockerd_opts = vec!["--ab".into()];
+        assert_ne!(key_of(&f, "x", "x"), key_of(&g, "x", "x"));
+    }
 }
