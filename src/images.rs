@@ -12,6 +12,10 @@ pub const LOCAL_IMAGE: &str = "didx/dind:local";
 pub const BUILD_COMMAND: &str = "didx image build";
 /// A pull that receives nothing for this long counts as failed.
 const PULL_IDLE: Duration = Duration::from_secs(60);
+/// After a mapped image failed to pull and the offline image stood in, runs within this long
+/// do not try again (on a host whose DNS hangs, each try could cost up to [`PULL_IDLE`]).
+/// `--pull` always tries.
+pub const PULL_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// An image wanted for one role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,12 +37,14 @@ pub struct Resolved {
     pub fell_back: Vec<String>,
     /// Pulls that failed where a local copy was used instead (with `--pull`).
     pub stale: Vec<String>,
+    /// Mapped images not pulled because a pull failed this recently (see [`PULL_RETRY_AFTER`]).
+    pub not_retried: Vec<(String, Duration)>,
 }
 
 /// Resolve both images. Present images are used as they are unless `pull`; an absent image is
 /// pulled; a mapped image that cannot be had is replaced by [`LOCAL_IMAGE`] when that exists.
 pub async fn resolve(engine: &Engine, server: &Wanted, client: &Wanted, pull: bool) -> Result<Resolved> {
-    let mut out = Resolved { server: String::new(), client: String::new(), fell_back: vec![], stale: vec![] };
+    let mut out = Resolved { server: String::new(), client: String::new(), fell_back: vec![], stale: vec![], not_retried: vec![] };
     // Resolve each distinct image once (server and client are often the same local image).
     let mut cache: Vec<(Wanted, String)> = Vec::new();
     for (slot, wanted) in [(0, server), (1, client)] {
@@ -60,10 +66,26 @@ async fn resolve_one(engine: &Engine, wanted: &Wanted, pull: bool, out: &mut Res
     if present && !pull {
         return Ok(wanted.image.clone());
     }
+    // A mapped image that failed to pull a moment ago, with the offline image there to stand
+    // in: do not wait on the registry again.
+    if !present
+        && !pull
+        && !wanted.explicit
+        && let Some(ago) = failed_pull_age(&wanted.image).filter(|a| *a < PULL_RETRY_AFTER)
+        && engine.image(LOCAL_IMAGE).await?.is_some()
+    {
+        out.fell_back.push(wanted.image.clone());
+        out.not_retried.push((wanted.image.clone(), ago));
+        return Ok(LOCAL_IMAGE.to_string());
+    }
     let pull_error = match engine.pull(&wanted.image, PULL_IDLE).await {
-        Ok(()) => return Ok(wanted.image.clone()),
+        Ok(()) => {
+            forget_failed_pull(&wanted.image);
+            return Ok(wanted.image.clone());
+        }
         Err(e) => e,
     };
+    remember_failed_pull(&wanted.image);
     if present {
         out.stale.push(wanted.image.clone());
         return Ok(wanted.image.clone());
@@ -76,4 +98,30 @@ async fn resolve_one(engine: &Engine, wanted: &Wanted, pull: bool, out: &mut Res
         .map(|m| format!(" ({})", m.lines().next().unwrap_or(m)))
         .unwrap_or_else(|| format!(" ({pull_error})"));
     Err(Error::ImageMissing { image: wanted.image.clone(), why, build_command: BUILD_COMMAND.to_string() })
+}
+
+/// Where a failed pull of `image` is remembered (its modification time is the failure's).
+fn failed_pull_file(image: &str) -> Option<std::path::PathBuf> {
+    let safe: String = image.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
+    crate::isolation::cache_dir().map(|d| d.join(format!("pull-failed-{safe}")))
+}
+
+fn failed_pull_age(image: &str) -> Option<Duration> {
+    let modified = std::fs::metadata(failed_pull_file(image)?).ok()?.modified().ok()?;
+    modified.elapsed().ok()
+}
+
+fn remember_failed_pull(image: &str) {
+    if let Some(f) = failed_pull_file(image) {
+        let written = f.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::write(&f, image));
+        if let Err(e) = written {
+            tracing::debug!(file = %f.display(), error = %e, "cannot remember a failed pull");
+        }
+    }
+}
+
+fn forget_failed_pull(image: &str) {
+    if let Some(f) = failed_pull_file(image) {
+        let _ = std::fs::remove_file(f);
+    }
 }

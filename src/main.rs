@@ -240,8 +240,15 @@ impl EnvPlan {
         let info = engine.info().await?;
         let resolved = images::resolve(engine, &self.server_image, &self.client_image, self.pull).await?;
         if !resolved.fell_back.is_empty() {
+            let retry = match resolved.not_retried.iter().map(|(_, ago)| ago.as_secs()).max() {
+                Some(ago) => format!(
+                    " (a pull failed {ago} s ago; not retried for {} min, --pull retries now)",
+                    images::PULL_RETRY_AFTER.as_secs() / 60
+                ),
+                None => String::new(),
+            };
             say(format!(
-                "{} not on the engine and cannot be pulled; using {}",
+                "{} not on the engine and cannot be pulled; using {}{retry}",
                 resolved.fell_back.join(" and "),
                 images::LOCAL_IMAGE
             ));

@@ -232,6 +232,32 @@ fn privileged_refusal_falls_back_once_and_is_remembered() {
 }
 
 #[test]
+fn a_failed_pull_of_a_mapped_image_is_not_retried_for_a_while() {
+    // docker:0.0.1-didxtest-dind exists nowhere, so its pull fails online and offline alike.
+    let cache = tempdir("pullcache");
+    let run = |args: &[&str]| from_output(didx_cmd(args).env("DIDX_CACHE_DIR", &cache).output().unwrap());
+    let args = ["--sv", "0.0.1-didxtest", "--clean", "anycase", "true"];
+    with_cleanup(run(&args), |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stderr.contains("cannot be pulled") && !r.stderr.contains("not retried"), "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+    with_cleanup(run(&args), |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stderr.contains("not retried for 10 min, --pull retries now"), "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+    let mut pulled = args.to_vec();
+    pulled.insert(0, "--pull");
+    with_cleanup(run(&pulled), |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stderr.contains("cannot be pulled") && !r.stderr.contains("not retried"), "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
 fn failed_start_is_rolled_back() {
     // dockerd refuses an unknown flag and exits: didx reports its log and removes everything.
     with_cleanup(didx(&["--clean", "none", "--dkropts", "--no-such-dockerd-flag", "version"]), |r| {
