@@ -564,12 +564,22 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
             };
             let cancel = Cancel::default();
             let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::Io { what: "installing a SIGINT handler".into(), source: e })?;
+            let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::Io { what: "installing a SIGTERM handler".into(), source: e })?;
             let up = pool::up(&engine, &spec, n, &cancel, &on);
             tokio::pin!(up);
-            let r = tokio::select! {
-                r = &mut up => r,
-                _ = sigint.recv() => { cancel.cancel(); up.await }
-            }?;
+            // Interrupted: the environments being started are removed, those ready are kept.
+            let (r, got) = tokio::select! {
+                r = &mut up => (r, None),
+                _ = sigint.recv() => { cancel.cancel(); (up.await, Some(Sig::Int)) }
+                _ = sigterm.recv() => { cancel.cancel(); (up.await, Some(Sig::Term)) }
+            };
+            let r = match (r, got) {
+                (Err(Error::Cancelled), Some(sig)) => {
+                    say("interrupted; removed the environments being started (ready ones stay in the pool)");
+                    return Ok(sig_code(sig));
+                }
+                (r, _) => r?,
+            };
             for f in &r.failed {
                 say(format!("error: a pooled environment failed to start: {f}"));
             }

@@ -155,3 +155,23 @@ fn bad_pool_sizes_are_usage_errors_that_create_nothing() {
         assert!(pool_list().is_empty());
     });
 }
+
+#[test]
+fn an_interrupted_pool_up_removes_what_it_was_starting() {
+    let _g = serial();
+    guarded(|| {
+        let child = didx_cmd(&["pool", "up", "2"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Well before an inner dockerd can answer (~0.7 s at best), well after start-up.
+        std::thread::sleep(Duration::from_millis(400));
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let r = from_output(child.wait_with_output().unwrap());
+        assert_eq!(r.code, 143, "{}", r.show());
+        assert!(r.stderr.contains("interrupted"), "{}", r.show());
+        let left = rt().block_on(leftovers(None));
+        assert!(left.is_empty(), "an interrupted pool up left: {left:?}");
+    });
+}

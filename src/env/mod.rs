@@ -331,8 +331,8 @@ async fn start_inner(
 }
 
 /// Create, fill and start the server, switching `auto` isolation to the caps profile when the
-/// engine refuses `--privileged`. `pool` adds the pool's labels and keeps the client's
-/// certificates in the server for whoever claims it.
+/// engine refuses `--privileged`. `pool` adds the pool's labels and a volume holding the future
+/// client's entrypoint and certificates ([`CLIENT_FILES_DIR`]).
 #[allow(clippy::too_many_arguments)]
 async fn start_server(
     engine: &Engine,
