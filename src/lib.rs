@@ -28,6 +28,10 @@
 //! env.rm().await?;
 //! # let _ = code; Ok(()) }
 //! ```
+//!
+//! For many short-lived environments, [`env::pool`] keeps some started ahead of time:
+//! [`env::pool::up`] fills it, [`env::pool::claim`] takes one (atomically, across processes)
+//! in tens of milliseconds.
 #![deny(missing_docs)]
 
 pub mod archive;
