@@ -13,7 +13,7 @@ pub const BUILD_COMMAND: &str = "didx image build";
 /// A pull that receives nothing for this long counts as failed.
 const PULL_IDLE: Duration = Duration::from_secs(60);
 /// After a mapped image failed to pull and the offline image stood in, runs within this long
-/// do not try again (on a host whose DNS hangs, each try could cost up to [`PULL_IDLE`]).
+/// do not try again (on a host whose DNS hangs, each try could cost up to the 60 s idle limit).
 /// `--pull` always tries.
 pub const PULL_RETRY_AFTER: Duration = Duration::from_secs(600);
 
