@@ -102,8 +102,7 @@ async fn resolve_one(engine: &Engine, wanted: &Wanted, pull: bool, out: &mut Res
 
 /// Where a failed pull of `image` is remembered (its modification time is the failure's).
 fn failed_pull_file(image: &str) -> Option<std::path::PathBuf> {
-    let safe: String = image.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
-    crate::isolation::cache_dir().map(|d| d.join(format!("pull-failed-{safe}")))
+    crate::isolation::cache_file("pull-failed", image)
 }
 
 fn failed_pull_age(image: &str) -> Option<Duration> {

@@ -108,21 +108,23 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("didx"))
 }
 
-fn cache_file(engine_id: &str) -> Option<PathBuf> {
-    let safe: String = engine_id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    cache_dir().map(|d| d.join(format!("isolation-{safe}")))
+/// The file in [`cache_dir`] that remembers a `kind` of fact about `key` (any text: characters
+/// other than ASCII letters and digits become `_`).
+pub(crate) fn cache_file(kind: &str, key: &str) -> Option<PathBuf> {
+    let safe: String = key.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    cache_dir().map(|d| d.join(format!("{kind}-{safe}")))
 }
 
 /// True when an earlier `auto` run found that this engine refuses `--privileged`.
 pub fn remembered_refusal(engine_id: &str) -> bool {
-    cache_file(engine_id)
+    cache_file("isolation", engine_id)
         .and_then(|f| std::fs::read_to_string(f).ok())
         .is_some_and(|s| s.trim() == "caps")
 }
 
 /// Remember that this engine refuses `--privileged`. Failing to write only costs speed.
 pub fn remember_refusal(engine_id: &str) {
-    let Some(file) = cache_file(engine_id) else { return };
+    let Some(file) = cache_file("isolation", engine_id) else { return };
     let written = file
         .parent()
         .map(std::fs::create_dir_all)

@@ -32,11 +32,17 @@ pub struct EnvSummary {
     pub pool: Option<String>,
 }
 
+/// A listed container's name, without the engine's leading `/`.
+pub(super) fn container_name(c: &bollard::models::ContainerSummary) -> String {
+    c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default()
+}
+
 /// Every didx environment on the engine, oldest first.
 pub async fn list(engine: &Engine) -> Result<Vec<EnvSummary>> {
     let containers = engine.containers(labels::filter(None)).await?;
     let mut envs: BTreeMap<String, EnvSummary> = BTreeMap::new();
     for c in containers {
+        let name = container_name(&c);
         let l = c.labels.unwrap_or_default();
         let Some(id) = l.get(labels::ENV) else { continue };
         let entry = envs.entry(id.clone()).or_insert_with(|| EnvSummary {
@@ -50,7 +56,7 @@ pub async fn list(engine: &Engine) -> Result<Vec<EnvSummary>> {
         }
         entry.members.push(Member {
             role: l.get(labels::ROLE).cloned().unwrap_or_default(),
-            name: c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
+            name,
             state: c.state.map(|s| s.to_string()).unwrap_or_default(),
         });
     }
@@ -78,9 +84,7 @@ async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String
     let containers = engine.containers(labels::filter(id)).await?;
     let names: Vec<String> = containers
         .iter()
-        .map(|c| {
-            c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default()
-        })
+        .map(container_name)
         .collect();
     let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
     for r in join_all(ids.iter().map(|c| engine.remove_container(c))).await {

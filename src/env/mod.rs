@@ -315,7 +315,7 @@ async fn start_inner(
             Err(e) => Err(server_exit(engine, &env.server.id, &env.server.name).await?.unwrap_or(e)),
         }
     };
-    let (started, ready) = tokio::join!(client_start, wait_ready(engine, &env, &tls, spec.ready_timeout, cancel));
+    let (started, ready) = tokio::join!(client_start, wait_ready(engine, &env.server, Some(&env.client.id), &tls, spec.ready_timeout, cancel));
     // From here on the handle owns the containers; on failure the caller's rollback removes
     // them by label, so mark it settled to keep Drop quiet.
     match started.and(ready) {
@@ -582,9 +582,18 @@ enum Probe {
     InClient,
 }
 
-async fn wait_ready(engine: &Engine, env: &Environment, tls: &TlsMaterial, timeout: Duration, cancel: &Cancel) -> Result<()> {
+/// Wait until `server`'s dockerd answers over TLS. `client` (absent while a pooled server
+/// starts) is where the fallback probe runs.
+async fn wait_ready(
+    engine: &Engine,
+    server: &Container,
+    client: Option<&str>,
+    tls: &TlsMaterial,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let inspect = engine.inspect(&env.server.id).await?;
+    let inspect = engine.inspect(&server.id).await?;
     let ip: Option<IpAddr> = inspect
         .network_settings
         .as_ref()
@@ -607,8 +616,8 @@ async fn wait_ready(engine: &Engine, env: &Environment, tls: &TlsMaterial, timeo
                 Err(e) => {
                     if let ProbeError::Unreachable(_) = e {
                         let since = *unreachable_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > Duration::from_secs(2) {
-                            tracing::info!(env = %env.id, "server address unreachable from here; probing from the client");
+                        if since.elapsed() > Duration::from_secs(2) && client.is_some() {
+                            tracing::info!(server = %server.name, "server address unreachable from here; probing from the client");
                             probe = Probe::InClient;
                         }
                     } else {
@@ -617,27 +626,30 @@ async fn wait_ready(engine: &Engine, env: &Environment, tls: &TlsMaterial, timeo
                     last = e.to_string();
                 }
             },
-            Probe::InClient => {
-                let argv: Vec<String> =
-                    ["docker", "version", "--format", "{{.Server.Version}}"].iter().map(|s| s.to_string()).collect();
-                let mut sink = tokio::io::sink();
-                let mut sink2 = tokio::io::sink();
-                match engine.exec(&env.client.id, &argv, &[], &mut sink, &mut sink2).await {
-                    Ok(0) => return Ok(()),
-                    Ok(code) => last = format!("docker version in the client exited {code}"),
-                    Err(e) => last = e.to_string(),
+            Probe::InClient => match client {
+                None => last = "no client to probe from".to_string(),
+                Some(client) => {
+                    let argv: Vec<String> =
+                        ["docker", "version", "--format", "{{.Server.Version}}"].iter().map(|s| s.to_string()).collect();
+                    let mut sink = tokio::io::sink();
+                    let mut sink2 = tokio::io::sink();
+                    match engine.exec(client, &argv, &[], &mut sink, &mut sink2).await {
+                        Ok(0) => return Ok(()),
+                        Ok(code) => last = format!("docker version in the client exited {code}"),
+                        Err(e) => last = e.to_string(),
+                    }
                 }
-            }
+            },
         }
         if last_liveness.elapsed() >= LIVENESS_INTERVAL {
             last_liveness = Instant::now();
-            if let Some(exited) = server_exit(engine, &env.server.id, &env.server.name).await? {
+            if let Some(exited) = server_exit(engine, &server.id, &server.name).await? {
                 return Err(exited);
             }
         }
         if remaining(deadline).is_zero() {
-            let logs = engine.logs_tail(&env.server.id, 20).await.unwrap_or_default();
-            return Err(Error::NotReady { name: env.server.name.clone(), timeout, last_probe: last, logs });
+            let logs = engine.logs_tail(&server.id, 20).await.unwrap_or_default();
+            return Err(Error::NotReady { name: server.name.clone(), timeout, last_probe: last, logs });
         }
         tokio::time::sleep(PROBE_INTERVAL).await;
     }

@@ -23,6 +23,7 @@
 use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 
+use super::list::container_name;
 use super::{
     CLIENT_FILES_DIR, Cancel, ClientFiles, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove,
     start_server, wait_ready,
@@ -119,10 +120,6 @@ pub struct PoolEntry {
     files_volume: Option<String>,
 }
 
-fn name_of(c: &bollard::models::ContainerSummary) -> String {
-    c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default()
-}
-
 fn state_of(c: &bollard::models::ContainerSummary) -> String {
     c.state.as_ref().map(|s| s.to_string()).unwrap_or_default()
 }
@@ -143,13 +140,13 @@ pub async fn entries(engine: &Engine, key: Option<&str>) -> Result<Vec<PoolEntry
     let clients: std::collections::HashMap<String, (Container, String)> = containers
         .iter()
         .filter(|c| role(c, labels::Role::Client))
-        .filter_map(|c| Some((env_of(c)?, (Container { name: name_of(c), id: c.id.clone()? }, state_of(c)))))
+        .filter_map(|c| Some((env_of(c)?, (Container { name: container_name(c), id: c.id.clone()? }, state_of(c)))))
         .collect();
     let mut out: Vec<PoolEntry> = Vec::new();
     for c in containers.iter().filter(|c| role(c, labels::Role::Server)) {
         let l = c.labels.clone().unwrap_or_default();
         let (Some(id), Some(k)) = (l.get(labels::ENV), l.get(labels::POOL)) else { continue };
-        let name = name_of(c);
+        let name = container_name(c);
         let client = clients.get(id);
         let state = match client {
             _ if name.ends_with(STARTING) => PoolState::Starting,
@@ -256,16 +253,9 @@ async fn start_pooled(
     let starting = format!("{name}{STARTING}");
     let tls = TlsMaterial::generate(&[name.as_str()])?;
     let id = start_server(engine, spec, &starting, &tls, now_secs(), Some(tag), cancel, on).await?;
-    let probe = Environment {
-        engine: engine.clone(),
-        id: spec.id.clone(),
-        server: Container { name: starting.clone(), id: id.clone() },
-        // No client yet: the probe goes straight to the server (wait_ready only needs a client
-        // for its fallback, which then fails and retries until the deadline).
-        client: Container { name: String::new(), id: String::new() },
-        settled: true,
-    };
-    wait_ready(engine, &probe, &tls, spec.ready_timeout, cancel).await?;
+    // No client yet: the probe goes straight to the server.
+    let server = Container { name: starting.clone(), id: id.clone() };
+    wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
     let volume = engine
         .inspect(&id)
         .await?
