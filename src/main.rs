@@ -19,6 +19,8 @@ use didx::spec::{CleanPolicy, EnvVarName, IsolationMode, Version, VolumeSpec, pa
 use tokio::signal::unix::{SignalKind, signal};
 
 const EXIT_USAGE: u8 = 2;
+/// Said once when `auto` isolation falls back to the caps profile.
+const ISOLATION_FALLBACK: &str = "the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)";
 const EXIT_DIDX: u8 = 125;
 const EXIT_SIGINT: u8 = 130;
 const EXIT_SIGTERM: u8 = 143;
@@ -183,7 +185,7 @@ struct RunPlan {
     loads: Vec<String>,
     clean: CleanPolicy,
     cv_env: EnvVarName,
-    /// `--pool`: the arguments of the refill (`pool up` with the same options).
+    /// `--pool`: the options of the refill (`pool up N` with the same server options).
     refill: Option<Vec<String>>,
     steps: Vec<Step>,
     timings: bool,
@@ -481,12 +483,9 @@ fn age(created: Option<u64>) -> String {
     }
 }
 
-/// The arguments of a detached `didx pool up` that refills the pool for `env`'s options (the
-/// size is inserted when known, -H put in front).
+/// The options of a detached `didx pool up N` that refills the pool for `env`'s options.
 fn refill_args(env: &EnvArgs) -> Vec<String> {
-    let mut args: Vec<String> = Vec::new();
-    args.extend(["pool".into(), "up".into()]);
-    args.extend(["--sv".into(), env.sv.clone()]);
+    let mut args: Vec<String> = vec!["--sv".into(), env.sv.clone()];
     if let Some(cv) = &env.cv {
         args.extend(["--cv".into(), cv.clone()]);
     }
@@ -505,9 +504,9 @@ fn refill_args(env: &EnvArgs) -> Vec<String> {
     args
 }
 
-/// Start `didx pool up SIZE …` detached (own process group, no terminal, output appended to
-/// pool-refill.log in the cache directory) so the run never waits for the refill.
-fn refill(args: &[String], size: usize) {
+/// Start `didx [-H HOST] pool up SIZE OPTIONS` detached (own process group, no terminal,
+/// output appended to pool-refill.log in the cache directory) so the run never waits for it.
+fn refill(host: Option<&str>, size: usize, options: &[String]) {
     use std::os::unix::process::CommandExt;
     let exe = match std::env::current_exe() {
         Ok(e) => e,
@@ -524,11 +523,9 @@ fn refill(args: &[String], size: usize) {
         Some((a, b)) => (std::process::Stdio::from(a), std::process::Stdio::from(b)),
         None => (std::process::Stdio::null(), std::process::Stdio::null()),
     };
-    let mut args = args.to_vec();
-    // "pool up" is followed by the size.
-    if let Some(i) = args.iter().position(|a| a == "up") {
-        args.insert(i + 1, size.to_string());
-    }
+    let mut args: Vec<String> = host.map(|h| vec!["-H".to_string(), h.to_string()]).unwrap_or_default();
+    args.extend(["pool".to_string(), "up".to_string(), size.to_string()]);
+    args.extend_from_slice(options);
     let spawned = std::process::Command::new(exe)
         .args(&args)
         .stdin(std::process::Stdio::null())
@@ -559,7 +556,7 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
             let spec = plan.spec(&engine, vec![]).await?;
             let on = |e: Event<'_>| {
                 if let Event::IsolationFallback { .. } = e {
-                    say("the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)")
+                    say(ISOLATION_FALLBACK)
                 }
             };
             let cancel = Cancel::default();
@@ -649,11 +646,7 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     // Every source must exist before anything starts.
     didx::copy::check_sources(&engine, &plan.copies).await?;
     let seeds = didx::load::check(&engine, &plan.loads).await?;
-    let refill_args = plan.refill.clone().map(|args| {
-        let mut full: Vec<String> = host.map(|h| vec!["-H".to_string(), h.to_string()]).unwrap_or_default();
-        full.extend(args);
-        full
-    });
+    let refill_args = plan.refill.clone();
     let mut spec = plan.env.spec(&engine, plan.volumes).await?;
     timings.mark("resolved");
 
@@ -668,9 +661,7 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     tokio::pin!(signalled);
 
     let on_event = |e: Event<'_>| match e {
-        Event::IsolationFallback { .. } => say(
-            "the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)",
-        ),
+        Event::IsolationFallback { .. } => say(ISOLATION_FALLBACK),
         Event::ServerStarted { name, image, isolation } => {
             timings.mark("server-started");
             say(format!("dind server named: '{name}' successfully started ({image}, {isolation} isolation)"))
@@ -689,7 +680,7 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     let start = async {
         if let Some(args) = &refill_args {
             if let Some((env, size)) = didx::env::pool::claim(&engine, &mut spec, &cancel, &on_event).await? {
-                refill(args, size);
+                refill(host, size, args);
                 return Ok(env);
             }
             say("no pooled environment for these options is left; starting a fresh one (didx pool up N, with the same options, keeps some ready)");
