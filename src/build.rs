@@ -86,28 +86,25 @@ pub fn upstream_version(debian: &str) -> String {
 pub async fn build(engine: &Engine, spec: &BuildSpec, on: &(dyn Fn(BuildEvent<'_>) + Send + Sync)) -> Result<BuildReport> {
     let t0 = Instant::now();
     let recipe = recipe_hash(spec);
-    if !spec.force {
-        if let Some(img) = engine.image(LOCAL_IMAGE).await? {
-            let same = img.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(labels::RECIPE)) == Some(&recipe);
-            if same {
-                return Ok(BuildReport {
-                    tags: img.repo_tags.unwrap_or_default(),
-                    id: img.id.unwrap_or_default(),
-                    size: img.size.unwrap_or(0),
-                    reused: true,
-                    elapsed: t0.elapsed(),
-                });
-            }
-        }
+    if !spec.force
+        && let Some(img) = engine.image(LOCAL_IMAGE).await?
+        && img.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(labels::RECIPE)) == Some(&recipe)
+    {
+        return Ok(BuildReport {
+            tags: img.repo_tags.unwrap_or_default(),
+            id: img.id.unwrap_or_default(),
+            size: img.size.unwrap_or(0),
+            reused: true,
+            elapsed: t0.elapsed(),
+        });
     }
     let previous = engine.image(LOCAL_IMAGE).await?.and_then(|i| i.id);
-    let work = std::env::temp_dir().join(format!("didx-build-{}", std::process::id()));
-    std::fs::create_dir_all(&work).map_err(|e| Error::io(format!("creating {}", work.display()), e))?;
-    let result = build_in(engine, spec, &recipe, &work, on).await;
-    if let Err(e) = std::fs::remove_dir_all(&work) {
-        tracing::warn!(dir = %work.display(), error = %e, "cannot remove build work dir");
-    }
-    let version = result?;
+    // A fresh private directory (random name, mode 0700, never one already there): what
+    // mmdebstrap uploads into the image is read from it, so nobody else may plant files in it.
+    let work = crate::cache::private_dir("didx-build")?;
+    let version = build_in(engine, spec, &recipe, work.path(), on).await;
+    drop(work);
+    let version = version?;
     let (repo, _) = crate::engine::split_reference(LOCAL_IMAGE);
     let mut tags = vec![LOCAL_IMAGE.to_string()];
     if !version.is_empty() {
@@ -116,10 +113,10 @@ pub async fn build(engine: &Engine, spec: &BuildSpec, on: &(dyn Fn(BuildEvent<'_
     }
     let img = engine.image(LOCAL_IMAGE).await?.ok_or_else(|| Error::Build("the imported image vanished".into()))?;
     // The image this build replaced, now untagged: remove it unless something still uses it.
-    if let Some(old) = previous.filter(|old| Some(old) != img.id.as_ref()) {
-        if let Err(e) = engine.remove_image(&old).await {
-            tracing::info!(image = %old, error = %e, "kept the replaced image");
-        }
+    if let Some(old) = previous.filter(|old| Some(old) != img.id.as_ref())
+        && let Err(e) = engine.remove_image(&old).await
+    {
+        tracing::info!(image = %old, error = %e, "kept the replaced image");
     }
     Ok(BuildReport { tags, id: img.id.unwrap_or_default(), size: img.size.unwrap_or(0), reused: false, elapsed: t0.elapsed() })
 }

@@ -100,27 +100,20 @@ async fn resolve_one(engine: &Engine, wanted: &Wanted, pull: bool, out: &mut Res
     Err(Error::ImageMissing { image: wanted.image.clone(), why, build_command: BUILD_COMMAND.to_string() })
 }
 
-/// Where a failed pull of `image` is remembered (its modification time is the failure's).
-fn failed_pull_file(image: &str) -> Option<std::path::PathBuf> {
-    crate::isolation::cache_file("pull-failed", image)
-}
+/// A failed pull of `image` is remembered in the cache directory; the file's modification time
+/// is the failure's.
+const FAILED_PULL: &str = "pull-failed";
 
 fn failed_pull_age(image: &str) -> Option<Duration> {
-    let modified = std::fs::metadata(failed_pull_file(image)?).ok()?.modified().ok()?;
-    modified.elapsed().ok()
+    crate::cache::modified(FAILED_PULL, image)?.elapsed().ok()
 }
 
 fn remember_failed_pull(image: &str) {
-    if let Some(f) = failed_pull_file(image) {
-        let written = f.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::write(&f, image));
-        if let Err(e) = written {
-            tracing::debug!(file = %f.display(), error = %e, "cannot remember a failed pull");
-        }
+    if let Err(e) = crate::cache::write(FAILED_PULL, image, image) {
+        tracing::debug!(error = %e, "cannot remember a failed pull");
     }
 }
 
 fn forget_failed_pull(image: &str) {
-    if let Some(f) = failed_pull_file(image) {
-        let _ = std::fs::remove_file(f);
-    }
+    crate::cache::forget(FAILED_PULL, image);
 }

@@ -11,8 +11,6 @@
 //! The outcome of `auto` is remembered per engine (by its ID) in the cache directory, so only
 //! the first run on an engine pays for the refused privileged start.
 
-use std::path::PathBuf;
-
 use bollard::models::HostConfig;
 
 /// Linux capability names by bit number (capability.h).
@@ -96,42 +94,19 @@ pub fn is_caps_refusal(message: &str) -> bool {
     message.contains("unable to apply caps")
 }
 
-/// Where didx remembers per-engine facts: `DIDX_CACHE_DIR`, else `$XDG_CACHE_HOME/didx`, else
-/// `~/.cache/didx`.
-pub fn cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("DIDX_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d).join("didx"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("didx"))
-}
-
-/// The file in [`cache_dir`] that remembers a `kind` of fact about `key` (any text: characters
-/// other than ASCII letters and digits become `_`).
-pub(crate) fn cache_file(kind: &str, key: &str) -> Option<PathBuf> {
-    let safe: String = key.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    cache_dir().map(|d| d.join(format!("{kind}-{safe}")))
-}
+/// Where didx remembers per-engine facts (kept here for callers of the old name; see
+/// [`crate::cache::dir`]).
+pub use crate::cache::dir as cache_dir;
 
 /// True when an earlier `auto` run found that this engine refuses `--privileged`.
 pub fn remembered_refusal(engine_id: &str) -> bool {
-    cache_file("isolation", engine_id)
-        .and_then(|f| std::fs::read_to_string(f).ok())
-        .is_some_and(|s| s.trim() == "caps")
+    crate::cache::read("isolation", engine_id).is_some_and(|s| s.trim() == "caps")
 }
 
 /// Remember that this engine refuses `--privileged`. Failing to write only costs speed.
 pub fn remember_refusal(engine_id: &str) {
-    let Some(file) = cache_file("isolation", engine_id) else { return };
-    let written = file
-        .parent()
-        .map(std::fs::create_dir_all)
-        .unwrap_or(Ok(()))
-        .and_then(|_| std::fs::write(&file, "caps\n"));
-    if let Err(e) = written {
-        tracing::debug!(file = %file.display(), error = %e, "cannot cache isolation outcome");
+    if let Err(e) = crate::cache::write("isolation", engine_id, "caps\n") {
+        tracing::debug!(error = %e, "cannot cache isolation outcome");
     }
 }
 

@@ -36,6 +36,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod cache;
 pub mod command;
 pub mod copy;
 pub mod engine;

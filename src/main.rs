@@ -515,10 +515,9 @@ fn refill(host: Option<&str>, size: usize, options: &[String]) {
             return;
         }
     };
-    let log = didx::isolation::cache_dir().and_then(|d| {
-        std::fs::create_dir_all(&d).ok()?;
-        std::fs::OpenOptions::new().create(true).append(true).open(d.join("pool-refill.log")).ok()
-    });
+    let log = didx::cache::open_append("pool-refill.log")
+        .map_err(|e| say(format!("warning: the pool refill's output is discarded ({e})")))
+        .ok();
     let (out, err) = match log.and_then(|f| Some((f.try_clone().ok()?, f))) {
         Some((a, b)) => (std::process::Stdio::from(a), std::process::Stdio::from(b)),
         None => (std::process::Stdio::null(), std::process::Stdio::null()),
