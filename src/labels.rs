@@ -19,6 +19,8 @@ pub const VERSION: &str = "io.didx.version";
 pub const POOL: &str = "io.didx.pool";
 /// On a pooled server: the size of the pool it was started for (what refills top up to).
 pub const POOL_SIZE: &str = "io.didx.pool.size";
+/// On a server: when its environment's certificates expire (Unix seconds).
+pub const EXPIRES: &str = "io.didx.expires";
 /// The recipe hash an offline image was built from.
 pub const RECIPE: &str = "io.didx.recipe";
 

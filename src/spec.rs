@@ -82,17 +82,19 @@ pub struct Version(String);
 impl Version {
     /// Parse a version value given for option `what`.
     pub fn parse(what: &'static str, s: &str) -> Result<Self> {
+        // No '_': it separates the parts of didx's container names (dind_<id>_server_<ver>),
+        // so a version could otherwise pose as another part (`x_starting`, `x_pooled`).
         let ok = !s.is_empty()
             && s.len() <= 100
             && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
         if ok {
             Ok(Version(s.to_string()))
         } else {
             Err(Error::invalid(
                 what,
                 s,
-                "expected 'latest' or a docker image version such as 24.0 or 24.0-dind (letters, digits, '.', '_', '-')",
+                "expected 'latest' or a docker image version such as 24.0 or 24.0-dind (letters, digits, '.', '-'; '_' is reserved for didx's names)",
             ))
         }
     }
@@ -202,6 +204,14 @@ impl VolumeSpec {
         if !target.starts_with('/') || target.contains('\0') {
             return Err(bad());
         }
+        let target = client_path("-v target", target)?;
+        if let Some(own) = DIDX_CLIENT_PATHS.iter().find(|p| target == **p || target.starts_with(&format!("{p}/"))) {
+            return Err(Error::invalid(
+                "-v target",
+                s,
+                format!("{own} is didx's own (the client's entrypoint and TLS certificates); mount somewhere else"),
+            ));
+        }
         let source = match source {
             None => VolumeSource::Anonymous,
             Some(src) if src.starts_with('/') => VolumeSource::Host(PathBuf::from(src)),
@@ -219,7 +229,7 @@ impl VolumeSpec {
             Some(src) if is_volume_name(src) => VolumeSource::Named(src.to_string()),
             Some(_) => return Err(bad()),
         };
-        Ok(VolumeSpec { source, target: target.to_string(), mode: mode.map(str::to_string) })
+        Ok(VolumeSpec { source, target, mode: mode.map(str::to_string) })
     }
 
     /// The engine's bind string (`src:dst[:mode]`) for host and named sources; `None` for an
@@ -235,6 +245,29 @@ impl VolumeSpec {
             None => format!("{src}:{}", self.target),
         })
     }
+}
+
+/// Paths in the client that didx itself fills: a mount there would hide them.
+pub const DIDX_CLIENT_PATHS: &[&str] = &["/didx", "/certs"];
+
+/// An absolute client path in one spelling: `.` and empty parts dropped, no trailing `/`, so
+/// `/m`, `/m/` and `/m/.` are one path. A `..` part, or the root itself, is refused.
+pub fn client_path(what: &'static str, path: &str) -> Result<String> {
+    let mut out = String::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(Error::invalid(what, path, "a '..' in a client path is ambiguous; write the path without it")),
+            p => {
+                out.push('/');
+                out.push_str(p);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::invalid(what, path, "the client's root directory cannot be a mount target; name a directory"));
+    }
+    Ok(out)
 }
 
 /// How the server container gets the privileges dockerd needs (`--isolation`).
@@ -317,7 +350,7 @@ mod tests {
         assert_eq!(v("24.0").server_image(), "docker:24.0-dind");
         assert_eq!(v("24.0").client_image(), "docker:24.0");
         assert_eq!(v("1.10-dind").server_image(), "docker:1.10-dind");
-        for bad in ["", "a b", "x:y", "-1", "1/2"] {
+        for bad in ["", "a b", "x:y", "-1", "1/2", "x_starting", "24_0"] {
             assert!(Version::parse("--sv", bad).unwrap_err().is_usage(), "{bad}");
         }
     }
@@ -343,7 +376,16 @@ mod tests {
         assert_eq!(host.bind().unwrap(), "/etc:/mnt/etc:ro");
         assert_eq!(p("cache:/cache").unwrap().source, VolumeSource::Named("cache".into()));
         assert_eq!(p(".:/w").unwrap().source, VolumeSource::Host(cwd.join(".")));
-        for bad in ["", "data", "rel/x:/a", "/a:b", "/a:/b:bogus", "a:b:c:d", "./no-such-dir-didx:/x", "x y:/a"] {
+        // One spelling per client path, so duplicates are seen.
+        assert_eq!(p("/m/.").unwrap().target, "/m");
+        assert_eq!(p("/m/").unwrap().target, "/m");
+        assert_eq!(p("//m//n/./").unwrap().target, "/m/n");
+        assert_eq!(p("/etc:/m/.:ro").unwrap().target, "/m");
+        assert_eq!(p("/didxx").unwrap().target, "/didxx");
+        for bad in [
+            "", "data", "rel/x:/a", "/a:b", "/a:/b:bogus", "a:b:c:d", "./no-such-dir-didx:/x", "x y:/a", "/", "/.", "/etc:/",
+            "/a/../b", "/didx", "/didx/x", "/etc:/certs", "/certs/client", "vol:/certs/client/ca.pem:ro",
+        ] {
             let e = p(bad).unwrap_err();
             assert!(e.is_usage(), "{bad}");
         }

@@ -6,7 +6,17 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use crate::error::Result;
+
+/// How long an environment's certificates are valid from when they are made. Environments are
+/// throwaway; one kept longer says when its certificates expire (`--clean rpt`, the "remains
+/// running" line) and is replaced by starting a new one.
+pub const VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How far before now certificates are already valid, for clocks that disagree (a remote engine,
+/// a VM whose clock lags).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(24 * 3600);
 
 /// The host name clients use for the inner engine, as with GitLab's `docker:dind` service.
 pub const SERVER_NAME: &str = "docker";
@@ -24,6 +34,8 @@ pub struct TlsMaterial {
     pub client_cert_pem: String,
     /// The client key.
     pub client_key_pem: String,
+    /// When every certificate of the set expires (Unix seconds).
+    pub expires: u64,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -42,7 +54,24 @@ fn named(cn: &str) -> DistinguishedName {
 impl TlsMaterial {
     /// Generate fresh material; `extra_names` are added to the server certificate's SANs.
     pub fn generate(extra_names: &[&str]) -> Result<Self> {
+        Self::generate_at(extra_names, SystemTime::now())
+    }
+
+    /// [`TlsMaterial::generate`] as if made at `now`: valid from `now - CLOCK_SKEW` to
+    /// `now + VALIDITY`.
+    pub fn generate_at(extra_names: &[&str], now: SystemTime) -> Result<Self> {
+        let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let not_before = secs.saturating_sub(CLOCK_SKEW.as_secs());
+        let expires = secs + VALIDITY.as_secs();
+        // Out of range only for a clock past the year 9999.
+        let at = |s: u64| time::OffsetDateTime::from_unix_timestamp(s as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let (from, until) = (at(not_before), at(expires));
+        let validity = |p: &mut CertificateParams| {
+            p.not_before = from;
+            p.not_after = until;
+        };
         let mut ca_params = CertificateParams::default();
+        validity(&mut ca_params);
         ca_params.distinguished_name = named("didx environment CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -56,6 +85,7 @@ impl TlsMaterial {
         server_params.distinguished_name = named(SERVER_NAME);
         server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        validity(&mut server_params);
         let server_key = KeyPair::generate()?;
         let server_cert = server_params.signed_by(&server_key, &ca)?;
 
@@ -63,6 +93,7 @@ impl TlsMaterial {
         client_params.distinguished_name = named("didx client");
         client_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        validity(&mut client_params);
         let client_key = KeyPair::generate()?;
         let client_cert = client_params.signed_by(&client_key, &ca)?;
 
@@ -72,6 +103,7 @@ impl TlsMaterial {
             server_key_pem: server_key.serialize_pem(),
             client_cert_pem: client_cert.pem(),
             client_key_pem: client_key.serialize_pem(),
+            expires,
         })
     }
 }
@@ -125,6 +157,28 @@ mod tests {
         assert!(other.verify_client_cert(&der(&m.client_cert_pem), &[], now).is_err());
         // The server certificate cannot be used as a client certificate.
         assert!(ok.verify_client_cert(&der(&m.server_cert_pem), &[], now).is_err());
+    }
+
+    #[test]
+    fn certificates_are_valid_for_a_bounded_time_with_a_skew_margin() {
+        let made = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let m = TlsMaterial::generate_at(&[], made).unwrap();
+        assert_eq!(m.expires, 1_800_000_000 + VALIDITY.as_secs());
+        let at = |d: i64| UnixTime::since_unix_epoch(Duration::from_secs((1_800_000_000i64 + d) as u64));
+        let server = rustls::client::WebPkiServerVerifier::builder(roots(&m.ca_pem)).build().unwrap();
+        let client = WebPkiClientVerifier::builder(roots(&m.ca_pem)).build().unwrap();
+        let sn = ServerName::try_from("docker").unwrap();
+        let day = 24 * 3600;
+        // Valid now, a little before now (a lagging clock) and until just before the expiry.
+        for t in [0, -day / 2, VALIDITY.as_secs() as i64 - 60] {
+            server.verify_server_cert(&der(&m.server_cert_pem), &[], &sn, &[], at(t)).unwrap();
+            client.verify_client_cert(&der(&m.client_cert_pem), &[], at(t)).unwrap();
+        }
+        // Not before the skew margin, not after the expiry (the CA neither).
+        for t in [-2 * day, VALIDITY.as_secs() as i64 + 60] {
+            assert!(server.verify_server_cert(&der(&m.server_cert_pem), &[], &sn, &[], at(t)).is_err(), "{t}");
+            assert!(client.verify_client_cert(&der(&m.client_cert_pem), &[], at(t)).is_err(), "{t}");
+        }
     }
 
     #[test]

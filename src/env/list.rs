@@ -30,6 +30,8 @@ pub struct EnvSummary {
     pub members: Vec<Member>,
     /// The pool key, for an environment started for the warm pool.
     pub pool: Option<String>,
+    /// When its certificates expire (Unix seconds), from its server's labels.
+    pub expires: Option<u64>,
 }
 
 /// A listed container's name, without the engine's leading `/`.
@@ -50,9 +52,11 @@ pub async fn list(engine: &Engine) -> Result<Vec<EnvSummary>> {
             created: l.get(labels::CREATED).and_then(|v| v.parse().ok()),
             members: vec![],
             pool: None,
+            expires: None,
         });
         if l.get(labels::ROLE).map(String::as_str) == Some(labels::Role::Server.as_str()) {
             entry.pool = l.get(labels::POOL).cloned();
+            entry.expires = l.get(labels::EXPIRES).and_then(|v| v.parse().ok());
         }
         entry.members.push(Member {
             role: l.get(labels::ROLE).cloned().unwrap_or_default(),

@@ -433,6 +433,7 @@ async fn create_server(
 ) -> Result<String> {
     let mut container_labels = labels::for_resource(spec.id.as_str(), Role::Server, created);
     container_labels.insert(labels::VERSION.to_string(), spec.sv.as_str().to_string());
+    container_labels.insert(labels::EXPIRES.to_string(), tls.expires.to_string());
     if let Some(p) = pool {
         container_labels.insert(labels::POOL.to_string(), p.key.clone());
         container_labels.insert(labels::POOL_SIZE.to_string(), p.size.to_string());
