@@ -100,6 +100,14 @@ fn bad_input_is_one_clear_line_and_creates_nothing() {
         (&["--cp", "didx-no-such-image:1::/etc:/x", "true"], 2, &["no such image"]),
         (&["--cp", "/etc/hostname", "true"], 2, &["--cp", "SOURCE:ABSOLUTE_CLIENT_PATH"]),
         (&["--load", "didx-no-such-image:1", "true"], 2, &["--load", "no such image"]),
+        // Values that could pose as didx's own names, state or paths.
+        (&["--sv", "x_starting", "true"], 2, &["--sv", "x_starting", "reserved"]),
+        (&["--cv", "1_pooled", "true"], 2, &["--cv", "1_pooled", "reserved"]),
+        (&["-v", "/m", "-v", "/tmp:/m/.", "true"], 2, &["-v target", "/m", "twice"]),
+        (&["-v", "/tmp:/didx", "true"], 2, &["-v target", "/didx", "didx's own"]),
+        (&["-v", "/certs/client", "true"], 2, &["-v target", "/certs", "didx's own"]),
+        (&["-v", "/tmp:/", "true"], 2, &["-v target", "root"]),
+        (&["-v", "/tmp:/a/../b", "true"], 2, &["-v target", "'..'"]),
     ];
     for (args, code, needles) in cases {
         let r = didx(args);
