@@ -482,12 +482,17 @@ fn raw_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<RawEntry>> {
         T::GNUSparse => RawKind::Other("GNU sparse file".into()),
         other => RawKind::Other(format!("entry of unknown type {:?}", other.as_byte() as char)),
     };
-    let field = |r: io::Result<u64>, what: &str| r.map_err(|e| bad(format!("its {what} cannot be read: {e}")));
+    // An empty numeric field reads as 0 (as Go's reader, the engine's, does); garbage is refused.
+    let field = |r: io::Result<u64>, raw: &[u8], what: &str| match r {
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        r => r.map_err(|e| bad(format!("its {what} cannot be read: {e}"))),
+    };
+    let old = h.as_old();
     Ok(Some(RawEntry {
-        mode: field(h.mode().map(u64::from), "mode")? as u32,
-        uid: field(h.uid(), "uid")?,
-        gid: field(h.gid(), "gid")?,
-        mtime: field(h.mtime(), "mtime")?,
+        mode: field(h.mode().map(u64::from), &old.mode, "mode")? as u32,
+        uid: field(h.uid(), &old.uid, "uid")?,
+        gid: field(h.gid(), &old.gid, "gid")?,
+        mtime: field(h.mtime(), &old.mtime, "mtime")?,
         size: entry.size(),
         kind,
         path,
@@ -615,6 +620,7 @@ pub fn validate_host(src: &Path, top: &[u8], place: Placement, out: Option<&mut 
 #[doc(hidden)]
 pub mod craft {
     /// One raw ustar header with `name` (and `prefix`) written as given, then `data`, padded.
+    #[allow(clippy::too_many_arguments)]
     pub fn entry(out: &mut Vec<u8>, prefix: &[u8], name: &[u8], kind: u8, link: &[u8], mode: u32, size: u64, data: &[u8]) {
         let mut h = tar::Header::new_ustar();
         {
@@ -917,6 +923,17 @@ mod tests {
         assert!(Validator::new(at(""), Origin::Foreign).admit(&raw).is_err());
         let fifo = RawEntry { kind: RawKind::Other("fifo".into()), ..raw };
         assert!(Validator::new(at(""), Origin::Host).admit(&fifo).is_err());
+    }
+
+    #[test]
+    fn empty_numeric_fields_read_as_zero() {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..1].copy_from_slice(b"f");
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(0);
+        h.set_cksum();
+        let got = run(&end(h.as_bytes().to_vec()), at("")).unwrap();
+        assert_eq!(got, vec![("f".into(), '0', "".into(), 0, 0)]);
     }
 
     #[test]
