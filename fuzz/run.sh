@@ -18,5 +18,16 @@ for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   find "regressions/$t" -type f -exec cp -n {} "corpus/$t/" \;
   echo "fuzz: $t for ${secs}s"
-  cargo fuzz run --sanitizer none "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=65536 2>&1 | tail -n 5
+  mkdir -p target
+  set +e
+  cargo fuzz run --sanitizer none "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=65536 >"target/fuzz-$t.log" 2>&1
+  rc=$?
+  set -e
+  # libFuzzer's summary: coverage at start and end, runs done; the crash report if any.
+  grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^Done [0-9]+ runs|ERROR|panicked|^artifact_prefix|Test unit written' "target/fuzz-$t.log" || true
+  if [ "$rc" -ne 0 ]; then
+    echo "fuzz: $t FAILED (exit $rc); full log: fuzz/target/fuzz-$t.log" >&2
+    failed=1
+  fi
 done
+exit "${failed:-0}"
