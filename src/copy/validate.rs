@@ -249,8 +249,16 @@ impl Validator {
             }
         }
         self.links.insert(rel.to_string());
-        self.seen.insert(rel.to_string(), Seen::Symlink(target.to_string()));
+        self.remember(rel, Seen::Symlink(target.to_string()));
         Ok(())
+    }
+
+    /// Remember what `rel` is, for hard links to it. A host tree has no hard links (the walk
+    /// writes each as a file), so nothing is kept for it: its memory stays flat.
+    fn remember(&mut self, rel: &str, what: Seen) {
+        if self.origin == Origin::Foreign {
+            self.seen.insert(rel.to_string(), what);
+        }
     }
 
     /// Judge one entry.
@@ -277,11 +285,11 @@ impl Validator {
         }
         let kind = match &raw.kind {
             RawKind::File => {
-                self.seen.insert(rel.clone(), Seen::File);
+                self.remember(&rel, Seen::File);
                 Kind::File { size: raw.size }
             }
             RawKind::Dir => {
-                self.seen.insert(rel.clone(), Seen::Dir);
+                self.remember(&rel, Seen::Dir);
                 Kind::Dir
             }
             RawKind::Symlink(t) => {
@@ -300,7 +308,7 @@ impl Validator {
                 }
                 match self.seen.get(&target).cloned() {
                     Some(Seen::File) => {
-                        self.seen.insert(rel.clone(), Seen::File);
+                        self.remember(&rel, Seen::File);
                         Kind::HardLink(join(&self.place.dir, &target))
                     }
                     Some(Seen::Symlink(to)) => {
