@@ -603,3 +603,47 @@ fn a_hostile_image_source_is_refused_and_setuid_from_an_image_is_stripped() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// The open spool file of process `pid`, if it has one (it is unlinked: "(deleted)").
+fn spool_fd(pid: u32) -> Option<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).map(|p| p.display().to_string()).find(|p| p.contains("didx-spool"))
+}
+
+#[test]
+fn a_kill_9_while_spooling_leaves_no_spool_file_behind() {
+    let tmp = scratch("spooltmp");
+    let mut child = didx_cmd(&["--clean", "anycase", "--cp", "-:/t/", "true"])
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // The header of a 64 MB file and 1 MB of it; the rest is held back, so didx stays spooling.
+    let mut a = Vec::new();
+    entry(&mut a, b"", b"big", b'0', b"", 0o644, 64 << 20, b"");
+    a.extend_from_slice(&vec![1u8; 1 << 20]);
+    input.write_all(&a).unwrap();
+    // Poll (no timing asserted; the deadline only stops a hung test) until the spool is open.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let open = loop {
+        if let Some(p) = spool_fd(child.id()) {
+            break p;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "didx ended before spooling");
+        assert!(std::time::Instant::now() < deadline, "didx never opened its spool file");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(open.ends_with("(deleted)"), "the spool file must be unlinked while in use: {open}");
+    assert!(std::fs::read_dir(&tmp).unwrap().next().is_none(), "the spool is visible in TMPDIR");
+    child.kill().unwrap(); // SIGKILL
+    drop(input);
+    let r = from_output(child.wait_with_output().unwrap());
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    // A killed didx leaves its environment: remove it (that is --clean's job, not the spool's).
+    let id = r.env_id().expect("the environment was started");
+    remove_env(&id);
+    assert!(left.is_empty(), "kill -9 left {left:?} in TMPDIR");
+    std::fs::remove_dir_all(&tmp).ok();
+}
