@@ -1,6 +1,9 @@
 //! Files and images into an environment: every --cp source kind, stdin streaming, -v (host
 //! bind, anonymous volume plus a copy into it), path-escape refusal, missing sources, and
-//! --load of a multi-layer image that then runs inside. Each test leaves the engine as found.
+//! --load of a multi-layer image that then runs inside. Hostile archives, each trick built
+//! here byte by byte, through stdin and an image source: refused with nothing left in the
+//! client; -v host directories hashed before and after every --cp form aimed at them; the
+//! spool file gone even after kill -9. Each test leaves the engine as found.
 
 mod common;
 
