@@ -570,7 +570,7 @@ fn no_container_uses(image: &str) {
 }
 
 #[test]
-fn a_hostile_image_source_is_refused_and_setuid_from_an_image_is_stripped() {
+fn hostile_image_and_container_sources_are_refused_and_setuid_from_an_image_is_stripped() {
     let image = hostile_image(&format!("{}", std::process::id()));
     let outcome = std::panic::catch_unwind(|| {
         let good = format!("{image}::/good:/g");
@@ -599,6 +599,33 @@ fn a_hostile_image_source_is_refused_and_setuid_from_an_image_is_stripped() {
         assert!(r.stderr.contains("no such path in that image"), "{}", r.show());
         assert!(r.env_id().is_none(), "started something: {}", r.show());
         no_container_uses(&image);
+        // The same through a container made from it (never started).
+        let name = format!("didx_test_hostile_{}", std::process::id());
+        rt().block_on(async {
+            let body = bollard::models::ContainerCreateBody { image: Some(image.clone()), cmd: Some(vec!["none".into()]), ..Default::default() };
+            engine().await.create_container(&name, body).await.unwrap();
+        });
+        let inner = std::panic::catch_unwind(|| {
+            let bad = format!("{name}:/bad:/b");
+            let r = didx(&["--clean", "none", "--cp", &bad, "sh -c 'echo RAN'"]);
+            with_cleanup(r, |r| {
+                assert_eq!(r.code, 125, "{}", r.show());
+                assert!(r.stderr.contains("refused") && r.stderr.contains("fifo"), "{}", r.show());
+                assert!(!r.stdout.contains("RAN"), "{}", r.show());
+                let id = r.env_id().unwrap();
+                assert!(!exists_in_client(&id, "/b"), "part of a refused container archive reached the client");
+                remove_env(&id);
+            });
+            let missing = format!("{name}:/no/such/path:/x");
+            let r = didx(&["--clean", "anycase", "--cp", &missing, "true"]);
+            assert_eq!(r.code, 2, "{}", r.show());
+            assert!(r.stderr.contains("no such path in that container"), "{}", r.show());
+            assert!(r.env_id().is_none(), "started something: {}", r.show());
+        });
+        rt().block_on(async { engine().await.remove_container(&name).await.unwrap() });
+        if let Err(p) = inner {
+            std::panic::resume_unwind(p);
+        }
     });
     rt().block_on(async { engine().await.remove_image(&image).await.unwrap() });
     rt().block_on(async { assert!(engine().await.image(&image).await.unwrap().is_none(), "image left") });
