@@ -213,7 +213,13 @@ impl Engine {
 
     /// Extract a tar archive at `path` in a container.
     pub async fn upload(&self, container: &str, path: &str, tar: Vec<u8>) -> Result<()> {
-        let opts = qp::UploadToContainerOptions { path: path.to_string(), ..Default::default() };
+        // As docker cp: never replace a directory with a non-directory (a host directory
+        // mounted in the client would be deleted).
+        let opts = qp::UploadToContainerOptions {
+            path: path.to_string(),
+            no_overwrite_dir_non_dir: Some("true".into()),
+            ..Default::default()
+        };
         self.docker
             .upload_to_container(container, Some(opts), bollard::body_full(tar.into()))
             .await
@@ -250,7 +256,13 @@ impl Engine {
         path: &str,
         tar: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     ) -> Result<()> {
-        let opts = qp::UploadToContainerOptions { path: path.to_string(), ..Default::default() };
+        // As docker cp: never replace a directory with a non-directory (a host directory
+        // mounted in the client would be deleted).
+        let opts = qp::UploadToContainerOptions {
+            path: path.to_string(),
+            no_overwrite_dir_non_dir: Some("true".into()),
+            ..Default::default()
+        };
         self.docker
             .upload_to_container(container, Some(opts), bollard::body_try_stream(tar))
             .await

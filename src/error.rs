@@ -93,6 +93,17 @@ pub enum Error {
     /// Building the offline image failed.
     #[error("image build failed: {0}")]
     Build(String),
+    /// An archive (or host tree) entry was refused by the `--cp` validator; nothing of that
+    /// source reached the client.
+    #[error("{source_name}: entry {entry} refused: {why}; nothing of this source was copied")]
+    Refused {
+        /// The `--cp` source, e.g. `stdin` or `IMAGE::/path` (empty until the copy names it).
+        source_name: String,
+        /// The entry, quoted and escaped as read.
+        entry: String,
+        /// Why it was refused.
+        why: String,
+    },
 }
 
 impl Error {

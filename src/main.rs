@@ -712,7 +712,9 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     // Files and images in, before the commands; an interruption here is a failure too.
     let prepare = async {
         if !plan.copies.is_empty() {
-            didx::copy::copy_all(&engine, &env.client().id, env.id().as_str(), &plan.copies).await?;
+            for warning in didx::copy::copy_all(&engine, &env.client().id, env.id().as_str(), &plan.copies).await? {
+                say(warning);
+            }
             say(format!("copied {} source(s) into the client", plan.copies.len()));
         }
         if !seeds.is_empty() {
