@@ -212,6 +212,14 @@ impl Engine {
         &self.host
     }
 
+    /// The environment a docker CLI needs to talk to this same engine: `DOCKER_HOST` (an
+    /// `http://`/`https://` address in the CLI's `tcp://` form) and, for `https://`,
+    /// `DOCKER_TLS_VERIFY=1`. `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`, when they applied to a
+    /// `tcp://` address, came from this process's environment and are inherited as they are.
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        cli_env_for(&self.host)
+    }
+
     /// True when the engine runs on this machine (a unix socket), so container addresses on its
     /// default bridge are normally routable from here.
     pub fn is_local(&self) -> bool {
@@ -587,6 +595,17 @@ async fn drain(
     Ok(())
 }
 
+fn cli_env_for(host: &str) -> Vec<(String, String)> {
+    let var = |k: &str, v: String| (k.to_string(), v);
+    if let Some(addr) = host.strip_prefix("https://") {
+        vec![var("DOCKER_HOST", format!("tcp://{addr}")), var("DOCKER_TLS_VERIFY", "1".into())]
+    } else if let Some(addr) = host.strip_prefix("http://") {
+        vec![var("DOCKER_HOST", format!("tcp://{addr}"))]
+    } else {
+        vec![var("DOCKER_HOST", host.to_string())]
+    }
+}
+
 /// Split `repo[:tag]` (a registry port's colon is not a tag) into repo and tag (`latest`).
 pub fn split_reference(image: &str) -> (&str, &str) {
     match image.rfind(':') {
@@ -597,7 +616,16 @@ pub fn split_reference(image: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_reference;
+    use super::{cli_env_for, split_reference};
+
+    #[test]
+    fn the_cli_gets_the_engine_address_in_its_own_form() {
+        let env = |h: &str| cli_env_for(h).into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+        assert_eq!(env("unix:///var/run/docker.sock"), ["DOCKER_HOST=unix:///var/run/docker.sock"]);
+        assert_eq!(env("tcp://h:2376"), ["DOCKER_HOST=tcp://h:2376"]);
+        assert_eq!(env("http://h:2375"), ["DOCKER_HOST=tcp://h:2375"]);
+        assert_eq!(env("https://h:2376"), ["DOCKER_HOST=tcp://h:2376", "DOCKER_TLS_VERIFY=1"]);
+    }
 
     #[test]
     fn references_split_at_the_tag_colon_only() {
