@@ -595,7 +595,8 @@ async fn drain(
     Ok(())
 }
 
-fn cli_env_for(host: &str) -> Vec<(String, String)> {
+/// [`Engine::cli_env`] for the engine at `host` (an address as [`Engine::host`] gives it).
+pub fn cli_env_for(host: &str) -> Vec<(String, String)> {
     let var = |k: &str, v: String| (k.to_string(), v);
     if let Some(addr) = host.strip_prefix("https://") {
         vec![var("DOCKER_HOST", format!("tcp://{addr}")), var("DOCKER_TLS_VERIFY", "1".into())]
