@@ -366,23 +366,48 @@ mod signals {
     #[test]
     fn a_second_signal_cuts_a_hung_clean_up_short_and_says_what_is_left() {
         // The engine, through a proxy that holds every removal (DELETE) unanswered: the
-        // clean-up hangs as it would on a wedged engine. The second signal arrives once the
-        // proxy holds a removal.
+        // clean-up after a SIGINT hangs as it would on a wedged engine; a SIGTERM then, once
+        // the proxy holds a removal, cuts it short.
         let proxy = Proxy::start("hang", true);
         let host = proxy.host();
         // caps: no refused privileged attempt to remove while starting.
-        let args = ["-H", host.as_str(), "--isolation", "caps", "--clean", "anycase", "true"];
-        let mut child = didx_cmd(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let args = ["-H", host.as_str(), "--isolation", "caps", "--clean", "anycase", "sleep 600"];
+        let mut child = didx_cmd(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
-        proxy.held.recv_timeout(Duration::from_secs(120)).expect("no removal reached the engine");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines() {
+                let line = line.unwrap();
+                tx.send(line.clone()).ok();
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        while !rx.recv_timeout(Duration::from_secs(120)).expect("the command never started").contains("[1/1]") {}
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let status = child.wait().unwrap();
+        proxy.held.recv_timeout(Duration::from_secs(120)).expect("no removal reached the engine");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // A didx that ignored the second signal would wait for the held removal (bounded by
+        // the engine call's own timeout); this only keeps the test from hanging for ever.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let r = Run { code: status.code().unwrap_or(-1), stdout: String::new(), stderr: reader.join().unwrap() };
         with_cleanup(r, |r| {
             let id = r.env_id().unwrap();
-            assert_eq!(r.code, 130, "{}", r.show());
-            assert!(r.stderr.contains("clean-up cut short by SIGINT"), "{}", r.show());
+            assert_eq!(r.code, 143, "{}", r.show());
+            assert!(r.stderr.contains("interrupted by SIGINT"), "{}", r.show());
+            assert!(r.stderr.contains("clean-up cut short by SIGTERM"), "{}", r.show());
             assert!(r.stderr.contains(&format!("dind_{id}_server_latest, dind_{id}_client_latest")), "{}", r.show());
             // Nothing was removed (the engine never got the removals)...
             let left = rt().block_on(leftovers(Some(&id)));
