@@ -577,11 +577,12 @@ async fn drain(
 ) -> Result<()> {
     use bollard::container::LogOutput;
     async fn put(sink: &mut (dyn AsyncWrite + Unpin + Send), open: &mut bool, what: &str, message: &[u8]) {
-        if *open {
-            if let Err(e) = sink.write_all(message).await.and(sink.flush().await) {
-                tracing::debug!(error = %e, "command {what} closed; its further output is dropped");
-                *open = false;
-            }
+        if !*open {
+            return;
+        }
+        if let Err(e) = sink.write_all(message).await.and(sink.flush().await) {
+            tracing::debug!(error = %e, "command {what} closed; its further output is dropped");
+            *open = false;
         }
     }
     let (mut out_open, mut err_open) = (true, true);

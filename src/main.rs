@@ -808,11 +808,11 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
                     let line = format!("seeding {:.1}/{:.1} MB, {rate:.0} MB/s", sent as f64 / 1e6, total as f64 / 1e6);
                     if tty {
                         output::err(&format!("\rdidx: {line}   "));
-                    } else if let Ok(mut last) = last_line.lock() {
-                        if last.elapsed() >= Duration::from_secs(5) {
-                            *last = std::time::Instant::now();
-                            say(line);
-                        }
+                    } else if let Ok(mut last) = last_line.lock()
+                        && last.elapsed() >= Duration::from_secs(5)
+                    {
+                        *last = std::time::Instant::now();
+                        say(line);
                     }
                 }
                 _ => {}

@@ -475,12 +475,12 @@ fn pump(mut from: std::os::unix::net::UnixStream, mut to: std::os::unix::net::Un
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(tx) = &hold {
-            if buf[..n].windows(7).any(|w| w == b"DELETE ") {
-                tx.send(()).ok();
-                loop {
-                    std::thread::park();
-                }
+        if let Some(tx) = &hold
+            && buf[..n].windows(7).any(|w| w == b"DELETE ")
+        {
+            tx.send(()).ok();
+            loop {
+                std::thread::park();
             }
         }
         if to.write_all(&buf[..n]).is_err() {
