@@ -30,8 +30,8 @@ const AFTER_HELP: &str = "\
 COMMAND: each argument is one command, split into words as a POSIX shell splits it (no
 expansion on the host). A command whose first word is a docker subcommand, or that starts
 with '-', gets 'docker' in front; one starting with 'docker exec' runs on the host through
-sh, with $DIND_CLIENT_NAME (see --cv-env) holding the client's name; anything else runs in
-the client as given. The first failing command stops the rest.
+sh, with $DIND_CLIENT_NAME (see --cv-env) holding the client's name and $DOCKER_HOST the
+engine didx uses; anything else runs in the client as given. The first failing command stops the rest.
 
 Verbs: a first argument that is exactly a verb name ('image', 'pool') is a didx verb, not a
 COMMAND. Put '--' before the COMMANDs to force the COMMAND reading (e.g. didx -- image ls),
