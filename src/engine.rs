@@ -130,24 +130,36 @@ fn idle_bounded<'a, T: Send + 'a>(
     })
 }
 
-/// When data last moved, for calls whose progress is the consumption of a request body.
+/// When data last moved, for calls whose progress is the engine taking a request body. Time
+/// spent waiting for the body's own source (a slow producer on stdin, a build still making
+/// its archive) is not the engine's and does not count.
 #[derive(Clone)]
-struct Progress(std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>);
+struct Progress(std::sync::Arc<std::sync::Mutex<Moved>>);
+
+struct Moved {
+    at: tokio::time::Instant,
+    /// The engine asked for more and the source has none yet.
+    waiting_on_source: bool,
+}
 
 impl Progress {
     fn new() -> Progress {
-        Progress(std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())))
+        Progress(std::sync::Arc::new(std::sync::Mutex::new(Moved { at: tokio::time::Instant::now(), waiting_on_source: false })))
     }
-    fn moved(&self) {
-        if let Ok(mut t) = self.0.lock() {
-            *t = tokio::time::Instant::now();
+    fn set(&self, waiting_on_source: bool) {
+        if let Ok(mut m) = self.0.lock() {
+            *m = Moved { at: tokio::time::Instant::now(), waiting_on_source };
         }
     }
-    /// Returns once nothing has moved for [`IDLE_TIMEOUT`].
+    fn moved(&self) {
+        self.set(false)
+    }
+    /// Returns once nothing has moved for [`IDLE_TIMEOUT`] while the engine had data to take.
     async fn stalled(&self) {
         loop {
             let deadline = match self.0.lock() {
-                Ok(t) => *t + IDLE_TIMEOUT,
+                Ok(m) if m.waiting_on_source => tokio::time::Instant::now() + IDLE_TIMEOUT,
+                Ok(m) => m.at + IDLE_TIMEOUT,
                 Err(_) => return std::future::pending().await,
             };
             if tokio::time::Instant::now() >= deadline {
@@ -156,13 +168,19 @@ impl Progress {
             tokio::time::sleep_until(deadline).await;
         }
     }
-    /// `body`, marking progress at each chunk taken.
+    /// `body`, marking progress at each chunk taken and noting when its source is the one
+    /// keeping the engine waiting.
     fn watch<S>(&self, body: S) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
         let me = self.clone();
-        body.inspect(move |_| me.moved())
+        let mut body = Box::pin(body);
+        futures_util::stream::poll_fn(move |cx| {
+            let polled = body.as_mut().poll_next(cx);
+            me.set(polled.is_pending());
+            polled
+        })
     }
 }
 
