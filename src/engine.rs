@@ -636,7 +636,55 @@ pub fn split_reference(image: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{cli_env_for, split_reference};
+    use super::*;
+
+    // Time is paused and advanced by tokio: these take no real time.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quick_call_that_does_not_answer_names_itself_and_times_out() {
+        let never = std::future::pending::<std::result::Result<(), BollardError>>();
+        let e = quick("inspect container", "c1", never).await.unwrap_err();
+        assert!(matches!(e, Error::TimedOut { op: "inspect container", idle: false, .. }), "{e:?}");
+        assert_eq!(e.to_string(), "engine call 'inspect container' on 'c1' timed out: no answer within 60 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_fails_when_idle_but_not_when_its_consumer_is_slow() {
+        let items = futures_util::stream::iter([Ok(1), Ok(2)]).chain(futures_util::stream::pending());
+        let s = idle_bounded("download from container", "c1".into(), items);
+        futures_util::pin_mut!(s);
+        assert_eq!(s.next().await.unwrap().unwrap(), 1);
+        // The consumer takes ten minutes before asking again: not the engine's idleness.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(s.next().await.unwrap().unwrap(), 2);
+        let t0 = tokio::time::Instant::now();
+        let e = s.next().await.unwrap().unwrap_err();
+        assert_eq!(t0.elapsed(), IDLE_TIMEOUT);
+        assert_eq!(e.to_string(), "engine call 'download from container' on 'c1' timed out: no progress for 120 s");
+        assert!(s.next().await.is_none(), "a timed-out stream ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_stalls_when_the_engine_stops_taking_it_not_when_its_source_is_slow() {
+        let progress = Progress::new();
+        // A source that takes ten minutes to produce its first chunk.
+        let source = futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok(Bytes::from_static(b"x"))
+        })
+        .chain(futures_util::stream::iter([Ok(Bytes::from_static(b"y"))]));
+        let body = progress.watch(source);
+        futures_util::pin_mut!(body);
+        // The "engine" takes the first chunk (waiting on the source meanwhile), then stops.
+        let took = tokio::select! {
+            c = body.next() => c,
+            _ = progress.stalled() => panic!("a slow source counted as a stall"),
+        };
+        assert_eq!(took.unwrap().unwrap(), Bytes::from_static(b"x"));
+        let t0 = tokio::time::Instant::now();
+        progress.stalled().await;
+        assert_eq!(t0.elapsed(), IDLE_TIMEOUT);
+    }
 
     #[test]
     fn the_cli_gets_the_engine_address_in_its_own_form() {
