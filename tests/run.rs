@@ -363,16 +363,17 @@ mod signals {
         });
     }
 
-    #[test]
-    fn a_second_signal_cuts_a_hung_clean_up_short_and_says_what_is_left() {
-        // The engine, through a proxy that holds every removal (DELETE) unanswered: the
-        // clean-up after a SIGINT hangs as it would on a wedged engine; a SIGTERM then, once
-        // the proxy holds a removal, cuts it short.
-        let proxy = Proxy::start("hang", true);
+    /// Run didx (`args` after `-H PROXY --isolation caps`) through a proxy that holds every
+    /// removal (DELETE) unanswered, as a wedged engine would; SIGINT once stderr shows
+    /// `marker`, then SIGTERM once the proxy holds a removal. Returns the run and the proxy's
+    /// address.
+    fn signal_twice(tag: &str, args: &[&str], marker: &str) -> (Run, String) {
+        let proxy = Proxy::start(tag, true);
         let host = proxy.host();
         // caps: no refused privileged attempt to remove while starting.
-        let args = ["-H", host.as_str(), "--isolation", "caps", "--clean", "anycase", "sleep 600"];
-        let mut child = didx_cmd(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut all = vec!["-H", host.as_str(), "--isolation", "caps"];
+        all.extend_from_slice(args);
+        let mut child = didx_cmd(&all).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
@@ -385,7 +386,7 @@ mod signals {
             }
             all
         });
-        while !rx.recv_timeout(Duration::from_secs(120)).expect("the command never started").contains("[1/1]") {}
+        while !rx.recv_timeout(Duration::from_secs(120)).expect("marker never appeared").contains(marker) {}
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         proxy.held.recv_timeout(Duration::from_secs(120)).expect("no removal reached the engine");
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -402,25 +403,43 @@ mod signals {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        let r = Run { code: status.code().unwrap_or(-1), stdout: String::new(), stderr: reader.join().unwrap() };
+        (Run { code: status.code().unwrap_or(-1), stdout: String::new(), stderr: reader.join().unwrap() }, host)
+    }
+
+    /// The cut-short run named both containers, left them (the engine never got the
+    /// removals), and gave a command that removes it all (run on the engine itself here, not
+    /// through the proxy).
+    fn assert_left_with_a_working_removal(r: &Run, host: &str) {
+        let id = r.env_id().unwrap();
+        assert_eq!(r.code, 143, "{}", r.show());
+        assert!(r.stderr.contains("clean-up cut short by SIGTERM"), "{}", r.show());
+        assert!(r.stderr.contains(&format!("dind_{id}_server_latest, dind_{id}_client_latest")), "{}", r.show());
+        let left = rt().block_on(leftovers(Some(&id)));
+        assert!(left.iter().any(|l| l.starts_with("container")), "{left:?}");
+        let line = r.stderr.lines().find_map(|l| l.strip_prefix("didx: remove them with: ")).expect("no removal command");
+        assert!(line.contains(&format!("-H {host} ")), "{line}");
+        let direct = line.replace(&format!(" -H {host}"), "");
+        let done = std::process::Command::new("sh").arg("-c").arg(&direct).output().unwrap();
+        assert!(done.status.success(), "{direct}: {}", String::from_utf8_lossy(&done.stderr));
+        assert_gone(&id);
+    }
+
+    #[test]
+    fn a_second_signal_cuts_a_hung_clean_up_short_and_says_what_is_left() {
+        let (r, host) = signal_twice("hang", &["--clean", "anycase", "sleep 600"], "[1/1]");
         with_cleanup(r, |r| {
-            let id = r.env_id().unwrap();
-            assert_eq!(r.code, 143, "{}", r.show());
             assert!(r.stderr.contains("interrupted by SIGINT"), "{}", r.show());
-            assert!(r.stderr.contains("clean-up cut short by SIGTERM"), "{}", r.show());
-            assert!(r.stderr.contains(&format!("dind_{id}_server_latest, dind_{id}_client_latest")), "{}", r.show());
-            // Nothing was removed (the engine never got the removals)...
-            let left = rt().block_on(leftovers(Some(&id)));
+            let left = rt().block_on(leftovers(Some(&r.env_id().unwrap())));
             assert_eq!(left.iter().filter(|l| l.starts_with("container")).count(), 2, "{left:?}");
             assert!(left.iter().any(|l| l.starts_with("volume")), "{left:?}");
-            // ...and the command didx gives removes it all (on the engine itself, not the proxy).
-            let line = r.stderr.lines().find_map(|l| l.strip_prefix("didx: remove them with: ")).expect("no removal command");
-            assert!(line.contains(&format!("-H {host} ")), "{line}");
-            let direct = line.replace(&format!(" -H {host}"), "");
-            let done = std::process::Command::new("sh").arg("-c").arg(&direct).output().unwrap();
-            assert!(done.status.success(), "{direct}: {}", String::from_utf8_lossy(&done.stderr));
-            assert_gone(&id);
+            assert_left_with_a_working_removal(r, &host);
         });
+    }
+
+    #[test]
+    fn a_second_signal_cuts_a_hung_start_roll_back_short() {
+        let (r, host) = signal_twice("hangstart", &["--clean", "none", "version"], "server named");
+        with_cleanup(r, |r| assert_left_with_a_working_removal(r, &host));
     }
 }
 
