@@ -99,7 +99,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Interrupted (SIGINT/SIGTERM) before it finished; what it created was removed.
+    /// Interrupted (SIGINT/SIGTERM/SIGHUP) before it finished; what it created was removed.
     #[error("interrupted")]
     Cancelled,
     /// Building the offline image failed.
