@@ -9,7 +9,8 @@
 //!   [`REMOVE_TIMEOUT`] (a force remove kills the container and deletes its anonymous volumes);
 //! - data calls (pull, import, upload, download, export, the input of an exec) fail when no
 //!   data moves for [`IDLE_TIMEOUT`], however long they take in all; a commit (no progress to
-//!   watch) within [`COMMIT_TIMEOUT`];
+//!   watch) within [`COMMIT_TIMEOUT`]; an image export's first byte (the engine writes the
+//!   whole export to disk first) within [`EXPORT_FIRST_BYTE_TIMEOUT`];
 //! - the output of an exec (a user's COMMAND) and [`Engine::wait`] are not bounded: their
 //!   length is the program's.
 //!
@@ -42,6 +43,9 @@ pub const QUICK_TIMEOUT: Duration = Duration::from_secs(60);
 pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A data call fails when no data has moved for this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The bound on an image export's first byte: the engine (moby's `docker save`) writes the
+/// whole export to its disk before it sends anything, which for a large image takes minutes.
+pub const EXPORT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The bound on a commit, which reports no progress.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// bollard's client-wide timeout, which would cut an upload at that length whatever its
@@ -113,19 +117,21 @@ fn idle_error(op: &'static str, target: &str) -> Error {
     Error::TimedOut { op, target: target.to_string(), after: IDLE_TIMEOUT, idle: true }
 }
 
-/// `stream`, failing with [`Error::TimedOut`] when an item takes longer than [`IDLE_TIMEOUT`]
-/// to come once asked for (a slow consumer does not count), and ending after that.
+/// `stream`, failing with [`Error::TimedOut`] when its first item takes longer than `first`,
+/// or a later one longer than [`IDLE_TIMEOUT`], to come once asked for (a slow consumer does
+/// not count); it ends after that.
 fn idle_bounded<'a, T: Send + 'a>(
     op: &'static str,
     target: String,
+    first: Duration,
     stream: impl Stream<Item = Result<T>> + Send + 'a,
 ) -> impl Stream<Item = Result<T>> + Send + 'a {
-    futures_util::stream::unfold(Some((Box::pin(stream), target)), move |state| async move {
-        let (mut stream, target) = state?;
-        match tokio::time::timeout(IDLE_TIMEOUT, stream.next()).await {
-            Ok(Some(item)) => Some((item, Some((stream, target)))),
+    futures_util::stream::unfold(Some((Box::pin(stream), target, first)), move |state| async move {
+        let (mut stream, target, bound) = state?;
+        match tokio::time::timeout(bound, stream.next()).await {
+            Ok(Some(item)) => Some((item, Some((stream, target, IDLE_TIMEOUT)))),
             Ok(None) => None,
-            Err(_) => Some((Err(idle_error(op, &target)), None)),
+            Err(_) => Some((Err(Error::TimedOut { op, target, after: bound, idle: true }), None)),
         }
     })
 }
@@ -364,7 +370,7 @@ impl Engine {
             .docker
             .download_from_container(container, Some(opts))
             .map_err(move |e| call("download from container", container)(e));
-        idle_bounded("download from container", container.to_string(), stream)
+        idle_bounded("download from container", container.to_string(), IDLE_TIMEOUT, stream)
     }
 
     /// Whether `path` exists in a container and is a directory (`None` when absent).
@@ -398,7 +404,7 @@ impl Engine {
     pub fn export_images<'a>(&'a self, names: &'a [&'a str]) -> impl Stream<Item = Result<Bytes>> + Send + 'a {
         let target = names.first().copied().unwrap_or("");
         let stream = self.docker.export_images(names).map_err(move |e| call("export images", target)(e));
-        idle_bounded("export images", target.to_string(), stream)
+        idle_bounded("export images", target.to_string(), EXPORT_FIRST_BYTE_TIMEOUT, stream)
     }
 
     /// Start a container.
@@ -651,7 +657,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stream_fails_when_idle_but_not_when_its_consumer_is_slow() {
         let items = futures_util::stream::iter([Ok(1), Ok(2)]).chain(futures_util::stream::pending());
-        let s = idle_bounded("download from container", "c1".into(), items);
+        let s = idle_bounded("download from container", "c1".into(), IDLE_TIMEOUT, items);
         futures_util::pin_mut!(s);
         assert_eq!(s.next().await.unwrap().unwrap(), 1);
         // The consumer takes ten minutes before asking again: not the engine's idleness.
