@@ -1,6 +1,22 @@
 //! The one wrapper around the Docker Engine API (bollard): every engine call didx makes is a
 //! method here, each failure mapped to [`Error::Engine`] naming the call and its target.
 //! A 404 on removal means "already gone" and is not an error.
+//!
+//! Every call is bounded, by a bound suited to it, and a call that passes it fails with
+//! [`Error::TimedOut`] naming the call:
+//! - quick calls (inspect, create, start, pause, rename, list, stat, logs tail, exec
+//!   create/start/inspect) answer within [`QUICK_TIMEOUT`]; removals within
+//!   [`REMOVE_TIMEOUT`] (a force remove kills the container and deletes its anonymous volumes);
+//! - data calls (pull, import, upload, download, export, the input of an exec) fail when no
+//!   data moves for [`IDLE_TIMEOUT`], however long they take in all; a commit (no progress to
+//!   watch) within [`COMMIT_TIMEOUT`]; an image export's first byte (the engine writes the
+//!   whole export to disk first) within [`EXPORT_FIRST_BYTE_TIMEOUT`];
+//! - the output of an exec (a user's COMMAND) and [`Engine::wait`] are not bounded: their
+//!   length is the program's.
+//!
+//! bollard's own client-wide timeout only covers a request until the engine's response
+//! headers arrive; for an upload that is the whole transfer, for a streamed response none of
+//! the body. So didx bounds each call itself and gives bollard no bound.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,9 +37,20 @@ use crate::error::{Error, Result};
 /// Default engine address when neither `-H` nor `DOCKER_HOST` is given.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
-/// Requests (uploads, image loads, long execs) may legitimately run long; didx bounds its own
-/// waits where it must instead of relying on one client-wide timeout.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The bound on a quick call, its answer included.
+pub const QUICK_TIMEOUT: Duration = Duration::from_secs(60);
+/// The bound on a removal (container or volume, forced).
+pub const REMOVE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A data call fails when no data has moved for this long.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The bound on an image export's first byte: the engine (moby's `docker save`) writes the
+/// whole export to its disk before it sends anything, which for a large image takes minutes.
+pub const EXPORT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The bound on a commit, which reports no progress.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// bollard's client-wide timeout, which would cut an upload at that length whatever its
+/// progress: none (tokio treats an unrepresentable deadline as none); each call is bounded here.
+const BOLLARD_TIMEOUT: Duration = Duration::from_secs(u64::MAX);
 /// How long the first contact may take before the engine counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,6 +91,105 @@ fn call<'a>(op: &'static str, target: &'a str) -> impl FnOnce(BollardError) -> E
     move |source| Error::Engine { op, target: target.to_string(), source }
 }
 
+/// Run `fut` (one engine call) within `limit`; `Err` only when it timed out, the call's own
+/// result inside.
+async fn within<T>(
+    op: &'static str,
+    target: &str,
+    limit: Duration,
+    fut: impl std::future::Future<Output = std::result::Result<T, BollardError>>,
+) -> Result<std::result::Result<T, BollardError>> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| Error::TimedOut { op, target: target.to_string(), after: limit, idle: false })
+}
+
+/// [`within`] [`QUICK_TIMEOUT`], failures mapped to [`Error::Engine`].
+async fn quick<T>(
+    op: &'static str,
+    target: &str,
+    fut: impl std::future::Future<Output = std::result::Result<T, BollardError>>,
+) -> Result<T> {
+    within(op, target, QUICK_TIMEOUT, fut).await?.map_err(call(op, target))
+}
+
+fn idle_error(op: &'static str, target: &str) -> Error {
+    Error::TimedOut { op, target: target.to_string(), after: IDLE_TIMEOUT, idle: true }
+}
+
+/// `stream`, failing with [`Error::TimedOut`] when its first item takes longer than `first`,
+/// or a later one longer than [`IDLE_TIMEOUT`], to come once asked for (a slow consumer does
+/// not count); it ends after that.
+fn idle_bounded<'a, T: Send + 'a>(
+    op: &'static str,
+    target: String,
+    first: Duration,
+    stream: impl Stream<Item = Result<T>> + Send + 'a,
+) -> impl Stream<Item = Result<T>> + Send + 'a {
+    futures_util::stream::unfold(Some((Box::pin(stream), target, first)), move |state| async move {
+        let (mut stream, target, bound) = state?;
+        match tokio::time::timeout(bound, stream.next()).await {
+            Ok(Some(item)) => Some((item, Some((stream, target, IDLE_TIMEOUT)))),
+            Ok(None) => None,
+            Err(_) => Some((Err(Error::TimedOut { op, target, after: bound, idle: true }), None)),
+        }
+    })
+}
+
+/// When data last moved, for calls whose progress is the engine taking a request body. Time
+/// spent waiting for the body's own source (a slow producer on stdin, a build still making
+/// its archive) is not the engine's and does not count.
+#[derive(Clone)]
+struct Progress(std::sync::Arc<std::sync::Mutex<Moved>>);
+
+struct Moved {
+    at: tokio::time::Instant,
+    /// The engine asked for more and the source has none yet.
+    waiting_on_source: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress(std::sync::Arc::new(std::sync::Mutex::new(Moved { at: tokio::time::Instant::now(), waiting_on_source: false })))
+    }
+    fn set(&self, waiting_on_source: bool) {
+        if let Ok(mut m) = self.0.lock() {
+            *m = Moved { at: tokio::time::Instant::now(), waiting_on_source };
+        }
+    }
+    fn moved(&self) {
+        self.set(false)
+    }
+    /// Returns once nothing has moved for [`IDLE_TIMEOUT`] while the engine had data to take.
+    async fn stalled(&self) {
+        loop {
+            let deadline = match self.0.lock() {
+                Ok(m) if m.waiting_on_source => tokio::time::Instant::now() + IDLE_TIMEOUT,
+                Ok(m) => m.at + IDLE_TIMEOUT,
+                Err(_) => return std::future::pending().await,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+    /// `body`, marking progress at each chunk taken and noting when its source is the one
+    /// keeping the engine waiting.
+    fn watch<S>(&self, body: S) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let me = self.clone();
+        let mut body = Box::pin(body);
+        futures_util::stream::poll_fn(move |cx| {
+            let polled = body.as_mut().poll_next(cx);
+            me.set(polled.is_pending());
+            polled
+        })
+    }
+}
+
 fn is_not_found(e: &BollardError) -> bool {
     matches!(e, BollardError::DockerResponseServerError { status_code: 404, .. })
 }
@@ -91,7 +217,7 @@ impl Engine {
         }
         let docker = Docker::connect_with_host(&host)
             .map_err(|source| Error::Unreachable { host: host.clone(), source })?
-            .with_timeout(REQUEST_TIMEOUT);
+            .with_timeout(BOLLARD_TIMEOUT);
         let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
             Ok(Ok(d)) => d,
             Ok(Err(source)) => return Err(Error::Unreachable { host, source }),
@@ -110,6 +236,14 @@ impl Engine {
         &self.host
     }
 
+    /// The environment a docker CLI needs to talk to this same engine: `DOCKER_HOST` (an
+    /// `http://`/`https://` address in the CLI's `tcp://` form) and, for `https://`,
+    /// `DOCKER_TLS_VERIFY=1`. `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`, when they applied to a
+    /// `tcp://` address, came from this process's environment and are inherited as they are.
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        cli_env_for(&self.host)
+    }
+
     /// True when the engine runs on this machine (a unix socket), so container addresses on its
     /// default bridge are normally routable from here.
     pub fn is_local(&self) -> bool {
@@ -118,12 +252,12 @@ impl Engine {
 
     /// The engine's `/info`.
     pub async fn info(&self) -> Result<SystemInfo> {
-        self.docker.info().await.map_err(call("info", "engine"))
+        quick("info", "engine", self.docker.info()).await
     }
 
     /// Inspect an image; `None` when absent.
     pub async fn image(&self, name: &str) -> Result<Option<ImageInspect>> {
-        match self.docker.inspect_image(name).await {
+        match within("inspect image", name, QUICK_TIMEOUT, self.docker.inspect_image(name)).await? {
             Ok(i) => Ok(Some(i)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(call("inspect image", name)(e)),
@@ -144,7 +278,7 @@ impl Engine {
                 Ok(Some(Ok(_))) => {}
                 Ok(Some(Err(e))) => return Err(call("pull image", image)(e)),
                 Ok(None) => return Ok(()),
-                Err(_) => return Err(call("pull image", image)(BollardError::RequestTimeoutError)),
+                Err(_) => return Err(Error::TimedOut { op: "pull image", target: image.to_string(), after: idle, idle: true }),
             }
         }
     }
@@ -165,18 +299,27 @@ impl Engine {
             ..Default::default()
         };
         let target = format!("{repo}:{tag}");
-        let body = bollard::body_try_stream(rootfs);
+        // Progress: the engine taking the archive, then its answer's lines.
+        let progress = Progress::new();
+        let body = bollard::body_try_stream(progress.watch(rootfs));
         let mut stream = self.docker.create_image(Some(opts), Some(body), None);
-        while let Some(item) = stream.next().await {
-            item.map_err(call("import image", &target))?;
+        let consume = async {
+            while let Some(item) = stream.next().await {
+                progress.moved();
+                item.map_err(call("import image", &target))?;
+            }
+            Ok(())
+        };
+        tokio::select! {
+            r = consume => r,
+            _ = progress.stalled() => Err(idle_error("import image", &target)),
         }
-        Ok(())
     }
 
     /// Tag `image` as `repo:tag`.
     pub async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
         let opts = qp::TagImageOptions { repo: Some(repo.to_string()), tag: Some(tag.to_string()) };
-        self.docker.tag_image(image, Some(opts)).await.map_err(call("tag image", image))
+        quick("tag image", image, self.docker.tag_image(image, Some(opts))).await
     }
 
     /// Commit a container's changes as image `repo:tag`; returns the image id.
@@ -188,17 +331,15 @@ impl Engine {
             pause: true,
             ..Default::default()
         };
-        let r = self
-            .docker
-            .commit_container(opts, bollard::models::ContainerConfig::default())
-            .await
-            .map_err(call("commit container", container))?;
+        let commit = self.docker.commit_container(opts, bollard::models::ContainerConfig::default());
+        let r = within("commit container", container, COMMIT_TIMEOUT, commit).await?.map_err(call("commit container", container))?;
         Ok(r.id)
     }
 
     /// Remove an image (not forced: an image in use stays); already gone is fine.
     pub async fn remove_image(&self, image: &str) -> Result<()> {
-        match self.docker.remove_image(image, None::<qp::RemoveImageOptions>, None).await {
+        let remove = self.docker.remove_image(image, None::<qp::RemoveImageOptions>, None);
+        match within("remove image", image, REMOVE_TIMEOUT, remove).await? {
             Err(e) if !is_not_found(&e) => Err(call("remove image", image)(e)),
             _ => Ok(()),
         }
@@ -207,11 +348,11 @@ impl Engine {
     /// Create a container named `name`; returns its id.
     pub async fn create_container(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
         let opts = qp::CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };
-        let r = self.docker.create_container(Some(opts), body).await.map_err(call("create container", name))?;
+        let r = quick("create container", name, self.docker.create_container(Some(opts), body)).await?;
         Ok(r.id)
     }
 
-    /// Extract a tar archive at `path` in a container.
+    /// Extract a (small: held in memory) tar archive at `path` in a container.
     pub async fn upload(&self, container: &str, path: &str, tar: Vec<u8>) -> Result<()> {
         // As docker cp: never replace a directory with a non-directory (a host directory
         // mounted in the client would be deleted).
@@ -220,10 +361,8 @@ impl Engine {
             no_overwrite_dir_non_dir: Some("true".into()),
             ..Default::default()
         };
-        self.docker
-            .upload_to_container(container, Some(opts), bollard::body_full(tar.into()))
-            .await
-            .map_err(call("upload to container", container))
+        let upload = self.docker.upload_to_container(container, Some(opts), bollard::body_full(tar.into()));
+        within("upload to container", container, IDLE_TIMEOUT, upload).await?.map_err(call("upload to container", container))
     }
 
     /// A tar stream of `path` in a container (a file or a directory, as `docker cp` reads it).
@@ -233,15 +372,17 @@ impl Engine {
         path: &str,
     ) -> impl Stream<Item = Result<Bytes>> + Send + 'a {
         let opts = qp::DownloadFromContainerOptions { path: path.to_string() };
-        self.docker
+        let stream = self
+            .docker
             .download_from_container(container, Some(opts))
-            .map_err(move |e| call("download from container", container)(e))
+            .map_err(move |e| call("download from container", container)(e));
+        idle_bounded("download from container", container.to_string(), IDLE_TIMEOUT, stream)
     }
 
     /// Whether `path` exists in a container and is a directory (`None` when absent).
     pub async fn stat_is_dir(&self, container: &str, path: &str) -> Result<Option<bool>> {
         let opts = qp::ContainerArchiveInfoOptions { path: path.to_string() };
-        match self.docker.get_container_archive_info(container, Some(opts)).await {
+        match within("stat in container", container, QUICK_TIMEOUT, self.docker.get_container_archive_info(container, Some(opts))).await? {
             // Go's os.ModeDir is the top bit.
             Ok(stat) => Ok(Some(stat.file_mode & (1 << 31) != 0)),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -263,55 +404,53 @@ impl Engine {
             no_overwrite_dir_non_dir: Some("true".into()),
             ..Default::default()
         };
-        self.docker
-            .upload_to_container(container, Some(opts), bollard::body_try_stream(tar))
-            .await
-            .map_err(call("upload to container", container))
+        let progress = Progress::new();
+        let upload = self.docker.upload_to_container(container, Some(opts), bollard::body_try_stream(progress.watch(tar)));
+        tokio::select! {
+            r = upload => r.map_err(call("upload to container", container)),
+            _ = progress.stalled() => Err(idle_error("upload to container", container)),
+        }
     }
 
     /// One tar stream (`docker save` format) of the named images.
     pub fn export_images<'a>(&'a self, names: &'a [&'a str]) -> impl Stream<Item = Result<Bytes>> + Send + 'a {
-        self.docker.export_images(names).map_err(move |e| call("export images", names.first().copied().unwrap_or(""))(e))
+        let target = names.first().copied().unwrap_or("");
+        let stream = self.docker.export_images(names).map_err(move |e| call("export images", target)(e));
+        idle_bounded("export images", target.to_string(), EXPORT_FIRST_BYTE_TIMEOUT, stream)
     }
 
     /// Start a container.
     pub async fn start(&self, container: &str) -> Result<()> {
-        self.docker
-            .start_container(container, None::<qp::StartContainerOptions>)
-            .await
-            .map_err(call("start container", container))
+        quick("start container", container, self.docker.start_container(container, None::<qp::StartContainerOptions>)).await
     }
 
     /// Freeze a running container's processes.
     pub async fn pause(&self, container: &str) -> Result<()> {
-        self.docker.pause_container(container).await.map_err(call("pause container", container))
+        quick("pause container", container, self.docker.pause_container(container)).await
     }
 
     /// Thaw a paused container. The engine checks "paused" under the container's lock, so of
     /// concurrent callers exactly one succeeds; the others get "is not paused".
     pub async fn unpause(&self, container: &str) -> Result<()> {
-        self.docker.unpause_container(container).await.map_err(call("unpause container", container))
+        quick("unpause container", container, self.docker.unpause_container(container)).await
     }
 
     /// Rename a container.
     pub async fn rename(&self, container: &str, name: &str) -> Result<()> {
         let opts = qp::RenameContainerOptions { name: name.to_string() };
-        self.docker.rename_container(container, opts).await.map_err(call("rename container", container))
+        quick("rename container", container, self.docker.rename_container(container, opts)).await
     }
 
     /// Inspect a container.
     pub async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse> {
-        self.docker
-            .inspect_container(container, None::<qp::InspectContainerOptions>)
-            .await
-            .map_err(call("inspect container", container))
+        quick("inspect container", container, self.docker.inspect_container(container, None::<qp::InspectContainerOptions>)).await
     }
 
     /// Remove a container at once (kill, no graceful stop) with its anonymous volumes.
     /// Already gone is fine.
     pub async fn remove_container(&self, container: &str) -> Result<()> {
         let opts = qp::RemoveContainerOptions { force: true, v: true, ..Default::default() };
-        match self.docker.remove_container(container, Some(opts)).await {
+        match within("remove container", container, REMOVE_TIMEOUT, self.docker.remove_container(container, Some(opts))).await? {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             // "removal already in progress": another remover got there first.
@@ -324,7 +463,8 @@ impl Engine {
         }
     }
 
-    /// Wait for a container to stop; returns its exit code.
+    /// Wait for a container to stop; returns its exit code. Not bounded: that is the
+    /// container's program's length.
     pub async fn wait(&self, container: &str) -> Result<i64> {
         let mut stream = self.docker.wait_container(container, None::<qp::WaitContainerOptions>);
         match stream.next().await {
@@ -344,17 +484,15 @@ impl Engine {
             tail: lines.to_string(),
             ..Default::default()
         };
-        let chunks: Vec<_> = self
-            .docker
-            .logs(container, Some(opts))
-            .try_collect()
-            .await
-            .map_err(call("container logs", container))?;
+        let chunks: Vec<_> = quick("container logs", container, self.docker.logs(container, Some(opts)).try_collect()).await?;
         Ok(chunks.iter().map(|c| String::from_utf8_lossy(&c.clone().into_bytes()).into_owned()).collect())
     }
 
     /// Run `argv` in a running container, streaming its stdout and stderr to `out` and `err`
-    /// as they come; returns its exit code.
+    /// as they come; returns its exit code. Its run is not bounded (the program's length);
+    /// creating, starting and inspecting it are. A sink that fails (a closed pipe) is no longer
+    /// written to, and the rest of the output is read and dropped, so the program is not
+    /// stopped by it.
     pub async fn exec(
         &self,
         container: &str,
@@ -370,17 +508,18 @@ impl Engine {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let created = self.docker.create_exec(container, config).await.map_err(call("create exec", container))?;
-        match self.docker.start_exec(&created.id, None).await.map_err(call("start exec", container))? {
+        let created = quick("create exec", container, self.docker.create_exec(container, config)).await?;
+        match quick("start exec", container, self.docker.start_exec(&created.id, None)).await? {
             StartExecResults::Attached { output, .. } => drain(output, container, out, err).await?,
             StartExecResults::Detached => {}
         }
-        let inspect = self.docker.inspect_exec(&created.id).await.map_err(call("inspect exec", container))?;
+        let inspect = quick("inspect exec", container, self.docker.inspect_exec(&created.id)).await?;
         Ok(inspect.exit_code.unwrap_or(-1))
     }
 
     /// Run `argv` in a running container with `input` streamed to its stdin (closed at the
-    /// end), its output to `out`/`err`; returns its exit code.
+    /// end), its output to `out`/`err`; returns its exit code. Fails when `input` stops moving
+    /// for [`IDLE_TIMEOUT`] while it is fed; once fed, the program's own length is not bounded.
     pub async fn exec_with_input(
         &self,
         container: &str,
@@ -396,16 +535,24 @@ impl Engine {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        let created = self.docker.create_exec(container, config).await.map_err(call("create exec", container))?;
+        let created = quick("create exec", container, self.docker.create_exec(container, config)).await?;
         let StartExecResults::Attached { output, input: mut stdin } =
-            self.docker.start_exec(&created.id, None).await.map_err(call("start exec", container))?
+            quick("start exec", container, self.docker.start_exec(&created.id, None)).await?
         else {
             return Err(call("start exec", container)(BollardError::RequestTimeoutError));
         };
         let feed = async {
             futures_util::pin_mut!(input);
-            while let Some(chunk) = input.next().await {
-                stdin.write_all(&chunk?).await.map_err(|e| Error::io("streaming into the client", e))?;
+            loop {
+                // The input's source bounds its own waits; this bounds the engine taking it.
+                let chunk = match input.next().await {
+                    Some(chunk) => chunk?,
+                    None => break,
+                };
+                match tokio::time::timeout(IDLE_TIMEOUT, stdin.write_all(&chunk)).await {
+                    Ok(w) => w.map_err(|e| Error::io("streaming into the client", e))?,
+                    Err(_) => return Err(idle_error("exec input", container)),
+                }
             }
             stdin.shutdown().await.map_err(|e| Error::io("closing the client's stdin", e))?;
             Ok::<(), Error>(())
@@ -413,26 +560,27 @@ impl Engine {
         let (fed, drained) = tokio::join!(feed, drain(output, container, out, err));
         drained?;
         fed?;
-        let inspect = self.docker.inspect_exec(&created.id).await.map_err(call("inspect exec", container))?;
+        let inspect = quick("inspect exec", container, self.docker.inspect_exec(&created.id)).await?;
         Ok(inspect.exit_code.unwrap_or(-1))
     }
 
     /// Containers (running or not) matching `filters`.
     pub async fn containers(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<ContainerSummary>> {
         let opts = qp::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        self.docker.list_containers(Some(opts)).await.map_err(call("list containers", "engine"))
+        quick("list containers", "engine", self.docker.list_containers(Some(opts))).await
     }
 
     /// Names of volumes matching `filters`.
     pub async fn volumes(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<String>> {
         let opts = qp::ListVolumesOptions { filters: Some(filters) };
-        let r = self.docker.list_volumes(Some(opts)).await.map_err(call("list volumes", "engine"))?;
+        let r = quick("list volumes", "engine", self.docker.list_volumes(Some(opts))).await?;
         Ok(r.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect())
     }
 
     /// Remove a volume; already gone is fine.
     pub async fn remove_volume(&self, name: &str) -> Result<()> {
-        match self.docker.remove_volume(name, Some(qp::RemoveVolumeOptions { force: true })).await {
+        let remove = self.docker.remove_volume(name, Some(qp::RemoveVolumeOptions { force: true }));
+        match within("remove volume", name, REMOVE_TIMEOUT, remove).await? {
             Err(e) if !is_not_found(&e) => Err(call("remove volume", name)(e)),
             _ => Ok(()),
         }
@@ -441,20 +589,22 @@ impl Engine {
     /// Names of networks matching `filters`.
     pub async fn networks(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<String>> {
         let opts = qp::ListNetworksOptions { filters: Some(filters) };
-        let r = self.docker.list_networks(Some(opts)).await.map_err(call("list networks", "engine"))?;
+        let r = quick("list networks", "engine", self.docker.list_networks(Some(opts))).await?;
         Ok(r.into_iter().filter_map(|n| n.name).collect())
     }
 
     /// Remove a network; already gone is fine.
     pub async fn remove_network(&self, name: &str) -> Result<()> {
-        match self.docker.remove_network(name).await {
+        match within("remove network", name, REMOVE_TIMEOUT, self.docker.remove_network(name)).await? {
             Err(e) if !is_not_found(&e) => Err(call("remove network", name)(e)),
             _ => Ok(()),
         }
     }
 }
 
-/// Copy an exec's output stream to `out`/`err` as it comes, until it ends.
+/// Copy an exec's output stream to `out`/`err` as it comes, until it ends. A sink whose
+/// write fails (its reader went away) is written to no more; the stream is still read to its
+/// end, so the program runs on and its exit code stands.
 async fn drain(
     mut output: std::pin::Pin<Box<dyn Stream<Item = std::result::Result<bollard::container::LogOutput, BollardError>> + Send>>,
     container: &str,
@@ -462,15 +612,36 @@ async fn drain(
     err: &mut (dyn AsyncWrite + Unpin + Send),
 ) -> Result<()> {
     use bollard::container::LogOutput;
+    async fn put(sink: &mut (dyn AsyncWrite + Unpin + Send), open: &mut bool, what: &str, message: &[u8]) {
+        if !*open {
+            return;
+        }
+        if let Err(e) = sink.write_all(message).await.and(sink.flush().await) {
+            tracing::debug!(error = %e, "command {what} closed; its further output is dropped");
+            *open = false;
+        }
+    }
+    let (mut out_open, mut err_open) = (true, true);
     while let Some(chunk) = output.next().await {
-        let write = match chunk.map_err(call("exec output", container))? {
-            LogOutput::StdErr { message } => err.write_all(&message).await.and(err.flush().await),
-            LogOutput::StdOut { message } | LogOutput::Console { message } => out.write_all(&message).await.and(out.flush().await),
-            LogOutput::StdIn { .. } => Ok(()),
-        };
-        write.map_err(|e| Error::io("writing command output", e))?;
+        match chunk.map_err(call("exec output", container))? {
+            LogOutput::StdErr { message } => put(err, &mut err_open, "stderr", &message).await,
+            LogOutput::StdOut { message } | LogOutput::Console { message } => put(out, &mut out_open, "stdout", &message).await,
+            LogOutput::StdIn { .. } => {}
+        }
     }
     Ok(())
+}
+
+/// [`Engine::cli_env`] for the engine at `host` (an address as [`Engine::host`] gives it).
+pub fn cli_env_for(host: &str) -> Vec<(String, String)> {
+    let var = |k: &str, v: String| (k.to_string(), v);
+    if let Some(addr) = host.strip_prefix("https://") {
+        vec![var("DOCKER_HOST", format!("tcp://{addr}")), var("DOCKER_TLS_VERIFY", "1".into())]
+    } else if let Some(addr) = host.strip_prefix("http://") {
+        vec![var("DOCKER_HOST", format!("tcp://{addr}"))]
+    } else {
+        vec![var("DOCKER_HOST", host.to_string())]
+    }
 }
 
 /// Split `repo[:tag]` (a registry port's colon is not a tag) into repo and tag (`latest`).
@@ -483,7 +654,64 @@ pub fn split_reference(image: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_reference;
+    use super::*;
+
+    // Time is paused and advanced by tokio: these take no real time.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quick_call_that_does_not_answer_names_itself_and_times_out() {
+        let never = std::future::pending::<std::result::Result<(), BollardError>>();
+        let e = quick("inspect container", "c1", never).await.unwrap_err();
+        assert!(matches!(e, Error::TimedOut { op: "inspect container", idle: false, .. }), "{e:?}");
+        assert_eq!(e.to_string(), "engine call 'inspect container' on 'c1' timed out: no answer within 60 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_fails_when_idle_but_not_when_its_consumer_is_slow() {
+        let items = futures_util::stream::iter([Ok(1), Ok(2)]).chain(futures_util::stream::pending());
+        let s = idle_bounded("download from container", "c1".into(), IDLE_TIMEOUT, items);
+        futures_util::pin_mut!(s);
+        assert_eq!(s.next().await.unwrap().unwrap(), 1);
+        // The consumer takes ten minutes before asking again: not the engine's idleness.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(s.next().await.unwrap().unwrap(), 2);
+        let t0 = tokio::time::Instant::now();
+        let e = s.next().await.unwrap().unwrap_err();
+        assert_eq!(t0.elapsed(), IDLE_TIMEOUT);
+        assert_eq!(e.to_string(), "engine call 'download from container' on 'c1' timed out: no progress for 120 s");
+        assert!(s.next().await.is_none(), "a timed-out stream ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_stalls_when_the_engine_stops_taking_it_not_when_its_source_is_slow() {
+        let progress = Progress::new();
+        // A source that takes ten minutes to produce its first chunk.
+        let source = futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok(Bytes::from_static(b"x"))
+        })
+        .chain(futures_util::stream::iter([Ok(Bytes::from_static(b"y"))]));
+        let body = progress.watch(source);
+        futures_util::pin_mut!(body);
+        // The "engine" takes the first chunk (waiting on the source meanwhile), then stops.
+        let took = tokio::select! {
+            c = body.next() => c,
+            _ = progress.stalled() => panic!("a slow source counted as a stall"),
+        };
+        assert_eq!(took.unwrap().unwrap(), Bytes::from_static(b"x"));
+        let t0 = tokio::time::Instant::now();
+        progress.stalled().await;
+        assert_eq!(t0.elapsed(), IDLE_TIMEOUT);
+    }
+
+    #[test]
+    fn the_cli_gets_the_engine_address_in_its_own_form() {
+        let env = |h: &str| cli_env_for(h).into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+        assert_eq!(env("unix:///var/run/docker.sock"), ["DOCKER_HOST=unix:///var/run/docker.sock"]);
+        assert_eq!(env("tcp://h:2376"), ["DOCKER_HOST=tcp://h:2376"]);
+        assert_eq!(env("http://h:2375"), ["DOCKER_HOST=tcp://h:2375"]);
+        assert_eq!(env("https://h:2376"), ["DOCKER_HOST=tcp://h:2376", "DOCKER_TLS_VERIFY=1"]);
+    }
 
     #[test]
     fn references_split_at_the_tag_colon_only() {

@@ -40,6 +40,18 @@ pub enum Error {
         #[source]
         source: bollard::errors::Error,
     },
+    /// One engine API call did not answer, or stopped making progress, within its bound.
+    #[error("engine call '{op}' on '{target}' timed out: {} {} s", if *.idle { "no progress for" } else { "no answer within" }, .after.as_secs())]
+    TimedOut {
+        /// The call, e.g. `inspect container`.
+        op: &'static str,
+        /// What it was about (a container or image name).
+        target: String,
+        /// The bound that passed.
+        after: Duration,
+        /// True when the bound is on progress (data calls), false when on the whole call.
+        idle: bool,
+    },
     /// An image is absent and could not be obtained.
     #[error("image '{image}' is not on the engine and cannot be pulled{why}; build the offline image with: {build_command}")]
     ImageMissing {
@@ -87,7 +99,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Interrupted (SIGINT/SIGTERM) before it finished; what it created was removed.
+    /// Interrupted (SIGINT/SIGTERM/SIGHUP) before it finished; what it created was removed.
     #[error("interrupted")]
     Cancelled,
     /// Building the offline image failed.

@@ -22,6 +22,7 @@ const EXIT_USAGE: u8 = 2;
 /// Said once when `auto` isolation falls back to the caps profile.
 const ISOLATION_FALLBACK: &str = "the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)";
 const EXIT_DIDX: u8 = 125;
+const EXIT_SIGHUP: u8 = 129;
 const EXIT_SIGINT: u8 = 130;
 const EXIT_SIGTERM: u8 = 143;
 
@@ -29,8 +30,8 @@ const AFTER_HELP: &str = "\
 COMMAND: each argument is one command, split into words as a POSIX shell splits it (no
 expansion on the host). A command whose first word is a docker subcommand, or that starts
 with '-', gets 'docker' in front; one starting with 'docker exec' runs on the host through
-sh, with $DIND_CLIENT_NAME (see --cv-env) holding the client's name; anything else runs in
-the client as given. The first failing command stops the rest.
+sh, with $DIND_CLIENT_NAME (see --cv-env) holding the client's name and $DOCKER_HOST the
+engine didx uses; anything else runs in the client as given. The first failing command stops the rest.
 
 Verbs: a first argument that is exactly a verb name ('image', 'pool') is a didx verb, not a
 COMMAND. Put '--' before the COMMANDs to force the COMMAND reading (e.g. didx -- image ls),
@@ -45,7 +46,12 @@ Exit codes:
   N    the first failing command's own exit code
   2    usage error (bad option or value); nothing was created
   125  didx itself failed (engine unreachable, image missing, start failure)
-  130  interrupted by SIGINT; 143 by SIGTERM (clean-up ran by --clean, as a failure)";
+  129  interrupted by SIGHUP (terminal closed); 130 by SIGINT; 143 by SIGTERM (clean-up ran
+       by --clean, as a failure; a second signal cuts a hung clean-up short and says what is
+       left and how to remove it)
+A closed stdout or stderr (didx ... | head -1) is not a failure: didx stops writing there,
+the commands run on, and the exit code is theirs. A clean-up that fails after the commands
+ran is reported on one line; the exit code stays the commands'.";
 
 /// Execute commands in an encapsulated Docker-in-Docker server and client.
 #[derive(Parser, Debug)]
@@ -319,8 +325,36 @@ impl RunPlan {
     }
 }
 
+/// A status line on stderr.
 fn say(msg: impl std::fmt::Display) {
-    eprintln!("didx: {msg}");
+    output::err(&format!("didx: {msg}\n"));
+}
+
+/// Every user-facing write goes through here. A stream whose write fails (a closed pipe:
+/// `didx … | head -1`) is written to no more and didx carries on: clean-up by policy, the
+/// commands' exit code. (`println!` would panic on it.)
+mod output {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+    static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
+
+    fn put(closed: &AtomicBool, mut w: impl Write, text: &str) {
+        if !closed.load(Ordering::Relaxed) && w.write_all(text.as_bytes()).and_then(|()| w.flush()).is_err() {
+            closed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// `text` to stdout, as is.
+    pub fn out(text: &str) {
+        put(&STDOUT_CLOSED, std::io::stdout().lock(), text)
+    }
+
+    /// `text` to stderr, as is.
+    pub fn err(text: &str) {
+        put(&STDERR_CLOSED, std::io::stderr().lock(), text)
+    }
 }
 
 /// When didx started, for --timings.
@@ -451,14 +485,14 @@ async fn image_build(host: Option<&str>, spec: BuildSpec) -> Result<u8, Error> {
     let tty = std::io::stderr().is_terminal();
     say(format!("building {} from Debian {} ({})", images::LOCAL_IMAGE, spec.suite, spec.mirror));
     let on = move |e: BuildEvent<'_>| match e {
-        BuildEvent::Log(line) => eprintln!("  {line}"),
-        BuildEvent::Streamed(n) if tty => eprint!("\r  streamed {:.1} MB into the engine ", n as f64 / 1e6),
-        BuildEvent::Streamed(n) => eprintln!("  streamed {:.1} MB into the engine", n as f64 / 1e6),
+        BuildEvent::Log(line) => output::err(&format!("  {line}\n")),
+        BuildEvent::Streamed(n) if tty => output::err(&format!("\r  streamed {:.1} MB into the engine ", n as f64 / 1e6)),
+        BuildEvent::Streamed(n) => output::err(&format!("  streamed {:.1} MB into the engine\n", n as f64 / 1e6)),
         _ => {}
     };
     let r = didx::build::build(&engine, &spec, &on).await?;
     if tty {
-        eprintln!();
+        output::err("\n");
     }
     let what = if r.reused { "reused (recipe unchanged; --force rebuilds)" } else { "built" };
     say(format!(
@@ -612,6 +646,48 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
 enum Sig {
     Int,
     Term,
+    /// The terminal closed (or an ssh session dropped): handled as SIGTERM is.
+    Hup,
+}
+
+impl Sig {
+    fn name(self) -> &'static str {
+        match self {
+            Sig::Int => "SIGINT",
+            Sig::Term => "SIGTERM",
+            Sig::Hup => "SIGHUP",
+        }
+    }
+}
+
+/// The signals that stop didx (SIGINT, SIGTERM, SIGHUP), installed together; every place
+/// that stops on a signal takes them from here.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, Error> {
+        let one = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| Error::Io { what: format!("installing a {name} handler"), source: e })
+        };
+        Ok(Signals {
+            int: one(SignalKind::interrupt(), "SIGINT")?,
+            term: one(SignalKind::terminate(), "SIGTERM")?,
+            hup: one(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// The next signal (cancel-safe: a signal that arrives while nobody waits is kept).
+    async fn recv(&mut self) -> Sig {
+        tokio::select! {
+            _ = self.int.recv() => Sig::Int,
+            _ = self.term.recv() => Sig::Term,
+            _ = self.hup.recv() => Sig::Hup,
+        }
+    }
 }
 
 async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
@@ -621,11 +697,11 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     match plan.clean {
         CleanPolicy::Rpt => {
             let envs = didx::env::list(&engine).await?;
-            println!("{:<12} {:<6} {:<8} {:<10} {:<18} NAME", "ENV", "AGE", "ROLE", "STATE", "POOL");
+            output::out(&format!("{:<12} {:<6} {:<8} {:<10} {:<18} NAME\n", "ENV", "AGE", "ROLE", "STATE", "POOL"));
             for e in &envs {
                 let pool = e.pool.as_ref().map(|k| format!("pool {k}")).unwrap_or_else(|| "-".into());
                 for m in &e.members {
-                    println!("{:<12} {:<6} {:<8} {:<10} {:<18} {}", e.id, age(e.created), m.role, m.state, pool, m.name);
+                    output::out(&format!("{:<12} {:<6} {:<8} {:<10} {:<18} {}\n", e.id, age(e.created), m.role, m.state, pool, m.name));
                 }
             }
             say(format!("{} environment(s)", envs.len()));
@@ -649,15 +725,10 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     let mut spec = plan.env.spec(&engine, plan.volumes).await?;
     timings.mark("resolved");
 
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::Io { what: "installing a SIGINT handler".into(), source: e })?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::Io { what: "installing a SIGTERM handler".into(), source: e })?;
-    let signalled = async {
-        tokio::select! {
-            _ = sigint.recv() => Sig::Int,
-            _ = sigterm.recv() => Sig::Term,
-        }
-    };
-    tokio::pin!(signalled);
+    let mut signals = Signals::install()?;
+    // What a fresh start creates, for when its roll-back is cut short (a pool claim may take
+    // another environment: `didx --clean rpt` shows it).
+    let starting = (spec.id.to_string(), [spec.server_name(), spec.client_name()]);
 
     let on_event = |e: Event<'_>| match e {
         Event::IsolationFallback { .. } => say(ISOLATION_FALLBACK),
@@ -690,23 +761,34 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     let mut got: Option<Sig> = None;
     let env = tokio::select! {
         r = &mut start => r,
-        s = &mut signalled => {
+        s = signals.recv() => {
             got = Some(s);
             cancel.cancel();
-            start.await
+            tokio::select! {
+                r = &mut start => r,
+                again = signals.recv() => {
+                    let (id, names) = &starting;
+                    if refill_args.is_some() {
+                        say(format!("roll-back cut short by {}; what is left shows in: didx --clean rpt", again.name()));
+                    } else {
+                        left_behind(engine.host(), again, id, names);
+                    }
+                    return Ok(sig_code(again));
+                }
+            }
         }
     };
     let env = match env {
         Ok(env) => env,
         Err(Error::Cancelled) => {
-            say("interrupted while starting; removed what was created");
+            say(format!("interrupted by {} while starting; removed what was created", got.unwrap_or(Sig::Int).name()));
             return Ok(sig_code(got.unwrap_or(Sig::Int)));
         }
         Err(e) => return Err(e),
     };
     if let Some(s) = got {
         // The signal arrived as the start completed.
-        return finish(env, timings, plan.clean, false, sig_code(s)).await;
+        return finish(env, timings, plan.clean, false, sig_code(s), &mut signals).await;
     }
 
     // Files and images in, before the commands; an interruption here is a failure too.
@@ -726,19 +808,19 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
                     let rate = sent as f64 / 1e6 / elapsed.as_secs_f64().max(1e-3);
                     let line = format!("seeding {:.1}/{:.1} MB, {rate:.0} MB/s", sent as f64 / 1e6, total as f64 / 1e6);
                     if tty {
-                        eprint!("\rdidx: {line}   ");
-                    } else if let Ok(mut last) = last_line.lock() {
-                        if last.elapsed() >= Duration::from_secs(5) {
-                            *last = std::time::Instant::now();
-                            say(line);
-                        }
+                        output::err(&format!("\rdidx: {line}   "));
+                    } else if let Ok(mut last) = last_line.lock()
+                        && last.elapsed() >= Duration::from_secs(5)
+                    {
+                        *last = std::time::Instant::now();
+                        say(line);
                     }
                 }
                 _ => {}
             };
             let r = didx::load::load(&env, &seeds, &on_load).await?;
             if tty {
-                eprintln!();
+                output::err("\n");
             }
             if !r.loaded.is_empty() {
                 say(format!(
@@ -754,15 +836,14 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     };
     let prepared = tokio::select! {
         r = prepare => r,
-        s = &mut signalled => {
-            let code = sig_code(s);
-            say("interrupted while copying; cleaning up as a failure");
-            return finish(env, timings, plan.clean, false, code).await;
+        s = signals.recv() => {
+            say(format!("interrupted by {} while copying; cleaning up as a failure (--clean {})", s.name(), plan.clean.as_str()));
+            return finish(env, timings, plan.clean, false, sig_code(s), &mut signals).await;
         }
     };
     if let Err(e) = prepared {
         say(format!("error: {e}"));
-        return finish(env, timings, plan.clean, false, EXIT_DIDX).await;
+        return finish(env, timings, plan.clean, false, EXIT_DIDX, &mut signals).await;
     }
 
     let on_step = |e: StepEvent<'_>| match e {
@@ -781,10 +862,9 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     let mut stderr = tokio::io::stderr();
     let outcome = tokio::select! {
         r = run_steps(&env, &plan.steps, &plan.cv_env, &mut stdout, &mut stderr, &on_step) => r,
-        s = &mut signalled => {
-            let code = sig_code(s);
-            say(format!("interrupted by {}; cleaning up as a failure (--clean {})", if code == EXIT_SIGINT { "SIGINT" } else { "SIGTERM" }, plan.clean.as_str()));
-            return finish(env, timings, plan.clean, false, code).await;
+        s = signals.recv() => {
+            say(format!("interrupted by {}; cleaning up as a failure (--clean {})", s.name(), plan.clean.as_str()));
+            return finish(env, timings, plan.clean, false, sig_code(s), &mut signals).await;
         }
     };
     match outcome {
@@ -794,12 +874,12 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
                 Some((_, c)) if (1..=255).contains(&c) => c as u8,
                 Some(_) => EXIT_DIDX,
             };
-            finish(env, timings, plan.clean, o.succeeded(), code).await
+            finish(env, timings, plan.clean, o.succeeded(), code, &mut signals).await
         }
         Err(e) => {
             // didx failed while running commands (e.g. the engine went away): a failure.
             say(format!("error: {e}"));
-            finish(env, timings, plan.clean, false, EXIT_DIDX).await
+            finish(env, timings, plan.clean, false, EXIT_DIDX, &mut signals).await
         }
     }
 }
@@ -808,18 +888,71 @@ fn sig_code(s: Sig) -> u8 {
     match s {
         Sig::Int => EXIT_SIGINT,
         Sig::Term => EXIT_SIGTERM,
+        Sig::Hup => EXIT_SIGHUP,
     }
 }
 
-async fn finish(env: Environment, timings: Timings, clean: CleanPolicy, succeeded: bool, code: u8) -> Result<u8, Error> {
+/// The docker CLI command that removes environment `id` (containers `names`, then every
+/// volume with its label), for the engine at `host`.
+fn removal_command(host: &str, id: &str, names: &[String]) -> String {
+    let docker = if host == didx::engine::DEFAULT_HOST {
+        "docker".to_string()
+    } else {
+        let env = didx::engine::cli_env_for(host);
+        let mut d = String::from("docker");
+        for (k, v) in &env {
+            match k.as_str() {
+                "DOCKER_HOST" => d.push_str(&format!(" -H {}", shell_words::quote(v))),
+                "DOCKER_TLS_VERIFY" => d.push_str(" --tlsverify"),
+                _ => {}
+            }
+        }
+        d
+    };
+    let label = format!("label={}={id}", didx::labels::ENV);
+    format!("{docker} rm -fv {}; {docker} volume ls -q --filter {label} | xargs -r {docker} volume rm", names.join(" "))
+}
+
+/// Said when a second signal cuts a teardown short: what is left and how to remove it.
+fn left_behind(host: &str, sig: Sig, id: &str, names: &[String]) {
+    say(format!(
+        "clean-up cut short by {}; left on the engine: {} and the volumes labelled {}={id}",
+        sig.name(),
+        names.join(", "),
+        didx::labels::ENV
+    ));
+    say(format!("remove them with: {}", removal_command(host, id, names)));
+}
+
+/// Remove or keep `env` by `clean` and the outcome; `code` stands whatever the removal does.
+/// A signal during the removal cuts it short: what is left is said, with the command that
+/// removes it, and the exit code becomes the signal's.
+async fn finish(env: Environment, timings: Timings, clean: CleanPolicy, succeeded: bool, code: u8, signals: &mut Signals) -> Result<u8, Error> {
     timings.mark("commands-done");
     let server = env.server().name.clone();
     let client = env.client().name.clone();
     if clean.removes(succeeded) {
-        env.rm().await?;
-        timings.mark("removed");
-        say(format!("dind server named: '{server}' terminated & destroyed"));
-        say(format!("dind client named: '{client}' terminated & destroyed"));
+        let id = env.id().to_string();
+        let host = env.engine().host().to_string();
+        let names = [server.clone(), client.clone()];
+        tokio::select! {
+            r = env.rm() => match r {
+                Ok(()) => {
+                    timings.mark("removed");
+                    say(format!("dind server named: '{server}' terminated & destroyed"));
+                    say(format!("dind client named: '{client}' terminated & destroyed"));
+                }
+                // The commands' outcome stands; the failure is said, with what removes the rest.
+                Err(e) => say(format!(
+                    "error: clean-up of environment {id} failed: {e} (the exit code stays the commands'; remove what is left with: {})",
+                    removal_command(&host, &id, &names)
+                )),
+            },
+            s = signals.recv() => {
+                left_behind(&host, s, &id, &names);
+                return Ok(sig_code(s));
+            }
+        }
     } else {
         let id = env.id().to_string();
         env.keep();

@@ -53,7 +53,10 @@ impl Outcome {
 
 /// Run `steps` in order in `env`, streaming their output to `out`/`err`; stop at the first
 /// failure. Host steps (`docker exec …`) run with `sh -c` here, with `cv_env` set to the
-/// client's container name.
+/// client's container name and `DOCKER_HOST` (see [`Engine::cli_env`]) to the engine `env`
+/// runs on, so their `docker` talks to the same engine as didx whatever `-H` was given.
+///
+/// [`Engine::cli_env`]: crate::engine::Engine::cli_env
 pub async fn run_steps(
     env: &Environment,
     steps: &[Step],
@@ -70,7 +73,7 @@ pub async fn run_steps(
         let t0 = Instant::now();
         let code = match step {
             Step::Client(argv) => env.exec(argv, out, err).await?,
-            Step::Host(script) => run_on_host(script, cv_env.as_str(), &env.client().name).await?,
+            Step::Host(script) => run_on_host(script, cv_env.as_str(), &env.client().name, &env.engine().cli_env()).await?,
         };
         on(StepEvent::Ended { index, total, code, elapsed: t0.elapsed() });
         if code != 0 {
@@ -80,10 +83,11 @@ pub async fn run_steps(
     Ok(Outcome { ran: total, failed: None })
 }
 
-async fn run_on_host(script: &str, var: &str, client: &str) -> Result<i64> {
+async fn run_on_host(script: &str, var: &str, client: &str, engine_env: &[(String, String)]) -> Result<i64> {
     let status = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(script)
+        .envs(engine_env.iter().map(|(k, v)| (k, v)))
         .env(var, client)
         .kill_on_drop(true)
         .status()

@@ -341,7 +341,279 @@ mod signals {
             assert_gone(&r.env_id().unwrap());
         });
     }
+
+    #[test]
+    fn sighup_during_a_command_cleans_up_as_a_failure() {
+        // A closed terminal or a dropped ssh session.
+        let r = interrupt_at(&["--clean", "anycase", "sleep 600"], "[1/1]", libc::SIGHUP);
+        with_cleanup(r, |r| {
+            assert_eq!(r.code, 129, "{}", r.show());
+            assert!(r.stderr.contains("interrupted by SIGHUP"), "{}", r.show());
+            assert_gone(&r.env_id().unwrap());
+        });
+    }
+
+    #[test]
+    fn sighup_counts_as_failure_so_success_policy_keeps_the_environment() {
+        let r = interrupt_at(&["--clean", "success", "sleep 600"], "[1/1]", libc::SIGHUP);
+        with_cleanup(r, |r| {
+            assert_eq!(r.code, 129, "{}", r.show());
+            assert!(r.stderr.contains("remains running"), "{}", r.show());
+            assert_running_then_remove(&r.env_id().unwrap());
+        });
+    }
+
+    /// Run didx (`args` after `-H PROXY --isolation caps`) through a proxy that holds every
+    /// removal (DELETE) unanswered, as a wedged engine would; SIGINT once stderr shows
+    /// `marker`, then SIGTERM once the proxy holds a removal. Returns the run and the proxy's
+    /// address.
+    fn signal_twice(tag: &str, args: &[&str], marker: &str) -> (Run, String) {
+        let proxy = Proxy::start(tag, true);
+        let host = proxy.host();
+        // caps: no refused privileged attempt to remove while starting.
+        let mut all = vec!["-H", host.as_str(), "--isolation", "caps"];
+        all.extend_from_slice(args);
+        let mut child = didx_cmd(&all).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines() {
+                let line = line.unwrap();
+                tx.send(line.clone()).ok();
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        while !rx.recv_timeout(Duration::from_secs(120)).expect("marker never appeared").contains(marker) {}
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        proxy.held.recv_timeout(Duration::from_secs(120)).expect("no removal reached the engine");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // A didx that ignored the second signal would wait for the held removal (bounded by
+        // the engine call's own timeout); this only keeps the test from hanging for ever.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        (Run { code: status.code().unwrap_or(-1), stdout: String::new(), stderr: reader.join().unwrap() }, host)
+    }
+
+    /// The cut-short run named both containers, left them (the engine never got the
+    /// removals), and gave a command that removes it all (run on the engine itself here, not
+    /// through the proxy).
+    fn assert_left_with_a_working_removal(r: &Run, host: &str) {
+        let id = r.env_id().unwrap();
+        assert_eq!(r.code, 143, "{}", r.show());
+        assert!(r.stderr.contains("clean-up cut short by SIGTERM"), "{}", r.show());
+        assert!(r.stderr.contains(&format!("dind_{id}_server_latest, dind_{id}_client_latest")), "{}", r.show());
+        let left = rt().block_on(leftovers(Some(&id)));
+        assert!(left.iter().any(|l| l.starts_with("container")), "{left:?}");
+        let line = r.stderr.lines().find_map(|l| l.strip_prefix("didx: remove them with: ")).expect("no removal command");
+        assert!(line.contains(&format!("-H {host} ")), "{line}");
+        let direct = line.replace(&format!(" -H {host}"), "");
+        let done = std::process::Command::new("sh").arg("-c").arg(&direct).output().unwrap();
+        assert!(done.status.success(), "{direct}: {}", String::from_utf8_lossy(&done.stderr));
+        assert_gone(&id);
+    }
+
+    #[test]
+    fn a_second_signal_cuts_a_hung_clean_up_short_and_says_what_is_left() {
+        let (r, host) = signal_twice("hang", &["--clean", "anycase", "sleep 600"], "[1/1]");
+        with_cleanup(r, |r| {
+            assert!(r.stderr.contains("interrupted by SIGINT"), "{}", r.show());
+            let left = rt().block_on(leftovers(Some(&r.env_id().unwrap())));
+            assert_eq!(left.iter().filter(|l| l.starts_with("container")).count(), 2, "{left:?}");
+            assert!(left.iter().any(|l| l.starts_with("volume")), "{left:?}");
+            assert_left_with_a_working_removal(r, &host);
+        });
+    }
+
+    #[test]
+    fn a_second_signal_cuts_a_hung_start_roll_back_short() {
+        let (r, host) = signal_twice("hangstart", &["--clean", "none", "version"], "server named");
+        with_cleanup(r, |r| assert_left_with_a_working_removal(r, &host));
+    }
 }
+
+/// A stand-in for the engine's socket that forwards everything to the real one, except that
+/// with `hold_removals` a connection that sends a DELETE is held unanswered from then on
+/// (announced on `held`).
+struct Proxy {
+    path: std::path::PathBuf,
+    held: std::sync::mpsc::Receiver<()>,
+}
+
+impl Proxy {
+    fn start(tag: &str, hold_removals: bool) -> Proxy {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let path = std::env::temp_dir().join(format!("didx-test-proxy-{tag}-{}.sock", std::process::id()));
+        std::fs::remove_file(&path).ok();
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, held) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let engine = UnixStream::connect("/var/run/docker.sock").unwrap();
+                let (c2, e2) = (client.try_clone().unwrap(), engine.try_clone().unwrap());
+                let tx = tx.clone();
+                // Client to engine, looking for removals.
+                std::thread::spawn(move || pump(client, engine, hold_removals.then_some(tx)));
+                // Engine to client.
+                std::thread::spawn(move || pump(e2, c2, None));
+            }
+        });
+        Proxy { path, held }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.path).ok();
+    }
+}
+
+/// Copy `from` to `to` until `from` ends; with `hold`, stop at a DELETE request and keep both
+/// open, unanswered, for ever.
+fn pump(mut from: std::os::unix::net::UnixStream, mut to: std::os::unix::net::UnixStream, hold: Option<std::sync::mpsc::Sender<()>>) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(tx) = &hold
+            && buf[..n].windows(7).any(|w| w == b"DELETE ")
+        {
+            tx.send(()).ok();
+            loop {
+                std::thread::park();
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    to.shutdown(std::net::Shutdown::Write).ok();
+}
+
+mod closed_output {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    /// More output than a pipe holds, on the command's stdout.
+    const LOUD: &str = r#"sh -c "yes | head -c 2000000""#;
+
+    #[test]
+    fn a_closed_stdout_neither_panics_nor_changes_the_outcome() {
+        // didx ... | head -1: the reader goes away after the first line.
+        let mut child = didx_cmd(&["--clean", "anycase", LOUD]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert_eq!(first, "y\n");
+        // The read end is closed here (the BufReader dropped), with ~2 MB still to come.
+        let status = child.wait().unwrap();
+        let r = Run { code: status.code().unwrap_or(-1), stdout: first, stderr: reader.join().unwrap() };
+        with_cleanup(r, |r| {
+            assert!(!r.stderr.contains("panicked"), "{}", r.show());
+            assert!(r.stderr.contains("[1/1] succeeded"), "{}", r.show());
+            assert_eq!(r.code, 0, "{}", r.show());
+            assert_gone(&r.env_id().unwrap());
+        });
+    }
+
+    #[test]
+    fn a_closed_stderr_neither_panics_nor_changes_the_outcome() {
+        // The reader of stderr goes away once the environment is named; then the command
+        // writes ~2 MB to stderr and fails with 4; didx's own status lines have nowhere to go.
+        let mut child = didx_cmd(&["--clean", "anycase", r#"sh -c "yes | head -c 2000000 >&2; exit 4""#])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        while env_id_in(&seen).is_none() {
+            let line = lines.next().expect("didx said nothing of its environment").unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        drop(lines);
+        let out = child.wait_with_output().unwrap();
+        let r = Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: seen };
+        with_cleanup(r, |r| {
+            // A panic would have been an exit code of 101.
+            assert_eq!(r.code, 4, "{}", r.show());
+            assert_gone(&r.env_id().unwrap());
+        });
+    }
+}
+
+#[test]
+fn a_failed_clean_up_is_said_and_the_commands_code_stands() {
+    // A host step leaves a container of its own using the client's anonymous volume by name:
+    // the engine then refuses to remove that volume ("volume is in use"), for real. (With
+    // --volumes-from instead, this engine removes the volume all the same.)
+    let hold = format!("didx_test_hold_{}", std::process::id());
+    let r = didx(&[
+        "--clean",
+        "anycase",
+        "-v",
+        "/data",
+        &format!(
+            "docker exec $DIND_CLIENT_NAME true && docker create --name {hold} -v \"$(docker inspect -f '{{{{range .Mounts}}}}{{{{.Name}}}}{{{{end}}}}' $DIND_CLIENT_NAME)\":/held {} true",
+            didx::images::LOCAL_IMAGE
+        ),
+        r#"sh -c "exit 3""#,
+    ]);
+    // The blocker is this test's own: removed first, whatever the assertions say (its
+    // anonymous volume goes with it).
+    rt().block_on(async { engine().await.remove_container(&hold).await.unwrap() });
+    with_cleanup(r, |r| {
+        assert_eq!(r.code, 3, "{}", r.show());
+        let failed: Vec<&str> = r.stderr.lines().filter(|l| l.contains("clean-up of environment")).collect();
+        assert_eq!(failed.len(), 1, "{}", r.show());
+        assert!(failed[0].contains("in use") && failed[0].contains("exit code stays"), "{}", r.show());
+        let id = r.env_id().unwrap();
+        rt().block_on(async { didx::env::remove(&engine().await, &id).await.unwrap() });
+        assert_gone(&id);
+    });
+}
+
+#[test]
+fn host_steps_talk_to_the_engine_didx_was_given() {
+    // -H names an address only this run knows (a forwarding proxy); DOCKER_HOST in didx's own
+    // environment points nowhere. The host step must get -H's address.
+    let proxy = Proxy::start("host", false);
+    let host = proxy.host();
+    let r = from_output(
+        didx_cmd(&["-H", &host, "--clean", "anycase", r#"docker exec $DIND_CLIENT_NAME true && echo "host-step DOCKER_HOST=$DOCKER_HOST""#])
+            .env("DOCKER_HOST", "tcp://127.0.0.1:9")
+            .output()
+            .unwrap(),
+    );
+    with_cleanup(r, |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stdout.contains(&format!("host-step DOCKER_HOST={host}\n")), "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+}
+
 
 #[test]
 fn timings_name_every_phase_in_order() {
