@@ -19,6 +19,10 @@ pub const VERSION: &str = "io.didx.version";
 pub const POOL: &str = "io.didx.pool";
 /// On a pooled server: the size of the pool it was started for (what refills top up to).
 pub const POOL_SIZE: &str = "io.didx.pool.size";
+/// On a pooled server: the filler that started it (`<host>/<lock id>/<pid>/<token>`).
+pub const POOL_FILLER: &str = "io.didx.pool.filler";
+/// On a pooled server: Unix time after which, if still starting, it counts as dead.
+pub const POOL_DEADLINE: &str = "io.didx.pool.deadline";
 /// The recipe hash an offline image was built from.
 pub const RECIPE: &str = "io.didx.recipe";
 
