@@ -511,3 +511,32 @@ fn a_symbolic_link_planted_as_the_lock_is_not_followed() {
         }
     });
 }
+
+#[test]
+fn pool_up_starts_at_most_a_few_at_a_time() {
+    let _g = serial();
+    guarded(|| {
+        let n = pool::MAX_STARTING + 2;
+        let child = didx_cmd(&["pool", "up", &n.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = child;
+        // Sample the pool while it fills: never more than MAX_STARTING environments starting.
+        let most = rt().block_on(async {
+            let e = engine().await;
+            let mut most = 0;
+            while child.try_wait().unwrap().is_none() {
+                let entries = pool::entries(&e, None).await.unwrap();
+                most = most.max(entries.iter().filter(|x| x.state == PoolState::Starting).count());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            most
+        });
+        let r = wait_bounded(child, "pool up");
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert_eq!(started_ids(&r).len(), n, "{}", r.show());
+        assert!(most >= 1 && most <= pool::MAX_STARTING, "{most} starting at once (at most {})", pool::MAX_STARTING);
+    });
+}
