@@ -537,6 +537,6 @@ fn pool_up_starts_at_most_a_few_at_a_time() {
         let r = wait_bounded(child, "pool up");
         assert_eq!(r.code, 0, "{}", r.show());
         assert_eq!(started_ids(&r).len(), n, "{}", r.show());
-        assert!(most >= 1 && most <= pool::MAX_STARTING, "{most} starting at once (at most {})", pool::MAX_STARTING);
+        assert!((1..=pool::MAX_STARTING).contains(&most), "{most} starting at once (at most {})", pool::MAX_STARTING);
     });
 }
