@@ -558,7 +558,13 @@ async fn lock(cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
-        .map_err(io)?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::Io {
+                what: format!("refusing the pool lock {}: it is a symbolic link (remove it)", path.display()),
+                source: e,
+            },
+            _ => io(e),
+        })?;
     let meta = f.metadata().map_err(io)?;
     if !meta.is_file() {
         return Err(io(std::io::Error::other("not a regular file")));
