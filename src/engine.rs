@@ -600,6 +600,12 @@ impl Engine {
             _ => Ok(()),
         }
     }
+
+    /// Stop a container (SIGTERM, then SIGKILL after `grace`), keeping it; paused ones too.
+    pub async fn stop(&self, container: &str, grace: Duration) -> Result<()> {
+        let opts = qp::StopContainerOptions { t: Some(grace.as_secs() as i32), ..Default::default() };
+        self.docker.stop_container(container, Some(opts)).await.map_err(call("stop container", container))
+    }
 }
 
 /// Copy an exec's output stream to `out`/`err` as it comes, until it ends. A sink whose

@@ -21,6 +21,10 @@ pub const POOL: &str = "io.didx.pool";
 pub const POOL_SIZE: &str = "io.didx.pool.size";
 /// On a server: when its environment's certificates expire (Unix seconds).
 pub const EXPIRES: &str = "io.didx.expires";
+/// On a pooled server: the filler that started it (`<host>/<lock id>/<pid>/<token>`).
+pub const POOL_FILLER: &str = "io.didx.pool.filler";
+/// On a pooled server: Unix time after which, if still starting, it counts as dead.
+pub const POOL_DEADLINE: &str = "io.didx.pool.deadline";
 /// The recipe hash an offline image was built from.
 pub const RECIPE: &str = "io.didx.recipe";
 

@@ -153,16 +153,17 @@ enum Verb {
 
 #[derive(Subcommand, Debug)]
 enum PoolCmd {
-    /// Keep N ready environments for runs with the same server options (tops up to N and
-    /// waits until they answer)
+    /// Keep N ready environments for runs with the same server options (tops up to N, at
+    /// most 4 starting at a time, and waits until they answer)
     Up {
-        /// How many
+        /// How many, 1 to 32
         #[arg(value_name = "N")]
         n: usize,
         #[command(flatten)]
         env: Box<EnvArgs>,
     },
-    /// Remove every pooled environment not yet claimed by a run
+    /// Remove every pooled environment not claimed by a run (starting ones only when their
+    /// filler is provably gone); says what it left and why
     Down,
 }
 
@@ -573,59 +574,98 @@ fn refill(host: Option<&str>, size: usize, options: &[String]) {
 
 async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
     use didx::env::pool;
+    const EXIT_SIGHUP: u8 = 129;
     // Validate before touching the engine.
     let up = match &cmd {
         Some(PoolCmd::Up { n, env }) => {
-            if *n == 0 {
-                return Err(Error::Invalid { what: "pool size", value: "0".into(), fix: "give at least 1; didx pool down empties the pool".into() });
+            if *n == 0 || *n > pool::MAX_SIZE {
+                return Err(Error::Invalid {
+                    what: "pool size",
+                    value: n.to_string(),
+                    fix: format!("give 1 to {} (the maximum); didx pool down empties the pool", pool::MAX_SIZE),
+                });
             }
             Some((*n, EnvPlan::from_args(env)?))
         }
         _ => None,
     };
     let engine = Engine::connect(host).await?;
+    let on = |e: Event<'_>| match e {
+        Event::IsolationFallback { .. } => say(ISOLATION_FALLBACK),
+        Event::PoolLockWait { path } => say(format!("waiting for the pool lock {} (another pool up or down holds it)", path.display())),
+        _ => {}
+    };
+    // SIGINT/SIGTERM/SIGHUP cancel `up` or `down`, also while they wait for the lock: `up`
+    // removes the environments it was starting (ready ones stay), `down` stops before removing.
+    // Returns the exit code of the signal that came.
+    async fn signalled() -> Result<impl Future<Output = u8>, Error> {
+        let mut streams = Vec::new();
+        for (kind, code) in [(SignalKind::interrupt(), EXIT_SIGINT), (SignalKind::terminate(), EXIT_SIGTERM), (SignalKind::hangup(), EXIT_SIGHUP)] {
+            let s = signal(kind).map_err(|e| Error::Io { what: format!("installing a handler for signal {}", kind.as_raw_value()), source: e })?;
+            streams.push((s, code));
+        }
+        Ok(async move {
+            let waits = streams.iter_mut().map(|(s, code)| Box::pin(async move { s.recv().await.map(|_| *code) }));
+            futures_util::future::select_all(waits).await.0.unwrap_or(EXIT_SIGTERM)
+        })
+    }
+    let cancel = Cancel::default();
     match (cmd, up) {
         (Some(PoolCmd::Up { .. }), Some((n, plan))) => {
             let spec = plan.spec(&engine, vec![]).await?;
-            let on = |e: Event<'_>| {
-                if let Event::IsolationFallback { .. } = e {
-                    say(ISOLATION_FALLBACK)
-                }
-            };
-            let cancel = Cancel::default();
-            let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::Io { what: "installing a SIGINT handler".into(), source: e })?;
-            let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::Io { what: "installing a SIGTERM handler".into(), source: e })?;
+            let signalled = signalled().await?;
             let up = pool::up(&engine, &spec, n, &cancel, &on);
             tokio::pin!(up);
-            // Interrupted: the environments being started are removed, those ready are kept.
             let (r, got) = tokio::select! {
                 r = &mut up => (r, None),
-                _ = sigint.recv() => { cancel.cancel(); (up.await, Some(Sig::Int)) }
-                _ = sigterm.recv() => { cancel.cancel(); (up.await, Some(Sig::Term)) }
+                code = signalled => { cancel.cancel(); (up.await, Some(code)) }
             };
             let r = match (r, got) {
-                (Err(Error::Cancelled), Some(sig)) => {
+                (Err(Error::Cancelled), Some(code)) => {
                     say("interrupted; removed the environments being started (ready ones stay in the pool)");
-                    return Ok(sig_code(sig));
+                    return Ok(code);
                 }
                 (r, _) => r?,
             };
+            for (id, why) in &r.removed {
+                say(format!("removed pooled environment {id}: {why}"));
+            }
+            for id in &r.started {
+                say(format!("pooled environment {id} ready"));
+            }
             for f in &r.failed {
                 say(format!("error: a pooled environment failed to start: {f}"));
             }
             say(format!(
-                "pool {}: {} ready ({} already, {} started now{})",
+                "pool {}: {} ready ({} already, {} started now{}{})",
                 r.key,
                 r.existing + r.started.len(),
                 r.existing,
                 r.started.len(),
+                if r.starting == 0 { String::new() } else { format!(", {} starting by another filler", r.starting) },
                 if r.failed.is_empty() { String::new() } else { format!(", {} failed", r.failed.len()) }
             ));
             Ok(if r.failed.is_empty() { 0 } else { EXIT_DIDX })
         }
         (Some(PoolCmd::Down), _) => {
-            let removed = pool::down(&engine).await?;
-            say(format!("removed {} pooled environment(s)", removed.len()));
+            let signalled = signalled().await?;
+            let down = pool::down(&engine, &cancel, &on);
+            tokio::pin!(down);
+            let (r, got) = tokio::select! {
+                r = &mut down => (r, None),
+                code = signalled => { cancel.cancel(); (down.await, Some(code)) }
+            };
+            let r = match (r, got) {
+                (Err(Error::Cancelled), Some(code)) => {
+                    say("interrupted while waiting for the pool lock; nothing removed");
+                    return Ok(code);
+                }
+                (r, _) => r?,
+            };
+            for (id, why) in &r.left {
+                say(format!("left pooled environment {id}: {why}"));
+            }
+            say(format!("removed {} pooled environment(s){}", r.removed.len(), if r.left.is_empty() { String::new() } else { format!(", left {}", r.left.len()) }));
             Ok(0)
         }
         _ => {

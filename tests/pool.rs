@@ -1,33 +1,49 @@
 //! The warm pool, end to end: `pool up`, `--pool` claims (never the same environment twice,
-//! even to concurrent runs), refills, `pool down`. Pools are engine-wide, so these tests run
-//! one at a time in their own binary and assert the engine holds no didx resource afterwards.
+//! even to concurrent runs or to a client paused again), refills, `pool down` racing claims,
+//! two fillers, stopped environments, the lock. Pools are engine-wide, so these tests run one
+//! at a time in their own binary; other tests share the engine, so each one checks (and, after
+//! a failure, sweeps) only pooled environments and the environments it saw, never everything.
 
 mod common;
 
 use std::collections::HashSet;
+use std::io::BufRead;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
+use didx::engine::Engine;
+use didx::env::pool::{self, PoolState};
+use didx::env::{Cancel, EnvId, EnvSpec};
+use didx::labels;
 
 static SERIAL: Mutex<()> = Mutex::new(());
+/// Every environment id a test saw (pool listings, runs), checked gone by its teardown.
+static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn seen(id: &str) {
+    SEEN.lock().unwrap_or_else(|p| p.into_inner()).push(id.to_string());
 }
 
 /// The pool as `didx pool` lists it: (env id, state) per line.
 fn pool_list() -> Vec<(String, String)> {
     let r = didx(&["pool"]);
     assert_eq!(r.code, 0, "{}", r.show());
-    r.stdout
+    let list: Vec<(String, String)> = r
+        .stdout
         .lines()
         .skip(1)
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             (f[1].to_string(), f[4].to_string())
         })
-        .collect()
+        .collect();
+    list.iter().for_each(|(id, _)| seen(id));
+    list
 }
 
 fn ready_ids() -> HashSet<String> {
@@ -46,19 +62,36 @@ fn wait_ready(n: usize) -> HashSet<String> {
     }
 }
 
-/// Empty the pool, then assert nothing of didx is left: a claimed environment still there is a
-/// leak to report, not to sweep. The refills a test's runs started may still be at work;
-/// `pool down` takes their lock, so it waits for them first. After a failed test (`strict`
-/// false) everything is swept, so the next test starts clean.
+/// Ids of environments with a pool-labelled container (any pool, any state).
+async fn pooled_ids(e: &Engine) -> HashSet<String> {
+    let filter = std::collections::HashMap::from([("label".to_string(), vec![labels::POOL.to_string()])]);
+    e.containers(filter).await.unwrap().into_iter().filter_map(|c| c.labels?.get(labels::ENV).cloned()).collect()
+}
+
+/// Empty the pool, then assert nothing of it (nor of any environment the test saw) is left: a
+/// claimed environment still there is a leak to report, not to sweep. After a failed test
+/// (`strict` false) those are swept by id, so the next test starts clean; never `--clean all`,
+/// which would take other tests' environments.
 fn teardown(strict: bool) {
     let down = didx(&["pool", "down"]);
-    let left = rt().block_on(leftovers(None));
-    if !strict || !left.is_empty() {
-        didx(&["--clean", "all"]);
-    }
+    let seen_ids: Vec<String> = std::mem::take(&mut *SEEN.lock().unwrap_or_else(|p| p.into_inner()));
+    let (pooled, left) = rt().block_on(async {
+        let e = engine().await;
+        let pooled = pooled_ids(&e).await;
+        let mut left = Vec::new();
+        for id in pooled.iter().chain(&seen_ids) {
+            left.extend(leftovers(Some(id)).await);
+        }
+        if !strict || !left.is_empty() {
+            for id in pooled.iter().chain(&seen_ids) {
+                didx::env::remove(&e, id).await.ok();
+            }
+        }
+        (pooled, left)
+    });
     if strict {
         assert_eq!(down.code, 0, "{}", down.show());
-        assert!(left.is_empty(), "didx resources on the engine after pool down: {left:?}");
+        assert!(pooled.is_empty() && left.is_empty(), "after pool down: pooled {pooled:?}, left {left:?}\n{}", down.show());
     }
 }
 
@@ -68,6 +101,53 @@ fn guarded(f: impl FnOnce()) {
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }
+}
+
+/// A fresh cache directory of this test's own (its own pool lock), removed when dropped.
+struct TempCache(std::path::PathBuf);
+
+impl TempCache {
+    fn new(tag: &str) -> TempCache {
+        let d = std::env::temp_dir().join(format!("didx-test-pool-{tag}-{}", EnvId::generate()));
+        std::fs::create_dir_all(&d).unwrap();
+        TempCache(d)
+    }
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = didx_cmd(args);
+        c.env("DIDX_CACHE_DIR", &self.0);
+        c
+    }
+}
+
+impl Drop for TempCache {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("cannot remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// Ids a `pool up` reported as started.
+fn started_ids(r: &Run) -> Vec<String> {
+    r.stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("didx: pooled environment ")?.strip_suffix(" ready"))
+        .map(String::from)
+        .collect()
+}
+
+/// Wait for a child, bounded: a child that does not end is killed and the test fails.
+fn wait_bounded(mut child: std::process::Child, what: &str) -> Run {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            let r = from_output(child.wait_with_output().unwrap());
+            panic!("{what} did not end within 60 s: {}", r.show());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    from_output(child.wait_with_output().unwrap())
 }
 
 #[test]
@@ -95,6 +175,7 @@ fn concurrent_runs_never_share_a_pooled_environment_and_the_pool_refills() {
         for r in &runs {
             assert_eq!(r.code, 0, "{}", r.show());
             let id = r.stdout.trim().strip_prefix("env=").expect("env line").to_string();
+            seen(&id);
             assert_eq!(Some(&id), r.env_id().as_ref(), "{}", r.show());
             assert_gone(&id);
             used.push(id);
@@ -128,6 +209,7 @@ fn runs_with_other_server_options_do_not_take_from_the_pool() {
         let before = ready_ids();
         let r = didx(&["--pool", "--dkropts", "--debug", "--clean", "anycase", "version"]);
         assert_eq!(r.code, 0, "{}", r.show());
+        seen(&r.env_id().unwrap());
         assert!(r.stderr.contains("starting a fresh one"), "{}", r.show());
         assert!(!before.contains(&r.env_id().unwrap()));
         assert_eq!(ready_ids(), before, "the pool changed");
@@ -151,11 +233,20 @@ fn runs_with_other_server_options_do_not_take_from_the_pool() {
 fn bad_pool_sizes_are_usage_errors_that_create_nothing() {
     let _g = serial();
     guarded(|| {
-        for args in [&["pool", "up", "0"][..], &["pool", "up", "many"], &["pool", "up"], &["pool", "up", "1", "--isolation", "x"]] {
+        let over = (pool::MAX_SIZE + 1).to_string();
+        for args in [
+            &["pool", "up", "0"][..],
+            &["pool", "up", "many"],
+            &["pool", "up"],
+            &["pool", "up", "1", "--isolation", "x"],
+            &["pool", "up", over.as_str()],
+        ] {
             let r = didx(args);
             assert_eq!(r.code, 2, "{args:?}: {}", r.show());
             assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.show());
         }
+        let r = didx(&["pool", "up", &over]);
+        assert!(r.stderr.contains(&format!("1 to {} (the maximum)", pool::MAX_SIZE)), "{}", r.show());
         assert!(pool_list().is_empty());
     });
 }
@@ -169,13 +260,337 @@ fn an_interrupted_pool_up_removes_what_it_was_starting() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Well before an inner dockerd can answer (~0.7 s at best), well after start-up.
-        std::thread::sleep(Duration::from_millis(400));
+        // Signal it as soon as it has environments starting (an inner dockerd needs ~0.7 s at
+        // best to answer).
+        let mut child = child;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut starting: Vec<String> = Vec::new();
+        while starting.is_empty() && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            starting = pool_list().into_iter().filter(|(_, s)| s == "starting").map(|(id, _)| id).collect();
+        }
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let r = from_output(child.wait_with_output().unwrap());
+        let r = wait_bounded(child, "an interrupted pool up");
         assert_eq!(r.code, 143, "{}", r.show());
         assert!(r.stderr.contains("interrupted"), "{}", r.show());
-        let left = rt().block_on(leftovers(None));
-        assert!(left.is_empty(), "an interrupted pool up left: {left:?}");
+        assert!(!starting.is_empty(), "never saw it starting: {}", r.show());
+        // Those it was starting are gone, unless one got ready meanwhile (ready ones stay); none
+        // is left starting. Other tests' environments on the engine are not looked at.
+        let after = pool_list();
+        assert!(after.iter().all(|(_, s)| s == "ready"), "{after:?}");
+        let removed = starting.iter().filter(|id| !after.iter().any(|(a, _)| a == *id)).count();
+        assert!(removed >= 1, "none of {starting:?} was removed: {after:?}");
+        for id in starting.iter().filter(|id| !after.iter().any(|(a, _)| a == *id)) {
+            assert_gone(id);
+        }
+    });
+}
+
+#[test]
+fn a_claimed_environment_paused_again_is_never_claimed_again() {
+    let _g = serial();
+    guarded(|| {
+        let up = didx(&["pool", "up", "1"]);
+        assert_eq!(up.code, 0, "{}", up.show());
+        let pooled = ready_ids();
+        assert_eq!(pooled.len(), 1, "{}", up.show());
+        let first = didx(&["--pool", "--clean", "none", "version"]);
+        let id = first.env_id().expect("env id");
+        seen(&id);
+        assert_eq!(first.code, 0, "{}", first.show());
+        assert!(pooled.contains(&id), "the run did not claim the pooled one: {}", first.show());
+        let client = format!("dind_{id}_client_latest");
+        // Its client paused again, as a ready one is: it stays claimed.
+        rt().block_on(async { engine().await.pause(&client).await.unwrap() });
+        assert!(pool_list().contains(&(id.clone(), "claimed".to_string())), "{:?}", pool_list());
+        // Twice: the second run may take the refill of the first, never the paused one.
+        for _ in 0..2 {
+            let r = didx(&["--pool", "--clean", "anycase", "version"]);
+            let other = r.env_id().expect("env id");
+            seen(&other);
+            assert_eq!(r.code, 0, "{}", r.show());
+            assert_ne!(other, id, "a claimed environment was claimed again: {}", r.show());
+        }
+        // Untouched: still paused under its run name.
+        let state = rt().block_on(async { engine().await.inspect(&client).await.unwrap().state.unwrap().status });
+        assert_eq!(state.map(|s| s.to_string()).as_deref(), Some("paused"));
+        // Refills started by the runs: wait for them before pool down, then remove ours.
+        assert_eq!(wait_ready(1).len(), 1, "{:?}", pool_list());
+        rt().block_on(async { didx::env::remove(&engine().await, &id).await.unwrap() });
+        assert_gone(&id);
+    });
+}
+
+/// A spec as the binary's defaults make it on this engine (offline image).
+async fn spec(e: &Engine) -> EnvSpec {
+    let info = e.info().await.unwrap();
+    EnvSpec {
+        id: EnvId::generate(),
+        sv: didx::spec::Version::parse("--sv", "latest").unwrap(),
+        cv: didx::spec::Version::parse("--cv", "latest").unwrap(),
+        server_image: "didx/dind:local".into(),
+        client_image: "didx/dind:local".into(),
+        storage_driver: info.driver.unwrap_or_default(),
+        dockerd_opts: vec![],
+        isolation: didx::spec::IsolationMode::Auto,
+        engine_id: info.id.unwrap_or_default(),
+        ready_timeout: Duration::from_secs(60),
+        volumes: vec![],
+    }
+}
+
+#[test]
+fn pool_down_racing_claims_never_removes_a_claimed_environment() {
+    let _g = serial();
+    guarded(|| {
+        rt().block_on(async {
+            let e = engine().await;
+            let template = spec(&e).await;
+            let none = Cancel::default();
+            let mut contended = 0;
+            for round in 0..8 {
+                let up = pool::up(&e, &template, 3, &none, &|_| {}).await.unwrap();
+                assert!(up.failed.is_empty(), "{up:?}");
+                let before: HashSet<String> =
+                    pool::entries(&e, None).await.unwrap().into_iter().filter(|x| x.state == PoolState::Ready).map(|x| x.id).collect();
+                before.iter().for_each(|id| seen(id));
+                assert_eq!(before.len(), 3, "round {round}: {up:?}");
+                // 1 to 3 claimers against one down, down first or last.
+                let claimers = 1 + round % 3;
+                let claim = || async {
+                    let mut s = template.clone();
+                    pool::claim(&e, &mut s, &none, &|_| {}).await.unwrap().map(|(env, _)| env)
+                };
+                // In odd rounds down first does what a claim does before it lists (the key), so
+                // both list at about the same moment and race for the same clients.
+                let down = async {
+                    if round % 2 == 1 {
+                        pool::key(&e, &template).await.unwrap();
+                    }
+                    pool::down(&e, &none, &|_| {}).await.unwrap()
+                };
+                let claims = futures_util::future::join_all((0..claimers).map(|_| claim()));
+                let (down, claimed) = if round % 4 < 2 {
+                    let (d, c) = tokio::join!(down, claims);
+                    (d, c)
+                } else {
+                    let (c, d) = tokio::join!(claims, down);
+                    (d, c)
+                };
+                let claimed: Vec<_> = claimed.into_iter().flatten().collect();
+                let claimed_ids: HashSet<String> = claimed.iter().map(|env| env.id().to_string()).collect();
+                let removed: HashSet<String> = down.removed.iter().cloned().collect();
+                eprintln!("round {round}: {} claimed, down removed {} and left {:?}", claimed.len(), removed.len(), down.left);
+                assert_eq!(claimed_ids.len(), claimed.len(), "round {round}: one environment claimed twice");
+                if !claimed.is_empty() && !removed.is_empty() {
+                    contended += 1;
+                }
+                assert!(claimed_ids.is_disjoint(&removed), "round {round}: claimed {claimed_ids:?} and removed {removed:?}");
+                let accounted: HashSet<String> = claimed_ids.union(&removed).cloned().collect();
+                assert_eq!(accounted, before, "round {round}: claimed {claimed_ids:?}, down {down:?}");
+                assert!(down.left.iter().all(|(id, _)| claimed_ids.contains(id)), "round {round}: {down:?}");
+                // Every claimed one survived down whole and works.
+                for env in claimed {
+                    let code = env.exec(&["docker".into(), "version".into()], &mut tokio::io::sink(), &mut tokio::io::sink()).await.unwrap();
+                    assert_eq!(code, 0, "round {round}: claimed {} does not answer", env.id());
+                    let id = env.id().to_string();
+                    env.rm().await.unwrap();
+                    assert!(leftovers(Some(&id)).await.is_empty(), "{id}");
+                }
+                for id in &removed {
+                    assert!(leftovers(Some(id)).await.is_empty(), "round {round}: removed {id} left {:?}", leftovers(Some(id)).await);
+                }
+                assert!(pooled_ids(&e).await.is_empty(), "round {round}");
+            }
+            assert!(contended > 0, "claims and down never shared a round: the race was not run");
+        });
+    });
+}
+
+#[test]
+fn two_fillers_with_their_own_locks_never_remove_each_others_environments() {
+    let _g = serial();
+    guarded(|| {
+        let (a_dir, b_dir) = (TempCache::new("a"), TempCache::new("b"));
+        let piped = |mut c: std::process::Command| c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let a = piped(a_dir.cmd(&["pool", "up", "2"]));
+        // B starts while A's environments are starting (or just ready): the moment it could
+        // take them for its own dead ones.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pool_list().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let b = piped(b_dir.cmd(&["pool", "up", "3"]));
+        let (a, b) = (wait_bounded(a, "filler A"), wait_bounded(b, "filler B"));
+        for r in [&a, &b] {
+            assert_eq!(r.code, 0, "{}", r.show());
+            assert!(!r.stderr.contains("removed") && !r.stderr.contains("error"), "{}", r.show());
+        }
+        let (a_ids, b_ids) = (started_ids(&a), started_ids(&b));
+        assert_eq!(a_ids.len(), 2, "{}", a.show());
+        assert_eq!(b_ids.len(), 1, "B counts A's two: {}", b.show());
+        let union: HashSet<String> = a_ids.into_iter().chain(b_ids).collect();
+        assert_eq!(ready_ids(), union, "{}\n{}", a.show(), b.show());
+    });
+}
+
+#[test]
+fn stopped_pooled_environments_are_removed_by_the_next_up_and_down() {
+    let _g = serial();
+    guarded(|| {
+        // What an engine restart leaves: the containers stopped, not removed.
+        let stop = |id: &str| {
+            rt().block_on(async {
+                let e = engine().await;
+                for c in [format!("dind_{id}_server_latest"), format!("dind_{id}_pooled_latest")] {
+                    e.stop(&c, Duration::ZERO).await.unwrap();
+                }
+            })
+        };
+        let up = didx(&["pool", "up", "1"]);
+        assert_eq!(up.code, 0, "{}", up.show());
+        let old = started_ids(&up).pop().expect("started");
+        stop(&old);
+        assert_eq!(pool_list(), vec![(old.clone(), "stopped".to_string())]);
+        let up = didx(&["pool", "up", "1"]);
+        assert_eq!(up.code, 0, "{}", up.show());
+        assert!(up.stderr.contains(&format!("removed pooled environment {old}: its containers stopped")), "{}", up.show());
+        assert_gone(&old);
+        let new = started_ids(&up).pop().expect("started");
+        assert_eq!(ready_ids(), HashSet::from([new.clone()]));
+        stop(&new);
+        let down = didx(&["pool", "down"]);
+        assert_eq!(down.code, 0, "{}", down.show());
+        assert!(down.stderr.contains("removed 1 pooled environment(s)") && !down.stderr.contains("left"), "{}", down.show());
+        assert_gone(&new);
+    });
+}
+
+#[test]
+fn pool_up_and_down_waiting_for_the_lock_answer_signals() {
+    let _g = serial();
+    guarded(|| {
+        let cache = TempCache::new("lock");
+        // Held by this test, as a filler at work would.
+        let held = std::fs::File::create(cache.0.join("pool.lock")).unwrap();
+        held.lock().unwrap();
+        let cases = [
+            (&["pool", "up", "1"][..], libc::SIGTERM, 143),
+            (&["pool", "up", "1"], libc::SIGINT, 130),
+            (&["pool", "up", "1"], libc::SIGHUP, 129),
+            (&["pool", "down"], libc::SIGTERM, 143),
+        ];
+        for (args, sig, code) in cases {
+            let mut child = cache.cmd(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+            // Wait until it says it waits for the lock (its stderr, read in a thread).
+            let stderr = child.stderr.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let reader = std::thread::spawn(move || {
+                let mut all = String::new();
+                for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("waiting for the pool lock") {
+                        tx.send(()).ok();
+                    }
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                all
+            });
+            let waiting = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+            unsafe { libc::kill(child.id() as i32, sig) };
+            let r = wait_bounded(child, "a pool command waiting for the lock");
+            let stderr = reader.join().unwrap();
+            assert!(waiting, "{args:?} never said it waits for the lock: {stderr}");
+            assert_eq!(r.code, code, "{args:?} signal {sig}: {stderr}");
+            assert!(stderr.contains("interrupted"), "{stderr}");
+            assert!(pool_list().is_empty(), "{args:?} created something");
+        }
+        drop(held);
+    });
+}
+
+#[test]
+fn a_symbolic_link_planted_as_the_lock_is_not_followed() {
+    let _g = serial();
+    guarded(|| {
+        let cache = TempCache::new("symlink");
+        let target = cache.0.join("victim");
+        std::fs::write(&target, "precious").unwrap();
+        std::os::unix::fs::symlink(&target, cache.0.join("pool.lock")).unwrap();
+        for args in [&["pool", "up", "1"][..], &["pool", "down"]] {
+            let r = from_output(cache.cmd(args).output().unwrap());
+            assert_eq!(r.code, 125, "{args:?}: {}", r.show());
+            assert!(r.stderr.contains("pool.lock") && r.stderr.contains("symbolic link"), "{}", r.show());
+            assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+            assert!(pool_list().is_empty(), "{args:?} created something");
+        }
+    });
+}
+
+#[test]
+fn pool_up_starts_at_most_a_few_at_a_time() {
+    let _g = serial();
+    guarded(|| {
+        let n = pool::MAX_STARTING + 2;
+        let child = didx_cmd(&["pool", "up", &n.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = child;
+        // Sample the pool while it fills: never more than MAX_STARTING environments starting.
+        let most = rt().block_on(async {
+            let e = engine().await;
+            let mut most = 0;
+            while child.try_wait().unwrap().is_none() {
+                let entries = pool::entries(&e, None).await.unwrap();
+                most = most.max(entries.iter().filter(|x| x.state == PoolState::Starting).count());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            most
+        });
+        let r = wait_bounded(child, "pool up");
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert_eq!(started_ids(&r).len(), n, "{}", r.show());
+        assert!((1..=pool::MAX_STARTING).contains(&most), "{most} starting at once (at most {})", pool::MAX_STARTING);
+    });
+}
+
+#[test]
+fn starting_environments_are_removed_only_by_a_filler_of_the_same_lock_once_theirs_died() {
+    let _g = serial();
+    guarded(|| {
+        let (mine, other) = (TempCache::new("mine"), TempCache::new("other"));
+        // A filler killed outright (no clean-up) while its environments are starting.
+        let mut dead = mine.cmd(&["pool", "up", "2"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut starting: Vec<String> = Vec::new();
+        while starting.len() < 2 && Instant::now() < deadline && dead.try_wait().unwrap().is_none() {
+            starting = pool_list().into_iter().filter(|(_, s)| s == "starting").map(|(id, _)| id).collect();
+        }
+        unsafe { libc::kill(dead.id() as i32, libc::SIGKILL) };
+        dead.wait().unwrap();
+        let after_kill = pool_list();
+        let left_starting: Vec<String> = after_kill.iter().filter(|(_, s)| s == "starting").map(|(id, _)| id.clone()).collect();
+        // Any that got ready before the kill stay in the pool.
+        let left_ready: HashSet<String> = after_kill.iter().filter(|(_, s)| s == "ready").map(|(id, _)| id.clone()).collect();
+        assert!(!left_starting.is_empty(), "the killed filler left nothing starting (saw {starting:?})");
+        // Another cache directory's pool down cannot tell that filler is gone: it leaves them.
+        let down = from_output(other.cmd(&["pool", "down"]).output().unwrap());
+        assert_eq!(down.code, 0, "{}", down.show());
+        for id in &left_starting {
+            assert!(down.stderr.contains(&format!("left pooled environment {id}: still starting")), "{}", down.show());
+        }
+        let now: Vec<(String, String)> = pool_list();
+        assert!(left_starting.iter().all(|id| now.iter().any(|(n, _)| n == id)), "{now:?}");
+        // The next filler of the same lock file knows it: they are removed, and it fills.
+        let up = from_output(mine.cmd(&["pool", "up", "1"]).output().unwrap());
+        assert_eq!(up.code, 0, "{}", up.show());
+        for id in &left_starting {
+            assert!(up.stderr.contains(&format!("removed pooled environment {id}: its filler")), "{}", up.show());
+            assert_gone(id);
+        }
+        let new = started_ids(&up);
+        assert_eq!(new.len() + left_ready.len(), 1, "{}", up.show());
+        assert_eq!(ready_ids(), new.into_iter().chain(left_ready).collect::<HashSet<_>>());
     });
 }

@@ -177,6 +177,11 @@ pub enum Event<'a> {
         /// Time since start was called.
         elapsed: Duration,
     },
+    /// `pool up`/`pool down` waits for the pool lock another process holds.
+    PoolLockWait {
+        /// The lock file.
+        path: &'a std::path::Path,
+    },
 }
 
 /// A running environment. Remove it with [`Environment::rm`] or leave it running with
@@ -435,8 +440,7 @@ async fn create_server(
     container_labels.insert(labels::VERSION.to_string(), spec.sv.as_str().to_string());
     container_labels.insert(labels::EXPIRES.to_string(), tls.expires.to_string());
     if let Some(p) = pool {
-        container_labels.insert(labels::POOL.to_string(), p.key.clone());
-        container_labels.insert(labels::POOL_SIZE.to_string(), p.size.to_string());
+        container_labels.extend(p.labels());
     }
     let volume_at = |target: &str| Mount {
         target: Some(target.to_string()),

@@ -1,26 +1,37 @@
-//! The warm pool: servers started ahead of time, with dockerd up and TLS made, waiting for a
-//! run to claim them.
+//! The warm pool: environments started ahead of time, with dockerd up and TLS made, waiting
+//! for a run to claim them.
 //!
-//! A pooled environment is a running server container and a paused client container, both
-//! labelled with the pool key (a hash of every option that shapes the server and names the
-//! client). Its filler starts the server as `dind_<id>_server_<sv>_starting`, waits until its
-//! dockerd answers over TLS, starts the client (whose entrypoint and certificates wait in a
-//! volume of the server's, so nothing is uploaded then), pauses it, and only then renames the
-//! server to `dind_<id>_server_<sv>`: "ready" is read from names and states, with no extra
-//! request.
+//! A pooled environment moves one way only: **starting → ready → claimed** (→ removed). Its
+//! state is read from what the engine keeps atomically, never from a flag anyone can flip back:
 //!
-//! A run claims a ready environment by unpausing its client. The engine checks "paused" under
-//! the container's lock, so of two processes (or hosts) claiming the same environment exactly
-//! one succeeds and the other is told "not paused" and tries the next. A claimed environment
-//! has a running client from then on and is never offered again; it is removed like any other
-//! environment when the run ends. A run with client mounts (`-v`) replaces the claimed client
-//! by one made with its mounts.
+//! - *starting*: the server (named `dind_<id>_server_<sv>` from creation, labelled with the
+//!   pool key, its filler and a deadline) has no client yet, or its client is not yet paused.
+//! - *ready*: its filler, once dockerd answered, created the client under the pool-only name
+//!   `dind_<id>_pooled_<cv>`, started it and paused it.
+//! - *claimed*: the client was renamed to its run name `dind_<id>_client_<cv>`. The engine
+//!   reserves names atomically, so of any number of processes (or hosts) renaming the same
+//!   client to that name exactly one succeeds; the others are told "same name" (400), "name in
+//!   use" (409) or "no such container" (404) and try the next. No name goes back to
+//!   `_pooled_`, so a claimed environment is never offered again, even if its client is paused
+//!   later. The claimer then unpauses the client.
+//! - *stopped*: an unclaimed environment whose containers stopped (what an engine restart
+//!   leaves): of no use, removed by the next [`up`] or [`down`].
 //!
-//! Topping up ([`up`]) holds a lock file in didx's cache directory for its whole length, so
-//! concurrent refills on one host never overshoot: the second one counts the first one's work.
+//! Removal of an unclaimed environment ([`up`] clearing stale ones, [`down`]) first claims its
+//! pooled client by the same rename and removes only what it won, so it never takes an
+//! environment a run claimed meanwhile. A starting environment is removed only when provably
+//! dead: stopped, past its deadline, or made by a filler that held the same lock file (same
+//! host and cache directory) as the one now holding it, so that filler has ended.
+//!
+//! [`up`] and [`down`] hold a lock file in didx's cache directory for their whole length (one
+//! filler per host and cache directory at a time; waiting for it answers cancellation). It is
+//! opened without following a symbolic link planted in its place.
 
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::time::Duration;
 
-use futures_util::future::join_all;
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum as CState};
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::list::container_name;
@@ -28,21 +39,58 @@ use super::{
     CLIENT_FILES_DIR, Cancel, ClientFiles, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove,
     start_server, wait_ready,
 };
-use crate::engine::Engine;
+use crate::engine::{Engine, message_of, status_of};
 use crate::error::{Error, Result};
 use crate::labels;
 use crate::tls::TlsMaterial;
 
-/// Suffix of a pooled server's name until its dockerd answered.
-const STARTING: &str = "_starting";
+/// The largest pool [`up`] keeps (a larger size is a usage error).
+pub const MAX_SIZE: usize = 32;
+/// How many environments [`up`] starts at a time; the rest start as these finish.
+pub const MAX_STARTING: usize = 4;
+/// A starting environment's deadline is its creation + `--ready-timeout` + this: by then its
+/// filler has either made it ready or given up (and removed it).
+const DEADLINE_MARGIN_SECS: u64 = 120;
+/// Between two tries of the pool lock.
+const LOCK_POLL: Duration = Duration::from_millis(50);
+/// The middle part of a pooled client's name until it is claimed.
+const POOLED: &str = "_pooled_";
+/// The middle part of a claimed (run) client's name.
+const CLIENT: &str = "_client_";
 
-/// Marks a server as a pool member.
+/// Marks a server as a pool member: its labels.
 #[derive(Debug, Clone)]
 pub struct PoolTag {
     /// The pool key ([`key`]).
     pub key: String,
     /// How many environments the pool keeps ready (what a refill tops up to).
     pub size: usize,
+    /// Who is starting it: `<host>/<lock id>/<pid>/<token>` (see [`PoolEntry::filler`]).
+    pub filler: String,
+    /// Unix time after which, if still starting, it is dead.
+    pub deadline: u64,
+}
+
+impl PoolTag {
+    /// The server's labels for this tag.
+    pub(super) fn labels(&self) -> [(String, String); 4] {
+        [
+            (labels::POOL.to_string(), self.key.clone()),
+            (labels::POOL_SIZE.to_string(), self.size.to_string()),
+            (labels::POOL_FILLER.to_string(), self.filler.clone()),
+            (labels::POOL_DEADLINE.to_string(), self.deadline.to_string()),
+        ]
+    }
+}
+
+/// A pooled client's name before it is claimed: `dind_<id>_pooled_<cv>`.
+fn pooled_name(spec: &EnvSpec) -> String {
+    format!("dind_{}{POOLED}{}", spec.id, spec.cv.as_str())
+}
+
+/// The run name a pooled client is renamed to when claimed.
+fn claimed_name(pooled: &str) -> String {
+    pooled.replacen(POOLED, CLIENT, 1)
 }
 
 /// The pool key of a spec: everything that must match for a pooled environment to serve it
@@ -75,15 +123,19 @@ fn key_of(spec: &EnvSpec, server_image_id: &str, client_image_id: &str) -> Strin
     hex::encode(h.finalize())[..12].to_string()
 }
 
-/// State of a pooled environment.
+/// State of a pooled environment: starting → ready → claimed, never back; stopped is where an
+/// unclaimed one ends when its containers stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolState {
-    /// Its dockerd has not answered yet (or its filler stopped before marking it).
+    /// No client yet (its dockerd has not answered), or its client is not yet paused.
     Starting,
-    /// Ready to be claimed.
+    /// Its client is paused under its pool-only name: a run may claim it.
     Ready,
-    /// Claimed by a run: no longer in the pool.
+    /// Its client was renamed to its run name: it belongs to that run (or to a `pool down`
+    /// removing it), whatever state its containers are in.
     Claimed,
+    /// Unclaimed, and its server or client stopped (e.g. an engine restart): of no use.
+    Stopped,
 }
 
 impl PoolState {
@@ -93,6 +145,7 @@ impl PoolState {
             PoolState::Starting => "starting",
             PoolState::Ready => "ready",
             PoolState::Claimed => "claimed",
+            PoolState::Stopped => "stopped",
         }
     }
 }
@@ -112,16 +165,17 @@ pub struct PoolEntry {
     pub server: Container,
     /// Whether the server container is running.
     pub running: bool,
-    /// Starting, ready or claimed.
+    /// Starting, ready, claimed or stopped.
     pub state: PoolState,
-    /// Its client, once made.
+    /// The filler that started it, `<host>/<lock id>/<pid>/<token>`: `<host>/<lock id>` names
+    /// the lock file it held (host name, and a hash of the file's path, device and inode).
+    pub filler: Option<String>,
+    /// Unix time after which, if still starting, it counts as dead.
+    pub deadline: Option<u64>,
+    /// Its client: the pooled one, or the claimed one once claimed.
     client: Option<Container>,
     /// The volume holding the client's files.
     files_volume: Option<String>,
-}
-
-fn state_of(c: &bollard::models::ContainerSummary) -> String {
-    c.state.as_ref().map(|s| s.to_string()).unwrap_or_default()
 }
 
 /// Every pooled environment (all keys, or one), oldest first: one list request.
@@ -131,49 +185,110 @@ pub async fn entries(engine: &Engine, key: Option<&str>) -> Result<Vec<PoolEntry
         None => labels::POOL.to_string(),
     };
     let filter = std::collections::HashMap::from([("label".to_string(), vec![label])]);
-    let containers = engine.containers(filter).await?;
-    let role = |c: &bollard::models::ContainerSummary, r: labels::Role| {
-        c.labels.as_ref().and_then(|l| l.get(labels::ROLE)).map(String::as_str) == Some(r.as_str())
-    };
-    let env_of = |c: &bollard::models::ContainerSummary| c.labels.as_ref().and_then(|l| l.get(labels::ENV)).cloned();
-    // Clients by environment: (container, state).
-    let clients: std::collections::HashMap<String, (Container, String)> = containers
-        .iter()
-        .filter(|c| role(c, labels::Role::Client))
-        .filter_map(|c| Some((env_of(c)?, (Container { name: container_name(c), id: c.id.clone()? }, state_of(c)))))
-        .collect();
+    Ok(entries_of(&engine.containers(filter).await?))
+}
+
+/// The pool as read from a container list: pure, the one place states are decided.
+fn entries_of(containers: &[ContainerSummary]) -> Vec<PoolEntry> {
+    let label = |c: &ContainerSummary, k: &str| c.labels.as_ref().and_then(|l| l.get(k)).cloned();
+    let is = |c: &ContainerSummary, r: labels::Role| label(c, labels::ROLE).as_deref() == Some(r.as_str());
+    let state = |c: &ContainerSummary| c.state.unwrap_or(CState::EMPTY);
+    let stopped = |s: CState| matches!(s, CState::EXITED | CState::DEAD);
+    let as_container = |c: &ContainerSummary| Container { name: container_name(c), id: c.id.clone().unwrap_or_default() };
     let mut out: Vec<PoolEntry> = Vec::new();
-    for c in containers.iter().filter(|c| role(c, labels::Role::Server)) {
-        let l = c.labels.clone().unwrap_or_default();
-        let (Some(id), Some(k)) = (l.get(labels::ENV), l.get(labels::POOL)) else { continue };
-        let name = container_name(c);
-        let client = clients.get(id);
-        let state = match client {
-            _ if name.ends_with(STARTING) => PoolState::Starting,
-            Some((_, s)) if s == "paused" => PoolState::Ready,
-            Some(_) => PoolState::Claimed,
-            // Renamed, yet no client: made by a filler of another kind or half removed.
-            None => PoolState::Claimed,
+    for s in containers.iter().filter(|c| is(c, labels::Role::Server)) {
+        let (Some(id), Some(key)) = (label(s, labels::ENV), label(s, labels::POOL)) else { continue };
+        let pooled_prefix = format!("dind_{id}{POOLED}");
+        let (pooled, claimed): (Vec<&ContainerSummary>, Vec<&ContainerSummary>) = containers
+            .iter()
+            .filter(|c| is(c, labels::Role::Client) && label(c, labels::ENV).as_deref() == Some(id.as_str()))
+            .partition(|c| container_name(c).starts_with(&pooled_prefix));
+        // Any client under another name than the pool-only one means a claim won its rename
+        // (while a claim swaps in a client with mounts, two may exist: prefer the run name).
+        let run_client = claimed.iter().find(|c| container_name(c).contains(CLIENT)).or(claimed.first());
+        let (st, client) = match (run_client, pooled.first()) {
+            (Some(c), _) => (PoolState::Claimed, Some(*c)),
+            (None, p) if stopped(state(s)) || p.is_some_and(|c| stopped(state(c))) => (PoolState::Stopped, p.copied()),
+            (None, Some(p)) if state(p) == CState::PAUSED && state(s) == CState::RUNNING => (PoolState::Ready, Some(*p)),
+            (None, p) => (PoolState::Starting, p.copied()),
         };
-        let files_volume = c
+        let files_volume = s
             .mounts
             .as_ref()
             .and_then(|m| m.iter().find(|m| m.destination.as_deref() == Some(CLIENT_FILES_DIR)))
             .and_then(|m| m.name.clone());
         out.push(PoolEntry {
             id: id.clone(),
-            key: k.clone(),
-            size: l.get(labels::POOL_SIZE).and_then(|s| s.parse().ok()).unwrap_or(1),
-            created: l.get(labels::CREATED).and_then(|v| v.parse().ok()),
-            server: Container { name, id: c.id.clone().unwrap_or_default() },
-            running: state_of(c) == "running",
-            state,
-            client: client.map(|(c, _)| c.clone()),
+            key,
+            size: label(s, labels::POOL_SIZE).and_then(|v| v.parse().ok()).unwrap_or(1),
+            created: label(s, labels::CREATED).and_then(|v| v.parse().ok()),
+            server: as_container(s),
+            running: state(s) == CState::RUNNING,
+            state: st,
+            filler: label(s, labels::POOL_FILLER),
+            deadline: label(s, labels::POOL_DEADLINE).and_then(|v| v.parse().ok()),
+            client: client.map(as_container),
             files_volume,
         });
     }
     out.sort_by_key(|e| (e.created, e.id.clone()));
-    Ok(out)
+    out
+}
+
+/// This filler: the lock file it holds (`site`: host and lock file) and itself within it.
+#[derive(Debug, Clone)]
+struct Filler {
+    /// `<host>/<lock id>`.
+    site: String,
+    /// `<site>/<pid>/<token>`, the label value.
+    id: String,
+}
+
+/// The `<host>/<lock id>` part of a filler label.
+fn site_of(filler: &str) -> Option<&str> {
+    let first = filler.find('/')?;
+    let second = first + 1 + filler[first + 1..].find('/')?;
+    Some(&filler[..second])
+}
+
+/// Why an unclaimed entry is provably dead (so `me`, holding the pool lock, may remove it), or
+/// `None`. Ready and claimed ones never are; a starting one is when stopped, past its
+/// deadline, or started by another filler of the same lock file, which has therefore ended.
+fn dead(e: &PoolEntry, me: &Filler, now: u64) -> Option<String> {
+    match e.state {
+        PoolState::Ready | PoolState::Claimed => None,
+        PoolState::Stopped => Some("its containers stopped (an engine restart?)".into()),
+        PoolState::Starting => {
+            if let Some(d) = e.deadline.filter(|d| now > *d) {
+                return Some(format!("still starting {} s past its deadline", now - d));
+            }
+            let filler = e.filler.as_deref()?;
+            (filler != me.id && site_of(filler) == Some(me.site.as_str()))
+                .then(|| format!("its filler {filler} (this host and cache directory) has ended"))
+        }
+    }
+}
+
+/// Whether a failed rename means "someone else holds that client or name": 400 (it already
+/// has that name), 409 (another container has it), 404 (removed meanwhile), as engine 20.10
+/// answers the losers of a rename race.
+fn lost_rename(e: &Error) -> bool {
+    matches!(status_of(e), Some(400 | 404 | 409))
+}
+
+/// Remove an unclaimed environment, first claiming its pooled client (renaming it to its run
+/// name) so as never to take one a run claimed meanwhile. `false`: a run won it.
+async fn retire(engine: &Engine, e: &PoolEntry) -> Result<bool> {
+    if let Some(client) = &e.client
+        && let Err(err) = engine.rename(&client.id, &claimed_name(&client.name)).await
+    {
+        if lost_rename(&err) {
+            return Ok(false);
+        }
+        return Err(err);
+    }
+    remove(engine, &e.id).await?;
+    Ok(true)
 }
 
 /// What [`up`] did.
@@ -181,18 +296,23 @@ pub async fn entries(engine: &Engine, key: Option<&str>) -> Result<Vec<PoolEntry
 pub struct UpReport {
     /// The pool key.
     pub key: String,
-    /// Unclaimed environments of this key found running.
+    /// Ready environments of this key found.
     pub existing: usize,
+    /// Environments of this key other fillers are still starting, counted as on their way.
+    pub starting: usize,
+    /// Dead environments of this key removed first (id, why).
+    pub removed: Vec<(String, String)>,
     /// Environments started now.
     pub started: Vec<String>,
     /// Starts that failed (their resources removed), with the reason.
     pub failed: Vec<String>,
 }
 
-/// Top the pool of `template`'s key up to `size` ready environments and wait until the new
-/// ones answer. `template`'s id, volumes and copies are ignored; each new environment gets a
-/// fresh id. Unclaimed members that stopped running, or were left starting by a filler that
-/// died, are removed first.
+/// Top the pool of `template`'s key up to `size` (1 to [`MAX_SIZE`]) ready environments, at
+/// most [`MAX_STARTING`] at a time, and wait until the new ones answer. `template`'s id,
+/// volumes and copies are ignored; each new environment gets a fresh id. Dead unclaimed members
+/// (stopped, or left starting by a filler that ended) are removed first. On cancellation the
+/// environments being started are removed and [`Error::Cancelled`] returned.
 pub async fn up(
     engine: &Engine,
     template: &EnvSpec,
@@ -200,29 +320,38 @@ pub async fn up(
     cancel: &Cancel,
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<UpReport> {
-    let _lock = lock()?;
+    if size == 0 || size > MAX_SIZE {
+        return Err(Error::invalid("pool size", size.to_string(), format!("give 1 to {MAX_SIZE}; didx pool down empties the pool")));
+    }
+    let lock = lock(cancel, on).await?;
     let key = key(engine, template).await?;
     let mut report = UpReport { key: key.clone(), ..Default::default() };
+    let now = now_secs();
     for e in entries(engine, Some(&key)).await? {
-        if e.state == PoolState::Claimed {
-            continue;
-        }
-        // Under the lock no filler on this host is at work, so one still starting was left by
-        // a filler that died; stopped ones are of no use either.
-        if e.running && e.state == PoolState::Ready {
-            report.existing += 1;
-        } else {
-            remove(engine, &e.id).await?;
+        match (e.state, dead(&e, &lock.filler, now)) {
+            (PoolState::Claimed, _) => {}
+            (PoolState::Ready, _) => report.existing += 1,
+            (_, None) => report.starting += 1,
+            (_, Some(why)) => {
+                // Lost: a run claimed it meanwhile, so it is not ours to remove.
+                if retire(engine, &e).await? {
+                    report.removed.push((e.id, why));
+                }
+            }
         }
     }
-    let tag = PoolTag { key, size };
-    let missing = size.saturating_sub(report.existing);
-    let starts = (0..missing).map(|_| {
-        let mut spec = template.clone();
-        spec.id = EnvId::generate();
-        spec.volumes.clear();
-        let tag = &tag;
-        async move {
+    let tag = PoolTag { key, size, filler: lock.filler.id.clone(), deadline: 0 };
+    let missing = size.saturating_sub(report.existing + report.starting);
+    let tag = &tag;
+    let results: Vec<(EnvId, Result<()>)> = futures_util::stream::iter(0..missing)
+        .map(|_| async move {
+            let mut spec = template.clone();
+            spec.id = EnvId::generate();
+            spec.volumes.clear();
+            // Not begun when cancelled: nothing to remove.
+            if cancel.is_cancelled() {
+                return (spec.id, Err(Error::Cancelled));
+            }
             let r = start_pooled(engine, &spec, tag, cancel, on).await;
             if r.is_err()
                 && let Err(rm) = remove(engine, spec.id.as_str()).await
@@ -230,18 +359,27 @@ pub async fn up(
                 tracing::warn!(env = %spec.id, error = %rm, "removing a failed pooled start failed");
             }
             (spec.id, r)
-        }
-    });
-    for (id, r) in join_all(starts).await {
+        })
+        .buffer_unordered(MAX_STARTING)
+        .collect()
+        .await;
+    let mut cancelled = false;
+    for (id, r) in results {
         match r {
             Ok(()) => report.started.push(id.to_string()),
-            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(Error::Cancelled) => cancelled = true,
             Err(e) => report.failed.push(format!("{id}: {e}")),
         }
     }
+    if cancelled {
+        return Err(Error::Cancelled);
+    }
+    drop(lock);
     Ok(report)
 }
 
+/// Start one pooled environment: the server under its final name with the pool's labels, then,
+/// once its dockerd answers, the client under its pool-only name, started and paused (ready).
 async fn start_pooled(
     engine: &Engine,
     spec: &EnvSpec,
@@ -249,15 +387,24 @@ async fn start_pooled(
     cancel: &Cancel,
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<()> {
+    let created = now_secs();
+    let tag = PoolTag { deadline: created + spec.ready_timeout.as_secs() + DEADLINE_MARGIN_SECS, ..tag.clone() };
     let name = spec.server_name();
-    let starting = format!("{name}{STARTING}");
     let tls = TlsMaterial::generate(&[name.as_str()])?;
-    let id = start_server(engine, spec, &starting, &tls, now_secs(), Some(tag), cancel, on).await?;
+    let id = start_server(engine, spec, &name, &tls, created, Some(&tag), cancel, on).await?;
     // No client yet: the probe goes straight to the server.
-    let server = Container { name: starting.clone(), id: id.clone() };
+    let server = Container { name: name.clone(), id: id.clone() };
     wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
-    let volume = engine
-        .inspect(&id)
+    let volume = files_volume_of(engine, &id, &name).await?;
+    let files = ClientFiles::Volume { name: volume, pool_key: tag.key.clone() };
+    let client = create_client(engine, spec, &pooled_name(spec), &name, now_secs(), &files).await?;
+    engine.start(&client).await?;
+    engine.pause(&client).await
+}
+
+async fn files_volume_of(engine: &Engine, server_id: &str, server_name: &str) -> Result<String> {
+    engine
+        .inspect(server_id)
         .await?
         .mounts
         .unwrap_or_default()
@@ -265,20 +412,15 @@ async fn start_pooled(
         .find(|m| m.destination.as_deref() == Some(CLIENT_FILES_DIR))
         .and_then(|m| m.name)
         .ok_or_else(|| Error::Io {
-            what: format!("finding the client-files volume of {starting}"),
+            what: format!("finding the client-files volume of {server_name}"),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no volume mounted there"),
-        })?;
-    let files = ClientFiles::Volume { name: volume, pool_key: tag.key.clone() };
-    let client = create_client(engine, spec, &spec.client_name(), &starting, now_secs(), &files).await?;
-    engine.start(&client).await?;
-    engine.pause(&client).await?;
-    engine.rename(&id, &name).await
+        })
 }
 
 /// Claim a ready pooled environment matching `spec`'s key and give it to the caller, its
-/// client running (replaced by one with `spec`'s mounts if it has any). `spec.id` becomes the
-/// claimed environment's id. `None`: none is ready. Returns the environment and the pool size
-/// to refill to.
+/// client running under its run name (replaced by one with `spec`'s mounts if it has any).
+/// `spec.id` becomes the claimed environment's id. `None`: none is ready. Returns the
+/// environment and the pool size to refill to.
 pub async fn claim(
     engine: &Engine,
     spec: &mut EnvSpec,
@@ -287,18 +429,21 @@ pub async fn claim(
 ) -> Result<Option<(Environment, usize)>> {
     let t0 = std::time::Instant::now();
     let key = key(engine, spec).await?;
-    let candidates: Vec<PoolEntry> =
-        entries(engine, Some(&key)).await?.into_iter().filter(|e| e.running && e.state == PoolState::Ready).collect();
+    let candidates: Vec<PoolEntry> = entries(engine, Some(&key)).await?.into_iter().filter(|e| e.state == PoolState::Ready).collect();
     for cand in candidates {
         cancel.check()?;
-        let (Some(client), Some(volume)) = (cand.client.clone(), cand.files_volume.clone()) else { continue };
-        if engine.unpause(&client.id).await.is_err() {
-            // Another process claimed it first (or it is being removed): try the next.
-            continue;
+        let Some(pooled) = cand.client.clone() else { continue };
+        let run_name = claimed_name(&pooled.name);
+        match engine.rename(&pooled.id, &run_name).await {
+            Ok(()) => {}
+            // Another process (a run, a pool down) claimed it first: try the next.
+            Err(e) if lost_rename(&e) => continue,
+            Err(e) => return Err(e),
         }
         spec.id = EnvId(cand.id.clone());
+        let client = Container { name: run_name, id: pooled.id };
         let env = Environment { engine: engine.clone(), id: spec.id.clone(), server: cand.server.clone(), client, settled: false };
-        match with_mounts(engine, spec, env, volume, &key).await {
+        match take(engine, spec, env, cand.files_volume.as_deref(), &key).await {
             Ok(env) => {
                 on(Event::ClientStarted { name: &env.client.name, image: &spec.client_image });
                 on(Event::Ready { elapsed: t0.elapsed() });
@@ -315,34 +460,89 @@ pub async fn claim(
     Ok(None)
 }
 
-/// The claimed environment as the run wants it: with `spec`'s client mounts, if any, on a
-/// client made anew under the same name.
-async fn with_mounts(engine: &Engine, spec: &EnvSpec, mut env: Environment, volume: String, key: &str) -> Result<Environment> {
+/// The claimed environment as the run wants it: its client unpaused, or, when `spec` has
+/// client mounts, a client made anew with them. The new one is made under a third name first
+/// and takes the run name only once the old one is removed, so the environment always has a
+/// client under a non-pooled name (it reads as claimed throughout).
+async fn take(engine: &Engine, spec: &EnvSpec, mut env: Environment, volume: Option<&str>, key: &str) -> Result<Environment> {
     if spec.volumes.is_empty() {
-        return Ok(env);
+        match engine.unpause(&env.client.id).await {
+            Err(e) if !message_of(&e).is_some_and(|m| m.contains("is not paused")) => return Err(e),
+            _ => return Ok(env),
+        }
     }
+    let volume = volume.ok_or_else(|| Error::Io {
+        what: format!("finding the client-files volume of {}", env.server.name),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no volume mounted there"),
+    })?;
+    let files = ClientFiles::Volume { name: volume.to_string(), pool_key: key.to_string() };
+    let swapping = format!("dind_{}_claiming_{}", spec.id, spec.cv.as_str());
+    let id = create_client(engine, spec, &swapping, &env.server.name, now_secs(), &files).await?;
     engine.remove_container(&env.client.id).await?;
-    let files = ClientFiles::Volume { name: volume, pool_key: key.to_string() };
-    let id = create_client(engine, spec, &env.client.name, &env.server.name, now_secs(), &files).await?;
+    engine.rename(&id, &env.client.name).await?;
     env.client.id = id;
     engine.start(&env.client.id).await?;
     Ok(env)
 }
 
-/// Remove every unclaimed pooled environment (claimed ones belong to their runs); returns
-/// their ids.
-pub async fn down(engine: &Engine) -> Result<Vec<String>> {
-    let _lock = lock()?;
-    let ids: Vec<String> =
-        entries(engine, None).await?.into_iter().filter(|e| e.state != PoolState::Claimed).map(|e| e.id).collect();
-    for r in join_all(ids.iter().map(|id| remove(engine, id))).await {
-        r?;
-    }
-    Ok(ids)
+/// What [`down`] did.
+#[derive(Debug, Clone, Default)]
+pub struct DownReport {
+    /// Environments removed.
+    pub removed: Vec<String>,
+    /// Environments left, with why (claimed by a run, or still starting by a live filler).
+    pub left: Vec<(String, String)>,
 }
 
-/// The pool lock: held by `up` and `down` for their whole length (released when dropped).
-fn lock() -> Result<std::fs::File> {
+/// Remove every pooled environment no run has claimed: each ready one only after claiming it
+/// (so one a run claims at the same moment is left to that run), each starting one only when
+/// provably dead (see the module doc). Waits for the pool lock, so for a local `pool up` under
+/// way, answering `cancel` meanwhile.
+pub async fn down(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<DownReport> {
+    let lock = lock(cancel, on).await?;
+    let now = now_secs();
+    let entries = entries(engine, None).await?;
+    let outcomes = futures_util::future::join_all(entries.iter().map(|e| {
+        let me = &lock.filler;
+        async move {
+            let why_left = match (e.state, dead(e, me, now)) {
+                (PoolState::Claimed, _) => "claimed by a run".to_string(),
+                (PoolState::Starting, None) => {
+                    format!("still starting (filler {}; deadline in {} s)", e.filler.as_deref().unwrap_or("?"), e.deadline.unwrap_or(now).saturating_sub(now))
+                }
+                _ => match retire(engine, e).await {
+                    Ok(true) => return Ok(None),
+                    Ok(false) => "claimed by a run meanwhile".to_string(),
+                    Err(err) => return Err(err),
+                },
+            };
+            Ok(Some(why_left))
+        }
+    }))
+    .await;
+    let mut report = DownReport::default();
+    for (e, r) in entries.iter().zip(outcomes) {
+        match r? {
+            None => report.removed.push(e.id.clone()),
+            Some(why) => report.left.push((e.id.clone(), why)),
+        }
+    }
+    drop(lock);
+    Ok(report)
+}
+
+/// The pool lock, held by [`up`] and [`down`] for their whole length (released when dropped),
+/// and who this filler is under it.
+struct PoolLock {
+    _file: std::fs::File,
+    filler: Filler,
+}
+
+/// Take the pool lock in didx's cache directory, polling so that `cancel` is answered while
+/// another process holds it. A symbolic link (or anything but a regular file) planted in its
+/// place is refused, not followed.
+async fn lock(cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<PoolLock> {
+    cancel.check()?;
     let dir = crate::isolation::cache_dir().ok_or_else(|| Error::Io {
         what: "finding didx's cache directory for the pool lock".into(),
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "set DIDX_CACHE_DIR, XDG_CACHE_HOME or HOME"),
@@ -350,9 +550,58 @@ fn lock() -> Result<std::fs::File> {
     let path = dir.join("pool.lock");
     let io = |e| Error::Io { what: format!("locking {}", path.display()), source: e };
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
-    f.lock().map_err(io)?;
-    Ok(f)
+    // O_NONBLOCK: a FIFO planted there fails at once instead of blocking the open.
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::Io {
+                what: format!("refusing the pool lock {}: it is a symbolic link (remove it)", path.display()),
+                source: e,
+            },
+            _ => io(e),
+        })?;
+    let meta = f.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::other("not a regular file")));
+    }
+    let mut told = false;
+    loop {
+        match f.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if !told {
+                    told = true;
+                    on(Event::PoolLockWait { path: &path });
+                }
+                tokio::time::sleep(LOCK_POLL).await;
+                cancel.check()?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+    }
+    let lock_id = Sha256::digest(format!("{}\0{}\0{}", path.display(), meta.dev(), meta.ino()).as_bytes());
+    let site = format!("{}/{}", hostname(), &hex::encode(lock_id)[..12]);
+    let filler = Filler { id: format!("{site}/{}/{}", std::process::id(), EnvId::generate()), site };
+    Ok(PoolLock { _file: f, filler })
+}
+
+/// This host's name ('/' never occurs in one; replaced all the same, it separates the filler
+/// label's fields).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
+    // truncates, and we stop at the first NUL or the end.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown-host".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).replace('/', "_")
 }
 
 #[cfg(test)]
@@ -399,5 +648,147 @@ mod tests {
         f.dockerd_opts = vec!["--a".into(), "b".into()];
         g.dockerd_opts = vec!["--ab".into()];
         assert_ne!(key_of(&f, "x", "x"), key_of(&g, "x", "x"));
+    }
+
+    const ME: &str = "host-a/0123456789ab/100/tokmine";
+
+    fn me() -> Filler {
+        Filler { site: "host-a/0123456789ab".into(), id: ME.into() }
+    }
+
+    fn summary(name: &str, env: &str, role: labels::Role, state: CState, extra: &[(&str, &str)]) -> ContainerSummary {
+        let mut l = labels::for_resource(env, role, 1000);
+        for (k, v) in extra {
+            l.insert(k.to_string(), v.to_string());
+        }
+        ContainerSummary {
+            id: Some(format!("id-{name}")),
+            names: Some(vec![format!("/{name}")]),
+            labels: Some(l),
+            state: Some(state),
+            ..Default::default()
+        }
+    }
+
+    fn server(env: &str, state: CState, filler: &str, deadline: u64) -> ContainerSummary {
+        let deadline = deadline.to_string();
+        let extra = [(labels::POOL, "k1"), (labels::POOL_SIZE, "3"), (labels::POOL_FILLER, filler), (labels::POOL_DEADLINE, deadline.as_str())];
+        summary(&format!("dind_{env}_server_latest"), env, labels::Role::Server, state, &extra)
+    }
+
+    fn client(name: &str, env: &str, state: CState) -> ContainerSummary {
+        summary(name, env, labels::Role::Client, state, &[(labels::POOL, "k1")])
+    }
+
+    fn state_of(cs: &[ContainerSummary], env: &str) -> PoolState {
+        entries_of(cs).into_iter().find(|e| e.id == env).expect("entry").state
+    }
+
+    #[test]
+    fn states_follow_the_client_name_one_way() {
+        use CState::*;
+        let f = "host-b/ffffffffffff/7/tok";
+        // No client: starting, whatever the server does before it stops.
+        for s in [CREATED, RUNNING] {
+            assert_eq!(state_of(&[server("e1", s, f, 0)], "e1"), PoolState::Starting);
+        }
+        // A pooled client not yet paused: still starting; paused: ready.
+        for (c, want) in [(CREATED, PoolState::Starting), (RUNNING, PoolState::Starting), (PAUSED, PoolState::Ready)] {
+            let cs = [server("e1", RUNNING, f, 0), client("dind_e1_pooled_latest", "e1", c)];
+            assert_eq!(state_of(&cs, "e1"), want, "pooled client {c}");
+        }
+        // Paused pooled client but the server is not running: not ready.
+        let cs = [server("e1", PAUSED, f, 0), client("dind_e1_pooled_latest", "e1", PAUSED)];
+        assert_eq!(state_of(&cs, "e1"), PoolState::Starting);
+        // Renamed to the run name: claimed, whatever its state, paused again included.
+        for c in [RUNNING, PAUSED, EXITED] {
+            let cs = [server("e1", RUNNING, f, 0), client("dind_e1_client_latest", "e1", c)];
+            assert_eq!(state_of(&cs, "e1"), PoolState::Claimed, "claimed client {c}");
+            let e = &entries_of(&cs)[0];
+            assert_eq!(e.client.as_ref().map(|c| c.name.as_str()), Some("dind_e1_client_latest"));
+        }
+        // A claim swapping in a client with mounts: both clients present, still claimed.
+        let cs = [
+            server("e1", RUNNING, f, 0),
+            client("dind_e1_client_latest", "e1", PAUSED),
+            client("dind_e1_claiming_latest", "e1", CREATED),
+        ];
+        assert_eq!(state_of(&cs, "e1"), PoolState::Claimed);
+        assert_eq!(entries_of(&cs)[0].client.as_ref().unwrap().name, "dind_e1_client_latest");
+        let cs = [server("e1", RUNNING, f, 0), client("dind_e1_claiming_latest", "e1", CREATED)];
+        assert_eq!(state_of(&cs, "e1"), PoolState::Claimed);
+        // Forging the old "starting" suffix in a --sv changes nothing: names of servers do not count.
+        let mut s = server("e1", RUNNING, f, 0);
+        s.names = Some(vec!["/dind_e1_server_x_starting".into()]);
+        assert_eq!(state_of(&[s, client("dind_e1_pooled_x", "e1", PAUSED)], "e1"), PoolState::Ready);
+        // Another environment's pooled name does not make this one's.
+        let cs = [server("e1", RUNNING, f, 0), client("dind_e2_pooled_latest", "e1", PAUSED)];
+        assert_eq!(state_of(&cs, "e1"), PoolState::Claimed);
+        // Stopped (what an engine restart leaves): unclaimed with a stopped server or client.
+        for (s, c) in [(EXITED, Some(EXITED)), (EXITED, Some(PAUSED)), (RUNNING, Some(EXITED)), (DEAD, None), (EXITED, None)] {
+            let mut cs = vec![server("e1", s, f, 0)];
+            cs.extend(c.map(|c| client("dind_e1_pooled_latest", "e1", c)));
+            assert_eq!(state_of(&cs, "e1"), PoolState::Stopped, "server {s}, client {c:?}");
+        }
+        // A stopped claimed one is still its run's.
+        let cs = [server("e1", EXITED, f, 0), client("dind_e1_client_latest", "e1", EXITED)];
+        assert_eq!(state_of(&cs, "e1"), PoolState::Claimed);
+        // Containers without the pool label on the server, or other roles, are no entries.
+        let mut plain = server("e3", RUNNING, f, 0);
+        plain.labels.as_mut().unwrap().remove(labels::POOL);
+        assert!(entries_of(&[plain, client("dind_e3_pooled_latest", "e3", PAUSED)]).is_empty());
+    }
+
+    #[test]
+    fn entries_carry_labels_and_sort_oldest_first() {
+        let f = "host-b/ffffffffffff/7/tok";
+        let mut a = server("ea", CState::RUNNING, f, 1234);
+        a.labels.as_mut().unwrap().insert(labels::CREATED.into(), "2000".into());
+        let b = server("eb", CState::RUNNING, f, 99);
+        let es = entries_of(&[a, b]);
+        assert_eq!(es.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["eb", "ea"]);
+        assert_eq!((es[1].size, es[1].deadline, es[1].filler.as_deref(), es[1].key.as_str()), (3, Some(1234), Some(f), "k1"));
+        assert!(es[1].running);
+    }
+
+    #[test]
+    fn only_provably_dead_environments_may_be_removed() {
+        use CState::*;
+        let now = 10_000;
+        let entry = |cs: &[ContainerSummary]| entries_of(cs).remove(0);
+        let pooled = |c| client("dind_e1_pooled_latest", "e1", c);
+        // Another host's or another cache directory's filler, within its deadline: alive.
+        for f in ["host-b/0123456789ab/100/tok", "host-a/ffffffffffff/100/tok"] {
+            assert_eq!(dead(&entry(&[server("e1", RUNNING, f, now + 1)]), &me(), now), None, "{f}");
+            assert_eq!(dead(&entry(&[server("e1", CREATED, f, now)]), &me(), now), None, "{f}: created, deadline now");
+            assert_eq!(dead(&entry(&[server("e1", RUNNING, f, now), pooled(RUNNING)]), &me(), now), None);
+        }
+        // Past its deadline: dead, whoever made it.
+        assert!(dead(&entry(&[server("e1", RUNNING, "host-b/0123456789ab/1/t", now - 1)]), &me(), now).is_some());
+        // Same host and lock file, another filler: that filler ended (we hold the lock).
+        let gone = dead(&entry(&[server("e1", RUNNING, "host-a/0123456789ab/99/old", now + 500)]), &me(), now);
+        assert!(gone.is_some_and(|w| w.contains("has ended")));
+        // This filler's own: alive.
+        assert_eq!(dead(&entry(&[server("e1", RUNNING, ME, now + 500)]), &me(), now), None);
+        // No filler or deadline label (made by an older didx): never provably dead while running.
+        let mut bare = server("e1", RUNNING, "", 0);
+        bare.labels.as_mut().unwrap().retain(|k, _| k != labels::POOL_FILLER && k != labels::POOL_DEADLINE);
+        assert_eq!(dead(&entry(&[bare]), &me(), now), None);
+        // Stopped: dead. Ready and claimed: never, even past the deadline or by an ended filler.
+        assert!(dead(&entry(&[server("e1", EXITED, "host-b/x/1/t", now + 500), pooled(EXITED)]), &me(), now).is_some());
+        let old = "host-a/0123456789ab/99/old";
+        assert_eq!(dead(&entry(&[server("e1", RUNNING, old, 1), pooled(PAUSED)]), &me(), now), None);
+        let claimed = client("dind_e1_client_latest", "e1", EXITED);
+        assert_eq!(dead(&entry(&[server("e1", EXITED, old, 1), claimed]), &me(), now), None);
+    }
+
+    #[test]
+    fn names_and_filler_sites() {
+        let s = spec();
+        assert_eq!(pooled_name(&s), format!("dind_{}_pooled_latest", s.id));
+        assert_eq!(claimed_name(&pooled_name(&s)), s.client_name());
+        assert_eq!(site_of("h/abc/12/tok"), Some("h/abc"));
+        assert_eq!(site_of("h"), None);
+        assert_eq!(site_of("h/abc"), None);
     }
 }
