@@ -507,6 +507,14 @@ async fn image_build(host: Option<&str>, spec: BuildSpec) -> Result<u8, Error> {
     Ok(0)
 }
 
+/// `YYYY-MM-DD HH:MM` of a Unix time, in UTC.
+fn utc_date(t: u64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(t as i64) {
+        Ok(d) => format!("{}-{:02}-{:02} {:02}:{:02}", d.year(), d.month() as u8, d.day(), d.hour(), d.minute()),
+        Err(_) => format!("@{t}"),
+    }
+}
+
 fn age(created: Option<u64>) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     match created {
@@ -670,9 +678,9 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
         }
         _ => {
             let entries = pool::entries(&engine, None).await?;
-            println!("{:<14} {:<12} {:<6} {:<6} {:<10} SERVER", "POOL", "ENV", "SIZE", "AGE", "STATE");
+            output::out(&format!("{:<14} {:<12} {:<6} {:<6} {:<10} SERVER\n", "POOL", "ENV", "SIZE", "AGE", "STATE"));
             for e in &entries {
-                println!("{:<14} {:<12} {:<6} {:<6} {:<10} {}", e.key, e.id, e.size, age(e.created), e.state.as_str(), e.server.name);
+                output::out(&format!("{:<14} {:<12} {:<6} {:<6} {:<10} {}\n", e.key, e.id, e.size, age(e.created), e.state.as_str(), e.server.name));
             }
             let ready = entries.iter().filter(|e| e.state == pool::PoolState::Ready).count();
             say(format!("{} pooled environment(s), {ready} ready", entries.len()));
@@ -737,11 +745,21 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     match plan.clean {
         CleanPolicy::Rpt => {
             let envs = didx::env::list(&engine).await?;
-            output::out(&format!("{:<12} {:<6} {:<8} {:<10} {:<18} NAME\n", "ENV", "AGE", "ROLE", "STATE", "POOL"));
+            output::out(&format!("{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} NAME\n", "ENV", "AGE", "ROLE", "STATE", "POOL", "CERTS EXPIRE"));
             for e in &envs {
                 let pool = e.pool.as_ref().map(|k| format!("pool {k}")).unwrap_or_else(|| "-".into());
+                let expires = e.expires.map(utc_date).unwrap_or_else(|| "-".into());
                 for m in &e.members {
-                    output::out(&format!("{:<12} {:<6} {:<8} {:<10} {:<18} {}\n", e.id, age(e.created), m.role, m.state, pool, m.name));
+                    output::out(&format!(
+                        "{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} {}\n",
+                        e.id,
+                        age(e.created),
+                        m.role,
+                        m.state,
+                        pool,
+                        expires,
+                        m.name
+                    ));
                 }
             }
             say(format!("{} environment(s)", envs.len()));
@@ -995,8 +1013,12 @@ async fn finish(env: Environment, timings: Timings, clean: CleanPolicy, succeede
         }
     } else {
         let id = env.id().to_string();
+        let expires = match env.certificates_expire().await {
+            Ok(Some(t)) => format!("; its TLS certificates expire on {} UTC", utc_date(t)),
+            _ => String::new(),
+        };
         env.keep();
-        say(format!("dind server named: '{server}' remains running"));
+        say(format!("dind server named: '{server}' remains running{expires}"));
         say(format!("dind client named: '{client}' remains running (attach: docker exec -it {client} sh; env {id}; remove all: didx --clean all)"));
     }
     Ok(code)

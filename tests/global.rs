@@ -47,6 +47,11 @@ fn rpt_lists_and_all_removes_only_didx_environments() {
             let lines: Vec<&str> = rpt.stdout.lines().filter(|l| l.starts_with(id.as_str())).collect();
             assert_eq!(lines.len(), 2, "{}", rpt.show());
             assert!(lines.iter().all(|l| l.contains("running")), "{}", rpt.show());
+            // Certificates expire in 30 days (bounded validity), shown as a UTC date.
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+            let d = time::OffsetDateTime::from_unix_timestamp((now + 30 * 24 * 3600) as i64).unwrap();
+            let day = format!("{}-{:02}-{:02}", d.year(), d.month() as u8, d.day());
+            assert!(lines.iter().all(|l| l.contains(&day)), "expiry {day} not shown: {}", rpt.show());
         }
         assert!(rpt.stdout.contains(&format!("dind_{}_client_other", ids[1])), "{}", rpt.show());
         assert!(!rpt.stdout.contains("decoy"), "{}", rpt.show());

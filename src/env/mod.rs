@@ -262,6 +262,13 @@ impl Environment {
         remove(&self.engine, self.id.as_str()).await.map(|_| ())
     }
 
+    /// When this environment's certificates expire (Unix seconds), from its server's
+    /// `io.didx.expires` label; `None` for a server made before didx bounded them.
+    pub async fn certificates_expire(&self) -> Result<Option<u64>> {
+        let labels = self.engine.inspect(&self.server.id).await?.config.and_then(|c| c.labels).unwrap_or_default();
+        Ok(labels.get(labels::EXPIRES).and_then(|v| v.parse().ok()))
+    }
+
     /// Leave the environment running (`--clean none`).
     pub fn keep(mut self) {
         self.settled = true;
