@@ -53,10 +53,5 @@ fn main() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!("machine: {cpu}, {cores} cores available");
     println!("archive: {entries} entries, {links} symbolic links, {:.1} MB", data.len() as f64 / 1e6);
-    println!(
-        "validate CPU time over {runs} runs: median {:.3} s, min {:.3} s, max {:.3} s",
-        times[runs / 2],
-        times[0],
-        times[runs - 1]
-    );
+    println!("validate CPU time over {runs} runs: median {:.3} s, min {:.3} s, max {:.3} s", times[runs / 2], times[0], times[runs - 1]);
 }

@@ -15,10 +15,7 @@ pub struct Entry<'a> {
 
 /// A tar archive holding `entries` (parent directories are added, mode 0755).
 pub fn tar_of(entries: &[Entry<'_>]) -> Result<Vec<u8>> {
-    let mtime = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let mtime = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut builder = tar::Builder::new(Vec::new());
     let mut dirs: Vec<String> = Vec::new();
     let io = |e| Error::io("building a tar archive", e);

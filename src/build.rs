@@ -145,10 +145,7 @@ async fn build_in(
         .arg(format!("--customize-hook=upload {} {IMAGE_ENTRYPOINT}", entrypoint.display()))
         .arg(format!("--customize-hook=upload {} {IMAGE_BUSYBOX_HELPER}", helper.display()))
         .arg(format!("--customize-hook=chmod 0755 \"$1{IMAGE_ENTRYPOINT}\" \"$1{IMAGE_BUSYBOX_HELPER}\""))
-        .arg(format!(
-            "--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Version}}' docker.io > {}",
-            version_file.display()
-        ))
+        .arg(format!("--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Version}}' docker.io > {}", version_file.display()))
         .arg(&spec.suite)
         .arg("-")
         .arg(&spec.mirror)

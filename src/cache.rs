@@ -32,11 +32,7 @@ pub fn ensure_dir() -> Result<PathBuf> {
         what: "finding didx's cache directory".into(),
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "set DIDX_CACHE_DIR, XDG_CACHE_HOME or HOME"),
     })?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&d)
-        .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
     Ok(d)
 }
 
@@ -76,12 +72,7 @@ pub fn write(kind: &str, key: &str, content: &str) -> Result<()> {
     let tmp = target.with_file_name(format!(".{}.{}", random_suffix(), std::process::id()));
     let io = |e| Error::io(format!("writing {}", target.display()), e);
     let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
         f.write_all(content.as_bytes())?;
         std::fs::rename(&tmp, &target)
     })();

@@ -12,13 +12,69 @@ use crate::error::{Error, Result};
 /// The docker CLI subcommands (management and legacy forms, plus common plugins) that get
 /// `docker` put in front, as the docker image's `docker-entrypoint.sh` does.
 pub const DOCKER_SUBCOMMANDS: &[&str] = &[
-    "attach", "build", "builder", "buildx", "checkpoint", "commit", "compose", "config",
-    "container", "context", "cp", "create", "debug", "diff", "events", "exec", "export",
-    "history", "image", "images", "import", "info", "init", "inspect", "kill", "load", "login",
-    "logout", "logs", "manifest", "network", "node", "pause", "plugin", "port", "ps", "pull",
-    "push", "rename", "restart", "rm", "rmi", "run", "save", "sbom", "scout", "search", "secret",
-    "service", "stack", "start", "stats", "stop", "swarm", "system", "tag", "top", "trust",
-    "unpause", "update", "version", "volume", "wait",
+    "attach",
+    "build",
+    "builder",
+    "buildx",
+    "checkpoint",
+    "commit",
+    "compose",
+    "config",
+    "container",
+    "context",
+    "cp",
+    "create",
+    "debug",
+    "diff",
+    "events",
+    "exec",
+    "export",
+    "history",
+    "image",
+    "images",
+    "import",
+    "info",
+    "init",
+    "inspect",
+    "kill",
+    "load",
+    "login",
+    "logout",
+    "logs",
+    "manifest",
+    "network",
+    "node",
+    "pause",
+    "plugin",
+    "port",
+    "ps",
+    "pull",
+    "push",
+    "rename",
+    "restart",
+    "rm",
+    "rmi",
+    "run",
+    "save",
+    "sbom",
+    "scout",
+    "search",
+    "secret",
+    "service",
+    "stack",
+    "start",
+    "stats",
+    "stop",
+    "swarm",
+    "system",
+    "tag",
+    "top",
+    "trust",
+    "unpause",
+    "update",
+    "version",
+    "volume",
+    "wait",
 ];
 
 /// One COMMAND, classified.
@@ -33,9 +89,8 @@ pub enum Step {
 impl Step {
     /// Classify one COMMAND argument.
     pub fn parse(arg: &str) -> Result<Step> {
-        let words = shell_words::split(arg).map_err(|e| {
-            Error::invalid("COMMAND", arg, format!("{e}: balance its quotes, e.g. 'sh -c \"exit 7\"'"))
-        })?;
+        let words = shell_words::split(arg)
+            .map_err(|e| Error::invalid("COMMAND", arg, format!("{e}: balance its quotes, e.g. 'sh -c \"exit 7\"'")))?;
         let Some(first) = words.first() else {
             return Err(Error::invalid("COMMAND", arg, "it is empty; give a program or a docker subcommand"));
         };
@@ -73,10 +128,7 @@ mod tests {
         assert_eq!(Step::parse("pull alpine").unwrap(), client(&["docker", "pull", "alpine"]));
         assert_eq!(Step::parse("images").unwrap(), client(&["docker", "images"]));
         assert_eq!(Step::parse("-D images").unwrap(), client(&["docker", "-D", "images"]));
-        assert_eq!(
-            Step::parse("run -dit --name c alpine sh").unwrap(),
-            client(&["docker", "run", "-dit", "--name", "c", "alpine", "sh"])
-        );
+        assert_eq!(Step::parse("run -dit --name c alpine sh").unwrap(), client(&["docker", "run", "-dit", "--name", "c", "alpine", "sh"]));
     }
 
     #[test]

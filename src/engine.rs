@@ -24,9 +24,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, ImageInspect, SystemInfo,
-};
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary, ImageInspect, SystemInfo};
 use bollard::query_parameters as qp;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -70,9 +68,7 @@ impl std::fmt::Debug for Engine {
 /// The HTTP status of an engine error, if it carries one.
 pub fn status_of(err: &Error) -> Option<u16> {
     match err {
-        Error::Engine { source: BollardError::DockerResponseServerError { status_code, .. }, .. } => {
-            Some(*status_code)
-        }
+        Error::Engine { source: BollardError::DockerResponseServerError { status_code, .. }, .. } => Some(*status_code),
         _ => None,
     }
 }
@@ -80,9 +76,7 @@ pub fn status_of(err: &Error) -> Option<u16> {
 /// The engine's message of an engine error, if it carries one.
 pub fn message_of(err: &Error) -> Option<&str> {
     match err {
-        Error::Engine { source: BollardError::DockerResponseServerError { message, .. }, .. } => {
-            Some(message)
-        }
+        Error::Engine { source: BollardError::DockerResponseServerError { message, .. }, .. } => Some(message),
         _ => None,
     }
 }
@@ -99,9 +93,7 @@ async fn within<T>(
     limit: Duration,
     fut: impl std::future::Future<Output = std::result::Result<T, BollardError>>,
 ) -> Result<std::result::Result<T, BollardError>> {
-    tokio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| Error::TimedOut { op, target: target.to_string(), after: limit, idle: false })
+    tokio::time::timeout(limit, fut).await.map_err(|_| Error::TimedOut { op, target: target.to_string(), after: limit, idle: false })
 }
 
 /// [`within`] [`QUICK_TIMEOUT`], failures mapped to [`Error::Engine`].
@@ -202,10 +194,7 @@ impl Engine {
     pub async fn connect(host: Option<&str>) -> Result<Engine> {
         let host = match host {
             Some(h) => h.to_string(),
-            None => std::env::var("DOCKER_HOST")
-                .ok()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| DEFAULT_HOST.to_string()),
+            None => std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| DEFAULT_HOST.to_string()),
         };
         let known = ["unix://", "tcp://", "http://", "https://"];
         if !known.iter().any(|p| host.starts_with(p)) {
@@ -222,10 +211,7 @@ impl Engine {
             Ok(Ok(d)) => d,
             Ok(Err(source)) => return Err(Error::Unreachable { host, source }),
             Err(_) => {
-                return Err(Error::Unreachable {
-                    host,
-                    source: BollardError::RequestTimeoutError,
-                });
+                return Err(Error::Unreachable { host, source: BollardError::RequestTimeoutError });
             }
         };
         Ok(Engine { docker, host })
@@ -267,11 +253,7 @@ impl Engine {
     /// Pull `image`, giving up when the registry sends nothing for `idle`.
     pub async fn pull(&self, image: &str, idle: Duration) -> Result<()> {
         let (repo, tag) = split_reference(image);
-        let opts = qp::CreateImageOptions {
-            from_image: Some(repo.to_string()),
-            tag: Some(tag.to_string()),
-            ..Default::default()
-        };
+        let opts = qp::CreateImageOptions { from_image: Some(repo.to_string()), tag: Some(tag.to_string()), ..Default::default() };
         let mut stream = self.docker.create_image(Some(opts), None, None);
         loop {
             match tokio::time::timeout(idle, stream.next()).await {
@@ -356,26 +338,17 @@ impl Engine {
     pub async fn upload(&self, container: &str, path: &str, tar: Vec<u8>) -> Result<()> {
         // As docker cp: never replace a directory with a non-directory (a host directory
         // mounted in the client would be deleted).
-        let opts = qp::UploadToContainerOptions {
-            path: path.to_string(),
-            no_overwrite_dir_non_dir: Some("true".into()),
-            ..Default::default()
-        };
+        let opts =
+            qp::UploadToContainerOptions { path: path.to_string(), no_overwrite_dir_non_dir: Some("true".into()), ..Default::default() };
         let upload = self.docker.upload_to_container(container, Some(opts), bollard::body_full(tar.into()));
         within("upload to container", container, IDLE_TIMEOUT, upload).await?.map_err(call("upload to container", container))
     }
 
     /// A tar stream of `path` in a container (a file or a directory, as `docker cp` reads it).
-    pub fn download<'a>(
-        &'a self,
-        container: &'a str,
-        path: &str,
-    ) -> impl Stream<Item = Result<Bytes>> + Send + 'a {
+    pub fn download<'a>(&'a self, container: &'a str, path: &str) -> impl Stream<Item = Result<Bytes>> + Send + 'a {
         let opts = qp::DownloadFromContainerOptions { path: path.to_string() };
-        let stream = self
-            .docker
-            .download_from_container(container, Some(opts))
-            .map_err(move |e| call("download from container", container)(e));
+        let stream =
+            self.docker.download_from_container(container, Some(opts)).map_err(move |e| call("download from container", container)(e));
         idle_bounded("download from container", container.to_string(), IDLE_TIMEOUT, stream)
     }
 
@@ -399,11 +372,8 @@ impl Engine {
     ) -> Result<()> {
         // As docker cp: never replace a directory with a non-directory (a host directory
         // mounted in the client would be deleted).
-        let opts = qp::UploadToContainerOptions {
-            path: path.to_string(),
-            no_overwrite_dir_non_dir: Some("true".into()),
-            ..Default::default()
-        };
+        let opts =
+            qp::UploadToContainerOptions { path: path.to_string(), no_overwrite_dir_non_dir: Some("true".into()), ..Default::default() };
         let progress = Progress::new();
         let upload = self.docker.upload_to_container(container, Some(opts), bollard::body_try_stream(progress.watch(tar)));
         tokio::select! {
@@ -454,11 +424,7 @@ impl Engine {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             // "removal already in progress": another remover got there first.
-            Err(BollardError::DockerResponseServerError { status_code: 409, message })
-                if message.contains("already in progress") =>
-            {
-                Ok(())
-            }
+            Err(BollardError::DockerResponseServerError { status_code: 409, message }) if message.contains("already in progress") => Ok(()),
             Err(e) => Err(call("remove container", container)(e)),
         }
     }
@@ -478,12 +444,7 @@ impl Engine {
 
     /// The last `lines` lines of a container's output.
     pub async fn logs_tail(&self, container: &str, lines: usize) -> Result<String> {
-        let opts = qp::LogsOptions {
-            stdout: true,
-            stderr: true,
-            tail: lines.to_string(),
-            ..Default::default()
-        };
+        let opts = qp::LogsOptions { stdout: true, stderr: true, tail: lines.to_string(), ..Default::default() };
         let chunks: Vec<_> = quick("container logs", container, self.docker.logs(container, Some(opts)).try_collect()).await?;
         Ok(chunks.iter().map(|c| String::from_utf8_lossy(&c.clone().into_bytes()).into_owned()).collect())
     }

@@ -21,7 +21,9 @@ pub enum Error {
         fix: String,
     },
     /// The engine did not answer at all.
-    #[error("cannot reach the Docker engine at {host}: {source} (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)")]
+    #[error(
+        "cannot reach the Docker engine at {host}: {source} (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)"
+    )]
     Unreachable {
         /// The address tried.
         host: String,

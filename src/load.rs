@@ -59,7 +59,11 @@ pub async fn check(engine: &Engine, names: &[String]) -> Result<Vec<HostImage>> 
     let mut out = Vec::new();
     for name in names {
         let Some(img) = engine.image(name).await? else {
-            return Err(Error::invalid("--load image", name.clone(), "no such image on the host engine; build, pull or load it there first"));
+            return Err(Error::invalid(
+                "--load image",
+                name.clone(),
+                "no such image on the host engine; build, pull or load it there first",
+            ));
         };
         out.push(HostImage { name: name.clone(), id: img.id.unwrap_or_default(), size: img.size.unwrap_or(0).max(0) as u64 });
     }
@@ -71,10 +75,11 @@ pub async fn load(env: &Environment, images: &[HostImage], on: &(dyn Fn(LoadEven
     let engine = env.engine();
     let client = &env.client().id;
     // Which are there already: one exec asking the inner engine for every ID.
-    let mut argv: Vec<String> = ["sh", "-c", r#"for i in "$@"; do docker image inspect --format '{{.Id}}' "$i" 2>/dev/null || echo -; done"#, "sh"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut argv: Vec<String> =
+        ["sh", "-c", r#"for i in "$@"; do docker image inspect --format '{{.Id}}' "$i" 2>/dev/null || echo -; done"#, "sh"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     argv.extend(images.iter().map(|i| i.name.clone()));
     let mut ids = Vec::new();
     let mut sink = tokio::io::sink();

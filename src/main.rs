@@ -9,11 +9,11 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use didx::build::{BuildEvent, BuildSpec};
 use didx::command::Step;
 use didx::copy::{CpSource, CpSpec};
-use didx::load::LoadEvent;
 use didx::engine::Engine;
 use didx::env::{Cancel, EnvId, EnvSpec, Environment, Event};
 use didx::error::Error;
 use didx::images::{self, Wanted};
+use didx::load::LoadEvent;
 use didx::run::{StepEvent, run_steps};
 use didx::spec::{CleanPolicy, EnvVarName, IsolationMode, Version, VolumeSpec, parse_duration};
 use tokio::signal::unix::{SignalKind, signal};
@@ -403,11 +403,7 @@ async fn host_driver() -> Option<String> {
 fn host_flag(args: impl Iterator<Item = String>) -> Option<String> {
     let args: Vec<String> = args.collect();
     args.iter().enumerate().find_map(|(i, a)| {
-        if a == "-H" || a == "--host" {
-            args.get(i + 1).cloned()
-        } else {
-            a.strip_prefix("--host=").map(str::to_string)
-        }
+        if a == "-H" || a == "--host" { args.get(i + 1).cloned() } else { a.strip_prefix("--host=").map(str::to_string) }
     })
 }
 
@@ -460,11 +456,10 @@ fn usage_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
     let tip = match e.kind() {
-        clap::error::ErrorKind::UnknownArgument => {
-            "; see didx --help (put '--' before a COMMAND that starts with '-')"
-        }
+        clap::error::ErrorKind::UnknownArgument => "; see didx --help (put '--' before a COMMAND that starts with '-')",
         clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            return "a verb needs its subcommand, e.g. didx image build; to run 'docker image' as a COMMAND write didx -- image".to_string();
+            return "a verb needs its subcommand, e.g. didx image build; to run 'docker image' as a COMMAND write didx -- image"
+                .to_string();
         }
         _ => "; see didx --help",
     };
@@ -521,7 +516,13 @@ fn age(created: Option<u64>) -> String {
         None => "?".into(),
         Some(c) => {
             let s = now.saturating_sub(c);
-            if s < 120 { format!("{s}s") } else if s < 7200 { format!("{}m", s / 60) } else { format!("{}h", s / 3600) }
+            if s < 120 {
+                format!("{s}s")
+            } else if s < 7200 {
+                format!("{}m", s / 60)
+            } else {
+                format!("{}h", s / 3600)
+            }
         }
     }
 }
@@ -558,9 +559,8 @@ fn refill(host: Option<&str>, size: usize, options: &[String]) {
             return;
         }
     };
-    let log = didx::cache::open_append("pool-refill.log")
-        .map_err(|e| say(format!("warning: the pool refill's output is discarded ({e})")))
-        .ok();
+    let log =
+        didx::cache::open_append("pool-refill.log").map_err(|e| say(format!("warning: the pool refill's output is discarded ({e})"))).ok();
     let (out, err) = match log.and_then(|f| Some((f.try_clone().ok()?, f))) {
         Some((a, b)) => (std::process::Stdio::from(a), std::process::Stdio::from(b)),
         None => (std::process::Stdio::null(), std::process::Stdio::null()),
@@ -568,13 +568,8 @@ fn refill(host: Option<&str>, size: usize, options: &[String]) {
     let mut args: Vec<String> = host.map(|h| vec!["-H".to_string(), h.to_string()]).unwrap_or_default();
     args.extend(["pool".to_string(), "up".to_string(), size.to_string()]);
     args.extend_from_slice(options);
-    let spawned = std::process::Command::new(exe)
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0)
-        .spawn();
+    let spawned =
+        std::process::Command::new(exe).args(&args).stdin(std::process::Stdio::null()).stdout(out).stderr(err).process_group(0).spawn();
     if let Err(e) = spawned {
         say(format!("warning: cannot refill the pool ({e})"));
     }
@@ -608,8 +603,11 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
     // Returns the exit code of the signal that came.
     async fn signalled() -> Result<impl Future<Output = u8>, Error> {
         let mut streams = Vec::new();
-        for (kind, code) in [(SignalKind::interrupt(), EXIT_SIGINT), (SignalKind::terminate(), EXIT_SIGTERM), (SignalKind::hangup(), EXIT_SIGHUP)] {
-            let s = signal(kind).map_err(|e| Error::Io { what: format!("installing a handler for signal {}", kind.as_raw_value()), source: e })?;
+        for (kind, code) in
+            [(SignalKind::interrupt(), EXIT_SIGINT), (SignalKind::terminate(), EXIT_SIGTERM), (SignalKind::hangup(), EXIT_SIGHUP)]
+        {
+            let s = signal(kind)
+                .map_err(|e| Error::Io { what: format!("installing a handler for signal {}", kind.as_raw_value()), source: e })?;
             streams.push((s, code));
         }
         Ok(async move {
@@ -673,14 +671,26 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
             for (id, why) in &r.left {
                 say(format!("left pooled environment {id}: {why}"));
             }
-            say(format!("removed {} pooled environment(s){}", r.removed.len(), if r.left.is_empty() { String::new() } else { format!(", left {}", r.left.len()) }));
+            say(format!(
+                "removed {} pooled environment(s){}",
+                r.removed.len(),
+                if r.left.is_empty() { String::new() } else { format!(", left {}", r.left.len()) }
+            ));
             Ok(0)
         }
         _ => {
             let entries = pool::entries(&engine, None).await?;
             output::out(&format!("{:<14} {:<12} {:<6} {:<6} {:<10} SERVER\n", "POOL", "ENV", "SIZE", "AGE", "STATE"));
             for e in &entries {
-                output::out(&format!("{:<14} {:<12} {:<6} {:<6} {:<10} {}\n", e.key, e.id, e.size, age(e.created), e.state.as_str(), e.server.name));
+                output::out(&format!(
+                    "{:<14} {:<12} {:<6} {:<6} {:<10} {}\n",
+                    e.key,
+                    e.id,
+                    e.size,
+                    age(e.created),
+                    e.state.as_str(),
+                    e.server.name
+                ));
             }
             let ready = entries.iter().filter(|e| e.state == pool::PoolState::Ready).count();
             say(format!("{} pooled environment(s), {ready} ready", entries.len()));
@@ -718,9 +728,8 @@ struct Signals {
 
 impl Signals {
     fn install() -> Result<Signals, Error> {
-        let one = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|e| Error::Io { what: format!("installing a {name} handler"), source: e })
-        };
+        let one =
+            |kind: SignalKind, name: &str| signal(kind).map_err(|e| Error::Io { what: format!("installing a {name} handler"), source: e });
         Ok(Signals {
             int: one(SignalKind::interrupt(), "SIGINT")?,
             term: one(SignalKind::terminate(), "SIGTERM")?,
@@ -811,7 +820,9 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
                 refill(host, size, args);
                 return Ok(env);
             }
-            say("no pooled environment for these options is left; starting a fresh one (didx pool up N, with the same options, keeps some ready)");
+            say(
+                "no pooled environment for these options is left; starting a fresh one (didx pool up N, with the same options, keeps some ready)",
+            );
         }
         Environment::start(&engine, &spec, &cancel, &on_event).await
     };
@@ -985,7 +996,14 @@ fn left_behind(host: &str, sig: Sig, id: &str, names: &[String]) {
 /// Remove or keep `env` by `clean` and the outcome; `code` stands whatever the removal does.
 /// A signal during the removal cuts it short: what is left is said, with the command that
 /// removes it, and the exit code becomes the signal's.
-async fn finish(env: Environment, timings: Timings, clean: CleanPolicy, succeeded: bool, code: u8, signals: &mut Signals) -> Result<u8, Error> {
+async fn finish(
+    env: Environment,
+    timings: Timings,
+    clean: CleanPolicy,
+    succeeded: bool,
+    code: u8,
+    signals: &mut Signals,
+) -> Result<u8, Error> {
     timings.mark("commands-done");
     let server = env.server().name.clone();
     let client = env.client().name.clone();
@@ -1019,7 +1037,9 @@ async fn finish(env: Environment, timings: Timings, clean: CleanPolicy, succeede
         };
         env.keep();
         say(format!("dind server named: '{server}' remains running{expires}"));
-        say(format!("dind client named: '{client}' remains running (attach: docker exec -it {client} sh; env {id}; remove all: didx --clean all)"));
+        say(format!(
+            "dind client named: '{client}' remains running (attach: docker exec -it {client} sh; env {id}; remove all: didx --clean all)"
+        ));
     }
     Ok(code)
 }

@@ -52,10 +52,8 @@ impl Prober {
         roots.add(ca).map_err(|e| e.to_string())?;
         let cert = CertificateDer::from_pem_slice(tls.client_cert_pem.as_bytes()).map_err(|e| e.to_string())?;
         let key = PrivateKeyDer::from_pem_slice(tls.client_key_pem.as_bytes()).map_err(|e| e.to_string())?;
-        let config = ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(vec![cert], key)
-            .map_err(|e| e.to_string())?;
+        let config =
+            ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(vec![cert], key).map_err(|e| e.to_string())?;
         Ok(Prober { connector: TlsConnector::from(Arc::new(config)) })
     }
 
@@ -75,11 +73,7 @@ impl Prober {
         };
         tcp.set_nodelay(true).ok();
         let name = ServerName::try_from(SERVER_NAME).expect("static name is valid");
-        let mut tls = self
-            .connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| ProbeError::Failed(format!("TLS handshake: {e}")))?;
+        let mut tls = self.connector.connect(name, tcp).await.map_err(|e| ProbeError::Failed(format!("TLS handshake: {e}")))?;
         let req = format!("GET /_ping HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n");
         tls.write_all(req.as_bytes()).await.map_err(|e| ProbeError::Failed(e.to_string()))?;
         let mut buf = vec![0u8; 512];

@@ -62,11 +62,7 @@ impl FromStr for CleanPolicy {
             "all" => CleanPolicy::All,
             "rpt" => CleanPolicy::Rpt,
             _ => {
-                return Err(Error::invalid(
-                    "--clean value",
-                    s,
-                    "expected one of none, success, failure, anycase, all, rpt",
-                ));
+                return Err(Error::invalid("--clean value", s, "expected one of none, success, failure, anycase, all, rpt"));
             }
         })
     }
@@ -128,16 +124,11 @@ impl EnvVarName {
     /// Parse a `--cv-env` value: a POSIX shell variable name.
     pub fn parse(s: &str) -> Result<Self> {
         let mut chars = s.chars();
-        let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if ok {
             Ok(EnvVarName(s.to_string()))
         } else {
-            Err(Error::invalid(
-                "--cv-env name",
-                s,
-                "expected a shell variable name: a letter or '_' followed by letters, digits or '_'",
-            ))
+            Err(Error::invalid("--cv-env name", s, "expected a shell variable name: a letter or '_' followed by letters, digits or '_'"))
         }
     }
 
@@ -176,16 +167,26 @@ fn is_mode(s: &str) -> bool {
         && s.split(',').all(|m| {
             matches!(
                 m,
-                "ro" | "rw" | "z" | "Z" | "nocopy" | "shared" | "rshared" | "slave" | "rslave"
-                    | "private" | "rprivate" | "consistent" | "cached" | "delegated"
+                "ro" | "rw"
+                    | "z"
+                    | "Z"
+                    | "nocopy"
+                    | "shared"
+                    | "rshared"
+                    | "slave"
+                    | "rslave"
+                    | "private"
+                    | "rprivate"
+                    | "consistent"
+                    | "cached"
+                    | "delegated"
             )
         })
 }
 
 fn is_volume_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 impl VolumeSpec {
@@ -218,11 +219,7 @@ impl VolumeSpec {
             Some(src) if src == "." || src == ".." || src.starts_with("./") || src.starts_with("../") => {
                 let path = cwd.join(src);
                 if !path.exists() {
-                    return Err(Error::invalid(
-                        "-v source",
-                        src,
-                        format!("{} does not exist; create it or fix the path", path.display()),
-                    ));
+                    return Err(Error::invalid("-v source", src, format!("{} does not exist; create it or fix the path", path.display())));
                 }
                 VolumeSource::Host(path)
             }
@@ -383,8 +380,23 @@ mod tests {
         assert_eq!(p("/etc:/m/.:ro").unwrap().target, "/m");
         assert_eq!(p("/didxx").unwrap().target, "/didxx");
         for bad in [
-            "", "data", "rel/x:/a", "/a:b", "/a:/b:bogus", "a:b:c:d", "./no-such-dir-didx:/x", "x y:/a", "/", "/.", "/etc:/",
-            "/a/../b", "/didx", "/didx/x", "/etc:/certs", "/certs/client", "vol:/certs/client/ca.pem:ro",
+            "",
+            "data",
+            "rel/x:/a",
+            "/a:b",
+            "/a:/b:bogus",
+            "a:b:c:d",
+            "./no-such-dir-didx:/x",
+            "x y:/a",
+            "/",
+            "/.",
+            "/etc:/",
+            "/a/../b",
+            "/didx",
+            "/didx/x",
+            "/etc:/certs",
+            "/certs/client",
+            "vol:/certs/client/ca.pem:ro",
         ] {
             let e = p(bad).unwrap_err();
             assert!(e.is_usage(), "{bad}");

@@ -2,8 +2,8 @@
 //! the inner dockerd and a client certificate for the client container (and didx's probe).
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -114,8 +114,9 @@ mod tests {
     use std::sync::Arc;
     use tokio_rustls::rustls::{
         self, RootCertStore,
+        client::danger::ServerCertVerifier,
         pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
-        client::danger::ServerCertVerifier, server::WebPkiClientVerifier,
+        server::WebPkiClientVerifier,
     };
 
     fn der(pem: &str) -> CertificateDer<'static> {

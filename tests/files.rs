@@ -86,7 +86,15 @@ fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
 fn stdin_tar_streams_into_an_anonymous_volume() {
     let tar = tar_of(&[("x/one.txt", b"one\n"), ("two.txt", b"two\n")]);
     let r = didx_with_stdin(
-        &["--clean", "none", "-v", "/data", "--cp", "-:/data/in", r#"sh -c "cat /data/in/x/one.txt /data/in/two.txt; mountpoint -q /data && echo volume""#],
+        &[
+            "--clean",
+            "none",
+            "-v",
+            "/data",
+            "--cp",
+            "-:/data/in",
+            r#"sh -c "cat /data/in/x/one.txt /data/in/two.txt; mountpoint -q /data && echo volume""#,
+        ],
         tar,
     );
     with_cleanup(r, |r| {
@@ -103,10 +111,7 @@ fn stdin_tar_streams_into_an_anonymous_volume() {
 
 #[test]
 fn escaping_archives_are_refused_with_a_failing_exit_code() {
-    for (name, entries) in [
-        ("dotdot", tar_of(&[("../../etc/evil", b"x")])),
-        ("absolute", tar_of(&[("/etc/evil", b"x")])),
-    ] {
+    for (name, entries) in [("dotdot", tar_of(&[("../../etc/evil", b"x")])), ("absolute", tar_of(&[("/etc/evil", b"x")]))] {
         let r = didx_with_stdin(&["--clean", "anycase", "--cp", "-:/in", "sh -c 'ls /etc/evil && exit 9; exit 0'"], entries);
         with_cleanup(r, |r| {
             assert_eq!(r.code, 125, "{name}: {}", r.show());
@@ -144,11 +149,8 @@ impl HostSources {
             let e = engine().await;
             let busybox = busybox_image(&e, &format!("didx-test-bb:{tag}")).await;
             let container = format!("didx_test_src_{tag}");
-            let body = bollard::models::ContainerCreateBody {
-                image: Some(busybox.clone()),
-                cmd: Some(vec!["true".into()]),
-                ..Default::default()
-            };
+            let body =
+                bollard::models::ContainerCreateBody { image: Some(busybox.clone()), cmd: Some(vec!["true".into()]), ..Default::default() };
             let id = e.create_container(&container, body).await.unwrap();
             let payload = tar_of(&[("opt/payload/file", b"payload\n"), ("opt/payload/more", b"more\n")]);
             e.upload(&id, "/", payload).await.unwrap();
@@ -269,7 +271,8 @@ fn readme_ex5_builds_a_mounted_context_on_a_seeded_base_and_runs_it() {
         "FROM didx/dind:local\nRUN echo \"Goodbye cruel world\" > /goodbye.txt\nENTRYPOINT [\"cat\", \"/goodbye.txt\"]\n",
     )
     .unwrap();
-    std::fs::write(d.join("goodbyedind.sh"), "#!/bin/sh\nset -e\ndocker build -t goodbye /mount/ex5/build\ndocker run --rm goodbye\n").unwrap();
+    std::fs::write(d.join("goodbyedind.sh"), "#!/bin/sh\nset -e\ndocker build -t goodbye /mount/ex5/build\ndocker run --rm goodbye\n")
+        .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(d.join("goodbyedind.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mount = format!("{}:/mount/ex5", d.display());
@@ -602,7 +605,8 @@ fn hostile_image_and_container_sources_are_refused_and_setuid_from_an_image_is_s
         // The same through a container made from it (never started).
         let name = format!("didx_test_hostile_{}", std::process::id());
         rt().block_on(async {
-            let body = bollard::models::ContainerCreateBody { image: Some(image.clone()), cmd: Some(vec!["none".into()]), ..Default::default() };
+            let body =
+                bollard::models::ContainerCreateBody { image: Some(image.clone()), cmd: Some(vec!["none".into()]), ..Default::default() };
             engine().await.create_container(&name, body).await.unwrap();
         });
         let inner = std::panic::catch_unwind(|| {
@@ -636,7 +640,11 @@ fn hostile_image_and_container_sources_are_refused_and_setuid_from_an_image_is_s
 
 /// The open spool file of process `pid`, if it has one (it is unlinked: "(deleted)").
 fn spool_fd(pid: u32) -> Option<String> {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).map(|p| p.display().to_string()).find(|p| p.contains("didx-spool"))
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .find(|p| p.contains("didx-spool"))
 }
 
 #[test]

@@ -31,10 +31,7 @@ fn rpt_lists_and_all_removes_only_didx_environments() {
     let decoy = "dind_decoy00000_server_latest";
     rt().block_on(async {
         let e = engine().await;
-        let body = bollard::models::ContainerCreateBody {
-            image: Some(didx::images::LOCAL_IMAGE.into()),
-            ..Default::default()
-        };
+        let body = bollard::models::ContainerCreateBody { image: Some(didx::images::LOCAL_IMAGE.into()), ..Default::default() };
         e.create_container(decoy, body).await.unwrap();
     });
     let result = std::panic::catch_unwind(|| {

@@ -129,11 +129,7 @@ impl Drop for TempCache {
 
 /// Ids a `pool up` reported as started.
 fn started_ids(r: &Run) -> Vec<String> {
-    r.stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("didx: pooled environment ")?.strip_suffix(" ready"))
-        .map(String::from)
-        .collect()
+    r.stderr.lines().filter_map(|l| l.strip_prefix("didx: pooled environment ")?.strip_suffix(" ready")).map(String::from).collect()
 }
 
 /// Wait for a child, bounded: a child that does not end is killed and the test fails.
@@ -255,11 +251,8 @@ fn bad_pool_sizes_are_usage_errors_that_create_nothing() {
 fn an_interrupted_pool_up_removes_what_it_was_starting() {
     let _g = serial();
     guarded(|| {
-        let child = didx_cmd(&["pool", "up", "2"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child =
+            didx_cmd(&["pool", "up", "2"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
         // Signal it as soon as it has environments starting (an inner dockerd needs ~0.7 s at
         // best to answer).
         let mut child = child;
@@ -390,7 +383,8 @@ fn pool_down_racing_claims_never_removes_a_claimed_environment() {
                 assert!(down.left.iter().all(|(id, _)| claimed_ids.contains(id)), "round {round}: {down:?}");
                 // Every claimed one survived down whole and works.
                 for env in claimed {
-                    let code = env.exec(&["docker".into(), "version".into()], &mut tokio::io::sink(), &mut tokio::io::sink()).await.unwrap();
+                    let code =
+                        env.exec(&["docker".into(), "version".into()], &mut tokio::io::sink(), &mut tokio::io::sink()).await.unwrap();
                     assert_eq!(code, 0, "round {round}: claimed {} does not answer", env.id());
                     let id = env.id().to_string();
                     env.rm().await.unwrap();
@@ -411,7 +405,8 @@ fn two_fillers_with_their_own_locks_never_remove_each_others_environments() {
     let _g = serial();
     guarded(|| {
         let (a_dir, b_dir) = (TempCache::new("a"), TempCache::new("b"));
-        let piped = |mut c: std::process::Command| c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let piped =
+            |mut c: std::process::Command| c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
         let a = piped(a_dir.cmd(&["pool", "up", "2"]));
         // B starts while A's environments are starting (or just ready): the moment it could
         // take them for its own dead ones.
@@ -561,7 +556,8 @@ fn starting_environments_are_removed_only_by_a_filler_of_the_same_lock_once_thei
     guarded(|| {
         let (mine, other) = (TempCache::new("mine"), TempCache::new("other"));
         // A filler killed outright (no clean-up) while its environments are starting.
-        let mut dead = mine.cmd(&["pool", "up", "2"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut dead =
+            mine.cmd(&["pool", "up", "2"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut starting: Vec<String> = Vec::new();
         while starting.len() < 2 && Instant::now() < deadline && dead.try_wait().unwrap().is_none() {

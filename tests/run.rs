@@ -130,15 +130,10 @@ fn inner_engine_requires_the_client_certificate() {
             let body = bollard::models::ContainerCreateBody {
                 image: Some(didx::images::LOCAL_IMAGE.into()),
                 entrypoint: Some(
-                    ["docker", "-H", "tcp://docker:2376", "--tlsverify", "--tlscacert", "/ca.pem", "version"]
-                        .map(String::from)
-                        .to_vec(),
+                    ["docker", "-H", "tcp://docker:2376", "--tlsverify", "--tlscacert", "/ca.pem", "version"].map(String::from).to_vec(),
                 ),
                 labels: Some(didx::labels::for_resource(&id, didx::labels::Role::Client, 0)),
-                host_config: Some(bollard::models::HostConfig {
-                    network_mode: Some(format!("container:{server}")),
-                    ..Default::default()
-                }),
+                host_config: Some(bollard::models::HostConfig { network_mode: Some(format!("container:{server}")), ..Default::default() }),
                 ..Default::default()
             };
             let c = e.create_container(&format!("didx_test_nocert_{id}"), body).await.unwrap();
@@ -602,10 +597,16 @@ fn host_steps_talk_to_the_engine_didx_was_given() {
     let proxy = Proxy::start("host", false);
     let host = proxy.host();
     let r = from_output(
-        didx_cmd(&["-H", &host, "--clean", "anycase", r#"docker exec $DIND_CLIENT_NAME true && echo "host-step DOCKER_HOST=$DOCKER_HOST""#])
-            .env("DOCKER_HOST", "tcp://127.0.0.1:9")
-            .output()
-            .unwrap(),
+        didx_cmd(&[
+            "-H",
+            &host,
+            "--clean",
+            "anycase",
+            r#"docker exec $DIND_CLIENT_NAME true && echo "host-step DOCKER_HOST=$DOCKER_HOST""#,
+        ])
+        .env("DOCKER_HOST", "tcp://127.0.0.1:9")
+        .output()
+        .unwrap(),
     );
     with_cleanup(r, |r| {
         assert_eq!(r.code, 0, "{}", r.show());
@@ -613,7 +614,6 @@ fn host_steps_talk_to_the_engine_didx_was_given() {
         assert_gone(&r.env_id().unwrap());
     });
 }
-
 
 #[test]
 fn timings_name_every_phase_in_order() {

@@ -260,7 +260,8 @@ async fn copy_host(engine: &Engine, client: &str, src: PathBuf, contents: bool, 
         .map_err(|e| Error::Build(format!("copy task failed: {e}")))??;
     let (mut tx, stream) = channel();
     let producer = tokio::task::spawn_blocking(move || {
-        let r = validate::validate_host(&src, &top, place, Some(&mut tx)).and_then(|r| tx.flush().map(|_| r).map_err(|e| Error::io("copying", e)));
+        let r = validate::validate_host(&src, &top, place, Some(&mut tx))
+            .and_then(|r| tx.flush().map(|_| r).map_err(|e| Error::io("copying", e)));
         if let Err(e) = &r {
             tx.abort(e);
         }

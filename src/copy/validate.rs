@@ -312,7 +312,8 @@ impl Validator {
                         Kind::HardLink(join(&self.place.dir, &target))
                     }
                     Some(Seen::Symlink(to)) => {
-                        self.symlink(&rel, &to).map_err(|why| refuse(format!("it is a hard link to the symbolic link {t:?}, and as one: {why}")))?;
+                        self.symlink(&rel, &to)
+                            .map_err(|why| refuse(format!("it is a hard link to the symbolic link {t:?}, and as one: {why}")))?;
                         Kind::Symlink(to)
                     }
                     Some(Seen::Dir) => return Err(refuse(format!("its hard-link target {t:?} is a directory"))),
@@ -565,7 +566,15 @@ pub fn walk_host(src: &Path, top: &[u8], f: &mut dyn FnMut(&Path, RawEntry) -> R
             RawKind::Other("file of unknown type".into())
         };
         let size = if t.is_file() { meta.len() } else { 0 };
-        let raw = RawEntry { path: top.to_vec(), kind, mode: meta.mode(), uid: meta.uid().into(), gid: meta.gid().into(), mtime: meta.mtime().max(0) as u64, size };
+        let raw = RawEntry {
+            path: top.to_vec(),
+            kind,
+            mode: meta.mode(),
+            uid: meta.uid().into(),
+            gid: meta.gid().into(),
+            mtime: meta.mtime().max(0) as u64,
+            size,
+        };
         f(src, raw)?;
     }
     if t.is_dir() {
@@ -596,11 +605,8 @@ pub fn validate_host(src: &Path, top: &[u8], place: Placement, out: Option<&mut 
             let n = if let Kind::File { .. } = c.kind {
                 // Not following a link, not blocking on a fifo put there since the scan.
                 use std::os::unix::fs::OpenOptionsExt;
-                let mut file = std::fs::File::options()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(path)
-                    .map_err(io)?;
+                let mut file =
+                    std::fs::File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(io)?;
                 if !file.metadata().map_err(io)?.is_file() {
                     return Err(io(io::Error::other("it is no longer a regular file")));
                 }
@@ -702,7 +708,13 @@ mod tests {
                 let e = e.unwrap();
                 let link = e.link_name_bytes().map(|l| String::from_utf8(l.into_owned()).unwrap()).unwrap_or_default();
                 let h = e.header();
-                (String::from_utf8(e.path_bytes().into_owned()).unwrap(), h.entry_type().as_byte() as char, link, h.mode().unwrap(), e.size())
+                (
+                    String::from_utf8(e.path_bytes().into_owned()).unwrap(),
+                    h.entry_type().as_byte() as char,
+                    link,
+                    h.mode().unwrap(),
+                    e.size(),
+                )
             })
             .collect())
     }
@@ -736,7 +748,14 @@ mod tests {
 
     #[test]
     fn special_files_are_refused_by_type() {
-        for (kind, needle) in [(b'3', "character device"), (b'4', "block device"), (b'6', "fifo"), (b'7', "contiguous"), (b'S', "sparse"), (b'Z', "unknown type")] {
+        for (kind, needle) in [
+            (b'3', "character device"),
+            (b'4', "block device"),
+            (b'6', "fifo"),
+            (b'7', "contiguous"),
+            (b'S', "sparse"),
+            (b'Z', "unknown type"),
+        ] {
             let mut a = Vec::new();
             simple(&mut a, "dev", kind, "", b"");
             refused_with(a, needle);
@@ -968,10 +987,17 @@ mod tests {
         let r = validate_host(&d.join("tree"), b"tree", at("x"), Some(&mut out)).unwrap();
         assert_eq!(r.skipped, vec!["skipped x/tree/sock: a socket".to_string()]);
         let mut a = tar::Archive::new(&out[..]);
-        let mut got: Vec<(String, u32)> =
-            a.entries().unwrap().map(|e| e.unwrap()).map(|e| (e.path().unwrap().display().to_string(), e.header().mode().unwrap())).collect();
+        let mut got: Vec<(String, u32)> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.path().unwrap().display().to_string(), e.header().mode().unwrap()))
+            .collect();
         got.sort();
-        assert_eq!(got, vec![("x/tree".into(), 0o755), ("x/tree/l".into(), 0o777), ("x/tree/sub".into(), 0o755), ("x/tree/sub/f".into(), 0o4755)]);
+        assert_eq!(
+            got,
+            vec![("x/tree".into(), 0o755), ("x/tree/l".into(), 0o777), ("x/tree/sub".into(), 0o755), ("x/tree/sub/f".into(), 0o4755)]
+        );
         let fifo = d.join("tree/fifo");
         assert_eq!(unsafe { libc::mkfifo(std::ffi::CString::new(fifo.to_str().unwrap()).unwrap().as_ptr(), 0o644) }, 0);
         let e = validate_host(&d.join("tree"), b"tree", at("x"), None).unwrap_err();

@@ -86,10 +86,7 @@ pub async fn remove_all(engine: &Engine) -> Result<Vec<String>> {
 
 async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String>> {
     let containers = engine.containers(labels::filter(id)).await?;
-    let names: Vec<String> = containers
-        .iter()
-        .map(container_name)
-        .collect();
+    let names: Vec<String> = containers.iter().map(container_name).collect();
     let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
     for r in join_all(ids.iter().map(|c| engine.remove_container(c))).await {
         r?;

@@ -57,10 +57,7 @@ impl EnvId {
         }) {
             // Not expected on Linux; fall back to time and pid, still unique enough per host.
             tracing::warn!(error = %e, "no /dev/urandom; id from time and pid");
-            let seed = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
+            let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
                 ^ ((std::process::id() as u128) << 64);
             for (i, b) in bytes.iter_mut().enumerate() {
                 *b = (seed >> (i * 8)) as u8;
@@ -196,21 +193,13 @@ pub struct Environment {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Environment {
     /// Start server and client and wait until the inner engine answers over TLS. A start that
     /// fails or is cancelled removes everything it created.
-    pub async fn start(
-        engine: &Engine,
-        spec: &EnvSpec,
-        cancel: &Cancel,
-        on: &(dyn Fn(Event<'_>) + Send + Sync),
-    ) -> Result<Environment> {
+    pub async fn start(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<Environment> {
         use tracing::Instrument;
         let span = tracing::info_span!("start", env = %spec.id);
         match start_inner(engine, spec, cancel, on).instrument(span).await {
@@ -283,12 +272,7 @@ impl Drop for Environment {
     }
 }
 
-async fn start_inner(
-    engine: &Engine,
-    spec: &EnvSpec,
-    cancel: &Cancel,
-    on: &(dyn Fn(Event<'_>) + Send + Sync),
-) -> Result<Environment> {
+async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<Environment> {
     let t0 = Instant::now();
     let created = now_secs();
     let server_name = spec.server_name();
@@ -327,7 +311,8 @@ async fn start_inner(
             Err(e) => Err(server_exit(engine, &env.server.id, &env.server.name).await?.unwrap_or(e)),
         }
     };
-    let (started, ready) = tokio::join!(client_start, wait_ready(engine, &env.server, Some(&env.client.id), &tls, spec.ready_timeout, cancel));
+    let (started, ready) =
+        tokio::join!(client_start, wait_ready(engine, &env.server, Some(&env.client.id), &tls, spec.ready_timeout, cancel));
     // From here on the handle owns the containers; on failure the caller's rollback removes
     // them by label, so mark it settled to keep Drop quiet.
     match started.and(ready) {
@@ -393,29 +378,18 @@ async fn start_server(
 /// What a client container gets besides its image: the entrypoint and its certificates.
 enum ClientFiles {
     /// Uploaded into the client when it is created.
-    Upload {
-        ca_pem: String,
-        cert_pem: String,
-        key_pem: String,
-    },
+    Upload { ca_pem: String, cert_pem: String, key_pem: String },
     /// Already in a volume a pooled server filled ([`CLIENT_FILES_DIR`] there), mounted at
     /// `/didx`: nothing to upload when a run claims the environment. The entrypoint links
     /// `/certs/client` to the certificates in it.
-    Volume {
-        name: String,
-        pool_key: String,
-    },
+    Volume { name: String, pool_key: String },
 }
 
 /// Where a pooled server mounts the volume holding its future client's files.
 const CLIENT_FILES_DIR: &str = "/didx-client";
 
 fn client_files(tls: &TlsMaterial) -> ClientFiles {
-    ClientFiles::Upload {
-        ca_pem: tls.ca_pem.clone(),
-        cert_pem: tls.client_cert_pem.clone(),
-        key_pem: tls.client_key_pem.clone(),
-    }
+    ClientFiles::Upload { ca_pem: tls.ca_pem.clone(), cert_pem: tls.client_cert_pem.clone(), key_pem: tls.client_key_pem.clone() }
 }
 
 fn dockerd_args(spec: &EnvSpec) -> Vec<String> {

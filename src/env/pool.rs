@@ -36,8 +36,8 @@ use sha2::{Digest, Sha256};
 
 use super::list::container_name;
 use super::{
-    CLIENT_FILES_DIR, Cancel, ClientFiles, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove,
-    start_server, wait_ready,
+    CLIENT_FILES_DIR, Cancel, ClientFiles, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove, start_server,
+    wait_ready,
 };
 use crate::engine::{Engine, message_of, status_of};
 use crate::error::{Error, Result};
@@ -106,16 +106,10 @@ pub async fn key(engine: &Engine, spec: &EnvSpec) -> Result<String> {
 
 fn key_of(spec: &EnvSpec, server_image_id: &str, client_image_id: &str) -> String {
     let mut h = Sha256::new();
-    for part in [
-        server_image_id,
-        client_image_id,
-        spec.sv.as_str(),
-        spec.cv.as_str(),
-        spec.storage_driver.as_str(),
-        spec.isolation.as_str(),
-    ]
-    .into_iter()
-    .chain(spec.dockerd_opts.iter().map(String::as_str))
+    for part in
+        [server_image_id, client_image_id, spec.sv.as_str(), spec.cv.as_str(), spec.storage_driver.as_str(), spec.isolation.as_str()]
+            .into_iter()
+            .chain(spec.dockerd_opts.iter().map(String::as_str))
     {
         h.update(part.as_bytes());
         h.update([0]);
@@ -508,7 +502,11 @@ pub async fn down(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Se
             let why_left = match (e.state, dead(e, me, now)) {
                 (PoolState::Claimed, _) => "claimed by a run".to_string(),
                 (PoolState::Starting, None) => {
-                    format!("still starting (filler {}; deadline in {} s)", e.filler.as_deref().unwrap_or("?"), e.deadline.unwrap_or(now).saturating_sub(now))
+                    format!(
+                        "still starting (filler {}; deadline in {} s)",
+                        e.filler.as_deref().unwrap_or("?"),
+                        e.deadline.unwrap_or(now).saturating_sub(now)
+                    )
                 }
                 _ => match retire(engine, e).await {
                     Ok(true) => return Ok(None),
@@ -559,10 +557,9 @@ async fn lock(cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => Error::Io {
-                what: format!("refusing the pool lock {}: it is a symbolic link (remove it)", path.display()),
-                source: e,
-            },
+            Some(libc::ELOOP) => {
+                Error::Io { what: format!("refusing the pool lock {}: it is a symbolic link (remove it)", path.display()), source: e }
+            }
             _ => io(e),
         })?;
     let meta = f.metadata().map_err(io)?;
@@ -672,7 +669,8 @@ mod tests {
 
     fn server(env: &str, state: CState, filler: &str, deadline: u64) -> ContainerSummary {
         let deadline = deadline.to_string();
-        let extra = [(labels::POOL, "k1"), (labels::POOL_SIZE, "3"), (labels::POOL_FILLER, filler), (labels::POOL_DEADLINE, deadline.as_str())];
+        let extra =
+            [(labels::POOL, "k1"), (labels::POOL_SIZE, "3"), (labels::POOL_FILLER, filler), (labels::POOL_DEADLINE, deadline.as_str())];
         summary(&format!("dind_{env}_server_latest"), env, labels::Role::Server, state, &extra)
     }
 
@@ -708,11 +706,8 @@ mod tests {
             assert_eq!(e.client.as_ref().map(|c| c.name.as_str()), Some("dind_e1_client_latest"));
         }
         // A claim swapping in a client with mounts: both clients present, still claimed.
-        let cs = [
-            server("e1", RUNNING, f, 0),
-            client("dind_e1_client_latest", "e1", PAUSED),
-            client("dind_e1_claiming_latest", "e1", CREATED),
-        ];
+        let cs =
+            [server("e1", RUNNING, f, 0), client("dind_e1_client_latest", "e1", PAUSED), client("dind_e1_claiming_latest", "e1", CREATED)];
         assert_eq!(state_of(&cs, "e1"), PoolState::Claimed);
         assert_eq!(entries_of(&cs)[0].client.as_ref().unwrap().name, "dind_e1_client_latest");
         let cs = [server("e1", RUNNING, f, 0), client("dind_e1_claiming_latest", "e1", CREATED)];

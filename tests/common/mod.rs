@@ -19,11 +19,7 @@ pub fn cache_dir() -> String {
 
 pub fn didx_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
-    c.args(args)
-        .env("DIDX_CACHE_DIR", cache_dir())
-        .env_remove("DIDX_SERVER_IMAGE")
-        .env_remove("DIDX_CLIENT_IMAGE")
-        .stdin(Stdio::null());
+    c.args(args).env("DIDX_CACHE_DIR", cache_dir()).env_remove("DIDX_SERVER_IMAGE").env_remove("DIDX_CLIENT_IMAGE").stdin(Stdio::null());
     c
 }
 
@@ -73,13 +69,8 @@ pub async fn engine() -> Engine {
 /// Everything labelled with environment `id`: container, volume and network names.
 pub async fn leftovers(id: Option<&str>) -> Vec<String> {
     let e = engine().await;
-    let mut out: Vec<String> = e
-        .containers(labels::filter(id))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| format!("container {:?}", c.names))
-        .collect();
+    let mut out: Vec<String> =
+        e.containers(labels::filter(id)).await.unwrap().into_iter().map(|c| format!("container {:?}", c.names)).collect();
     out.extend(e.volumes(labels::filter(id)).await.unwrap().into_iter().map(|v| format!("volume {v}")));
     out.extend(e.networks(labels::filter(id)).await.unwrap().into_iter().map(|n| format!("network {n}")));
     out
