@@ -105,18 +105,27 @@ pub fn open_append(name: &str) -> Result<File> {
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))
 }
 
-/// Open (creating, mode 0600) `name` in the cache directory for locking, refusing a symbolic
-/// link there.
+/// Open (creating, mode 0600) `name` in the cache directory for locking. A symbolic link
+/// planted there is refused with a line saying so, and anything but a regular file too
+/// (`O_NONBLOCK`: a fifo planted there fails at once instead of blocking the open).
 pub fn open_lock(name: &str) -> Result<File> {
     let path = ensure_dir()?.join(name);
-    OpenOptions::new()
+    let io = |e| Error::io(format!("locking {}", path.display()), e);
+    let f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::io(format!("refusing the lock {}: it is a symbolic link (remove it)", path.display()), e),
+            _ => io(e),
+        })?;
+    if !f.metadata().map_err(io)?.is_file() {
+        return Err(io(std::io::Error::other("not a regular file")));
+    }
+    Ok(f)
 }
 
 /// A private work directory: a new directory with a random name under the system's temporary

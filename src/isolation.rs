@@ -120,10 +120,6 @@ pub fn is_caps_refusal(message: &str) -> bool {
     message.contains("unable to apply caps")
 }
 
-/// Where didx remembers per-engine facts (kept here for callers of the old name; see
-/// [`crate::cache::dir`]).
-pub use crate::cache::dir as cache_dir;
-
 /// True when an earlier `auto` run found that this engine refuses `--privileged`.
 pub fn remembered_refusal(engine_id: &str) -> bool {
     crate::cache::read("isolation", engine_id).is_some_and(|s| s.trim() == "caps")

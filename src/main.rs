@@ -577,7 +577,6 @@ fn refill(host: Option<&str>, size: usize, options: &[String]) {
 
 async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
     use didx::env::pool;
-    const EXIT_SIGHUP: u8 = 129;
     // Validate before touching the engine.
     let up = match &cmd {
         Some(PoolCmd::Up { n, env }) => {
@@ -598,38 +597,16 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
         Event::PoolLockWait { path } => say(format!("waiting for the pool lock {} (another pool up or down holds it)", path.display())),
         _ => {}
     };
-    // SIGINT/SIGTERM/SIGHUP cancel `up` or `down`, also while they wait for the lock: `up`
-    // removes the environments it was starting (ready ones stay), `down` stops before removing.
-    // Returns the exit code of the signal that came.
-    async fn signalled() -> Result<impl Future<Output = u8>, Error> {
-        let mut streams = Vec::new();
-        for (kind, code) in
-            [(SignalKind::interrupt(), EXIT_SIGINT), (SignalKind::terminate(), EXIT_SIGTERM), (SignalKind::hangup(), EXIT_SIGHUP)]
-        {
-            let s = signal(kind)
-                .map_err(|e| Error::Io { what: format!("installing a handler for signal {}", kind.as_raw_value()), source: e })?;
-            streams.push((s, code));
-        }
-        Ok(async move {
-            let waits = streams.iter_mut().map(|(s, code)| Box::pin(async move { s.recv().await.map(|_| *code) }));
-            futures_util::future::select_all(waits).await.0.unwrap_or(EXIT_SIGTERM)
-        })
-    }
     let cancel = Cancel::default();
     match (cmd, up) {
         (Some(PoolCmd::Up { .. }), Some((n, plan))) => {
             let spec = plan.spec(&engine, vec![]).await?;
-            let signalled = signalled().await?;
+            let mut signals = Signals::install()?;
             let up = pool::up(&engine, &spec, n, &cancel, &on);
-            tokio::pin!(up);
-            let (r, got) = tokio::select! {
-                r = &mut up => (r, None),
-                code = signalled => { cancel.cancel(); (up.await, Some(code)) }
-            };
-            let r = match (r, got) {
-                (Err(Error::Cancelled), Some(code)) => {
+            let r = match cancelled_by_signal(up, &cancel, &mut signals).await {
+                (Err(Error::Cancelled), Some(sig)) => {
                     say("interrupted; removed the environments being started (ready ones stay in the pool)");
-                    return Ok(code);
+                    return Ok(sig_code(sig));
                 }
                 (r, _) => r?,
             };
@@ -654,17 +631,12 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
             Ok(if r.failed.is_empty() { 0 } else { EXIT_DIDX })
         }
         (Some(PoolCmd::Down), _) => {
-            let signalled = signalled().await?;
+            let mut signals = Signals::install()?;
             let down = pool::down(&engine, &cancel, &on);
-            tokio::pin!(down);
-            let (r, got) = tokio::select! {
-                r = &mut down => (r, None),
-                code = signalled => { cancel.cancel(); (down.await, Some(code)) }
-            };
-            let r = match (r, got) {
-                (Err(Error::Cancelled), Some(code)) => {
+            let r = match cancelled_by_signal(down, &cancel, &mut signals).await {
+                (Err(Error::Cancelled), Some(sig)) => {
                     say("interrupted while waiting for the pool lock; nothing removed");
-                    return Ok(code);
+                    return Ok(sig_code(sig));
                 }
                 (r, _) => r?,
             };
@@ -743,6 +715,19 @@ impl Signals {
             _ = self.int.recv() => Sig::Int,
             _ = self.term.recv() => Sig::Term,
             _ = self.hup.recv() => Sig::Hup,
+        }
+    }
+}
+
+/// Run `work` to its end; a signal meanwhile sets `cancel` (so `work` winds down and returns
+/// what it undid) and is returned beside the outcome.
+async fn cancelled_by_signal<T>(work: impl Future<Output = T>, cancel: &Cancel, signals: &mut Signals) -> (T, Option<Sig>) {
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => (r, None),
+        sig = signals.recv() => {
+            cancel.cancel();
+            (work.await, Some(sig))
         }
     }
 }

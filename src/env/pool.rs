@@ -27,7 +27,7 @@
 //! filler per host and cache directory at a time; waiting for it answers cancellation). It is
 //! opened without following a symbolic link planted in its place.
 
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum as CState};
@@ -51,6 +51,8 @@ pub const MAX_STARTING: usize = 4;
 /// A starting environment's deadline is its creation + `--ready-timeout` + this: by then its
 /// filler has either made it ready or given up (and removed it).
 const DEADLINE_MARGIN_SECS: u64 = 120;
+/// The pool lock's file in didx's cache directory.
+const LOCK_FILE: &str = "pool.lock";
 /// Between two tries of the pool lock.
 const LOCK_POLL: Duration = Duration::from_millis(50);
 /// The middle part of a pooled client's name until it is claimed.
@@ -541,31 +543,10 @@ struct PoolLock {
 /// place is refused, not followed.
 async fn lock(cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<PoolLock> {
     cancel.check()?;
-    let dir = crate::isolation::cache_dir().ok_or_else(|| Error::Io {
-        what: "finding didx's cache directory for the pool lock".into(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "set DIDX_CACHE_DIR, XDG_CACHE_HOME or HOME"),
-    })?;
-    let path = dir.join("pool.lock");
+    let path = crate::cache::dir().unwrap_or_default().join(LOCK_FILE);
+    let f = crate::cache::open_lock(LOCK_FILE)?;
     let io = |e| Error::Io { what: format!("locking {}", path.display()), source: e };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    // O_NONBLOCK: a FIFO planted there fails at once instead of blocking the open.
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => {
-                Error::Io { what: format!("refusing the pool lock {}: it is a symbolic link (remove it)", path.display()), source: e }
-            }
-            _ => io(e),
-        })?;
     let meta = f.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(io(std::io::Error::other("not a regular file")));
-    }
     let mut told = false;
     loop {
         match f.try_lock() {
