@@ -164,7 +164,7 @@ async fn build_in(
     let stderr = child.stderr.take().expect("piped");
     let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let c2 = counted.clone();
-    let rootfs = tokio_util_reader(stdout).map(move |chunk| {
+    let rootfs = crate::engine::body_from(stdout, 64 * 1024).map(move |chunk| {
         if let Ok(b) = &chunk {
             c2.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
@@ -210,20 +210,6 @@ async fn build_in(
     on(BuildEvent::Streamed(counted.load(std::sync::atomic::Ordering::Relaxed)));
     let version = std::fs::read_to_string(&version_file).unwrap_or_default();
     Ok(upstream_version(version.trim()))
-}
-
-/// A stream of chunks read from `r` (64 KiB at a time).
-fn tokio_util_reader(
-    r: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
-    futures_util::stream::unfold((r, vec![0u8; 64 * 1024]), |(mut r, mut buf)| async move {
-        use tokio::io::AsyncReadExt;
-        match r.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => Some((Ok(bytes::Bytes::copy_from_slice(&buf[..n])), (r, buf))),
-            Err(e) => Some((Err(e), (r, buf))),
-        }
-    })
 }
 
 #[cfg(test)]

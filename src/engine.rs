@@ -611,6 +611,19 @@ pub fn cli_env_for(host: &str) -> Vec<(String, String)> {
     }
 }
 
+/// A request body read from `r`, `chunk` bytes at most at a time (for uploads and imports fed
+/// from a file or a child process).
+pub(crate) fn body_from(
+    r: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    chunk: usize,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures_util::stream::try_unfold((r, vec![0u8; chunk]), |(mut r, mut buf)| async move {
+        use tokio::io::AsyncReadExt;
+        let n = r.read(&mut buf).await?;
+        Ok((n > 0).then(|| (Bytes::copy_from_slice(&buf[..n]), (r, buf))))
+    })
+}
+
 /// Split `repo[:tag]` (a registry port's colon is not a tag) into repo and tag (`latest`).
 pub fn split_reference(image: &str) -> (&str, &str) {
     match image.rfind(':') {

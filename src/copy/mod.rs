@@ -278,15 +278,13 @@ async fn copy_host(engine: &Engine, client: &str, src: PathBuf, contents: bool, 
 /// A temporary file that is already unlinked: created in a fresh 0700 directory, opened, and
 /// both removed at once, so nothing of it outlives the process, even after `kill -9`.
 fn spool_file() -> Result<std::fs::File> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let io = |e| Error::io("making the copy's spool file", e);
-    let dir = std::env::temp_dir().join(format!("didx-spool-{}-{}", std::process::id(), crate::env::EnvId::generate()));
-    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io)?;
-    let path = dir.join("archive.tar");
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = crate::cache::private_dir("didx-spool")?;
+    let path = dir.path().join("archive.tar");
     let file = std::fs::File::options().read(true).write(true).create_new(true).mode(0o600).open(&path);
     std::fs::remove_file(&path).ok();
-    std::fs::remove_dir(&dir).map_err(io)?;
-    file.map_err(io)
+    drop(dir);
+    file.map_err(|e| Error::io("making the copy's spool file", e))
 }
 
 /// Validate the archive `input` into a spool file; the file and what it holds.
@@ -326,17 +324,7 @@ async fn upload_spool(
     validated: std::result::Result<Result<(std::fs::File, Report)>, tokio::task::JoinError>,
 ) -> Result<Report> {
     let (file, report) = validated.map_err(|e| Error::Build(format!("copy task failed: {e}")))??;
-    let file = tokio::fs::File::from_std(file);
-    let stream = futures_util::stream::try_unfold(file, |mut f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; CHUNK];
-        let n = f.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.truncate(n);
-        Ok(Some((Bytes::from(buf), f)))
-    });
+    let stream = crate::engine::body_from(tokio::fs::File::from_std(file), CHUNK);
     engine.upload_stream(client, "/", stream).await?;
     Ok(report)
 }
