@@ -2,7 +2,7 @@
 //! symbolic links, paths 6 deep (each entry's ancestors are looked up in the link set, so the
 //! cost is O(entries x depth), not O(entries x links)). Prints the median and min-max of RUNS
 //! runs (default 7) of CPU time (user + system, getrusage) and the machine.
-//!   cargo run --release --example validate_bench  (or bash bench/validate.sh)
+//!   cargo run --release -p didx --features internals --example validate_bench  (or bash bench/validate.sh)
 
 use didx::copy::validate::craft::{end, simple};
 use didx::copy::validate::{Origin, Placement, validate_tar};

@@ -3,4 +3,4 @@
 # bench/validate.rs). RUNS=N for more runs. Needs no engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo run --locked --release --quiet --example validate_bench
+cargo run --locked --release --quiet -p didx --features internals --example validate_bench

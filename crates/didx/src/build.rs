@@ -25,7 +25,7 @@ pub const PACKAGES: &[&str] = &["docker.io", "iptables", "ca-certificates", "mou
 /// Where the entrypoint lives in the image.
 pub const IMAGE_ENTRYPOINT: &str = "/usr/local/bin/didx-entrypoint";
 /// The helper that imports a busybox image into the inner engine (offline `pull busybox`).
-pub const BUSYBOX_HELPER: &str = include_str!("../image/busybox-image.sh");
+pub const BUSYBOX_HELPER: &str = include_str!("../../../image/busybox-image.sh");
 /// Where the helper lives in the image.
 pub const IMAGE_BUSYBOX_HELPER: &str = "/usr/local/bin/didx-busybox-image";
 

@@ -20,7 +20,7 @@ fn validate(data: &[u8]) -> didx::error::Result<Vec<String>> {
     Ok(a.entries().unwrap().map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap()).collect())
 }
 
-const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions");
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/regressions");
 
 #[test]
 fn hostile_archives_of_the_corpus_are_refused() {

@@ -28,7 +28,7 @@ use crate::spec::{IsolationMode, Version, VolumeSource, VolumeSpec};
 use crate::tls::TlsMaterial;
 
 /// The entrypoint script placed at [`ENTRYPOINT_PATH`] in every container didx creates.
-pub const ENTRYPOINT: &str = include_str!("../../image/entrypoint.sh");
+pub const ENTRYPOINT: &str = include_str!("../../../../image/entrypoint.sh");
 /// Where the entrypoint is placed.
 pub const ENTRYPOINT_PATH: &str = "/didx/entrypoint";
 /// Port of the inner engine's TLS listener.
