@@ -5,7 +5,10 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches};
+
+mod cli;
+use cli::{Cli, EnvArgs, ImageCmd, PoolCmd, RunArgs, Verb};
 use didx::build::{BuildEvent, BuildSpec};
 use didx::command::Step;
 use didx::copy::{CpSource, CpSpec};
@@ -25,164 +28,6 @@ const EXIT_DIDX: u8 = 125;
 const EXIT_SIGHUP: u8 = 129;
 const EXIT_SIGINT: u8 = 130;
 const EXIT_SIGTERM: u8 = 143;
-
-const AFTER_HELP: &str = "\
-COMMAND: each argument is one command, split into words as a POSIX shell splits it (no
-expansion on the host). A command whose first word is a docker subcommand, or that starts
-with '-', gets 'docker' in front; one starting with 'docker exec' runs on the host through
-sh, with $DIND_CLIENT_NAME (see --cv-env) holding the client's name and $DOCKER_HOST the
-engine didx uses; anything else runs in the client as given. The first failing command stops the rest.
-
-Verbs: a first argument that is exactly a verb name ('image', 'pool') is a didx verb, not a
-COMMAND. Put '--' before the COMMANDs to force the COMMAND reading (e.g. didx -- image ls),
-and before a COMMAND that starts with '-' (e.g. didx -- '-D info').
-  didx image build    build the offline server/client image didx/dind:local
-  didx pool up N      keep N ready environments (same server options as the runs)
-  didx pool           list the pool;  didx pool down  empty it
-  didx --pool ...     run in a pooled environment (then removed; the pool refills)
-
-Exit codes:
-  0    every command succeeded (or nothing to run)
-  N    the first failing command's own exit code
-  2    usage error (bad option or value); nothing was created
-  125  didx itself failed (engine unreachable, image missing, start failure)
-  129  interrupted by SIGHUP (terminal closed); 130 by SIGINT; 143 by SIGTERM (clean-up ran
-       by --clean, as a failure; a second signal cuts a hung clean-up short and says what is
-       left and how to remove it)
-A closed stdout or stderr (didx ... | head -1) is not a failure: didx stops writing there,
-the commands run on, and the exit code is theirs. A clean-up that fails after the commands
-ran is reported on one line; the exit code stays the commands'.";
-
-/// Execute commands in an encapsulated Docker-in-Docker server and client.
-#[derive(Parser, Debug)]
-#[command(name = "didx", version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
-struct Cli {
-    #[command(subcommand)]
-    verb: Option<Verb>,
-    #[command(flatten)]
-    run: RunArgs,
-    /// Docker engine to use (unix:///path or tcp://host:port) [default: $DOCKER_HOST, else
-    /// unix:///var/run/docker.sock]; tcp uses TLS when DOCKER_TLS_VERIFY is set
-    #[arg(short = 'H', long = "host", global = true, value_name = "ADDR")]
-    host: Option<String>,
-}
-
-#[derive(Args, Debug)]
-struct RunArgs {
-    #[command(flatten)]
-    env: EnvArgs,
-    /// Mount into the client: [SOURCE:]ABS_CLIENT_PATH[:MODE], SOURCE an absolute or ./relative
-    /// host path or a volume name; no SOURCE makes an anonymous volume (removed by --clean)
-    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
-    volumes: Vec<String>,
-    /// Copy into the client before the commands: SOURCE:ABS_CLIENT_PATH, SOURCE a host path
-    /// (/abs or ./rel), '-' (a tar stream on stdin), CONTAINER:/path or IMAGE[:TAG]::/path;
-    /// a target ending in '/' is a directory to copy into. Repeatable, applied left to right,
-    /// after -v
-    #[arg(long = "cp", value_name = "SRC:DEST", allow_hyphen_values = true)]
-    cp: Vec<String>,
-    /// Seed the inner engine with an image from the host engine before the commands
-    /// (skipped when already there with the same ID). Repeatable
-    #[arg(long = "load", value_name = "IMAGE")]
-    load: Vec<String>,
-    /// After the commands: none | success | failure | anycase remove this environment by
-    /// outcome; all removes every didx environment; rpt lists them (both run no commands)
-    #[arg(long, default_value = "none", value_name = "WHEN")]
-    clean: String,
-    /// Host variable holding the client's container name, for 'docker exec $VAR …' commands
-    #[arg(long = "cv-env", default_value = "DIND_CLIENT_NAME", value_name = "NAME")]
-    cv_env: String,
-    /// Take a ready environment from the warm pool (see 'didx pool up'), started with the same
-    /// server options; a background refill replaces it. Starts a fresh one if none is ready
-    #[arg(long)]
-    pool: bool,
-    /// Print "didx: timing PHASE MS" lines (milliseconds since didx started) on stderr, for
-    /// seeing where the time goes (bench/speed.py reads them)
-    #[arg(long)]
-    timings: bool,
-    /// Commands to run in the client (see below)
-    #[arg(value_name = "COMMAND")]
-    commands: Vec<String>,
-}
-
-/// The options that shape an environment's server and name its client: shared by runs and by
-/// 'pool up' (a pooled environment serves runs whose options match).
-#[derive(Args, Debug)]
-struct EnvArgs {
-    /// Server version: 'latest' → docker:dind, X → docker:X-dind, X-dind → docker:X-dind
-    #[arg(long, default_value = "latest", value_name = "VER")]
-    sv: String,
-    /// Client version → docker:VER [default: the --sv value]
-    #[arg(long, value_name = "VER")]
-    cv: Option<String>,
-    /// Pull the server and client images even when present
-    #[arg(short = 'p', long)]
-    pull: bool,
-    /// Server dockerd's storage driver [default: the host engine's]
-    #[arg(short = 's', long = "storage-driver", value_name = "DRIVER")]
-    storage_driver: Option<String>,
-    /// More dockerd options, split like a shell would (repeatable), e.g. --dkropts "--debug"
-    #[arg(long, value_name = "OPTS", allow_hyphen_values = true)]
-    dkropts: Vec<String>,
-    /// How the server gets dockerd's privileges: auto (privileged, else the caps profile),
-    /// privileged, caps
-    #[arg(long, default_value = "auto", value_name = "MODE")]
-    isolation: String,
-    /// How long to wait for the inner engine to answer (e.g. 60, 90s, 2m)
-    #[arg(long = "ready-timeout", default_value = "60s", value_name = "DURATION")]
-    ready_timeout: String,
-    /// Server image, overriding the --sv mapping
-    #[arg(long = "server-image", env = "DIDX_SERVER_IMAGE", value_name = "IMAGE")]
-    server_image: Option<String>,
-    /// Client image, overriding the --cv mapping
-    #[arg(long = "client-image", env = "DIDX_CLIENT_IMAGE", value_name = "IMAGE")]
-    client_image: Option<String>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Verb {
-    /// Manage didx's images
-    #[command(subcommand)]
-    Image(ImageCmd),
-    /// The warm pool of ready environments; alone, lists it
-    Pool {
-        #[command(subcommand)]
-        cmd: Option<PoolCmd>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum PoolCmd {
-    /// Keep N ready environments for runs with the same server options (tops up to N, at
-    /// most 4 starting at a time, and waits until they answer)
-    Up {
-        /// How many, 1 to 32
-        #[arg(value_name = "N")]
-        n: usize,
-        #[command(flatten)]
-        env: Box<EnvArgs>,
-    },
-    /// Remove every pooled environment not claimed by a run (starting ones only when their
-    /// filler is provably gone); says what it left and why
-    Down,
-}
-
-#[derive(Subcommand, Debug)]
-enum ImageCmd {
-    /// Build didx/dind:local from Debian's packages (no registry needed); reuses an image
-    /// built from the same recipe
-    Build {
-        /// Debian suite
-        #[arg(long, default_value = "bookworm")]
-        suite: String,
-        /// Debian mirror
-        #[arg(long, env = "DIDX_MIRROR", default_value = "http://deb.debian.org/debian")]
-        mirror: String,
-        /// Rebuild even when an image from the same recipe exists
-        #[arg(long)]
-        force: bool,
-    },
-}
 
 /// Validated run options: nothing downstream re-checks strings.
 struct RunPlan {
