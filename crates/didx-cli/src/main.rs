@@ -1,231 +1,56 @@
-//! The `didx` command: parses arguments, prints, and maps outcomes to exit codes. All logic
-//! lives in the library.
+//! The `didx` command: parses arguments, wires signals to the library's cancellation, prints
+//! its events, and maps outcomes to exit codes. All logic lives in the `didx` library.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
+use didx::image::{BuildEvent, BuildSpec};
+use didx::session::{Event, Outcome, Phase, Removal, Session, StartEvent};
+use didx::spec::{CleanPolicy, EnvVarName, IsolationMode, Step, parse_duration};
+use didx::{Cancel, Engine, Error, Sandbox, SandboxOptions};
 
 mod cli;
+mod output;
+mod refill;
+mod signals;
+
 use cli::{Cli, EnvArgs, ImageCmd, PoolCmd, RunArgs, Verb};
-use didx::build::{BuildEvent, BuildSpec};
-use didx::command::Step;
-use didx::copy::{CpSource, CpSpec};
-use didx::engine::Engine;
-use didx::env::{Cancel, EnvId, EnvSpec, Environment, Event};
-use didx::error::Error;
-use didx::images::{self, Wanted};
-use didx::load::LoadEvent;
-use didx::run::{StepEvent, run_steps};
-use didx::spec::{CleanPolicy, EnvVarName, IsolationMode, Version, VolumeSpec, parse_duration};
-use tokio::signal::unix::{SignalKind, signal};
+use output::{Timings, age, say, utc_date};
+use refill::Refiller;
+use signals::{Sig, Signals, cancelled_by_signal};
 
 const EXIT_USAGE: u8 = 2;
-/// Said once when `auto` isolation falls back to the caps profile.
-const ISOLATION_FALLBACK: &str = "the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)";
 const EXIT_DIDX: u8 = 125;
 const EXIT_SIGHUP: u8 = 129;
 const EXIT_SIGINT: u8 = 130;
 const EXIT_SIGTERM: u8 = 143;
-
-/// Validated run options: nothing downstream re-checks strings.
-struct RunPlan {
-    env: EnvPlan,
-    volumes: Vec<VolumeSpec>,
-    copies: Vec<CpSpec>,
-    loads: Vec<String>,
-    clean: CleanPolicy,
-    cv_env: EnvVarName,
-    /// `--pool`: the options of the refill (`pool up N` with the same server options).
-    refill: Option<Vec<String>>,
-    steps: Vec<Step>,
-    timings: bool,
-}
-
-/// Validated [`EnvArgs`].
-struct EnvPlan {
-    sv: Version,
-    cv: Version,
-    pull: bool,
-    storage_driver: Option<String>,
-    dockerd_opts: Vec<String>,
-    isolation: IsolationMode,
-    ready_timeout: Duration,
-    server_image: Wanted,
-    client_image: Wanted,
-}
-
-impl EnvPlan {
-    fn from_args(a: &EnvArgs) -> Result<EnvPlan, Error> {
-        let sv = Version::parse("--sv value", &a.sv)?;
-        let cv = match &a.cv {
-            Some(cv) => Version::parse("--cv value", cv)?,
-            None => sv.clone(),
-        };
-        let mut dockerd_opts = Vec::new();
-        for o in &a.dkropts {
-            dockerd_opts.extend(shell_words::split(o).map_err(|e| Error::Invalid {
-                what: "--dkropts value",
-                value: o.clone(),
-                fix: format!("{e}: balance its quotes"),
-            })?);
-        }
-        let wanted = |explicit: &Option<String>, mapped: String| match explicit {
-            Some(i) if !i.is_empty() => Wanted { image: i.clone(), explicit: true },
-            _ => Wanted { image: mapped, explicit: false },
-        };
-        Ok(EnvPlan {
-            server_image: wanted(&a.server_image, sv.server_image()),
-            client_image: wanted(&a.client_image, cv.client_image()),
-            sv,
-            cv,
-            pull: a.pull,
-            storage_driver: a.storage_driver.clone().filter(|s| !s.is_empty()),
-            dockerd_opts,
-            isolation: a.isolation.parse()?,
-            ready_timeout: parse_duration("--ready-timeout value", &a.ready_timeout)?,
-        })
-    }
-
-    /// The environment spec: the engine's storage driver and ID, images resolved (pulled or
-    /// fallen back to the offline image, said once).
-    async fn spec(self, engine: &Engine, volumes: Vec<VolumeSpec>) -> Result<EnvSpec, Error> {
-        let info = engine.info().await?;
-        let resolved = images::resolve(engine, &self.server_image, &self.client_image, self.pull).await?;
-        if !resolved.fell_back.is_empty() {
-            let retry = match resolved.not_retried.iter().map(|(_, ago)| ago.as_secs()).max() {
-                Some(ago) => format!(
-                    " (a pull failed {ago} s ago; not retried for {} min, --pull retries now)",
-                    images::PULL_RETRY_AFTER.as_secs() / 60
-                ),
-                None => String::new(),
-            };
-            say(format!(
-                "{} not on the engine and cannot be pulled; using {}{retry}",
-                resolved.fell_back.join(" and "),
-                images::LOCAL_IMAGE
-            ));
-        }
-        for s in &resolved.stale {
-            say(format!("warning: pull of {s} failed; using the copy on the engine"));
-        }
-        Ok(EnvSpec {
-            id: EnvId::generate(),
-            sv: self.sv,
-            cv: self.cv,
-            server_image: resolved.server,
-            client_image: resolved.client,
-            storage_driver: self.storage_driver.or(info.driver).unwrap_or_default(),
-            dockerd_opts: self.dockerd_opts,
-            isolation: self.isolation,
-            engine_id: info.id.unwrap_or_default(),
-            ready_timeout: self.ready_timeout,
-            volumes,
-        })
-    }
-}
-
-impl RunPlan {
-    fn from_args(a: RunArgs) -> Result<RunPlan, Error> {
-        let env = EnvPlan::from_args(&a.env)?;
-        let refill = a.pool.then(|| refill_args(&a.env));
-        let cwd = std::env::current_dir().map_err(|e| Error::Io { what: "reading the current directory".into(), source: e })?;
-        let volumes: Vec<VolumeSpec> = a.volumes.iter().map(|v| VolumeSpec::parse(v, &cwd)).collect::<Result<_, _>>()?;
-        for (i, v) in volumes.iter().enumerate() {
-            if volumes[..i].iter().any(|w| w.target.trim_end_matches('/') == v.target.trim_end_matches('/')) {
-                return Err(Error::Invalid {
-                    what: "-v target",
-                    value: v.target.clone(),
-                    fix: "it is mounted twice; keep one -v per client path (a bind already gives --cp a place to copy into)".into(),
-                });
-            }
-        }
-        let copies: Vec<CpSpec> = a.cp.iter().map(|c| CpSpec::parse(c, &cwd)).collect::<Result<_, _>>()?;
-        if copies.iter().filter(|c| c.source == CpSource::Stdin).count() > 1 {
-            return Err(Error::Invalid {
-                what: "--cp spec",
-                value: "-".into(),
-                fix: "stdin can feed one --cp only; put the files in one tar stream".into(),
-            });
-        }
-        let clean: CleanPolicy = a.clean.parse()?;
-        if matches!(clean, CleanPolicy::All | CleanPolicy::Rpt) && !a.commands.is_empty() {
-            return Err(Error::Invalid {
-                what: "--clean value",
-                value: a.clean.clone(),
-                fix: format!("--clean {} runs no commands; drop the COMMANDs or use anycase", a.clean),
-            });
-        }
-        Ok(RunPlan {
-            env,
-            volumes,
-            copies,
-            loads: a.load,
-            clean,
-            cv_env: EnvVarName::parse(&a.cv_env)?,
-            refill,
-            steps: a.commands.iter().map(|c| Step::parse(c)).collect::<Result<_, _>>()?,
-            timings: a.timings,
-        })
-    }
-}
-
-/// A status line on stderr.
-fn say(msg: impl std::fmt::Display) {
-    output::err(&format!("didx: {msg}\n"));
-}
-
-/// Every user-facing write goes through here. A stream whose write fails (a closed pipe:
-/// `didx … | head -1`) is written to no more and didx carries on: clean-up by policy, the
-/// commands' exit code. (`println!` would panic on it.)
-mod output {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
-    static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
-
-    fn put(closed: &AtomicBool, mut w: impl Write, text: &str) {
-        if !closed.load(Ordering::Relaxed) && w.write_all(text.as_bytes()).and_then(|()| w.flush()).is_err() {
-            closed.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// `text` to stdout, as is.
-    pub fn out(text: &str) {
-        put(&STDOUT_CLOSED, std::io::stdout().lock(), text)
-    }
-
-    /// `text` to stderr, as is.
-    pub fn err(text: &str) {
-        put(&STDERR_CLOSED, std::io::stderr().lock(), text)
-    }
-}
-
-/// When didx started, for --timings.
-static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-
-/// `--timings`: one line per phase, milliseconds since didx started.
-#[derive(Clone, Copy)]
-struct Timings(bool);
-
-impl Timings {
-    fn mark(self, phase: &str) {
-        if self.0 {
-            let ms = STARTED.get().map(|t| t.elapsed().as_millis()).unwrap_or(0);
-            say(format!("timing {phase} {ms}"));
-        }
-    }
-}
+/// Said once when `auto` isolation falls back to the caps profile.
+const ISOLATION_FALLBACK: &str = "the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)";
 
 fn main() -> ExitCode {
-    STARTED.get_or_init(std::time::Instant::now);
+    output::STARTED.get_or_init(std::time::Instant::now);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DIDX_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .without_time()
         .init();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code),
+    };
+    // Everything is checked before the engine is touched; a usage error creates nothing.
+    let job = match Job::of(cli) {
+        Ok(job) => job,
+        Err(e) => return ExitCode::from(report(Err(e))),
+    };
+    // A --pool run forks its refiller now, while the process has one thread.
+    let refiller = match &job {
+        Job::Run(run) if run.pooled => Refiller::fork(run.host.clone(), run.options.clone()),
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -233,30 +58,24 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_DIDX);
         }
     };
-    let code = runtime.block_on(async_main());
+    let code = runtime.block_on(async {
+        report(match job {
+            Job::Build { host, spec } => image_build(host.as_deref(), spec).await,
+            Job::Pool { host, cmd } => pool(host.as_deref(), cmd).await,
+            Job::Report { host, clean } => inventory(host.as_deref(), clean).await,
+            Job::Run(run) => run.go(refiller).await,
+        })
+    });
     runtime.shutdown_timeout(Duration::from_millis(100));
     ExitCode::from(code)
 }
 
-/// The host engine's storage driver, for --help (as didx.sh shows it); quick or nothing.
-async fn host_driver() -> Option<String> {
-    let host = host_flag(std::env::args());
-    let probe = async { Engine::connect(host.as_deref()).await.ok()?.info().await.ok()?.driver };
-    tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten()
-}
-
-fn host_flag(args: impl Iterator<Item = String>) -> Option<String> {
-    let args: Vec<String> = args.collect();
-    args.iter().enumerate().find_map(|(i, a)| {
-        if a == "-H" || a == "--host" { args.get(i + 1).cloned() } else { a.strip_prefix("--host=").map(str::to_string) }
-    })
-}
-
-async fn async_main() -> u8 {
+/// The command line, or the exit code when it is help, a version, or a usage error (said).
+fn parse() -> Result<Cli, u8> {
     let wants_help = std::env::args().skip(1).take_while(|a| a != "--").any(|a| a == "-h" || a == "--help");
     let mut cmd = Cli::command();
     if wants_help {
-        let driver = host_driver().await;
+        let driver = host_driver();
         let text = match driver {
             Some(d) => format!("Server dockerd's storage driver [default: {d}, the host engine's]"),
             None => "Server dockerd's storage driver [default: the host engine's; engine not reachable now]".to_string(),
@@ -267,32 +86,41 @@ async fn async_main() -> u8 {
         Ok(m) => m,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return 0;
+            return Err(0);
         }
         Err(e) => {
             say(usage_line(&e));
-            return EXIT_USAGE;
+            return Err(EXIT_USAGE);
         }
     };
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(c) => c,
-        Err(e) => {
-            say(usage_line(&e));
-            return EXIT_USAGE;
-        }
-    };
-    match cli.verb {
-        Some(Verb::Image(ImageCmd::Build { suite, mirror, force })) => {
-            report(image_build(cli.host.as_deref(), BuildSpec { suite, mirror, force }).await)
-        }
-        Some(Verb::Pool { cmd }) => report(pool(cli.host.as_deref(), cmd).await),
-        None => {
-            let plan = match RunPlan::from_args(cli.run) {
-                Ok(p) => p,
-                Err(e) => return report(Err(e)),
-            };
-            report(run(cli.host.as_deref(), plan).await)
-        }
+    Cli::from_arg_matches(&matches).map_err(|e| {
+        say(usage_line(&e));
+        EXIT_USAGE
+    })
+}
+
+/// The host engine's storage driver, for --help (as didx.sh shows it); quick or nothing.
+fn host_driver() -> Option<String> {
+    let host = host_flag(std::env::args());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    rt.block_on(async {
+        let probe = async { connect(host.as_deref()).await.ok()?.info().await.ok()?.driver };
+        tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten()
+    })
+}
+
+fn host_flag(args: impl Iterator<Item = String>) -> Option<String> {
+    let args: Vec<String> = args.collect();
+    args.iter().enumerate().find_map(|(i, a)| {
+        if a == "-H" || a == "--host" { args.get(i + 1).cloned() } else { a.strip_prefix("--host=").map(str::to_string) }
+    })
+}
+
+/// `-H`, else what the docker CLI would use (DOCKER_HOST, the docker context, the socket).
+async fn connect(host: Option<&str>) -> didx::Result<Engine> {
+    match host {
+        Some(h) => Engine::connect(Some(h)).await,
+        None => Engine::connect_default().await,
     }
 }
 
@@ -311,34 +139,137 @@ fn usage_line(e: &clap::Error) -> String {
     format!("{first}{tip}")
 }
 
-fn report(r: Result<u8, Error>) -> u8 {
+/// The exit code of an outcome, the error said once (with the command's advice for it).
+fn report(r: anyhow::Result<u8>) -> u8 {
     match r {
         Ok(code) => code,
         Err(e) => {
-            say(format!("error: {e}"));
-            if e.is_usage() { EXIT_USAGE } else { EXIT_DIDX }
+            let lib = e.chain().find_map(|c| c.downcast_ref::<Error>());
+            let advice = lib.map(advice).unwrap_or_default();
+            say(format!("error: {e:#}{advice}"));
+            if lib.is_some_and(Error::is_usage) { EXIT_USAGE } else { EXIT_DIDX }
         }
     }
 }
 
-async fn image_build(host: Option<&str>, spec: BuildSpec) -> Result<u8, Error> {
-    let engine = Engine::connect(host).await?;
+/// What the command adds to a library error: how to act on it from the command line.
+fn advice(e: &Error) -> &'static str {
+    match e {
+        Error::Unreachable { .. } => " (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)",
+        Error::NotReady { .. } => " (raise --ready-timeout)",
+        _ => "",
+    }
+}
+
+/// What the command line asks for, validated.
+enum Job {
+    Build { host: Option<String>, spec: BuildSpec },
+    Pool { host: Option<String>, cmd: PoolJob },
+    Report { host: Option<String>, clean: CleanPolicy },
+    Run(Box<RunJob>),
+}
+
+enum PoolJob {
+    List,
+    Up(usize, SandboxOptions),
+    Down,
+}
+
+impl Job {
+    fn of(cli: Cli) -> anyhow::Result<Job> {
+        let host = cli.host;
+        Ok(match cli.verb {
+            Some(Verb::Image(ImageCmd::Build { suite, mirror, force })) => Job::Build { host, spec: BuildSpec { suite, mirror, force } },
+            Some(Verb::Pool { cmd }) => Job::Pool {
+                host,
+                cmd: match cmd {
+                    None => PoolJob::List,
+                    Some(PoolCmd::Down) => PoolJob::Down,
+                    Some(PoolCmd::Up { n, env }) => {
+                        didx::pool::check_size(n)?;
+                        PoolJob::Up(n, builder(&env)?.options()?)
+                    }
+                },
+            },
+            None => {
+                let clean: CleanPolicy = cli.run.clean.parse()?;
+                if matches!(clean, CleanPolicy::All | CleanPolicy::Rpt) {
+                    if !cli.run.commands.is_empty() {
+                        return Err(Error::Invalid {
+                            what: "--clean value",
+                            value: cli.run.clean.clone(),
+                            fix: format!("--clean {} runs no commands; drop the COMMANDs or use anycase", cli.run.clean),
+                        }
+                        .into());
+                    }
+                    // Validated as a run's options would be, though only the engine is used.
+                    run_builder(&cli.run)?.options()?;
+                    Job::Report { host, clean }
+                } else {
+                    Job::Run(Box::new(RunJob::of(host, cli.run, clean)?))
+                }
+            }
+        })
+    }
+}
+
+/// The builder for the options shared by runs and `pool up`.
+fn builder(a: &EnvArgs) -> didx::Result<didx::SandboxBuilder> {
+    let mut b = Sandbox::builder()
+        .server_version(&a.sv)
+        .pull(a.pull)
+        .isolation(a.isolation.parse::<IsolationMode>()?)
+        .ready_timeout(parse_duration("--ready-timeout value", &a.ready_timeout)?);
+    if let Some(cv) = &a.cv {
+        b = b.client_version(cv);
+    }
+    if let Some(d) = &a.storage_driver {
+        b = b.storage_driver(d);
+    }
+    for o in &a.dkropts {
+        b = b.dockerd_opts(o);
+    }
+    if let Some(i) = &a.server_image {
+        b = b.server_image(i);
+    }
+    if let Some(i) = &a.client_image {
+        b = b.client_image(i);
+    }
+    Ok(b)
+}
+
+fn run_builder(a: &RunArgs) -> didx::Result<didx::SandboxBuilder> {
+    let mut b = builder(&a.env)?;
+    for v in &a.volumes {
+        b = b.volume(v);
+    }
+    for c in &a.cp {
+        b = b.copy(c);
+    }
+    for l in &a.load {
+        b = b.load(l);
+    }
+    Ok(b)
+}
+
+async fn image_build(host: Option<&str>, spec: BuildSpec) -> anyhow::Result<u8> {
+    let engine = connect(host).await?;
     let tty = std::io::stderr().is_terminal();
-    say(format!("building {} from Debian {} ({})", images::LOCAL_IMAGE, spec.suite, spec.mirror));
+    say(format!("building {} from Debian {} ({})", didx::image::LOCAL_IMAGE, spec.suite, spec.mirror));
     let on = move |e: BuildEvent<'_>| match e {
         BuildEvent::Log(line) => output::err(&format!("  {line}\n")),
         BuildEvent::Streamed(n) if tty => output::err(&format!("\r  streamed {:.1} MB into the engine ", n as f64 / 1e6)),
         BuildEvent::Streamed(n) => output::err(&format!("  streamed {:.1} MB into the engine\n", n as f64 / 1e6)),
         _ => {}
     };
-    let r = didx::build::build(&engine, &spec, &on).await?;
+    let r = didx::image::build(&engine, &spec, &on).await?;
     if tty {
         output::err("\n");
     }
     let what = if r.reused { "reused (recipe unchanged; --force rebuilds)" } else { "built" };
     say(format!(
         "{} {what}: {} ({}), {:.0} MB, in {:.1} s",
-        images::LOCAL_IMAGE,
+        didx::image::LOCAL_IMAGE,
         r.tags.join(", "),
         &r.id.trim_start_matches("sha256:")[..12.min(r.id.len())],
         r.size as f64 / 1e6,
@@ -347,111 +278,53 @@ async fn image_build(host: Option<&str>, spec: BuildSpec) -> Result<u8, Error> {
     Ok(0)
 }
 
-/// `YYYY-MM-DD HH:MM` of a Unix time, in UTC.
-fn utc_date(t: u64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(t as i64) {
-        Ok(d) => format!("{}-{:02}-{:02} {:02}:{:02}", d.year(), d.month() as u8, d.day(), d.hour(), d.minute()),
-        Err(_) => format!("@{t}"),
+/// The messages every start prints, whoever starts.
+fn say_start_event(e: &StartEvent<'_>) {
+    match e {
+        StartEvent::IsolationFallback { .. } => say(ISOLATION_FALLBACK),
+        StartEvent::PoolLockWait { path } => {
+            say(format!("waiting for the pool lock {} (another pool up or down holds it)", path.display()))
+        }
+        _ => {}
     }
 }
 
-fn age(created: Option<u64>) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    match created {
-        None => "?".into(),
-        Some(c) => {
-            let s = now.saturating_sub(c);
-            if s < 120 {
-                format!("{s}s")
-            } else if s < 7200 {
-                format!("{}m", s / 60)
-            } else {
-                format!("{}h", s / 3600)
-            }
-        }
+fn say_images(resolved: &didx::image::Resolved) {
+    if !resolved.fell_back.is_empty() {
+        let retry = match resolved.not_retried.iter().map(|(_, ago)| ago.as_secs()).max() {
+            Some(ago) => format!(
+                " (a pull failed {ago} s ago; not retried for {} min, --pull retries now)",
+                didx::image::PULL_RETRY_AFTER.as_secs() / 60
+            ),
+            None => String::new(),
+        };
+        say(format!(
+            "{} not on the engine and cannot be pulled; using {}{retry}",
+            resolved.fell_back.join(" and "),
+            didx::image::LOCAL_IMAGE
+        ));
+    }
+    for s in &resolved.stale {
+        say(format!("warning: pull of {s} failed; using the copy on the engine"));
     }
 }
 
-/// The options of a detached `didx pool up N` that refills the pool for `env`'s options.
-fn refill_args(env: &EnvArgs) -> Vec<String> {
-    let mut args: Vec<String> = vec!["--sv".into(), env.sv.clone()];
-    if let Some(cv) = &env.cv {
-        args.extend(["--cv".into(), cv.clone()]);
-    }
-    if let Some(d) = &env.storage_driver {
-        args.extend(["--storage-driver".into(), d.clone()]);
-    }
-    for o in &env.dkropts {
-        args.push(format!("--dkropts={o}"));
-    }
-    args.extend(["--isolation".into(), env.isolation.clone(), "--ready-timeout".into(), env.ready_timeout.clone()]);
-    for (flag, v) in [("--server-image", &env.server_image), ("--client-image", &env.client_image)] {
-        if let Some(i) = v {
-            args.extend([flag.into(), i.clone()]);
-        }
-    }
-    args
-}
-
-/// Start `didx [-H HOST] pool up SIZE OPTIONS` detached (own process group, no terminal,
-/// output appended to pool-refill.log in the cache directory) so the run never waits for it.
-fn refill(host: Option<&str>, size: usize, options: &[String]) {
-    use std::os::unix::process::CommandExt;
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            say(format!("warning: cannot refill the pool ({e})"));
-            return;
-        }
-    };
-    let log =
-        didx::cache::open_append("pool-refill.log").map_err(|e| say(format!("warning: the pool refill's output is discarded ({e})"))).ok();
-    let (out, err) = match log.and_then(|f| Some((f.try_clone().ok()?, f))) {
-        Some((a, b)) => (std::process::Stdio::from(a), std::process::Stdio::from(b)),
-        None => (std::process::Stdio::null(), std::process::Stdio::null()),
-    };
-    let mut args: Vec<String> = host.map(|h| vec!["-H".to_string(), h.to_string()]).unwrap_or_default();
-    args.extend(["pool".to_string(), "up".to_string(), size.to_string()]);
-    args.extend_from_slice(options);
-    let spawned =
-        std::process::Command::new(exe).args(&args).stdin(std::process::Stdio::null()).stdout(out).stderr(err).process_group(0).spawn();
-    if let Err(e) = spawned {
-        say(format!("warning: cannot refill the pool ({e})"));
-    }
-}
-
-async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
-    use didx::env::pool;
-    // Validate before touching the engine.
-    let up = match &cmd {
-        Some(PoolCmd::Up { n, env }) => {
-            if *n == 0 || *n > pool::MAX_SIZE {
-                return Err(Error::Invalid {
-                    what: "pool size",
-                    value: n.to_string(),
-                    fix: format!("give 1 to {} (the maximum); didx pool down empties the pool", pool::MAX_SIZE),
-                });
-            }
-            Some((*n, EnvPlan::from_args(env)?))
-        }
-        _ => None,
-    };
-    let engine = Engine::connect(host).await?;
-    let on = |e: Event<'_>| match e {
-        Event::IsolationFallback { .. } => say(ISOLATION_FALLBACK),
-        Event::PoolLockWait { path } => say(format!("waiting for the pool lock {} (another pool up or down holds it)", path.display())),
+async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
+    let engine = connect(host).await?;
+    let on = |e: &Event<'_>| match e {
+        Event::Images { resolved } => say_images(resolved),
+        Event::Start(s) => say_start_event(s),
         _ => {}
     };
-    let cancel = Cancel::default();
-    match (cmd, up) {
-        (Some(PoolCmd::Up { .. }), Some((n, plan))) => {
-            let spec = plan.spec(&engine, vec![]).await?;
+    let cancel = Cancel::new();
+    match cmd {
+        PoolJob::Up(n, options) => {
             let mut signals = Signals::install()?;
-            let up = pool::up(&engine, &spec, n, &cancel, &on);
+            let up = didx::pool::up(&engine, &options, n, &cancel, &on);
             let r = match cancelled_by_signal(up, &cancel, &mut signals).await {
                 (Err(Error::Cancelled), Some(sig)) => {
                     say("interrupted; removed the environments being started (ready ones stay in the pool)");
-                    return Ok(sig_code(sig));
+                    return Ok(sig.code());
                 }
                 (r, _) => r?,
             };
@@ -475,13 +348,13 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
             ));
             Ok(if r.failed.is_empty() { 0 } else { EXIT_DIDX })
         }
-        (Some(PoolCmd::Down), _) => {
+        PoolJob::Down => {
             let mut signals = Signals::install()?;
-            let down = pool::down(&engine, &cancel, &on);
+            let down = didx::pool::down(&engine, &cancel, &on);
             let r = match cancelled_by_signal(down, &cancel, &mut signals).await {
                 (Err(Error::Cancelled), Some(sig)) => {
                     say("interrupted while waiting for the pool lock; nothing removed");
-                    return Ok(sig_code(sig));
+                    return Ok(sig.code());
                 }
                 (r, _) => r?,
             };
@@ -495,8 +368,8 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
             ));
             Ok(0)
         }
-        _ => {
-            let entries = pool::entries(&engine, None).await?;
+        PoolJob::List => {
+            let entries = didx::pool::entries(&engine).await?;
             output::out(&format!("{:<14} {:<12} {:<6} {:<6} {:<10} SERVER\n", "POOL", "ENV", "SIZE", "AGE", "STATE"));
             for e in &entries {
                 output::out(&format!(
@@ -509,203 +382,123 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
                     e.server.name
                 ));
             }
-            let ready = entries.iter().filter(|e| e.state == pool::PoolState::Ready).count();
+            let ready = entries.iter().filter(|e| e.state == didx::pool::PoolState::Ready).count();
             say(format!("{} pooled environment(s), {ready} ready", entries.len()));
             Ok(0)
         }
     }
 }
 
-/// Which signal arrived.
-#[derive(Clone, Copy)]
-enum Sig {
-    Int,
-    Term,
-    /// The terminal closed (or an ssh session dropped): handled as SIGTERM is.
-    Hup,
-}
-
-impl Sig {
-    fn name(self) -> &'static str {
-        match self {
-            Sig::Int => "SIGINT",
-            Sig::Term => "SIGTERM",
-            Sig::Hup => "SIGHUP",
+/// `--clean rpt` (list) and `--clean all` (remove everything didx made).
+async fn inventory(host: Option<&str>, clean: CleanPolicy) -> anyhow::Result<u8> {
+    let engine = connect(host).await?;
+    if clean == CleanPolicy::All {
+        let removed = didx::inventory::remove_all(&engine).await?;
+        for name in &removed {
+            say(format!("{name} terminated & destroyed"));
+        }
+        say(format!("removed {} container(s) and every didx volume and network", removed.len()));
+        return Ok(0);
+    }
+    let envs = didx::inventory::list(&engine).await?;
+    output::out(&format!("{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} NAME\n", "ENV", "AGE", "ROLE", "STATE", "POOL", "CERTS EXPIRE"));
+    for e in &envs {
+        let pool = e.pool.as_ref().map(|k| format!("pool {k}")).unwrap_or_else(|| "-".into());
+        let expires = e.expires.map(utc_date).unwrap_or_else(|| "-".into());
+        for m in &e.members {
+            output::out(&format!(
+                "{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} {}\n",
+                e.id,
+                age(e.created),
+                m.role,
+                m.state,
+                pool,
+                expires,
+                m.name
+            ));
         }
     }
+    say(format!("{} environment(s)", envs.len()));
+    Ok(0)
 }
 
-/// The signals that stop didx (SIGINT, SIGTERM, SIGHUP), installed together; every place
-/// that stops on a signal takes them from here.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
+/// A run: the library's session, with the command's printing and signals.
+struct RunJob {
+    host: Option<String>,
+    options: SandboxOptions,
+    session: Session,
+    clean: CleanPolicy,
+    pooled: bool,
+    timings: Timings,
 }
 
-impl Signals {
-    fn install() -> Result<Signals, Error> {
-        let one =
-            |kind: SignalKind, name: &str| signal(kind).map_err(|e| Error::Io { what: format!("installing a {name} handler"), source: e });
-        Ok(Signals {
-            int: one(SignalKind::interrupt(), "SIGINT")?,
-            term: one(SignalKind::terminate(), "SIGTERM")?,
-            hup: one(SignalKind::hangup(), "SIGHUP")?,
-        })
+/// What the session is doing, as far as a second signal needs to know: the environment being
+/// started (a fresh start's names), or the one being removed.
+#[derive(Default)]
+struct Where {
+    env: Option<(String, [String; 2])>,
+    pooled: bool,
+    removing: bool,
+    started: bool,
+}
+
+impl RunJob {
+    fn of(host: Option<String>, a: RunArgs, clean: CleanPolicy) -> anyhow::Result<RunJob> {
+        let options = run_builder(&a)?.options()?;
+        let steps: Vec<Step> = a.commands.iter().map(|c| Step::parse(c)).collect::<Result<_, _>>()?;
+        let session = Session::new(options.clone()).steps(steps).clean(clean).client_name_var(EnvVarName::parse(&a.cv_env)?).pooled(a.pool);
+        Ok(RunJob { host, options, session, clean, pooled: a.pool, timings: Timings(a.timings) })
     }
 
-    /// The next signal (cancel-safe: a signal that arrives while nobody waits is kept).
-    async fn recv(&mut self) -> Sig {
-        tokio::select! {
-            _ = self.int.recv() => Sig::Int,
-            _ = self.term.recv() => Sig::Term,
-            _ = self.hup.recv() => Sig::Hup,
-        }
-    }
-}
-
-/// Run `work` to its end; a signal meanwhile sets `cancel` (so `work` winds down and returns
-/// what it undid) and is returned beside the outcome.
-async fn cancelled_by_signal<T>(work: impl Future<Output = T>, cancel: &Cancel, signals: &mut Signals) -> (T, Option<Sig>) {
-    tokio::pin!(work);
-    tokio::select! {
-        r = &mut work => (r, None),
-        sig = signals.recv() => {
-            cancel.cancel();
-            (work.await, Some(sig))
-        }
-    }
-}
-
-async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
-    let timings = Timings(plan.timings);
-    let engine = Engine::connect(host).await?;
-    timings.mark("connected");
-    match plan.clean {
-        CleanPolicy::Rpt => {
-            let envs = didx::env::list(&engine).await?;
-            output::out(&format!("{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} NAME\n", "ENV", "AGE", "ROLE", "STATE", "POOL", "CERTS EXPIRE"));
-            for e in &envs {
-                let pool = e.pool.as_ref().map(|k| format!("pool {k}")).unwrap_or_else(|| "-".into());
-                let expires = e.expires.map(utc_date).unwrap_or_else(|| "-".into());
-                for m in &e.members {
-                    output::out(&format!(
-                        "{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} {}\n",
-                        e.id,
-                        age(e.created),
-                        m.role,
-                        m.state,
-                        pool,
-                        expires,
-                        m.name
-                    ));
+    async fn go(self, refiller: Option<Refiller>) -> anyhow::Result<u8> {
+        let timings = self.timings;
+        let engine = connect(self.host.as_deref()).await?;
+        timings.mark("connected");
+        let mut signals = Signals::install()?;
+        let cancel = Cancel::new();
+        let at = Mutex::new(Where::default());
+        let first: Mutex<Option<Sig>> = Mutex::new(None);
+        let sig_name = || first.lock().ok().and_then(|s| *s).unwrap_or(Sig::Int).name();
+        let clean = self.clean.as_str();
+        let tty = std::io::stderr().is_terminal();
+        let last_line = Mutex::new(std::time::Instant::now());
+        let pooled = self.pooled;
+        let on = |e: &Event<'_>| match e {
+            Event::Images { resolved } => say_images(resolved),
+            Event::Resolved => timings.mark("resolved"),
+            Event::Starting { id, names, pooled } => {
+                if let Ok(mut w) = at.lock() {
+                    *w = Where { env: Some((id.to_string(), (*names).clone())), pooled: *pooled, ..Where::default() };
                 }
             }
-            say(format!("{} environment(s)", envs.len()));
-            return Ok(0);
-        }
-        CleanPolicy::All => {
-            let removed = didx::env::remove_all(&engine).await?;
-            for name in &removed {
-                say(format!("{name} terminated & destroyed"));
-            }
-            say(format!("removed {} container(s) and every didx volume and network", removed.len()));
-            return Ok(0);
-        }
-        _ => {}
-    }
-
-    // Every source must exist before anything starts.
-    didx::copy::check_sources(&engine, &plan.copies).await?;
-    let seeds = didx::load::check(&engine, &plan.loads).await?;
-    let refill_args = plan.refill.clone();
-    let mut spec = plan.env.spec(&engine, plan.volumes).await?;
-    timings.mark("resolved");
-
-    let mut signals = Signals::install()?;
-    // What a fresh start creates, for when its roll-back is cut short (a pool claim may take
-    // another environment: `didx --clean rpt` shows it).
-    let starting = (spec.id.to_string(), [spec.server_name(), spec.client_name()]);
-
-    let on_event = |e: Event<'_>| match e {
-        Event::IsolationFallback { .. } => say(ISOLATION_FALLBACK),
-        Event::ServerStarted { name, image, isolation } => {
-            timings.mark("server-started");
-            say(format!("dind server named: '{name}' successfully started ({image}, {isolation} isolation)"))
-        }
-        Event::ClientStarted { name, image } => {
-            timings.mark(if refill_args.is_some() { "claimed" } else { "client-started" });
-            say(format!("dind client named: '{name}' successfully started ({image})"))
-        }
-        Event::Ready { elapsed } => {
-            timings.mark("ready");
-            say(format!("inner engine answered over TLS after {:.2} s", elapsed.as_secs_f64()))
-        }
-        _ => {}
-    };
-    let cancel = Cancel::default();
-    let start = async {
-        if let Some(args) = &refill_args {
-            if let Some((env, size)) = didx::env::pool::claim(&engine, &mut spec, &cancel, &on_event).await? {
-                refill(host, size, args);
-                return Ok(env);
-            }
-            say(
+            Event::PoolEmpty => say(
                 "no pooled environment for these options is left; starting a fresh one (didx pool up N, with the same options, keeps some ready)",
-            );
-        }
-        Environment::start(&engine, &spec, &cancel, &on_event).await
-    };
-    tokio::pin!(start);
-    let mut got: Option<Sig> = None;
-    let env = tokio::select! {
-        r = &mut start => r,
-        s = signals.recv() => {
-            got = Some(s);
-            cancel.cancel();
-            tokio::select! {
-                r = &mut start => r,
-                again = signals.recv() => {
-                    let (id, names) = &starting;
-                    if refill_args.is_some() {
-                        say(format!("roll-back cut short by {}; what is left shows in: didx --clean rpt", again.name()));
-                    } else {
-                        left_behind(engine.host(), again, id, names);
+            ),
+            Event::Start(s) => {
+                say_start_event(s);
+                match s {
+                    StartEvent::ServerStarted { name, image, isolation } => {
+                        timings.mark("server-started");
+                        say(format!("dind server named: '{name}' successfully started ({image}, {isolation} isolation)"))
                     }
-                    return Ok(sig_code(again));
+                    StartEvent::ClientStarted { name, image } => {
+                        timings.mark(if pooled { "claimed" } else { "client-started" });
+                        say(format!("dind client named: '{name}' successfully started ({image})"))
+                    }
+                    StartEvent::Ready { elapsed } => {
+                        timings.mark("ready");
+                        say(format!("inner engine answered over TLS after {:.2} s", elapsed.as_secs_f64()))
+                    }
+                    _ => {}
                 }
             }
-        }
-    };
-    let env = match env {
-        Ok(env) => env,
-        Err(Error::Cancelled) => {
-            say(format!("interrupted by {} while starting; removed what was created", got.unwrap_or(Sig::Int).name()));
-            return Ok(sig_code(got.unwrap_or(Sig::Int)));
-        }
-        Err(e) => return Err(e),
-    };
-    if let Some(s) = got {
-        // The signal arrived as the start completed.
-        return finish(env, timings, plan.clean, false, sig_code(s), &mut signals).await;
-    }
-
-    // Files and images in, before the commands; an interruption here is a failure too.
-    let prepare = async {
-        if !plan.copies.is_empty() {
-            for warning in didx::copy::copy_all(&engine, &env.client().id, env.id().as_str(), &plan.copies).await? {
-                say(warning);
-            }
-            say(format!("copied {} source(s) into the client", plan.copies.len()));
-        }
-        if !seeds.is_empty() {
-            let tty = std::io::stderr().is_terminal();
-            let last_line = std::sync::Mutex::new(std::time::Instant::now());
-            let on_load = |e: LoadEvent<'_>| match e {
-                LoadEvent::Skipped(name) => say(format!("{name} already in the inner engine (same ID); not loaded")),
-                LoadEvent::Progress { sent, total, elapsed } => {
-                    let rate = sent as f64 / 1e6 / elapsed.as_secs_f64().max(1e-3);
-                    let line = format!("seeding {:.1}/{:.1} MB, {rate:.0} MB/s", sent as f64 / 1e6, total as f64 / 1e6);
+            Event::CopyWarning { warning } => say(warning),
+            Event::Copied { sources } => say(format!("copied {sources} source(s) into the client")),
+            Event::Load(l) => match l {
+                didx::session::LoadEvent::Skipped(name) => say(format!("{name} already in the inner engine (same ID); not loaded")),
+                didx::session::LoadEvent::Progress { sent, total, elapsed } => {
+                    let rate = *sent as f64 / 1e6 / elapsed.as_secs_f64().max(1e-3);
+                    let line = format!("seeding {:.1}/{:.1} MB, {rate:.0} MB/s", *sent as f64 / 1e6, *total as f64 / 1e6);
                     if tty {
                         output::err(&format!("\rdidx: {line}   "));
                     } else if let Ok(mut last) = last_line.lock()
@@ -716,36 +509,121 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
                     }
                 }
                 _ => {}
-            };
-            let r = didx::load::load(&env, &seeds, &on_load).await?;
-            if tty {
-                output::err("\n");
+            },
+            Event::Loaded { report: r } => {
+                if tty {
+                    output::err("\n");
+                }
+                if !r.loaded.is_empty() {
+                    say(format!(
+                        "loaded {} into the inner engine: {:.1} MB in {:.2} s ({:.0} MB/s)",
+                        r.loaded.join(", "),
+                        r.bytes as f64 / 1e6,
+                        r.elapsed.as_secs_f64(),
+                        r.bytes as f64 / 1e6 / r.elapsed.as_secs_f64().max(1e-3)
+                    ));
+                }
             }
-            if !r.loaded.is_empty() {
+            Event::Step(s) => say_step(s),
+            Event::Interrupted { phase: Phase::Preparing } => {
+                say(format!("interrupted by {} while copying; cleaning up as a failure (--clean {clean})", sig_name()))
+            }
+            Event::Interrupted { phase: Phase::Commands } => {
+                say(format!("interrupted by {}; cleaning up as a failure (--clean {clean})", sig_name()))
+            }
+            Event::Failed { error } => say(format!("error: {error}{}", advice(error))),
+            Event::CommandsDone => {
+                timings.mark("commands-done");
+                if let Ok(mut w) = at.lock() {
+                    w.started = true;
+                }
+            }
+            Event::Removing { id, names } => {
+                if let Ok(mut w) = at.lock() {
+                    *w = Where { env: Some((id.to_string(), (*names).clone())), removing: true, started: true, ..Where::default() };
+                }
+            }
+            Event::Removed { names: [server, client] } => {
+                timings.mark("removed");
+                say(format!("dind server named: '{server}' terminated & destroyed"));
+                say(format!("dind client named: '{client}' terminated & destroyed"));
+            }
+            Event::Kept { id, names: [server, client], expires } => {
+                let expires = expires.map(|t| format!("; its TLS certificates expire on {} UTC", utc_date(t))).unwrap_or_default();
+                say(format!("dind server named: '{server}' remains running{expires}"));
                 say(format!(
-                    "loaded {} into the inner engine: {:.1} MB in {:.2} s ({:.0} MB/s)",
-                    r.loaded.join(", "),
-                    r.bytes as f64 / 1e6,
-                    r.elapsed.as_secs_f64(),
-                    r.bytes as f64 / 1e6 / r.elapsed.as_secs_f64().max(1e-3)
+                    "dind client named: '{client}' remains running (attach: docker exec -it {client} sh; env {id}; remove all: didx --clean all)"
                 ));
             }
+            _ => {}
+        };
+        let mut stdout = tokio::io::stdout();
+        let mut stderr = tokio::io::stderr();
+        let run = self.session.run(&engine, &cancel, &on, &mut stdout, &mut stderr);
+        tokio::pin!(run);
+        // The first signal cancels (the session winds down and cleans up by policy); one during
+        // a removal, or a second one, cuts the clean-up short and says what is left.
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                sig = signals.recv() => {
+                    let again = first.lock().ok().is_some_and(|f| f.is_some());
+                    if let Ok(mut f) = first.lock() {
+                        f.get_or_insert(sig);
+                    }
+                    cancel.cancel();
+                    let w = at.lock().map(|w| (w.env.clone(), w.pooled, w.removing, w.started)).unwrap_or_default();
+                    match w {
+                        (Some((id, names)), _, true, _) => {
+                            left_behind(engine.host(), sig, &id, &names);
+                            return Ok(sig.code());
+                        }
+                        (Some((id, names)), pooled, false, started) if again => {
+                            if pooled && !started {
+                                say(format!("roll-back cut short by {}; what is left shows in: didx --clean rpt", sig.name()));
+                            } else {
+                                left_behind(engine.host(), sig, &id, &names);
+                            }
+                            return Ok(sig.code());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        };
+        let first = first.lock().ok().and_then(|f| *f);
+        let report = match result {
+            Ok(r) => r,
+            Err(Error::Cancelled) => {
+                let sig = first.unwrap_or(Sig::Int);
+                say(format!("interrupted by {} while starting; removed what was created", sig.name()));
+                return Ok(sig.code());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let (Some(refill), Some(refiller)) = (&report.refill, refiller) {
+            refiller.send(refill.size());
         }
-        Ok::<(), Error>(())
-    };
-    let prepared = tokio::select! {
-        r = prepare => r,
-        s = signals.recv() => {
-            say(format!("interrupted by {} while copying; cleaning up as a failure (--clean {})", s.name(), plan.clean.as_str()));
-            return finish(env, timings, plan.clean, false, sig_code(s), &mut signals).await;
+        let code = match (&report.outcome, first) {
+            (_, Some(sig)) => sig.code(),
+            (Outcome::Succeeded, None) => 0,
+            (Outcome::CommandFailed { code, .. }, None) if (1..=255).contains(code) => *code as u8,
+            _ => EXIT_DIDX,
+        };
+        if let Removal::Failed(e) = &report.removal {
+            say(format!(
+                "error: clean-up of environment {} failed: {e} (the exit code stays the commands'; remove what is left with: {})",
+                report.env,
+                removal_command(engine.host(), &report.env, &report.names)
+            ));
         }
-    };
-    if let Err(e) = prepared {
-        say(format!("error: {e}"));
-        return finish(env, timings, plan.clean, false, EXIT_DIDX, &mut signals).await;
+        Ok(code)
     }
+}
 
-    let on_step = |e: StepEvent<'_>| match e {
+fn say_step(e: &didx::session::StepEvent<'_>) {
+    use didx::session::StepEvent;
+    match e {
         StepEvent::Started { index, total, display } => say(format!("[{index}/{total}] {display}")),
         StepEvent::Ended { index, total, code: 0, elapsed } => {
             say(format!("[{index}/{total}] succeeded in {:.2} s", elapsed.as_secs_f64()))
@@ -756,120 +634,58 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
             if index < total { format!("; skipping the remaining {}", total - index) } else { String::new() }
         )),
         _ => {}
-    };
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
-    let outcome = tokio::select! {
-        r = run_steps(&env, &plan.steps, &plan.cv_env, &mut stdout, &mut stderr, &on_step) => r,
-        s = signals.recv() => {
-            say(format!("interrupted by {}; cleaning up as a failure (--clean {})", s.name(), plan.clean.as_str()));
-            return finish(env, timings, plan.clean, false, sig_code(s), &mut signals).await;
-        }
-    };
-    match outcome {
-        Ok(o) => {
-            let code = match o.failed {
-                None => 0,
-                Some((_, c)) if (1..=255).contains(&c) => c as u8,
-                Some(_) => EXIT_DIDX,
-            };
-            finish(env, timings, plan.clean, o.succeeded(), code, &mut signals).await
-        }
-        Err(e) => {
-            // didx failed while running commands (e.g. the engine went away): a failure.
-            say(format!("error: {e}"));
-            finish(env, timings, plan.clean, false, EXIT_DIDX, &mut signals).await
-        }
-    }
-}
-
-fn sig_code(s: Sig) -> u8 {
-    match s {
-        Sig::Int => EXIT_SIGINT,
-        Sig::Term => EXIT_SIGTERM,
-        Sig::Hup => EXIT_SIGHUP,
     }
 }
 
 /// The docker CLI command that removes environment `id` (containers `names`, then every
 /// volume with its label), for the engine at `host`.
 fn removal_command(host: &str, id: &str, names: &[String]) -> String {
-    let docker = if host == didx::engine::DEFAULT_HOST {
+    let docker = if host == didx::inventory::DEFAULT_HOST {
         "docker".to_string()
     } else {
-        let env = didx::engine::cli_env_for(host);
         let mut d = String::from("docker");
-        for (k, v) in &env {
+        for (k, v) in didx::inventory::cli_env_for(host) {
             match k.as_str() {
-                "DOCKER_HOST" => d.push_str(&format!(" -H {}", shell_words::quote(v))),
+                "DOCKER_HOST" => d.push_str(&format!(" -H {}", shell_words::quote(&v))),
                 "DOCKER_TLS_VERIFY" => d.push_str(" --tlsverify"),
                 _ => {}
             }
         }
         d
     };
-    let label = format!("label={}={id}", didx::labels::ENV);
+    let label = format!("label={}={id}", didx::inventory::ENV_LABEL);
     format!("{docker} rm -fv {}; {docker} volume ls -q --filter {label} | xargs -r {docker} volume rm", names.join(" "))
 }
 
-/// Said when a second signal cuts a teardown short: what is left and how to remove it.
+/// Said when a signal cuts a clean-up short: what is left and how to remove it.
 fn left_behind(host: &str, sig: Sig, id: &str, names: &[String]) {
     say(format!(
         "clean-up cut short by {}; left on the engine: {} and the volumes labelled {}={id}",
         sig.name(),
         names.join(", "),
-        didx::labels::ENV
+        didx::inventory::ENV_LABEL
     ));
     say(format!("remove them with: {}", removal_command(host, id, names)));
 }
 
-/// Remove or keep `env` by `clean` and the outcome; `code` stands whatever the removal does.
-/// A signal during the removal cuts it short: what is left is said, with the command that
-/// removes it, and the exit code becomes the signal's.
-async fn finish(
-    env: Environment,
-    timings: Timings,
-    clean: CleanPolicy,
-    succeeded: bool,
-    code: u8,
-    signals: &mut Signals,
-) -> Result<u8, Error> {
-    timings.mark("commands-done");
-    let server = env.server().name.clone();
-    let client = env.client().name.clone();
-    if clean.removes(succeeded) {
-        let id = env.id().to_string();
-        let host = env.engine().host().to_string();
-        let names = [server.clone(), client.clone()];
-        tokio::select! {
-            r = env.rm() => match r {
-                Ok(()) => {
-                    timings.mark("removed");
-                    say(format!("dind server named: '{server}' terminated & destroyed"));
-                    say(format!("dind client named: '{client}' terminated & destroyed"));
-                }
-                // The commands' outcome stands; the failure is said, with what removes the rest.
-                Err(e) => say(format!(
-                    "error: clean-up of environment {id} failed: {e} (the exit code stays the commands'; remove what is left with: {})",
-                    removal_command(&host, &id, &names)
-                )),
-            },
-            s = signals.recv() => {
-                left_behind(&host, s, &id, &names);
-                return Ok(sig_code(s));
-            }
-        }
-    } else {
-        let id = env.id().to_string();
-        let expires = match env.certificates_expire().await {
-            Ok(Some(t)) => format!("; its TLS certificates expire on {} UTC", utc_date(t)),
-            _ => String::new(),
-        };
-        env.keep();
-        say(format!("dind server named: '{server}' remains running{expires}"));
-        say(format!(
-            "dind client named: '{client}' remains running (attach: docker exec -it {client} sh; env {id}; remove all: didx --clean all)"
-        ));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_flag_forms() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>().into_iter();
+        assert_eq!(host_flag(args(&["didx", "-H", "unix:///x"])), Some("unix:///x".into()));
+        assert_eq!(host_flag(args(&["didx", "--host=tcp://h:1"])), Some("tcp://h:1".into()));
+        assert_eq!(host_flag(args(&["didx", "version"])), None);
     }
-    Ok(code)
+
+    #[test]
+    fn removal_command_names_containers_and_the_volume_label() {
+        let c = removal_command(didx::inventory::DEFAULT_HOST, "abc", &["s".into(), "c".into()]);
+        assert!(c.starts_with("docker rm -fv s c;"), "{c}");
+        assert!(c.contains("label=io.didx.env=abc"), "{c}");
+        let c = removal_command("tcp://h:2376", "abc", &["s".into()]);
+        assert!(c.contains("docker -H tcp://h:2376"), "{c}");
+    }
 }

@@ -204,17 +204,48 @@ impl Engine {
                 "expected unix:///path/docker.sock or tcp://HOST:PORT (set by -H or DOCKER_HOST)",
             ));
         }
-        let docker = Docker::connect_with_host(&host)
-            .map_err(|source| Error::Unreachable { host: host.clone(), source })?
-            .with_timeout(BOLLARD_TIMEOUT);
-        let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
-            Ok(Ok(d)) => d,
-            Ok(Err(source)) => return Err(Error::Unreachable { host, source }),
-            Err(_) => {
-                return Err(Error::Unreachable { host, source: BollardError::RequestTimeoutError });
+        let docker = Docker::connect_with_host(&host).map_err(|source| Error::Unreachable { host: host.clone(), source })?;
+        Engine::negotiated(docker, host).await
+    }
+
+    /// Connect to the engine the docker CLI would use: `DOCKER_HOST`, else the current docker
+    /// context (`DOCKER_CONTEXT`, else `currentContext` in `$DOCKER_CONFIG/config.json`, with
+    /// the context's TLS files when it has them), else the local socket. (The `didx` command's
+    /// `-H` comes first: it calls [`Engine::connect`] with it.)
+    ///
+    /// ```no_run
+    /// # async fn demo() -> didx::Result<()> {
+    /// let engine = didx::Engine::connect_default().await?;
+    /// println!("{}", engine.host());
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_default() -> Result<Engine> {
+        let target = crate::context::resolve(&|k| std::env::var(k).ok(), &|p| std::fs::read_to_string(p).ok())?;
+        match &target.tls_dir {
+            None => Engine::connect(Some(&target.host)).await,
+            Some(dir) => {
+                let https = target.host.replacen("tcp://", "https://", 1);
+                let docker = Docker::connect_with_ssl(
+                    &https,
+                    &dir.join("key.pem"),
+                    &dir.join("cert.pem"),
+                    &dir.join("ca.pem"),
+                    u64::MAX,
+                    bollard::API_DEFAULT_VERSION,
+                )
+                .map_err(|source| Error::Unreachable { host: target.host.clone(), source })?;
+                Engine::negotiated(docker, https).await
             }
-        };
-        Ok(Engine { docker, host })
+        }
+    }
+
+    async fn negotiated(docker: Docker, host: String) -> Result<Engine> {
+        let docker = docker.with_timeout(BOLLARD_TIMEOUT);
+        match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+            Ok(Ok(docker)) => Ok(Engine { docker, host }),
+            Ok(Err(source)) => Err(Error::Unreachable { host, source }),
+            Err(_) => Err(Error::Unreachable { host, source: BollardError::RequestTimeoutError }),
+        }
     }
 
     /// The address connected to.

@@ -101,6 +101,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The docker context that names the engine cannot be used.
+    #[error("docker context '{name}' cannot be used: {why}")]
+    Context {
+        /// The context's name (empty when the configuration file itself is broken).
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Interrupted (SIGINT/SIGTERM/SIGHUP) before it finished; what it created was removed.
     #[error("interrupted")]
     Cancelled,

@@ -1,52 +1,66 @@
 //! didx: throwaway, fully encapsulated Docker engines on demand.
 //!
-//! An [`env::Environment`] is a Docker-in-Docker *server* container (its own dockerd and
-//! storage, isolated from the host engine) plus a *client* container with the docker CLI wired
-//! to it over mutual TLS. This crate holds all of didx's logic; the `didx` binary only parses
-//! arguments, prints and maps errors to exit codes.
+//! A [`Sandbox`] is a Docker-in-Docker *server* container (its own dockerd and storage,
+//! isolated from the host engine's images and containers) plus a *client* container with the
+//! docker CLI wired to it over mutual TLS. Start one with [`Sandbox::builder`], reach its
+//! engine from Rust with [`Sandbox::docker`] (a [`bollard::Docker`] over mutual TLS), run
+//! commands in its client with [`Sandbox::exec`], and remove it with [`Sandbox::rm`] — or let
+//! it go: dropping removes it too, unless [`Sandbox::keep`] or `DIDX_KEEP=1`.
 //!
 //! ```no_run
-//! # async fn demo() -> didx::error::Result<()> {
-//! use didx::{engine::Engine, env::{Cancel, EnvId, EnvSpec, Environment}, spec::*};
-//! let engine = Engine::connect(None).await?;
-//! let info = engine.info().await?;
-//! let spec = EnvSpec {
-//!     id: EnvId::generate(),
-//!     sv: Version::parse("--sv", "latest")?,
-//!     cv: Version::parse("--cv", "latest")?,
-//!     server_image: "didx/dind:local".into(),
-//!     client_image: "didx/dind:local".into(),
-//!     storage_driver: info.driver.unwrap_or_default(),
-//!     dockerd_opts: vec![],
-//!     isolation: IsolationMode::Auto,
-//!     engine_id: info.id.unwrap_or_default(),
-//!     ready_timeout: std::time::Duration::from_secs(60),
-//!     volumes: vec![],
-//! };
-//! let env = Environment::start(&engine, &spec, &Cancel::default(), &|_| {}).await?;
-//! let code = env.exec(&["docker".into(), "info".into()], &mut tokio::io::stdout(), &mut tokio::io::stderr()).await?;
-//! env.rm().await?;
-//! # let _ = code; Ok(()) }
+//! # async fn demo() -> didx::Result<()> {
+//! use didx::{Engine, Sandbox};
+//!
+//! let engine = Engine::connect_default().await?;   // DOCKER_HOST, else the docker context
+//! let sb = Sandbox::builder()
+//!     .server_version("latest")
+//!     .load("my-app:test")                          // seed from the host engine
+//!     .copy("./fixtures:/work/")                    // same grammar as --cp
+//!     .volume("/data")                              // same grammar as -v
+//!     .start(&engine)
+//!     .await?;
+//! let docker: didx::bollard::Docker = sb.docker().await?;
+//! let images = docker.list_images::<String>(None).await?;
+//! let out = sb.exec(["docker", "info"]).await?;
+//! assert!(out.success());
+//! sb.rm().await?;
+//! # let _ = images; Ok(()) }
 //! ```
 //!
-//! For many short-lived environments, [`env::pool`] keeps some started ahead of time:
-//! [`env::pool::up`] fills it, [`env::pool::claim`] takes one (atomically, across processes)
-//! in tens of milliseconds.
+//! The `didx` command is a thin shell over this crate: a whole run (start, copy, load,
+//! commands, clean-up by policy, cancellation) is a [`session::Session`]; the warm pool is
+//! [`pool`]; what didx left on an engine is in [`inventory`]; the offline image is [`image`].
 #![deny(missing_docs)]
 
-pub mod archive;
-pub mod build;
-pub mod cache;
-pub mod command;
-pub mod copy;
-pub mod engine;
-pub mod env;
+/// The bollard version didx is built with, so a [`Sandbox::docker`] client and your own calls
+/// agree.
+pub use bollard;
+
+/// Declares modules private to the crate, or public but hidden with the `internals` feature
+/// (for didx's own CLI tests and fuzz targets; no stability promise).
+macro_rules! internal {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+
+internal!(archive, build, cache, command, copy, engine, env, images, isolation, labels, load, ready, run, tls);
+
+mod cancel;
+mod context;
 pub mod error;
-pub mod images;
-pub mod isolation;
-pub mod labels;
-pub mod load;
-pub mod ready;
-pub mod run;
+pub mod image;
+pub mod inventory;
+pub mod pool;
+mod sandbox;
+pub mod session;
 pub mod spec;
-pub mod tls;
+
+pub use cancel::Cancel;
+pub use engine::Engine;
+pub use error::{Error, Result};
+pub use sandbox::{DEFAULT_READY_TIMEOUT, ExecOutput, KEEP_VAR, Sandbox, SandboxBuilder, SandboxOptions};

@@ -44,12 +44,6 @@ pub struct Outcome {
     pub failed: Option<(usize, i64)>,
 }
 
-impl Outcome {
-    /// True when every step succeeded.
-    pub fn succeeded(&self) -> bool {
-        self.failed.is_none()
-    }
-}
 
 /// Run `steps` in order in `env`, streaming their output to `out`/`err`; stop at the first
 /// failure. Host steps (`docker exec …`) run with `sh -c` here, with `cv_env` set to the

@@ -4,6 +4,9 @@
 //! Parse, don't validate twice: each raw string becomes one of these types here, and nothing
 //! downstream re-checks strings.
 
+pub use crate::command::Step;
+pub use crate::copy::{CpSource, CpSpec};
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -268,9 +271,10 @@ pub fn client_path(what: &'static str, path: &str) -> Result<String> {
 }
 
 /// How the server container gets the privileges dockerd needs (`--isolation`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IsolationMode {
     /// Privileged where the engine grants it, else the caps profile (remembered per engine).
+    #[default]
     Auto,
     /// `--privileged` only; fail where refused.
     Privileged,

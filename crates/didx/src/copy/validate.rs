@@ -632,6 +632,7 @@ pub fn validate_host(src: &Path, top: &[u8], place: Placement, out: Option<&mut 
 
 /// Hostile archives built byte by byte (the `tar` crate's builder would refuse to write them).
 #[doc(hidden)]
+#[cfg(any(test, feature = "internals"))]
 pub mod craft {
     /// One raw ustar header with `name` (and `prefix`) written as given, then `data`, padded.
     #[allow(clippy::too_many_arguments)]

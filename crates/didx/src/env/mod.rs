@@ -12,8 +12,6 @@ pub use list::{EnvSummary, Member, list, remove, remove_all};
 use pool::PoolTag;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
@@ -87,24 +85,7 @@ pub struct Container {
     pub id: String,
 }
 
-/// A cancellation flag: set by the caller (e.g. on SIGINT); [`Environment::start`] notices it
-/// between steps and while waiting, removes what it created and returns [`Error::Cancelled`].
-#[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    /// Request cancellation.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst)
-    }
-    /// Whether cancellation was requested.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-    fn check(&self) -> Result<()> {
-        if self.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) }
-    }
-}
+pub use crate::cancel::Cancel;
 
 /// Everything needed to start an environment, validated.
 #[derive(Debug, Clone)]

@@ -1,0 +1,87 @@
+//! The warm pool: environments started ahead of time, dockerd up and certificates made, that a
+//! start claims in tens of milliseconds ([`SandboxBuilder::start_pooled`], a
+//! [`Session`](crate::session::Session) with `pooled(true)`). [`up`] fills it, [`down`] empties
+//! it, [`entries`] lists it; a [`Refill`] tops it up after a claim.
+//!
+//! A pooled environment moves one way only — starting → ready → claimed — and a claim is an
+//! atomic rename on the engine, so any number of processes or hosts can share one pool.
+//!
+//! [`SandboxBuilder::start_pooled`]: crate::SandboxBuilder::start_pooled
+
+use crate::cancel::Cancel;
+use crate::engine::Engine;
+use crate::env::EnvSpec;
+use crate::error::{Error, Result};
+use crate::sandbox::SandboxOptions;
+use crate::session::Event;
+
+pub use crate::env::pool::{DownReport, MAX_SIZE, MAX_STARTING, PoolEntry, PoolState, UpReport};
+
+/// Top the pool for `options`' server options up to `size` (1 to [`MAX_SIZE`]) ready
+/// environments, at most [`MAX_STARTING`] starting at a time, and wait until the new ones
+/// answer. `options`' mounts, copies and loads are not part of a pooled environment. Dead
+/// unclaimed members are removed first. Holds the pool lock (one filler per host and cache
+/// directory) for its whole length. On cancellation the environments being started are
+/// removed and [`Error::Cancelled`] returned; ready ones stay.
+pub async fn up(
+    engine: &Engine,
+    options: &SandboxOptions,
+    size: usize,
+    cancel: &Cancel,
+    on: &(dyn Fn(&Event<'_>) + Send + Sync),
+) -> Result<UpReport> {
+    check_size(size)?;
+    let spec = options.spec(engine, on).await?;
+    crate::env::pool::up(engine, &spec, size, cancel, &|e| on(&Event::Start(e))).await
+}
+
+/// Remove every pooled environment no run has claimed (a starting one only when its filler is
+/// provably gone); says what it left and why.
+pub async fn down(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<DownReport> {
+    crate::env::pool::down(engine, cancel, &|e| on(&Event::Start(e))).await
+}
+
+/// Every pooled environment on the engine, oldest first.
+pub async fn entries(engine: &Engine) -> Result<Vec<PoolEntry>> {
+    crate::env::pool::entries(engine, None).await
+}
+
+/// The refill log in didx's cache directory (`pool-refill.log`), opened for appending: where a
+/// caller that runs a [`Refill`] in the background sends its output.
+pub fn open_refill_log() -> Result<std::fs::File> {
+    crate::cache::open_append("pool-refill.log")
+}
+
+/// A pool size is 1 to [`MAX_SIZE`].
+pub fn check_size(size: usize) -> Result<()> {
+    if size == 0 || size > MAX_SIZE {
+        return Err(Error::invalid(
+            "pool size",
+            size.to_string(),
+            format!("give 1 to {MAX_SIZE} (the maximum); didx pool down empties the pool"),
+        ));
+    }
+    Ok(())
+}
+
+/// What tops a pool up again after a claim took one of its environments: the claimed
+/// environment's server options and the pool's size.
+#[derive(Debug, Clone)]
+pub struct Refill {
+    template: EnvSpec,
+    size: usize,
+}
+
+impl Refill {
+    pub(crate) fn new(template: EnvSpec, size: usize) -> Refill {
+        Refill { template, size }
+    }
+    /// The size the pool is topped up to.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    /// Top the pool up (as [`up`] does, with the claimed environment's options).
+    pub async fn run(&self, engine: &Engine, cancel: &Cancel, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<UpReport> {
+        crate::env::pool::up(engine, &self.template, self.size, cancel, &|e| on(&Event::Start(e))).await
+    }
+}

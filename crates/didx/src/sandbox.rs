@@ -1,0 +1,460 @@
+//! [`Sandbox`]: a throwaway Docker engine as a handle, made by a [`SandboxBuilder`] whose methods
+//! mirror the `didx` command's options, with the inner engine reachable from Rust
+//! ([`Sandbox::docker`]) and removal by [`Sandbox::rm`] or on drop.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cancel::Cancel;
+use crate::copy::{CpSource, CpSpec};
+use crate::engine::Engine;
+use crate::env::{EnvId, EnvSpec, Environment};
+use crate::error::{Error, Result};
+use crate::images::{self, Wanted};
+use crate::load::HostImage;
+use crate::pool::Refill;
+use crate::session::Event;
+use crate::spec::{IsolationMode, Version, VolumeSpec};
+
+/// The variable that keeps every [`Sandbox`] a program drops (for looking at it afterwards):
+/// `DIDX_KEEP=1`. [`Sandbox::rm`] still removes.
+pub const KEEP_VAR: &str = "DIDX_KEEP";
+
+/// Builds a [`Sandbox`]. Every option of the `didx` command that shapes an environment has a
+/// method here, taking the same grammar; values are checked by [`SandboxBuilder::options`]
+/// (and so by every `start`), before anything is created.
+///
+/// ```no_run
+/// # async fn demo() -> didx::Result<()> {
+/// use didx::{Engine, Sandbox};
+/// let engine = Engine::connect_default().await?;
+/// let sb = Sandbox::builder()
+///     .server_version("latest")
+///     .copy("./fixtures:/work/")
+///     .volume("/data")
+///     .start(&engine)
+///     .await?;
+/// let out = sb.exec(["docker", "info"]).await?;
+/// assert_eq!(out.code, 0);
+/// sb.rm().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until started"]
+pub struct SandboxBuilder {
+    sv: Option<String>,
+    cv: Option<String>,
+    pull: bool,
+    storage_driver: Option<String>,
+    dockerd_opts: Vec<String>,
+    isolation: IsolationMode,
+    ready_timeout: Option<Duration>,
+    server_image: Option<String>,
+    client_image: Option<String>,
+    volumes: Vec<String>,
+    copies: Vec<String>,
+    loads: Vec<String>,
+    cwd: Option<PathBuf>,
+}
+
+/// How long [`SandboxBuilder`] waits for the inner engine unless told otherwise.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl SandboxBuilder {
+    /// Server version (`--sv`): `latest` → `docker:dind`, `X` → `docker:X-dind`. Default `latest`.
+    pub fn server_version(mut self, v: impl Into<String>) -> Self {
+        self.sv = Some(v.into());
+        self
+    }
+    /// Client version (`--cv`) → `docker:VER`. Default: the server version.
+    pub fn client_version(mut self, v: impl Into<String>) -> Self {
+        self.cv = Some(v.into());
+        self
+    }
+    /// Pull the server and client images even when present (`--pull`).
+    pub fn pull(mut self, pull: bool) -> Self {
+        self.pull = pull;
+        self
+    }
+    /// The inner dockerd's storage driver (`--storage-driver`). Default: the host engine's.
+    pub fn storage_driver(mut self, driver: impl Into<String>) -> Self {
+        self.storage_driver = Some(driver.into()).filter(|d| !d.is_empty());
+        self
+    }
+    /// More dockerd options, split into words as a POSIX shell would (`--dkropts`); repeatable.
+    pub fn dockerd_opts(mut self, opts: impl Into<String>) -> Self {
+        self.dockerd_opts.push(opts.into());
+        self
+    }
+    /// How the server gets dockerd's privileges (`--isolation`). Default [`IsolationMode::Auto`].
+    pub fn isolation(mut self, mode: IsolationMode) -> Self {
+        self.isolation = mode;
+        self
+    }
+    /// How long to wait for the inner engine to answer (`--ready-timeout`). Default 60 s.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = Some(timeout);
+        self
+    }
+    /// The server image, instead of the one `server_version` maps to (`--server-image`).
+    pub fn server_image(mut self, image: impl Into<String>) -> Self {
+        self.server_image = Some(image.into()).filter(|i| !i.is_empty());
+        self
+    }
+    /// The client image, instead of the one `client_version` maps to (`--client-image`).
+    pub fn client_image(mut self, image: impl Into<String>) -> Self {
+        self.client_image = Some(image.into()).filter(|i| !i.is_empty());
+        self
+    }
+    /// A mount into the client (`-v`): `[SOURCE:]ABS_CLIENT_PATH[:MODE]`; no SOURCE makes an
+    /// anonymous volume, removed with the sandbox. Repeatable.
+    pub fn volume(mut self, spec: impl Into<String>) -> Self {
+        self.volumes.push(spec.into());
+        self
+    }
+    /// Copy into the client after start (`--cp`): `SOURCE:ABS_CLIENT_PATH`, SOURCE a host path,
+    /// `-` (a tar stream on stdin), `CONTAINER:/path` or `IMAGE::/path`. Repeatable, in order.
+    pub fn copy(mut self, spec: impl Into<String>) -> Self {
+        self.copies.push(spec.into());
+        self
+    }
+    /// Seed the inner engine with an image of the host engine (`--load`). Repeatable.
+    pub fn load(mut self, image: impl Into<String>) -> Self {
+        self.loads.push(image.into());
+        self
+    }
+    /// The directory relative host paths of `volume` and `copy` start from. Default: the
+    /// process's current directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Check every value and return the validated options; touches no engine.
+    pub fn options(&self) -> Result<SandboxOptions> {
+        let sv = Version::parse("--sv value", self.sv.as_deref().unwrap_or("latest"))?;
+        let cv = match &self.cv {
+            Some(cv) => Version::parse("--cv value", cv)?,
+            None => sv.clone(),
+        };
+        let mut dockerd_opts = Vec::new();
+        for o in &self.dockerd_opts {
+            dockerd_opts.extend(
+                shell_words::split(o).map_err(|e| Error::invalid("--dkropts value", o.clone(), format!("{e}: balance its quotes")))?,
+            );
+        }
+        let wanted = |explicit: &Option<String>, mapped: String| match explicit {
+            Some(i) => Wanted { image: i.clone(), explicit: true },
+            None => Wanted { image: mapped, explicit: false },
+        };
+        let cwd = match &self.cwd {
+            Some(d) => d.clone(),
+            None => std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?,
+        };
+        let volumes: Vec<VolumeSpec> = self.volumes.iter().map(|v| VolumeSpec::parse(v, &cwd)).collect::<Result<_>>()?;
+        for (i, v) in volumes.iter().enumerate() {
+            if volumes[..i].iter().any(|w| w.target.trim_end_matches('/') == v.target.trim_end_matches('/')) {
+                return Err(Error::invalid(
+                    "-v target",
+                    v.target.clone(),
+                    "it is mounted twice; keep one -v per client path (a bind already gives --cp a place to copy into)",
+                ));
+            }
+        }
+        let copies: Vec<CpSpec> = self.copies.iter().map(|c| CpSpec::parse(c, &cwd)).collect::<Result<_>>()?;
+        if copies.iter().filter(|c| c.source == CpSource::Stdin).count() > 1 {
+            return Err(Error::invalid("--cp spec", "-", "stdin can feed one --cp only; put the files in one tar stream"));
+        }
+        Ok(SandboxOptions {
+            server_image: wanted(&self.server_image, sv.server_image()),
+            client_image: wanted(&self.client_image, cv.client_image()),
+            sv,
+            cv,
+            pull: self.pull,
+            storage_driver: self.storage_driver.clone(),
+            dockerd_opts,
+            isolation: self.isolation,
+            ready_timeout: self.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
+            volumes,
+            copies,
+            loads: self.loads.clone(),
+        })
+    }
+
+    /// Start a fresh sandbox on `engine`: server and client, then the copies and loads. A start
+    /// that fails removes everything it created.
+    pub async fn start(self, engine: &Engine) -> Result<Sandbox> {
+        self.start_with(engine, false, &Cancel::new(), &|_| {}).await
+    }
+
+    /// Like [`start`](Self::start), but claim a ready environment of the warm pool when one
+    /// matches these server options (see [`pool::up`](crate::pool::up)), else start a fresh
+    /// one. The pool is not refilled by this; [`Sandbox::take_refill`] says what would.
+    pub async fn start_pooled(self, engine: &Engine) -> Result<Sandbox> {
+        self.start_with(engine, true, &Cancel::new(), &|_| {}).await
+    }
+
+    /// [`start`](Self::start) or, with `pooled`, [`start_pooled`](Self::start_pooled), reporting
+    /// progress to `on` and answering `cancel` (what was created is removed and
+    /// [`Error::Cancelled`] returned).
+    pub async fn start_with(
+        self,
+        engine: &Engine,
+        pooled: bool,
+        cancel: &Cancel,
+        on: &(dyn Fn(&Event<'_>) + Send + Sync),
+    ) -> Result<Sandbox> {
+        let opts = self.options()?;
+        let seeds = opts.check(engine).await?;
+        let launched = opts.launch(engine, pooled, cancel, on).await?;
+        let env = launched.env;
+        let filled = tokio::select! {
+            r = opts.fill(&env, &seeds, on) => r,
+            () = cancel.cancelled() => Err(Error::Cancelled),
+        };
+        if let Err(e) = filled {
+            if let Err(rm) = env.rm().await {
+                tracing::warn!(error = %rm, "removing a sandbox whose copy or load failed failed");
+            }
+            return Err(e);
+        }
+        Ok(Sandbox { env: Some(env), kept: false, refill: launched.refill, certs: tokio::sync::OnceCell::new() })
+    }
+}
+
+/// Validated sandbox options ([`SandboxBuilder::options`]): nothing downstream re-checks them.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    pub(crate) sv: Version,
+    pub(crate) cv: Version,
+    pub(crate) pull: bool,
+    pub(crate) storage_driver: Option<String>,
+    pub(crate) dockerd_opts: Vec<String>,
+    pub(crate) isolation: IsolationMode,
+    pub(crate) ready_timeout: Duration,
+    pub(crate) server_image: Wanted,
+    pub(crate) client_image: Wanted,
+    pub(crate) volumes: Vec<VolumeSpec>,
+    pub(crate) copies: Vec<CpSpec>,
+    pub(crate) loads: Vec<String>,
+}
+
+/// What [`SandboxOptions::launch`] made.
+pub(crate) struct Launched {
+    pub(crate) env: Environment,
+    pub(crate) refill: Option<Refill>,
+}
+
+impl SandboxOptions {
+    /// The images and the client mounts copied and loaded need: each source must exist before
+    /// anything starts (a usage error otherwise).
+    pub(crate) async fn check(&self, engine: &Engine) -> Result<Vec<HostImage>> {
+        crate::copy::check_sources(engine, &self.copies).await?;
+        crate::load::check(engine, &self.loads).await
+    }
+
+    /// The environment spec: the engine's storage driver and ID, images resolved (pulled, or
+    /// the offline image in their place, reported through `on`).
+    pub(crate) async fn spec(&self, engine: &Engine, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<EnvSpec> {
+        let info = engine.info().await?;
+        let resolved = images::resolve(engine, &self.server_image, &self.client_image, self.pull).await?;
+        if !resolved.fell_back.is_empty() || !resolved.stale.is_empty() {
+            on(&Event::Images { resolved: &resolved });
+        }
+        Ok(EnvSpec {
+            id: EnvId::generate(),
+            sv: self.sv.clone(),
+            cv: self.cv.clone(),
+            server_image: resolved.server,
+            client_image: resolved.client,
+            storage_driver: self.storage_driver.clone().or(info.driver).unwrap_or_default(),
+            dockerd_opts: self.dockerd_opts.clone(),
+            isolation: self.isolation,
+            engine_id: info.id.unwrap_or_default(),
+            ready_timeout: self.ready_timeout,
+            volumes: self.volumes.clone(),
+        })
+    }
+
+    /// Start (or, with `pooled`, claim) the environment; nothing copied or loaded yet.
+    pub(crate) async fn launch(
+        &self,
+        engine: &Engine,
+        pooled: bool,
+        cancel: &Cancel,
+        on: &(dyn Fn(&Event<'_>) + Send + Sync),
+    ) -> Result<Launched> {
+        let mut spec = self.spec(engine, on).await?;
+        on(&Event::Resolved);
+        let fwd = |e: crate::env::Event<'_>| on(&Event::Start(e));
+        if pooled {
+            on(&Event::Starting { id: spec.id.as_str(), names: &[spec.server_name(), spec.client_name()], pooled: true });
+            let template = spec.clone();
+            if let Some((env, size)) = crate::env::pool::claim(engine, &mut spec, cancel, &fwd).await? {
+                return Ok(Launched { env, refill: Some(Refill::new(template, size)) });
+            }
+            on(&Event::PoolEmpty);
+        } else {
+            on(&Event::Starting { id: spec.id.as_str(), names: &[spec.server_name(), spec.client_name()], pooled: false });
+        }
+        let env = Environment::start(engine, &spec, cancel, &fwd).await?;
+        Ok(Launched { env, refill: None })
+    }
+
+    /// Copy and load into a started environment, in that order.
+    pub(crate) async fn fill(&self, env: &Environment, seeds: &[HostImage], on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<()> {
+        if !self.copies.is_empty() {
+            for warning in crate::copy::copy_all(env.engine(), &env.client().id, env.id().as_str(), &self.copies).await? {
+                on(&Event::CopyWarning { warning: &warning });
+            }
+            on(&Event::Copied { sources: self.copies.len() });
+        }
+        if !seeds.is_empty() {
+            let r = crate::load::load(env, seeds, &|e| on(&Event::Load(e))).await?;
+            on(&Event::Loaded { report: &r });
+        }
+        Ok(())
+    }
+}
+
+/// What a command run by [`Sandbox::exec`] left: its exit code and everything it printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit code (128 + N when killed by signal N).
+    pub code: i64,
+    /// Everything written to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    /// True when the exit code is 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+    /// stdout as text (invalid UTF-8 replaced).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    /// stderr as text (invalid UTF-8 replaced).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// A running sandbox: a Docker-in-Docker server with its own engine and storage, and a client
+/// container wired to it. Made by [`Sandbox::builder`].
+///
+/// Removed by [`rm`](Sandbox::rm), or when dropped (the removal then runs on a thread of its
+/// own, so dropping is safe in any runtime or none; a failure is logged, never a panic), unless
+/// [`keep`](Sandbox::keep) was called or `DIDX_KEEP=1` is set.
+#[derive(Debug)]
+pub struct Sandbox {
+    env: Option<Environment>,
+    kept: bool,
+    refill: Option<Refill>,
+    /// The client certificate files [`Sandbox::docker`] connects with, in a private directory
+    /// removed with the sandbox.
+    certs: tokio::sync::OnceCell<crate::cache::PrivateDir>,
+}
+
+impl Sandbox {
+    /// A builder with every option at its default.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    fn env(&self) -> &Environment {
+        // Only `rm` and `Drop` take it, and both consume the sandbox.
+        self.env.as_ref().expect("a sandbox holds its environment until rm or drop")
+    }
+
+    /// The sandbox's id (the `<id>` of its container names and of its `io.didx.env` label).
+    pub fn id(&self) -> &str {
+        self.env().id().as_str()
+    }
+    /// The server container's name.
+    pub fn server_name(&self) -> &str {
+        &self.env().server().name
+    }
+    /// The client container's name.
+    pub fn client_name(&self) -> &str {
+        &self.env().client().name
+    }
+
+    /// Run `argv` in the client (no shell: `["sh", "-c", "…"]` for one) and capture its output.
+    /// A command that fails is not an error: look at [`ExecOutput::code`].
+    pub async fn exec<I, S>(&self, argv: I) -> Result<ExecOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let code = self.env().exec(&argv, &mut stdout, &mut stderr).await?;
+        Ok(ExecOutput { code, stdout, stderr })
+    }
+
+    /// Run `argv` in the client, streaming its output to `out` and `err`; returns its exit code.
+    pub async fn exec_streaming(
+        &self,
+        argv: &[String],
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        err: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<i64> {
+        self.env().exec(argv, out, err).await
+    }
+
+    /// Keep the sandbox running after this handle is dropped (as `--clean none` does); remove
+    /// it later with `didx --clean all` or by its label.
+    pub fn keep(&mut self) {
+        self.kept = true;
+    }
+
+    /// When the pool served this sandbox: what tops the pool up again (run it, or spawn it).
+    pub fn take_refill(&mut self) -> Option<Refill> {
+        self.refill.take()
+    }
+
+    /// Remove the sandbox now: server, client, the server's storage, anonymous volumes and
+    /// anything else labelled with it. Removes even when kept.
+    pub async fn rm(mut self) -> Result<()> {
+        let env = self.env.take().expect("a sandbox holds its environment until rm or drop");
+        env.rm().await
+    }
+}
+
+fn keep_from_env() -> bool {
+    std::env::var(KEEP_VAR).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let Some(env) = self.env.take() else { return };
+        if self.kept || keep_from_env() {
+            tracing::info!(env = %env.id(), "sandbox kept");
+            env.keep();
+            return;
+        }
+        // The removal is async and Drop is not: run it on a thread with a runtime of its own,
+        // reconnecting there (the handle's connections belong to the caller's runtime, which
+        // may be single-threaded and blocked right here), and wait for it.
+        let host = env.engine().host().to_string();
+        let id = env.id().to_string();
+        env.keep();
+        let removal = std::thread::Builder::new().name(format!("didx-drop-{id}")).spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::io("starting a runtime", e))?;
+            rt.block_on(async {
+                let engine = Engine::connect(Some(&host)).await?;
+                crate::env::remove(&engine, &id).await.map(|_| ())
+            })
+        });
+        match removal.map(|t| t.join()) {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "removing a dropped sandbox failed; didx --clean all removes it"),
+            Ok(Err(_)) => tracing::error!("the thread removing a dropped sandbox panicked; didx --clean all removes it"),
+            Err(e) => tracing::error!(error = %e, "cannot start a thread to remove a dropped sandbox; didx --clean all removes it"),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The run session: what one `didx [OPTIONS] COMMAND…` does, as a library call. Start (or
+//! claim) an environment, copy and load into it, run the commands in order, then remove or
+//! keep it by the clean-up policy — reporting each step as an [`Event`] and answering a
+//! [`Cancel`] token at every phase.
+//!
+//! ```no_run
+//! # async fn demo() -> didx::Result<()> {
+//! use didx::session::{Event, Outcome, Session};
+//! use didx::spec::{CleanPolicy, Step};
+//! use didx::{Cancel, Engine, Sandbox};
+//! let engine = Engine::connect_default().await?;
+//! let session = Session::new(Sandbox::builder().copy("./src:/work/").options()?)
+//!     .step(Step::parse("docker run --rm busybox true")?)
+//!     .clean(CleanPolicy::Anycase);
+//! let report = session
+//!     .run(&engine, &Cancel::new(), &|e: &Event<'_>| eprintln!("{e:?}"), &mut tokio::io::stdout(), &mut tokio::io::stderr())
+//!     .await?;
+//! assert!(matches!(report.outcome, Outcome::Succeeded));
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+
+use crate::cancel::Cancel;
+use crate::command::Step;
+use crate::engine::Engine;
+use crate::env::Environment;
+use crate::error::{Error, Result};
+use crate::images::Resolved;
+pub use crate::load::{LoadEvent, LoadReport};
+use crate::pool::Refill;
+pub use crate::run::StepEvent;
+use crate::run::run_steps;
+use crate::sandbox::SandboxOptions;
+use crate::spec::{CleanPolicy, EnvVarName};
+
+pub use crate::env::Event as StartEvent;
+
+/// Progress of a session (and of [`SandboxBuilder::start_with`]), in the order it happens.
+///
+/// [`SandboxBuilder::start_with`]: crate::SandboxBuilder::start_with
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// Images were resolved with a fallback to the offline image or a failed pull.
+    Images {
+        /// What was chosen and why.
+        resolved: &'a Resolved,
+    },
+    /// The images and the engine's facts are known; starting comes next.
+    Resolved,
+    /// An environment is about to be started (or, with `pooled`, claimed): the names a
+    /// fresh start creates, so a caller can say what is left if it must give up on it.
+    Starting {
+        /// The environment id a fresh start uses.
+        id: &'a str,
+        /// Its server and client names.
+        names: &'a [String; 2],
+        /// True when a pooled environment is tried first.
+        pooled: bool,
+    },
+    /// No pooled environment matched: a fresh one starts instead.
+    PoolEmpty,
+    /// The environment's own start events.
+    Start(StartEvent<'a>),
+    /// A host tree entry was skipped (e.g. a socket).
+    CopyWarning {
+        /// What was skipped and why.
+        warning: &'a str,
+    },
+    /// Every `copy` source is in the client.
+    Copied {
+        /// How many sources.
+        sources: usize,
+    },
+    /// Progress of seeding the inner engine.
+    Load(LoadEvent<'a>),
+    /// Seeding is done.
+    Loaded {
+        /// What was loaded or skipped.
+        report: &'a LoadReport,
+    },
+    /// A command starts or ends.
+    Step(StepEvent<'a>),
+    /// The cancel token was noticed in `phase`: clean-up follows, as after a failure.
+    Interrupted {
+        /// Where the session was.
+        phase: Phase,
+    },
+    /// didx itself failed after the start (a copy, a load, the engine going away): clean-up
+    /// follows, as after a failure.
+    Failed {
+        /// What failed.
+        error: &'a Error,
+    },
+    /// The commands are over (ran, failed, or were interrupted).
+    CommandsDone,
+    /// The environment is about to be removed.
+    Removing {
+        /// Its id.
+        id: &'a str,
+        /// Its server and client names.
+        names: &'a [String; 2],
+    },
+    /// The environment was removed.
+    Removed {
+        /// Its server and client names.
+        names: &'a [String; 2],
+    },
+    /// The environment stays (by policy).
+    Kept {
+        /// Its id.
+        id: &'a str,
+        /// Its server and client names.
+        names: &'a [String; 2],
+        /// When its TLS certificates expire (Unix seconds), when known.
+        expires: Option<u64>,
+    },
+}
+
+/// Where a session was when it noticed cancellation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Copying or loading.
+    Preparing,
+    /// Running the commands.
+    Commands,
+    /// The start had just completed.
+    Started,
+}
+
+/// How the commands ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Every command succeeded (or there were none).
+    Succeeded,
+    /// Command `step` (1-based) exited `code`; the rest did not run.
+    CommandFailed {
+        /// 1-based position of the failing command.
+        step: usize,
+        /// Its exit code.
+        code: i64,
+    },
+    /// The cancel token stopped the session after the start.
+    Interrupted,
+    /// didx failed after the start (copy, load, or the engine while commands ran).
+    Failed(Error),
+}
+
+impl Outcome {
+    /// True for [`Outcome::Succeeded`]: what the clean-up policy judges by.
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Outcome::Succeeded)
+    }
+}
+
+/// What happened to the environment at the end.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Removal {
+    /// Removed, with everything labelled with it.
+    Removed,
+    /// Left running, by policy.
+    Kept,
+    /// The removal failed; what is left carries the environment's label.
+    Failed(Error),
+}
+
+/// What [`Session::run`] did.
+#[derive(Debug)]
+pub struct Report {
+    /// The environment's id.
+    pub env: String,
+    /// Its server and client names.
+    pub names: [String; 2],
+    /// How the commands ended.
+    pub outcome: Outcome,
+    /// What became of the environment.
+    pub removal: Removal,
+    /// When the pool served the environment: what tops it up again. The session does not run
+    /// it, so a caller whose process ends with the session can hand it elsewhere.
+    pub refill: Option<Refill>,
+}
+
+/// One run: options for the environment, commands, and a clean-up policy.
+#[derive(Debug, Clone)]
+#[must_use = "a session does nothing until run"]
+pub struct Session {
+    options: SandboxOptions,
+    steps: Vec<Step>,
+    clean: CleanPolicy,
+    cv_env: EnvVarName,
+    pooled: bool,
+}
+
+impl Session {
+    /// A session for an environment with `options`: no commands, `--clean none`, a fresh start.
+    pub fn new(options: SandboxOptions) -> Session {
+        Session {
+            options,
+            steps: Vec::new(),
+            clean: CleanPolicy::None,
+            cv_env: EnvVarName::parse("DIND_CLIENT_NAME").expect("a valid name"),
+            pooled: false,
+        }
+    }
+    /// Add a command to run (see [`Step::parse`]).
+    pub fn step(mut self, step: Step) -> Self {
+        self.steps.push(step);
+        self
+    }
+    /// Add commands to run, in order.
+    pub fn steps(mut self, steps: impl IntoIterator<Item = Step>) -> Self {
+        self.steps.extend(steps);
+        self
+    }
+    /// When to remove the environment. [`CleanPolicy::All`] and [`CleanPolicy::Rpt`] are not
+    /// session policies (see [`inventory`](crate::inventory)): a usage error at [`run`](Self::run).
+    pub fn clean(mut self, policy: CleanPolicy) -> Self {
+        self.clean = policy;
+        self
+    }
+    /// The host variable that names the client for `docker exec $VAR …` host commands.
+    pub fn client_name_var(mut self, name: EnvVarName) -> Self {
+        self.cv_env = name;
+        self
+    }
+    /// Claim a ready environment of the warm pool when one matches (else start fresh).
+    pub fn pooled(mut self, pooled: bool) -> Self {
+        self.pooled = pooled;
+        self
+    }
+
+    /// Run the session. Errors before the environment exists (bad input, a missing source, a
+    /// failed or cancelled start — which removes what it created) are `Err`; from then on
+    /// every ending is a [`Report`], with clean-up done by policy (an interruption or a didx
+    /// failure counts as a failed run). Command output streams to `out` and `err`.
+    pub async fn run(
+        &self,
+        engine: &Engine,
+        cancel: &Cancel,
+        on: &(dyn Fn(&Event<'_>) + Send + Sync),
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+        err: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<Report> {
+        if matches!(self.clean, CleanPolicy::All | CleanPolicy::Rpt) {
+            return Err(Error::invalid("--clean value", self.clean.as_str(), "a session removes by none, success, failure or anycase"));
+        }
+        let seeds = self.options.check(engine).await?;
+        let launched = self.options.launch(engine, self.pooled, cancel, on).await?;
+        let env = launched.env;
+        let refill = launched.refill;
+        if cancel.is_cancelled() {
+            on(&Event::Interrupted { phase: Phase::Started });
+            return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
+        }
+        let filled = tokio::select! {
+            r = self.options.fill(&env, &seeds, on) => r,
+            () = cancel.cancelled() => {
+                on(&Event::Interrupted { phase: Phase::Preparing });
+                return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
+            }
+        };
+        if let Err(error) = filled {
+            on(&Event::Failed { error: &error });
+            return Ok(self.finish(env, Outcome::Failed(error), refill, on).await);
+        }
+        let on_step = |e: StepEvent<'_>| on(&Event::Step(e));
+        let ran = tokio::select! {
+            r = run_steps(&env, &self.steps, &self.cv_env, out, err, &on_step) => r,
+            () = cancel.cancelled() => {
+                on(&Event::Interrupted { phase: Phase::Commands });
+                return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
+            }
+        };
+        let outcome = match ran {
+            Ok(o) => match o.failed {
+                None => Outcome::Succeeded,
+                Some((step, code)) => Outcome::CommandFailed { step, code },
+            },
+            Err(error) => {
+                on(&Event::Failed { error: &error });
+                Outcome::Failed(error)
+            }
+        };
+        Ok(self.finish(env, outcome, refill, on).await)
+    }
+
+    /// Remove or keep `env` by the policy and the outcome.
+    async fn finish(&self, env: Environment, outcome: Outcome, refill: Option<Refill>, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Report {
+        on(&Event::CommandsDone);
+        let id = env.id().to_string();
+        let names = [env.server().name.clone(), env.client().name.clone()];
+        let removal = if self.clean.removes(outcome.succeeded()) {
+            on(&Event::Removing { id: &id, names: &names });
+            match env.rm().await {
+                Ok(()) => {
+                    on(&Event::Removed { names: &names });
+                    Removal::Removed
+                }
+                Err(e) => Removal::Failed(e),
+            }
+        } else {
+            // Bounded: a slow answer here must not hold the run's end.
+            let expires = match tokio::time::timeout(Duration::from_secs(5), env.certificates_expire()).await {
+                Ok(Ok(t)) => t,
+                _ => None,
+            };
+            env.keep();
+            on(&Event::Kept { id: &id, names: &names, expires });
+            Removal::Kept
+        };
+        Report { env: id, names, outcome, removal, refill }
+    }
+}
