@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches};
 
 mod cli;
+mod completions;
+mod listing;
 use cli::{Cli, EnvArgs, ImageCmd, PoolCmd, RunArgs, Verb};
 use didx::build::{BuildEvent, BuildSpec};
 use didx::command::Step;
@@ -225,6 +227,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DIDX_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .without_time()
+        .with_ansi(std::io::stderr().is_terminal() && !cli::no_color())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
@@ -285,8 +288,16 @@ async fn async_main() -> u8 {
         Some(Verb::Image(ImageCmd::Build { suite, mirror, force })) => {
             report(image_build(cli.host.as_deref(), BuildSpec { suite, mirror, force }).await)
         }
-        Some(Verb::Pool { cmd }) => report(pool(cli.host.as_deref(), cmd).await),
+        Some(Verb::Pool { cmd, json }) => {
+            listing::choose_json(json);
+            report(pool(cli.host.as_deref(), cmd).await)
+        }
+        Some(Verb::Completions { shell }) => completions::completions(shell),
+        Some(Verb::Man) => report(completions::man()),
         None => {
+            if let Err(e) = listing::check_run(&cli.run) {
+                return report(Err(e));
+            }
             let plan = match RunPlan::from_args(cli.run) {
                 Ok(p) => p,
                 Err(e) => return report(Err(e)),
@@ -352,23 +363,6 @@ fn utc_date(t: u64) -> String {
     match time::OffsetDateTime::from_unix_timestamp(t as i64) {
         Ok(d) => format!("{}-{:02}-{:02} {:02}:{:02}", d.year(), d.month() as u8, d.day(), d.hour(), d.minute()),
         Err(_) => format!("@{t}"),
-    }
-}
-
-fn age(created: Option<u64>) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    match created {
-        None => "?".into(),
-        Some(c) => {
-            let s = now.saturating_sub(c);
-            if s < 120 {
-                format!("{s}s")
-            } else if s < 7200 {
-                format!("{}m", s / 60)
-            } else {
-                format!("{}h", s / 3600)
-            }
-        }
     }
 }
 
@@ -495,24 +489,7 @@ async fn pool(host: Option<&str>, cmd: Option<PoolCmd>) -> Result<u8, Error> {
             ));
             Ok(0)
         }
-        _ => {
-            let entries = pool::entries(&engine, None).await?;
-            output::out(&format!("{:<14} {:<12} {:<6} {:<6} {:<10} SERVER\n", "POOL", "ENV", "SIZE", "AGE", "STATE"));
-            for e in &entries {
-                output::out(&format!(
-                    "{:<14} {:<12} {:<6} {:<6} {:<10} {}\n",
-                    e.key,
-                    e.id,
-                    e.size,
-                    age(e.created),
-                    e.state.as_str(),
-                    e.server.name
-                ));
-            }
-            let ready = entries.iter().filter(|e| e.state == pool::PoolState::Ready).count();
-            say(format!("{} pooled environment(s), {ready} ready", entries.len()));
-            Ok(0)
-        }
+        _ => listing::pool(&engine).await,
     }
 }
 
@@ -582,28 +559,7 @@ async fn run(host: Option<&str>, plan: RunPlan) -> Result<u8, Error> {
     let engine = Engine::connect(host).await?;
     timings.mark("connected");
     match plan.clean {
-        CleanPolicy::Rpt => {
-            let envs = didx::env::list(&engine).await?;
-            output::out(&format!("{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} NAME\n", "ENV", "AGE", "ROLE", "STATE", "POOL", "CERTS EXPIRE"));
-            for e in &envs {
-                let pool = e.pool.as_ref().map(|k| format!("pool {k}")).unwrap_or_else(|| "-".into());
-                let expires = e.expires.map(utc_date).unwrap_or_else(|| "-".into());
-                for m in &e.members {
-                    output::out(&format!(
-                        "{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} {}\n",
-                        e.id,
-                        age(e.created),
-                        m.role,
-                        m.state,
-                        pool,
-                        expires,
-                        m.name
-                    ));
-                }
-            }
-            say(format!("{} environment(s)", envs.len()));
-            return Ok(0);
-        }
+        CleanPolicy::Rpt => return listing::environments(&engine).await,
         CleanPolicy::All => {
             let removed = didx::env::remove_all(&engine).await?;
             for name in &removed {
