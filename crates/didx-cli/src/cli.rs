@@ -11,15 +11,16 @@ sh, with $DIND_CLIENT_NAME (see --cv-env) holding the client's name and $DOCKER_
 engine didx uses; anything else runs in the client as given. The first failing command stops the rest.
 
 Verbs: a first argument that is exactly a verb name ('image', 'pool', 'completions', 'man')
-is a didx verb, not a COMMAND. Put '--' before the COMMANDs to force the COMMAND reading (e.g. didx -- image ls),
-and before a COMMAND that starts with '-' (e.g. didx -- '-D info').
+is a didx verb, not a COMMAND (options go after it: didx pool -H ADDR). Put '--' before the
+COMMANDs to force the COMMAND reading (e.g. didx -- image ls, didx -- man), and before a
+COMMAND that starts with '-' (e.g. didx -- '-D info').
   didx image build    build the offline server/client image didx/dind:local
   didx pool up N      keep N ready environments (same server options as the runs)
   didx pool           list the pool;  didx pool down  empty it
   didx --pool ...     run in a pooled environment (then removed; the pool refills)
-  didx completions SHELL   print a completion script (bash, zsh, fish)
+  didx completions SHELL  print a completion script for bash, zsh or fish
   didx man            print the man page (roff)
-Listings print a table, or JSON with --json: didx --clean rpt --json, didx pool --json.
+Listings (didx --clean rpt, didx pool) print a table, or JSON on stdout with --json.
 NO_COLOR (set, not empty) turns colour off; so does output that is not a terminal.
 
 Exit codes:
@@ -137,10 +138,9 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
-    /// Print a shell completion script to stdout, e.g. didx completions bash >
-    /// /etc/bash_completion.d/didx
+    /// Print a shell completion script to stdout
     Completions {
-        /// The shell
+        /// The shell to complete didx in
         #[arg(value_name = "SHELL")]
         shell: Shell,
     },
@@ -151,11 +151,11 @@ pub enum Verb {
 /// The shells `didx completions` writes for.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shell {
-    /// bash
+    /// Install as /etc/bash_completion.d/didx (bash-completion)
     Bash,
-    /// zsh
+    /// Install as _didx in a directory on $fpath
     Zsh,
-    /// fish
+    /// Install as ~/.config/fish/completions/didx.fish
     Fish,
 }
 
