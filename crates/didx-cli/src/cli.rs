@@ -1,7 +1,7 @@
 //! The command line, as clap reads it: options and verbs exactly as typed. `main.rs` turns
 //! them into the library's validated types.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, ColorChoice, Parser, Subcommand, ValueEnum};
 
 pub const AFTER_HELP: &str = "\
 COMMAND: each argument is one command, split into words as a POSIX shell splits it (no
@@ -10,13 +10,18 @@ with '-', gets 'docker' in front; one starting with 'docker exec' runs on the ho
 sh, with $DIND_CLIENT_NAME (see --cv-env) holding the client's name and $DOCKER_HOST the
 engine didx uses; anything else runs in the client as given. The first failing command stops the rest.
 
-Verbs: a first argument that is exactly a verb name ('image', 'pool') is a didx verb, not a
-COMMAND. Put '--' before the COMMANDs to force the COMMAND reading (e.g. didx -- image ls),
-and before a COMMAND that starts with '-' (e.g. didx -- '-D info').
+Verbs: a first argument that is exactly a verb name ('image', 'pool', 'completions', 'man')
+is a didx verb, not a COMMAND (-H may come before it, other options after it). Put '--' before the
+COMMANDs to force the COMMAND reading (e.g. didx -- image ls, didx -- man), and before a
+COMMAND that starts with '-' (e.g. didx -- '-D info').
   didx image build    build the offline server/client image didx/dind:local
   didx pool up N      keep N ready environments (same server options as the runs)
   didx pool           list the pool;  didx pool down  empty it
   didx --pool ...     run in a pooled environment (then removed; the pool refills)
+  didx completions SHELL  print a completion script for bash, zsh or fish
+  didx man            print the man page (roff)
+Listings (didx --clean rpt, didx pool) print a table, or JSON on stdout with --json.
+NO_COLOR (set, not empty) turns colour off; so does output that is not a terminal.
 
 Exit codes:
   0    every command succeeded (or nothing to run)
@@ -32,7 +37,7 @@ ran is reported on one line; the exit code stays the commands'.";
 
 /// Execute commands in an encapsulated Docker-in-Docker server and client.
 #[derive(Parser, Debug)]
-#[command(name = "didx", version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+#[command(name = "didx", version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true, color = color_choice())]
 pub struct Cli {
     #[command(subcommand)]
     pub verb: Option<Verb>,
@@ -73,6 +78,9 @@ pub struct RunArgs {
     /// server options; a background refill replaces it. Starts a fresh one if none is ready
     #[arg(long)]
     pub pool: bool,
+    /// With --clean rpt: print the listing as JSON on stdout (see the README for its keys)
+    #[arg(long)]
+    pub json: bool,
     /// Print "didx: timing PHASE MS" lines (milliseconds since didx started) on stderr, for
     /// seeing where the time goes (bench/speed.py reads them)
     #[arg(long)]
@@ -122,10 +130,44 @@ pub enum Verb {
     #[command(subcommand)]
     Image(ImageCmd),
     /// The warm pool of ready environments; alone, lists it
+    #[command(args_conflicts_with_subcommands = true)]
     Pool {
         #[command(subcommand)]
         cmd: Option<PoolCmd>,
+        /// Print the listing as JSON on stdout (see the README for its keys)
+        #[arg(long)]
+        json: bool,
     },
+    /// Print a shell completion script to stdout
+    Completions {
+        /// The shell to complete didx in
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+    },
+    /// Print didx's man page (roff) to stdout, e.g. didx man > /usr/local/share/man/man1/didx.1
+    Man,
+}
+
+/// The shells `didx completions` writes for.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shell {
+    /// Install as /etc/bash_completion.d/didx (bash-completion)
+    Bash,
+    /// Install as _didx in a directory on $fpath
+    Zsh,
+    /// Install as ~/.config/fish/completions/didx.fish
+    Fish,
+}
+
+/// clap's colours: never when NO_COLOR is set and not empty (<https://no-color.org>); else
+/// only on a terminal (clap checks each stream).
+pub fn color_choice() -> ColorChoice {
+    if no_color() { ColorChoice::Never } else { ColorChoice::Auto }
+}
+
+/// NO_COLOR is set and not empty.
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
 #[derive(Subcommand, Debug)]

@@ -13,12 +13,14 @@ use didx::spec::{CleanPolicy, EnvVarName, IsolationMode, Step, parse_duration};
 use didx::{Cancel, Engine, Error, Sandbox, SandboxOptions};
 
 mod cli;
+mod completions;
+mod listing;
 mod output;
 mod refill;
 mod signals;
 
 use cli::{Cli, EnvArgs, ImageCmd, PoolCmd, RunArgs, Verb};
-use output::{Timings, age, say, utc_date};
+use output::{Timings, say, utc_date};
 use refill::Refiller;
 use signals::{Sig, Signals, cancelled_by_signal};
 
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DIDX_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .without_time()
+        .with_ansi(std::io::stderr().is_terminal() && !cli::no_color())
         .init();
     let cli = match parse() {
         Ok(cli) => cli,
@@ -63,6 +66,8 @@ fn main() -> ExitCode {
             Job::Build { host, spec } => image_build(host.as_deref(), spec).await,
             Job::Pool { host, cmd } => pool(host.as_deref(), cmd).await,
             Job::Report { host, clean } => inventory(host.as_deref(), clean).await,
+            Job::Completions(shell) => Ok(completions::completions(shell)),
+            Job::Man => completions::man(),
             Job::Run(run) => run.go(refiller).await,
         })
     });
@@ -82,7 +87,8 @@ fn parse() -> Result<Cli, u8> {
         };
         cmd = cmd.mut_arg("storage_driver", |a| a.help(text));
     }
-    let matches = match cmd.try_get_matches() {
+    let verbs: Vec<String> = cmd.get_subcommands().map(|c| c.get_name().to_string()).chain(["help".to_string()]).collect();
+    let matches = match cmd.try_get_matches_from(host_after_verb(std::env::args().collect(), &verbs)) {
         Ok(m) => m,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
@@ -107,6 +113,23 @@ fn host_driver() -> Option<String> {
         let probe = async { connect(host.as_deref()).await.ok()?.info().await.ok()?.driver };
         tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten()
     })
+}
+
+/// `didx -H ADDR VERB …` read as `didx VERB -H ADDR …`: clap stops recognising verbs once a
+/// root option was given (so that a COMMAND named like a verb stays a COMMAND), but `-H` is
+/// global and means the same either way.
+fn host_after_verb(mut args: Vec<String>, verbs: &[String]) -> Vec<String> {
+    let flag_len = match args.get(1).map(String::as_str) {
+        Some("-H" | "--host") => 2,
+        Some(a) if a.starts_with("--host=") || (a.starts_with("-H") && a.len() > 2) => 1,
+        _ => return args,
+    };
+    if args.get(1 + flag_len).is_some_and(|v| verbs.contains(v)) {
+        let flag: Vec<String> = args.drain(1..1 + flag_len).collect();
+        let at = 2;
+        args.splice(at..at, flag);
+    }
+    args
 }
 
 fn host_flag(args: impl Iterator<Item = String>) -> Option<String> {
@@ -166,6 +189,8 @@ enum Job {
     Build { host: Option<String>, spec: BuildSpec },
     Pool { host: Option<String>, cmd: PoolJob },
     Report { host: Option<String>, clean: CleanPolicy },
+    Completions(cli::Shell),
+    Man,
     Run(Box<RunJob>),
 }
 
@@ -180,10 +205,15 @@ impl Job {
         let host = cli.host;
         Ok(match cli.verb {
             Some(Verb::Image(ImageCmd::Build { suite, mirror, force })) => Job::Build { host, spec: BuildSpec { suite, mirror, force } },
-            Some(Verb::Pool { cmd }) => Job::Pool {
+            Some(Verb::Completions { shell }) => Job::Completions(shell),
+            Some(Verb::Man) => Job::Man,
+            Some(Verb::Pool { cmd, json }) => Job::Pool {
                 host,
                 cmd: match cmd {
-                    None => PoolJob::List,
+                    None => {
+                        listing::choose_json(json);
+                        PoolJob::List
+                    }
                     Some(PoolCmd::Down) => PoolJob::Down,
                     Some(PoolCmd::Up { n, env }) => {
                         didx::pool::check_size(n)?;
@@ -192,6 +222,7 @@ impl Job {
                 },
             },
             None => {
+                listing::check_run(&cli.run)?;
                 let clean: CleanPolicy = cli.run.clean.parse()?;
                 if matches!(clean, CleanPolicy::All | CleanPolicy::Rpt) {
                     if !cli.run.commands.is_empty() {
@@ -368,24 +399,7 @@ async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
             ));
             Ok(0)
         }
-        PoolJob::List => {
-            let entries = didx::pool::entries(&engine).await?;
-            output::out(&format!("{:<14} {:<12} {:<6} {:<6} {:<10} SERVER\n", "POOL", "ENV", "SIZE", "AGE", "STATE"));
-            for e in &entries {
-                output::out(&format!(
-                    "{:<14} {:<12} {:<6} {:<6} {:<10} {}\n",
-                    e.key,
-                    e.id,
-                    e.size,
-                    age(e.created),
-                    e.state.as_str(),
-                    e.server.name
-                ));
-            }
-            let ready = entries.iter().filter(|e| e.state == didx::pool::PoolState::Ready).count();
-            say(format!("{} pooled environment(s), {ready} ready", entries.len()));
-            Ok(0)
-        }
+        PoolJob::List => listing::pool(&engine).await,
     }
 }
 
@@ -400,26 +414,7 @@ async fn inventory(host: Option<&str>, clean: CleanPolicy) -> anyhow::Result<u8>
         say(format!("removed {} container(s) and every didx volume and network", removed.len()));
         return Ok(0);
     }
-    let envs = didx::inventory::list(&engine).await?;
-    output::out(&format!("{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} NAME\n", "ENV", "AGE", "ROLE", "STATE", "POOL", "CERTS EXPIRE"));
-    for e in &envs {
-        let pool = e.pool.as_ref().map(|k| format!("pool {k}")).unwrap_or_else(|| "-".into());
-        let expires = e.expires.map(utc_date).unwrap_or_else(|| "-".into());
-        for m in &e.members {
-            output::out(&format!(
-                "{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} {}\n",
-                e.id,
-                age(e.created),
-                m.role,
-                m.state,
-                pool,
-                expires,
-                m.name
-            ));
-        }
-    }
-    say(format!("{} environment(s)", envs.len()));
-    Ok(0)
+    listing::environments(&engine).await
 }
 
 /// A run: the library's session, with the command's printing and signals.
@@ -678,6 +673,20 @@ mod tests {
         assert_eq!(host_flag(args(&["didx", "-H", "unix:///x"])), Some("unix:///x".into()));
         assert_eq!(host_flag(args(&["didx", "--host=tcp://h:1"])), Some("tcp://h:1".into()));
         assert_eq!(host_flag(args(&["didx", "version"])), None);
+    }
+
+    #[test]
+    fn a_host_flag_before_a_verb_moves_after_it() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let verbs = v(&["pool", "image"]);
+        assert_eq!(
+            host_after_verb(v(&["didx", "-H", "unix:///s", "pool", "down"]), &verbs),
+            v(&["didx", "pool", "-H", "unix:///s", "down"])
+        );
+        assert_eq!(host_after_verb(v(&["didx", "--host=unix:///s", "pool"]), &verbs), v(&["didx", "pool", "--host=unix:///s"]));
+        // A COMMAND is left alone, as is anything after other options.
+        assert_eq!(host_after_verb(v(&["didx", "-H", "unix:///s", "version"]), &verbs), v(&["didx", "-H", "unix:///s", "version"]));
+        assert_eq!(host_after_verb(v(&["didx", "--clean", "none", "pool"]), &verbs), v(&["didx", "--clean", "none", "pool"]));
     }
 
     #[test]

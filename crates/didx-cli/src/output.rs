@@ -53,21 +53,3 @@ pub fn utc_date(t: u64) -> String {
         Err(_) => format!("@{t}"),
     }
 }
-
-/// How long ago `created` (Unix seconds) was, shortly: `42s`, `7m`, `3h`.
-pub fn age(created: Option<u64>) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    match created {
-        None => "?".into(),
-        Some(c) => {
-            let s = now.saturating_sub(c);
-            if s < 120 {
-                format!("{s}s")
-            } else if s < 7200 {
-                format!("{}m", s / 60)
-            } else {
-                format!("{}h", s / 3600)
-            }
-        }
-    }
-}

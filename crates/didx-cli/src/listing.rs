@@ -1,0 +1,235 @@
+//! The listings, `didx --clean rpt` (environments) and `didx pool` (the warm pool): a table
+//! for people, or JSON for programs with `--json`. Either goes to stdout; the count line goes
+//! to stderr, as every status line does.
+//!
+//! The JSON is an array of objects with snake_case keys; times are Unix seconds, `null` when
+//! unknown. The README documents the schema; the unit tests below pin it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use didx::inventory::EnvSummary;
+use didx::pool::{self, PoolEntry};
+use didx::{Engine, Error};
+use serde_json::{Value, json};
+
+use crate::cli::RunArgs;
+use crate::{output, say, utc_date};
+
+/// `--json` was given: listings print JSON instead of a table. Set once from the command line
+/// before anything is listed (a process-wide output choice, like NO_COLOR).
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Take `--json` from the command line.
+pub fn choose_json(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
+}
+
+/// `--json` on a run is accepted only with `--clean rpt`, the one run that lists: anywhere else
+/// it is a usage error, said before anything is created. Takes `--json` for the listing.
+pub fn check_run(args: &RunArgs) -> Result<(), Error> {
+    // An unparsable --clean is reported by the run's own validation.
+    let lists = args.clean.parse::<didx::spec::CleanPolicy>().map_or(true, |c| c == didx::spec::CleanPolicy::Rpt);
+    if args.json && !lists {
+        return Err(Error::Invalid {
+            what: "option",
+            value: "--json".into(),
+            fix: format!("it formats listings only (didx --clean rpt --json, didx pool --json), not a run with --clean {}", args.clean),
+        });
+    }
+    choose_json(args.json);
+    Ok(())
+}
+
+/// Seconds since the Unix epoch, now.
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// How long ago `created` was, for the table: `42s`, `17m`, `5h`, `?` when unknown.
+fn age(created: Option<u64>) -> String {
+    match created {
+        None => "?".into(),
+        Some(c) => {
+            let s = now().saturating_sub(c);
+            if s < 120 {
+                format!("{s}s")
+            } else if s < 7200 {
+                format!("{}m", s / 60)
+            } else {
+                format!("{}h", s / 3600)
+            }
+        }
+    }
+}
+
+/// `--clean rpt`: every didx environment on the engine.
+pub async fn environments(engine: &Engine) -> anyhow::Result<u8> {
+    let envs = didx::inventory::list(engine).await?;
+    if JSON.load(Ordering::Relaxed) {
+        let now = now();
+        output::out(&to_text(&Value::Array(envs.iter().map(|e| env_json(e, now)).collect())));
+    } else {
+        output::out(&format!("{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} NAME\n", "ENV", "AGE", "ROLE", "STATE", "POOL", "CERTS EXPIRE"));
+        for e in &envs {
+            let pool = e.pool.as_ref().map(|k| format!("pool {k}")).unwrap_or_else(|| "-".into());
+            let expires = e.expires.map(utc_date).unwrap_or_else(|| "-".into());
+            for m in &e.members {
+                output::out(&format!(
+                    "{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} {}\n",
+                    e.id,
+                    age(e.created),
+                    m.role,
+                    m.state,
+                    pool,
+                    expires,
+                    m.name
+                ));
+            }
+        }
+    }
+    say(format!("{} environment(s)", envs.len()));
+    Ok(0)
+}
+
+/// `didx pool`: every pooled environment on the engine.
+pub async fn pool(engine: &Engine) -> anyhow::Result<u8> {
+    let entries = pool::entries(engine).await?;
+    if JSON.load(Ordering::Relaxed) {
+        let now = now();
+        output::out(&to_text(&Value::Array(entries.iter().map(|e| pool_json(&PoolRow::of(e), now)).collect())));
+    } else {
+        output::out(&format!("{:<14} {:<12} {:<6} {:<6} {:<10} SERVER\n", "POOL", "ENV", "SIZE", "AGE", "STATE"));
+        for e in &entries {
+            output::out(&format!(
+                "{:<14} {:<12} {:<6} {:<6} {:<10} {}\n",
+                e.key,
+                e.id,
+                e.size,
+                age(e.created),
+                e.state.as_str(),
+                e.server.name
+            ));
+        }
+    }
+    let ready = entries.iter().filter(|e| e.state == pool::PoolState::Ready).count();
+    say(format!("{} pooled environment(s), {ready} ready", entries.len()));
+    Ok(0)
+}
+
+/// Pretty JSON and a final newline.
+fn to_text(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| "[]".into());
+    s.push('\n');
+    s
+}
+
+/// One environment of `--clean rpt --json`, as of `now` (Unix seconds).
+fn env_json(e: &EnvSummary, now: u64) -> Value {
+    json!({
+        "id": e.id,
+        "created": e.created,
+        "age_seconds": e.created.map(|c| now.saturating_sub(c)),
+        "pool": e.pool,
+        "certs_expire": e.expires,
+        "members": e.members.iter().map(|m| json!({"role": m.role, "state": m.state, "name": m.name})).collect::<Vec<_>>(),
+    })
+}
+
+/// What `didx pool --json` shows of a [`PoolEntry`] (whose other fields are the library's).
+struct PoolRow<'a> {
+    key: &'a str,
+    id: &'a str,
+    size: usize,
+    created: Option<u64>,
+    state: pool::PoolState,
+    server: &'a str,
+}
+
+impl<'a> PoolRow<'a> {
+    fn of(e: &'a PoolEntry) -> Self {
+        PoolRow { key: &e.key, id: &e.id, size: e.size, created: e.created, state: e.state, server: &e.server.name }
+    }
+}
+
+/// One entry of `didx pool --json`, as of `now` (Unix seconds).
+fn pool_json(e: &PoolRow<'_>, now: u64) -> Value {
+    json!({
+        "key": e.key,
+        "id": e.id,
+        "size": e.size,
+        "created": e.created,
+        "age_seconds": e.created.map(|c| now.saturating_sub(c)),
+        "state": e.state.as_str(),
+        "server": e.server,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use didx::env::Member;
+
+    #[test]
+    fn an_environment_in_json_has_the_documented_keys() {
+        let e = EnvSummary {
+            id: "k2v9x0a1b2".into(),
+            created: Some(1_000),
+            members: vec![
+                Member { role: "server".into(), name: "dind_k2v9x0a1b2_server_latest".into(), state: "running".into() },
+                Member { role: "client".into(), name: "dind_k2v9x0a1b2_client_latest".into(), state: "exited".into() },
+            ],
+            pool: Some("3f2a9c1d0e7b".into()),
+            expires: Some(2_000),
+        };
+        assert_eq!(
+            env_json(&e, 1_060),
+            json!({
+                "id": "k2v9x0a1b2",
+                "created": 1000,
+                "age_seconds": 60,
+                "pool": "3f2a9c1d0e7b",
+                "certs_expire": 2000,
+                "members": [
+                    {"role": "server", "state": "running", "name": "dind_k2v9x0a1b2_server_latest"},
+                    {"role": "client", "state": "exited", "name": "dind_k2v9x0a1b2_client_latest"},
+                ],
+            })
+        );
+        let unknown = EnvSummary { created: None, pool: None, expires: None, members: vec![], ..e };
+        let v = env_json(&unknown, 1_060);
+        for k in ["created", "age_seconds", "pool", "certs_expire"] {
+            assert_eq!(v[k], Value::Null, "{k}");
+        }
+    }
+
+    #[test]
+    fn a_pool_entry_in_json_has_the_documented_keys() {
+        let e = PoolRow {
+            id: "p0o1l2e3n4",
+            key: "3f2a9c1d0e7b",
+            size: 3,
+            created: Some(500),
+            state: pool::PoolState::Ready,
+            server: "dind_p0o1l2e3n4_server_latest",
+        };
+        assert_eq!(
+            pool_json(&e, 510),
+            json!({
+                "key": "3f2a9c1d0e7b",
+                "id": "p0o1l2e3n4",
+                "size": 3,
+                "created": 500,
+                "age_seconds": 10,
+                "state": "ready",
+                "server": "dind_p0o1l2e3n4_server_latest",
+            })
+        );
+        assert_eq!(pool_json(&PoolRow { created: None, ..e }, 510)["age_seconds"], Value::Null);
+    }
+
+    #[test]
+    fn the_json_text_is_an_array_ending_in_a_newline() {
+        let t = to_text(&Value::Array(vec![]));
+        assert_eq!(t, "[]\n");
+    }
+}
