@@ -432,10 +432,8 @@ mod tests {
     #[test]
     fn a_fresh_client_joins_the_server_namespace_with_the_docker_env_and_gets_its_certificates_uploaded() {
         let mut s = spec();
-        s.volumes = ["/cache", "/data:ro", "/tmp:/work:ro", "named:/n"]
-            .iter()
-            .map(|v| VolumeSpec::parse(v, Path::new("/")).unwrap())
-            .collect();
+        s.volumes =
+            ["/cache", "/data:ro", "/tmp:/work:ro", "named:/n"].iter().map(|v| VolumeSpec::parse(v, Path::new("/")).unwrap()).collect();
         let tls = tls();
         let client = Client { spec: &s, server_name: "dind_e1_server_latest", created: 77, files: ClientFiles::Upload(&tls) };
         let body = client.body();
