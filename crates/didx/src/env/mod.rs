@@ -3,7 +3,10 @@
 //!
 //! The client shares the server's network namespace (as containers of a Kubernetes pod do), so
 //! it reaches the inner engine as `docker:2376` (`docker` → 127.0.0.1 in the server's hosts
-//! file) without a network of its own and without anything published on the host.
+//! file) without a network of its own. The server publishes that port on the host's
+//! 127.0.0.1 only ([`Environment::endpoint`]), for host processes holding the client
+//! certificate ([`Environment::client_certificates`]). What the containers are made of is the
+//! pure recipe in `recipe.rs`; this module and [`pool`] only sequence engine calls over it.
 
 mod endpoint;
 mod list;
