@@ -89,6 +89,17 @@ pub enum Error {
         /// The server's last log lines.
         logs: String,
     },
+    /// The server publishes no host port for its inner engine's TLS port on the loopback
+    /// address (an environment made by an older didx, or the binding is gone).
+    #[error("server {server} publishes no {ip} port for {port}/tcp")]
+    NoEndpoint {
+        /// The server container's name.
+        server: String,
+        /// The address looked for.
+        ip: &'static str,
+        /// The inner engine's TLS port inside the server.
+        port: u16,
+    },
     /// Certificate generation failed.
     #[error("cannot generate TLS material: {0}")]
     Tls(#[from] rcgen::Error),

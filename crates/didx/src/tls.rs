@@ -148,6 +148,32 @@ mod tests {
     }
 
     #[test]
+    fn server_certificate_names_the_published_loopback_address() {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let m = TlsMaterial::generate(&["dind_x_server_latest"]).unwrap();
+        let der = der(&m.server_cert_pem);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        let sans = cert.subject_alternative_name().unwrap().unwrap();
+        let mut dns = Vec::new();
+        let mut ips = Vec::new();
+        for n in &sans.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => dns.push(d.to_string()),
+                GeneralName::IPAddress(ip) => ips.push(ip.to_vec()),
+                other => panic!("unexpected SAN {other:?}"),
+            }
+        }
+        assert_eq!(dns, ["docker", "localhost", "dind_x_server_latest"]);
+        assert_eq!(ips, [vec![127, 0, 0, 1], std::net::Ipv6Addr::LOCALHOST.octets().to_vec()]);
+        // And a TLS client connecting to the published address verifies it, not a neighbour's.
+        let verifier = rustls::client::WebPkiServerVerifier::builder(roots(&m.ca_pem)).build().unwrap();
+        for (name, ok) in [("127.0.0.1", true), ("localhost", true), ("::1", true), ("127.0.0.2", false), ("10.0.0.1", false)] {
+            let sn = ServerName::try_from(name).unwrap();
+            assert_eq!(verifier.verify_server_cert(&der, &[], &sn, &[], UnixTime::now()).is_ok(), ok, "{name}");
+        }
+    }
+
+    #[test]
     fn client_certificate_is_accepted_only_by_its_own_ca() {
         let m = TlsMaterial::generate(&[]).unwrap();
         let m2 = TlsMaterial::generate(&[]).unwrap();

@@ -3,37 +3,33 @@
 //!
 //! The client shares the server's network namespace (as containers of a Kubernetes pod do), so
 //! it reaches the inner engine as `docker:2376` (`docker` → 127.0.0.1 in the server's hosts
-//! file) without a network of its own and without anything published on the host.
+//! file) without a network of its own. The server publishes that port on the host's
+//! 127.0.0.1 only ([`Environment::endpoint`]), for host processes holding the client
+//! certificate ([`Environment::client_certificates`]). What the containers are made of is the
+//! pure recipe in `recipe.rs`; this module and [`pool`] only sequence engine calls over it.
 
+mod endpoint;
 mod list;
 pub mod pool;
+mod recipe;
 
+pub use endpoint::{ClientCerts, Endpoint};
 pub use list::{EnvSummary, Member, list, remove, remove_all};
-use pool::PoolTag;
+use recipe::ClientFiles;
+pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, TLS_PORT};
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
-
-use crate::archive::{Entry, tar_of};
+use crate::archive::tar_of;
 use crate::engine::{Engine, message_of};
 use crate::error::{Error, Result};
 use crate::isolation::{self, Isolation};
-use crate::labels::{self, Role};
+use crate::labels;
 use crate::ready::{ProbeError, Prober};
-use crate::spec::{IsolationMode, Version, VolumeSource, VolumeSpec};
+use crate::spec::{IsolationMode, Version, VolumeSpec};
 use crate::tls::TlsMaterial;
 
-/// The entrypoint script placed at [`ENTRYPOINT_PATH`] in every container didx creates.
-pub const ENTRYPOINT: &str = include_str!("../../../../image/entrypoint.sh");
-/// Where the entrypoint is placed.
-pub const ENTRYPOINT_PATH: &str = "/didx/entrypoint";
-/// Port of the inner engine's TLS listener.
-pub const TLS_PORT: u16 = 2376;
-/// Where the client finds its certificates (docker:dind's convention).
-pub const CLIENT_CERT_PATH: &str = "/certs/client";
-const SERVER_CERT_DIR: &str = "/didx/certs/server";
 /// Between readiness probes. A refused connection costs microseconds, and dockerd answers a
 /// few milliseconds after it listens: probing often costs nothing and saves up to an interval.
 const PROBE_INTERVAL: Duration = Duration::from_millis(10);
@@ -170,6 +166,8 @@ pub struct Environment {
     id: EnvId,
     server: Container,
     client: Container,
+    /// Where the client's certificates are (a real directory, not the link a pooled client has).
+    client_cert_dir: &'static str,
     settled: bool,
 }
 
@@ -264,13 +262,12 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     // The client joins the server's network namespace by name, which the engine resolves only
     // when the client starts: so the client is created while the server starts. Both are
     // awaited to the end, whatever fails, so that the caller's rollback sees everything made.
-    let files = client_files(&tls);
-    let (server, client) = tokio::join!(
-        start_server(engine, spec, &server_name, &tls, created, None, cancel, on),
-        create_client(engine, spec, &client_name, &server_name, created, &files),
-    );
-    let server_id = server?;
-    let client_id = client?;
+    let server = recipe::Server { spec, name: &server_name, tls: &tls, created, pool: None };
+    let client = recipe::Client { spec, server_name: &server_name, created, files: ClientFiles::Upload(&tls) };
+    let (server_id, client_id) = tokio::join!(start_server(engine, &server, cancel, on), create_client(engine, &client_name, &client));
+    let server_id = server_id?;
+    let client_id = client_id?;
+    let client_cert_dir = client.files.cert_dir();
     cancel.check()?;
 
     let env = Environment {
@@ -278,6 +275,7 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
         id: spec.id.clone(),
         server: Container { name: server_name, id: server_id },
         client: Container { name: client_name, id: client_id },
+        client_cert_dir,
         settled: false,
     };
     // dockerd boots while the client starts; the probe goes straight to the server.
@@ -308,20 +306,15 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     }
 }
 
-/// Create, fill and start the server, switching `auto` isolation to the caps profile when the
-/// engine refuses `--privileged`. `pool` adds the pool's labels and a volume holding the future
-/// client's entrypoint and certificates ([`CLIENT_FILES_DIR`]).
-#[allow(clippy::too_many_arguments)]
+/// Create, fill and start `server`, switching `auto` isolation to the caps profile when the
+/// engine refuses `--privileged`.
 async fn start_server(
     engine: &Engine,
-    spec: &EnvSpec,
-    name: &str,
-    tls: &TlsMaterial,
-    created: u64,
-    pool: Option<&PoolTag>,
+    server: &recipe::Server<'_>,
     cancel: &Cancel,
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<String> {
+    let (spec, name) = (server.spec, server.name);
     let mut iso = match spec.isolation {
         IsolationMode::Privileged => Isolation::Privileged,
         IsolationMode::Caps => Isolation::caps_profile(),
@@ -329,7 +322,7 @@ async fn start_server(
         IsolationMode::Auto => Isolation::Privileged,
     };
     loop {
-        let id = create_server(engine, spec, name, tls, &mut iso, created, pool).await?;
+        let id = create_server(engine, server, &mut iso).await?;
         cancel.check()?;
         match engine.start(&id).await {
             Ok(()) => {
@@ -356,176 +349,27 @@ async fn start_server(
     }
 }
 
-/// What a client container gets besides its image: the entrypoint and its certificates.
-enum ClientFiles {
-    /// Uploaded into the client when it is created.
-    Upload { ca_pem: String, cert_pem: String, key_pem: String },
-    /// Already in a volume a pooled server filled ([`CLIENT_FILES_DIR`] there), mounted at
-    /// `/didx`: nothing to upload when a run claims the environment. The entrypoint links
-    /// `/certs/client` to the certificates in it.
-    Volume { name: String, pool_key: String },
-}
-
-/// Where a pooled server mounts the volume holding its future client's files.
-const CLIENT_FILES_DIR: &str = "/didx-client";
-
-fn client_files(tls: &TlsMaterial) -> ClientFiles {
-    ClientFiles::Upload { ca_pem: tls.ca_pem.clone(), cert_pem: tls.client_cert_pem.clone(), key_pem: tls.client_key_pem.clone() }
-}
-
-fn dockerd_args(spec: &EnvSpec) -> Vec<String> {
-    let mut args = vec![
-        "--host=unix:///var/run/docker.sock".to_string(),
-        format!("--host=tcp://0.0.0.0:{TLS_PORT}"),
-        "--tlsverify".to_string(),
-        format!("--tlscacert={SERVER_CERT_DIR}/ca.pem"),
-        format!("--tlscert={SERVER_CERT_DIR}/cert.pem"),
-        format!("--tlskey={SERVER_CERT_DIR}/key.pem"),
-    ];
-    if !spec.storage_driver.is_empty() {
-        args.push(format!("--storage-driver={}", spec.storage_driver));
-    }
-    args.extend(spec.dockerd_opts.iter().cloned());
-    args
-}
-
-async fn create_server(
-    engine: &Engine,
-    spec: &EnvSpec,
-    name: &str,
-    tls: &TlsMaterial,
-    iso: &mut Isolation,
-    created: u64,
-    pool: Option<&PoolTag>,
-) -> Result<String> {
-    let mut container_labels = labels::for_resource(spec.id.as_str(), Role::Server, created);
-    container_labels.insert(labels::VERSION.to_string(), spec.sv.as_str().to_string());
-    container_labels.insert(labels::EXPIRES.to_string(), tls.expires.to_string());
-    if let Some(p) = pool {
-        container_labels.extend(p.labels());
-    }
-    let volume_at = |target: &str| Mount {
-        target: Some(target.to_string()),
-        typ: Some(MountType::VOLUME),
-        volume_options: Some(MountVolumeOptions {
-            labels: Some(labels::for_resource(spec.id.as_str(), Role::Data, created)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut mounts = vec![volume_at("/var/lib/docker")];
-    if pool.is_some() {
-        mounts.push(volume_at(CLIENT_FILES_DIR));
-    }
+/// Create `server` with isolation `iso` (less any capability the engine does not know) and
+/// place its files.
+async fn create_server(engine: &Engine, server: &recipe::Server<'_>, iso: &mut Isolation) -> Result<String> {
     let id = loop {
-        let mut hc = HostConfig {
-            mounts: Some(mounts.clone()),
-            extra_hosts: Some(vec![format!("{}:127.0.0.1", crate::tls::SERVER_NAME)]),
-            ..Default::default()
-        };
-        iso.apply(&mut hc);
-        let body = ContainerCreateBody {
-            image: Some(spec.server_image.clone()),
-            entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "server".to_string()]),
-            cmd: Some(dockerd_args(spec)),
-            labels: Some(container_labels.clone()),
-            host_config: Some(hc),
-            ..Default::default()
-        };
-        match engine.create_container(name, body).await {
+        match engine.create_container(server.name, server.body(iso)).await {
             Ok(id) => break id,
             // Engines reject capabilities newer than themselves: drop each one named and retry.
             Err(e) if message_of(&e).is_some_and(|m| iso.drop_unknown(m)) => continue,
             Err(e) => return Err(e),
         }
     };
-    let mut files = vec![
-        Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
-        Entry { path: "didx/certs/server/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
-        Entry { path: "didx/certs/server/cert.pem", mode: 0o644, data: tls.server_cert_pem.as_bytes() },
-        Entry { path: "didx/certs/server/key.pem", mode: 0o600, data: tls.server_key_pem.as_bytes() },
-    ];
-    if pool.is_some() {
-        // The future client's files, in the volume its claimer mounts at /didx.
-        files.extend([
-            Entry { path: "didx-client/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
-            Entry { path: "didx-client/certs/client/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
-            Entry { path: "didx-client/certs/client/cert.pem", mode: 0o644, data: tls.client_cert_pem.as_bytes() },
-            Entry { path: "didx-client/certs/client/key.pem", mode: 0o600, data: tls.client_key_pem.as_bytes() },
-        ]);
-    }
-    let tar = tar_of(&files)?;
-    engine.upload(&id, "/", tar).await?;
+    engine.upload(&id, "/", tar_of(&server.files())?).await?;
     Ok(id)
 }
 
-async fn create_client(
-    engine: &Engine,
-    spec: &EnvSpec,
-    name: &str,
-    server_name: &str,
-    created: u64,
-    files: &ClientFiles,
-) -> Result<String> {
-    let mut container_labels = labels::for_resource(spec.id.as_str(), Role::Client, created);
-    container_labels.insert(labels::VERSION.to_string(), spec.cv.as_str().to_string());
-    if let ClientFiles::Volume { pool_key, .. } = files {
-        container_labels.insert(labels::POOL.to_string(), pool_key.clone());
-    }
-    let binds: Vec<String> = spec.volumes.iter().filter_map(VolumeSpec::bind).collect();
-    let mut mounts: Vec<Mount> = spec
-        .volumes
-        .iter()
-        .filter(|v| v.source == VolumeSource::Anonymous)
-        .map(|v| Mount {
-            target: Some(v.target.clone()),
-            typ: Some(MountType::VOLUME),
-            read_only: v.mode.as_deref().map(|m| m.split(',').any(|o| o == "ro")),
-            volume_options: Some(MountVolumeOptions {
-                labels: Some(labels::for_resource(spec.id.as_str(), Role::Client, created)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .collect();
-    if let ClientFiles::Volume { name: volume, .. } = files {
-        mounts.push(Mount {
-            target: Some("/didx".to_string()),
-            source: Some(volume.clone()),
-            typ: Some(MountType::VOLUME),
-            ..Default::default()
-        });
-    }
-    let hc = HostConfig {
-        network_mode: Some(format!("container:{server_name}")),
-        binds: (!binds.is_empty()).then_some(binds),
-        mounts: (!mounts.is_empty()).then_some(mounts),
-        ..Default::default()
-    };
-    let body = ContainerCreateBody {
-        image: Some(spec.client_image.clone()),
-        entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "client".to_string()]),
-        cmd: Some(vec![]),
-        env: Some(vec![
-            format!("DOCKER_HOST=tcp://{}:{TLS_PORT}", crate::tls::SERVER_NAME),
-            "DOCKER_TLS_VERIFY=1".to_string(),
-            format!("DOCKER_CERT_PATH={CLIENT_CERT_PATH}"),
-            "DOCKER_TLS_CERTDIR=/certs".to_string(),
-            format!("DIDX_ENV={}", spec.id),
-        ]),
-        labels: Some(container_labels),
-        host_config: Some(hc),
-        ..Default::default()
-    };
-    let id = engine.create_container(name, body).await?;
-    if let ClientFiles::Upload { ca_pem, cert_pem, key_pem } = files {
-        let tar = tar_of(&[
-            Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
-            Entry { path: "certs/client/ca.pem", mode: 0o644, data: ca_pem.as_bytes() },
-            Entry { path: "certs/client/cert.pem", mode: 0o644, data: cert_pem.as_bytes() },
-            Entry { path: "certs/client/key.pem", mode: 0o600, data: key_pem.as_bytes() },
-        ])?;
-        engine.upload(&id, "/", tar).await?;
+/// Create `client` under `name` and place its files.
+async fn create_client(engine: &Engine, name: &str, client: &recipe::Client<'_>) -> Result<String> {
+    let id = engine.create_container(name, client.body()).await?;
+    let files = client.files();
+    if !files.is_empty() {
+        engine.upload(&id, "/", tar_of(&files)?).await?;
     }
     Ok(id)
 }
@@ -650,9 +494,5 @@ mod tests {
         };
         assert_eq!(spec.server_name(), "dind_abc_server_latest");
         assert_eq!(spec.client_name(), "dind_abc_client_24.0");
-        let args = dockerd_args(&spec);
-        assert!(args.contains(&"--tlsverify".to_string()));
-        assert!(args.contains(&"--host=tcp://0.0.0.0:2376".to_string()));
-        assert_eq!(&args[args.len() - 2..], &["--storage-driver=vfs".to_string(), "--debug".to_string()]);
     }
 }

@@ -35,10 +35,8 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::list::container_name;
-use super::{
-    CLIENT_FILES_DIR, Cancel, ClientFiles, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove, start_server,
-    wait_ready,
-};
+use super::recipe::{self, CLIENT_FILES_DIR, ClientFiles};
+use super::{Cancel, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove, start_server, wait_ready};
 use crate::engine::{Engine, message_of, status_of};
 use crate::error::{Error, Result};
 use crate::labels;
@@ -96,9 +94,10 @@ fn claimed_name(pooled: &str) -> String {
 }
 
 /// The pool key of a spec: everything that must match for a pooled environment to serve it
-/// (server and client image, by ID, so a rebuilt image is never served from an older pool;
-/// `--sv`, `--cv`, storage driver, dockerd options, isolation). The client's mounts, copies
-/// and environment are applied at claim time and are not part of it.
+/// (the recipe's revision, so one pooled by an older didx making servers differently is never
+/// served; server and client image, by ID, so a rebuilt image is never served from an older
+/// pool; `--sv`, `--cv`, storage driver, dockerd options, isolation). The client's mounts,
+/// copies and environment are applied at claim time and are not part of it.
 pub async fn key(engine: &Engine, spec: &EnvSpec) -> Result<String> {
     let (server, client) = tokio::join!(engine.image(&spec.server_image), engine.image(&spec.client_image));
     let id = |i: Option<bollard::models::ImageInspect>, name: &str| i.and_then(|i| i.id).unwrap_or_else(|| name.to_string());
@@ -107,12 +106,15 @@ pub async fn key(engine: &Engine, spec: &EnvSpec) -> Result<String> {
 }
 
 fn key_of(spec: &EnvSpec, server_image_id: &str, client_image_id: &str) -> String {
+    key_at(recipe::VERSION, spec, server_image_id, client_image_id)
+}
+
+fn key_at(recipe_version: u32, spec: &EnvSpec, server_image_id: &str, client_image_id: &str) -> String {
     let mut h = Sha256::new();
-    for part in
-        [server_image_id, client_image_id, spec.sv.as_str(), spec.cv.as_str(), spec.storage_driver.as_str(), spec.isolation.as_str()]
-            .into_iter()
-            .chain(spec.dockerd_opts.iter().map(String::as_str))
-    {
+    let revision = format!("recipe {recipe_version}");
+    let fixed =
+        [server_image_id, client_image_id, spec.sv.as_str(), spec.cv.as_str(), spec.storage_driver.as_str(), spec.isolation.as_str()];
+    for part in std::iter::once(revision.as_str()).chain(fixed).chain(spec.dockerd_opts.iter().map(String::as_str)) {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -387,13 +389,15 @@ async fn start_pooled(
     let tag = PoolTag { deadline: created + spec.ready_timeout.as_secs() + DEADLINE_MARGIN_SECS, ..tag.clone() };
     let name = spec.server_name();
     let tls = TlsMaterial::generate(&[name.as_str()])?;
-    let id = start_server(engine, spec, &name, &tls, created, Some(&tag), cancel, on).await?;
+    let server = recipe::Server { spec, name: &name, tls: &tls, created, pool: Some(&tag) };
+    let id = start_server(engine, &server, cancel, on).await?;
     // No client yet: the probe goes straight to the server.
     let server = Container { name: name.clone(), id: id.clone() };
     wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
     let volume = files_volume_of(engine, &id, &name).await?;
     let files = ClientFiles::Volume { name: volume, pool_key: tag.key.clone() };
-    let client = create_client(engine, spec, &pooled_name(spec), &name, now_secs(), &files).await?;
+    let client = recipe::Client { spec, server_name: &name, created: now_secs(), files };
+    let client = create_client(engine, &pooled_name(spec), &client).await?;
     engine.start(&client).await?;
     engine.pause(&client).await
 }
@@ -438,7 +442,14 @@ pub async fn claim(
         }
         spec.id = EnvId(cand.id.clone());
         let client = Container { name: run_name, id: pooled.id };
-        let env = Environment { engine: engine.clone(), id: spec.id.clone(), server: cand.server.clone(), client, settled: false };
+        let env = Environment {
+            engine: engine.clone(),
+            id: spec.id.clone(),
+            server: cand.server.clone(),
+            client,
+            client_cert_dir: recipe::POOLED_CLIENT_CERT_PATH,
+            settled: false,
+        };
         match take(engine, spec, env, cand.files_volume.as_deref(), &key).await {
             Ok(env) => {
                 on(Event::ClientStarted { name: &env.client.name, image: &spec.client_image });
@@ -472,8 +483,9 @@ async fn take(engine: &Engine, spec: &EnvSpec, mut env: Environment, volume: Opt
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "no volume mounted there"),
     })?;
     let files = ClientFiles::Volume { name: volume.to_string(), pool_key: key.to_string() };
+    let client = recipe::Client { spec, server_name: &env.server.name, created: now_secs(), files };
     let swapping = format!("dind_{}_claiming_{}", spec.id, spec.cv.as_str());
-    let id = create_client(engine, spec, &swapping, &env.server.name, now_secs(), &files).await?;
+    let id = create_client(engine, &swapping, &client).await?;
     engine.remove_container(&env.client.id).await?;
     engine.rename(&id, &env.client.name).await?;
     env.client.id = id;
@@ -621,6 +633,8 @@ mod tests {
         let mut e = spec();
         e.storage_driver = "vfs".into();
         assert_ne!(key_of(&e, "sha256:1", "sha256:1"), k);
+        // Another recipe revision (e.g. a server made before the TLS port was published).
+        assert_ne!(key_at(recipe::VERSION - 1, &a, "sha256:1", "sha256:1"), k, "an older recipe");
         // Word boundaries count: ["--a", "b"] is not ["--ab"].
         let (mut f, mut g) = (spec(), spec());
         f.dockerd_opts = vec!["--a".into(), "b".into()];

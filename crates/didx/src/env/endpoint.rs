@@ -1,0 +1,138 @@
+//! Reaching an environment's inner engine from the host: the loopback port its server publishes,
+//! and the client certificate to present there.
+
+use futures_util::StreamExt;
+
+use super::Environment;
+use super::recipe::{PUBLISHED_IP, TLS_PORT, published_port};
+use crate::error::{Error, Result};
+
+/// Where the inner engine listens on the engine's host: [`PUBLISHED_IP`] (loopback only) and a
+/// port the engine chose. Reachable from the engine's host (a local engine), with the
+/// certificates of [`Environment::client_certificates`]; the server certificate names
+/// `127.0.0.1` and `localhost`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The address for a Docker client, `tcp://127.0.0.1:PORT`.
+    pub host: String,
+    /// The host port.
+    pub port: u16,
+}
+
+/// The environment's client certificate, its key and the CA that signed them and the server's
+/// certificate, as PEM. `Debug` leaves the key out.
+#[derive(Clone)]
+pub struct ClientCerts {
+    /// The environment's CA certificate (trust it, and only it, for the inner engine).
+    pub ca_pem: String,
+    /// The client certificate.
+    pub cert_pem: String,
+    /// The client certificate's private key.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ClientCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCerts")
+            .field("ca_pem", &self.ca_pem)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The largest certificate archive read back (three PEM files are a few kilobytes).
+const MAX_CERTS_ARCHIVE: usize = 1 << 20;
+
+impl Environment {
+    /// The host address of the inner engine's TLS port, published on [`PUBLISHED_IP`] only.
+    /// [`Error::NoEndpoint`] for a server that publishes none (made by an older didx).
+    ///
+    /// ```no_run
+    /// # async fn demo(env: &didx::env::Environment) -> didx::error::Result<()> {
+    /// let ep = env.endpoint().await?;
+    /// assert!(ep.host.starts_with("tcp://127.0.0.1:"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn endpoint(&self) -> Result<Endpoint> {
+        let inspect = self.engine.inspect(&self.server.id).await?;
+        let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());
+        let port = published_port(ports).ok_or_else(|| Error::NoEndpoint {
+            server: self.server.name.clone(),
+            ip: PUBLISHED_IP,
+            port: TLS_PORT,
+        })?;
+        Ok(Endpoint { host: format!("tcp://{PUBLISHED_IP}:{port}"), port })
+    }
+
+    /// The client's `ca.pem`, `cert.pem` and `key.pem`, read back from the client container in
+    /// one archive download (from where they really are: a pooled client's `/certs/client` is
+    /// a link into its files volume).
+    pub async fn client_certificates(&self) -> Result<ClientCerts> {
+        let dir = self.client_cert_dir;
+        let what = || format!("reading the client certificates of {} from {dir}", self.client.name);
+        let mut tar = Vec::new();
+        let mut stream = std::pin::pin!(self.engine.download(&self.client.id, dir));
+        while let Some(chunk) = stream.next().await {
+            tar.extend_from_slice(&chunk?);
+            if tar.len() > MAX_CERTS_ARCHIVE {
+                let e = std::io::Error::new(std::io::ErrorKind::InvalidData, format!("archive larger than {MAX_CERTS_ARCHIVE} bytes"));
+                return Err(Error::io(what(), e));
+            }
+        }
+        certs_from_tar(&tar).map_err(|e| Error::io(what(), e))
+    }
+}
+
+/// The three PEM files from an archive of the certificate directory (as the engine makes it:
+/// entries under the directory's name), by file name.
+fn certs_from_tar(tar: &[u8]) -> std::io::Result<ClientCerts> {
+    use std::io::Read;
+    let (mut ca, mut cert, mut key) = (None, None, None);
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let slot = match entry.path()?.file_name().and_then(|n| n.to_str()) {
+            Some("ca.pem") => &mut ca,
+            Some("cert.pem") => &mut cert,
+            Some("key.pem") => &mut key,
+            _ => continue,
+        };
+        let mut text = String::new();
+        entry.read_to_string(&mut text)?;
+        *slot = Some(text);
+    }
+    let missing = |name: &str| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no {name} in the archive"));
+    Ok(ClientCerts {
+        ca_pem: ca.ok_or_else(|| missing("ca.pem"))?,
+        cert_pem: cert.ok_or_else(|| missing("cert.pem"))?,
+        key_pem: key.ok_or_else(|| missing("key.pem"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{Entry, tar_of};
+
+    #[test]
+    fn certificates_are_read_by_name_and_all_three_are_required() {
+        let tar = tar_of(&[
+            Entry { path: "client/ca.pem", mode: 0o644, data: b"CA" },
+            Entry { path: "client/cert.pem", mode: 0o644, data: b"CERT" },
+            Entry { path: "client/key.pem", mode: 0o600, data: b"KEY" },
+            Entry { path: "client/other.pem", mode: 0o644, data: b"X" },
+        ])
+        .unwrap();
+        let c = certs_from_tar(&tar).unwrap();
+        assert_eq!((c.ca_pem.as_str(), c.cert_pem.as_str(), c.key_pem.as_str()), ("CA", "CERT", "KEY"));
+        let shown = format!("{c:?}");
+        assert!(shown.contains("CERT") && !shown.contains("KEY\""), "{shown}");
+        let partial = tar_of(&[Entry { path: "client/ca.pem", mode: 0o644, data: b"CA" }]).unwrap();
+        let e = certs_from_tar(&partial).unwrap_err();
+        assert!(e.to_string().contains("cert.pem"), "{e}");
+    }
+}
