@@ -196,7 +196,7 @@ enum Job {
 
 enum PoolJob {
     List,
-    Up(usize, SandboxOptions),
+    Up(usize, Box<SandboxOptions>),
     Down,
 }
 
@@ -217,7 +217,7 @@ impl Job {
                     Some(PoolCmd::Down) => PoolJob::Down,
                     Some(PoolCmd::Up { n, env }) => {
                         didx::pool::check_size(n)?;
-                        PoolJob::Up(n, builder(&env)?.options()?)
+                        PoolJob::Up(n, Box::new(builder(&env)?.options()?))
                     }
                 },
             },

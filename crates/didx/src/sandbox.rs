@@ -383,6 +383,79 @@ impl Sandbox {
         &self.env().client().name
     }
 
+    /// A client of the sandbox's *inner* engine, from this process: mutual TLS with the
+    /// sandbox's own client certificate, verification on, to the server's TLS port published
+    /// on 127.0.0.1 only (nothing listens on other addresses). The engine must be local to
+    /// this machine (a unix socket, or a tcp address on it).
+    ///
+    /// ```no_run
+    /// # async fn demo(sb: &didx::Sandbox) -> didx::Result<()> {
+    /// let docker = sb.docker().await?;
+    /// let version = docker.version().await?;
+    /// println!("inner engine {}", version.version.unwrap_or_default());
+    /// # Ok(()) }
+    /// ```
+    pub async fn docker(&self) -> Result<bollard::Docker> {
+        let endpoint = self.env().endpoint().await?;
+        let dir = self.cert_dir().await?;
+        let unreachable = |source| Error::Unreachable { host: endpoint.host.clone(), source };
+        let docker = bollard::Docker::connect_with_ssl(
+            &endpoint.host,
+            &dir.join("key.pem"),
+            &dir.join("cert.pem"),
+            &dir.join("ca.pem"),
+            120,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(unreachable)?;
+        match tokio::time::timeout(Duration::from_secs(30), docker.negotiate_version()).await {
+            Ok(r) => r.map_err(unreachable),
+            Err(_) => Err(unreachable(bollard::errors::Error::RequestTimeoutError)),
+        }
+    }
+
+    /// The variables that point a docker client of this machine at the sandbox's inner engine,
+    /// as [`docker`](Self::docker) reaches it: `DOCKER_HOST` (`tcp://127.0.0.1:PORT`),
+    /// `DOCKER_TLS_VERIFY=1` and `DOCKER_CERT_PATH` (a private 0700 directory holding the
+    /// client certificate, removed with the sandbox). The docker CLI, the Python SDK and
+    /// testcontainers read them.
+    pub async fn docker_env(&self) -> Result<Vec<(String, String)>> {
+        let endpoint = self.env().endpoint().await?;
+        let dir = self.cert_dir().await?;
+        Ok(vec![
+            ("DOCKER_HOST".to_string(), endpoint.host),
+            ("DOCKER_TLS_VERIFY".to_string(), "1".to_string()),
+            ("DOCKER_CERT_PATH".to_string(), dir.display().to_string()),
+        ])
+    }
+
+    /// The private directory holding the client certificate files, made on first use.
+    async fn cert_dir(&self) -> Result<&std::path::Path> {
+        let dir = self
+            .certs
+            .get_or_try_init(|| async {
+                let certs = self.env().client_certificates().await?;
+                let dir = crate::cache::private_dir("didx-tls")?;
+                for (name, pem, mode) in
+                    [("ca.pem", &certs.ca_pem, 0o644), ("cert.pem", &certs.cert_pem, 0o644), ("key.pem", &certs.key_pem, 0o600)]
+                {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let path = dir.path().join(name);
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(mode)
+                        .open(&path)
+                        .and_then(|mut f| f.write_all(pem.as_bytes()))
+                        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+                }
+                Ok::<_, Error>(dir)
+            })
+            .await?;
+        Ok(dir.path())
+    }
+
     /// Run `argv` in the client (no shell: `["sh", "-c", "…"]` for one) and capture its output.
     /// A command that fails is not an error: look at [`ExecOutput::code`].
     pub async fn exec<I, S>(&self, argv: I) -> Result<ExecOutput>

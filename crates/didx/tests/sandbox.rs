@@ -1,0 +1,148 @@
+//! The library as a user's test uses it: a builder, the inner engine through `docker()`,
+//! `exec`, and removal by `rm` and by drop — each test asserting the host engine is left as
+//! it found it. Needs a Docker engine and didx/dind:local (`bash scripts/setup.sh`).
+
+mod common;
+
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters as qp;
+use common::*;
+use didx::{Engine, Error, Sandbox};
+use futures_util::StreamExt;
+
+async fn engine() -> Engine {
+    Engine::connect_default().await.expect("a docker engine (bash scripts/setup.sh)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_sandbox_runs_its_image_through_docker_and_exec_then_rm_leaves_nothing() {
+    let host = host();
+    let t = tag("seeded");
+    let image = busybox(&host, "didx-libtest-bb", &t).await;
+    let engine = engine().await;
+    let sb = Sandbox::builder().load(&image).volume("/data").start(&engine).await;
+    let sb = match sb {
+        Ok(sb) => sb,
+        Err(e) => {
+            remove_image(&host, &image).await;
+            panic!("start failed: {e}");
+        }
+    };
+    let id = sb.id().to_string();
+
+    // The inner engine, reached from here over mutual TLS, holds the seeded image and runs it.
+    let docker = sb.docker().await.unwrap();
+    let images = docker.list_images(None::<qp::ListImagesOptions>).await.unwrap();
+    assert!(images.iter().any(|i| i.repo_tags.contains(&image)), "{image} not in {images:?}");
+    let name = format!("inner-{t}");
+    let body = ContainerCreateBody {
+        image: Some(image.clone()),
+        cmd: Some(vec!["echo".into(), "hello from inside".into()]),
+        ..Default::default()
+    };
+    docker.create_container(Some(qp::CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body).await.unwrap();
+    docker.start_container(&name, None::<qp::StartContainerOptions>).await.unwrap();
+    let mut wait = docker.wait_container(&name, None::<qp::WaitContainerOptions>);
+    assert_eq!(wait.next().await.unwrap().unwrap().status_code, 0);
+    let logs: Vec<String> =
+        docker.logs(&name, Some(qp::LogsOptions { stdout: true, ..Default::default() })).map(|l| l.unwrap().to_string()).collect().await;
+    assert_eq!(logs.concat(), "hello from inside\n");
+    // Not on the host engine: the sandbox is its own engine.
+    assert!(host.inspect_container(&name, None::<qp::InspectContainerOptions>).await.is_err());
+
+    // exec: the exit code and both streams, captured.
+    let out = sb.exec(["sh", "-c", "echo out; echo err >&2; exit 3"]).await.unwrap();
+    assert_eq!((out.code, out.stdout_text().as_str(), out.stderr_text().as_str()), (3, "out\n", "err\n"));
+    let info = sb.exec(["docker", "info", "--format", "{{.Images}}"]).await.unwrap();
+    assert!(info.success(), "{info:?}");
+    assert_eq!(info.stdout_text().trim(), "1");
+    let env = sb.docker_env().await.unwrap();
+    let cert_dir = std::path::PathBuf::from(&env.iter().find(|(k, _)| k == "DOCKER_CERT_PATH").unwrap().1);
+    assert!(cert_dir.join("key.pem").exists());
+
+    sb.rm().await.unwrap();
+    remove_image(&host, &image).await;
+    assert_eq!(leftovers(&host, &id).await, Vec::<String>::new());
+    assert!(!cert_dir.exists(), "the client certificate directory outlived its sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_removes_and_keep_keeps() {
+    let host = host();
+    let engine = engine().await;
+    let sb = Sandbox::builder().start(&engine).await.unwrap();
+    let id = sb.id().to_string();
+    assert_eq!(leftovers(&host, &id).await.len(), 3, "server, client and the server's storage");
+    drop(sb);
+    assert_eq!(leftovers(&host, &id).await, Vec::<String>::new());
+
+    let mut kept = Sandbox::builder().start(&engine).await.unwrap();
+    let id = kept.id().to_string();
+    kept.keep();
+    drop(kept);
+    let left = leftovers(&host, &id).await;
+    assert_eq!(left.len(), 3, "a kept sandbox stays: {left:?}");
+    didx::inventory::remove(&engine, &id).await.unwrap();
+    assert_eq!(leftovers(&host, &id).await, Vec::<String>::new());
+}
+
+/// Drop inside a single-threaded runtime (a plain #[tokio::test]) must neither panic nor
+/// deadlock, and still removes.
+#[tokio::test]
+async fn drop_in_a_current_thread_runtime_removes() {
+    let host = host();
+    let engine = engine().await;
+    let sb = Sandbox::builder().start(&engine).await.unwrap();
+    let id = sb.id().to_string();
+    drop(sb);
+    assert_eq!(leftovers(&host, &id).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sandboxes_do_not_see_each_others_images() {
+    let host = host();
+    let t = tag("two");
+    let image = busybox(&host, "didx-libtest-bb", &t).await;
+    let engine = engine().await;
+    let (a, b) = tokio::join!(Sandbox::builder().load(&image).start(&engine), Sandbox::builder().start(&engine));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (ida, idb) = (a.id().to_string(), b.id().to_string());
+    let tags = |d: bollard::Docker| async move {
+        d.list_images(None::<qp::ListImagesOptions>).await.unwrap().into_iter().flat_map(|i| i.repo_tags).collect::<Vec<_>>()
+    };
+    assert_eq!(tags(a.docker().await.unwrap()).await, vec![image.clone()]);
+    assert_eq!(tags(b.docker().await.unwrap()).await, Vec::<String>::new());
+    // Each client's certificate opens its own engine only.
+    let (ea, eb) = (a.docker_env().await.unwrap(), b.docker_env().await.unwrap());
+    assert_ne!(ea[0].1, eb[0].1);
+    let (ra, rb) = tokio::join!(a.rm(), b.rm());
+    ra.unwrap();
+    rb.unwrap();
+    remove_image(&host, &image).await;
+    assert_eq!(leftovers(&host, &ida).await, Vec::<String>::new());
+    assert_eq!(leftovers(&host, &idb).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn bad_options_are_errors_before_anything_starts() {
+    let engine = engine().await;
+    for (b, what) in [
+        (Sandbox::builder().copy("no-colon"), "--cp spec"),
+        (Sandbox::builder().volume("relative/target"), "-v"),
+        (Sandbox::builder().server_version("bad version"), "--sv"),
+        (Sandbox::builder().dockerd_opts("--unbalanced 'quote"), "--dkropts"),
+        (Sandbox::builder().load("didx-libtest-no-such-image:nope"), "--load"),
+    ] {
+        match b.start(&engine).await {
+            Err(e @ Error::Invalid { .. }) => {
+                assert!(e.is_usage());
+                assert!(e.to_string().contains(what), "{e} should name {what}");
+            }
+            Err(e) => panic!("expected Invalid naming {what}, got {e}"),
+            Ok(sb) => {
+                let _ = sb.rm().await;
+                panic!("started with a bad {what}")
+            }
+        }
+    }
+}
