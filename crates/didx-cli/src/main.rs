@@ -180,6 +180,7 @@ fn advice(e: &Error) -> &'static str {
     match e {
         Error::Unreachable { .. } => " (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)",
         Error::NotReady { .. } => " (raise --ready-timeout)",
+        Error::PrivilegedRefused { .. } => "; use --isolation auto or caps",
         _ => "",
     }
 }

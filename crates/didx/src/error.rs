@@ -64,9 +64,14 @@ pub enum Error {
         /// The exact command that builds a usable image.
         build_command: String,
     },
-    /// The requested isolation cannot be had on this engine.
-    #[error("{0}")]
-    Isolation(String),
+    /// `--privileged` was required (isolation `privileged`) and the engine refuses it.
+    #[error("the engine refuses --privileged for {server}: {reason}")]
+    PrivilegedRefused {
+        /// The server container's name.
+        server: String,
+        /// The engine's refusal.
+        reason: String,
+    },
     /// The server container stopped before its engine answered.
     #[error("server {name} exited (code {code}) before its engine answered; its last log lines:\n{logs}")]
     ServerExited {
@@ -123,6 +128,15 @@ pub enum Error {
     /// Interrupted (SIGINT/SIGTERM/SIGHUP) before it finished; what it created was removed.
     #[error("interrupted")]
     Cancelled,
+    /// A task didx ran alongside (a copy's producer or validator) panicked or was aborted.
+    #[error("{what} failed: {source}")]
+    Task {
+        /// The task.
+        what: &'static str,
+        /// How it ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Building the offline image failed.
     #[error("image build failed: {0}")]
     Build(String),

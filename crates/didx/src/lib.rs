@@ -8,8 +8,9 @@
 //! it go: dropping removes it too, unless [`Sandbox::keep`] or `DIDX_KEEP=1`.
 //!
 //! ```no_run
-//! # async fn demo() -> didx::Result<()> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use didx::{Engine, Sandbox};
+//! use didx::bollard::query_parameters::ListImagesOptions;
 //!
 //! let engine = Engine::connect_default().await?;   // DOCKER_HOST, else the docker context
 //! let sb = Sandbox::builder()
@@ -20,7 +21,7 @@
 //!     .start(&engine)
 //!     .await?;
 //! let docker: didx::bollard::Docker = sb.docker().await?;
-//! let images = docker.list_images::<String>(None).await?;
+//! let images = docker.list_images(None::<ListImagesOptions>).await?;
 //! let out = sb.exec(["docker", "info"]).await?;
 //! assert!(out.success());
 //! sb.rm().await?;
@@ -62,5 +63,6 @@ pub mod spec;
 
 pub use cancel::Cancel;
 pub use engine::Engine;
+pub use env::Endpoint;
 pub use error::{Error, Result};
 pub use sandbox::{DEFAULT_READY_TIMEOUT, ExecOutput, KEEP_VAR, Sandbox, SandboxBuilder, SandboxOptions};

@@ -389,7 +389,7 @@ impl Sandbox {
     /// this machine (a unix socket, or a tcp address on it).
     ///
     /// ```no_run
-    /// # async fn demo(sb: &didx::Sandbox) -> didx::Result<()> {
+    /// # async fn demo(sb: &didx::Sandbox) -> Result<(), Box<dyn std::error::Error>> {
     /// let docker = sb.docker().await?;
     /// let version = docker.version().await?;
     /// println!("inner engine {}", version.version.unwrap_or_default());
@@ -412,6 +412,12 @@ impl Sandbox {
             Ok(r) => r.map_err(unreachable),
             Err(_) => Err(unreachable(bollard::errors::Error::RequestTimeoutError)),
         }
+    }
+
+    /// Where the inner engine listens on this machine: `tcp://127.0.0.1:PORT` (mutual TLS; the
+    /// certificate files are in [`docker_env`](Self::docker_env)'s `DOCKER_CERT_PATH`).
+    pub async fn endpoint(&self) -> Result<crate::Endpoint> {
+        self.env().endpoint().await
     }
 
     /// The variables that point a docker client of this machine at the sandbox's inner engine,

@@ -257,7 +257,7 @@ async fn copy_host(engine: &Engine, client: &str, src: PathBuf, contents: bool, 
     let (scan_src, scan_top, scan_place) = (src.clone(), top.clone(), place.clone());
     let report = tokio::task::spawn_blocking(move || validate::validate_host(&scan_src, &scan_top, scan_place, None))
         .await
-        .map_err(|e| Error::Build(format!("copy task failed: {e}")))??;
+        .map_err(|e| Error::Task { what: "the copy task", source: e })??;
     let (mut tx, stream) = channel();
     let producer = tokio::task::spawn_blocking(move || {
         let r = validate::validate_host(&src, &top, place, Some(&mut tx))
@@ -268,7 +268,7 @@ async fn copy_host(engine: &Engine, client: &str, src: PathBuf, contents: bool, 
         r
     });
     let uploaded = engine.upload_stream(client, "/", stream).await;
-    let produced = producer.await.map_err(|e| Error::Build(format!("copy task failed: {e}")))?;
+    let produced = producer.await.map_err(|e| Error::Task { what: "the copy task", source: e })?;
     // The producer's error (e.g. a file that changed) explains an aborted upload best.
     produced?;
     uploaded?;
@@ -314,7 +314,7 @@ async fn spool_stream(
         }
     };
     let (_, r) = tokio::join!(feed, validated);
-    r.map_err(|e| Error::Build(format!("copy task failed: {e}")))?
+    r.map_err(|e| Error::Task { what: "the copy task", source: e })?
 }
 
 /// Upload a validated spool file (nothing is sent when validation failed).
@@ -323,7 +323,7 @@ async fn upload_spool(
     client: &str,
     validated: std::result::Result<Result<(std::fs::File, Report)>, tokio::task::JoinError>,
 ) -> Result<Report> {
-    let (file, report) = validated.map_err(|e| Error::Build(format!("copy task failed: {e}")))??;
+    let (file, report) = validated.map_err(|e| Error::Task { what: "the copy task", source: e })??;
     let stream = crate::engine::body_from(tokio::fs::File::from_std(file), CHUNK);
     engine.upload_stream(client, "/", stream).await?;
     Ok(report)

@@ -47,13 +47,6 @@ const MAX_CERTS_ARCHIVE: usize = 1 << 20;
 impl Environment {
     /// The host address of the inner engine's TLS port, published on [`PUBLISHED_IP`] only.
     /// [`Error::NoEndpoint`] for a server that publishes none (made by an older didx).
-    ///
-    /// ```no_run
-    /// # async fn demo(env: &didx::env::Environment) -> didx::error::Result<()> {
-    /// let ep = env.endpoint().await?;
-    /// assert!(ep.host.starts_with("tcp://127.0.0.1:"));
-    /// # Ok(()) }
-    /// ```
     pub async fn endpoint(&self) -> Result<Endpoint> {
         let inspect = self.engine.inspect(&self.server.id).await?;
         let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());

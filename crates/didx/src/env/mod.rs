@@ -13,9 +13,11 @@ mod list;
 pub mod pool;
 mod recipe;
 
+#[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use endpoint::{ClientCerts, Endpoint};
 pub use list::{EnvSummary, Member, list, remove, remove_all};
 use recipe::ClientFiles;
+#[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, TLS_PORT};
 
 use std::net::{IpAddr, SocketAddr};
@@ -333,9 +335,7 @@ async fn start_server(
                 let msg = message_of(&e).unwrap_or_default().to_string();
                 if iso == Isolation::Privileged && isolation::is_caps_refusal(&msg) {
                     if spec.isolation == IsolationMode::Privileged {
-                        return Err(Error::Isolation(format!(
-                            "the engine refuses --privileged for {name} (runc: unable to apply caps); use --isolation auto or caps"
-                        )));
+                        return Err(Error::PrivilegedRefused { server: name.to_string(), reason: msg });
                     }
                     engine.remove_container(&id).await?;
                     isolation::remember_refusal(&spec.engine_id);
