@@ -511,7 +511,7 @@ impl Engine {
 
     /// Run `argv` in a running container with `input` streamed to its stdin (closed at the
     /// end), its output to `out`/`err`; returns its exit code. Fails when `input` stops moving
-    /// for [`IDLE_TIMEOUT`] while it is fed; once fed, the program's own length is not bounded.
+    /// for `IDLE_TIMEOUT` (120 s) while it is fed; once fed, the program's own length is not bounded.
     pub async fn exec_with_input(
         &self,
         container: &str,

@@ -26,7 +26,7 @@ pub struct Wanted {
     pub explicit: bool,
 }
 
-/// What [`resolve`] chose.
+/// Which server and client images were chosen, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
     /// The server image to use.

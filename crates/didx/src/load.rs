@@ -24,7 +24,7 @@ pub struct HostImage {
     pub size: u64,
 }
 
-/// Progress of [`load`].
+/// Progress of seeding an inner engine (`--load`).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum LoadEvent<'a> {
@@ -41,7 +41,7 @@ pub enum LoadEvent<'a> {
     },
 }
 
-/// What [`load`] did.
+/// What seeding an inner engine did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadReport {
     /// Images loaded.

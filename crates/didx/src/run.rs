@@ -9,7 +9,7 @@ use crate::env::Environment;
 use crate::error::{Error, Result};
 use crate::spec::EnvVarName;
 
-/// Progress of [`run_steps`].
+/// Progress of a session's commands.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StepEvent<'a> {

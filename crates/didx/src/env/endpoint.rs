@@ -7,9 +7,9 @@ use super::Environment;
 use super::recipe::{PUBLISHED_IP, TLS_PORT, published_port};
 use crate::error::{Error, Result};
 
-/// Where the inner engine listens on the engine's host: [`PUBLISHED_IP`] (loopback only) and a
+/// Where the inner engine listens on the engine's host: 127.0.0.1 (loopback only) and a
 /// port the engine chose. Reachable from the engine's host (a local engine), with the
-/// certificates of [`Environment::client_certificates`]; the server certificate names
+/// sandbox's client certificate; the server certificate names
 /// `127.0.0.1` and `localhost`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {

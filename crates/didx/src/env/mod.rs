@@ -123,7 +123,7 @@ impl EnvSpec {
     }
 }
 
-/// Progress of [`Environment::start`], for the caller to report.
+/// Progress of an environment's start, for the caller to report.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event<'a> {

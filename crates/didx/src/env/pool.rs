@@ -42,9 +42,9 @@ use crate::error::{Error, Result};
 use crate::labels;
 use crate::tls::TlsMaterial;
 
-/// The largest pool [`up`] keeps (a larger size is a usage error).
+/// The largest pool [`up`](crate::pool::up) keeps (a larger size is a usage error).
 pub const MAX_SIZE: usize = 32;
-/// How many environments [`up`] starts at a time; the rest start as these finish.
+/// How many environments [`up`](crate::pool::up) starts at a time; the rest start as these finish.
 pub const MAX_STARTING: usize = 4;
 /// A starting environment's deadline is its creation + `--ready-timeout` + this: by then its
 /// filler has either made it ready or given up (and removed it).
@@ -289,7 +289,7 @@ async fn retire(engine: &Engine, e: &PoolEntry) -> Result<bool> {
     Ok(true)
 }
 
-/// What [`up`] did.
+/// What [`up`](crate::pool::up) did.
 #[derive(Debug, Clone, Default)]
 pub struct UpReport {
     /// The pool key.
@@ -493,7 +493,7 @@ async fn take(engine: &Engine, spec: &EnvSpec, mut env: Environment, volume: Opt
     Ok(env)
 }
 
-/// What [`down`] did.
+/// What [`down`](crate::pool::down) did.
 #[derive(Debug, Clone, Default)]
 pub struct DownReport {
     /// Environments removed.
