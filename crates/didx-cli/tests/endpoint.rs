@@ -7,29 +7,9 @@ mod common;
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::*;
-use didx::engine::Engine;
-use didx::env::{Cancel, ClientCerts, EnvId, EnvSpec, Environment, pool};
-
-/// A spec as the binary's defaults make it on this engine (offline image), plus `dockerd_opts`.
-async fn spec(e: &Engine, dockerd_opts: Vec<String>) -> EnvSpec {
-    let info = e.info().await.unwrap();
-    EnvSpec {
-        id: EnvId::generate(),
-        sv: didx::spec::Version::parse("--sv", "latest").unwrap(),
-        cv: didx::spec::Version::parse("--cv", "latest").unwrap(),
-        server_image: "didx/dind:local".into(),
-        client_image: "didx/dind:local".into(),
-        storage_driver: info.driver.unwrap_or_default(),
-        dockerd_opts,
-        isolation: didx::spec::IsolationMode::Auto,
-        engine_id: info.id.unwrap_or_default(),
-        ready_timeout: Duration::from_secs(60),
-        volumes: vec![],
-    }
-}
+use didx::env::{Cancel, ClientCerts, EnvId, Environment, pool};
 
 /// A private (0700) directory holding `ca.pem`, `cert.pem` and `key.pem` (0600), removed on drop.
 struct CertDir(PathBuf);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use didx::engine::Engine;
 use didx::env::pool::{self, PoolState};
-use didx::env::{Cancel, EnvId, EnvSpec};
+use didx::env::{Cancel, EnvId};
 use didx::labels;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -313,31 +313,13 @@ fn a_claimed_environment_paused_again_is_never_claimed_again() {
     });
 }
 
-/// A spec as the binary's defaults make it on this engine (offline image).
-async fn spec(e: &Engine) -> EnvSpec {
-    let info = e.info().await.unwrap();
-    EnvSpec {
-        id: EnvId::generate(),
-        sv: didx::spec::Version::parse("--sv", "latest").unwrap(),
-        cv: didx::spec::Version::parse("--cv", "latest").unwrap(),
-        server_image: "didx/dind:local".into(),
-        client_image: "didx/dind:local".into(),
-        storage_driver: info.driver.unwrap_or_default(),
-        dockerd_opts: vec![],
-        isolation: didx::spec::IsolationMode::Auto,
-        engine_id: info.id.unwrap_or_default(),
-        ready_timeout: Duration::from_secs(60),
-        volumes: vec![],
-    }
-}
-
 #[test]
 fn pool_down_racing_claims_never_removes_a_claimed_environment() {
     let _g = serial();
     guarded(|| {
         rt().block_on(async {
             let e = engine().await;
-            let template = spec(&e).await;
+            let template = spec(&e, vec![]).await;
             let none = Cancel::default();
             let mut contended = 0;
             for round in 0..8 {

@@ -107,3 +107,22 @@ pub fn with_cleanup(run: Run, f: impl FnOnce(&Run)) {
         std::panic::resume_unwind(p);
     }
 }
+
+/// An environment spec as the binary's defaults make it on this engine (offline image), plus
+/// `dockerd_opts`.
+pub async fn spec(e: &Engine, dockerd_opts: Vec<String>) -> didx::env::EnvSpec {
+    let info = e.info().await.unwrap();
+    didx::env::EnvSpec {
+        id: didx::env::EnvId::generate(),
+        sv: didx::spec::Version::parse("--sv", "latest").unwrap(),
+        cv: didx::spec::Version::parse("--cv", "latest").unwrap(),
+        server_image: "didx/dind:local".into(),
+        client_image: "didx/dind:local".into(),
+        storage_driver: info.driver.unwrap_or_default(),
+        dockerd_opts,
+        isolation: didx::spec::IsolationMode::Auto,
+        engine_id: info.id.unwrap_or_default(),
+        ready_timeout: std::time::Duration::from_secs(60),
+        volumes: vec![],
+    }
+}
