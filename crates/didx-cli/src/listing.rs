@@ -13,7 +13,7 @@ use didx::{Engine, Error};
 use serde_json::{Value, json};
 
 use crate::cli::RunArgs;
-use crate::{output, say, utc_date};
+use crate::output::{self, say, utc_date};
 
 /// `--json` was given: listings print JSON instead of a table. Set once from the command line
 /// before anything is listed (a process-wide output choice, like NO_COLOR).

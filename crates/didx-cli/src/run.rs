@@ -1,0 +1,264 @@
+//! A run (`didx [OPTIONS] COMMAND…`): the library's session, with the command's printing and
+//! signals. The first SIGINT/SIGTERM/SIGHUP cancels the session's token (it winds down and
+//! cleans up by policy); one that arrives during a removal, or a second one, cuts the clean-up
+//! short and says what is left and the command that removes it.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use didx::session::{Event, Outcome, Phase, Removal, Session, StartEvent};
+use didx::spec::{CleanPolicy, EnvVarName, Step};
+use didx::{Cancel, Error, SandboxOptions};
+
+use crate::cli::RunArgs;
+use crate::output::{self, Timings, say, utc_date};
+use crate::refill::Refiller;
+use crate::signals::{Sig, Signals};
+use crate::{EXIT_DIDX, advice, connect, run_builder, say_images, say_start_event};
+
+/// A run: the library's session, with the command's printing and signals.
+pub struct RunJob {
+    pub host: Option<String>,
+    pub options: SandboxOptions,
+    session: Session,
+    clean: CleanPolicy,
+    pub pooled: bool,
+    timings: Timings,
+}
+
+/// What the session is doing, as far as a second signal needs to know: the environment being
+/// started (a fresh start's names), or the one being removed.
+#[derive(Default)]
+struct Where {
+    env: Option<(String, [String; 2])>,
+    pooled: bool,
+    removing: bool,
+    started: bool,
+}
+
+impl RunJob {
+    pub fn of(host: Option<String>, a: RunArgs, clean: CleanPolicy) -> anyhow::Result<RunJob> {
+        let options = run_builder(&a)?.options()?;
+        let steps: Vec<Step> = a.commands.iter().map(|c| Step::parse(c)).collect::<Result<_, _>>()?;
+        let session = Session::new(options.clone()).steps(steps).clean(clean).client_name_var(EnvVarName::parse(&a.cv_env)?).pooled(a.pool);
+        Ok(RunJob { host, options, session, clean, pooled: a.pool, timings: Timings(a.timings) })
+    }
+
+    pub async fn go(self, refiller: Option<Refiller>) -> anyhow::Result<u8> {
+        let timings = self.timings;
+        let engine = connect(self.host.as_deref()).await?;
+        timings.mark("connected");
+        let mut signals = Signals::install()?;
+        let cancel = Cancel::new();
+        let at = Mutex::new(Where::default());
+        let first: Mutex<Option<Sig>> = Mutex::new(None);
+        let sig_name = || first.lock().ok().and_then(|s| *s).unwrap_or(Sig::Int).name();
+        let clean = self.clean.as_str();
+        let tty = std::io::stderr().is_terminal();
+        let last_line = Mutex::new(std::time::Instant::now());
+        let pooled = self.pooled;
+        let on = |e: &Event<'_>| match e {
+            Event::Images { resolved } => say_images(resolved),
+            Event::Resolved => timings.mark("resolved"),
+            Event::Starting { id, names, pooled } => {
+                if let Ok(mut w) = at.lock() {
+                    *w = Where { env: Some((id.to_string(), (*names).clone())), pooled: *pooled, ..Where::default() };
+                }
+            }
+            Event::PoolEmpty => say(
+                "no pooled environment for these options is left; starting a fresh one (didx pool up N, with the same options, keeps some ready)",
+            ),
+            Event::Start(s) => {
+                say_start_event(s);
+                match s {
+                    StartEvent::ServerStarted { name, image, isolation } => {
+                        timings.mark("server-started");
+                        say(format!("dind server named: '{name}' successfully started ({image}, {isolation} isolation)"))
+                    }
+                    StartEvent::ClientStarted { name, image } => {
+                        timings.mark(if pooled { "claimed" } else { "client-started" });
+                        say(format!("dind client named: '{name}' successfully started ({image})"))
+                    }
+                    StartEvent::Ready { elapsed } => {
+                        timings.mark("ready");
+                        say(format!("inner engine answered over TLS after {:.2} s", elapsed.as_secs_f64()))
+                    }
+                    _ => {}
+                }
+            }
+            Event::CopyWarning { warning } => say(warning),
+            Event::Copied { sources } => say(format!("copied {sources} source(s) into the client")),
+            Event::Load(l) => match l {
+                didx::session::LoadEvent::Skipped(name) => say(format!("{name} already in the inner engine (same ID); not loaded")),
+                didx::session::LoadEvent::Progress { sent, total, elapsed } => {
+                    let rate = *sent as f64 / 1e6 / elapsed.as_secs_f64().max(1e-3);
+                    let line = format!("seeding {:.1}/{:.1} MB, {rate:.0} MB/s", *sent as f64 / 1e6, *total as f64 / 1e6);
+                    if tty {
+                        output::err(&format!("\rdidx: {line}   "));
+                    } else if let Ok(mut last) = last_line.lock()
+                        && last.elapsed() >= Duration::from_secs(5)
+                    {
+                        *last = std::time::Instant::now();
+                        say(line);
+                    }
+                }
+                _ => {}
+            },
+            Event::Loaded { report: r } => {
+                if tty {
+                    output::err("\n");
+                }
+                if !r.loaded.is_empty() {
+                    say(format!(
+                        "loaded {} into the inner engine: {:.1} MB in {:.2} s ({:.0} MB/s)",
+                        r.loaded.join(", "),
+                        r.bytes as f64 / 1e6,
+                        r.elapsed.as_secs_f64(),
+                        r.bytes as f64 / 1e6 / r.elapsed.as_secs_f64().max(1e-3)
+                    ));
+                }
+            }
+            Event::Step(s) => say_step(s),
+            Event::Interrupted { phase: Phase::Preparing } => {
+                say(format!("interrupted by {} while copying; cleaning up as a failure (--clean {clean})", sig_name()))
+            }
+            Event::Interrupted { phase: Phase::Commands } => {
+                say(format!("interrupted by {}; cleaning up as a failure (--clean {clean})", sig_name()))
+            }
+            Event::Failed { error } => say(format!("error: {error}{}", advice(error))),
+            Event::CommandsDone => {
+                timings.mark("commands-done");
+                if let Ok(mut w) = at.lock() {
+                    w.started = true;
+                }
+            }
+            Event::Removing { id, names } => {
+                if let Ok(mut w) = at.lock() {
+                    *w = Where { env: Some((id.to_string(), (*names).clone())), removing: true, started: true, ..Where::default() };
+                }
+            }
+            Event::Removed { names: [server, client] } => {
+                timings.mark("removed");
+                say(format!("dind server named: '{server}' terminated & destroyed"));
+                say(format!("dind client named: '{client}' terminated & destroyed"));
+            }
+            Event::Kept { id, names: [server, client], expires } => {
+                let expires = expires.map(|t| format!("; its TLS certificates expire on {} UTC", utc_date(t))).unwrap_or_default();
+                say(format!("dind server named: '{server}' remains running{expires}"));
+                say(format!(
+                    "dind client named: '{client}' remains running (attach: docker exec -it {client} sh; env {id}; remove all: didx --clean all)"
+                ));
+            }
+            _ => {}
+        };
+        let mut stdout = tokio::io::stdout();
+        let mut stderr = tokio::io::stderr();
+        let run = self.session.run(&engine, &cancel, &on, &mut stdout, &mut stderr);
+        tokio::pin!(run);
+        // The first signal cancels (the session winds down and cleans up by policy); one during
+        // a removal, or a second one, cuts the clean-up short and says what is left.
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                sig = signals.recv() => {
+                    let again = first.lock().ok().is_some_and(|f| f.is_some());
+                    if let Ok(mut f) = first.lock() {
+                        f.get_or_insert(sig);
+                    }
+                    cancel.cancel();
+                    let w = at.lock().map(|w| (w.env.clone(), w.pooled, w.removing, w.started)).unwrap_or_default();
+                    match w {
+                        (Some((id, names)), _, true, _) => {
+                            left_behind(engine.host(), sig, &id, &names);
+                            return Ok(sig.code());
+                        }
+                        (Some((id, names)), pooled, false, started) if again => {
+                            if pooled && !started {
+                                say(format!("roll-back cut short by {}; what is left shows in: didx --clean rpt", sig.name()));
+                            } else {
+                                left_behind(engine.host(), sig, &id, &names);
+                            }
+                            return Ok(sig.code());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        };
+        let first = first.lock().ok().and_then(|f| *f);
+        let report = match result {
+            Ok(r) => r,
+            Err(Error::Cancelled) => {
+                let sig = first.unwrap_or(Sig::Int);
+                say(format!("interrupted by {} while starting; removed what was created", sig.name()));
+                return Ok(sig.code());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let (Some(refill), Some(refiller)) = (&report.refill, refiller) {
+            refiller.send(refill.size());
+        }
+        let code = match (&report.outcome, first) {
+            (_, Some(sig)) => sig.code(),
+            (Outcome::Succeeded, None) => 0,
+            (Outcome::CommandFailed { code, .. }, None) if (1..=255).contains(code) => *code as u8,
+            _ => EXIT_DIDX,
+        };
+        if let Removal::Failed(e) = &report.removal {
+            say(format!(
+                "error: clean-up of environment {} failed: {e} (the exit code stays the commands'; remove what is left with: {})",
+                report.env,
+                removal_command(engine.host(), &report.env, &report.names)
+            ));
+        }
+        Ok(code)
+    }
+}
+
+fn say_step(e: &didx::session::StepEvent<'_>) {
+    use didx::session::StepEvent;
+    match e {
+        StepEvent::Started { index, total, display } => say(format!("[{index}/{total}] {display}")),
+        StepEvent::Ended { index, total, code: 0, elapsed } => {
+            say(format!("[{index}/{total}] succeeded in {:.2} s", elapsed.as_secs_f64()))
+        }
+        StepEvent::Ended { index, total, code, elapsed } => say(format!(
+            "[{index}/{total}] failed with exit code {code} after {:.2} s{}",
+            elapsed.as_secs_f64(),
+            if index < total { format!("; skipping the remaining {}", total - index) } else { String::new() }
+        )),
+        _ => {}
+    }
+}
+
+/// The docker CLI command that removes environment `id` (containers `names`, then every
+/// volume with its label), for the engine at `host`.
+pub fn removal_command(host: &str, id: &str, names: &[String]) -> String {
+    let docker = if host == didx::inventory::DEFAULT_HOST {
+        "docker".to_string()
+    } else {
+        let mut d = String::from("docker");
+        for (k, v) in didx::inventory::cli_env_for(host) {
+            match k.as_str() {
+                "DOCKER_HOST" => d.push_str(&format!(" -H {}", shell_words::quote(&v))),
+                "DOCKER_TLS_VERIFY" => d.push_str(" --tlsverify"),
+                _ => {}
+            }
+        }
+        d
+    };
+    let label = format!("label={}={id}", didx::inventory::ENV_LABEL);
+    format!("{docker} rm -fv {}; {docker} volume ls -q --filter {label} | xargs -r {docker} volume rm", names.join(" "))
+}
+
+/// Said when a signal cuts a clean-up short: what is left and how to remove it.
+fn left_behind(host: &str, sig: Sig, id: &str, names: &[String]) {
+    say(format!(
+        "clean-up cut short by {}; left on the engine: {} and the volumes labelled {}={id}",
+        sig.name(),
+        names.join(", "),
+        didx::inventory::ENV_LABEL
+    ));
+    say(format!("remove them with: {}", removal_command(host, id, names)));
+}
