@@ -1,8 +1,18 @@
 #!/bin/sh
 # didx entrypoint: PID 1 of didx's server and client containers.
 #
-#   entrypoint server [DOCKERD ARGS...]   prepare nesting, then exec dockerd with the args
+#   entrypoint server [DOCKERD ARGS...]   prepare nesting, then run dockerd with the args and
+#                                         stay its parent (PID 1) until it ends
 #   entrypoint client                     idle until told to stop (SIGTERM/SIGINT end it at once)
+#   entrypoint lease                      (run by didx as an exec with stdin attached) hold this
+#                                         container for the didx process that owns it
+#
+# The lease: didx keeps one exec per container it must not outlive, reading its stdin. The
+# stream is a connection of the didx process, so the kernel closes it whatever ends that
+# process, SIGKILL included; the engine then closes the exec's stdin. End of input without a
+# "release" line means the owner is gone: the container stops itself (the server kills its
+# dockerd; the client's PID 1 exits), and the engine's auto-removal (AutoRemove) takes the
+# container and its anonymous volumes. A "release" line hands the container over: it stays.
 #
 # POSIX sh only: it runs in Debian's dash (didx/dind:local) and in busybox ash (docker:*-dind).
 # didx places this file at /didx/entrypoint in every container it creates, so the same logic
@@ -91,12 +101,69 @@ choose_iptables() {
 	fi
 }
 
+LEASE_DIR=/run/didx
+
 server() {
 	prepare_sys
 	prepare_tmp
 	choose_iptables
 	rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid 2>/dev/null || true
-	exec dockerd "$@"
+	mkdir -p "$LEASE_DIR"
+	dockerd "$@" &
+	dockerd=$!
+	echo "$dockerd" >"$LEASE_DIR/dockerd.pid"
+	# Stopping the container stops dockerd (PID 1 of a shell ignores signals it does not trap).
+	trap 'kill -TERM "$dockerd" 2>/dev/null || true' TERM INT
+	# A pooled server nobody claims within DIDX_IDLE_TIMEOUT seconds ends itself (a claim's
+	# lease marks it claimed first).
+	if [ -n "${DIDX_IDLE_TIMEOUT:-}" ]; then
+		(
+			sleep "$DIDX_IDLE_TIMEOUT"
+			if [ ! -e "$LEASE_DIR/claimed" ]; then
+				log "not claimed within ${DIDX_IDLE_TIMEOUT}s: ending this pooled environment"
+				: >"$LEASE_DIR/ended"
+				kill -KILL "$dockerd" 2>/dev/null || true
+			fi
+		) &
+	fi
+	status=0
+	while :; do
+		wait "$dockerd" && status=0 || status=$?
+		kill -0 "$dockerd" 2>/dev/null || break
+	done
+	if [ -e "$LEASE_DIR/ended" ]; then
+		# Ended by its lease or idle timeout: give the client (which follows) a moment to go
+		# first, so the volume it shares with us is free when the engine removes ours.
+		sleep 2
+		exit 0
+	fi
+	# dockerd ended by itself (a bad option, a crash): say so where didx looks (this log), and
+	# stay a while so the log can be read before the engine's auto-removal takes it.
+	log "dockerd exited (status $status)"
+	sleep "${DIDX_LINGER:-30}" &
+	wait $! || true
+	exit "$status"
+}
+
+# listening: whether the server's dockerd listens on its TLS port in this (shared) network
+# namespace: 0.0.0.0:2376 (hex 0948), state LISTEN (0A), in /proc/net/tcp.
+listening() {
+	grep -q '^ *[0-9]*: 00000000:0948 00000000:0000 0A ' /proc/net/tcp 2>/dev/null
+}
+
+lease() {
+	mkdir -p "$LEASE_DIR"
+	: >"$LEASE_DIR/claimed"
+	while IFS= read -r line; do
+		[ "$line" = release ] && exit 0
+	done
+	log "lease lost: the didx process that owned this environment is gone; ending it"
+	: >"$LEASE_DIR/ended"
+	if [ -f "$LEASE_DIR/dockerd.pid" ]; then
+		kill -KILL "$(cat "$LEASE_DIR/dockerd.pid")" 2>/dev/null || true
+	else
+		kill -TERM 1
+	fi
 }
 
 client() {
@@ -107,6 +174,19 @@ client() {
 	fi
 	# A shell as PID 1 ignores SIGTERM unless it traps it; trap so `docker stop` is instant.
 	trap 'exit 0' TERM INT
+	if [ -n "${DIDX_FOLLOW:-}" ]; then
+		# Follow the server (a pooled client, made once dockerd listens): end when its dockerd
+		# no longer listens in the namespace we share, twice in a row.
+		while :; do
+			sleep 0.5 &
+			wait $! || true
+			listening || {
+				sleep 0.5 &
+				wait $! || true
+				listening || exit 0
+			}
+		done
+	fi
 	while :; do
 		sleep 2147483647 &
 		wait $! || true
@@ -118,8 +198,9 @@ role="${1:-}"
 case "$role" in
 server) server "$@" ;;
 client) client ;;
+lease) lease ;;
 *)
-	log "usage: entrypoint server [DOCKERD ARGS...] | entrypoint client"
+	log "usage: entrypoint server [DOCKERD ARGS...] | entrypoint client | entrypoint lease"
 	exit 2
 	;;
 esac

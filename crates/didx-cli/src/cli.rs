@@ -178,6 +178,10 @@ pub enum PoolCmd {
         /// How many, 1 to 32
         #[arg(value_name = "N")]
         n: usize,
+        /// A pooled environment nobody claims within this long ends itself and the engine
+        /// removes it (e.g. 90s, 30m, 2h; 0 = wait for a claim forever)
+        #[arg(long = "idle-timeout", default_value = "30m", value_name = "DURATION")]
+        idle_timeout: String,
         #[command(flatten)]
         env: Box<EnvArgs>,
     },

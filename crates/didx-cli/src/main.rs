@@ -198,7 +198,7 @@ enum Job {
 
 enum PoolJob {
     List,
-    Up(usize, Box<SandboxOptions>),
+    Up(usize, Option<Duration>, Box<SandboxOptions>),
     Down,
 }
 
@@ -217,9 +217,10 @@ impl Job {
                         PoolJob::List
                     }
                     Some(PoolCmd::Down) => PoolJob::Down,
-                    Some(PoolCmd::Up { n, env }) => {
+                    Some(PoolCmd::Up { n, idle_timeout, env }) => {
                         didx::pool::check_size(n)?;
-                        PoolJob::Up(n, Box::new(builder(&env)?.options()?))
+                        let idle = parse_duration("--idle-timeout value", &idle_timeout)?;
+                        PoolJob::Up(n, (!idle.is_zero()).then_some(idle), Box::new(builder(&env)?.options()?))
                     }
                 },
             },
@@ -351,9 +352,9 @@ async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
     };
     let cancel = Cancel::new();
     match cmd {
-        PoolJob::Up(n, options) => {
+        PoolJob::Up(n, idle, options) => {
             let mut signals = Signals::install()?;
-            let up = didx::pool::up(&engine, &options, n, &cancel, &on);
+            let up = didx::pool::up(&engine, &options, n, idle, &cancel, &on);
             let r = match cancelled_by_signal(up, &cancel, &mut signals).await {
                 (Err(Error::Cancelled), Some(sig)) => {
                     say("interrupted; removed the environments being started (ready ones stay in the pool)");

@@ -45,9 +45,10 @@ impl Refiller {
         }
     }
 
-    /// Ask the refiller to top the pool up to `size`.
-    pub fn send(mut self, size: usize) {
-        if let Err(e) = writeln!(self.0, "{size}") {
+    /// Ask the refiller to top the pool up as `refill` says.
+    pub fn send(mut self, refill: &didx::pool::Refill) {
+        let idle = refill.idle_timeout().map(|d| d.as_secs()).unwrap_or(0);
+        if let Err(e) = writeln!(self.0, "{} {idle}", refill.size()) {
             crate::say(format!("warning: cannot refill the pool ({e})"));
         }
     }
@@ -74,7 +75,10 @@ fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
     if std::fs::File::from(read).read_to_string(&mut request).is_err() {
         return 0;
     }
-    let Ok(size) = request.trim().parse::<usize>() else { return 0 };
+    let mut words = request.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(size)), Some(Ok(idle))) = (words.next(), words.next()) else { return 0 };
+    let size = size as usize;
+    let idle = (idle > 0).then(|| std::time::Duration::from_secs(idle));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -96,7 +100,7 @@ fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
                 crate::say(format!("refill: a pooled environment is ready after {:.2} s", elapsed.as_secs_f64()));
             }
         };
-        match didx::pool::up(&engine, &options, size, &Cancel::new(), &on).await {
+        match didx::pool::up(&engine, &options, size, idle, &Cancel::new(), &on).await {
             Ok(r) => {
                 crate::say(format!("refill: pool {}: {} started, {} failed", r.key, r.started.len(), r.failed.len()));
                 0

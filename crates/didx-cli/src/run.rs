@@ -197,7 +197,7 @@ impl RunJob {
             Err(e) => return Err(e.into()),
         };
         if let (Some(refill), Some(refiller)) = (&report.refill, refiller) {
-            refiller.send(refill.size());
+            refiller.send(refill);
         }
         let code = match (&report.outcome, first) {
             (_, Some(sig)) => sig.code(),

@@ -100,11 +100,11 @@ fn a_claimed_pooled_environment_is_reachable_from_the_host_with_its_client_certi
     let id = rt().block_on(async {
         let engine = engine().await;
         let template = spec(&engine, vec![label]).await;
-        let up = pool::up(&engine, &template, 1, &Cancel::default(), &|_| {}).await.expect("pool up");
+        let up = pool::up(&engine, &template, 1, None, &Cancel::default(), &|_| {}).await.expect("pool up");
         assert_eq!(up.started.len(), 1, "{up:?}");
         let mut run = template.clone();
         let claimed = pool::claim(&engine, &mut run, &Cancel::default(), &|_| {}).await;
-        let (env, _) = match claimed {
+        let (env, _, _) = match claimed {
             Ok(Some(c)) => c,
             other => {
                 didx::env::remove(&engine, &up.started[0]).await.unwrap();

@@ -323,7 +323,7 @@ fn pool_down_racing_claims_never_removes_a_claimed_environment() {
             let none = Cancel::default();
             let mut contended = 0;
             for round in 0..8 {
-                let up = pool::up(&e, &template, 3, &none, &|_| {}).await.unwrap();
+                let up = pool::up(&e, &template, 3, None, &none, &|_| {}).await.unwrap();
                 assert!(up.failed.is_empty(), "{up:?}");
                 let before: HashSet<String> =
                     pool::entries(&e, None).await.unwrap().into_iter().filter(|x| x.state == PoolState::Ready).map(|x| x.id).collect();
@@ -333,7 +333,7 @@ fn pool_down_racing_claims_never_removes_a_claimed_environment() {
                 let claimers = 1 + round % 3;
                 let claim = || async {
                     let mut s = template.clone();
-                    pool::claim(&e, &mut s, &none, &|_| {}).await.unwrap().map(|(env, _)| env)
+                    pool::claim(&e, &mut s, &none, &|_| {}).await.unwrap().map(|(env, _, _)| env)
                 };
                 // In odd rounds down first does what a claim does before it lists (the key), so
                 // both list at about the same moment and race for the same clients.

@@ -509,6 +509,26 @@ impl Engine {
         Ok(inspect.exit_code.unwrap_or(-1))
     }
 
+    /// Hold `container` for this process: an exec of `argv` (the entrypoint's `lease` mode)
+    /// with its stdin attached to a connection of this process. When the connection closes
+    /// without [`Lease::release`] — this process ended, however — the container ends itself.
+    pub async fn lease(&self, container: &str, argv: &[String]) -> Result<Lease> {
+        // stdout and stderr attached too: engines (20.10 seen) that attach stdin alone never
+        // read the connection, so never see it close.
+        let config = CreateExecOptions {
+            cmd: Some(argv.to_vec()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let created = quick("create exec", container, self.docker.create_exec(container, config)).await?;
+        match quick("start exec", container, self.docker.start_exec(&created.id, None)).await? {
+            StartExecResults::Attached { output, input } => Ok(Lease { container: container.to_string(), input, _output: output }),
+            StartExecResults::Detached => Err(call("start exec", container)(BollardError::RequestTimeoutError)),
+        }
+    }
+
     /// Run `argv` in a running container with `input` streamed to its stdin (closed at the
     /// end), its output to `out`/`err`; returns its exit code. Fails when `input` stops moving
     /// for `IDLE_TIMEOUT` (120 s) while it is fed; once fed, the program's own length is not bounded.
@@ -730,5 +750,35 @@ mod tests {
         assert_eq!(split_reference("alpine"), ("alpine", "latest"));
         assert_eq!(split_reference("reg:5000/x/y"), ("reg:5000/x/y", "latest"));
         assert_eq!(split_reference("reg:5000/x/y:1.2"), ("reg:5000/x/y", "1.2"));
+    }
+}
+
+/// A held [`Engine::lease`]: dropping it ends the container it holds (as the death of this
+/// process would); [`Lease::release`] hands the container over instead.
+pub struct Lease {
+    container: String,
+    input: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
+    _output: std::pin::Pin<Box<dyn Stream<Item = std::result::Result<bollard::container::LogOutput, BollardError>> + Send>>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("container", &self.container).finish()
+    }
+}
+
+impl Lease {
+    /// Hand the container over: it stays when this process ends.
+    pub async fn release(mut self) -> Result<()> {
+        let container = self.container.clone();
+        let said = async {
+            self.input.write_all(b"release\n").await?;
+            self.input.flush().await?;
+            self.input.shutdown().await
+        };
+        match tokio::time::timeout(QUICK_TIMEOUT, said).await {
+            Ok(r) => r.map_err(|e| Error::io(format!("releasing the lease on {container}"), e)),
+            Err(_) => Err(Error::TimedOut { op: "release lease", target: container, after: QUICK_TIMEOUT, idle: false }),
+        }
     }
 }

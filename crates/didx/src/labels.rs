@@ -25,6 +25,9 @@ pub const EXPIRES: &str = "io.didx.expires";
 pub const POOL_FILLER: &str = "io.didx.pool.filler";
 /// On a pooled server: Unix time after which, if still starting, it counts as dead.
 pub const POOL_DEADLINE: &str = "io.didx.pool.deadline";
+/// On a pooled server: seconds after its start within which a claim must take it, else it
+/// ends itself (`pool up --idle-timeout`).
+pub const POOL_IDLE: &str = "io.didx.pool.idle";
 /// The recipe hash an offline image was built from.
 pub const RECIPE: &str = "io.didx.recipe";
 

@@ -8,6 +8,8 @@
 //!
 //! [`SandboxBuilder::start_pooled`]: crate::SandboxBuilder::start_pooled
 
+use std::time::Duration;
+
 use crate::cancel::Cancel;
 use crate::engine::Engine;
 use crate::env::EnvSpec;
@@ -23,17 +25,26 @@ pub use crate::env::pool::{DownReport, MAX_SIZE, MAX_STARTING, PoolEntry, PoolSt
 /// unclaimed members are removed first. Holds the pool lock (one filler per host and cache
 /// directory) for its whole length. On cancellation the environments being started are
 /// removed and [`Error::Cancelled`] returned; ready ones stay.
+///
+/// A pooled environment nobody claims within `idle_timeout` ends itself and the engine removes
+/// it (no later didx call needed): a pool filled by a job that then vanished does not live
+/// forever. `None`: it waits for a claim forever. [`DEFAULT_IDLE_TIMEOUT`] is the command's
+/// default.
 pub async fn up(
     engine: &Engine,
     options: &SandboxOptions,
     size: usize,
+    idle_timeout: Option<Duration>,
     cancel: &Cancel,
     on: &(dyn Fn(&Event<'_>) + Send + Sync),
 ) -> Result<UpReport> {
     check_size(size)?;
-    let spec = options.spec(engine, on).await?;
-    crate::env::pool::up(engine, &spec, size, cancel, &|e| on(&Event::Start(e))).await
+    let spec = options.spec(engine, false, on).await?;
+    crate::env::pool::up(engine, &spec, size, idle_timeout, cancel, &|e| on(&Event::Start(e))).await
 }
+
+/// How long a pooled environment waits for a claim by default (`pool up --idle-timeout`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Remove every pooled environment no run has claimed (a starting one only when its filler is
 /// provably gone); says what it left and why.
@@ -70,18 +81,23 @@ pub fn check_size(size: usize) -> Result<()> {
 pub struct Refill {
     template: EnvSpec,
     size: usize,
+    idle_timeout: Option<Duration>,
 }
 
 impl Refill {
-    pub(crate) fn new(template: EnvSpec, size: usize) -> Refill {
-        Refill { template, size }
+    pub(crate) fn new(template: EnvSpec, size: usize, idle_timeout: Option<u64>) -> Refill {
+        Refill { template, size, idle_timeout: idle_timeout.map(Duration::from_secs) }
     }
     /// The size the pool is topped up to.
     pub fn size(&self) -> usize {
         self.size
     }
+    /// The idle timeout of the pool it refills (its new members get the same).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
     /// Top the pool up (as [`up`] does, with the claimed environment's options).
     pub async fn run(&self, engine: &Engine, cancel: &Cancel, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<UpReport> {
-        crate::env::pool::up(engine, &self.template, self.size, cancel, &|e| on(&Event::Start(e))).await
+        crate::env::pool::up(engine, &self.template, self.size, self.idle_timeout, cancel, &|e| on(&Event::Start(e))).await
     }
 }

@@ -206,7 +206,9 @@ impl SandboxBuilder {
     ) -> Result<Sandbox> {
         let opts = self.options()?;
         let seeds = opts.check(engine).await?;
-        let launched = opts.launch(engine, pooled, cancel, on).await?;
+        // Held by this process unless DIDX_KEEP asks to keep what is dropped: then a killed
+        // test leaves its sandbox to look at, too.
+        let launched = opts.launch(engine, pooled, !keep_from_env(), cancel, on).await?;
         let env = launched.env;
         let filled = tokio::select! {
             r = opts.fill(&env, &seeds, on) => r,
@@ -255,7 +257,7 @@ impl SandboxOptions {
 
     /// The environment spec: the engine's storage driver and ID, images resolved (pulled, or
     /// the offline image in their place, reported through `on`).
-    pub(crate) async fn spec(&self, engine: &Engine, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<EnvSpec> {
+    pub(crate) async fn spec(&self, engine: &Engine, lease: bool, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<EnvSpec> {
         let info = engine.info().await?;
         let resolved = images::resolve(engine, &self.server_image, &self.client_image, self.pull).await?;
         if !resolved.fell_back.is_empty() || !resolved.stale.is_empty() {
@@ -273,25 +275,29 @@ impl SandboxOptions {
             engine_id: info.id.unwrap_or_default(),
             ready_timeout: self.ready_timeout,
             volumes: self.volumes.clone(),
+            lease,
         })
     }
 
-    /// Start (or, with `pooled`, claim) the environment; nothing copied or loaded yet.
+    /// Start (or, with `pooled`, claim) the environment; nothing copied or loaded yet. With
+    /// `lease`, it is held by this process: it ends itself when the process ends without
+    /// releasing it.
     pub(crate) async fn launch(
         &self,
         engine: &Engine,
         pooled: bool,
+        lease: bool,
         cancel: &Cancel,
         on: &(dyn Fn(&Event<'_>) + Send + Sync),
     ) -> Result<Launched> {
-        let mut spec = self.spec(engine, on).await?;
+        let mut spec = self.spec(engine, lease, on).await?;
         on(&Event::Resolved);
         let fwd = |e: crate::env::Event<'_>| on(&Event::Start(e));
         if pooled {
             on(&Event::Starting { id: spec.id.as_str(), names: &[spec.server_name(), spec.client_name()], pooled: true });
             let template = spec.clone();
-            if let Some((env, size)) = crate::env::pool::claim(engine, &mut spec, cancel, &fwd).await? {
-                return Ok(Launched { env, refill: Some(Refill::new(template, size)) });
+            if let Some((env, size, idle)) = crate::env::pool::claim(engine, &mut spec, cancel, &fwd).await? {
+                return Ok(Launched { env, refill: Some(Refill::new(template, size, idle)) });
             }
             on(&Event::PoolEmpty);
         } else {
@@ -348,7 +354,11 @@ impl ExecOutput {
 ///
 /// Removed by [`rm`](Sandbox::rm), or when dropped (the removal then runs on a thread of its
 /// own, so dropping is safe in any runtime or none; a failure is logged, never a panic), unless
-/// [`keep`](Sandbox::keep) was called or `DIDX_KEEP=1` is set.
+/// [`keep`](Sandbox::keep) was called or `DIDX_KEEP=1` was set when it started.
+///
+/// A sandbox is held by its process (a *lease*): if the process ends without removing it —
+/// a panic that aborts, SIGKILL, an OOM kill — the sandbox ends itself within seconds and the
+/// engine removes it. `keep()` releases the lease; with `DIDX_KEEP=1` none is taken.
 #[derive(Debug)]
 pub struct Sandbox {
     env: Option<Environment>,
@@ -485,10 +495,15 @@ impl Sandbox {
         self.env().exec(argv, out, err).await
     }
 
-    /// Keep the sandbox running after this handle is dropped (as `--clean none` does); remove
-    /// it later with `didx --clean all` or by its label.
-    pub fn keep(&mut self) {
+    /// Keep the sandbox running after this handle is dropped and after this process ends (as
+    /// `--clean none` does): its lease is released. Remove it later with `didx --clean all` or
+    /// by its label.
+    pub async fn keep(&mut self) -> Result<()> {
         self.kept = true;
+        match self.env.as_mut() {
+            Some(env) => env.release().await,
+            None => Ok(()),
+        }
     }
 
     /// When the pool served this sandbox: what tops the pool up again (run it, or spawn it).
@@ -512,8 +527,9 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let Some(env) = self.env.take() else { return };
         if self.kept || keep_from_env() {
+            // Kept: its lease was released by keep(), or never taken (DIDX_KEEP at start).
             tracing::info!(env = %env.id(), "sandbox kept");
-            env.keep();
+            env.forget();
             return;
         }
         // The removal is async and Drop is not: run it on a thread with a runtime of its own,
@@ -521,7 +537,9 @@ impl Drop for Sandbox {
         // may be single-threaded and blocked right here), and wait for it.
         let host = env.engine().host().to_string();
         let id = env.id().to_string();
-        env.keep();
+        // Its lease closes here too, so the sandbox would end itself anyway; removing it now
+        // makes that immediate and certain.
+        env.forget();
         let removal = std::thread::Builder::new().name(format!("didx-drop-{id}")).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::io("starting a runtime", e))?;
             rt.block_on(async {

@@ -251,7 +251,11 @@ impl Session {
             return Err(Error::invalid("--clean value", self.clean.as_str(), "a session removes by none, success, failure or anycase"));
         }
         let seeds = self.options.check(engine).await?;
-        let launched = self.options.launch(engine, self.pooled, cancel, on).await?;
+        // Held by this process when the policy would remove the environment if the run were
+        // killed (killed counts as failed): anycase and failure. Under success and none a
+        // killed run keeps it, as a SIGTERM does.
+        let lease = matches!(self.clean, CleanPolicy::Anycase | CleanPolicy::Failure);
+        let launched = self.options.launch(engine, self.pooled, lease, cancel, on).await?;
         let env = launched.env;
         let refill = launched.refill;
         if cancel.is_cancelled() {
@@ -310,7 +314,9 @@ impl Session {
                 Ok(Ok(t)) => t,
                 _ => None,
             };
-            env.keep();
+            if let Err(e) = env.keep().await {
+                tracing::warn!(env = %id, error = %e, "releasing the lease of a kept environment failed; it may end with this process");
+            }
             on(&Event::Kept { id: &id, names: &names, expires });
             Removal::Kept
         };

@@ -78,7 +78,7 @@ async fn drop_removes_and_keep_keeps() {
 
     let mut kept = Sandbox::builder().start(&engine).await.unwrap();
     let id = kept.id().to_string();
-    kept.keep();
+    kept.keep().await.unwrap();
     drop(kept);
     let left = leftovers(&host, &id).await;
     assert_eq!(left.len(), 3, "a kept sandbox stays: {left:?}");

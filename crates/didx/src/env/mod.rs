@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::archive::tar_of;
-use crate::engine::{Engine, message_of};
+use crate::engine::{Engine, Lease, message_of};
 use crate::error::{Error, Result};
 use crate::isolation::{self, Isolation};
 use crate::labels;
@@ -110,6 +110,10 @@ pub struct EnvSpec {
     pub ready_timeout: Duration,
     /// `-v` mounts for the client.
     pub volumes: Vec<VolumeSpec>,
+    /// Hold the environment for this process (see [`crate::engine::Engine::lease`]): when the
+    /// process ends without releasing it — SIGKILL included — the environment ends itself and
+    /// the engine removes it. For environments the run would remove anyway.
+    pub lease: bool,
 }
 
 impl EnvSpec {
@@ -171,6 +175,8 @@ pub struct Environment {
     /// Where the client's certificates are (a real directory, not the link a pooled client has).
     client_cert_dir: &'static str,
     settled: bool,
+    /// The leases holding server and client for this process (empty when not leased).
+    leases: Vec<Lease>,
 }
 
 fn now_secs() -> u64 {
@@ -239,8 +245,30 @@ impl Environment {
         Ok(labels.get(labels::EXPIRES).and_then(|v| v.parse().ok()))
     }
 
-    /// Leave the environment running (`--clean none`).
-    pub fn keep(mut self) {
+    /// Take leases on server and client (none are held yet), so that the environment ends
+    /// itself when this process ends without [`Environment::release`].
+    pub async fn lease(&mut self) -> Result<()> {
+        let argv = lease_argv();
+        let (s, c) = tokio::join!(self.engine.lease(&self.server.id, &argv), self.engine.lease(&self.client.id, &argv));
+        self.leases.extend([s?, c?]);
+        Ok(())
+    }
+
+    /// Release the leases: the environment stays when this process ends.
+    pub async fn release(&mut self) -> Result<()> {
+        let released = futures_util::future::join_all(self.leases.drain(..).map(Lease::release)).await;
+        released.into_iter().collect()
+    }
+
+    /// Leave the environment running (`--clean none`): its leases released first.
+    pub async fn keep(mut self) -> Result<()> {
+        self.settled = true;
+        self.release().await
+    }
+
+    /// Let go of the handle without removing or releasing: a leased environment ends itself
+    /// (its leases close), an unleased one keeps running.
+    pub fn forget(mut self) {
         self.settled = true;
     }
 }
@@ -248,9 +276,18 @@ impl Environment {
 impl Drop for Environment {
     fn drop(&mut self) {
         if !self.settled {
-            tracing::warn!(env = %self.id, server = %self.server.name, "environment dropped without rm() or keep(); it keeps running");
+            if self.leases.is_empty() {
+                tracing::warn!(env = %self.id, server = %self.server.name, "environment dropped without rm() or keep(); it keeps running");
+            } else {
+                tracing::warn!(env = %self.id, server = %self.server.name, "environment dropped without rm() or keep(); its lease ends it");
+            }
         }
     }
+}
+
+/// The lease's command: the entrypoint's `lease` mode.
+pub(crate) fn lease_argv() -> Vec<String> {
+    vec![ENTRYPOINT_PATH.to_string(), "lease".to_string()]
 }
 
 async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<Environment> {
@@ -266,8 +303,15 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     // awaited to the end, whatever fails, so that the caller's rollback sees everything made.
     let server = recipe::Server { spec, name: &server_name, tls: &tls, created, pool: None };
     let client = recipe::Client { spec, server_name: &server_name, created, files: ClientFiles::Upload(&tls) };
-    let (server_id, client_id) = tokio::join!(start_server(engine, &server, cancel, on), create_client(engine, &client_name, &client));
-    let server_id = server_id?;
+    // The server's lease is taken the moment it runs (before dockerd answers), so a run killed
+    // while starting leaves nothing.
+    let leased_server = async {
+        let id = start_server(engine, &server, cancel, on).await?;
+        let lease = if spec.lease { Some(engine.lease(&id, &lease_argv()).await?) } else { None };
+        Ok::<_, Error>((id, lease))
+    };
+    let (server_id, client_id) = tokio::join!(leased_server, create_client(engine, &client_name, &client));
+    let (server_id, server_lease) = server_id?;
     let client_id = client_id?;
     let client_cert_dir = client.files.cert_dir();
     cancel.check()?;
@@ -279,13 +323,15 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
         client: Container { name: client_name, id: client_id },
         client_cert_dir,
         settled: false,
+        leases: server_lease.into_iter().collect(),
     };
     // dockerd boots while the client starts; the probe goes straight to the server.
     let client_start = async {
         match engine.start(&env.client.id).await {
             Ok(()) => {
+                let lease = if spec.lease { Some(engine.lease(&env.client.id, &lease_argv()).await?) } else { None };
                 on(Event::ClientStarted { name: &env.client.name, image: &spec.client_image });
-                Ok(())
+                Ok(lease)
             }
             // The client joins the server's network namespace: if dockerd already died (e.g. a
             // bad --dkropts), the server's own log is the useful answer.
@@ -295,14 +341,16 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     let (started, ready) =
         tokio::join!(client_start, wait_ready(engine, &env.server, Some(&env.client.id), &tls, spec.ready_timeout, cancel));
     // From here on the handle owns the containers; on failure the caller's rollback removes
-    // them by label, so mark it settled to keep Drop quiet.
-    match started.and(ready) {
-        Ok(()) => {
+    // them by label, so let go of the handle quietly.
+    match (started, ready) {
+        (Ok(client_lease), Ok(())) => {
+            let mut env = env;
+            env.leases.extend(client_lease);
             on(Event::Ready { elapsed: t0.elapsed() });
             Ok(env)
         }
-        Err(e) => {
-            env.keep();
+        (Err(e), _) | (_, Err(e)) => {
+            env.forget();
             Err(e)
         }
     }
@@ -491,6 +539,7 @@ mod tests {
             engine_id: String::new(),
             ready_timeout: Duration::from_secs(1),
             volumes: vec![],
+            lease: false,
         };
         assert_eq!(spec.server_name(), "dind_abc_server_latest");
         assert_eq!(spec.client_name(), "dind_abc_client_24.0");

@@ -5,15 +5,20 @@
 //! state is read from what the engine keeps atomically, never from a flag anyone can flip back:
 //!
 //! - *starting*: the server (named `dind_<id>_server_<sv>` from creation, labelled with the
-//!   pool key, its filler and a deadline) has no client yet, or its client is not yet paused.
-//! - *ready*: its filler, once dockerd answered, created the client under the pool-only name
-//!   `dind_<id>_pooled_<cv>`, started it and paused it.
+//!   pool key, its filler, a deadline and its idle timeout) has no client yet, or only one
+//!   under the name `dind_<id>_pooling_<cv>`.
+//! - *ready*: its filler, once dockerd answered, created and started the client as
+//!   `_pooling_` and then renamed it to the pool-only name `dind_<id>_pooled_<cv>`. The client
+//!   runs (not paused): it follows its server, ending itself when the server's dockerd no
+//!   longer listens, so a pooled server that ends (its idle timeout passed, its engine
+//!   restarted) takes its client along, and the engine's auto-removal takes both.
 //! - *claimed*: the client was renamed to its run name `dind_<id>_client_<cv>`. The engine
 //!   reserves names atomically, so of any number of processes (or hosts) renaming the same
 //!   client to that name exactly one succeeds; the others are told "same name" (400), "name in
 //!   use" (409) or "no such container" (404) and try the next. No name goes back to
-//!   `_pooled_`, so a claimed environment is never offered again, even if its client is paused
-//!   later. The claimer then unpauses the client.
+//!   `_pooled_`, so a claimed environment is never offered again. The claimer then takes a
+//!   lease on its server and client (see [`crate::engine::Engine::lease`]), which also marks
+//!   the server claimed so its idle timeout no longer applies.
 //! - *stopped*: an unclaimed environment whose containers stopped (what an engine restart
 //!   leaves): of no use, removed by the next [`up`] or [`down`].
 //!
@@ -36,8 +41,8 @@ use sha2::{Digest, Sha256};
 
 use super::list::container_name;
 use super::recipe::{self, CLIENT_FILES_DIR, ClientFiles};
-use super::{Cancel, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove, start_server, wait_ready};
-use crate::engine::{Engine, message_of, status_of};
+use super::{Cancel, Container, EnvId, EnvSpec, Environment, Event, create_client, lease_argv, now_secs, remove, start_server, wait_ready};
+use crate::engine::{Engine, status_of};
 use crate::error::{Error, Result};
 use crate::labels;
 use crate::tls::TlsMaterial;
@@ -55,6 +60,8 @@ const LOCK_FILE: &str = "pool.lock";
 const LOCK_POLL: Duration = Duration::from_millis(50);
 /// The middle part of a pooled client's name until it is claimed.
 const POOLED: &str = "_pooled_";
+/// The middle part of a pooled client's name while its filler still makes it ready.
+const POOLING: &str = "_pooling_";
 /// The middle part of a claimed (run) client's name.
 const CLIENT: &str = "_client_";
 
@@ -69,23 +76,34 @@ pub struct PoolTag {
     pub filler: String,
     /// Unix time after which, if still starting, it is dead.
     pub deadline: u64,
+    /// Seconds after which the server ends itself unless claimed (`pool up --idle-timeout`).
+    pub idle_timeout: Option<u64>,
 }
 
 impl PoolTag {
     /// The server's labels for this tag.
-    pub(super) fn labels(&self) -> [(String, String); 4] {
-        [
+    pub(super) fn labels(&self) -> Vec<(String, String)> {
+        let mut l = vec![
             (labels::POOL.to_string(), self.key.clone()),
             (labels::POOL_SIZE.to_string(), self.size.to_string()),
             (labels::POOL_FILLER.to_string(), self.filler.clone()),
             (labels::POOL_DEADLINE.to_string(), self.deadline.to_string()),
-        ]
+        ];
+        if let Some(t) = self.idle_timeout {
+            l.push((labels::POOL_IDLE.to_string(), t.to_string()));
+        }
+        l
     }
 }
 
 /// A pooled client's name before it is claimed: `dind_<id>_pooled_<cv>`.
 fn pooled_name(spec: &EnvSpec) -> String {
     format!("dind_{}{POOLED}{}", spec.id, spec.cv.as_str())
+}
+
+/// A pooled client's name while its filler makes it: `dind_<id>_pooling_<cv>`.
+fn pooling_name(spec: &EnvSpec) -> String {
+    format!("dind_{}{POOLING}{}", spec.id, spec.cv.as_str())
 }
 
 /// The run name a pooled client is renamed to when claimed.
@@ -170,6 +188,8 @@ pub struct PoolEntry {
     pub filler: Option<String>,
     /// Unix time after which, if still starting, it counts as dead.
     pub deadline: Option<u64>,
+    /// Seconds after its start within which it must be claimed, else it ends itself.
+    pub idle_timeout: Option<u64>,
     /// Its client: the pooled one, or the claimed one once claimed.
     client: Option<Container>,
     /// The volume holding the client's files.
@@ -197,18 +217,25 @@ fn entries_of(containers: &[ContainerSummary]) -> Vec<PoolEntry> {
     for s in containers.iter().filter(|c| is(c, labels::Role::Server)) {
         let (Some(id), Some(key)) = (label(s, labels::ENV), label(s, labels::POOL)) else { continue };
         let pooled_prefix = format!("dind_{id}{POOLED}");
+        let pooling_prefix = format!("dind_{id}{POOLING}");
         let (pooled, claimed): (Vec<&ContainerSummary>, Vec<&ContainerSummary>) = containers
             .iter()
             .filter(|c| is(c, labels::Role::Client) && label(c, labels::ENV).as_deref() == Some(id.as_str()))
+            .filter(|c| !container_name(c).starts_with(&pooling_prefix))
             .partition(|c| container_name(c).starts_with(&pooled_prefix));
+        let pooling = containers
+            .iter()
+            .find(|c| is(c, labels::Role::Client) && label(c, labels::ENV).as_deref() == Some(id.as_str()) && container_name(c).starts_with(&pooling_prefix));
         // Any client under another name than the pool-only one means a claim won its rename
         // (while a claim swaps in a client with mounts, two may exist: prefer the run name).
         let run_client = claimed.iter().find(|c| container_name(c).contains(CLIENT)).or(claimed.first());
         let (st, client) = match (run_client, pooled.first()) {
             (Some(c), _) => (PoolState::Claimed, Some(*c)),
-            (None, p) if stopped(state(s)) || p.is_some_and(|c| stopped(state(c))) => (PoolState::Stopped, p.copied()),
-            (None, Some(p)) if state(p) == CState::PAUSED && state(s) == CState::RUNNING => (PoolState::Ready, Some(*p)),
-            (None, p) => (PoolState::Starting, p.copied()),
+            (None, p) if stopped(state(s)) || p.copied().or(pooling).is_some_and(|c| stopped(state(c))) => {
+                (PoolState::Stopped, p.copied().or(pooling))
+            }
+            (None, Some(p)) if state(p) == CState::RUNNING && state(s) == CState::RUNNING => (PoolState::Ready, Some(*p)),
+            (None, p) => (PoolState::Starting, p.copied().or(pooling)),
         };
         let files_volume = s
             .mounts
@@ -225,6 +252,7 @@ fn entries_of(containers: &[ContainerSummary]) -> Vec<PoolEntry> {
             state: st,
             filler: label(s, labels::POOL_FILLER),
             deadline: label(s, labels::POOL_DEADLINE).and_then(|v| v.parse().ok()),
+            idle_timeout: label(s, labels::POOL_IDLE).and_then(|v| v.parse().ok()),
             client: client.map(as_container),
             files_volume,
         });
@@ -315,6 +343,7 @@ pub async fn up(
     engine: &Engine,
     template: &EnvSpec,
     size: usize,
+    idle_timeout: Option<Duration>,
     cancel: &Cancel,
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<UpReport> {
@@ -338,7 +367,7 @@ pub async fn up(
             }
         }
     }
-    let tag = PoolTag { key, size, filler: lock.filler.id.clone(), deadline: 0 };
+    let tag = PoolTag { key, size, filler: lock.filler.id.clone(), deadline: 0, idle_timeout: idle_timeout.map(|d| d.as_secs().max(1)) };
     let missing = size.saturating_sub(report.existing + report.starting);
     let tag = &tag;
     let results: Vec<(EnvId, Result<()>)> = futures_util::stream::iter(0..missing)
@@ -391,15 +420,19 @@ async fn start_pooled(
     let tls = TlsMaterial::generate(&[name.as_str()])?;
     let server = recipe::Server { spec, name: &name, tls: &tls, created, pool: Some(&tag) };
     let id = start_server(engine, &server, cancel, on).await?;
+    // Held while starting: if this filler dies, the half-started environment ends itself.
+    let lease = engine.lease(&id, &lease_argv()).await?;
     // No client yet: the probe goes straight to the server.
     let server = Container { name: name.clone(), id: id.clone() };
     wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
     let volume = files_volume_of(engine, &id, &name).await?;
     let files = ClientFiles::Volume { name: volume, pool_key: tag.key.clone() };
     let client = recipe::Client { spec, server_name: &name, created: now_secs(), files };
-    let client = create_client(engine, &pooled_name(spec), &client).await?;
+    let client = create_client(engine, &pooling_name(spec), &client).await?;
     engine.start(&client).await?;
-    engine.pause(&client).await
+    engine.rename(&client, &pooled_name(spec)).await?;
+    // Ready: the pool holds it now (its idle timeout bounds how long).
+    lease.release().await
 }
 
 async fn files_volume_of(engine: &Engine, server_id: &str, server_name: &str) -> Result<String> {
@@ -426,7 +459,7 @@ pub async fn claim(
     spec: &mut EnvSpec,
     cancel: &Cancel,
     on: &(dyn Fn(Event<'_>) + Send + Sync),
-) -> Result<Option<(Environment, usize)>> {
+) -> Result<Option<(Environment, usize, Option<u64>)>> {
     let t0 = std::time::Instant::now();
     let key = key(engine, spec).await?;
     let candidates: Vec<PoolEntry> = entries(engine, Some(&key)).await?.into_iter().filter(|e| e.state == PoolState::Ready).collect();
@@ -449,12 +482,20 @@ pub async fn claim(
             client,
             client_cert_dir: recipe::POOLED_CLIENT_CERT_PATH,
             settled: false,
+            leases: Vec::new(),
         };
         match take(engine, spec, env, cand.files_volume.as_deref(), &key).await {
-            Ok(env) => {
+            Ok(mut env) => {
+                // Held from here: a run killed right after its claim leaves nothing. Taking the
+                // lease also marks the server claimed (its idle timeout stops); a run that keeps
+                // the environment whatever happens releases it at once.
+                env.lease().await?;
+                if !spec.lease {
+                    env.release().await?;
+                }
                 on(Event::ClientStarted { name: &env.client.name, image: &spec.client_image });
                 on(Event::Ready { elapsed: t0.elapsed() });
-                return Ok(Some((env, cand.size)));
+                return Ok(Some((env, cand.size, cand.idle_timeout)));
             }
             Err(e) => {
                 if let Err(rm) = remove(engine, spec.id.as_str()).await {
@@ -473,10 +514,7 @@ pub async fn claim(
 /// client under a non-pooled name (it reads as claimed throughout).
 async fn take(engine: &Engine, spec: &EnvSpec, mut env: Environment, volume: Option<&str>, key: &str) -> Result<Environment> {
     if spec.volumes.is_empty() {
-        match engine.unpause(&env.client.id).await {
-            Err(e) if !message_of(&e).is_some_and(|m| m.contains("is not paused")) => return Err(e),
-            _ => return Ok(env),
-        }
+        return Ok(env);
     }
     let volume = volume.ok_or_else(|| Error::Io {
         what: format!("finding the client-files volume of {}", env.server.name),
@@ -612,6 +650,7 @@ mod tests {
             engine_id: String::new(),
             ready_timeout: std::time::Duration::from_secs(60),
             volumes: vec![],
+            lease: false,
         }
     }
 
@@ -685,13 +724,18 @@ mod tests {
         for s in [CREATED, RUNNING] {
             assert_eq!(state_of(&[server("e1", s, f, 0)], "e1"), PoolState::Starting);
         }
-        // A pooled client not yet paused: still starting; paused: ready.
-        for (c, want) in [(CREATED, PoolState::Starting), (RUNNING, PoolState::Starting), (PAUSED, PoolState::Ready)] {
+        // A client still being made (`_pooling_`): starting, whatever its state.
+        for c in [CREATED, RUNNING] {
+            let cs = [server("e1", RUNNING, f, 0), client("dind_e1_pooling_latest", "e1", c)];
+            assert_eq!(state_of(&cs, "e1"), PoolState::Starting, "pooling client {c}");
+        }
+        // Renamed to the pool-only name: ready once running; not yet started: starting.
+        for (c, want) in [(CREATED, PoolState::Starting), (RUNNING, PoolState::Ready)] {
             let cs = [server("e1", RUNNING, f, 0), client("dind_e1_pooled_latest", "e1", c)];
             assert_eq!(state_of(&cs, "e1"), want, "pooled client {c}");
         }
-        // Paused pooled client but the server is not running: not ready.
-        let cs = [server("e1", PAUSED, f, 0), client("dind_e1_pooled_latest", "e1", PAUSED)];
+        // Pooled client but the server is not running: not ready.
+        let cs = [server("e1", PAUSED, f, 0), client("dind_e1_pooled_latest", "e1", RUNNING)];
         assert_eq!(state_of(&cs, "e1"), PoolState::Starting);
         // Renamed to the run name: claimed, whatever its state, paused again included.
         for c in [RUNNING, PAUSED, EXITED] {
@@ -710,7 +754,7 @@ mod tests {
         // Forging the old "starting" suffix in a --sv changes nothing: names of servers do not count.
         let mut s = server("e1", RUNNING, f, 0);
         s.names = Some(vec!["/dind_e1_server_x_starting".into()]);
-        assert_eq!(state_of(&[s, client("dind_e1_pooled_x", "e1", PAUSED)], "e1"), PoolState::Ready);
+        assert_eq!(state_of(&[s, client("dind_e1_pooled_x", "e1", RUNNING)], "e1"), PoolState::Ready);
         // Another environment's pooled name does not make this one's.
         let cs = [server("e1", RUNNING, f, 0), client("dind_e2_pooled_latest", "e1", PAUSED)];
         assert_eq!(state_of(&cs, "e1"), PoolState::Claimed);

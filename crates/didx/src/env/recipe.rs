@@ -28,7 +28,7 @@ pub const PUBLISHED_IP: &str = "127.0.0.1";
 /// The recipe's revision, part of the pool key: bumped whenever servers are made differently in
 /// a way that matters to whoever claims one, so an environment pooled by an older didx is never
 /// served. 2: the TLS port published on [`PUBLISHED_IP`].
-pub(super) const VERSION: u32 = 2;
+pub(super) const VERSION: u32 = 3;
 /// Where a pooled server mounts the volume holding its future client's files.
 pub(super) const CLIENT_FILES_DIR: &str = "/didx-client";
 /// Where a pooled (then claimed) client mounts that volume: its entrypoint and certificates
@@ -122,6 +122,9 @@ impl<'a> Server<'a> {
     pub fn body(&self, iso: &Isolation) -> ContainerCreateBody {
         let published = vec![PortBinding { host_ip: Some(PUBLISHED_IP.to_string()), host_port: Some(String::new()) }];
         let mut hc = HostConfig {
+            // The engine removes it (and its anonymous volumes) once it stops: when its lease
+            // ends it, its idle timeout passes, or its engine restarts.
+            auto_remove: Some(true),
             mounts: Some(self.mounts()),
             extra_hosts: Some(vec![format!("{}:127.0.0.1", tls::SERVER_NAME)]),
             port_bindings: Some(HashMap::from([(tls_port_key(), Some(published))])),
@@ -132,6 +135,7 @@ impl<'a> Server<'a> {
             image: Some(self.spec.server_image.clone()),
             entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "server".to_string()]),
             cmd: Some(dockerd_args(self.spec)),
+            env: self.pool.and_then(|p| p.idle_timeout).map(|t| vec![format!("DIDX_IDLE_TIMEOUT={t}")]),
             exposed_ports: Some(vec![tls_port_key()]),
             labels: Some(self.labels()),
             host_config: Some(hc),
@@ -239,6 +243,7 @@ impl<'a> Client<'a> {
             });
         }
         let hc = HostConfig {
+            auto_remove: Some(true),
             network_mode: Some(format!("container:{}", self.server_name)),
             binds: (!binds.is_empty()).then_some(binds),
             mounts: (!mounts.is_empty()).then_some(mounts),
@@ -254,7 +259,12 @@ impl<'a> Client<'a> {
                 format!("DOCKER_CERT_PATH={CLIENT_CERT_PATH}"),
                 "DOCKER_TLS_CERTDIR=/certs".to_string(),
                 format!("DIDX_ENV={}", spec.id),
-            ]),
+            ]
+            .into_iter()
+            // A pooled (or claimed) client follows its server: it ends when the server's
+            // dockerd no longer listens (see the entrypoint).
+            .chain(matches!(self.files, ClientFiles::Volume { .. }).then(|| "DIDX_FOLLOW=1".to_string()))
+            .collect()),
             labels: Some(self.labels()),
             host_config: Some(hc),
             ..Default::default()
@@ -296,6 +306,7 @@ mod tests {
             engine_id: String::new(),
             ready_timeout: Duration::from_secs(1),
             volumes: vec![],
+            lease: false,
         }
     }
 
@@ -304,7 +315,7 @@ mod tests {
     }
 
     fn tag() -> PoolTag {
-        PoolTag { key: "k1".into(), size: 3, filler: "h/l/1/t".into(), deadline: 999 }
+        PoolTag { key: "k1".into(), size: 3, filler: "h/l/1/t".into(), deadline: 999, idle_timeout: Some(1800) }
     }
 
     fn label<'m>(l: &'m HashMap<String, String>, k: &str) -> Option<&'m str> {
