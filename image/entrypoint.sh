@@ -146,9 +146,10 @@ server() {
 }
 
 # listening: whether the server's dockerd listens on its TLS port in this (shared) network
-# namespace: 0.0.0.0:2376 (hex 0948), state LISTEN (0A), in /proc/net/tcp.
+# namespace: port 2376 (hex 0948), state LISTEN (0A), in /proc/net/tcp or, as Go listens on
+# both families at once, /proc/net/tcp6.
 listening() {
-	grep -q '^ *[0-9]*: 00000000:0948 00000000:0000 0A ' /proc/net/tcp 2>/dev/null
+	grep -qE ':0948 [0-9A-F]+:0000 0A ' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
 lease() {

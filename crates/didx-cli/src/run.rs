@@ -126,6 +126,9 @@ impl RunJob {
             Event::Interrupted { phase: Phase::Commands } => {
                 say(format!("interrupted by {}; cleaning up as a failure (--clean {clean})", sig_name()))
             }
+            Event::Failed { error } if error.is_engine_gone() => {
+                say(format!("error: the Docker engine at {} went away (stopped or restarted): {error}", engine.host()))
+            }
             Event::Failed { error } => say(format!("error: {error}{}", advice(error))),
             Event::CommandsDone => {
                 timings.mark("commands-done");
@@ -205,7 +208,9 @@ impl RunJob {
             (Outcome::CommandFailed { code, .. }, None) if (1..=255).contains(code) => *code as u8,
             _ => EXIT_DIDX,
         };
-        if let Removal::Failed(e) = &report.removal {
+        if let Removal::Failed(e) = &report.removal
+            && !(e.is_engine_gone() && matches!(&report.outcome, Outcome::Failed(f) if f.is_engine_gone()))
+        {
             say(format!(
                 "error: clean-up of environment {} failed: {e} (the exit code stays the commands'; remove what is left with: {})",
                 report.env,

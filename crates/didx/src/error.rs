@@ -159,6 +159,23 @@ impl Error {
         matches!(self, Error::Invalid { .. })
     }
 
+    /// True when the engine itself stopped answering (stopped, restarted, its socket gone),
+    /// as opposed to refusing one call: the connection failed, not the request.
+    pub fn is_engine_gone(&self) -> bool {
+        use bollard::errors::Error as B;
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::Engine { source, .. } => {
+                matches!(source, B::IOError { .. } | B::HyperResponseError { .. } | B::HyperLegacyError { .. } | B::SocketNotFoundError(_))
+            }
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+
     pub(crate) fn invalid(what: &'static str, value: impl Into<String>, fix: impl Into<String>) -> Self {
         Error::Invalid { what, value: value.into(), fix: fix.into() }
     }

@@ -302,7 +302,7 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     // when the client starts: so the client is created while the server starts. Both are
     // awaited to the end, whatever fails, so that the caller's rollback sees everything made.
     let server = recipe::Server { spec, name: &server_name, tls: &tls, created, pool: None };
-    let client = recipe::Client { spec, server_name: &server_name, created, files: ClientFiles::Upload(&tls) };
+    let client = recipe::Client { spec, server_name: &server_name, created, files: ClientFiles::Upload(&tls), pool_key: None };
     // The server's lease is taken the moment it runs (before dockerd answers), so a run killed
     // while starting leaves nothing.
     let leased_server = async {
@@ -313,7 +313,7 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     let (server_id, client_id) = tokio::join!(leased_server, create_client(engine, &client_name, &client));
     let (server_id, server_lease) = server_id?;
     let client_id = client_id?;
-    let client_cert_dir = client.files.cert_dir();
+    let client_cert_dir = recipe::CLIENT_CERT_PATH;
     cancel.check()?;
 
     let env = Environment {
@@ -427,11 +427,20 @@ fn remaining(deadline: Instant) -> Duration {
 }
 
 /// [`Error::ServerExited`] with the server's last log lines if it is no longer running.
+/// Its dockerd ended is also seen while the container still runs: the entrypoint (PID 1) says
+/// so in the log and stays a while, so that the log can be read before auto-removal takes it.
 async fn server_exit(engine: &Engine, id: &str, name: &str) -> Result<Option<Error>> {
     let state = engine.inspect(id).await?.state;
-    let Some(s) = state.filter(|s| s.running != Some(true)) else { return Ok(None) };
     let logs = engine.logs_tail(id, 20).await.unwrap_or_default();
-    Ok(Some(Error::ServerExited { name: name.to_string(), code: s.exit_code.unwrap_or(-1), logs }))
+    match state {
+        Some(s) if s.running != Some(true) => Ok(Some(Error::ServerExited { name: name.to_string(), code: s.exit_code.unwrap_or(-1), logs })),
+        _ => Ok(dockerd_exit_status(&logs).map(|code| Error::ServerExited { name: name.to_string(), code, logs })),
+    }
+}
+
+/// The status in the entrypoint's "dockerd exited (status N)" line, if the log has one.
+fn dockerd_exit_status(logs: &str) -> Option<i64> {
+    logs.lines().rev().find_map(|l| l.split_once("didx-entrypoint: dockerd exited (status ")?.1.strip_suffix(')')?.parse().ok())
 }
 
 /// How readiness is probed: straight from here to the server's address when the engine is
@@ -517,6 +526,14 @@ async fn wait_ready(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_entrypoint_s_dockerd_exit_line_is_read() {
+        assert_eq!(dockerd_exit_status("x\ndidx-entrypoint: dockerd exited (status 1)\n"), Some(1));
+        assert_eq!(dockerd_exit_status("failed to start daemon: bad flag\ndidx-entrypoint: dockerd exited (status 125)"), Some(125));
+        assert_eq!(dockerd_exit_status("didx-entrypoint: lease lost"), None);
+        assert_eq!(dockerd_exit_status(""), None);
+    }
 
     #[test]
     fn ids_are_distinct_and_name_safe() {

@@ -40,7 +40,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::list::container_name;
-use super::recipe::{self, CLIENT_FILES_DIR, ClientFiles};
+use super::recipe::{self, CLIENT_CERT_PATH, ClientFiles};
 use super::{Cancel, Container, EnvId, EnvSpec, Environment, Event, create_client, lease_argv, now_secs, remove, start_server, wait_ready};
 use crate::engine::{Engine, status_of};
 use crate::error::{Error, Result};
@@ -192,8 +192,6 @@ pub struct PoolEntry {
     pub idle_timeout: Option<u64>,
     /// Its client: the pooled one, or the claimed one once claimed.
     client: Option<Container>,
-    /// The volume holding the client's files.
-    files_volume: Option<String>,
 }
 
 /// Every pooled environment (all keys, or one), oldest first: one list request.
@@ -237,11 +235,6 @@ fn entries_of(containers: &[ContainerSummary]) -> Vec<PoolEntry> {
             (None, Some(p)) if state(p) == CState::RUNNING && state(s) == CState::RUNNING => (PoolState::Ready, Some(*p)),
             (None, p) => (PoolState::Starting, p.copied().or(pooling)),
         };
-        let files_volume = s
-            .mounts
-            .as_ref()
-            .and_then(|m| m.iter().find(|m| m.destination.as_deref() == Some(CLIENT_FILES_DIR)))
-            .and_then(|m| m.name.clone());
         out.push(PoolEntry {
             id: id.clone(),
             key,
@@ -254,7 +247,6 @@ fn entries_of(containers: &[ContainerSummary]) -> Vec<PoolEntry> {
             deadline: label(s, labels::POOL_DEADLINE).and_then(|v| v.parse().ok()),
             idle_timeout: label(s, labels::POOL_IDLE).and_then(|v| v.parse().ok()),
             client: client.map(as_container),
-            files_volume,
         });
     }
     out.sort_by_key(|e| (e.created, e.id.clone()));
@@ -425,29 +417,12 @@ async fn start_pooled(
     // No client yet: the probe goes straight to the server.
     let server = Container { name: name.clone(), id: id.clone() };
     wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
-    let volume = files_volume_of(engine, &id, &name).await?;
-    let files = ClientFiles::Volume { name: volume, pool_key: tag.key.clone() };
-    let client = recipe::Client { spec, server_name: &name, created: now_secs(), files };
+    let client = recipe::Client { spec, server_name: &name, created: now_secs(), files: ClientFiles::Upload(&tls), pool_key: Some(&tag.key) };
     let client = create_client(engine, &pooling_name(spec), &client).await?;
     engine.start(&client).await?;
     engine.rename(&client, &pooled_name(spec)).await?;
     // Ready: the pool holds it now (its idle timeout bounds how long).
     lease.release().await
-}
-
-async fn files_volume_of(engine: &Engine, server_id: &str, server_name: &str) -> Result<String> {
-    engine
-        .inspect(server_id)
-        .await?
-        .mounts
-        .unwrap_or_default()
-        .into_iter()
-        .find(|m| m.destination.as_deref() == Some(CLIENT_FILES_DIR))
-        .and_then(|m| m.name)
-        .ok_or_else(|| Error::Io {
-            what: format!("finding the client-files volume of {server_name}"),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no volume mounted there"),
-        })
 }
 
 /// Claim a ready pooled environment matching `spec`'s key and give it to the caller, its
@@ -480,11 +455,11 @@ pub async fn claim(
             id: spec.id.clone(),
             server: cand.server.clone(),
             client,
-            client_cert_dir: recipe::POOLED_CLIENT_CERT_PATH,
+            client_cert_dir: CLIENT_CERT_PATH,
             settled: false,
             leases: Vec::new(),
         };
-        match take(engine, spec, env, cand.files_volume.as_deref(), &key).await {
+        match take(engine, spec, env, &key).await {
             Ok(mut env) => {
                 // Held from here: a run killed right after its claim leaves nothing. Taking the
                 // lease also marks the server claimed (its idle timeout stops); a run that keeps
@@ -512,18 +487,18 @@ pub async fn claim(
 /// client mounts, a client made anew with them. The new one is made under a third name first
 /// and takes the run name only once the old one is removed, so the environment always has a
 /// client under a non-pooled name (it reads as claimed throughout).
-async fn take(engine: &Engine, spec: &EnvSpec, mut env: Environment, volume: Option<&str>, key: &str) -> Result<Environment> {
+async fn take(engine: &Engine, spec: &EnvSpec, mut env: Environment, key: &str) -> Result<Environment> {
     if spec.volumes.is_empty() {
         return Ok(env);
     }
-    let volume = volume.ok_or_else(|| Error::Io {
-        what: format!("finding the client-files volume of {}", env.server.name),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no volume mounted there"),
-    })?;
-    let files = ClientFiles::Volume { name: volume.to_string(), pool_key: key.to_string() };
-    let client = recipe::Client { spec, server_name: &env.server.name, created: now_secs(), files };
+    let client = recipe::Client { spec, server_name: &env.server.name, created: now_secs(), files: ClientFiles::Copied, pool_key: Some(key) };
     let swapping = format!("dind_{}_claiming_{}", spec.id, spec.cv.as_str());
     let id = create_client(engine, &swapping, &client).await?;
+    // Its entrypoint and certificates, from the client it replaces (archives of a few KB).
+    for dir in ["/didx", "/certs"] {
+        let tar: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(engine.download(&env.client.id, dir)).await?;
+        engine.upload(&id, "/", tar.concat()).await?;
+    }
     engine.remove_container(&env.client.id).await?;
     engine.rename(&id, &env.client.name).await?;
     env.client.id = id;
@@ -811,7 +786,7 @@ mod tests {
         // Stopped: dead. Ready and claimed: never, even past the deadline or by an ended filler.
         assert!(dead(&entry(&[server("e1", EXITED, "host-b/x/1/t", now + 500), pooled(EXITED)]), &me(), now).is_some());
         let old = "host-a/0123456789ab/99/old";
-        assert_eq!(dead(&entry(&[server("e1", RUNNING, old, 1), pooled(PAUSED)]), &me(), now), None);
+        assert_eq!(dead(&entry(&[server("e1", RUNNING, old, 1), pooled(RUNNING)]), &me(), now), None);
         let claimed = client("dind_e1_client_latest", "e1", EXITED);
         assert_eq!(dead(&entry(&[server("e1", EXITED, old, 1), claimed]), &me(), now), None);
     }

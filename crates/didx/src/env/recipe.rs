@@ -27,15 +27,9 @@ pub const CLIENT_CERT_PATH: &str = "/certs/client";
 pub const PUBLISHED_IP: &str = "127.0.0.1";
 /// The recipe's revision, part of the pool key: bumped whenever servers are made differently in
 /// a way that matters to whoever claims one, so an environment pooled by an older didx is never
-/// served. 2: the TLS port published on [`PUBLISHED_IP`].
+/// served. 2: the TLS port published on [`PUBLISHED_IP`]. 3: servers and clients auto-removed
+/// and leased, pooled clients running and following their server, no shared files volume.
 pub(super) const VERSION: u32 = 3;
-/// Where a pooled server mounts the volume holding its future client's files.
-pub(super) const CLIENT_FILES_DIR: &str = "/didx-client";
-/// Where a pooled (then claimed) client mounts that volume: its entrypoint and certificates
-/// are there, and the entrypoint links [`CLIENT_CERT_PATH`] to [`POOLED_CLIENT_CERT_PATH`].
-const POOLED_CLIENT_DIR: &str = "/didx";
-/// Where a pooled client's certificates really are (see `client()` in image/entrypoint.sh).
-pub(super) const POOLED_CLIENT_CERT_PATH: &str = "/didx/certs/client";
 const SERVER_CERT_DIR: &str = "/didx/certs/server";
 
 /// The engine's key for the TLS port, `2376/tcp`.
@@ -110,11 +104,7 @@ impl<'a> Server<'a> {
             }),
             ..Default::default()
         };
-        let mut mounts = vec![volume_at("/var/lib/docker")];
-        if self.pool.is_some() {
-            mounts.push(volume_at(CLIENT_FILES_DIR));
-        }
-        mounts
+        vec![volume_at("/var/lib/docker")]
     }
 
     /// The server's create body with isolation `iso` (which the caller may change and ask
@@ -144,25 +134,15 @@ impl<'a> Server<'a> {
     }
 
     /// The files uploaded at `/` before the server starts: the entrypoint and the server's
-    /// certificates, and for a pooled server its future client's files too.
+    /// certificates.
     pub fn files(&self) -> Vec<Entry<'a>> {
         let tls = self.tls;
-        let mut files = vec![
+        vec![
             Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
             Entry { path: "didx/certs/server/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
             Entry { path: "didx/certs/server/cert.pem", mode: 0o644, data: tls.server_cert_pem.as_bytes() },
             Entry { path: "didx/certs/server/key.pem", mode: 0o600, data: tls.server_key_pem.as_bytes() },
-        ];
-        if self.pool.is_some() {
-            // The future client's files, in the volume its claimer mounts at /didx.
-            files.extend([
-                Entry { path: "didx-client/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
-                Entry { path: "didx-client/certs/client/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
-                Entry { path: "didx-client/certs/client/cert.pem", mode: 0o644, data: tls.client_cert_pem.as_bytes() },
-                Entry { path: "didx-client/certs/client/key.pem", mode: 0o600, data: tls.client_key_pem.as_bytes() },
-            ]);
-        }
-        files
+        ]
     }
 }
 
@@ -170,25 +150,9 @@ impl<'a> Server<'a> {
 pub(super) enum ClientFiles<'a> {
     /// Uploaded into the client when it is created.
     Upload(&'a TlsMaterial),
-    /// Already in a volume a pooled server filled ([`CLIENT_FILES_DIR`] there), mounted at
-    /// `/didx`: nothing to upload when a run claims the environment. The entrypoint links
-    /// `/certs/client` to the certificates in it.
-    Volume {
-        /// The volume's name.
-        name: String,
-        /// The pool key, labelled on the client.
-        pool_key: String,
-    },
-}
-
-impl ClientFiles<'_> {
-    /// The directory of the client's `ca.pem`, `cert.pem` and `key.pem` (not a symbolic link).
-    pub fn cert_dir(&self) -> &'static str {
-        match self {
-            ClientFiles::Upload(_) => CLIENT_CERT_PATH,
-            ClientFiles::Volume { .. } => POOLED_CLIENT_CERT_PATH,
-        }
-    }
+    /// Copied in from the client it replaces (a claim that adds mounts): nothing to upload
+    /// from the recipe.
+    Copied,
 }
 
 /// An environment's client: fresh (its files uploaded), pooled or claimed (its files in the
@@ -202,6 +166,10 @@ pub(super) struct Client<'a> {
     pub created: u64,
     /// Where its entrypoint and certificates come from.
     pub files: ClientFiles<'a>,
+    /// The pool key, for a client made for the warm pool (or replacing one at its claim): it
+    /// is labelled with it and follows its server (ends when the server's dockerd stops
+    /// listening; see the entrypoint).
+    pub pool_key: Option<&'a str>,
 }
 
 impl<'a> Client<'a> {
@@ -209,8 +177,8 @@ impl<'a> Client<'a> {
     pub fn labels(&self) -> HashMap<String, String> {
         let mut l = labels::for_resource(self.spec.id.as_str(), Role::Client, self.created);
         l.insert(labels::VERSION.to_string(), self.spec.cv.as_str().to_string());
-        if let ClientFiles::Volume { pool_key, .. } = &self.files {
-            l.insert(labels::POOL.to_string(), pool_key.clone());
+        if let Some(key) = self.pool_key {
+            l.insert(labels::POOL.to_string(), key.to_string());
         }
         l
     }
@@ -219,7 +187,7 @@ impl<'a> Client<'a> {
     pub fn body(&self) -> ContainerCreateBody {
         let spec = self.spec;
         let binds: Vec<String> = spec.volumes.iter().filter_map(VolumeSpec::bind).collect();
-        let mut mounts: Vec<Mount> = spec
+        let mounts: Vec<Mount> = spec
             .volumes
             .iter()
             .filter(|v| v.source == VolumeSource::Anonymous)
@@ -234,14 +202,6 @@ impl<'a> Client<'a> {
                 ..Default::default()
             })
             .collect();
-        if let ClientFiles::Volume { name: volume, .. } = &self.files {
-            mounts.push(Mount {
-                target: Some(POOLED_CLIENT_DIR.to_string()),
-                source: Some(volume.clone()),
-                typ: Some(MountType::VOLUME),
-                ..Default::default()
-            });
-        }
         let hc = HostConfig {
             auto_remove: Some(true),
             network_mode: Some(format!("container:{}", self.server_name)),
@@ -263,7 +223,7 @@ impl<'a> Client<'a> {
             .into_iter()
             // A pooled (or claimed) client follows its server: it ends when the server's
             // dockerd no longer listens (see the entrypoint).
-            .chain(matches!(self.files, ClientFiles::Volume { .. }).then(|| "DIDX_FOLLOW=1".to_string()))
+            .chain(self.pool_key.map(|_| "DIDX_FOLLOW=1".to_string()))
             .collect()),
             labels: Some(self.labels()),
             host_config: Some(hc),
@@ -271,10 +231,10 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// The files uploaded at `/` before the client starts (none when they are in a volume).
+    /// The files uploaded at `/` before the client starts (none when copied from another).
     pub fn files(&self) -> Vec<Entry<'a>> {
         match self.files {
-            ClientFiles::Volume { .. } => vec![],
+            ClientFiles::Copied => vec![],
             ClientFiles::Upload(tls) => vec![
                 Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
                 Entry { path: "certs/client/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
@@ -394,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pooled_server_carries_the_pool_labels_and_its_future_clients_files() {
+    fn a_pooled_server_carries_the_pool_labels_and_ends_itself_when_idle() {
         let (s, tls, tag) = (spec(), tls(), tag());
         let fresh = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None };
         let pooled = Server { pool: Some(&tag), ..Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None } };
@@ -403,12 +363,18 @@ mod tests {
         assert_eq!(label(&l, labels::POOL_SIZE), Some("3"));
         assert_eq!(label(&l, labels::POOL_FILLER), Some("h/l/1/t"));
         assert_eq!(label(&l, labels::POOL_DEADLINE), Some("999"));
+        assert_eq!(label(&l, labels::POOL_IDLE), Some("1800"));
         let mut rest = l.clone();
         rest.retain(|k, _| !k.starts_with(labels::POOL));
         assert_eq!(rest, fresh.labels(), "otherwise the same labels");
-        let mounts = pooled.body(&Isolation::Privileged).host_config.unwrap().mounts.unwrap();
+        let body = pooled.body(&Isolation::Privileged);
+        assert_eq!(body.env, Some(vec!["DIDX_IDLE_TIMEOUT=1800".to_string()]));
+        assert_eq!(fresh.body(&Isolation::Privileged).env, None);
+        let hc = body.host_config.unwrap();
+        assert_eq!(hc.auto_remove, Some(true));
+        let mounts = hc.mounts.unwrap();
         let targets: Vec<_> = mounts.iter().map(|m| m.target.as_deref().unwrap()).collect();
-        assert_eq!(targets, ["/var/lib/docker", CLIENT_FILES_DIR]);
+        assert_eq!(targets, ["/var/lib/docker"], "no volume shared with the client");
         assert!(mounts.iter().all(|m| m.volume_options.as_ref().unwrap().labels.as_ref().unwrap()[labels::ROLE] == "data"));
 
         let files = |srv: &Server| srv.files().iter().map(|e| (e.path.to_string(), e.mode, e.data.to_vec())).collect::<Vec<_>>();
@@ -424,20 +390,7 @@ mod tests {
         );
         assert_eq!(fresh_files[0].2, ENTRYPOINT.as_bytes());
         assert_eq!(fresh_files[3].2, tls.server_key_pem.as_bytes());
-        let pooled_files = files(&pooled);
-        assert_eq!(&pooled_files[..4], &fresh_files[..]);
-        assert_eq!(
-            pooled_files[4..].iter().map(|(p, m, _)| (p.as_str(), *m)).collect::<Vec<_>>(),
-            [
-                ("didx-client/entrypoint", 0o755),
-                ("didx-client/certs/client/ca.pem", 0o644),
-                ("didx-client/certs/client/cert.pem", 0o644),
-                ("didx-client/certs/client/key.pem", 0o600),
-            ]
-        );
-        assert_eq!(pooled_files[7].2, tls.client_key_pem.as_bytes(), "the client's key, not the server's");
-        // Where the entrypoint expects them once the volume is mounted at /didx in the client.
-        assert!(ENTRYPOINT.contains(&format!("ln -s {POOLED_CLIENT_CERT_PATH} {CLIENT_CERT_PATH}")));
+        assert_eq!(files(&pooled), fresh_files);
     }
 
     #[test]
@@ -446,7 +399,7 @@ mod tests {
         s.volumes =
             ["/cache", "/data:ro", "/tmp:/work:ro", "named:/n"].iter().map(|v| VolumeSpec::parse(v, Path::new("/")).unwrap()).collect();
         let tls = tls();
-        let client = Client { spec: &s, server_name: "dind_e1_server_latest", created: 77, files: ClientFiles::Upload(&tls) };
+        let client = Client { spec: &s, server_name: "dind_e1_server_latest", created: 77, files: ClientFiles::Upload(&tls), pool_key: None };
         let body = client.body();
         assert_eq!(body.image.as_deref(), Some("client:img"));
         assert_eq!(body.entrypoint, Some(vec!["/didx/entrypoint".to_string(), "client".to_string()]));
@@ -491,41 +444,36 @@ mod tests {
                 ("certs/client/key.pem", 0o600, tls.client_key_pem.as_bytes()),
             ]
         );
-        assert_eq!(client.files.cert_dir(), CLIENT_CERT_PATH);
         // Without -v: no binds or mounts at all.
         let bare = spec();
-        let hc = Client { spec: &bare, server_name: "s", created: 1, files: ClientFiles::Upload(&tls) }.body().host_config.unwrap();
+        let hc = Client { spec: &bare, server_name: "s", created: 1, files: ClientFiles::Upload(&tls), pool_key: None }.body().host_config.unwrap();
         assert_eq!((hc.binds, hc.mounts), (None, None));
     }
 
     #[test]
-    fn a_pooled_or_claimed_client_mounts_the_files_volume_instead_of_uploading() {
+    fn a_pooled_client_is_labelled_follows_its_server_and_a_claiming_one_gets_copies() {
         let mut s = spec();
-        fn volume(s: &EnvSpec) -> Client<'_> {
-            Client {
-                spec: s,
-                server_name: "dind_e1_server_latest",
-                created: 5,
-                files: ClientFiles::Volume { name: "vol1".into(), pool_key: "k1".into() },
-            }
-        }
-        let pooled = volume(&s);
-        assert!(pooled.files().is_empty());
-        assert_eq!(pooled.files.cert_dir(), POOLED_CLIENT_CERT_PATH);
+        let tls = tls();
+        let pooled = Client { spec: &s, server_name: "dind_e1_server_latest", created: 5, files: ClientFiles::Upload(&tls), pool_key: Some("k1") };
+        assert_eq!(pooled.files().len(), 4, "its certificates uploaded, as a fresh client's");
         let body = pooled.body();
         assert_eq!(label(body.labels.as_ref().unwrap(), labels::POOL), Some("k1"));
         let env = body.env.unwrap();
-        assert!(env.contains(&"DOCKER_CERT_PATH=/certs/client".to_string()), "the entrypoint links it: {env:?}");
+        assert!(env.contains(&"DIDX_FOLLOW=1".to_string()), "{env:?}");
+        assert!(env.contains(&"DOCKER_CERT_PATH=/certs/client".to_string()), "{env:?}");
         let hc = body.host_config.unwrap();
+        assert_eq!(hc.auto_remove, Some(true));
         assert_eq!(hc.network_mode.as_deref(), Some("container:dind_e1_server_latest"));
-        let mounts = hc.mounts.unwrap();
-        assert_eq!(mounts.len(), 1);
-        assert_eq!((mounts[0].target.as_deref(), mounts[0].source.as_deref()), (Some("/didx"), Some("vol1")));
-        assert!(mounts[0].volume_options.is_none(), "the server's volume, already labelled");
-        // Claimed with -v: the run's mounts, then the files volume.
+        assert_eq!(hc.mounts, None);
+        // A fresh client does not follow (its own lease ends it).
+        let fresh = Client { pool_key: None, ..Client { spec: &s, server_name: "x", created: 5, files: ClientFiles::Upload(&tls), pool_key: None } };
+        assert!(!fresh.body().env.unwrap().contains(&"DIDX_FOLLOW=1".to_string()));
+        // Claimed with -v: the run's mounts; its files are copied from the client it replaces.
         s.volumes = vec![VolumeSpec::parse("/cache", Path::new("/")).unwrap()];
-        let mounts = volume(&s).body().host_config.unwrap().mounts.unwrap();
-        assert_eq!(mounts.iter().map(|m| m.target.as_deref().unwrap()).collect::<Vec<_>>(), ["/cache", "/didx"]);
+        let claiming = Client { spec: &s, server_name: "x", created: 6, files: ClientFiles::Copied, pool_key: Some("k1") };
+        assert!(claiming.files().is_empty());
+        let mounts = claiming.body().host_config.unwrap().mounts.unwrap();
+        assert_eq!(mounts.iter().map(|m| m.target.as_deref().unwrap()).collect::<Vec<_>>(), ["/cache"]);
     }
 
     #[test]
