@@ -4,10 +4,14 @@
 Each run is one case, chosen with a seeded RNG (--seed, printed):
   ok    didx --clean anycase true                          expect 0
   fail  didx --clean anycase "sh -c 'exit 3'"              expect 3
-  term  didx --clean anycase "sleep 30", SIGTERM after a random 0-3 s   expect 143 (-15 when
+  term  didx --clean anycase "sleep 30", SIGTERM at a random moment   expect 143 (-15 when
         the signal lands before didx's handlers exist, 0 when the run had already ended)
   int   the same with SIGINT                               expect 130 (or -2, or 0)
   kill  the same with SIGKILL                              expect -9 (or 0)
+The random moment of term, int and kill is, by a seeded coin: 0-3 s after spawn (on a busy
+machine mostly during start), or 0-1 s after the command started (so the command phase is
+always covered however slow starts get); kill also has a third anchor, 0-0.15 s after its
+command (then `true`) ended, to land in the teardown.
   cp    didx --clean anycase --cp TREE:/in --load IMAGE "sleep 30", SIGKILL a random 0-0.4 s
         after the inner engine answered, so it lands during the copy, the load or just after
         expect -9 (or 0)
@@ -15,7 +19,7 @@ Each run is one case, chosen with a seeded RNG (--seed, printed):
 from the busybox in didx/dind:local, removed at the end.) Each didx runs in its own process
 group and is signalled as a group (as a CI runner cancelling a job does). For the signalled
 cases the phase the signal landed in is recorded (start; ready, which in cp spans the copy and
-load; command; teardown; or after the exit) from the last status line didx had printed.
+load; command; teardown; or after the exit) from the status lines didx had printed.
 
 After all runs end, the engine is polled for didx resources (containers, volumes, networks
 labelled io.didx.managed) for up to --grace seconds (default 10; the reaping allowance is
@@ -34,6 +38,8 @@ mismatch, runs per minute, wall time, per-case duration median and min-max, wher
 signals landed, and the leaks; every run goes to bench/out/stress.csv. Exit status: 0 when
 every exit code matched and nothing leaked, 1 otherwise (today SIGKILL runs leak until the
 lease lands: that is reported, not hidden).
+Interrupted (SIGINT, SIGTERM), it starts no more runs, sends the live ones SIGTERM (their
+codes then count as term's), waits for them, checks and removes leaks as usual, exits 130.
 
 Usage (from anywhere; it works from the repository root):
     python3 bench/stress.py                  # N=1000 runs, K=8 at once
@@ -71,12 +77,20 @@ SIGNALS = {"term": signal.SIGTERM, "int": signal.SIGINT, "kill": signal.SIGKILL,
            "cp": signal.SIGKILL}
 EXPECTED = {"ok": {0}, "fail": {3}, "term": {143, -15, 0}, "int": {130, -2, 0},
             "kill": {-9, 0}, "cp": {-9, 0}}
-SIGNAL_WINDOW = 3.0        # s after spawn: term/int/kill land somewhere in [0, this)
-CP_WINDOW = 0.4            # s after "inner engine answered": cp's SIGKILL lands in [0, this)
+# Where a signal is aimed: anchor -> (the status line it counts from, or None for the spawn;
+# the window in s after it, the signal landing uniformly in [0, window)).
+ANCHORS = {
+    "spawn": (None, 3.0),
+    "ready": (re.compile(r"^didx: inner engine answered"), 0.4),    # cp: the copy and load
+    "command": (re.compile(r"^didx: \[1/\d+\] (?!succeeded in|failed with)"), 1.0),
+    "teardown": (re.compile(r"^didx: \[\d+/\d+\] (succeeded in|failed with)"), 0.15),
+}
+CASE_ANCHORS = {"term": ["spawn", "command"], "int": ["spawn", "command"],
+                "kill": ["spawn", "command", "teardown"], "cp": ["ready"]}
 RUN_TIMEOUT = 120.0        # s: a run still alive then is killed and counted as hung
 
 ENVID_RE = re.compile(r"dind_([a-z0-9]{10})_(?:server|client)_")
-# The phase a run is in, from the last status line it printed (the last match wins):
+# The phase a run is in: the furthest of these its status lines so far show;
 # "ready" spans the inner engine's answer up to the first command (the copy and load in cp).
 PHASE_LINES = [
     ("start", re.compile(r"^didx: ")),
@@ -84,7 +98,6 @@ PHASE_LINES = [
     ("command", re.compile(r"^didx: \[\d+/\d+\] ")),
     ("teardown", re.compile(r"^didx: (\[\d+/\d+\] (succeeded|failed)|interrupted by|.* destroyed)")),
 ]
-READY_RE = re.compile(r"^didx: inner engine answered")
 
 
 def log(msg):
@@ -107,17 +120,20 @@ class Run:
     """One didx run: what it was, what it gave, and what it printed."""
     index: int
     case: str
-    delay: float                      # s: the signal's delay (after spawn; cp: after ready)
+    anchor: str = ""                  # what the signal's delay counts from (ANCHORS)
+    delay: float = 0.0                # s after the anchor
     rc: int = None
     wall: float = 0.0                 # ms, spawn to exit
     phase: str = ""                   # where the signal landed; "" when none was sent
     hung: bool = False
+    interrupted: bool = False         # the script, interrupted, sent it SIGTERM
     lines: list = field(default_factory=list)
     envs: set = field(default_factory=set)
 
     @property
     def ok(self):
-        return not self.hung and self.rc in EXPECTED[self.case]
+        expected = EXPECTED[self.case] | (EXPECTED["term"] if self.interrupted else set())
+        return not self.hung and self.rc in expected
 
 
 # -- the engine's didx resources -------------------------------------------------------------
@@ -243,20 +259,23 @@ class Stress:
 
     # -- one run ----------------------------------------------------------------------------
 
-    def argv(self, case):
-        cmd = {"ok": ["true"], "fail": ["sh -c 'exit 3'"]}.get(case, ["sleep 30"])
+    def argv(self, run):
+        case = run.case
+        cmd = ["true"] if case == "ok" or run.anchor == "teardown" else \
+            ["sh -c 'exit 3'"] if case == "fail" else ["sleep 30"]
         extra = ["--cp", f"{self.tree}:/in", "--load", self.busybox] if case == "cp" else []
         return [self.didx, "--clean", "anycase", *extra, *cmd]
 
     def execute(self, run):
         env = dict(os.environ, DIDX_SERVER_IMAGE=self.tag, DIDX_CLIENT_IMAGE=self.tag)
-        ready = threading.Event()
+        pattern = ANCHORS[run.anchor][0] if run.anchor else None
+        anchored = threading.Event()
         t0 = time.monotonic()
-        p = subprocess.Popen(self.argv(run.case), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+        p = subprocess.Popen(self.argv(run), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              errors="replace", process_group=0)
         with self.lock:
-            self.live[p.pid] = p
+            self.live[p.pid] = (p, run)
 
         def read():
             for line in p.stderr:
@@ -267,18 +286,19 @@ class Stress:
                     run.envs.add(m.group(1))
                     with self.lock:
                         self.ours.add(m.group(1))
-                if READY_RE.match(line):
-                    ready.set()
+                if pattern and pattern.search(line):
+                    anchored.set()
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
 
         sig = SIGNALS.get(run.case)
         if sig is not None:
-            wait = run.delay
-            if run.case == "cp" and not ready.wait(timeout=RUN_TIMEOUT):
-                wait = 0.0        # the copy and load follow the ready line; no line: kill now
+            # Until the anchor's line (or the exit: then the signal comes too late).
+            while pattern and not anchored.wait(0.02) and p.poll() is None:
+                if time.monotonic() - t0 > RUN_TIMEOUT:
+                    break
             try:
-                p.wait(timeout=wait)          # not reaped yet: the pid is still this didx's
+                p.wait(timeout=run.delay)     # not reaped yet: the pid is still this didx's
                 run.phase = "after exit"
             except subprocess.TimeoutExpired:
                 run.phase = self.phase_of(run.lines)
@@ -300,12 +320,11 @@ class Stress:
 
     @staticmethod
     def phase_of(lines):
-        phase = "start"
+        """The furthest phase any printed line shows (a later generic line does not undo it)."""
+        rank = 0
         for line in list(lines):
-            for name, pattern in PHASE_LINES:
-                if pattern.search(line):
-                    phase = name
-        return phase
+            rank = max([rank] + [i for i, (_, pattern) in enumerate(PHASE_LINES) if pattern.search(line)])
+        return PHASE_LINES[rank][0]
 
     # -- all runs ----------------------------------------------------------------------------
 
@@ -314,8 +333,11 @@ class Stress:
         plan = []
         for i in range(self.args.n):
             case = rng.choice(self.args.cases)
-            window = CP_WINDOW if case == "cp" else SIGNAL_WINDOW
-            plan.append(Run(i, case, rng.uniform(0, window) if case in SIGNALS else 0.0))
+            run = Run(i, case)
+            if case in SIGNALS:
+                run.anchor = rng.choice(CASE_ANCHORS[case])
+                run.delay = rng.uniform(0, ANCHORS[run.anchor][1])
+            plan.append(run)
         return plan
 
     def watch(self):
@@ -370,7 +392,8 @@ class Stress:
             self.stop.set()
             with self.lock:
                 live = list(self.live.values())
-            for p in live:
+            for p, run in live:
+                run.interrupted = True
                 try:
                     os.killpg(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
@@ -458,7 +481,8 @@ def report(s):
         walls = [r.wall for r in rs]
         bad = [r for r in rs if not r.ok]
         leaky = {r.index for r in rs for e in r.envs if e in leaked_envs}
-        rows.append([case, len(rs), " / ".join(sorted(str(c) for c in EXPECTED[case])),
+        cut = sum(1 for r in rs if r.interrupted)
+        rows.append([case + (f" ({cut} cut short by the interruption)" if cut else ""), len(rs), " / ".join(sorted(str(c) for c in EXPECTED[case])),
                      codes([r.rc for r in rs]), len(bad),
                      f"{statistics.median(walls):.0f} ms",
                      f"{min(walls):.0f}–{max(walls):.0f} ms" if len(rs) > 1 else "—",
@@ -471,7 +495,7 @@ def report(s):
     signalled = [r for r in runs if r.phase]
     if signalled:
         phases = ["start", "ready", "command", "teardown", "after exit"]
-        out += ["", "Where the signals landed (last status line before the signal):", ""]
+        out += ["", "Where the signals landed (the furthest status line didx had printed):", ""]
         out += table(["case"] + phases,
                      [[c] + [sum(1 for r in signalled if r.case == c and r.phase == p) for p in phases]
                       for c in a.cases if any(r.case == c for r in signalled)])
@@ -480,9 +504,9 @@ def report(s):
     if bad:
         out += ["", f"**{len(bad)} exit-code mismatch(es):**"]
         for r in bad:
-            what = "hung, killed after {RUN_TIMEOUT:.0f} s" if r.hung else f"exit {r.rc}"
+            what = f"hung, killed after {RUN_TIMEOUT:.0f} s" if r.hung else f"exit {r.rc}"
             tail = " | ".join(r.lines[-3:])
-            out.append(f"- run {r.index} ({r.case}, signal at {r.delay:.2f} s, {r.phase or 'no signal'}): "
+            out.append(f"- run {r.index} ({r.case}, {signal_at(r)}, {r.phase or 'no signal'}): "
                        f"{what}, expected {' or '.join(str(c) for c in sorted(EXPECTED[r.case]))}; "
                        f"stderr: {tail}")
 
@@ -505,16 +529,20 @@ def report(s):
     return "\n".join(out) + "\n"
 
 
+def signal_at(r):
+    return f"signal {r.delay:.2f} s after {r.anchor}" if r.anchor else "no signal"
+
+
 def write_csv(s, path):
     leaked_envs = {r.env for r in s.leaks}
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["index", "case", "signal_delay_s", "signal_phase", "exit_code", "expected",
-                    "ok", "hung", "wall_ms", "env", "leaked"])
+        w.writerow(["index", "case", "signal_anchor", "signal_delay_s", "signal_phase", "exit_code", "expected",
+                    "ok", "hung", "interrupted", "wall_ms", "env", "leaked"])
         for r in s.runs:
-            w.writerow([r.index, r.case, f"{r.delay:.3f}" if r.case in SIGNALS else "",
+            w.writerow([r.index, r.case, r.anchor, f"{r.delay:.3f}" if r.anchor else "",
                         r.phase, r.rc, " ".join(str(c) for c in sorted(EXPECTED[r.case])),
-                        int(r.ok), int(r.hung), f"{r.wall:.0f}", " ".join(sorted(r.envs)),
+                        int(r.ok), int(r.hung), int(r.interrupted), f"{r.wall:.0f}", " ".join(sorted(r.envs)),
                         int(any(e in leaked_envs for e in r.envs))])
 
 
