@@ -5,7 +5,13 @@
 #                                         stay its parent (PID 1) until it ends
 #   entrypoint client                     idle until told to stop (SIGTERM/SIGINT end it at once)
 #   entrypoint lease                      (run by didx as an exec with stdin attached) hold this
-#                                         container for the didx process that owns it
+#                                         running container for the didx process that owns it
+#                                         (a claim of a pooled environment); marks it claimed
+#
+# A container didx holds from its very start is created with stdin open and started under a
+# bootstrap (`sh -c 'read go && exec "$@"'`, see didx's recipe): didx attaches to its stdin
+# before starting it, uploads this file, then says "go". With DIDX_LEASE=stdin the server and
+# client below keep watching that stdin the same way the lease mode does.
 #
 # The lease: didx keeps one exec per container it must not outlive, reading its stdin. The
 # stream is a connection of the didx process, so the kernel closes it whatever ends that
@@ -109,9 +115,23 @@ server() {
 	choose_iptables
 	rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid 2>/dev/null || true
 	mkdir -p "$LEASE_DIR"
-	dockerd "$@" &
+	dockerd "$@" </dev/null &
 	dockerd=$!
 	echo "$dockerd" >"$LEASE_DIR/dockerd.pid"
+	if [ "${DIDX_LEASE:-}" = stdin ]; then
+		# Held from before its start: stdin is the owning didx's attached connection (see
+		# the bootstrap in didx's recipe). Its end without "release" ends this environment.
+		exec 3<&0
+		(
+			while IFS= read -r line; do
+				[ "$line" = release ] && exit 0
+			done
+			log "lease lost: the didx process that owned this environment is gone; ending it"
+			: >"$LEASE_DIR/ended"
+			kill -KILL "$dockerd" 2>/dev/null || true
+		) <&3 &
+		exec 3<&-
+	fi
 	# Stopping the container stops dockerd (PID 1 of a shell ignores signals it does not trap).
 	trap 'kill -TERM "$dockerd" 2>/dev/null || true' TERM INT
 	# A pooled server nobody claims within DIDX_IDLE_TIMEOUT seconds ends itself (a claim's
@@ -175,6 +195,18 @@ client() {
 	fi
 	# A shell as PID 1 ignores SIGTERM unless it traps it; trap so `docker stop` is instant.
 	trap 'exit 0' TERM INT
+	if [ "${DIDX_LEASE:-}" = stdin ]; then
+		# Held from before its start, as the server (above): the lease's end ends PID 1.
+		exec 3<&0
+		(
+			while IFS= read -r line; do
+				[ "$line" = release ] && exit 0
+			done
+			log "lease lost: the didx process that owned this environment is gone; ending it"
+			kill -TERM 1
+		) <&3 &
+		exec 3<&-
+	fi
 	if [ -n "${DIDX_FOLLOW:-}" ]; then
 		# Follow the server (a pooled client, made once dockerd listens): end when its dockerd
 		# no longer listens in the namespace we share, twice in a row.

@@ -219,8 +219,11 @@ impl Job {
                     Some(PoolCmd::Down) => PoolJob::Down,
                     Some(PoolCmd::Up { n, idle_timeout, env }) => {
                         didx::pool::check_size(n)?;
-                        let idle = parse_duration("--idle-timeout value", &idle_timeout)?;
-                        PoolJob::Up(n, (!idle.is_zero()).then_some(idle), Box::new(builder(&env)?.options()?))
+                        let idle = match idle_timeout.as_str() {
+                            "0" => None,
+                            d => Some(parse_duration("--idle-timeout value", d)?),
+                        };
+                        PoolJob::Up(n, idle, Box::new(builder(&env)?.options()?))
                     }
                 },
             },
@@ -347,6 +350,7 @@ async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
     let engine = connect(host).await?;
     let on = |e: &Event<'_>| match e {
         Event::Images { resolved } => say_images(resolved),
+        Event::Start(StartEvent::ServerStarted { name, .. }) => say(format!("dind server named: '{name}' started for the pool")),
         Event::Start(s) => say_start_event(s),
         _ => {}
     };

@@ -46,6 +46,7 @@ impl RunJob {
     }
 
     pub async fn go(self, refiller: Option<Refiller>) -> anyhow::Result<u8> {
+        let refiller = Mutex::new(refiller);
         let timings = self.timings;
         let engine = connect(self.host.as_deref()).await?;
         timings.mark("connected");
@@ -58,12 +59,20 @@ impl RunJob {
         let tty = std::io::stderr().is_terminal();
         let last_line = Mutex::new(std::time::Instant::now());
         let pooled = self.pooled;
+        let leased = matches!(self.clean, CleanPolicy::Anycase | CleanPolicy::Failure);
         let on = |e: &Event<'_>| match e {
             Event::Images { resolved } => say_images(resolved),
             Event::Resolved => timings.mark("resolved"),
             Event::Starting { id, names, pooled } => {
                 if let Ok(mut w) = at.lock() {
                     *w = Where { env: Some((id.to_string(), (*names).clone())), pooled: *pooled, ..Where::default() };
+                }
+            }
+            Event::Claimed { refill } => {
+                // The refill starts now, while the run goes on (the refiller waits for the pool
+                // lock, so it never overshoots).
+                if let Some(r) = refiller.lock().ok().and_then(|mut r| r.take()) {
+                    r.send(refill);
                 }
             }
             Event::PoolEmpty => say(
@@ -174,6 +183,9 @@ impl RunJob {
                     match w {
                         (Some((id, names)), _, true, _) => {
                             left_behind(engine.host(), sig, &id, &names);
+                            if leased {
+                                ends_itself();
+                            }
                             return Ok(sig.code());
                         }
                         (Some((id, names)), pooled, false, started) if again => {
@@ -181,6 +193,9 @@ impl RunJob {
                                 say(format!("roll-back cut short by {}; what is left shows in: didx --clean rpt", sig.name()));
                             } else {
                                 left_behind(engine.host(), sig, &id, &names);
+                                if leased {
+                                    ends_itself();
+                                }
                             }
                             return Ok(sig.code());
                         }
@@ -199,9 +214,6 @@ impl RunJob {
             }
             Err(e) => return Err(e.into()),
         };
-        if let (Some(refill), Some(refiller)) = (&report.refill, refiller) {
-            refiller.send(refill);
-        }
         let code = match (&report.outcome, first) {
             (_, Some(sig)) => sig.code(),
             (Outcome::Succeeded, None) => 0,
@@ -266,4 +278,10 @@ fn left_behind(host: &str, sig: Sig, id: &str, names: &[String]) {
         didx::inventory::ENV_LABEL
     ));
     say(format!("remove them with: {}", removal_command(host, id, names)));
+}
+
+/// After [`left_behind`], for an environment this run held (its policy would remove it): the
+/// lease ends with didx, so it removes itself.
+fn ends_itself() {
+    say("it was held by this run: it ends itself and the engine removes it within seconds of didx exiting (its lease)");
 }

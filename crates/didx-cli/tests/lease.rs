@@ -173,7 +173,7 @@ fn sigkill_right_after_a_pool_claim_leaves_nothing() {
 fn sigkill_of_pool_up_mid_fill_leaves_no_half_started_environment() {
     let _g = POOL.lock().unwrap_or_else(|p| p.into_inner());
     let opts = ["--dkropts", "--label=didx-test=lease-fill"];
-    let (mut child, id, _) = spawn_until(&["pool", "up", "1", "--idle-timeout", "0", opts[0], opts[1]], "successfully started (");
+    let (mut child, id, _) = spawn_until(&["pool", "up", "1", "--idle-timeout", "0", opts[0], opts[1]], "started for the pool");
     sigkill(&mut child);
     reaped_within(&id, REAP);
 }

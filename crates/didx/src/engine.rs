@@ -509,6 +509,19 @@ impl Engine {
         Ok(inspect.exit_code.unwrap_or(-1))
     }
 
+    /// Hold a created, not yet started `container` whose PID 1 reads its stdin (the recipe's
+    /// bootstrap, see the entrypoint): attach to its stdin, stdout and stderr (its output is
+    /// read and dropped, so the container never blocks on it). Start it next, then
+    /// [`Lease::go`]. When the attached connection closes without a `release` line — this
+    /// process ended, however — the container ends itself.
+    pub async fn attach_lease(&self, container: &str) -> Result<Lease> {
+        let opts = qp::AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
+        let attached = quick("attach container", container, self.docker.attach_container(container, Some(opts))).await?;
+        let mut output = attached.output;
+        let drain = tokio::spawn(async move { while let Some(Ok(_)) = output.next().await {} });
+        Ok(Lease { container: container.to_string(), input: attached.input, _output: None, drain: Some(drain) })
+    }
+
     /// Hold `container` for this process: an exec of `argv` (the entrypoint's `lease` mode)
     /// with its stdin attached to a connection of this process. When the connection closes
     /// without [`Lease::release`] — this process ended, however — the container ends itself.
@@ -524,7 +537,9 @@ impl Engine {
         };
         let created = quick("create exec", container, self.docker.create_exec(container, config)).await?;
         match quick("start exec", container, self.docker.start_exec(&created.id, None)).await? {
-            StartExecResults::Attached { output, input } => Ok(Lease { container: container.to_string(), input, _output: output }),
+            StartExecResults::Attached { output, input } => {
+                Ok(Lease { container: container.to_string(), input, _output: Some(output), drain: None })
+            }
             StartExecResults::Detached => Err(call("start exec", container)(BollardError::RequestTimeoutError)),
         }
     }
@@ -591,10 +606,19 @@ impl Engine {
 
     /// Remove a volume; already gone is fine.
     pub async fn remove_volume(&self, name: &str) -> Result<()> {
-        let remove = self.docker.remove_volume(name, Some(qp::RemoveVolumeOptions { force: true }));
-        match within("remove volume", name, REMOVE_TIMEOUT, remove).await? {
-            Err(e) if !is_not_found(&e) => Err(call("remove volume", name)(e)),
-            _ => Ok(()),
+        // "in use" while the container holding it is being removed (by us, or by the engine's
+        // auto-removal of a container that ended itself): that removal takes the volume too,
+        // or frees it in a moment. Asked again for a few seconds before it counts.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let remove = self.docker.remove_volume(name, Some(qp::RemoveVolumeOptions { force: true }));
+            match within("remove volume", name, REMOVE_TIMEOUT, remove).await? {
+                Err(BollardError::DockerResponseServerError { status_code: 409, .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) if !is_not_found(&e) => return Err(call("remove volume", name)(e)),
+                _ => return Ok(()),
+            }
         }
     }
 
@@ -758,7 +782,17 @@ mod tests {
 pub struct Lease {
     container: String,
     input: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
-    _output: std::pin::Pin<Box<dyn Stream<Item = std::result::Result<bollard::container::LogOutput, BollardError>> + Send>>,
+    _output: Option<std::pin::Pin<Box<dyn Stream<Item = std::result::Result<bollard::container::LogOutput, BollardError>> + Send>>>,
+    /// Reads and drops an attached container's output.
+    drain: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(d) = self.drain.take() {
+            d.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Lease {
@@ -768,6 +802,19 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
+    /// Tell a container held from before its start ([`Engine::attach_lease`]) that its files
+    /// are in place: its PID 1 goes on to the entrypoint.
+    pub async fn go(&mut self) -> Result<()> {
+        let said = async {
+            self.input.write_all(b"go\n").await?;
+            self.input.flush().await
+        };
+        match tokio::time::timeout(QUICK_TIMEOUT, said).await {
+            Ok(r) => r.map_err(|e| Error::io(format!("starting {}", self.container), e)),
+            Err(_) => Err(Error::TimedOut { op: "start lease", target: self.container.clone(), after: QUICK_TIMEOUT, idle: false }),
+        }
+    }
+
     /// Hand the container over: it stays when this process ends.
     pub async fn release(mut self) -> Result<()> {
         let container = self.container.clone();

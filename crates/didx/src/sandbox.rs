@@ -297,7 +297,9 @@ impl SandboxOptions {
             on(&Event::Starting { id: spec.id.as_str(), names: &[spec.server_name(), spec.client_name()], pooled: true });
             let template = spec.clone();
             if let Some((env, size, idle)) = crate::env::pool::claim(engine, &mut spec, cancel, &fwd).await? {
-                return Ok(Launched { env, refill: Some(Refill::new(template, size, idle)) });
+                let refill = Refill::new(template, size, idle);
+                on(&Event::Claimed { refill: &refill });
+                return Ok(Launched { env, refill: Some(refill) });
             }
             on(&Event::PoolEmpty);
         } else {

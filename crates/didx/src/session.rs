@@ -63,6 +63,12 @@ pub enum Event<'a> {
     },
     /// No pooled environment matched: a fresh one starts instead.
     PoolEmpty,
+    /// A pooled environment was claimed: what tops the pool up again (also in the
+    /// [`Report`]), said at once so a caller can start the refill while the run goes on.
+    Claimed {
+        /// The refill.
+        refill: &'a Refill,
+    },
     /// The environment's own start events.
     Start(StartEvent<'a>),
     /// A host tree entry was skipped (e.g. a socket).

@@ -298,40 +298,29 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     let tls = TlsMaterial::generate(&[server_name.as_str()])?;
     cancel.check()?;
 
-    // The client joins the server's network namespace by name, which the engine resolves only
-    // when the client starts: so the client is created while the server starts. Both are
-    // awaited to the end, whatever fails, so that the caller's rollback sees everything made.
+    // A leased environment is held from each container's start (see `recipe::held`): the
+    // client is made once the server runs (it joins the server's network namespace, so it
+    // could not start earlier), leaving no created-but-never-started container behind a
+    // killed run for more than the few milliseconds between a create and its attach.
     let server = recipe::Server { spec, name: &server_name, tls: &tls, created, pool: None };
-    let client = recipe::Client { spec, server_name: &server_name, created, files: ClientFiles::Upload(&tls), pool_key: None };
-    // The server's lease is taken the moment it runs (before dockerd answers), so a run killed
-    // while starting leaves nothing.
-    let leased_server = async {
-        let id = start_server(engine, &server, cancel, on).await?;
-        let lease = if spec.lease { Some(engine.lease(&id, &lease_argv()).await?) } else { None };
-        Ok::<_, Error>((id, lease))
-    };
-    let (server_id, client_id) = tokio::join!(leased_server, create_client(engine, &client_name, &client));
-    let (server_id, server_lease) = server_id?;
-    let client_id = client_id?;
-    let client_cert_dir = recipe::CLIENT_CERT_PATH;
-    cancel.check()?;
-
-    let env = Environment {
+    let (server_id, server_lease) = start_server(engine, &server, spec.lease, cancel, on).await?;
+    let mut env = Environment {
         engine: engine.clone(),
         id: spec.id.clone(),
         server: Container { name: server_name, id: server_id },
-        client: Container { name: client_name, id: client_id },
-        client_cert_dir,
+        client: Container { name: client_name, id: String::new() },
+        client_cert_dir: recipe::CLIENT_CERT_PATH,
         settled: false,
         leases: server_lease.into_iter().collect(),
     };
-    // dockerd boots while the client starts; the probe goes straight to the server.
+    cancel.check().inspect_err(|_| env.settled = true)?;
+    let client = recipe::Client { spec, server_name: &env.server.name, created, files: ClientFiles::Upload(&tls), pool_key: None };
+    // dockerd boots while the client is made and starts; the probe goes straight to the server.
     let client_start = async {
-        match engine.start(&env.client.id).await {
-            Ok(()) => {
-                let lease = if spec.lease { Some(engine.lease(&env.client.id, &lease_argv()).await?) } else { None };
+        match start_client(engine, &env.client.name, &client, spec.lease).await {
+            Ok(started) => {
                 on(Event::ClientStarted { name: &env.client.name, image: &spec.client_image });
-                Ok(lease)
+                Ok(started)
             }
             // The client joins the server's network namespace: if dockerd already died (e.g. a
             // bad --dkropts), the server's own log is the useful answer.
@@ -339,12 +328,12 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
         }
     };
     let (started, ready) =
-        tokio::join!(client_start, wait_ready(engine, &env.server, Some(&env.client.id), &tls, spec.ready_timeout, cancel));
+        tokio::join!(client_start, wait_ready(engine, &env.server, Some(&env.client.name), &tls, spec.ready_timeout, cancel));
     // From here on the handle owns the containers; on failure the caller's rollback removes
     // them by label, so let go of the handle quietly.
     match (started, ready) {
-        (Ok(client_lease), Ok(())) => {
-            let mut env = env;
+        (Ok((client_id, client_lease)), Ok(())) => {
+            env.client.id = client_id;
             env.leases.extend(client_lease);
             on(Event::Ready { elapsed: t0.elapsed() });
             Ok(env)
@@ -356,14 +345,16 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     }
 }
 
-/// Create, fill and start `server`, switching `auto` isolation to the caps profile when the
-/// engine refuses `--privileged`.
+/// Create, fill and start the server, switching `auto` isolation to the caps profile when the
+/// engine refuses `--privileged`. With `lease` (or for the pool, whose filler holds what it
+/// starts) the server is held from its start: the lease comes back with its id.
 async fn start_server(
     engine: &Engine,
     server: &recipe::Server<'_>,
+    lease: bool,
     cancel: &Cancel,
     on: &(dyn Fn(Event<'_>) + Send + Sync),
-) -> Result<String> {
+) -> Result<(String, Option<Lease>)> {
     let (spec, name) = (server.spec, server.name);
     let mut iso = match spec.isolation {
         IsolationMode::Privileged => Isolation::Privileged,
@@ -371,13 +362,22 @@ async fn start_server(
         IsolationMode::Auto if isolation::remembered_refusal(&spec.engine_id) => Isolation::caps_profile(),
         IsolationMode::Auto => Isolation::Privileged,
     };
+    let files = tar_of(&server.files())?;
     loop {
-        let id = create_server(engine, server, &mut iso).await?;
+        let id = create_server(engine, server, lease, &mut iso).await?;
         cancel.check()?;
+        let mut held = if lease { Some(engine.attach_lease(&id).await?) } else { None };
+        if held.is_none() {
+            engine.upload(&id, "/", files.clone()).await?;
+        }
         match engine.start(&id).await {
             Ok(()) => {
+                if let Some(l) = held.as_mut() {
+                    engine.upload(&id, "/", files.clone()).await?;
+                    l.go().await?;
+                }
                 on(Event::ServerStarted { name, image: &spec.server_image, isolation: iso.name() });
-                return Ok(id);
+                return Ok((id, held));
             }
             Err(e) => {
                 let msg = message_of(&e).unwrap_or_default().to_string();
@@ -385,6 +385,7 @@ async fn start_server(
                     if spec.isolation == IsolationMode::Privileged {
                         return Err(Error::PrivilegedRefused { server: name.to_string(), reason: msg });
                     }
+                    drop(held);
                     engine.remove_container(&id).await?;
                     isolation::remember_refusal(&spec.engine_id);
                     on(Event::IsolationFallback { reason: &msg });
@@ -397,22 +398,40 @@ async fn start_server(
     }
 }
 
-/// Create `server` with isolation `iso` (less any capability the engine does not know) and
-/// place its files.
-async fn create_server(engine: &Engine, server: &recipe::Server<'_>, iso: &mut Isolation) -> Result<String> {
-    let id = loop {
-        match engine.create_container(server.name, server.body(iso)).await {
-            Ok(id) => break id,
+async fn create_server(engine: &Engine, server: &recipe::Server<'_>, lease: bool, iso: &mut Isolation) -> Result<String> {
+    loop {
+        let body = if lease { recipe::held(server.body(iso)) } else { server.body(iso) };
+        match engine.create_container(server.name, body).await {
+            Ok(id) => return Ok(id),
             // Engines reject capabilities newer than themselves: drop each one named and retry.
             Err(e) if message_of(&e).is_some_and(|m| iso.drop_unknown(m)) => continue,
             Err(e) => return Err(e),
         }
-    };
-    engine.upload(&id, "/", tar_of(&server.files())?).await?;
-    Ok(id)
+    }
 }
 
-/// Create `client` under `name` and place its files.
+/// Create and start a client (its server running): held from its start with `lease`, its
+/// files uploaded before (plain) or right after (held) its start. Its id and lease.
+async fn start_client(engine: &Engine, name: &str, client: &recipe::Client<'_>, lease: bool) -> Result<(String, Option<Lease>)> {
+    let body = if lease { recipe::held(client.body()) } else { client.body() };
+    let id = engine.create_container(name, body).await?;
+    let files = client.files();
+    let files = if files.is_empty() { None } else { Some(tar_of(&files)?) };
+    let mut held = if lease { Some(engine.attach_lease(&id).await?) } else { None };
+    if let (None, Some(f)) = (&held, &files) {
+        engine.upload(&id, "/", f.clone()).await?;
+    }
+    engine.start(&id).await?;
+    if let Some(l) = held.as_mut() {
+        if let Some(f) = files {
+            engine.upload(&id, "/", f).await?;
+        }
+        l.go().await?;
+    }
+    Ok((id, held))
+}
+
+/// Create a client without starting it, its files uploaded (a pool's, started by the caller).
 async fn create_client(engine: &Engine, name: &str, client: &recipe::Client<'_>) -> Result<String> {
     let id = engine.create_container(name, client.body()).await?;
     let files = client.files();

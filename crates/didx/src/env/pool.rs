@@ -41,7 +41,7 @@ use sha2::{Digest, Sha256};
 
 use super::list::container_name;
 use super::recipe::{self, CLIENT_CERT_PATH, ClientFiles};
-use super::{Cancel, Container, EnvId, EnvSpec, Environment, Event, create_client, lease_argv, now_secs, remove, start_server, wait_ready};
+use super::{Cancel, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove, start_server, wait_ready};
 use crate::engine::{Engine, status_of};
 use crate::error::{Error, Result};
 use crate::labels;
@@ -411,9 +411,8 @@ async fn start_pooled(
     let name = spec.server_name();
     let tls = TlsMaterial::generate(&[name.as_str()])?;
     let server = recipe::Server { spec, name: &name, tls: &tls, created, pool: Some(&tag) };
-    let id = start_server(engine, &server, cancel, on).await?;
-    // Held while starting: if this filler dies, the half-started environment ends itself.
-    let lease = engine.lease(&id, &lease_argv()).await?;
+    // Held from its start: if this filler dies, the half-started environment ends itself.
+    let (id, lease) = start_server(engine, &server, true, cancel, on).await?;
     // No client yet: the probe goes straight to the server.
     let server = Container { name: name.clone(), id: id.clone() };
     wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
@@ -422,7 +421,10 @@ async fn start_pooled(
     engine.start(&client).await?;
     engine.rename(&client, &pooled_name(spec)).await?;
     // Ready: the pool holds it now (its idle timeout bounds how long).
-    lease.release().await
+    match lease {
+        Some(l) => l.release().await,
+        None => Ok(()),
+    }
 }
 
 /// Claim a ready pooled environment matching `spec`'s key and give it to the caller, its

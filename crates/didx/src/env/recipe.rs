@@ -66,6 +66,27 @@ pub(super) fn dockerd_args(spec: &EnvSpec) -> Vec<String> {
     args
 }
 
+/// PID 1 of a container held from its start: wait for "go" on stdin (didx attached to it,
+/// then started it, then put the entrypoint in place), then run the entrypoint with the
+/// container's command, stdin still attached. End of input first (didx gone before "go"):
+/// exit, and the engine's auto-removal takes the container.
+pub(super) const BOOTSTRAP: &str = r#"IFS= read -r go && [ "$go" = go ] && exec "$@"; exit 0"#;
+
+/// `body` made to be held by its didx from before its start: stdin open to one attach (closed
+/// when that attach ends), PID 1 the [`BOOTSTRAP`] running the body's entrypoint and command,
+/// and `DIDX_LEASE=stdin` so the entrypoint keeps watching stdin.
+pub(super) fn held(mut body: ContainerCreateBody) -> ContainerCreateBody {
+    let mut argv = body.entrypoint.take().unwrap_or_default();
+    argv.extend(body.cmd.take().unwrap_or_default());
+    body.entrypoint = Some(vec!["/bin/sh".to_string(), "-c".to_string(), BOOTSTRAP.to_string(), "didx-bootstrap".to_string()]);
+    body.cmd = Some(argv);
+    body.open_stdin = Some(true);
+    body.stdin_once = Some(true);
+    body.attach_stdin = Some(true);
+    body.env.get_or_insert_with(Vec::new).push("DIDX_LEASE=stdin".to_string());
+    body
+}
+
 /// An environment's server: what it is, from which the recipe derives its container.
 pub(super) struct Server<'a> {
     /// The environment.
@@ -474,6 +495,25 @@ mod tests {
         assert!(claiming.files().is_empty());
         let mounts = claiming.body().host_config.unwrap().mounts.unwrap();
         assert_eq!(mounts.iter().map(|m| m.target.as_deref().unwrap()).collect::<Vec<_>>(), ["/cache"]);
+    }
+
+    #[test]
+    fn a_held_container_boots_through_stdin_into_the_same_entrypoint_and_command() {
+        let (s, tls) = (spec(), tls());
+        let plain = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None }.body(&Isolation::Privileged);
+        let h = held(plain.clone());
+        assert_eq!(h.entrypoint.as_deref().unwrap()[..2], ["/bin/sh".to_string(), "-c".to_string()]);
+        assert_eq!(h.entrypoint.as_deref().unwrap()[2], BOOTSTRAP);
+        let mut argv = plain.entrypoint.clone().unwrap();
+        argv.extend(plain.cmd.clone().unwrap());
+        assert_eq!(h.cmd, Some(argv), "the bootstrap execs the plain entrypoint and command");
+        assert_eq!((h.open_stdin, h.stdin_once, h.attach_stdin), (Some(true), Some(true), Some(true)));
+        assert_eq!(h.env, Some(vec!["DIDX_LEASE=stdin".to_string()]));
+        assert_eq!((h.labels, h.host_config.map(|c| c.auto_remove)), (plain.labels, Some(Some(true))));
+        let c = held(Client { spec: &s, server_name: "n", created: 1, files: ClientFiles::Upload(&tls), pool_key: None }.body());
+        assert!(c.env.unwrap().ends_with(&["DIDX_LEASE=stdin".to_string()]));
+        // The script: waits for "go", exits quietly on anything else or on end of input.
+        assert!(BOOTSTRAP.starts_with("IFS= read -r go && [ \"$go\" = go ] && exec \"$@\""));
     }
 
     #[test]
