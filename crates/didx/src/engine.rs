@@ -707,6 +707,62 @@ pub fn split_reference(image: &str) -> (&str, &str) {
     }
 }
 
+/// An attached exec's or container's output.
+type OutputStream = std::pin::Pin<Box<dyn Stream<Item = std::result::Result<bollard::container::LogOutput, BollardError>> + Send>>;
+
+/// A held [`Engine::lease`]: dropping it ends the container it holds (as the death of this
+/// process would); [`Lease::release`] hands the container over instead.
+pub struct Lease {
+    container: String,
+    input: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
+    _output: Option<OutputStream>,
+    /// Reads and drops an attached container's output.
+    drain: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(d) = self.drain.take() {
+            d.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("container", &self.container).finish()
+    }
+}
+
+impl Lease {
+    /// Tell a container held from before its start ([`Engine::attach_lease`]) that its files
+    /// are in place: its PID 1 goes on to the entrypoint.
+    pub async fn go(&mut self) -> Result<()> {
+        let said = async {
+            self.input.write_all(b"go\n").await?;
+            self.input.flush().await
+        };
+        match tokio::time::timeout(QUICK_TIMEOUT, said).await {
+            Ok(r) => r.map_err(|e| Error::io(format!("starting {}", self.container), e)),
+            Err(_) => Err(Error::TimedOut { op: "start lease", target: self.container.clone(), after: QUICK_TIMEOUT, idle: false }),
+        }
+    }
+
+    /// Hand the container over: it stays when this process ends.
+    pub async fn release(mut self) -> Result<()> {
+        let container = self.container.clone();
+        let said = async {
+            self.input.write_all(b"release\n").await?;
+            self.input.flush().await?;
+            self.input.shutdown().await
+        };
+        match tokio::time::timeout(QUICK_TIMEOUT, said).await {
+            Ok(r) => r.map_err(|e| Error::io(format!("releasing the lease on {container}"), e)),
+            Err(_) => Err(Error::TimedOut { op: "release lease", target: container, after: QUICK_TIMEOUT, idle: false }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,58 +830,5 @@ mod tests {
         assert_eq!(split_reference("alpine"), ("alpine", "latest"));
         assert_eq!(split_reference("reg:5000/x/y"), ("reg:5000/x/y", "latest"));
         assert_eq!(split_reference("reg:5000/x/y:1.2"), ("reg:5000/x/y", "1.2"));
-    }
-}
-
-/// A held [`Engine::lease`]: dropping it ends the container it holds (as the death of this
-/// process would); [`Lease::release`] hands the container over instead.
-pub struct Lease {
-    container: String,
-    input: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
-    _output: Option<std::pin::Pin<Box<dyn Stream<Item = std::result::Result<bollard::container::LogOutput, BollardError>> + Send>>>,
-    /// Reads and drops an attached container's output.
-    drain: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(d) = self.drain.take() {
-            d.abort();
-        }
-    }
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").field("container", &self.container).finish()
-    }
-}
-
-impl Lease {
-    /// Tell a container held from before its start ([`Engine::attach_lease`]) that its files
-    /// are in place: its PID 1 goes on to the entrypoint.
-    pub async fn go(&mut self) -> Result<()> {
-        let said = async {
-            self.input.write_all(b"go\n").await?;
-            self.input.flush().await
-        };
-        match tokio::time::timeout(QUICK_TIMEOUT, said).await {
-            Ok(r) => r.map_err(|e| Error::io(format!("starting {}", self.container), e)),
-            Err(_) => Err(Error::TimedOut { op: "start lease", target: self.container.clone(), after: QUICK_TIMEOUT, idle: false }),
-        }
-    }
-
-    /// Hand the container over: it stays when this process ends.
-    pub async fn release(mut self) -> Result<()> {
-        let container = self.container.clone();
-        let said = async {
-            self.input.write_all(b"release\n").await?;
-            self.input.flush().await?;
-            self.input.shutdown().await
-        };
-        match tokio::time::timeout(QUICK_TIMEOUT, said).await {
-            Ok(r) => r.map_err(|e| Error::io(format!("releasing the lease on {container}"), e)),
-            Err(_) => Err(Error::TimedOut { op: "release lease", target: container, after: QUICK_TIMEOUT, idle: false }),
-        }
     }
 }
