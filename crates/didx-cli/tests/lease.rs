@@ -37,6 +37,7 @@ fn spawn_until(args: &[&str], marker: &str) -> (Child, String, String) {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("didx never said {marker:?}:\n{seen}");
 }
 
