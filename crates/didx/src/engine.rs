@@ -599,9 +599,14 @@ impl Engine {
 
     /// Names of volumes matching `filters`.
     pub async fn volumes(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<String>> {
+        Ok(self.volumes_labelled(filters).await?.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// Volumes matching `filters`, each with its labels.
+    pub async fn volumes_labelled(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<(String, HashMap<String, String>)>> {
         let opts = qp::ListVolumesOptions { filters: Some(filters) };
         let r = quick("list volumes", "engine", self.docker.list_volumes(Some(opts))).await?;
-        Ok(r.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect())
+        Ok(r.volumes.unwrap_or_default().into_iter().map(|v| (v.name, v.labels)).collect())
     }
 
     /// Remove a volume; already gone is fine.

@@ -250,9 +250,18 @@ pub(crate) struct Launched {
 impl SandboxOptions {
     /// The images and the client mounts copied and loaded need: each source must exist before
     /// anything starts (a usage error otherwise).
+    /// Meanwhile, what an engine restart left of earlier environments is swept
+    /// ([`crate::env::sweep`]; a failure there is only logged).
     pub(crate) async fn check(&self, engine: &Engine) -> Result<Vec<HostImage>> {
-        crate::copy::check_sources(engine, &self.copies).await?;
-        crate::load::check(engine, &self.loads).await
+        let checks = async {
+            crate::copy::check_sources(engine, &self.copies).await?;
+            crate::load::check(engine, &self.loads).await
+        };
+        let (checked, swept) = tokio::join!(checks, crate::env::sweep(engine));
+        if let Err(e) = swept {
+            tracing::warn!(error = %e, "sweeping orphaned didx volumes failed");
+        }
+        checked
     }
 
     /// The environment spec: the engine's storage driver and ID, images resolved (pulled, or

@@ -100,3 +100,36 @@ async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String
     }
     Ok(names)
 }
+
+/// How old an unused volume of didx must be before [`sweep`] takes it: a volume is made a
+/// moment before the container that uses it, and must not be taken in between.
+const SWEEP_AFTER_SECS: u64 = 60;
+
+/// Remove what an engine restart leaves: volumes of didx that no container uses, whose
+/// environment has no container left, made more than a minute ago. (The engine removes
+/// didx's AutoRemove containers when it stops or restarts, but leaves their volumes.) Run by
+/// every didx start and by `pool up` and `pool down`. Returns the volumes removed.
+pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
+    let mut dangling = labels::filter(None);
+    dangling.insert("dangling".to_string(), vec!["true".to_string()]);
+    let (volumes, containers) = tokio::join!(engine.volumes_labelled(dangling), engine.containers(labels::filter(None)));
+    let live: std::collections::HashSet<String> =
+        containers?.into_iter().filter_map(|c| c.labels.and_then(|mut l| l.remove(labels::ENV))).collect();
+    let now = super::now_secs();
+    let orphans: Vec<String> = volumes?
+        .into_iter()
+        .filter(|(_, l)| {
+            let old = l.get(labels::CREATED).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + SWEEP_AFTER_SECS <= now);
+            old && l.get(labels::ENV).is_some_and(|env| !live.contains(env))
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let mut removed = Vec::new();
+    for (name, r) in orphans.iter().zip(join_all(orphans.iter().map(|v| engine.remove_volume(v))).await) {
+        match r {
+            Ok(()) => removed.push(name.clone()),
+            Err(e) => tracing::warn!(volume = %name, error = %e, "cannot remove an orphaned didx volume"),
+        }
+    }
+    Ok(removed)
+}
