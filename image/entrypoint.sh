@@ -118,20 +118,9 @@ server() {
 	dockerd "$@" </dev/null &
 	dockerd=$!
 	echo "$dockerd" >"$LEASE_DIR/dockerd.pid"
-	if [ "${DIDX_LEASE:-}" = stdin ]; then
-		# Held from before its start: stdin is the owning didx's attached connection (see
-		# the bootstrap in didx's recipe). Its end without "release" ends this environment.
-		exec 3<&0
-		(
-			while IFS= read -r line; do
-				[ "$line" = release ] && exit 0
-			done
-			log "lease lost: the didx process that owned this environment is gone; ending it"
-			: >"$LEASE_DIR/ended"
-			kill -KILL "$dockerd" 2>/dev/null || true
-		) <&3 &
-		exec 3<&-
-	fi
+	# Held from before its start: stdin is the owning didx's attached connection (see the
+	# bootstrap in didx's recipe), watched in the background.
+	[ "${DIDX_LEASE:-}" = stdin ] && watch_stdin
 	# Stopping the container stops dockerd (PID 1 of a shell ignores signals it does not trap).
 	trap 'kill -TERM "$dockerd" 2>/dev/null || true' TERM INT
 	# A pooled server nobody claims within DIDX_IDLE_TIMEOUT seconds ends itself (a claim's
@@ -172,19 +161,35 @@ listening() {
 	grep -qE ':0948 [0-9A-F]+:0000 0A ' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
-lease() {
-	mkdir -p "$LEASE_DIR"
-	: >"$LEASE_DIR/claimed"
+# hold: read stdin until a "release" line (the container is handed over: return) or its end
+# (the owning didx is gone: end this container). The server ends by its dockerd's death (its
+# PID 1 then exits), the client by PID 1's own exit.
+hold() {
 	while IFS= read -r line; do
-		[ "$line" = release ] && exit 0
+		[ "$line" = release ] && return 0
 	done
 	log "lease lost: the didx process that owned this environment is gone; ending it"
+	mkdir -p "$LEASE_DIR"
 	: >"$LEASE_DIR/ended"
 	if [ -f "$LEASE_DIR/dockerd.pid" ]; then
 		kill -KILL "$(cat "$LEASE_DIR/dockerd.pid")" 2>/dev/null || true
 	else
 		kill -TERM 1
 	fi
+}
+
+# watch_stdin: hold on this container's own stdin, in the background (an asynchronous list
+# would get /dev/null as stdin unless told otherwise, hence fd 3).
+watch_stdin() {
+	exec 3<&0
+	hold <&3 &
+	exec 3<&-
+}
+
+lease() {
+	mkdir -p "$LEASE_DIR"
+	: >"$LEASE_DIR/claimed"
+	hold
 }
 
 client() {
@@ -195,18 +200,8 @@ client() {
 	fi
 	# A shell as PID 1 ignores SIGTERM unless it traps it; trap so `docker stop` is instant.
 	trap 'exit 0' TERM INT
-	if [ "${DIDX_LEASE:-}" = stdin ]; then
-		# Held from before its start, as the server (above): the lease's end ends PID 1.
-		exec 3<&0
-		(
-			while IFS= read -r line; do
-				[ "$line" = release ] && exit 0
-			done
-			log "lease lost: the didx process that owned this environment is gone; ending it"
-			kill -TERM 1
-		) <&3 &
-		exec 3<&-
-	fi
+	# Held from before its start, as the server (above).
+	[ "${DIDX_LEASE:-}" = stdin ] && watch_stdin
 	if [ -n "${DIDX_FOLLOW:-}" ]; then
 		# Follow the server (a pooled client, made once dockerd listens): end when its dockerd
 		# no longer listens in the namespace we share, twice in a row.

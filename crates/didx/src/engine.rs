@@ -528,6 +528,13 @@ impl Engine {
     pub async fn lease(&self, container: &str, argv: &[String]) -> Result<Lease> {
         // stdout and stderr attached too: engines (20.10 seen) that attach stdin alone never
         // read the connection, so never see it close.
+        let (_, output, input) = self.attached_exec(container, argv).await?;
+        Ok(Lease { container: container.to_string(), input, _output: Some(output), drain: None })
+    }
+
+    /// Create and start an exec of `argv` in `container` with stdin, stdout and stderr
+    /// attached: its id, output and input.
+    async fn attached_exec(&self, container: &str, argv: &[String]) -> Result<(String, OutputStream, std::pin::Pin<Box<dyn AsyncWrite + Send>>)> {
         let config = CreateExecOptions {
             cmd: Some(argv.to_vec()),
             attach_stdin: Some(true),
@@ -537,9 +544,7 @@ impl Engine {
         };
         let created = quick("create exec", container, self.docker.create_exec(container, config)).await?;
         match quick("start exec", container, self.docker.start_exec(&created.id, None)).await? {
-            StartExecResults::Attached { output, input } => {
-                Ok(Lease { container: container.to_string(), input, _output: Some(output), drain: None })
-            }
+            StartExecResults::Attached { output, input } => Ok((created.id, output, input)),
             StartExecResults::Detached => Err(call("start exec", container)(BollardError::RequestTimeoutError)),
         }
     }
@@ -555,19 +560,7 @@ impl Engine {
         out: &mut (dyn AsyncWrite + Unpin + Send),
         err: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<i64> {
-        let config = CreateExecOptions {
-            cmd: Some(argv.to_vec()),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..Default::default()
-        };
-        let created = quick("create exec", container, self.docker.create_exec(container, config)).await?;
-        let StartExecResults::Attached { output, input: mut stdin } =
-            quick("start exec", container, self.docker.start_exec(&created.id, None)).await?
-        else {
-            return Err(call("start exec", container)(BollardError::RequestTimeoutError));
-        };
+        let (exec_id, output, mut stdin) = self.attached_exec(container, argv).await?;
         let feed = async {
             futures_util::pin_mut!(input);
             loop {
@@ -587,7 +580,7 @@ impl Engine {
         let (fed, drained) = tokio::join!(feed, drain(output, container, out, err));
         drained?;
         fed?;
-        let inspect = quick("inspect exec", container, self.docker.inspect_exec(&created.id)).await?;
+        let inspect = quick("inspect exec", container, self.docker.inspect_exec(&exec_id)).await?;
         Ok(inspect.exit_code.unwrap_or(-1))
     }
 
