@@ -509,10 +509,9 @@ impl Engine {
         Ok(inspect.exit_code.unwrap_or(-1))
     }
 
-    /// Hold a created, not yet started `container` whose PID 1 reads its stdin (the recipe's
-    /// bootstrap, see the entrypoint): attach to its stdin, stdout and stderr (its output is
-    /// read and dropped, so the container never blocks on it). Start it next, then
-    /// [`Lease::go`]. When the attached connection closes without a `release` line — this
+    /// Hold a `container` whose PID 1 reads its stdin (the recipe's bootstrap, see the
+    /// entrypoint), just started: attach to its stdin, stdout and stderr (its output is read
+    /// and dropped, so the container never blocks on it); then [`Lease::go`]. When the attached connection closes without a `release` line — this
     /// process ended, however — the container ends itself.
     pub async fn attach_lease(&self, container: &str) -> Result<Lease> {
         let opts = qp::AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };

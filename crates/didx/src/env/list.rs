@@ -105,23 +105,34 @@ async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String
 /// moment before the container that uses it, and must not be taken in between.
 const SWEEP_AFTER_SECS: u64 = 60;
 
-/// Remove what an engine restart leaves: volumes of didx that no container uses, whose
-/// environment has no container left, made more than a minute ago. (The engine removes
-/// didx's AutoRemove containers when it stops or restarts, but leaves their volumes.) Run by
-/// every didx start and by `pool up` and `pool down`. Returns the volumes removed.
+/// Remove what no lease can: containers of didx created and never started, and volumes of didx
+/// that no container uses and whose environment has no container left (an engine restart
+/// removes didx's AutoRemove containers but leaves their volumes), each made more than a
+/// minute ago. Run by every didx start and by `pool up` and `pool down`. Returns the volumes
+/// removed.
 pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
+    let now = super::now_secs();
+    let old = |l: Option<&std::collections::HashMap<String, String>>| {
+        l.and_then(|l| l.get(labels::CREATED)).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + SWEEP_AFTER_SECS <= now)
+    };
+    // Created and never started: what a didx killed while its create request was in flight
+    // leaves (the engine API has no create-and-start; every other moment of a start is held).
+    let mut created = labels::filter(None);
+    created.insert("status".to_string(), vec!["created".to_string()]);
+    let stale: Vec<String> = engine.containers(created).await?.into_iter().filter(|c| old(c.labels.as_ref())).filter_map(|c| c.id).collect();
+    for (id, r) in stale.iter().zip(join_all(stale.iter().map(|c| engine.remove_container(c))).await) {
+        if let Err(e) = r {
+            tracing::warn!(container = %id, error = %e, "cannot remove a never-started didx container");
+        }
+    }
     let mut dangling = labels::filter(None);
     dangling.insert("dangling".to_string(), vec!["true".to_string()]);
     let (volumes, containers) = tokio::join!(engine.volumes_labelled(dangling), engine.containers(labels::filter(None)));
     let live: std::collections::HashSet<String> =
         containers?.into_iter().filter_map(|c| c.labels.and_then(|mut l| l.remove(labels::ENV))).collect();
-    let now = super::now_secs();
     let orphans: Vec<String> = volumes?
         .into_iter()
-        .filter(|(_, l)| {
-            let old = l.get(labels::CREATED).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + SWEEP_AFTER_SECS <= now);
-            old && l.get(labels::ENV).is_some_and(|env| !live.contains(env))
-        })
+        .filter(|(_, l)| old(Some(l)) && l.get(labels::ENV).is_some_and(|env| !live.contains(env)))
         .map(|(name, _)| name)
         .collect();
     let mut removed = Vec::new();

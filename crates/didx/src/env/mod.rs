@@ -366,16 +366,21 @@ async fn start_server(
     loop {
         let id = create_server(engine, server, lease, &mut iso).await?;
         cancel.check()?;
-        let mut held = if lease { Some(engine.attach_lease(&id).await?) } else { None };
-        if held.is_none() {
+        // Held: started at once (its bootstrap waits for "go"), then attached, then filled. A
+        // created container is never removed by the engine; a started one ends itself.
+        if !lease {
             engine.upload(&id, "/", files.clone()).await?;
         }
         match engine.start(&id).await {
             Ok(()) => {
-                if let Some(l) = held.as_mut() {
+                let held = if lease {
+                    let mut l = engine.attach_lease(&id).await?;
                     engine.upload(&id, "/", files.clone()).await?;
                     l.go().await?;
-                }
+                    Some(l)
+                } else {
+                    None
+                };
                 on(Event::ServerStarted { name, image: &spec.server_image, isolation: iso.name() });
                 return Ok((id, held));
             }
@@ -385,7 +390,6 @@ async fn start_server(
                     if spec.isolation == IsolationMode::Privileged {
                         return Err(Error::PrivilegedRefused { server: name.to_string(), reason: msg });
                     }
-                    drop(held);
                     engine.remove_container(&id).await?;
                     isolation::remember_refusal(&spec.engine_id);
                     on(Event::IsolationFallback { reason: &msg });
@@ -417,17 +421,20 @@ async fn start_client(engine: &Engine, name: &str, client: &recipe::Client<'_>, 
     let id = engine.create_container(name, body).await?;
     let files = client.files();
     let files = if files.is_empty() { None } else { Some(tar_of(&files)?) };
-    let mut held = if lease { Some(engine.attach_lease(&id).await?) } else { None };
-    if let (None, Some(f)) = (&held, &files) {
+    if let (false, Some(f)) = (lease, &files) {
         engine.upload(&id, "/", f.clone()).await?;
     }
     engine.start(&id).await?;
-    if let Some(l) = held.as_mut() {
+    let held = if lease {
+        let mut l = engine.attach_lease(&id).await?;
         if let Some(f) = files {
             engine.upload(&id, "/", f).await?;
         }
         l.go().await?;
-    }
+        Some(l)
+    } else {
+        None
+    };
     Ok((id, held))
 }
 
