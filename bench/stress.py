@@ -36,8 +36,8 @@ image are removed too.
 It prints (stdout, and bench/out/stress.md) the machine, counts per case with every exit-code
 mismatch, runs per minute, wall time, per-case duration median and min-max, where the
 signals landed, and the leaks; every run goes to bench/out/stress.csv. Exit status: 0 when
-every exit code matched and nothing leaked, 1 otherwise (today SIGKILL runs leak until the
-lease lands: that is reported, not hidden).
+every exit code matched and nothing leaked, 1 otherwise (a leak is reported, not hidden; a
+container created and never started is named as such).
 Interrupted (SIGINT, SIGTERM), it starts no more runs, sends the live ones SIGTERM (their
 codes then count as term's), waits for them, checks and removes leaks as usual, exits 130.
 
@@ -146,6 +146,7 @@ class Resource:
     env: str
     pooled: bool
     image: str = ""
+    state: str = ""                   # a container's: running, created (never started), …
 
 
 def didx_resources(containers_only=False):
@@ -153,9 +154,9 @@ def didx_resources(containers_only=False):
     fmt = '{{.Label "io.didx.env"}}|{{.Label "io.didx.pool"}}'
     found = []
     for line in docker("ps", "-a", "--no-trunc", "--filter", "label=io.didx.managed",
-                       "--format", "{{.ID}}|{{.Names}}|{{.Image}}|" + fmt):
-        cid, name, image, env, pool = (line.split("|") + [""] * 5)[:5]
-        found.append(Resource("container", cid, name, env, bool(pool), image))
+                       "--format", "{{.ID}}|{{.Names}}|{{.Image}}|{{.State}}|" + fmt):
+        cid, name, image, state, env, pool = (line.split("|") + [""] * 6)[:6]
+        found.append(Resource("container", cid, name, env, bool(pool), image, state))
     if containers_only:
         return found
     for line in docker("volume", "ls", "--filter", "label=io.didx.managed",
@@ -516,7 +517,8 @@ def report(s):
         r = env_case.get(env)
         who = f"run {r.index} ({r.case}, {r.phase or 'no signal'}, exit {r.rc})" if r else \
             "a run killed before it printed its environment id (found by image)"
-        names = ", ".join(f"{x.kind} {x.name}" for x in s.leaks if x.env == env)
+        names = ", ".join(f"{x.kind} {x.name}" + (" (created, never started)" if x.state == "created" else "")
+                          for x in s.leaks if x.env == env)
         out.append(f"- {env}: {who}: {names}")
     if s.leaks:
         out.append("(removed by the script afterwards)")
