@@ -13,15 +13,15 @@ use didx::{Cancel, Engine, Error, Sandbox, SandboxOptions};
 
 mod cli;
 mod completions;
+mod helper;
 mod listing;
 mod output;
-mod refill;
 mod run;
 mod signals;
 
 use cli::{Cli, EnvArgs, ImageCmd, PoolCmd, RunArgs, Verb};
+use helper::Helper;
 use output::say;
-use refill::Refiller;
 use run::RunJob;
 use signals::{Signals, cancelled_by_signal};
 
@@ -50,9 +50,10 @@ fn main() -> ExitCode {
         Ok(job) => job,
         Err(e) => return ExitCode::from(report(Err(e))),
     };
-    // A --pool run forks its refiller now, while the process has one thread.
-    let refiller = match &job {
-        Job::Run(run) if run.pooled => Refiller::fork(run.host.clone(), run.options.clone()),
+    // A run that may claim from the pool or holds its environment forks its helper now, while
+    // the process has one thread.
+    let helper = match &job {
+        Job::Run(run) if run.pooled || run.leased() => Helper::fork(run.host.clone(), run.options.clone()),
         _ => None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
             Job::Report { host, clean } => inventory(host.as_deref(), clean).await,
             Job::Completions(shell) => Ok(completions::completions(shell)),
             Job::Man => completions::man(),
-            Job::Run(run) => run.go(refiller).await,
+            Job::Run(run) => run.go(helper).await,
         })
     });
     runtime.shutdown_timeout(Duration::from_millis(100));

@@ -12,8 +12,8 @@ use didx::spec::{CleanPolicy, EnvVarName, Step};
 use didx::{Cancel, Error, SandboxOptions};
 
 use crate::cli::RunArgs;
+use crate::helper::Helper;
 use crate::output::{self, Timings, say, utc_date};
-use crate::refill::Refiller;
 use crate::signals::{Sig, Signals};
 use crate::{EXIT_DIDX, advice, connect, run_builder, say_images, say_start_event};
 
@@ -45,8 +45,20 @@ impl RunJob {
         Ok(RunJob { host, options, session, clean, pooled: a.pool, timings: Timings(a.timings) })
     }
 
-    pub async fn go(self, refiller: Option<Refiller>) -> anyhow::Result<u8> {
-        let refiller = Mutex::new(refiller);
+    /// Whether the run holds its environment (its policy removes it if the run is killed).
+    pub fn leased(&self) -> bool {
+        matches!(self.clean, CleanPolicy::Anycase | CleanPolicy::Failure)
+    }
+
+    pub async fn go(self, helper: Option<Helper>) -> anyhow::Result<u8> {
+        let helper = Mutex::new(helper);
+        let with_helper = |f: &dyn Fn(&mut Helper)| {
+            if let Ok(mut h) = helper.lock()
+                && let Some(h) = h.as_mut()
+            {
+                f(h)
+            }
+        };
         let timings = self.timings;
         let engine = connect(self.host.as_deref()).await?;
         timings.mark("connected");
@@ -64,16 +76,22 @@ impl RunJob {
             Event::Images { resolved } => say_images(resolved),
             Event::Resolved => timings.mark("resolved"),
             Event::Starting { id, names, pooled } => {
+                if leased {
+                    with_helper(&|h| h.guard(id));
+                }
                 if let Ok(mut w) = at.lock() {
                     *w = Where { env: Some((id.to_string(), (*names).clone())), pooled: *pooled, ..Where::default() };
                 }
             }
-            Event::Claimed { refill } => {
-                // The refill starts now, while the run goes on (the refiller waits for the pool
+            Event::Claimed { id, refill } => {
+                // The refill starts now, while the run goes on (the helper waits for the pool
                 // lock, so it never overshoots).
-                if let Some(r) = refiller.lock().ok().and_then(|mut r| r.take()) {
-                    r.send(refill);
-                }
+                with_helper(&|h| {
+                    if leased {
+                        h.guard(id);
+                    }
+                    h.refill(refill);
+                });
             }
             Event::PoolEmpty => say(
                 "no pooled environment for these options is left; starting a fresh one (didx pool up N, with the same options, keeps some ready)",
@@ -204,6 +222,8 @@ impl RunJob {
                 }
             }
         };
+        // The session reached its end (whatever it did): nothing for the helper to remove.
+        with_helper(&|h| h.done());
         let first = first.lock().ok().and_then(|f| *f);
         let report = match result {
             Ok(r) => r,

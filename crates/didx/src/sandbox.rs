@@ -307,7 +307,7 @@ impl SandboxOptions {
             let template = spec.clone();
             if let Some((env, size, idle)) = crate::env::pool::claim(engine, &mut spec, cancel, &fwd).await? {
                 let refill = Refill::new(template, size, idle);
-                on(&Event::Claimed { refill: &refill });
+                on(&Event::Claimed { id: env.id().as_str(), refill: &refill });
                 return Ok(Launched { env, refill: Some(refill) });
             }
             on(&Event::PoolEmpty);

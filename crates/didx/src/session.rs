@@ -66,6 +66,8 @@ pub enum Event<'a> {
     /// A pooled environment was claimed: what tops the pool up again (also in the
     /// [`Report`]), said at once so a caller can start the refill while the run goes on.
     Claimed {
+        /// The claimed environment's id.
+        id: &'a str,
         /// The refill.
         refill: &'a Refill,
     },

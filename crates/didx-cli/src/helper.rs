@@ -1,0 +1,206 @@
+//! The run's helper process: it refills the warm pool after a claim without the run waiting,
+//! and it removes what a run killed in the middle of a start leaves that no lease can hold.
+//!
+//! Before the async runtime exists (a single thread, so forking is safe), a run that claims
+//! from the pool or holds its environment (`--clean anycase` or `failure`) forks a helper: it
+//! leaves the terminal's session (so a signal to the run's process group does not reach it),
+//! points stdin at /dev/null and stdout/stderr at `pool-refill.log` in didx's cache directory
+//! (so `$(didx …)` is not held open), and reads lines from a pipe:
+//!
+//! - `env ID`: the run is starting (or claimed) environment ID and holds it.
+//! - `refill SIZE IDLE`: a claim took a pooled environment; top the pool up (the library's
+//!   [`didx::pool::Refill`]), now, while the run goes on.
+//! - `done`: the run reached its end (removed or kept its environment as its policy says).
+//!
+//! End of input — the run's exit, however it exits — ends the helper once a refill is done.
+//! End of input *without* `done` means the run died on the way: the helper removes every
+//! environment it was told of. Those hold themselves anyway (their lease ends them within
+//! seconds), but a container whose create request was in flight when the run died was never
+//! started, and nothing inside it can end it: this is what removes it.
+
+use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use didx::session::Event;
+use didx::{Cancel, Engine, SandboxOptions};
+
+/// The run's end of the pipe to its helper.
+pub struct Helper(std::fs::File);
+
+impl Helper {
+    /// Fork the helper for runs on `host` with `options`. `None` (said once) when it cannot be
+    /// forked: the run goes on, without a refill or that last removal.
+    pub fn fork(host: Option<String>, options: SandboxOptions) -> Option<Helper> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array it is given.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            crate::say(format!("warning: no helper process ({})", std::io::Error::last_os_error()));
+            return None;
+        }
+        // SAFETY: both descriptors were just made and are owned here only.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: called before any other thread exists (no runtime yet): the child may run
+        // anything a fresh single-threaded process may.
+        match unsafe { libc::fork() } {
+            -1 => {
+                crate::say(format!("warning: no helper process ({})", std::io::Error::last_os_error()));
+                None
+            }
+            0 => {
+                drop(write);
+                std::process::exit(child(read, host, options))
+            }
+            _ => Some(Helper(std::fs::File::from(write))),
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        if let Err(e) = writeln!(self.0, "{line}") {
+            crate::say(format!("warning: the helper process is gone ({e}); no refill or last removal by it"));
+        }
+    }
+
+    /// The run holds environment `id` (starting it, or having claimed it).
+    pub fn guard(&mut self, id: &str) {
+        self.say(&format!("env {id}"));
+    }
+
+    /// Top the pool up as `refill` says.
+    pub fn refill(&mut self, refill: &didx::pool::Refill) {
+        let idle = refill.idle_timeout().map(|d| d.as_secs()).unwrap_or(0);
+        self.say(&format!("refill {} {idle}", refill.size()));
+    }
+
+    /// The run reached its end: nothing to remove on its behalf.
+    pub fn done(&mut self) {
+        self.say("done");
+    }
+}
+
+enum Line {
+    Env(String),
+    Refill(usize, Option<std::time::Duration>),
+    Done,
+}
+
+fn parse(line: &str) -> Option<Line> {
+    let mut w = line.split_whitespace();
+    match (w.next()?, w.next(), w.next()) {
+        ("env", Some(id), None) => Some(Line::Env(id.to_string())),
+        ("refill", Some(size), Some(idle)) => {
+            let idle: u64 = idle.parse().ok()?;
+            Some(Line::Refill(size.parse().ok()?, (idle > 0).then(|| std::time::Duration::from_secs(idle))))
+        }
+        ("done", None, None) => Some(Line::Done),
+        _ => None,
+    }
+}
+
+/// The helper: detach, read lines, act. Returns its exit code.
+fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
+    // SAFETY: plain system calls on descriptors this process owns.
+    unsafe {
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            libc::close(null);
+        }
+        if let Ok(log) = didx::pool::open_refill_log() {
+            libc::dup2(log.as_raw_fd(), 1);
+            libc::dup2(log.as_raw_fd(), 2);
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            crate::say(format!("helper: cannot start the async runtime: {e}"));
+            return 1;
+        }
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(std::fs::File::from(read)).lines().map_while(Result::ok) {
+            if let Some(l) = parse(&line)
+                && tx.send(l).is_err()
+            {
+                break;
+            }
+        }
+    });
+    runtime.block_on(async move {
+        let engine = || async { Engine::connect(host.as_deref()).await };
+        let (mut envs, mut done, mut refills) = (Vec::new(), false, Vec::new());
+        while let Some(line) = rx.recv().await {
+            match line {
+                Line::Env(id) => envs.push(id),
+                Line::Done => done = true,
+                Line::Refill(size, idle) => {
+                    let options = options.clone();
+                    let engine = engine().await;
+                    refills.push(tokio::spawn(async move {
+                        let engine = engine?;
+                        crate::say(format!("refill: topping the pool up to {size} (pid {})", std::process::id()));
+                        let on = |e: &Event<'_>| {
+                            if let Event::Start(didx::session::StartEvent::Ready { elapsed }) = e {
+                                crate::say(format!("refill: a pooled environment is ready after {:.2} s", elapsed.as_secs_f64()));
+                            }
+                        };
+                        let r = didx::pool::up(&engine, &options, size, idle, &Cancel::new(), &on).await?;
+                        crate::say(format!("refill: pool {}: {} started, {} failed", r.key, r.started.len(), r.failed.len()));
+                        Ok::<(), didx::Error>(())
+                    }));
+                }
+            }
+        }
+        let mut code = 0;
+        if !done && !envs.is_empty() {
+            match engine().await {
+                Ok(engine) => {
+                    for id in &envs {
+                        if let Err(e) = didx::inventory::remove(&engine, id).await {
+                            crate::say(format!("helper: removing environment {id} of a run that died failed: {e}"));
+                            code = 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    crate::say(format!("helper: error: {e}"));
+                    code = 1;
+                }
+            }
+        }
+        for r in refills {
+            match r.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    crate::say(format!("refill: error: {e}"));
+                    code = 1;
+                }
+                Err(e) => {
+                    crate::say(format!("refill: the task failed: {e}"));
+                    code = 1;
+                }
+            }
+        }
+        code
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_strictly() {
+        assert!(matches!(parse("env abc123"), Some(Line::Env(id)) if id == "abc123"));
+        assert!(matches!(parse("refill 3 1800"), Some(Line::Refill(3, Some(d))) if d.as_secs() == 1800));
+        assert!(matches!(parse("refill 2 0"), Some(Line::Refill(2, None))));
+        assert!(matches!(parse("done"), Some(Line::Done)));
+        for bad in ["", "env", "env a b", "refill x 1", "refill 1", "done now", "rm -rf /"] {
+            assert!(parse(bad).is_none(), "{bad:?}");
+        }
+    }
+}
