@@ -199,3 +199,25 @@ fn bad_idle_timeouts_are_usage_errors() {
     assert_eq!(r.code, 2, "{}", r.show());
     assert!(r.stderr.contains("--idle-timeout"), "{}", r.show());
 }
+
+#[test]
+fn a_container_created_and_never_started_is_removed_by_the_run_s_helper() {
+    // What a SIGKILL during a create request in flight leaves: a container of the environment
+    // that never started, so no lease holds it. Made here by hand, with the environment's
+    // label, while the run holds the environment; then the run is killed.
+    let (mut child, id, _) = spawn_until(&["--clean", "anycase", "sleep 60"], "[1/1] sleep 60");
+    let orphan = format!("didx_test_never_started_{id}");
+    rt().block_on(async {
+        let mut labels = didx::labels::for_resource(&id, didx::labels::Role::Client, 1);
+        labels.insert("didx-test".into(), "never-started".into());
+        let body = bollard::models::ContainerCreateBody {
+            image: Some("didx/dind:local".into()),
+            labels: Some(labels),
+            host_config: Some(bollard::models::HostConfig { auto_remove: Some(true), ..Default::default() }),
+            ..Default::default()
+        };
+        engine().await.create_container(&orphan, body).await.unwrap();
+    });
+    sigkill(&mut child);
+    reaped_within(&id, REAP);
+}
