@@ -47,7 +47,7 @@ impl RunJob {
 
     /// Whether the run holds its environment (its policy removes it if the run is killed).
     pub fn leased(&self) -> bool {
-        matches!(self.clean, CleanPolicy::Anycase | CleanPolicy::Failure)
+        self.clean.holds()
     }
 
     pub async fn go(self, helper: Option<Helper>) -> anyhow::Result<u8> {
@@ -71,7 +71,7 @@ impl RunJob {
         let tty = std::io::stderr().is_terminal();
         let last_line = Mutex::new(std::time::Instant::now());
         let pooled = self.pooled;
-        let leased = matches!(self.clean, CleanPolicy::Anycase | CleanPolicy::Failure);
+        let leased = self.leased();
         let on = |e: &Event<'_>| match e {
             Event::Images { resolved } => say_images(resolved),
             Event::Resolved => timings.mark("resolved"),

@@ -262,7 +262,7 @@ impl Session {
         // Held by this process when the policy would remove the environment if the run were
         // killed (killed counts as failed): anycase and failure. Under success and none a
         // killed run keeps it, as a SIGTERM does.
-        let lease = matches!(self.clean, CleanPolicy::Anycase | CleanPolicy::Failure);
+        let lease = self.clean.holds();
         let launched = self.options.launch(engine, self.pooled, lease, cancel, on).await?;
         let env = launched.env;
         let refill = launched.refill;

@@ -41,6 +41,12 @@ impl CleanPolicy {
         }
     }
 
+    /// Whether a run under this policy holds its environment (its lease): a killed run counts
+    /// as failed, so exactly the policies that remove a failed run's environment.
+    pub fn holds(self) -> bool {
+        self.removes(false)
+    }
+
     /// The option value, as written on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -405,6 +411,15 @@ mod tests {
             let e = p(bad).unwrap_err();
             assert!(e.is_usage(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_killed_run_counts_as_failed_for_the_lease() {
+        let held: Vec<CleanPolicy> = [CleanPolicy::None, CleanPolicy::Success, CleanPolicy::Failure, CleanPolicy::Anycase]
+            .into_iter()
+            .filter(|p| p.holds())
+            .collect();
+        assert_eq!(held, [CleanPolicy::Failure, CleanPolicy::Anycase]);
     }
 
     #[test]
