@@ -39,9 +39,7 @@ pub async fn up(
     on: &(dyn Fn(&Event<'_>) + Send + Sync),
 ) -> Result<UpReport> {
     check_size(size)?;
-    if let Err(e) = crate::env::sweep(engine).await {
-        tracing::warn!(error = %e, "sweeping orphaned didx volumes failed");
-    }
+    crate::env::sweep_logged(engine).await;
     let spec = options.spec(engine, false, on).await?;
     crate::env::pool::up(engine, &spec, size, idle_timeout, cancel, &|e| on(&Event::Start(e))).await
 }
@@ -52,9 +50,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Remove every pooled environment no run has claimed (a starting one only when its filler is
 /// provably gone); says what it left and why.
 pub async fn down(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<DownReport> {
-    if let Err(e) = crate::env::sweep(engine).await {
-        tracing::warn!(error = %e, "sweeping orphaned didx volumes failed");
-    }
+    crate::env::sweep_logged(engine).await;
     crate::env::pool::down(engine, cancel, &|e| on(&Event::Start(e))).await
 }
 

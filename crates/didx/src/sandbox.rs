@@ -250,18 +250,9 @@ pub(crate) struct Launched {
 impl SandboxOptions {
     /// The images and the client mounts copied and loaded need: each source must exist before
     /// anything starts (a usage error otherwise).
-    /// Meanwhile, what an engine restart left of earlier environments is swept
-    /// ([`crate::env::sweep`]; a failure there is only logged).
     pub(crate) async fn check(&self, engine: &Engine) -> Result<Vec<HostImage>> {
-        let checks = async {
-            crate::copy::check_sources(engine, &self.copies).await?;
-            crate::load::check(engine, &self.loads).await
-        };
-        let (checked, swept) = tokio::join!(checks, crate::env::sweep(engine));
-        if let Err(e) = swept {
-            tracing::warn!(error = %e, "sweeping orphaned didx volumes failed");
-        }
-        checked
+        crate::copy::check_sources(engine, &self.copies).await?;
+        crate::load::check(engine, &self.loads).await
     }
 
     /// The environment spec: the engine's storage driver and ID, images resolved (pulled, or
@@ -290,8 +281,21 @@ impl SandboxOptions {
 
     /// Start (or, with `pooled`, claim) the environment; nothing copied or loaded yet. With
     /// `lease`, it is held by this process: it ends itself when the process ends without
-    /// releasing it.
+    /// releasing it. Meanwhile (off the start's own path), what an engine restart or a create
+    /// in flight left of earlier environments is swept ([`crate::env::sweep_logged`]).
     pub(crate) async fn launch(
+        &self,
+        engine: &Engine,
+        pooled: bool,
+        lease: bool,
+        cancel: &Cancel,
+        on: &(dyn Fn(&Event<'_>) + Send + Sync),
+    ) -> Result<Launched> {
+        let (launched, ()) = tokio::join!(self.launch_only(engine, pooled, lease, cancel, on), crate::env::sweep_logged(engine));
+        launched
+    }
+
+    async fn launch_only(
         &self,
         engine: &Engine,
         pooled: bool,

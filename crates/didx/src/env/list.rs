@@ -144,3 +144,11 @@ pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
     }
     Ok(removed)
 }
+
+/// [`sweep`] where its failure must not fail the caller (a start, `pool up`, `pool down`):
+/// logged, not returned.
+pub async fn sweep_logged(engine: &Engine) {
+    if let Err(e) = sweep(engine).await {
+        tracing::warn!(error = %e, "sweeping what earlier didx environments left failed");
+    }
+}

@@ -15,7 +15,7 @@ mod recipe;
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use endpoint::{ClientCerts, Endpoint};
-pub use list::{EnvSummary, Member, list, remove, remove_all, sweep};
+pub use list::{EnvSummary, Member, list, remove, remove_all, sweep, sweep_logged};
 use recipe::ClientFiles;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, TLS_PORT};
