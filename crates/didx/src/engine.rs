@@ -735,27 +735,25 @@ impl Lease {
     /// Tell a container held from before its start ([`Engine::attach_lease`]) that its files
     /// are in place: its PID 1 goes on to the entrypoint.
     pub async fn go(&mut self) -> Result<()> {
-        let said = async {
-            self.input.write_all(b"go\n").await?;
-            self.input.flush().await
-        };
-        match tokio::time::timeout(QUICK_TIMEOUT, said).await {
-            Ok(r) => r.map_err(|e| Error::io(format!("starting {}", self.container), e)),
-            Err(_) => Err(Error::TimedOut { op: "start lease", target: self.container.clone(), after: QUICK_TIMEOUT, idle: false }),
-        }
+        self.tell(b"go\n", false, "start lease", "starting").await
     }
 
     /// Hand the container over: it stays when this process ends.
     pub async fn release(mut self) -> Result<()> {
-        let container = self.container.clone();
+        self.tell(b"release\n", true, "release lease", "releasing the lease on").await
+    }
+
+    /// Write `line` to the held container's stdin (then close it, with `close`), bounded by
+    /// [`QUICK_TIMEOUT`]; `op` and `doing` name the step in an error.
+    async fn tell(&mut self, line: &[u8], close: bool, op: &'static str, doing: &str) -> Result<()> {
         let said = async {
-            self.input.write_all(b"release\n").await?;
+            self.input.write_all(line).await?;
             self.input.flush().await?;
-            self.input.shutdown().await
+            if close { self.input.shutdown().await } else { Ok(()) }
         };
         match tokio::time::timeout(QUICK_TIMEOUT, said).await {
-            Ok(r) => r.map_err(|e| Error::io(format!("releasing the lease on {container}"), e)),
-            Err(_) => Err(Error::TimedOut { op: "release lease", target: container, after: QUICK_TIMEOUT, idle: false }),
+            Ok(r) => r.map_err(|e| Error::io(format!("{doing} {}", self.container), e)),
+            Err(_) => Err(Error::TimedOut { op, target: self.container.clone(), after: QUICK_TIMEOUT, idle: false }),
         }
     }
 }
