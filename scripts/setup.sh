@@ -17,3 +17,5 @@ fi
 profile="${DIDX_PROFILE:-debug}"
 if [ "$profile" = release ]; then cargo build --release --locked; else cargo build --locked; fi
 "./target/$profile/didx" image build
+# The docker:*-dind stand-in (busybox ash and tools) the image tests run servers and clients of.
+bash scripts/busybox-dind-image.sh

@@ -182,35 +182,6 @@ impl HostSources {
     }
 }
 
-/// Import a busybox image into the host engine from the offline image's busybox binary.
-async fn busybox_image(e: &didx::engine::Engine, name: &str) -> String {
-    let reader = format!("didx_test_reader_{}", std::process::id());
-    let body = bollard::models::ContainerCreateBody { image: Some(didx::images::LOCAL_IMAGE.into()), ..Default::default() };
-    let id = e.create_container(&reader, body).await.unwrap();
-    let chunks: Vec<bytes::Bytes> = e.download(&id, "/usr/bin/busybox").try_collect().await.unwrap();
-    e.remove_container(&id).await.unwrap();
-    let data = chunks.concat();
-    let mut a = tar::Archive::new(&data[..]);
-    let mut bin = Vec::new();
-    std::io::Read::read_to_end(&mut a.entries().unwrap().next().unwrap().unwrap(), &mut bin).unwrap();
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(0o755);
-    h.set_size(bin.len() as u64);
-    b.append_data(&mut h, "bin/busybox", &bin[..]).unwrap();
-    for applet in ["sh", "cat", "true", "ls"] {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_size(0);
-        b.append_link(&mut h, format!("bin/{applet}"), "busybox").unwrap();
-    }
-    let rootfs = b.into_inner().unwrap();
-    let (repo, tag) = didx::engine::split_reference(name);
-    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(rootfs)) });
-    e.import(stream, repo, tag, vec!["ENV PATH=/bin".into()]).await.unwrap();
-    name.to_string()
-}
-
 #[test]
 fn container_and_image_sources_leave_no_reader_behind() {
     let tag = format!("{}c", std::process::id());

@@ -178,6 +178,11 @@ fn inner_engine_is_isolated_empty_and_runs_limited_containers() {
 }
 
 #[test]
+fn both_isolation_modes_run_inner_containers_with_memory_and_pids_limits() {
+    check_isolations(&[], &std::process::id().to_string());
+}
+
+#[test]
 fn readme_ex4_runs_offline() {
     let r = didx(&[
         "--clean",
@@ -197,13 +202,17 @@ fn readme_ex4_runs_offline() {
 }
 
 #[test]
-fn privileged_refusal_falls_back_once_and_is_remembered() {
+fn auto_isolation_is_privileged_where_granted_else_falls_back_once_and_remembers() {
     let cache = tempdir("fallback");
     let run = |args: &[&str]| from_output(didx_cmd(args).env("DIDX_CACHE_DIR", &cache).output().unwrap());
     let first = run(&["--clean", "anycase", "version"]);
+    // auto isolation: privileged where the engine grants it, the caps profile otherwise.
     let privileged_works = first.stderr.contains("privileged isolation");
     with_cleanup(first, |r| {
         assert_eq!(r.code, 0, "{}", r.show());
+        if let Some(expected) = privileged_expected() {
+            assert_eq!(privileged_works, expected, "auto chose the wrong isolation for this lane: {}", r.show());
+        }
         if !privileged_works {
             assert_eq!(r.stderr.matches("refuses --privileged").count(), 1, "{}", r.show());
             assert!(r.stderr.contains("caps isolation"), "{}", r.show());
@@ -213,6 +222,8 @@ fn privileged_refusal_falls_back_once_and_is_remembered() {
     with_cleanup(run(&["--clean", "anycase", "version"]), |r| {
         assert_eq!(r.code, 0, "{}", r.show());
         assert!(!r.stderr.contains("refuses --privileged"), "not remembered: {}", r.show());
+        let chosen = if privileged_works { "privileged isolation" } else { "caps isolation" };
+        assert!(r.stderr.contains(chosen), "{}", r.show());
         assert_gone(&r.env_id().unwrap());
     });
     if !privileged_works {

@@ -127,3 +127,82 @@ pub async fn spec(e: &Engine, dockerd_opts: Vec<String>) -> didx::env::EnvSpec {
         lease: false,
     }
 }
+
+/// Import a busybox image into the host engine from the offline image's busybox binary.
+pub async fn busybox_image(e: &didx::engine::Engine, name: &str) -> String {
+    let reader = format!("didx_test_reader_{}", std::process::id());
+    let body = bollard::models::ContainerCreateBody { image: Some(didx::images::LOCAL_IMAGE.into()), ..Default::default() };
+    let id = e.create_container(&reader, body).await.unwrap();
+    let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(e.download(&id, "/usr/bin/busybox")).await.unwrap();
+    e.remove_container(&id).await.unwrap();
+    let data = chunks.concat();
+    let mut a = tar::Archive::new(&data[..]);
+    let mut bin = Vec::new();
+    std::io::Read::read_to_end(&mut a.entries().unwrap().next().unwrap().unwrap(), &mut bin).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(bin.len() as u64);
+    b.append_data(&mut h, "bin/busybox", &bin[..]).unwrap();
+    for applet in ["sh", "cat", "true", "ls"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox").unwrap();
+    }
+    let rootfs = b.into_inner().unwrap();
+    let (repo, tag) = didx::engine::split_reference(name);
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(rootfs)) });
+    e.import(stream, repo, tag, vec!["ENV PATH=/bin".into()]).await.unwrap();
+    name.to_string()
+}
+
+/// What this engine does with `--privileged`, when the lane running the tests says so:
+/// `DIDX_TEST_PRIVILEGED=works` (the VM lane) or `refused` (this project's host, whose root lacks
+/// CAP_SYS_RESOURCE); any other value is a mistake. Unset, a test accepts either outcome but
+/// asserts the one it gets in full.
+pub fn privileged_expected() -> Option<bool> {
+    match std::env::var("DIDX_TEST_PRIVILEGED").as_deref() {
+        Ok("works") => Some(true),
+        Ok("refused") => Some(false),
+        Ok(other) => panic!("DIDX_TEST_PRIVILEGED={other}: say works or refused"),
+        Err(_) => None,
+    }
+}
+
+/// An inner container's command printing its memory and pids limits, from whichever cgroup
+/// version the host has (v1: one hierarchy per controller; v2: one unified file per limit).
+pub const CGROUP_LIMITS: &str = "echo mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max) pids=$(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max) fs=$(stat -fc %T /sys/fs/cgroup)";
+
+/// Both isolation modes, with `extra` arguments (say, other images): each starts an inner
+/// container with `--memory 64m --pids-limit 77` (the cgroup nesting test: on cgroup v2 the
+/// entrypoint must enable the controllers for the inner engine) and the limits take effect.
+/// `privileged` where the engine refuses it must fail with 125 and the refusal line instead.
+/// Nothing of either run is left.
+pub fn check_isolations(extra: &[&str], tag: &str) {
+    let image = format!("didx-test-iso:{tag}");
+    let make_image = format!("didx-busybox-image {image}");
+    let limited = format!("run --rm --memory 64m --pids-limit 77 {image} sh -c '{CGROUP_LIMITS}'");
+    for iso in ["caps", "privileged"] {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["--isolation", iso, "--clean", "anycase", &make_image, &limited]);
+        let r = didx(&args);
+        let refused = r.stderr.contains("refuses --privileged");
+        with_cleanup(r, |r| {
+            if iso == "privileged" && refused {
+                assert_ne!(privileged_expected(), Some(true), "privileged should work on this lane: {}", r.show());
+                assert_eq!(r.code, 125, "{}", r.show());
+                assert!(r.stderr.contains("--isolation"), "the refusal names the fix: {}", r.show());
+            } else {
+                if iso == "privileged" {
+                    assert_ne!(privileged_expected(), Some(false), "privileged was expected to be refused: {}", r.show());
+                }
+                assert_eq!(r.code, 0, "{iso}: {}", r.show());
+                assert!(r.stderr.contains(&format!("{iso} isolation")), "{iso}: {}", r.show());
+                assert!(r.stdout.contains("mem=67108864"), "{iso}: --memory 64m not applied: {}", r.show());
+                assert!(r.stdout.contains("pids=77"), "{iso}: --pids-limit not applied: {}", r.show());
+            }
+            assert_gone(&r.env_id().unwrap());
+        });
+    }
+}
