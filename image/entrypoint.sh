@@ -29,13 +29,13 @@ set -eu
 
 log() { printf 'didx-entrypoint: %s\n' "$*" >&2; }
 
-# The mount table, read once: "MOUNTPOINT FSTYPE OPTIONS" per line. Reading
+# The mount table, read once: "MOUNTPOINT FSTYPE OPTIONS SUPER_OPTIONS" per line. Reading
 # /proc/self/mountinfo with sh's read builtin once per question cost ~100 ms (it reads a byte per
 # system call); one awk pass costs ~2 ms. The file system type follows the " - " separator,
 # after a variable number of optional fields.
 MOUNTS=""
 load_mounts() {
-	MOUNTS=$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { print $5, $(i + 1), $6; break } }' /proc/self/mountinfo)
+	MOUNTS=$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { print $5, $(i + 1), $6, $(i + 3); break } }' /proc/self/mountinfo)
 }
 
 # mounted MOUNTPOINT: whether something is mounted there.
@@ -57,10 +57,15 @@ prepare_sys() {
 	load_mounts
 	# /sys and the cgroup filesystem: writable, as dockerd must create cgroups. Parents first
 	# (the table lists them first), so /sys before /sys/fs/cgroup before each hierarchy.
-	printf '%s\n' "$MOUNTS" | while read -r mp fstype opts; do
+	printf '%s\n' "$MOUNTS" | while read -r mp fstype opts super; do
 		case "$mp" in /sys | /sys/fs/cgroup | /sys/fs/cgroup/*) ;; *) continue ;; esac
 		case "$fstype" in sysfs | tmpfs | cgroup | cgroup2) ;; *) continue ;; esac
 		case ",$opts," in *,ro,*) make_rw "$mp" ;; esac
+		# The superblock too: the runtime mounts a new sysfs read-only for a container that is
+		# not privileged, and a writable mount of a read-only superblock still refuses writes
+		# (kind's node image and some inner tools need a writable /sys). This container's own
+		# network namespace owns that sysfs, so remounting it changes nothing outside.
+		case ",$super," in *,ro,*) mount -o remount,rw "$mp" 2>/dev/null || log "cannot make $mp's superblock writable" ;; esac
 	done
 	if [ -d /sys/kernel/security ] && ! mounted /sys/kernel/security; then
 		mount -t securityfs none /sys/kernel/security 2>/dev/null || true

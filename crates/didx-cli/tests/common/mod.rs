@@ -174,18 +174,26 @@ pub fn privileged_expected() -> Option<bool> {
 /// version the host has (v1: one hierarchy per controller; v2: one unified file per limit).
 pub const CGROUP_LIMITS: &str = "echo mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max) pids=$(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max) fs=$(stat -fc %T /sys/fs/cgroup)";
 
+/// An inner container's command printing the superblock options of the sysfs it sees, the
+/// topmost mount at /sys. With `--network host` that is the server's own sysfs (one per network
+/// namespace).
+pub const SYSFS_SUPER: &str = r#"echo sys=$(awk "\$5 == \"/sys\" { s = \$NF } END { print s }" /proc/self/mountinfo)"#;
+
 /// Both isolation modes, with `extra` arguments (say, other images): each starts an inner
 /// container with `--memory 64m --pids-limit 77` (the cgroup nesting test: on cgroup v2 the
-/// entrypoint must enable the controllers for the inner engine) and the limits take effect.
+/// entrypoint must enable the controllers for the inner engine) and the limits take effect;
+/// and a host-network inner container sees the server's sysfs writable down to its superblock
+/// (the caps profile gets a read-only one from the runtime; the entrypoint remounts it).
 /// `privileged` where the engine refuses it must fail with 125 and the refusal line instead.
 /// Nothing of either run is left.
 pub fn check_isolations(extra: &[&str], tag: &str) {
     let image = format!("didx-test-iso:{tag}");
     let make_image = format!("didx-busybox-image {image}");
     let limited = format!("run --rm --memory 64m --pids-limit 77 {image} sh -c '{CGROUP_LIMITS}'");
+    let sysfs = format!("run --rm --network host {image} sh -c '{SYSFS_SUPER}'");
     for iso in ["caps", "privileged"] {
         let mut args: Vec<&str> = extra.to_vec();
-        args.extend(["--isolation", iso, "--clean", "anycase", &make_image, &limited]);
+        args.extend(["--isolation", iso, "--clean", "anycase", &make_image, &limited, &sysfs]);
         let r = didx(&args);
         let refused = r.stderr.contains("refuses --privileged");
         with_cleanup(r, |r| {
@@ -201,6 +209,8 @@ pub fn check_isolations(extra: &[&str], tag: &str) {
                 assert!(r.stderr.contains(&format!("{iso} isolation")), "{iso}: {}", r.show());
                 assert!(r.stdout.contains("mem=67108864"), "{iso}: --memory 64m not applied: {}", r.show());
                 assert!(r.stdout.contains("pids=77"), "{iso}: --pids-limit not applied: {}", r.show());
+                let super_opts = r.stdout.lines().find_map(|l| l.strip_prefix("sys=")).unwrap_or_default();
+                assert!(super_opts.split(',').any(|o| o == "rw"), "{iso}: the server's sysfs superblock is not writable: {}", r.show());
             }
             assert_gone(&r.env_id().unwrap());
         });
