@@ -6,7 +6,10 @@
 //!   not know;
 //! - seccomp and AppArmor unconfined;
 //! - no masked or read-only /proc paths (`systempaths=unconfined`);
-//! - /sys and the cgroup filesystem remounted writable by the entrypoint (needs CAP_SYS_ADMIN).
+//! - every device allowed by the device cgroup (`a *:* rwm`), so the inner engine can give its
+//!   own `--privileged` containers every device (they still need every capability);
+//! - /sys (mount and superblock) and the cgroup filesystem remounted writable by the
+//!   entrypoint (needs CAP_SYS_ADMIN).
 //!
 //! The outcome of `auto` is remembered per engine (by its ID) in the cache directory, so only
 //! the first run on an engine pays for the refused privileged start.
@@ -91,6 +94,7 @@ impl Isolation {
                 hc.security_opt = Some(vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()]);
                 hc.masked_paths = Some(vec![]);
                 hc.readonly_paths = Some(vec![]);
+                hc.device_cgroup_rules = Some(vec!["a *:* rwm".into()]);
             }
         }
     }

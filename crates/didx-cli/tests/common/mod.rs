@@ -191,9 +191,12 @@ pub fn check_isolations(extra: &[&str], tag: &str) {
     let make_image = format!("didx-busybox-image {image}");
     let limited = format!("run --rm --memory 64m --pids-limit 77 {image} sh -c '{CGROUP_LIMITS}'");
     let sysfs = format!("run --rm --network host {image} sh -c '{SYSFS_SUPER}'");
+    let inner_privileged = format!(
+        "sh -c 'docker run --rm --privileged {image} true >/dev/null 2>&1 && echo inner-privileged=yes || echo inner-privileged=no'"
+    );
     for iso in ["caps", "privileged"] {
         let mut args: Vec<&str> = extra.to_vec();
-        args.extend(["--isolation", iso, "--clean", "anycase", &make_image, &limited, &sysfs]);
+        args.extend(["--isolation", iso, "--clean", "anycase", &make_image, &limited, &sysfs, &inner_privileged]);
         let r = didx(&args);
         let refused = r.stderr.contains("refuses --privileged");
         with_cleanup(r, |r| {
@@ -211,6 +214,14 @@ pub fn check_isolations(extra: &[&str], tag: &str) {
                 assert!(r.stdout.contains("pids=77"), "{iso}: --pids-limit not applied: {}", r.show());
                 let super_opts = r.stdout.lines().find_map(|l| l.strip_prefix("sys=")).unwrap_or_default();
                 assert!(super_opts.split(',').any(|o| o == "rw"), "{iso}: the server's sysfs superblock is not writable: {}", r.show());
+                // An inner --privileged container needs every capability (which the server has
+                // where the engine grants --privileged) and every device (the caps profile's
+                // device rule allows all).
+                let expected = if iso == "privileged" { Some(true) } else { privileged_expected() };
+                if let Some(works) = expected {
+                    let want = if works { "inner-privileged=yes" } else { "inner-privileged=no" };
+                    assert!(r.stdout.contains(want), "{iso}: expected {want}: {}", r.show());
+                }
             }
             assert_gone(&r.env_id().unwrap());
         });
