@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions, PortBinding, PortMap};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, Mount, MountType, MountVolumeOptions, PortBinding, PortMap};
 
 use super::EnvSpec;
 use super::pool::PoolTag;
@@ -28,8 +28,9 @@ pub const PUBLISHED_IP: &str = "127.0.0.1";
 /// The recipe's revision, part of the pool key: bumped whenever servers are made differently in
 /// a way that matters to whoever claims one, so an environment pooled by an older didx is never
 /// served. 2: the TLS port published on [`PUBLISHED_IP`]. 3: servers and clients auto-removed
-/// and leased, pooled clients running and following their server, no shared files volume.
-pub(super) const VERSION: u32 = 3;
+/// and leased, pooled clients running and following their server, no shared files volume. 4:
+/// servers in a private cgroup namespace; the caps profile allows every device.
+pub(super) const VERSION: u32 = 4;
 const SERVER_CERT_DIR: &str = "/didx/certs/server";
 
 /// The engine's key for the TLS port, `2376/tcp`.
@@ -149,6 +150,10 @@ impl<'a> Server<'a> {
             mounts: Some(self.mounts()),
             extra_hosts: Some(vec![format!("{}:127.0.0.1", tls::SERVER_NAME)]),
             port_bindings: Some(HashMap::from([(tls_port_key(), Some(published))])),
+            // Its own cgroup namespace whatever the engine's default (private on cgroup v2,
+            // host on v1, or as configured): the entrypoint moves every process it sees in
+            // the root cgroup, which must be the container's, never the host's.
+            cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
             ..Default::default()
         };
         iso.apply(&mut hc);
@@ -381,7 +386,18 @@ mod tests {
         let hc = server.body(&Isolation::Caps(vec!["SYS_ADMIN".into()])).host_config.unwrap();
         assert_eq!(hc.privileged, None);
         assert_eq!(hc.cap_add, Some(vec!["SYS_ADMIN".to_string()]));
+        assert_eq!(hc.device_cgroup_rules, Some(vec!["a *:* rwm".to_string()]));
         assert!(hc.port_bindings.is_some() && hc.mounts.is_some(), "isolation changes nothing else");
+    }
+
+    #[test]
+    fn servers_get_their_own_cgroup_namespace_whatever_the_engine_default() {
+        let (s, tls) = (spec(), tls());
+        let server = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None };
+        for iso in [Isolation::Privileged, Isolation::Caps(vec![])] {
+            let hc = server.body(&iso).host_config.unwrap();
+            assert_eq!(hc.cgroupns_mode, Some(HostConfigCgroupnsModeEnum::PRIVATE), "{iso:?}");
+        }
     }
 
     #[test]
