@@ -120,7 +120,13 @@ server() {
 	choose_iptables
 	rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid 2>/dev/null || true
 	mkdir -p "$LEASE_DIR"
-	dockerd "$@" </dev/null &
+	# container=docker tells dockerd and its containerd they run in a container (moby's
+	# hack/dind does the same): they then leave AppArmor alone. Without it, on a host whose
+	# kernel has AppArmor (Debian, Ubuntu), a privileged server's dockerd sees
+	# /sys/kernel/security/apparmor and fails every `docker run` for want of apparmor_parser
+	# (found by the VM lane); with the parser it would load its docker-default profile into the
+	# host kernel, over the host engine's own.
+	container=docker dockerd "$@" </dev/null &
 	dockerd=$!
 	echo "$dockerd" >"$LEASE_DIR/dockerd.pid"
 	# Held from before its start: stdin is the owning didx's attached connection (see the

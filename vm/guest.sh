@@ -84,6 +84,8 @@ while read -r name limit cmd; do
 	took=$(($(cut -d. -f1 /proc/uptime) - s))
 	echo "$name $rc $took" >>"$R/summary"
 	say "$name: exit $rc in $took s; $(grep '^test result:' "$R/$name.log" | tail -n 1)"
+	# What failed, on the console at once (the whole log comes back with the results).
+	[ "$rc" = 0 ] || grep -E '^test .* FAILED$|panicked at' -A2 "$R/$name.log" | head -n 40 >/dev/console
 done <"$P/plan"
 
 # What the tests left on the VM's engine (they assert it themselves; this is the lane's view).
