@@ -208,7 +208,8 @@ fn a_container_created_and_never_started_is_removed_by_the_run_s_helper() {
     let (mut child, id, _) = spawn_until(&["--clean", "anycase", "sleep 60"], "[1/1] sleep 60");
     let orphan = format!("didx_test_never_started_{id}");
     rt().block_on(async {
-        let mut labels = didx::labels::for_resource(&id, didx::labels::Role::Client, 1);
+        // Created now, so only the helper (not a concurrent run's sweep of old leftovers) removes it.
+        let mut labels = didx::labels::for_resource(&id, didx::labels::Role::Client, now_secs());
         labels.insert("didx-test".into(), "never-started".into());
         let body = bollard::models::ContainerCreateBody {
             image: Some("didx/dind:local".into()),

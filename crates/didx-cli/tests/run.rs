@@ -132,7 +132,9 @@ fn inner_engine_requires_the_client_certificate() {
                 entrypoint: Some(
                     ["docker", "-H", "tcp://docker:2376", "--tlsverify", "--tlscacert", "/ca.pem", "version"].map(String::from).to_vec(),
                 ),
-                labels: Some(didx::labels::for_resource(&id, didx::labels::Role::Client, 0)),
+                // Created now: an old creation time would let a concurrent run's sweep take it
+                // as a leftover (created, never started) before it starts.
+                labels: Some(didx::labels::for_resource(&id, didx::labels::Role::Client, now_secs())),
                 host_config: Some(bollard::models::HostConfig { network_mode: Some(format!("container:{server}")), ..Default::default() }),
                 ..Default::default()
             };

@@ -227,3 +227,8 @@ pub fn check_isolations(extra: &[&str], tag: &str) {
         });
     }
 }
+
+/// Seconds since the epoch, as didx's `io.didx.created` labels carry them.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
