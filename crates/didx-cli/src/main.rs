@@ -320,6 +320,9 @@ async fn image_build(host: Option<&str>, spec: BuildSpec) -> anyhow::Result<u8> 
 fn say_start_event(e: &StartEvent<'_>) {
     match e {
         StartEvent::IsolationFallback { .. } => say(ISOLATION_FALLBACK),
+        StartEvent::CapabilitiesUnknown { names } => {
+            say(format!("the engine does not know {}; the caps profile goes without them", names.join(", ")))
+        }
         StartEvent::PoolLockWait { path } => {
             say(format!("waiting for the pool lock {} (another pool up or down holds it)", path.display()))
         }

@@ -185,6 +185,39 @@ fn both_isolation_modes_run_inner_containers_with_memory_and_pids_limits() {
 }
 
 #[test]
+fn capabilities_the_engine_does_not_know_are_named_and_left_out() {
+    // What this engine refuses, asked directly: a container per capability of our bounding set
+    // (an engine older than the kernel, such as 20.10 on a 6.x kernel, refuses CAP_BPF...).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let refused: Vec<String> = rt().block_on(async {
+        let e = engine().await;
+        let mut refused = Vec::new();
+        for cap in didx::isolation::caps_from_status(&status) {
+            let body = bollard::models::ContainerCreateBody {
+                image: Some(didx::images::LOCAL_IMAGE.into()),
+                host_config: Some(bollard::models::HostConfig { cap_add: Some(vec![cap.clone()]), ..Default::default() }),
+                ..Default::default()
+            };
+            match e.create_container(&format!("didx_test_cap_{}_{}", cap.to_lowercase(), std::process::id()), body).await {
+                Ok(id) => e.remove_container(&id).await.unwrap(),
+                Err(err) if err.to_string().contains("unknown capability") => refused.push(format!("CAP_{cap}")),
+                Err(err) => panic!("{cap}: {err}"),
+            }
+        }
+        refused
+    });
+    with_cleanup(didx(&["--isolation", "caps", "--clean", "anycase", "true"]), |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        let line = r.stderr.lines().find(|l| l.contains("the engine does not know"));
+        match line {
+            None => assert!(refused.is_empty(), "the engine refuses {refused:?}, but didx named none: {}", r.show()),
+            Some(l) => assert_eq!(l, format!("didx: the engine does not know {}; the caps profile goes without them", refused.join(", "))),
+        }
+        assert_gone(&r.env_id().unwrap());
+    });
+}
+
+#[test]
 fn readme_ex4_runs_offline() {
     let r = didx(&[
         "--clean",

@@ -99,17 +99,17 @@ impl Isolation {
         }
     }
 
-    /// Drop one capability the engine said it does not know (`unknown capability: "CAP_BPF"`);
-    /// returns false when the message names none this profile holds.
-    pub fn drop_unknown(&mut self, engine_message: &str) -> bool {
-        let Isolation::Caps(caps) = self else { return false };
-        let Some(rest) = engine_message.split("unknown capability: ").nth(1) else { return false };
+    /// Drop one capability the engine said it does not know (`unknown capability: "CAP_BPF"`):
+    /// its name without `CAP_`, or None when the message names none this profile holds.
+    pub fn drop_unknown(&mut self, engine_message: &str) -> Option<String> {
+        let Isolation::Caps(caps) = self else { return None };
+        let rest = engine_message.split("unknown capability: ").nth(1)?;
         let name = rest.trim_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
         let name = name.split(['"', '\'']).next().unwrap_or("");
         let bare = name.strip_prefix("CAP_").unwrap_or(name);
         let before = caps.len();
         caps.retain(|c| c != bare && c != name);
-        caps.len() != before
+        (caps.len() != before).then(|| bare.to_string())
     }
 }
 
@@ -153,11 +153,11 @@ mod tests {
     #[test]
     fn unknown_capabilities_are_dropped_one_by_one() {
         let mut iso = Isolation::Caps(vec!["SYS_ADMIN".into(), "BPF".into()]);
-        assert!(iso.drop_unknown(r#"invalid CapAdd: unknown capability: "CAP_BPF""#));
+        assert_eq!(iso.drop_unknown(r#"invalid CapAdd: unknown capability: "CAP_BPF""#).as_deref(), Some("BPF"));
         assert_eq!(iso, Isolation::Caps(vec!["SYS_ADMIN".into()]));
-        assert!(!iso.drop_unknown(r#"invalid CapAdd: unknown capability: "CAP_BPF""#));
-        assert!(!iso.drop_unknown("something else"));
-        assert!(!Isolation::Privileged.drop_unknown(r#"unknown capability: "CAP_BPF""#));
+        assert_eq!(iso.drop_unknown(r#"invalid CapAdd: unknown capability: "CAP_BPF""#), None);
+        assert_eq!(iso.drop_unknown("something else"), None);
+        assert_eq!(Isolation::Privileged.drop_unknown(r#"unknown capability: "CAP_BPF""#), None);
     }
 
     #[test]

@@ -136,6 +136,12 @@ pub enum Event<'a> {
         /// The engine's refusal.
         reason: &'a str,
     },
+    /// The caps profile goes without these capabilities (`CAP_` names), which the engine said
+    /// it does not know (an engine older than the kernel).
+    CapabilitiesUnknown {
+        /// Their names, `CAP_` included.
+        names: &'a [String],
+    },
     /// The server container is running.
     ServerStarted {
         /// Its name.
@@ -364,7 +370,10 @@ async fn start_server(
     };
     let files = tar_of(&server.files())?;
     loop {
-        let id = create_server(engine, server, lease, &mut iso).await?;
+        let (id, unknown) = create_server(engine, server, lease, &mut iso).await?;
+        if !unknown.is_empty() {
+            on(Event::CapabilitiesUnknown { names: &unknown });
+        }
         cancel.check()?;
         // Held: started at once (its bootstrap waits for "go"), then attached, then filled. A
         // created container is never removed by the engine; a started one ends itself.
@@ -402,14 +411,19 @@ async fn start_server(
     }
 }
 
-async fn create_server(engine: &Engine, server: &recipe::Server<'_>, lease: bool, iso: &mut Isolation) -> Result<String> {
+/// Create the server: its id, and the capabilities (`CAP_` names) dropped from the caps profile
+/// because the engine does not know them.
+async fn create_server(engine: &Engine, server: &recipe::Server<'_>, lease: bool, iso: &mut Isolation) -> Result<(String, Vec<String>)> {
+    let mut unknown = Vec::new();
     loop {
         let body = if lease { recipe::held(server.body(iso)) } else { server.body(iso) };
         match engine.create_container(server.name, body).await {
-            Ok(id) => return Ok(id),
+            Ok(id) => return Ok((id, unknown)),
             // Engines reject capabilities newer than themselves: drop each one named and retry.
-            Err(e) if message_of(&e).is_some_and(|m| iso.drop_unknown(m)) => continue,
-            Err(e) => return Err(e),
+            Err(e) => match message_of(&e).and_then(|m| iso.drop_unknown(m)) {
+                Some(name) => unknown.push(format!("CAP_{name}")),
+                None => return Err(e),
+            },
         }
     }
 }
