@@ -67,9 +67,11 @@ prepare_sys() {
 		# network namespace owns that sysfs, so remounting it changes nothing outside.
 		case ",$super," in *,ro,*) mount -o remount,rw "$mp" 2>/dev/null || log "cannot make $mp's superblock writable" ;; esac
 	done
-	if [ -d /sys/kernel/security ] && ! mounted /sys/kernel/security; then
-		mount -t securityfs none /sys/kernel/security 2>/dev/null || true
-	fi
+	# securityfs stays unmounted, unlike moby's hack/dind: with it, on a host whose kernel has
+	# AppArmor (Debian, Ubuntu), the inner dockerd sees /sys/kernel/security/apparmor, takes
+	# AppArmor as enabled and fails every `docker run` for want of apparmor_parser (found by the
+	# VM lane; container=docker does not stop Debian's 20.10); with the parser it would load its
+	# docker-default profile into the host kernel, over the host engine's own.
 	if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
 		# cgroup v2 (unified). Nesting as in moby's hack/dind: move every process out of the
 		# root group, otherwise enabling controllers in subtree_control fails with EBUSY.
@@ -120,13 +122,7 @@ server() {
 	choose_iptables
 	rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid 2>/dev/null || true
 	mkdir -p "$LEASE_DIR"
-	# container=docker tells dockerd and its containerd they run in a container (moby's
-	# hack/dind does the same): they then leave AppArmor alone. Without it, on a host whose
-	# kernel has AppArmor (Debian, Ubuntu), a privileged server's dockerd sees
-	# /sys/kernel/security/apparmor and fails every `docker run` for want of apparmor_parser
-	# (found by the VM lane); with the parser it would load its docker-default profile into the
-	# host kernel, over the host engine's own.
-	container=docker dockerd "$@" </dev/null &
+	dockerd "$@" </dev/null &
 	dockerd=$!
 	echo "$dockerd" >"$LEASE_DIR/dockerd.pid"
 	# Held from before its start: stdin is the owning didx's attached connection (see the

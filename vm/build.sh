@@ -9,9 +9,9 @@
 #   vmlinuz, initrd.img   the kernel and Debian's initramfs, for QEMU's -kernel/-initrd
 #   base.key     what the base was built from; a matching key means reuse
 #
-# The base holds only the system and a stub init (/sbin/didx-vm-init) that mounts the run's
-# payload disk and hands over to vm/guest.sh from it, so changing the guest script, the tests or
-# didx never rebuilds the base.
+# The base holds only the system and a unit (didx-vm.service) that mounts the run's payload
+# disk and hands over to vm/guest.sh from it, so changing the guest script, the tests or didx
+# never rebuilds the base.
 set -euo pipefail
 self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -20,8 +20,8 @@ out="${DIDX_VM_DIR:-target/vm}"
 mirror="${DIDX_VM_MIRROR:-http://deb.debian.org/debian}"
 suite=trixie
 # mmdebstrap skips Recommends: everything needed is named. docker.io 26 in trixie ships no
-# client (docker-cli). busybox-static gives the guest a poweroff-free shell toolbox.
-packages=linux-image-amd64,initramfs-tools,zstd,docker.io,docker-cli,iptables,ca-certificates,mount,iproute2,procps,kmod,busybox-static,e2fsprogs
+# client (docker-cli).
+packages=linux-image-amd64,initramfs-tools,zstd,systemd-sysv,docker.io,docker-cli,iptables,ca-certificates,mount,iproute2,procps,kmod,e2fsprogs
 size="${DIDX_VM_DISK:-24G}"
 
 key="$(printf '%s\n' "$suite" "$mirror" "$packages" "$size" | cat - "$self" | sha256sum | cut -c1-16)"
@@ -42,18 +42,44 @@ root="$work/root"
 start=$SECONDS
 echo "vm: building the base from Debian $suite ($mirror)" >&2
 
-# The stub init: the real work is the run's vm/guest.sh, on the payload disk (/dev/vdb).
-stub='#!/bin/sh
-mount -t proc proc /proc 2>/dev/null
+# Booted the way users' hosts are: systemd as init (cgroup v2 only: trixie's systemd has no v1
+# support), docker.io's own docker.service with its default systemd cgroup driver. One unit
+# of ours, didx-vm.service, runs after it: it mounts the run's payload disk (/dev/vdb) and hands
+# over to vm/guest.sh from it. Getties and timers that would only cost time are masked.
+files="$work/files"
+mkdir -p "$files/etc/systemd/system/multi-user.target.wants" "$files/usr/local/sbin"
+cat >"$files/etc/systemd/system/didx-vm.service" <<'UNIT'
+[Unit]
+Description=didx VM lane: run the payload's plan, then power off
+After=docker.service
+Wants=docker.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/didx-vm-run
+StandardOutput=journal+console
+StandardError=journal+console
+UNIT
+ln -s ../didx-vm.service "$files/etc/systemd/system/multi-user.target.wants/didx-vm.service"
+cat >"$files/usr/local/sbin/didx-vm-run" <<'RUN'
+#!/bin/sh
 mkdir -p /payload
 if mount -t ext4 -o ro /dev/vdb /payload; then exec /bin/sh /payload/vm/guest.sh; fi
 echo "didx-vm: no payload disk" >/dev/console
-echo o >/proc/sysrq-trigger'
+echo o >/proc/sysrq-trigger
+RUN
+chmod 755 "$files/usr/local/sbin/didx-vm-run"
+for unit in getty@tty1.service serial-getty@ttyS0.service apt-daily.timer apt-daily-upgrade.timer \
+  e2scrub_all.timer e2scrub_reap.service fstrim.timer dpkg-db-backup.timer systemd-timesyncd.service; do
+  ln -s /dev/null "$files/etc/systemd/system/$unit"
+done
+echo didx-vm >"$files/etc/hostname"
+# A fixed machine id: without one systemd treats the boot as a first boot (and may ask).
+echo 5d1d5e2a0d1d4c6f8a9b0c1d2e3f4a5b >"$files/etc/machine-id"
 
 mmdebstrap --quiet --variant=minbase --include="$packages" \
-  --customize-hook='echo didx-vm >"$1/etc/hostname"' \
-  --customize-hook="printf '%s\n' '$stub' >\"\$1/sbin/didx-vm-init\" && chmod 755 \"\$1/sbin/didx-vm-init\"" \
-  --customize-hook='rm -f "$1"/etc/machine-id "$1"/var/cache/apt/*.bin; rm -rf "$1"/var/lib/apt/lists/*' \
+  --customize-hook='rm -f "$1"/var/cache/apt/*.bin; rm -rf "$1"/var/lib/apt/lists/*' \
+  --customize-hook="sync-in $files /" \
   "$suite" "$root" "$mirror"
 
 cp "$root"/boot/vmlinuz-* "$work/vmlinuz"

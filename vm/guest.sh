@@ -1,8 +1,8 @@
 #!/bin/sh
-# vm/guest.sh: PID 1 of the VM lane's guest (started by the base's stub init from the payload
-# disk). Brings up a cgroup-v2-only system with the VM's own Docker engine, loads the images
-# the run brought, runs the plan's test commands one after another, writes the results to the
-# results disk (/dev/vdc, a plain tar stream) and powers off.
+# vm/guest.sh: the VM lane's work inside the guest, run by the base's didx-vm.service (after
+# docker.service, systemd as init, cgroup v2 only) from the payload disk. Waits for the VM's
+# own Docker engine, loads the images the run brought, runs the plan's test commands one after
+# another, writes the results to the results disk (/dev/vdc, a plain tar stream) and powers off.
 #
 # Payload (/payload, read-only): lane.env (REPO=, the repository's absolute path on the host,
 # so the test binaries' compiled-in paths hold), repo/ (tracked files and the built binaries),
@@ -21,20 +21,9 @@ finish() {
 }
 
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
-mount -o remount,rw / 2>/dev/null
-mountpoint -q /sys || mount -t sysfs sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
-# cgroup v2 only: the unified hierarchy at /sys/fs/cgroup, no v1 hierarchy anywhere.
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
-mount -t tmpfs -o mode=755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mkdir -p /dev/pts /dev/shm /run/lock
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-hostname didx-vm
-ip link set lo up
 mkdir -p "$R"
-say "booted: the guest started $T0 s after the kernel"
+say "booted: systemd reached us $T0 s after the kernel started"
+mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 
 . "$P/lane.env"
 # The repository at the same absolute path as on the host, writable (an overlay on the
@@ -44,19 +33,20 @@ mount -t overlay overlay -o "lowerdir=$P/repo,upperdir=/run/repo/up,workdir=/run
 
 {
 	echo "kernel: $(uname -r)"
-	echo "cgroup: $(stat -fc %T /sys/fs/cgroup)"
+	echo "init: $(cat /proc/1/comm)"
+	echo "cgroup: $(stat -fc %T /sys/fs/cgroup), v1 hierarchies: $(grep -c ' cgroup ' /proc/mounts)"
+	echo "lsm: $(cat /sys/kernel/security/lsm 2>/dev/null || echo unknown)"
 	echo "cpus: $(nproc)"
 	echo "memory: $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
 } >"$R/facts"
 
-say "starting dockerd"
-dockerd >/var/log/dockerd.log 2>&1 &
+say "waiting for docker.service"
 i=0
 until docker version >/dev/null 2>&1; do
 	i=$((i + 1))
-	if [ $i -gt 120 ]; then
-		say "dockerd did not come up"
-		cp /var/log/dockerd.log "$R/"
+	if [ $i -gt 180 ]; then
+		say "docker.service did not come up"
+		journalctl -u docker -u containerd --no-pager >"$R/dockerd.log" 2>&1
 		finish
 	fi
 	sleep 1
@@ -91,5 +81,5 @@ done <"$P/plan"
 # What the tests left on the VM's engine (they assert it themselves; this is the lane's view).
 docker ps -aq --filter label=io.didx.env | wc -l >"$R/left.containers"
 docker volume ls -q --filter label=io.didx.env | wc -l >"$R/left.volumes"
-cp /var/log/dockerd.log "$R/"
+journalctl -u docker -u containerd --no-pager >"$R/dockerd.log" 2>&1
 finish

@@ -131,7 +131,7 @@ set +e
 timeout -k 10 "$limit" qemu-system-x86_64 "${machine[@]}" -smp "$cpus" -m "$mem" \
   -display none -serial stdio -monitor none -no-reboot -nic none \
   -kernel "$out/vmlinuz" -initrd "$out/initrd.img" \
-  -append "console=ttyS0 root=/dev/vda rw init=/sbin/didx-vm-init panic=-1 quiet loglevel=3" \
+  -append "console=ttyS0 root=/dev/vda rw panic=-1 quiet loglevel=3 systemd.show_status=0" \
   -drive "file=$run/root.qcow2,format=qcow2,if=virtio,cache=unsafe" \
   -drive "file=$run/payload.img,format=raw,if=virtio,readonly=on" \
   -drive "file=$run/results.img,format=raw,if=virtio" </dev/null | tee "$run/console.log"
