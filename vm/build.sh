@@ -20,8 +20,9 @@ out="${DIDX_VM_DIR:-target/vm}"
 mirror="${DIDX_VM_MIRROR:-http://deb.debian.org/debian}"
 suite=trixie
 # mmdebstrap skips Recommends: everything needed is named. docker.io 26 in trixie ships no
-# client (docker-cli).
-packages=linux-image-amd64,initramfs-tools,zstd,systemd-sysv,docker.io,docker-cli,iptables,ca-certificates,mount,iproute2,procps,kmod,e2fsprogs
+# client (docker-cli). apparmor, which Debian's kernel recommends and installs, loads the host
+# engine's docker-default profile, as on users' Debian and Ubuntu hosts.
+packages=linux-image-amd64,initramfs-tools,zstd,systemd-sysv,apparmor,docker.io,docker-cli,iptables,ca-certificates,mount,iproute2,procps,kmod,e2fsprogs
 size="${DIDX_VM_DISK:-24G}"
 
 key="$(printf '%s\n' "$suite" "$mirror" "$packages" "$size" | cat - "$self" | sha256sum | cut -c1-16)"
