@@ -87,18 +87,11 @@ fn busybox_clients_take_cp_v_and_load() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Ids of environments in the pool listing (`didx pool`), ready or not.
+/// The pool listing (`didx pool`): (environment id, state) pairs, ready or not.
 fn pooled(run: &dyn Fn(&[&str]) -> Run) -> Vec<(String, String)> {
     let r = run(&["pool"]);
     assert_eq!(r.code, 0, "{}", r.show());
-    r.stdout
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[1].to_string(), f[4].to_string())
-        })
-        .collect()
+    parse_pool_listing(&r.stdout)
 }
 
 #[test]

@@ -33,15 +33,7 @@ fn seen(id: &str) {
 fn pool_list() -> Vec<(String, String)> {
     let r = didx(&["pool"]);
     assert_eq!(r.code, 0, "{}", r.show());
-    let list: Vec<(String, String)> = r
-        .stdout
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[1].to_string(), f[4].to_string())
-        })
-        .collect();
+    let list = parse_pool_listing(&r.stdout);
     list.iter().for_each(|(id, _)| seen(id));
     list
 }

@@ -232,3 +232,15 @@ pub fn check_isolations(extra: &[&str], tag: &str) {
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
+
+/// `didx pool`'s listing as (environment id, state) pairs, one per line after the header.
+pub fn parse_pool_listing(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[1].to_string(), f[4].to_string())
+        })
+        .collect()
+}
