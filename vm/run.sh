@@ -84,6 +84,8 @@ cat >"$payload/lane.env" <<ENV
 REPO='$repo'
 # The VM's engine grants --privileged: the isolation tests expect it to work, not to be refused.
 export DIDX_TEST_PRIVILEGED=works
+# Software emulation is slow: the tests' time bounds (reaping after SIGKILL, idle timeouts) x10.
+export DIDX_TEST_SLOWDOWN=\${DIDX_TEST_SLOWDOWN:-10}
 ENV
 
 say "saving the images from the host engine"

@@ -1,5 +1,5 @@
 //! Reaping without the host socket: a didx killed with SIGKILL in each phase leaves nothing
-//! within 5 s (polled by label), kept environments stay, pooled ones end on their idle timeout,
+//! within 5 s (times DIDX_TEST_SLOWDOWN on slow lanes; polled by label), kept environments stay, pooled ones end on their idle timeout,
 //! and no container of ours mounts the host engine's socket. Each test asserts the engine is
 //! left as found.
 
@@ -71,21 +71,21 @@ fn sigkill_while_starting_leaves_nothing() {
     // The server runs, its dockerd has not answered yet.
     let (mut child, id, _) = spawn_until(&["--clean", "anycase", "true"], "successfully started (");
     sigkill(&mut child);
-    reaped_within(&id, REAP);
+    reaped_within(&id, scaled(REAP));
 }
 
 #[test]
 fn sigkill_during_a_command_leaves_nothing() {
     let (mut child, id, _) = spawn_until(&["--clean", "anycase", "sleep 60"], "[1/1] sleep 60");
     sigkill(&mut child);
-    reaped_within(&id, REAP);
+    reaped_within(&id, scaled(REAP));
 }
 
 #[test]
 fn sigkill_under_failure_policy_counts_as_failure() {
     let (mut child, id, _) = spawn_until(&["--clean", "failure", "sleep 60"], "[1/1] sleep 60");
     sigkill(&mut child);
-    reaped_within(&id, REAP);
+    reaped_within(&id, scaled(REAP));
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn sigkill_during_copy_and_load_leaves_nothing() {
     std::thread::sleep(Duration::from_millis(150));
     sigkill(&mut child);
     std::fs::remove_dir_all(&dir).unwrap();
-    reaped_within(&id, REAP);
+    reaped_within(&id, scaled(REAP));
 }
 
 #[test]
@@ -111,14 +111,14 @@ fn sigkill_during_teardown_leaves_nothing() {
     let (mut child, id, _) = spawn_until(&["--clean", "anycase", "true"], "[1/1] succeeded");
     std::thread::sleep(Duration::from_millis(20));
     sigkill(&mut child);
-    reaped_within(&id, REAP);
+    reaped_within(&id, scaled(REAP));
 }
 
 #[test]
 fn sigkill_under_none_keeps_both() {
     let (mut child, id, _) = spawn_until(&["--clean", "none", "sleep 60"], "[1/1] sleep 60");
     sigkill(&mut child);
-    std::thread::sleep(REAP + Duration::from_secs(1));
+    std::thread::sleep(scaled(REAP) + Duration::from_secs(1));
     let left = rt().block_on(leftovers(Some(&id)));
     let containers = left.iter().filter(|l| l.starts_with("container")).count();
     rt().block_on(async { didx::env::remove(&engine().await, &id).await.unwrap() });
@@ -143,7 +143,7 @@ fn no_container_of_ours_mounts_the_host_socket_or_any_host_path() {
         assert!(hc.binds.unwrap_or_default().is_empty());
     }
     sigkill(&mut child);
-    reaped_within(&id, REAP);
+    reaped_within(&id, scaled(REAP));
 }
 
 #[test]
@@ -155,9 +155,9 @@ fn sigkill_right_after_a_pool_claim_leaves_nothing() {
     assert_eq!(up.code, 0, "{}", up.show());
     let (mut child, id, _) = spawn_until(&["--pool", "--clean", "anycase", opts[0], opts[1], "sleep 60"], "[1/1] sleep 60");
     sigkill(&mut child);
-    reaped_within(&id, REAP);
+    reaped_within(&id, scaled(REAP));
     // The refill the claim asked for is a pool member of its own: empty the pool, then check.
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + scaled(Duration::from_secs(90));
     loop {
         let down = didx(&["pool", "down"]);
         assert_eq!(down.code, 0, "{}", down.show());
@@ -176,21 +176,23 @@ fn sigkill_of_pool_up_mid_fill_leaves_no_half_started_environment() {
     let opts = ["--dkropts", "--label=didx-test=lease-fill"];
     let (mut child, id, _) = spawn_until(&["pool", "up", "1", "--idle-timeout", "0", opts[0], opts[1]], "started for the pool");
     sigkill(&mut child);
-    reaped_within(&id, REAP);
+    reaped_within(&id, scaled(REAP));
 }
 
 #[test]
 fn an_unclaimed_pooled_environment_ends_on_its_idle_timeout() {
     let _g = POOL.lock().unwrap_or_else(|p| p.into_inner());
     let opts = ["--dkropts", "--label=didx-test=lease-idle"];
-    let up = didx(&["pool", "up", "1", "--idle-timeout", "8s", opts[0], opts[1]]);
+    let idle = scaled(Duration::from_secs(8));
+    let idle_arg = format!("{}s", idle.as_secs());
+    let up = didx(&["pool", "up", "1", "--idle-timeout", &idle_arg, opts[0], opts[1]]);
     assert_eq!(up.code, 0, "{}", up.show());
     let id =
         up.stderr.lines().find_map(|l| l.strip_prefix("didx: pooled environment ")?.strip_suffix(" ready")).expect("an id").to_string();
     assert_eq!(rt().block_on(leftovers(Some(&id))).iter().filter(|l| l.starts_with("container")).count(), 2);
     // 8 s after its start plus the reaping allowance (the server's dockerd, then its client,
     // which follows it, then the engine's auto-removal).
-    reaped_within(&id, Duration::from_secs(8) + REAP + REAP);
+    reaped_within(&id, idle + scaled(REAP) + scaled(REAP));
 }
 
 #[test]
@@ -220,5 +222,5 @@ fn a_container_created_and_never_started_is_removed_by_the_run_s_helper() {
         engine().await.create_container(&orphan, body).await.unwrap();
     });
     sigkill(&mut child);
-    reaped_within(&id, REAP);
+    reaped_within(&id, scaled(REAP));
 }

@@ -244,3 +244,15 @@ pub fn parse_pool_listing(stdout: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A time bound of a test, scaled for slow lanes: `DIDX_TEST_SLOWDOWN`, a whole factor (default
+/// 1), multiplies it. The VM lane under software emulation sets 10, as its inner engines answer
+/// in about 24 s against 0.6 s here: a bound that only holds on a fast machine would fail there
+/// for want of time, not for a leak.
+pub fn scaled(d: std::time::Duration) -> std::time::Duration {
+    let factor: u32 = match std::env::var("DIDX_TEST_SLOWDOWN") {
+        Ok(v) => v.parse().unwrap_or_else(|_| panic!("DIDX_TEST_SLOWDOWN={v}: give a whole factor, such as 10")),
+        Err(_) => 1,
+    };
+    d * factor
+}
