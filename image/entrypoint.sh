@@ -114,6 +114,23 @@ choose_iptables() {
 	fi
 }
 
+# route_mtu: the MTU of the interface the default route leaves by (the network this server sits
+# on), or nothing.
+route_mtu() {
+	iface=$(awk '$2 == "00000000" { print $1; exit }' /proc/net/route 2>/dev/null)
+	[ -n "$iface" ] && cat "/sys/class/net/$iface/mtu" 2>/dev/null
+}
+
+# has_option NAME ARGS...: whether dockerd's ARGS set --NAME (as --NAME=V or --NAME V).
+has_option() {
+	name=$1
+	shift
+	for a in "$@"; do
+		case "$a" in "--$name" | "--$name="*) return 0 ;; esac
+	done
+	return 1
+}
+
 LEASE_DIR=/run/didx
 
 server() {
@@ -122,6 +139,18 @@ server() {
 	choose_iptables
 	rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid 2>/dev/null || true
 	mkdir -p "$LEASE_DIR"
+	# Inner containers get the MTU of the network this server sits on, not dockerd's default
+	# 1500: a bigger MTU than the path's drops large packets, and TLS handshakes and downloads
+	# hang. --mtu covers the default bridge; engines that have --default-network-opt (24.0 on)
+	# also get it for the networks they create (compose projects). --dkropts setting either
+	# wins. Asked only when the MTU is not the default (asking dockerd costs ~60 ms).
+	mtu=$(route_mtu || true)
+	if [ -n "$mtu" ] && [ "$mtu" != 1500 ]; then
+		has_option mtu "$@" || set -- "--mtu=$mtu" "$@"
+		if ! has_option default-network-opt "$@" && dockerd --help 2>&1 | grep -q -- --default-network-opt; then
+			set -- "--default-network-opt=bridge=com.docker.network.driver.mtu=$mtu" "$@"
+		fi
+	fi
 	dockerd "$@" </dev/null &
 	dockerd=$!
 	echo "$dockerd" >"$LEASE_DIR/dockerd.pid"

@@ -122,6 +122,15 @@ pub struct EnvArgs {
     /// Client image, overriding the --cv mapping
     #[arg(long = "client-image", env = "DIDX_CLIENT_IMAGE", value_name = "IMAGE")]
     pub client_image: Option<String>,
+    /// The range the inner engine's addresses come from: each environment gets its own /20 of
+    /// it (default bridge and network pool), none overlapping another environment's or a host
+    /// engine network; 'none' leaves them to dockerd
+    #[arg(long = "address-range", env = "DIDX_ADDRESS_RANGE", default_value = "10.200.0.0/13", value_name = "CIDR")]
+    pub address_range: String,
+    /// The host engine's network the server joins instead of the default bridge (the inner
+    /// engine takes its MTU)
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

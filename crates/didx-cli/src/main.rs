@@ -273,6 +273,10 @@ fn builder(a: &EnvArgs) -> didx::Result<didx::SandboxBuilder> {
     if let Some(i) = &a.client_image {
         b = b.client_image(i);
     }
+    b = b.address_range(&a.address_range);
+    if let Some(n) = &a.network {
+        b = b.network(n);
+    }
     Ok(b)
 }
 

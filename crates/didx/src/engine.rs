@@ -447,6 +447,16 @@ impl Engine {
         quick("inspect container", container, self.docker.inspect_container(container, None::<qp::InspectContainerOptions>)).await
     }
 
+    /// Inspect a container; `None` when there is no such container (any more).
+    pub async fn inspect_if_exists(&self, container: &str) -> Result<Option<ContainerInspectResponse>> {
+        let inspect = self.docker.inspect_container(container, None::<qp::InspectContainerOptions>);
+        match within("inspect container", container, QUICK_TIMEOUT, inspect).await? {
+            Ok(i) => Ok(Some(i)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(call("inspect container", container)(e)),
+        }
+    }
+
     /// Remove a container at once (kill, no graceful stop) with its anonymous volumes.
     /// Already gone is fine.
     pub async fn remove_container(&self, container: &str) -> Result<()> {
@@ -624,6 +634,16 @@ impl Engine {
         let opts = qp::ListNetworksOptions { filters: Some(filters) };
         let r = quick("list networks", "engine", self.docker.list_networks(Some(opts))).await?;
         Ok(r.into_iter().filter_map(|n| n.name).collect())
+    }
+
+    /// The IPv4 and IPv6 subnets of every network of the engine (from each network's IPAM
+    /// configuration).
+    pub async fn network_subnets(&self) -> Result<Vec<String>> {
+        let r = quick("list networks", "engine", self.docker.list_networks(None::<qp::ListNetworksOptions>)).await?;
+        Ok(r.into_iter()
+            .flat_map(|n| n.ipam.and_then(|i| i.config).unwrap_or_default())
+            .filter_map(|c| c.subnet)
+            .collect())
     }
 
     /// Remove a network; already gone is fine.

@@ -105,6 +105,19 @@ pub enum Error {
         /// The inner engine's TLS port inside the server.
         port: u16,
     },
+    /// Every block of the address range is held by a live environment or overlaps a network
+    /// of the engine.
+    #[error(
+        "address range {range} is exhausted: {held} environments hold blocks of it and {overlapped} blocks overlap the engine's networks; remove environments (didx --clean rpt lists them) or give a larger or other --address-range"
+    )]
+    AddressRangeExhausted {
+        /// The range (`--address-range`).
+        range: String,
+        /// How many of its blocks live environments hold.
+        held: usize,
+        /// How many overlap a network of the engine.
+        overlapped: usize,
+    },
     /// Certificate generation failed.
     #[error("cannot generate TLS material: {0}")]
     Tls(#[from] rcgen::Error),

@@ -28,6 +28,9 @@ pub const POOL_DEADLINE: &str = "io.didx.pool.deadline";
 /// On a pooled server: seconds after its start within which a claim must take it, else it
 /// ends itself (`pool up --idle-timeout`).
 pub const POOL_IDLE: &str = "io.didx.pool.idle";
+/// On a server: the block of the address range its inner engine's networks are made in
+/// (`A.B.C.D/20`, see `net`); absent when `--dkropts` chose the inner addresses.
+pub const NET: &str = "io.didx.net";
 /// The recipe hash an offline image was built from.
 pub const RECIPE: &str = "io.didx.recipe";
 

@@ -14,7 +14,7 @@ use crate::images::{self, Wanted};
 use crate::load::HostImage;
 use crate::pool::Refill;
 use crate::session::Event;
-use crate::spec::{IsolationMode, Version, VolumeSpec};
+use crate::spec::{AddressRange, IsolationMode, Version, VolumeSpec};
 
 /// The variable that keeps every [`Sandbox`] a program drops (for looking at it afterwards):
 /// `DIDX_KEEP=1`. [`Sandbox::rm`] still removes.
@@ -55,6 +55,8 @@ pub struct SandboxBuilder {
     copies: Vec<String>,
     loads: Vec<String>,
     cwd: Option<PathBuf>,
+    address_range: Option<String>,
+    network: Option<String>,
 }
 
 /// How long [`SandboxBuilder`] waits for the inner engine unless told otherwise.
@@ -123,6 +125,21 @@ impl SandboxBuilder {
         self.loads.push(image.into());
         self
     }
+    /// The range the inner engine's addresses come from (`--address-range`): an IPv4 network
+    /// of /20 or larger, of which the sandbox's dockerd gets its own /20 (default bridge and
+    /// network pool; see the README); `none` leaves them to dockerd. Default
+    /// `10.200.0.0/13`. Ignored when `dockerd_opts` set `--bip`, `--default-address-pool` or
+    /// `--fixed-cidr`.
+    pub fn address_range(mut self, range: impl Into<String>) -> Self {
+        self.address_range = Some(range.into());
+        self
+    }
+    /// The host engine's network the server joins instead of the default bridge
+    /// (`--network`); the inner engine takes its MTU.
+    pub fn network(mut self, network: impl Into<String>) -> Self {
+        self.network = Some(network.into()).filter(|n| !n.is_empty());
+        self
+    }
     /// The directory relative host paths of `volume` and `copy` start from. Default: the
     /// process's current directory.
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -165,7 +182,18 @@ impl SandboxBuilder {
         if copies.iter().filter(|c| c.source == CpSource::Stdin).count() > 1 {
             return Err(Error::invalid("--cp spec", "-", "stdin can feed one --cp only; put the files in one tar stream"));
         }
+        let address_range = match self.address_range.as_deref() {
+            Some("none") => None,
+            Some(r) => Some(AddressRange::parse(r)?),
+            None => Some(AddressRange::default_range()),
+        }
+        .filter(|_| !crate::net::chooses_addresses(&dockerd_opts));
+        if let Some(n) = &self.network {
+            crate::spec::network_name(n)?;
+        }
         Ok(SandboxOptions {
+            address_range,
+            network: self.network.clone(),
             server_image: wanted(&self.server_image, sv.server_image()),
             client_image: wanted(&self.client_image, cv.client_image()),
             sv,
@@ -239,6 +267,8 @@ pub struct SandboxOptions {
     pub(crate) volumes: Vec<VolumeSpec>,
     pub(crate) copies: Vec<CpSpec>,
     pub(crate) loads: Vec<String>,
+    pub(crate) address_range: Option<AddressRange>,
+    pub(crate) network: Option<String>,
 }
 
 /// What [`SandboxOptions::launch`] made.
@@ -276,6 +306,8 @@ impl SandboxOptions {
             ready_timeout: self.ready_timeout,
             volumes: self.volumes.clone(),
             lease,
+            address_range: self.address_range,
+            network: self.network.clone(),
         })
     }
 

@@ -125,6 +125,8 @@ pub async fn spec(e: &Engine, dockerd_opts: Vec<String>) -> didx::env::EnvSpec {
         ready_timeout: std::time::Duration::from_secs(60),
         volumes: vec![],
         lease: false,
+        address_range: Some(didx::spec::AddressRange::default_range()),
+        network: None,
     }
 }
 

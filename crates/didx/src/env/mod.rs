@@ -28,6 +28,7 @@ use crate::engine::{Engine, Lease, message_of};
 use crate::error::{Error, Result};
 use crate::isolation::{self, Isolation};
 use crate::labels;
+use crate::net::{self, AddressRange};
 use crate::ready::{ProbeError, Prober};
 use crate::spec::{IsolationMode, Version, VolumeSpec};
 use crate::tls::TlsMaterial;
@@ -114,6 +115,12 @@ pub struct EnvSpec {
     /// process ends without releasing it — SIGKILL included — the environment ends itself and
     /// the engine removes it. For environments the run would remove anyway.
     pub lease: bool,
+    /// Where the inner engine's addresses come from: a block of this range is claimed for the
+    /// server (see [`crate::net`]); `None` leaves them to dockerd (`--dkropts` chose them, or
+    /// `--address-range none`).
+    pub address_range: Option<AddressRange>,
+    /// The engine network the server joins (`--network`), instead of the default bridge.
+    pub network: Option<String>,
 }
 
 impl EnvSpec {
@@ -308,7 +315,7 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     // client is made once the server runs (it joins the server's network namespace, so it
     // could not start earlier), leaving no created-but-never-started container behind a
     // killed run for more than the few milliseconds between a create and its attach.
-    let server = recipe::Server { spec, name: &server_name, tls: &tls, created, pool: None };
+    let server = recipe::Server { spec, name: &server_name, tls: &tls, created, pool: None, net: None };
     let (server_id, server_lease) = start_server(engine, &server, spec.lease, cancel, on).await?;
     let mut env = Environment {
         engine: engine.clone(),
@@ -411,9 +418,98 @@ async fn start_server(
     }
 }
 
-/// Create the server: its id, and the capabilities (`CAP_` names) dropped from the caps profile
-/// because the engine does not know them.
+/// Create the server, claiming a block of the spec's address range for its inner engine: its
+/// id, and the capabilities (`CAP_` names) dropped from the caps profile because the engine
+/// does not know them.
+///
+/// The claim is the server's [`labels::NET`] label, so the engine's own state says which
+/// blocks are held (no state file; a removed server frees its block). Processes sharing
+/// didx's cache directory choose and create under a lock file (the kernel releases it whatever
+/// ends the process), so they never choose alike; for any others (another user, another
+/// machine on the same engine) the claim is checked once the server exists: of two servers
+/// holding one block, the later-created removes itself and claims another.
 async fn create_server(engine: &Engine, server: &recipe::Server<'_>, lease: bool, iso: &mut Isolation) -> Result<(String, Vec<String>)> {
+    let Some(range) = server.spec.address_range else {
+        return create_server_as(engine, server, lease, iso).await;
+    };
+    let mut lost: Vec<net::Cidr> = Vec::new();
+    for _ in 0..CLAIM_TRIES {
+        let lock = net_lock().await?;
+        let block = choose_block(engine, range, &lost, server.spec.id.as_str()).await?;
+        let claimed = recipe::Server { net: Some(block), ..*server };
+        let (id, unknown) = create_server_as(engine, &claimed, lease, iso).await?;
+        drop(lock);
+        if holds_block(engine, &id, block).await? {
+            return Ok((id, unknown));
+        }
+        tracing::debug!(%block, server = server.name, "another server claimed the same block first; choosing again");
+        engine.remove_container(&id).await?;
+        lost.push(block.cidr());
+    }
+    Err(Error::io(format!("claiming a block of {range} for {}", server.name), std::io::Error::other("every try lost a race")))
+}
+
+/// How often a server claims a block before giving up (a loss needs a race with a process of
+/// another cache directory choosing the same of the free blocks).
+const CLAIM_TRIES: usize = 8;
+
+/// The claim lock in didx's cache directory.
+const NET_LOCK: &str = "net.lock";
+
+/// Take the claim lock (polling: a claim holds it for a list and a create).
+async fn net_lock() -> Result<std::fs::File> {
+    let f = crate::cache::open_lock(NET_LOCK)?;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(format!("locking {NET_LOCK} in didx's cache directory"), e)),
+        }
+    }
+}
+
+/// A free block of `range`: none held by a didx server on the engine (by its label), none
+/// overlapping the engine's networks or `lost`. Chosen among the free ones by the environment's
+/// (random) id, so that claimants not sharing the lock rarely collide.
+async fn choose_block(engine: &Engine, range: net::AddressRange, lost: &[net::Cidr], env: &str) -> Result<net::Block> {
+    let filter = std::collections::HashMap::from([("label".to_string(), vec![labels::NET.to_string()])]);
+    let (servers, subnets) = tokio::join!(engine.containers(filter), engine.network_subnets());
+    let held: Vec<net::Cidr> = servers?
+        .iter()
+        .filter_map(|c| c.labels.as_ref()?.get(labels::NET))
+        .filter_map(|b| net::Cidr::parse(b))
+        .collect();
+    let networks: Vec<net::Cidr> = subnets?.iter().filter_map(|s| net::Cidr::parse(s)).collect();
+    let taken: Vec<net::Cidr> = held.iter().chain(&networks).chain(lost).copied().collect();
+    let free = net::free_blocks(range, &taken);
+    if free.is_empty() {
+        let blocks: Vec<net::Block> = range.blocks().collect();
+        let count = |of: &[net::Cidr]| blocks.iter().filter(|b| of.iter().any(|c| c.overlaps(b.cidr()))).count();
+        return Err(Error::AddressRangeExhausted { range: range.to_string(), held: count(&held), overlapped: count(&networks) });
+    }
+    Ok(free[net::pick(env, lost.len(), free.len())])
+}
+
+/// Whether server `id` stands as the holder of `block`: of the servers labelled with it, the
+/// earliest created (ties: the smallest id). Every claimant computes the same answer.
+async fn holds_block(engine: &Engine, id: &str, block: net::Block) -> Result<bool> {
+    let filter = std::collections::HashMap::from([("label".to_string(), vec![format!("{}={block}", labels::NET)])]);
+    let claims = engine.containers(filter).await?;
+    if claims.iter().all(|c| c.id.as_deref() == Some(id)) {
+        return Ok(true);
+    }
+    let mut created = Vec::new();
+    for c in claims.iter().filter_map(|c| c.id.as_deref()) {
+        // Gone meanwhile (a loser that removed itself, an environment that ended): no claim.
+        if let Some(i) = engine.inspect_if_exists(c).await? {
+            created.push((c.to_string(), net::sortable_time(i.created.as_deref().unwrap_or_default())));
+        }
+    }
+    Ok(net::winner(&created) == Some(id))
+}
+
+/// Create the server as `server` says (its block, if any, chosen).
+async fn create_server_as(engine: &Engine, server: &recipe::Server<'_>, lease: bool, iso: &mut Isolation) -> Result<(String, Vec<String>)> {
     let mut unknown = Vec::new();
     loop {
         let body = if lease { recipe::held(server.body(iso)) } else { server.body(iso) };
@@ -597,6 +693,8 @@ mod tests {
             ready_timeout: Duration::from_secs(1),
             volumes: vec![],
             lease: false,
+            address_range: None,
+            network: None,
         };
         assert_eq!(spec.server_name(), "dind_abc_server_latest");
         assert_eq!(spec.client_name(), "dind_abc_client_24.0");

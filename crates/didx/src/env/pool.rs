@@ -132,7 +132,11 @@ fn key_at(recipe_version: u32, spec: &EnvSpec, server_image_id: &str, client_ima
     let revision = format!("recipe {recipe_version}");
     let fixed =
         [server_image_id, client_image_id, spec.sv.as_str(), spec.cv.as_str(), spec.storage_driver.as_str(), spec.isolation.as_str()];
-    for part in std::iter::once(revision.as_str()).chain(fixed).chain(spec.dockerd_opts.iter().map(String::as_str)) {
+    // The address range and the network: a pooled server's block and network are fixed at its
+    // start. (An empty part for "none": the parts are separated, so this adds no ambiguity.)
+    let range = spec.address_range.map(|r| r.to_string()).unwrap_or_default();
+    let shaped = [range.as_str(), spec.network.as_deref().unwrap_or_default()];
+    for part in std::iter::once(revision.as_str()).chain(fixed).chain(shaped).chain(spec.dockerd_opts.iter().map(String::as_str)) {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -410,7 +414,7 @@ async fn start_pooled(
     let tag = PoolTag { deadline: created + spec.ready_timeout.as_secs() + DEADLINE_MARGIN_SECS, ..tag.clone() };
     let name = spec.server_name();
     let tls = TlsMaterial::generate(&[name.as_str()])?;
-    let server = recipe::Server { spec, name: &name, tls: &tls, created, pool: Some(&tag) };
+    let server = recipe::Server { spec, name: &name, tls: &tls, created, pool: Some(&tag), net: None };
     // Held from its start: if this filler dies, the half-started environment ends itself.
     let (id, lease) = start_server(engine, &server, true, cancel, on).await?;
     // No client yet: the probe goes straight to the server.
@@ -628,6 +632,8 @@ mod tests {
             ready_timeout: std::time::Duration::from_secs(60),
             volumes: vec![],
             lease: false,
+            address_range: None,
+            network: None,
         }
     }
 

@@ -12,6 +12,7 @@ use super::pool::PoolTag;
 use crate::archive::Entry;
 use crate::isolation::Isolation;
 use crate::labels::{self, Role};
+use crate::net::Block;
 use crate::spec::{VolumeSource, VolumeSpec};
 use crate::tls::{self, TlsMaterial};
 
@@ -49,9 +50,10 @@ pub(super) fn published_port(ports: Option<&PortMap>) -> Option<u16> {
         .find_map(|b| b.host_port.as_deref().and_then(|p| p.parse().ok()).filter(|p| *p != 0))
 }
 
-/// dockerd's arguments: both listeners, mutual TLS, then the storage driver and `--dkropts` in
-/// the order given (so a later option can override an earlier one).
-pub(super) fn dockerd_args(spec: &EnvSpec) -> Vec<String> {
+/// dockerd's arguments: both listeners, mutual TLS, the inner addresses of the environment's
+/// block, then the storage driver and `--dkropts` in the order given (so a later option can
+/// override an earlier one).
+pub(super) fn dockerd_args(spec: &EnvSpec, net: Option<Block>) -> Vec<String> {
     let mut args = vec![
         "--host=unix:///var/run/docker.sock".to_string(),
         format!("--host=tcp://0.0.0.0:{TLS_PORT}"),
@@ -60,6 +62,7 @@ pub(super) fn dockerd_args(spec: &EnvSpec) -> Vec<String> {
         format!("--tlscert={SERVER_CERT_DIR}/cert.pem"),
         format!("--tlskey={SERVER_CERT_DIR}/key.pem"),
     ];
+    args.extend(net.into_iter().flat_map(Block::dockerd_args));
     if !spec.storage_driver.is_empty() {
         args.push(format!("--storage-driver={}", spec.storage_driver));
     }
@@ -99,6 +102,7 @@ pub(super) fn held(mut body: ContainerCreateBody) -> ContainerCreateBody {
 }
 
 /// An environment's server: what it is, from which the recipe derives its container.
+#[derive(Clone, Copy)]
 pub(super) struct Server<'a> {
     /// The environment.
     pub spec: &'a EnvSpec,
@@ -110,6 +114,9 @@ pub(super) struct Server<'a> {
     pub created: u64,
     /// The pool's tag, for a server started for the warm pool.
     pub pool: Option<&'a PoolTag>,
+    /// The block of the address range its inner engine takes its addresses from (claimed
+    /// when the server is created; `None` when `--dkropts` chose them).
+    pub net: Option<Block>,
 }
 
 impl<'a> Server<'a> {
@@ -120,6 +127,9 @@ impl<'a> Server<'a> {
         l.insert(labels::EXPIRES.to_string(), self.tls.expires.to_string());
         if let Some(p) = self.pool {
             l.extend(p.labels());
+        }
+        if let Some(b) = self.net {
+            l.insert(labels::NET.to_string(), b.to_string());
         }
         l
     }
@@ -154,13 +164,15 @@ impl<'a> Server<'a> {
             // host on v1, or as configured): the entrypoint moves every process it sees in
             // the root cgroup, which must be the container's, never the host's.
             cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
+            // `--network`: the engine network it joins instead of the default bridge.
+            network_mode: self.spec.network.clone(),
             ..Default::default()
         };
         iso.apply(&mut hc);
         ContainerCreateBody {
             image: Some(self.spec.server_image.clone()),
             entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "server".to_string()]),
-            cmd: Some(dockerd_args(self.spec)),
+            cmd: Some(dockerd_args(self.spec, self.net)),
             env: self.pool.and_then(|p| p.idle_timeout).map(|t| vec![format!("DIDX_IDLE_TIMEOUT={t}")]),
             exposed_ports: Some(vec![tls_port_key()]),
             labels: Some(self.labels()),
@@ -303,6 +315,8 @@ mod tests {
             ready_timeout: Duration::from_secs(1),
             volumes: vec![],
             lease: false,
+            address_range: None,
+            network: None,
         }
     }
 
@@ -321,7 +335,7 @@ mod tests {
     #[test]
     fn dockerd_listens_on_both_sockets_with_tls_then_takes_the_driver_and_dkropts_in_order() {
         let mut s = spec();
-        let args = dockerd_args(&s);
+        let args = dockerd_args(&s, Block::parse("10.200.16.0/20"));
         assert_eq!(
             args,
             [
@@ -331,6 +345,8 @@ mod tests {
                 "--tlscacert=/didx/certs/server/ca.pem",
                 "--tlscert=/didx/certs/server/cert.pem",
                 "--tlskey=/didx/certs/server/key.pem",
+                "--bip=10.200.16.1/24",
+                "--default-address-pool=base=10.200.24.0/21,size=24",
                 "--storage-driver=vfs",
                 "--debug",
                 "--storage-driver=overlay2",
@@ -338,14 +354,14 @@ mod tests {
         );
         s.storage_driver.clear();
         s.dockerd_opts.clear();
-        assert!(dockerd_args(&s).iter().all(|a| !a.starts_with("--storage-driver")));
-        assert_eq!(dockerd_args(&s).len(), 6);
+        assert!(dockerd_args(&s, None).iter().all(|a| !a.starts_with("--storage-driver")));
+        assert_eq!(dockerd_args(&s, None).len(), 6);
     }
 
     #[test]
     fn a_fresh_server_is_labelled_publishes_its_tls_port_on_loopback_and_keeps_its_storage_in_a_labelled_volume() {
         let (s, tls) = (spec(), tls());
-        let server = Server { spec: &s, name: "dind_e1_server_latest", tls: &tls, created: 1234, pool: None };
+        let server = Server { spec: &s, name: "dind_e1_server_latest", tls: &tls, created: 1234, pool: None, net: None };
         let body = server.body(&Isolation::Privileged);
         let l = body.labels.clone().unwrap();
         assert_eq!(label(&l, labels::MANAGED), Some("true"));
@@ -357,7 +373,11 @@ mod tests {
         assert!(l.keys().all(|k| !k.starts_with(labels::POOL)), "no pool labels: {l:?}");
         assert_eq!(body.image.as_deref(), Some("server:img"));
         assert_eq!(body.entrypoint, Some(vec!["/didx/entrypoint".to_string(), "server".to_string()]));
-        assert_eq!(body.cmd, Some(dockerd_args(&s)));
+        assert_eq!(body.cmd, Some(dockerd_args(&s, None)));
+        assert_eq!(label(&l, labels::NET), None);
+        let claimed = Server { net: Block::parse("10.200.32.0/20"), ..server }.body(&Isolation::Privileged);
+        assert_eq!(label(claimed.labels.as_ref().unwrap(), labels::NET), Some("10.200.32.0/20"));
+        assert!(claimed.cmd.unwrap().contains(&"--bip=10.200.32.1/24".to_string()));
         assert_eq!(body.exposed_ports, Some(vec!["2376/tcp".to_string()]));
         let hc = body.host_config.unwrap();
         assert_eq!(hc.privileged, Some(true));
@@ -382,7 +402,7 @@ mod tests {
     #[test]
     fn the_caps_isolation_replaces_privileged() {
         let (s, tls) = (spec(), tls());
-        let server = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None };
+        let server = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None };
         let hc = server.body(&Isolation::Caps(vec!["SYS_ADMIN".into()])).host_config.unwrap();
         assert_eq!(hc.privileged, None);
         assert_eq!(hc.cap_add, Some(vec!["SYS_ADMIN".to_string()]));
@@ -393,7 +413,7 @@ mod tests {
     #[test]
     fn servers_get_their_own_cgroup_namespace_whatever_the_engine_default() {
         let (s, tls) = (spec(), tls());
-        let server = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None };
+        let server = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None };
         for iso in [Isolation::Privileged, Isolation::Caps(vec![])] {
             let hc = server.body(&iso).host_config.unwrap();
             assert_eq!(hc.cgroupns_mode, Some(HostConfigCgroupnsModeEnum::PRIVATE), "{iso:?}");
@@ -403,8 +423,8 @@ mod tests {
     #[test]
     fn a_pooled_server_carries_the_pool_labels_and_ends_itself_when_idle() {
         let (s, tls, tag) = (spec(), tls(), tag());
-        let fresh = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None };
-        let pooled = Server { pool: Some(&tag), ..Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None } };
+        let fresh = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None };
+        let pooled = Server { pool: Some(&tag), ..Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None } };
         let l = pooled.labels();
         assert_eq!(label(&l, labels::POOL), Some("k1"));
         assert_eq!(label(&l, labels::POOL_SIZE), Some("3"));
@@ -526,7 +546,7 @@ mod tests {
     #[test]
     fn a_held_container_boots_through_stdin_into_the_same_entrypoint_and_command() {
         let (s, tls) = (spec(), tls());
-        let plain = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None }.body(&Isolation::Privileged);
+        let plain = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None }.body(&Isolation::Privileged);
         let h = held(plain.clone());
         assert_eq!(h.entrypoint.as_deref().unwrap()[..2], ["/bin/sh".to_string(), "-c".to_string()]);
         assert_eq!(h.entrypoint.as_deref().unwrap()[2], BOOTSTRAP);
