@@ -66,7 +66,11 @@ fn six_environments_started_at_once_by_separate_processes_get_distinct_inner_add
         let block = a.0 & (u32::MAX << 12);
         assert!(overlaps((block, 20), p), "pool network {pool} outside the block of {addr}");
         assert!(overlaps(cidr("10.200.0.0/13"), (block, 20)), "{addr} outside the default range");
-        assert!(blocks.insert(block), "two environments share the block of {addr}: {:?}", runs.iter().map(|r| &r.stdout).collect::<Vec<_>>());
+        assert!(
+            blocks.insert(block),
+            "two environments share the block of {addr}: {:?}",
+            runs.iter().map(|r| &r.stdout).collect::<Vec<_>>()
+        );
         for h in &host {
             assert!(!overlaps(cidr(h), (block, 20)), "block of {addr} overlaps host network {h}");
         }
@@ -202,7 +206,8 @@ fn a_route_from_the_host_to_an_environments_block_reaches_its_inner_containers()
         assert!(st.success(), "ip route add {block} via {via}");
         let _route = Route(block.clone());
         let addr: Ipv4Addr = field(&run.stdout, "WEB").unwrap().parse().unwrap();
-        let mut s = std::net::TcpStream::connect_timeout(&(addr, 80).into(), std::time::Duration::from_secs(10)).expect("connect over the route");
+        let mut s =
+            std::net::TcpStream::connect_timeout(&(addr, 80).into(), std::time::Duration::from_secs(10)).expect("connect over the route");
         std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\n\r\n").unwrap();
         let mut reply = String::new();
         std::io::Read::read_to_string(&mut s, &mut reply).unwrap();

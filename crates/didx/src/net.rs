@@ -173,7 +173,7 @@ pub fn free_blocks(range: AddressRange, taken: &[Cidr]) -> Vec<Block> {
 
 /// Of several claims of one block, which stands: the earliest created, ties broken by the
 /// engine's container id. Every claimant computes the same answer from the same listing.
-pub fn winner<'a>(claims: &'a [(String, String)]) -> Option<&'a str> {
+pub fn winner(claims: &[(String, String)]) -> Option<&str> {
     claims.iter().min_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0))).map(|(id, _)| id.as_str())
 }
 

@@ -332,6 +332,21 @@ pub fn parse_duration(what: &'static str, s: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A `--network` value: an engine network's name or id (letters, digits, `_`, `.`, `-`, as the
+/// engine names networks). `host`, `none` and `container:…` are refused: the server needs its
+/// own network namespace (its published port, its iptables).
+pub fn network_name(s: &str) -> Result<&str> {
+    let fix = "give the name of a bridge or other network of the host engine (docker network ls)";
+    if matches!(s, "host" | "none") || s.starts_with("container:") {
+        return Err(Error::invalid("--network", s, format!("the server needs a network namespace of its own: {fix}")));
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if s.is_empty() || !s.chars().all(ok) || s.starts_with(['.', '-']) {
+        return Err(Error::invalid("--network", s, fix));
+    }
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,19 +447,4 @@ mod tests {
             assert!(parse_duration("t", bad).is_err(), "{bad}");
         }
     }
-}
-
-/// A `--network` value: an engine network's name or id (letters, digits, `_`, `.`, `-`, as the
-/// engine names networks). `host`, `none` and `container:…` are refused: the server needs its
-/// own network namespace (its published port, its iptables).
-pub fn network_name(s: &str) -> Result<&str> {
-    let fix = "give the name of a bridge or other network of the host engine (docker network ls)";
-    if matches!(s, "host" | "none") || s.starts_with("container:") {
-        return Err(Error::invalid("--network", s, format!("the server needs a network namespace of its own: {fix}")));
-    }
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    if s.is_empty() || !s.chars().all(ok) || s.starts_with(['.', '-']) {
-        return Err(Error::invalid("--network", s, fix));
-    }
-    Ok(s)
 }

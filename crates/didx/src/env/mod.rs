@@ -502,7 +502,10 @@ async fn holds_block(engine: &Engine, id: &str, block: net::Block) -> Result<boo
     for c in claims.iter().filter_map(|c| c.id.as_deref()) {
         // Gone meanwhile (a loser that removed itself, an environment that ended): no claim.
         if let Some(i) = engine.inspect_if_exists(c).await? {
-            created.push((c.to_string(), net::sortable_time(i.created.as_deref().unwrap_or_default())));
+            // As JSON, the RFC 3339 string the engine sent, whichever type bollard's features
+            // give the field.
+            let at = serde_json::to_value(i.created).ok().and_then(|v| v.as_str().map(net::sortable_time)).unwrap_or_default();
+            created.push((c.to_string(), at));
         }
     }
     Ok(net::winner(&created) == Some(id))
