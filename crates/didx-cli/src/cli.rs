@@ -10,17 +10,19 @@ with '-', gets 'docker' in front; one starting with 'docker exec' runs on the ho
 sh, with $DIND_CLIENT_NAME (see --cv-env) holding the client's name and $DOCKER_HOST the
 engine didx uses; anything else runs in the client as given. The first failing command stops the rest.
 
-Verbs: a first argument that is exactly a verb name ('image', 'pool', 'completions', 'man')
+Verbs: a first argument that is exactly a verb name ('image', 'pool', 'ls', 'completions', 'man')
 is a didx verb, not a COMMAND (-H may come before it, other options after it). Put '--' before the
 COMMANDs to force the COMMAND reading (e.g. didx -- image ls, didx -- man), and before a
 COMMAND that starts with '-' (e.g. didx -- '-D info').
   didx image build    build the offline server/client image didx/dind:local
   didx pool up N      keep N ready environments (same server options as the runs)
   didx pool           list the pool;  didx pool down  empty it
+  didx ls             list every didx environment (state, versions, images, age, policy,
+                      owner, address block, published ports, endpoint)
   didx --pool ...     run in a pooled environment (then removed; the pool refills)
   didx completions SHELL  print a completion script for bash, zsh or fish
   didx man            print the man page (roff)
-Listings (didx --clean rpt, didx pool) print a table, or JSON on stdout with --json.
+Listings (didx ls, didx --clean rpt, didx pool) print a table, or JSON on stdout with --json.
 NO_COLOR (set, not empty) turns colour off; so does output that is not a terminal.
 
 Exit codes:
@@ -143,6 +145,13 @@ pub enum Verb {
     Pool {
         #[command(subcommand)]
         cmd: Option<PoolCmd>,
+        /// Print the listing as JSON on stdout (see the README for its keys)
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every didx environment on the engine: id, state, versions, images, age, policy,
+    /// owner, inner address block, published ports, engine endpoint
+    Ls {
         /// Print the listing as JSON on stdout (see the README for its keys)
         #[arg(long)]
         json: bool,

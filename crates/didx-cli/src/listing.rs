@@ -91,6 +91,48 @@ pub async fn environments(engine: &Engine) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `didx ls`: every didx environment on the engine, a line each.
+pub async fn ls(engine: &Engine) -> anyhow::Result<u8> {
+    let envs = didx::inventory::list(engine).await?;
+    if JSON.load(Ordering::Relaxed) {
+        let now = now();
+        output::out(&to_text(&Value::Array(envs.iter().map(|e| env_json(e, now)).collect())));
+    } else {
+        let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
+        output::out(&format!(
+            "{:<12} {:<8} {:<16} {:<22} {:<5} {:<8} {:<28} {:<16} {:<24} ENDPOINT\n",
+            "ENV", "STATE", "VERSIONS", "IMAGE", "AGE", "POLICY", "OWNER", "ADDRESSES", "PUBLISHED"
+        ));
+        for e in &envs {
+            let versions = match (&e.versions.0, &e.versions.1) {
+                (Some(s), Some(c)) if s != c => format!("{s}/{c}"),
+                (s, c) => dash(s.as_deref().or(c.as_deref())),
+            };
+            let image = match (&e.images.0, &e.images.1) {
+                (Some(s), Some(c)) if s != c => format!("{s} {c}"),
+                (s, c) => dash(s.as_deref().or(c.as_deref())),
+            };
+            let published: Vec<String> =
+                e.published.iter().map(|p| format!("{}:{}->{}/{}", p.ip, p.host_port, p.env_port, p.proto)).collect();
+            output::out(&format!(
+                "{:<12} {:<8} {:<16} {:<22} {:<5} {:<8} {:<28} {:<16} {:<24} {}\n",
+                e.id,
+                e.state(),
+                versions,
+                image,
+                age(e.created),
+                dash(e.policy.as_deref()),
+                dash(e.owner.as_deref()),
+                dash(e.net.as_deref()),
+                if published.is_empty() { "-".to_string() } else { published.join(",") },
+                dash(e.endpoint.as_deref()),
+            ));
+        }
+    }
+    say(format!("{} environment(s)", envs.len()));
+    Ok(0)
+}
+
 /// `didx pool`: every pooled environment on the engine.
 pub async fn pool(engine: &Engine) -> anyhow::Result<u8> {
     let entries = pool::entries(engine).await?;
@@ -132,6 +174,16 @@ fn env_json(e: &EnvSummary, now: u64) -> Value {
         "pool": e.pool,
         "certs_expire": e.expires,
         "members": e.members.iter().map(|m| json!({"role": m.role, "state": m.state, "name": m.name})).collect::<Vec<_>>(),
+        "state": e.state(),
+        "server_version": e.versions.0,
+        "client_version": e.versions.1,
+        "server_image": e.images.0,
+        "client_image": e.images.1,
+        "policy": e.policy,
+        "owner": e.owner,
+        "address_block": e.net,
+        "published": e.published.iter().map(|p| json!({"ip": p.ip, "host_port": p.host_port, "env_port": p.env_port, "proto": p.proto})).collect::<Vec<_>>(),
+        "endpoint": e.endpoint,
     })
 }
 
@@ -168,6 +220,7 @@ fn pool_json(e: &PoolRow<'_>, now: u64) -> Value {
 mod tests {
     use super::*;
     use didx::env::Member;
+    use didx::inventory::Published;
 
     #[test]
     fn an_environment_in_json_has_the_documented_keys() {
@@ -180,6 +233,13 @@ mod tests {
             ],
             pool: Some("3f2a9c1d0e7b".into()),
             expires: Some(2_000),
+            versions: (Some("latest".into()), Some("latest".into())),
+            images: (Some("didx/dind:local".into()), Some("didx/dind:local".into())),
+            policy: Some("pool".into()),
+            owner: Some("ci@host pid 42".into()),
+            net: Some("10.200.16.0/20".into()),
+            published: vec![Published { ip: "127.0.0.1".into(), host_port: 8080, env_port: 80, proto: "tcp".into() }],
+            endpoint: Some("tcp://127.0.0.1:40001".into()),
         };
         assert_eq!(
             env_json(&e, 1_060),
@@ -193,11 +253,21 @@ mod tests {
                     {"role": "server", "state": "running", "name": "dind_k2v9x0a1b2_server_latest"},
                     {"role": "client", "state": "exited", "name": "dind_k2v9x0a1b2_client_latest"},
                 ],
+                "state": "exited",
+                "server_version": "latest",
+                "client_version": "latest",
+                "server_image": "didx/dind:local",
+                "client_image": "didx/dind:local",
+                "policy": "pool",
+                "owner": "ci@host pid 42",
+                "address_block": "10.200.16.0/20",
+                "published": [{"ip": "127.0.0.1", "host_port": 8080, "env_port": 80, "proto": "tcp"}],
+                "endpoint": "tcp://127.0.0.1:40001",
             })
         );
-        let unknown = EnvSummary { created: None, pool: None, expires: None, members: vec![], ..e };
+        let unknown = EnvSummary { id: e.id.clone(), ..Default::default() };
         let v = env_json(&unknown, 1_060);
-        for k in ["created", "age_seconds", "pool", "certs_expire"] {
+        for k in ["created", "age_seconds", "pool", "certs_expire", "server_version", "policy", "owner", "address_block", "endpoint"] {
             assert_eq!(v[k], Value::Null, "{k}");
         }
     }

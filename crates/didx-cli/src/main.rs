@@ -68,6 +68,7 @@ fn main() -> ExitCode {
             Job::Build { host, spec } => image_build(host.as_deref(), spec).await,
             Job::Pool { host, cmd } => pool(host.as_deref(), cmd).await,
             Job::Report { host, clean } => inventory(host.as_deref(), clean).await,
+            Job::Ls { host } => ls(host.as_deref()).await,
             Job::Completions(shell) => Ok(completions::completions(shell)),
             Job::Man => completions::man(),
             Job::Run(run) => run.go(helper).await,
@@ -192,6 +193,7 @@ enum Job {
     Build { host: Option<String>, spec: BuildSpec },
     Pool { host: Option<String>, cmd: PoolJob },
     Report { host: Option<String>, clean: CleanPolicy },
+    Ls { host: Option<String> },
     Completions(cli::Shell),
     Man,
     Run(Box<RunJob>),
@@ -210,6 +212,10 @@ impl Job {
             Some(Verb::Image(ImageCmd::Build { suite, mirror, force })) => Job::Build { host, spec: BuildSpec { suite, mirror, force } },
             Some(Verb::Completions { shell }) => Job::Completions(shell),
             Some(Verb::Man) => Job::Man,
+            Some(Verb::Ls { json }) => {
+                listing::choose_json(json);
+                Job::Ls { host }
+            }
             Some(Verb::Pool { cmd, json }) => Job::Pool {
                 host,
                 cmd: match cmd {
@@ -416,6 +422,11 @@ async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
         }
         PoolJob::List => listing::pool(&engine).await,
     }
+}
+
+/// `didx ls`.
+async fn ls(host: Option<&str>) -> anyhow::Result<u8> {
+    listing::ls(&connect(host).await?).await
 }
 
 /// `--clean rpt` (list) and `--clean all` (remove everything didx made).

@@ -259,3 +259,41 @@ fn processes_not_sharing_the_claim_lock_still_end_with_distinct_blocks() {
     let lost = runs.iter().map(|r| r.stderr.matches("claimed the same block first").count()).sum::<usize>();
     eprintln!("claims given up to an earlier server: {lost}");
 }
+
+#[test]
+fn ls_shows_each_environment_with_its_state_versions_images_policy_owner_block_and_endpoint() {
+    let run = didx(&["--clean", "none", "true"]);
+    with_cleanup(run, |run| {
+        assert_eq!(run.code, 0, "{}", run.show());
+        let id = run.env_id().unwrap();
+        let ls = didx(&["ls", "--json"]);
+        assert_eq!(ls.code, 0, "{}", ls.show());
+        let all: serde_json::Value = serde_json::from_str(&ls.stdout).expect("JSON");
+        let e = all.as_array().unwrap().iter().find(|e| e["id"] == id.as_str()).unwrap_or_else(|| panic!("{id} not listed: {}", ls.stdout));
+        assert_eq!(e["state"], "running");
+        assert_eq!((e["server_version"].as_str(), e["client_version"].as_str()), (Some("latest"), Some("latest")));
+        assert_eq!((e["server_image"].as_str(), e["client_image"].as_str()), (Some("didx/dind:local"), Some("didx/dind:local")));
+        assert_eq!(e["policy"], "none");
+        assert!(e["owner"].as_str().is_some_and(|o| o.contains('@') && o.contains(" pid ")), "{e}");
+        assert_eq!(e["published"], serde_json::json!([]));
+        let server = format!("dind_{id}_server_latest");
+        let label = Command::new("docker").args(["inspect", "-f", r#"{{index .Config.Labels "io.didx.net"}}"#, &server]).output().unwrap();
+        assert_eq!(e["address_block"].as_str(), Some(String::from_utf8_lossy(&label.stdout).trim()), "{e}");
+        let port = Command::new("docker").args(["port", &server, "2376/tcp"]).output().unwrap();
+        assert_eq!(
+            e["endpoint"].as_str().map(String::from),
+            Some(format!("tcp://{}", String::from_utf8_lossy(&port.stdout).trim())),
+            "{e}"
+        );
+        // The table: a header and a line for it.
+        let table = didx(&["ls"]);
+        assert_eq!(table.code, 0, "{}", table.show());
+        assert!(table.stdout.starts_with("ENV "), "{}", table.stdout);
+        let line = table.stdout.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("{}", table.stdout));
+        for want in ["running", "latest", "didx/dind:local", "none", e["address_block"].as_str().unwrap(), e["endpoint"].as_str().unwrap()]
+        {
+            assert!(line.contains(want), "{want} not in {line}");
+        }
+        assert_running_then_remove(&id);
+    });
+}

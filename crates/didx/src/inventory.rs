@@ -3,5 +3,5 @@
 //! ([`remove_all`], `didx --clean all`), kept, pooled or exited alike.
 
 pub use crate::engine::{DEFAULT_HOST, cli_env_for};
-pub use crate::env::{EnvSummary, Member, list, remove, remove_all, sweep};
+pub use crate::env::{EnvSummary, Member, Published, list, remove, remove_all, sweep};
 pub use crate::labels::ENV as ENV_LABEL;

@@ -31,6 +31,11 @@ pub const POOL_IDLE: &str = "io.didx.pool.idle";
 /// On a server: the block of the address range its inner engine's networks are made in
 /// (`A.B.C.D/20`, see `net`); absent when `--dkropts` chose the inner addresses.
 pub const NET: &str = "io.didx.net";
+/// On a server: what removes the environment, as `didx ls` shows it (`--clean` policy of the
+/// run that made it, `drop` for a library sandbox, `keep`, `pool`).
+pub const POLICY: &str = "io.didx.policy";
+/// On a server: who made it, `USER@HOST pid PID`.
+pub const OWNER: &str = "io.didx.owner";
 /// The recipe hash an offline image was built from.
 pub const RECIPE: &str = "io.didx.recipe";
 

@@ -40,7 +40,8 @@ pub async fn up(
 ) -> Result<UpReport> {
     check_size(size)?;
     crate::env::sweep_logged(engine).await;
-    let spec = options.spec(engine, false, on).await?;
+    let mut spec = options.spec(engine, false, on).await?;
+    spec.policy = "pool".into();
     crate::env::pool::up(engine, &spec, size, idle_timeout, cancel, &|e| on(&Event::Start(e))).await
 }
 

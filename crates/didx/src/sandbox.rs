@@ -192,6 +192,7 @@ impl SandboxBuilder {
             crate::spec::network_name(n)?;
         }
         Ok(SandboxOptions {
+            policy: if keep_from_env() { "keep" } else { "drop" },
             address_range,
             network: self.network.clone(),
             server_image: wanted(&self.server_image, sv.server_image()),
@@ -269,6 +270,9 @@ pub struct SandboxOptions {
     pub(crate) loads: Vec<String>,
     pub(crate) address_range: Option<AddressRange>,
     pub(crate) network: Option<String>,
+    /// What removes the environment, for its label (`didx ls`): `drop` for a [`Sandbox`],
+    /// `keep` with `DIDX_KEEP`, the `--clean` policy for a session, `pool` for the pool.
+    pub(crate) policy: &'static str,
 }
 
 /// What [`SandboxOptions::launch`] made.
@@ -308,6 +312,8 @@ impl SandboxOptions {
             lease,
             address_range: self.address_range,
             network: self.network.clone(),
+            policy: self.policy.to_string(),
+            owner: crate::env::owner(),
         })
     }
 

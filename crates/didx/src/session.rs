@@ -207,7 +207,8 @@ pub struct Session {
 
 impl Session {
     /// A session for an environment with `options`: no commands, `--clean none`, a fresh start.
-    pub fn new(options: SandboxOptions) -> Session {
+    pub fn new(mut options: SandboxOptions) -> Session {
+        options.policy = CleanPolicy::None.as_str();
         Session {
             options,
             steps: Vec::new(),
@@ -230,6 +231,7 @@ impl Session {
     /// session policies (see [`inventory`](crate::inventory)): a usage error at [`run`](Self::run).
     pub fn clean(mut self, policy: CleanPolicy) -> Self {
         self.clean = policy;
+        self.options.policy = policy.as_str();
         self
     }
     /// The host variable that names the client for `docker exec $VAR …` host commands.

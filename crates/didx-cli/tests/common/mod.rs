@@ -127,6 +127,8 @@ pub async fn spec(e: &Engine, dockerd_opts: Vec<String>) -> didx::env::EnvSpec {
         lease: false,
         address_range: Some(didx::spec::AddressRange::default_range()),
         network: None,
+        policy: "anycase".into(),
+        owner: String::new(),
     }
 }
 

@@ -20,7 +20,7 @@ pub struct Member {
 }
 
 /// One environment as found on the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EnvSummary {
     /// Environment id.
     pub id: String,
@@ -32,6 +32,66 @@ pub struct EnvSummary {
     pub pool: Option<String>,
     /// When its certificates expire (Unix seconds), from its server's labels.
     pub expires: Option<u64>,
+    /// `--sv` and `--cv` (from the server's and the client's labels).
+    pub versions: (Option<String>, Option<String>),
+    /// Server and client images, as the engine names them.
+    pub images: (Option<String>, Option<String>),
+    /// What removes it (see [`labels::POLICY`]); `None` for one made by an older didx.
+    pub policy: Option<String>,
+    /// Who made it, `USER@HOST pid PID`.
+    pub owner: Option<String>,
+    /// The block of the address range its inner engine's networks are in (`A.B.C.D/20`).
+    pub net: Option<String>,
+    /// The server's ports published on the host, but the inner engine's own.
+    pub published: Vec<Published>,
+    /// The inner engine's address on the host, `tcp://127.0.0.1:PORT`.
+    pub endpoint: Option<String>,
+}
+
+/// A port of an environment published on the engine's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The host address it is bound to.
+    pub ip: String,
+    /// The host port.
+    pub host_port: u16,
+    /// The port in the environment (the server's network namespace).
+    pub env_port: u16,
+    /// `tcp` or `udp`.
+    pub proto: String,
+}
+
+impl EnvSummary {
+    /// One word for its state: `running` (every container running), `ready` (a pooled one
+    /// waiting for a claim: its client paused), else the first container not running's state
+    /// (`exited`, `created`, …), or `partial` when a member is missing.
+    pub fn state(&self) -> String {
+        let not_running = self.members.iter().find(|m| m.state != "running");
+        match not_running {
+            None if self.members.len() == 2 => "running".into(),
+            None => "partial".into(),
+            Some(m) if self.pool.is_some() && m.role == "client" && m.state == "paused" => "ready".into(),
+            Some(m) => m.state.clone(),
+        }
+    }
+}
+
+/// The server's published ports: the inner engine's endpoint (2376 on the loopback address),
+/// and the others.
+fn ports(ports: &[bollard::models::PortSummary]) -> (Option<String>, Vec<Published>) {
+    let mut endpoint = None;
+    let mut published = Vec::new();
+    for p in ports {
+        let (Some(ip), Some(host_port)) = (&p.ip, p.public_port) else { continue };
+        let proto = p.typ.map(|t| t.to_string()).filter(|t| !t.is_empty()).unwrap_or_else(|| "tcp".into());
+        if p.private_port == super::TLS_PORT && ip == super::PUBLISHED_IP && proto == "tcp" {
+            endpoint = Some(format!("tcp://{ip}:{host_port}"));
+        } else if !published.iter().any(|q: &Published| q.ip == *ip && q.host_port == host_port && q.proto == proto) {
+            published.push(Published { ip: ip.clone(), host_port, env_port: p.private_port, proto });
+        }
+    }
+    published.sort_by_key(|p| (p.env_port, p.host_port));
+    (endpoint, published)
 }
 
 /// A listed container's name, without the engine's leading `/`.
@@ -50,13 +110,24 @@ pub async fn list(engine: &Engine) -> Result<Vec<EnvSummary>> {
         let entry = envs.entry(id.clone()).or_insert_with(|| EnvSummary {
             id: id.clone(),
             created: l.get(labels::CREATED).and_then(|v| v.parse().ok()),
-            members: vec![],
-            pool: None,
-            expires: None,
+            ..Default::default()
         });
-        if l.get(labels::ROLE).map(String::as_str) == Some(labels::Role::Server.as_str()) {
-            entry.pool = l.get(labels::POOL).cloned();
-            entry.expires = l.get(labels::EXPIRES).and_then(|v| v.parse().ok());
+        match l.get(labels::ROLE).map(String::as_str) {
+            Some(r) if r == labels::Role::Server.as_str() => {
+                entry.pool = l.get(labels::POOL).cloned();
+                entry.expires = l.get(labels::EXPIRES).and_then(|v| v.parse().ok());
+                entry.versions.0 = l.get(labels::VERSION).cloned();
+                entry.images.0 = c.image.clone();
+                entry.policy = l.get(labels::POLICY).cloned();
+                entry.owner = l.get(labels::OWNER).cloned();
+                entry.net = l.get(labels::NET).cloned();
+                (entry.endpoint, entry.published) = ports(c.ports.as_deref().unwrap_or_default());
+            }
+            Some(r) if r == labels::Role::Client.as_str() => {
+                entry.versions.1 = l.get(labels::VERSION).cloned();
+                entry.images.1 = c.image.clone();
+            }
+            _ => {}
         }
         entry.members.push(Member {
             role: l.get(labels::ROLE).cloned().unwrap_or_default(),
@@ -150,5 +221,39 @@ pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
 pub async fn sweep_logged(engine: &Engine) {
     if let Err(e) = sweep(engine).await {
         tracing::warn!(error = %e, "sweeping what earlier didx environments left failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{PortSummary, PortSummaryTypeEnum};
+
+    fn port(ip: &str, public: u16, private: u16, typ: PortSummaryTypeEnum) -> PortSummary {
+        PortSummary { ip: Some(ip.into()), private_port: private, public_port: Some(public), typ: Some(typ) }
+    }
+
+    #[test]
+    fn the_tls_port_on_loopback_is_the_endpoint_and_the_rest_are_published() {
+        let (endpoint, published) = ports(&[
+            port("127.0.0.1", 40001, 2376, PortSummaryTypeEnum::TCP),
+            port("0.0.0.0", 8080, 80, PortSummaryTypeEnum::TCP),
+            port("127.0.0.1", 5353, 53, PortSummaryTypeEnum::UDP),
+            PortSummary { ip: None, private_port: 9000, public_port: None, typ: None },
+        ]);
+        assert_eq!(endpoint.as_deref(), Some("tcp://127.0.0.1:40001"));
+        let shown: Vec<String> = published.iter().map(|p| format!("{}:{}->{}/{}", p.ip, p.host_port, p.env_port, p.proto)).collect();
+        assert_eq!(shown, ["127.0.0.1:5353->53/udp", "0.0.0.0:8080->80/tcp"]);
+    }
+
+    #[test]
+    fn state_says_running_ready_or_what_is_wrong() {
+        let m = |role: &str, state: &str| Member { role: role.into(), name: String::new(), state: state.into() };
+        let e = |members: Vec<Member>, pool: Option<&str>| EnvSummary { members, pool: pool.map(String::from), ..Default::default() };
+        assert_eq!(e(vec![m("server", "running"), m("client", "running")], None).state(), "running");
+        assert_eq!(e(vec![m("server", "running"), m("client", "paused")], Some("k")).state(), "ready");
+        assert_eq!(e(vec![m("server", "running"), m("client", "paused")], None).state(), "paused");
+        assert_eq!(e(vec![m("server", "exited"), m("client", "running")], None).state(), "exited");
+        assert_eq!(e(vec![m("server", "running")], None).state(), "partial");
     }
 }

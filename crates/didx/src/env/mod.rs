@@ -15,7 +15,7 @@ mod recipe;
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use endpoint::{ClientCerts, Endpoint};
-pub use list::{EnvSummary, Member, list, remove, remove_all, sweep, sweep_logged};
+pub use list::{EnvSummary, Member, Published, list, remove, remove_all, sweep, sweep_logged};
 use recipe::ClientFiles;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, TLS_PORT};
@@ -121,6 +121,17 @@ pub struct EnvSpec {
     pub address_range: Option<AddressRange>,
     /// The engine network the server joins (`--network`), instead of the default bridge.
     pub network: Option<String>,
+    /// What removes it, as `didx ls` shows it (see [`labels::POLICY`]).
+    pub policy: String,
+    /// Who makes it, `USER@HOST pid PID` (see [`owner`]).
+    pub owner: String,
+}
+
+/// This process as an environment's owner: `USER@HOST pid PID` (`USER` from `$USER`, else
+/// `uid N`).
+pub fn owner() -> String {
+    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }));
+    format!("{user}@{} pid {}", pool::hostname(), std::process::id())
 }
 
 impl EnvSpec {
@@ -698,6 +709,8 @@ mod tests {
             lease: false,
             address_range: None,
             network: None,
+            policy: "anycase".into(),
+            owner: String::new(),
         };
         assert_eq!(spec.server_name(), "dind_abc_server_latest");
         assert_eq!(spec.client_name(), "dind_abc_client_24.0");

@@ -601,7 +601,7 @@ async fn lock(cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result
 
 /// This host's name ('/' never occurs in one; replaced all the same, it separates the filler
 /// label's fields).
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
     // truncates, and we stop at the first NUL or the end.
@@ -634,6 +634,8 @@ mod tests {
             lease: false,
             address_range: None,
             network: None,
+            policy: "anycase".into(),
+            owner: String::new(),
         }
     }
 

@@ -131,6 +131,8 @@ impl<'a> Server<'a> {
         if let Some(b) = self.net {
             l.insert(labels::NET.to_string(), b.to_string());
         }
+        l.insert(labels::POLICY.to_string(), self.spec.policy.clone());
+        l.insert(labels::OWNER.to_string(), self.spec.owner.clone());
         l
     }
 
@@ -317,6 +319,8 @@ mod tests {
             lease: false,
             address_range: None,
             network: None,
+            policy: "anycase".into(),
+            owner: "me@here pid 1".into(),
         }
     }
 
@@ -375,6 +379,7 @@ mod tests {
         assert_eq!(body.entrypoint, Some(vec!["/didx/entrypoint".to_string(), "server".to_string()]));
         assert_eq!(body.cmd, Some(dockerd_args(&s, None)));
         assert_eq!(label(&l, labels::NET), None);
+        assert_eq!((label(&l, labels::POLICY), label(&l, labels::OWNER)), (Some("anycase"), Some("me@here pid 1")));
         let claimed = Server { net: Block::parse("10.200.32.0/20"), ..server }.body(&Isolation::Privileged);
         assert_eq!(label(claimed.labels.as_ref().unwrap(), labels::NET), Some("10.200.32.0/20"));
         assert!(claimed.cmd.unwrap().contains(&"--bip=10.200.32.1/24".to_string()));
