@@ -89,7 +89,10 @@ export DIDX_TEST_SLOWDOWN=\${DIDX_TEST_SLOWDOWN:-10}
 ENV
 
 say "saving the images from the host engine"
-images="didx/dind:local"
+# Every didx/dind tag: local and its version tag (one image), and the trixie image (docker 26
+# inside, `didx image build --suite trixie`) for the tests that need a current inner engine.
+images=$(docker image ls --format '{{.Repository}}:{{.Tag}}' didx/dind | tr '\n' ' ')
+docker image inspect didx/dind:local >/dev/null 2>&1 || images="didx/dind:local $images"
 docker image inspect didx/dind-busybox:local >/dev/null 2>&1 && images="$images didx/dind-busybox:local"
 # shellcheck disable=SC2086
 docker save $images -o "$payload/images.tar"

@@ -170,6 +170,15 @@ fn the_inner_engine_takes_the_mtu_of_the_network_the_server_sits_on() {
     assert_eq!(field(&r.stdout, "SERVER"), Some("1400"), "{}", r.show());
     assert_eq!(field(&r.stdout, "INNER"), Some("1400"), "inner default bridge: {}", r.show());
     assert_gone(&r.env_id().unwrap());
+    // An engine with --default-network-opt (24.0 on) gives it to the networks it creates too.
+    let trixie = "didx/dind:26.1.5";
+    let present = Command::new("docker").args(["image", "inspect", trixie]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    assert!(present.success(), "{trixie} is missing: build it with `didx image build --suite trixie` (scripts/setup.sh does)");
+    let created = r#"sh -c 'didx-busybox-image bb >/dev/null && docker network create n >/dev/null && echo CREATED $(docker run --rm --network n bb cat /sys/class/net/eth0/mtu)'"#;
+    let r = didx(&["--network", &net.0, "--server-image", trixie, "--client-image", trixie, "--clean", "anycase", created]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(field(&r.stdout, "CREATED"), Some("1400"), "a network the inner engine created: {}", r.show());
+    assert_gone(&r.env_id().unwrap());
     // On the default bridge (MTU 1500 here) nothing changes.
     let r = didx(&["--clean", "anycase", cmd]);
     assert_eq!(r.code, 0, "{}", r.show());
