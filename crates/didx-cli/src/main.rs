@@ -70,6 +70,7 @@ fn main() -> ExitCode {
             Job::Report { host, clean } => inventory(host.as_deref(), clean).await,
             Job::Completions(shell) => Ok(completions::completions(shell)),
             Job::Man => completions::man(),
+            Job::Env { host, id, json } => env_vars(host.as_deref(), &id, json).await,
             Job::Run(run) => run.go(helper).await,
         })
     });
@@ -194,6 +195,7 @@ enum Job {
     Report { host: Option<String>, clean: CleanPolicy },
     Completions(cli::Shell),
     Man,
+    Env { host: Option<String>, id: String, json: bool },
     Run(Box<RunJob>),
 }
 
@@ -210,6 +212,7 @@ impl Job {
             Some(Verb::Image(ImageCmd::Build { suite, mirror, force })) => Job::Build { host, spec: BuildSpec { suite, mirror, force } },
             Some(Verb::Completions { shell }) => Job::Completions(shell),
             Some(Verb::Man) => Job::Man,
+            Some(Verb::Env { id, json }) => Job::Env { host, id, json },
             Some(Verb::Pool { cmd, json }) => Job::Pool {
                 host,
                 cmd: match cmd {
@@ -272,6 +275,9 @@ fn builder(a: &EnvArgs) -> didx::Result<didx::SandboxBuilder> {
     }
     if let Some(i) = &a.client_image {
         b = b.client_image(i);
+    }
+    for p in &a.publish {
+        b = b.publish(p);
     }
     Ok(b)
 }
@@ -412,6 +418,31 @@ async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
         }
         PoolJob::List => listing::pool(&engine).await,
     }
+}
+
+/// `didx env ID [--json]`: how a host tool reaches a running environment's inner engine.
+async fn env_vars(host: Option<&str>, id: &str, json: bool) -> anyhow::Result<u8> {
+    // Said before trying to reach an engine elsewhere (the library checks again after
+    // connecting, for an engine named by a docker context).
+    if let Some(h) = host.map(str::to_string).or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+        && !didx::inventory::is_on_this_machine(&h)
+    {
+        return Err(Error::EndpointElsewhere { host: h }.into());
+    }
+    let engine = connect(host).await?;
+    let access = didx::inventory::host_access(&engine, id).await?;
+    output::out(&format!("{}\n", if json { listing::host_access_json(&access) } else { export_line(&access) }));
+    Ok(0)
+}
+
+/// `export DOCKER_HOST='…' DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH='…'`, quoted for a POSIX shell.
+fn export_line(access: &didx::inventory::HostAccess) -> String {
+    let vars: Vec<String> = access
+        .docker_env()
+        .into_iter()
+        .map(|(k, v)| if v == "1" { format!("{k}=1") } else { format!("{k}='{}'", v.replace('\'', r"'\''")) })
+        .collect();
+    format!("export {}", vars.join(" "))
 }
 
 /// `--clean rpt` (list) and `--clean all` (remove everything didx made).

@@ -14,7 +14,7 @@ use crate::images::{self, Wanted};
 use crate::load::HostImage;
 use crate::pool::Refill;
 use crate::session::Event;
-use crate::spec::{IsolationMode, Version, VolumeSpec};
+use crate::spec::{IsolationMode, PublishSpec, Version, VolumeSpec};
 
 /// The variable that keeps every [`Sandbox`] a program drops (for looking at it afterwards):
 /// `DIDX_KEEP=1`. [`Sandbox::rm`] still removes.
@@ -54,6 +54,7 @@ pub struct SandboxBuilder {
     volumes: Vec<String>,
     copies: Vec<String>,
     loads: Vec<String>,
+    publish: Vec<String>,
     cwd: Option<PathBuf>,
 }
 
@@ -123,6 +124,14 @@ impl SandboxBuilder {
         self.loads.push(image.into());
         self
     }
+    /// Publish a port of the sandbox on the host (`--publish`): `[IP:]HOSTPORT:ENVPORT[/PROTO]`
+    /// (see [`PublishSpec::parse`](crate::spec::PublishSpec::parse)); an inner
+    /// `docker run -p ENVPORT:…` is then reachable at `IP:HOSTPORT`. Default address
+    /// 127.0.0.1; HOSTPORT 0 or omitted takes a free port. Repeatable.
+    pub fn publish(mut self, spec: impl Into<String>) -> Self {
+        self.publish.push(spec.into());
+        self
+    }
     /// The directory relative host paths of `volume` and `copy` start from. Default: the
     /// process's current directory.
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -165,6 +174,8 @@ impl SandboxBuilder {
         if copies.iter().filter(|c| c.source == CpSource::Stdin).count() > 1 {
             return Err(Error::invalid("--cp spec", "-", "stdin can feed one --cp only; put the files in one tar stream"));
         }
+        let publish: Vec<PublishSpec> = self.publish.iter().map(|p| PublishSpec::parse(p)).collect::<Result<_>>()?;
+        crate::publish::check_all(&publish)?;
         Ok(SandboxOptions {
             server_image: wanted(&self.server_image, sv.server_image()),
             client_image: wanted(&self.client_image, cv.client_image()),
@@ -178,6 +189,7 @@ impl SandboxBuilder {
             volumes,
             copies,
             loads: self.loads.clone(),
+            publish,
         })
     }
 
@@ -239,6 +251,7 @@ pub struct SandboxOptions {
     pub(crate) volumes: Vec<VolumeSpec>,
     pub(crate) copies: Vec<CpSpec>,
     pub(crate) loads: Vec<String>,
+    pub(crate) publish: Vec<PublishSpec>,
 }
 
 /// What [`SandboxOptions::launch`] made.
@@ -275,6 +288,7 @@ impl SandboxOptions {
             engine_id: info.id.unwrap_or_default(),
             ready_timeout: self.ready_timeout,
             volumes: self.volumes.clone(),
+            publish: self.publish.clone(),
             lease,
         })
     }

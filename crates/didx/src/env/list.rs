@@ -98,6 +98,13 @@ async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String
     for r in vs.into_iter().chain(ns) {
         r?;
     }
+    // The client certificates host tools were given (`didx env`, `host:` commands).
+    match id {
+        Some(id) => super::certdir::remove(id),
+        None => {
+            super::certdir::sweep(engine.host(), &Default::default());
+        }
+    }
     Ok(names)
 }
 
@@ -130,6 +137,8 @@ pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
     let (volumes, containers) = tokio::join!(engine.volumes_labelled(dangling), engine.containers(labels::filter(None)));
     let live: std::collections::HashSet<String> =
         containers?.into_iter().filter_map(|c| c.labels.and_then(|mut l| l.remove(labels::ENV))).collect();
+    // Client certificates of environments gone without didx (reaped, `docker rm -f`).
+    super::certdir::sweep(engine.host(), &live);
     let orphans: Vec<String> = volumes?
         .into_iter()
         .filter(|(_, l)| old(Some(l)) && l.get(labels::ENV).is_some_and(|env| !live.contains(env)))

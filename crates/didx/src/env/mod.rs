@@ -8,14 +8,17 @@
 //! certificate ([`Environment::client_certificates`]). What the containers are made of is the
 //! pure recipe in `recipe.rs`; this module and [`pool`] only sequence engine calls over it.
 
+mod certdir;
 mod endpoint;
 mod list;
 pub mod pool;
+mod reach;
 mod recipe;
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use endpoint::{ClientCerts, Endpoint};
 pub use list::{EnvSummary, Member, list, remove, remove_all, sweep, sweep_logged};
+pub use reach::{HostAccess, host_access, is_on_this_machine};
 use recipe::ClientFiles;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, TLS_PORT};
@@ -29,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::isolation::{self, Isolation};
 use crate::labels;
 use crate::ready::{ProbeError, Prober};
-use crate::spec::{IsolationMode, Version, VolumeSpec};
+use crate::spec::{IsolationMode, PublishSpec, Version, VolumeSpec};
 use crate::tls::TlsMaterial;
 
 /// Between readiness probes. A refused connection costs microseconds, and dockerd answers a
@@ -110,6 +113,8 @@ pub struct EnvSpec {
     pub ready_timeout: Duration,
     /// `-v` mounts for the client.
     pub volumes: Vec<VolumeSpec>,
+    /// `--publish` ports, bound on the server (part of the pool key).
+    pub publish: Vec<PublishSpec>,
     /// Hold the environment for this process (see [`crate::engine::Engine::lease`]): when the
     /// process ends without releasing it — SIGKILL included — the environment ends itself and
     /// the engine removes it. For environments the run would remove anyway.
@@ -596,6 +601,7 @@ mod tests {
             engine_id: String::new(),
             ready_timeout: Duration::from_secs(1),
             volumes: vec![],
+            publish: vec![],
             lease: false,
         };
         assert_eq!(spec.server_name(), "dind_abc_server_latest");
