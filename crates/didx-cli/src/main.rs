@@ -184,6 +184,7 @@ fn advice(e: &Error) -> &'static str {
         Error::Unreachable { .. } => " (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)",
         Error::NotReady { .. } => " (raise --ready-timeout)",
         Error::PrivilegedRefused { .. } => "; use --isolation auto or caps",
+        Error::PortTaken { .. } => " (another --publish HOSTPORT, or 0 for a free one; nothing was left)",
         _ => "",
     }
 }

@@ -132,6 +132,15 @@ pub enum Error {
         /// The engine's address.
         host: String,
     },
+    /// The engine could not bind a port the server publishes (`--publish`): the host port is
+    /// taken. The start was rolled back.
+    #[error("cannot publish the ports of {server}: {reason}")]
+    PortTaken {
+        /// The server container's name.
+        server: String,
+        /// The engine's refusal, from the bind on.
+        reason: String,
+    },
     /// Certificate generation failed.
     #[error("cannot generate TLS material: {0}")]
     Tls(#[from] rcgen::Error),

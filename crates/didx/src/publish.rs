@@ -156,6 +156,14 @@ pub fn check_all(specs: &[PublishSpec]) -> Result<()> {
     Ok(())
 }
 
+/// The part of an engine's start refusal that says a host port could not be bound
+/// (`listen tcp4 127.0.0.1:P: bind: address already in use`, or from 23 on `Bind for
+/// 127.0.0.1:P failed: port is already allocated`); `None` for any other refusal.
+pub(crate) fn bind_refusal(msg: &str) -> Option<&str> {
+    let at = msg.find("listen tcp").or_else(|| msg.find("listen udp")).or_else(|| msg.find("Bind for"))?;
+    Some(msg[at..].trim_end())
+}
+
 /// A port the server publishes, as the engine bound it (the real host port).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -260,6 +268,16 @@ mod tests {
             let e = check_all(&specs(bad)).unwrap_err();
             assert!(e.is_usage(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn bind_refusals_are_recognised() {
+        let old = "driver failed programming external connectivity on endpoint x (c5): Error starting userland proxy: listen tcp4 127.0.0.1:55973: bind: address already in use";
+        assert_eq!(bind_refusal(old), Some("listen tcp4 127.0.0.1:55973: bind: address already in use"));
+        let new =
+            "driver failed programming external connectivity on endpoint x (c5): Bind for 127.0.0.1:8080 failed: port is already allocated";
+        assert_eq!(bind_refusal(new), Some("Bind for 127.0.0.1:8080 failed: port is already allocated"));
+        assert_eq!(bind_refusal("OCI runtime create failed: unable to apply caps"), None);
     }
 
     #[test]

@@ -410,6 +410,9 @@ async fn start_server(
                     iso = Isolation::caps_profile();
                     continue;
                 }
+                if let Some(reason) = crate::publish::bind_refusal(&msg) {
+                    return Err(Error::PortTaken { server: name.to_string(), reason: reason.to_string() });
+                }
                 return Err(e);
             }
         }
