@@ -164,6 +164,23 @@ fn pool_json(e: &PoolRow<'_>, now: u64) -> Value {
     })
 }
 
+/// `didx env ID --json`: the environment's id, the three docker variables and its published ports.
+pub fn host_access_json(a: &didx::inventory::HostAccess) -> String {
+    let v = json!({
+        "id": a.id,
+        "docker_host": a.docker_host,
+        "docker_tls_verify": "1",
+        "docker_cert_path": a.cert_path.display().to_string(),
+        "published": a.published.iter().map(|p| json!({
+            "ip": p.ip,
+            "host_port": p.host_port,
+            "env_port": p.env_port,
+            "proto": p.proto.as_str(),
+        })).collect::<Vec<_>>(),
+    });
+    to_text(&v).trim_end().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,21 +249,4 @@ mod tests {
         let t = to_text(&Value::Array(vec![]));
         assert_eq!(t, "[]\n");
     }
-}
-
-/// `didx env ID --json`: the environment's id, the three docker variables and its published ports.
-pub fn host_access_json(a: &didx::inventory::HostAccess) -> String {
-    let v = json!({
-        "id": a.id,
-        "docker_host": a.docker_host,
-        "docker_tls_verify": "1",
-        "docker_cert_path": a.cert_path.display().to_string(),
-        "published": a.published.iter().map(|p| json!({
-            "ip": p.ip,
-            "host_port": p.host_port,
-            "env_port": p.env_port,
-            "proto": p.proto.as_str(),
-        })).collect::<Vec<_>>(),
-    });
-    to_text(&v).trim_end().to_string()
 }

@@ -94,7 +94,7 @@ fn env_prints_the_variables_and_json_and_the_certificates_go_with_the_environmen
         assert!(line.ends_with(&format!("' DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH='{}'", dir.display())), "{line}");
         // Private: the directory 0700, the key 0600; the three files a docker client reads.
         assert_eq!(mode(&dir), 0o700);
-        assert_eq!(mode(&dir.parent().unwrap().to_path_buf()), 0o700);
+        assert_eq!(mode(dir.parent().unwrap()), 0o700);
         assert_eq!(mode(&dir.join("key.pem")), 0o600);
         for f in ["ca.pem", "cert.pem", "key.pem"] {
             assert!(std::fs::read_to_string(dir.join(f)).unwrap().contains("-----BEGIN"), "{f}");

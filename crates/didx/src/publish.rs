@@ -112,9 +112,11 @@ impl PublishSpec {
         format!("{}/{}", self.env_port, self.proto.as_str())
     }
 
-    /// The engine's host address for it: IPv6 without brackets, as the engine takes it.
-    pub fn host_ip(&self) -> String {
-        self.ip.to_string()
+    /// The engine's binding for it: the address (IPv6 without brackets, as the engine takes
+    /// it) and the host port, empty for the engine to choose.
+    pub(crate) fn binding(&self) -> bollard::models::PortBinding {
+        let port = if self.host_port == 0 { String::new() } else { self.host_port.to_string() };
+        bollard::models::PortBinding { host_ip: Some(self.ip.to_string()), host_port: Some(port) }
     }
 }
 

@@ -145,10 +145,7 @@ impl<'a> Server<'a> {
         let published = vec![PortBinding { host_ip: Some(PUBLISHED_IP.to_string()), host_port: Some(String::new()) }];
         let mut port_bindings = HashMap::from([(tls_port_key(), Some(published))]);
         // `--publish`: in the server's network namespace, where the inner engine's `-p` binds.
-        for p in &self.spec.publish {
-            let port = (p.host_port != 0).then(|| p.host_port.to_string()).unwrap_or_default();
-            port_bindings.insert(p.port_key(), Some(vec![PortBinding { host_ip: Some(p.host_ip()), host_port: Some(port) }]));
-        }
+        port_bindings.extend(self.spec.publish.iter().map(|p| (p.port_key(), Some(vec![p.binding()]))));
         let mut exposed_ports = vec![tls_port_key()];
         exposed_ports.extend(self.spec.publish.iter().map(|p| p.port_key()));
         let mut hc = HostConfig {
