@@ -153,7 +153,13 @@ async fn connect(host: Option<&str>) -> didx::Result<Engine> {
 /// clap's error as one line, with the fix: its first line plus a pointer to --help.
 fn usage_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    // "the following required arguments were not provided:" names them on the next line.
+    let first = match (first.strip_suffix(':'), lines.next()) {
+        (Some(head), Some(what)) => format!("{head}: {what}"),
+        _ => first.to_string(),
+    };
     let tip = match e.kind() {
         clap::error::ErrorKind::UnknownArgument => "; see didx --help (put '--' before a COMMAND that starts with '-')",
         clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
