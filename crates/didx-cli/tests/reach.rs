@@ -325,3 +325,17 @@ fn a_taken_host_port_fails_the_start_in_one_line_and_leaves_nothing() {
     });
     drop(held);
 }
+
+/// Published ports are part of the pool key: a `--pool --publish` run is never served a pooled
+/// server without them (whatever others keep pooled on this engine for the same options
+/// without `--publish`); it starts a fresh one, which publishes.
+#[test]
+fn a_pooled_run_with_publish_is_not_served_a_server_without_its_ports() {
+    let r = didx(&["--pool", "--clean", "anycase", "--publish", "8080", "true"]);
+    with_cleanup(r, |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stderr.contains("no pooled environment for these options"), "{}", r.show());
+        assert!(r.stderr.lines().any(|l| l.starts_with("didx: published 127.0.0.1:") && l.ends_with(" -> 8080/tcp")), "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+}
