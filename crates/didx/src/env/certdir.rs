@@ -11,6 +11,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::ClientCerts;
 use crate::error::{Error, Result};
@@ -94,8 +95,9 @@ pub fn remove(id: &str) {
 }
 
 /// Remove the directories of environments on the engine at `engine_host` that are not in
-/// `live` (gone from the engine without didx); returns their ids.
-pub fn sweep(engine_host: &str, live: &HashSet<String>) -> Vec<String> {
+/// `live` (gone from the engine without didx), as listed at `listed`; a directory written
+/// since (an environment started after the listing) is left. Returns their ids.
+pub fn sweep(engine_host: &str, live: &HashSet<String>, listed: SystemTime) -> Vec<String> {
     let Some(base) = crate::cache::dir().map(|d| d.join(ENV_DIR)) else { return vec![] };
     let Ok(entries) = std::fs::read_dir(&base) else { return vec![] };
     let mut swept = Vec::new();
@@ -105,13 +107,88 @@ pub fn sweep(engine_host: &str, live: &HashSet<String>) -> Vec<String> {
             continue;
         }
         let engine = crate::cache::open_read(&entry.path().join(ENGINE_FILE)).and_then(|mut f| {
+            let written = f.metadata()?.modified()?;
             let mut s = String::new();
-            std::io::Read::read_to_string(&mut f, &mut s).map(|_| s)
+            std::io::Read::read_to_string(&mut f, &mut s).map(|_| (s, written))
         });
-        if engine.is_ok_and(|e| e == engine_host) {
+        if engine.is_ok_and(|(e, written)| e == engine_host && written < listed) {
             remove(&id);
             swept.push(id);
         }
     }
     swept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::tests::with_cache;
+
+    fn certs() -> ClientCerts {
+        ClientCerts { ca_pem: "CA".into(), cert_pem: "CERT".into(), key_pem: "KEY".into() }
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn written_private_and_removed() {
+        with_cache(|cache| {
+            let dir = write("unix:///s", "abc123", &certs()).unwrap();
+            assert_eq!(dir, cache.join("env/abc123"));
+            assert_eq!((mode(cache), mode(&cache.join("env")), mode(&dir)), (0o700, 0o700, 0o700));
+            assert_eq!(mode(&dir.join("key.pem")), 0o600);
+            assert_eq!(std::fs::read_to_string(dir.join("cert.pem")).unwrap(), "CERT");
+            // Written again (a second didx env): replaced, not appended.
+            write("unix:///s", "abc123", &certs()).unwrap();
+            assert_eq!(std::fs::read_to_string(dir.join("key.pem")).unwrap(), "KEY");
+            remove("abc123");
+            assert!(!dir.exists());
+            // Ids didx never makes name no directory.
+            assert!(path("../x").is_none() && path("").is_none());
+            assert!(write("unix:///s", "../x", &certs()).is_err());
+        });
+    }
+
+    #[test]
+    fn a_planted_link_redirects_nothing() {
+        with_cache(|cache| {
+            std::fs::create_dir_all(cache.join("env")).unwrap();
+            let victim = cache.parent().unwrap().join("victim-dir");
+            std::fs::create_dir(&victim).unwrap();
+            std::os::unix::fs::symlink(&victim, cache.join("env/abc123")).unwrap();
+            assert!(write("unix:///s", "abc123", &certs()).is_err());
+            assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+            // A link at a file's name is replaced, never written through.
+            std::fs::remove_file(cache.join("env/abc123")).unwrap();
+            let dir = write("unix:///s", "abc123", &certs()).unwrap();
+            let target = victim.join("key");
+            std::fs::write(&target, "precious").unwrap();
+            std::fs::remove_file(dir.join("key.pem")).unwrap();
+            std::os::unix::fs::symlink(&target, dir.join("key.pem")).unwrap();
+            write("unix:///s", "abc123", &certs()).unwrap();
+            assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+            assert!(std::fs::symlink_metadata(dir.join("key.pem")).unwrap().is_file());
+            remove("abc123");
+            assert!(victim.exists());
+        });
+    }
+
+    #[test]
+    fn sweep_takes_only_this_engine_s_gone_environments_listed_before() {
+        with_cache(|cache| {
+            for (host, id) in [("unix:///a", "live1"), ("unix:///a", "gone1"), ("tcp://127.0.0.1:1", "other1")] {
+                write(host, id, &certs()).unwrap();
+            }
+            let live = HashSet::from(["live1".to_string()]);
+            // Written after the listing: an environment started since, left.
+            let before = SystemTime::now() - std::time::Duration::from_secs(60);
+            assert!(sweep("unix:///a", &live, before).is_empty());
+            let listed = SystemTime::now() + std::time::Duration::from_secs(1);
+            assert_eq!(sweep("unix:///a", &live, listed), ["gone1"]);
+            let left: HashSet<String> = std::fs::read_dir(cache.join("env")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            assert_eq!(left, HashSet::from(["live1".to_string(), "other1".to_string()]));
+        });
+    }
 }

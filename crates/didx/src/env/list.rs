@@ -85,6 +85,7 @@ pub async fn remove_all(engine: &Engine) -> Result<Vec<String>> {
 }
 
 async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String>> {
+    let listed = std::time::SystemTime::now();
     let containers = engine.containers(labels::filter(id)).await?;
     let names: Vec<String> = containers.iter().map(container_name).collect();
     let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
@@ -102,7 +103,7 @@ async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String
     match id {
         Some(id) => super::certdir::remove(id),
         None => {
-            super::certdir::sweep(engine.host(), &Default::default());
+            super::certdir::sweep(engine.host(), &Default::default(), listed);
         }
     }
     Ok(names)
@@ -134,11 +135,12 @@ pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
     }
     let mut dangling = labels::filter(None);
     dangling.insert("dangling".to_string(), vec!["true".to_string()]);
+    let listed = std::time::SystemTime::now();
     let (volumes, containers) = tokio::join!(engine.volumes_labelled(dangling), engine.containers(labels::filter(None)));
     let live: std::collections::HashSet<String> =
         containers?.into_iter().filter_map(|c| c.labels.and_then(|mut l| l.remove(labels::ENV))).collect();
     // Client certificates of environments gone without didx (reaped, `docker rm -f`).
-    super::certdir::sweep(engine.host(), &live);
+    super::certdir::sweep(engine.host(), &live, listed);
     let orphans: Vec<String> = volumes?
         .into_iter()
         .filter(|(_, l)| old(Some(l)) && l.get(labels::ENV).is_some_and(|env| !live.contains(env)))

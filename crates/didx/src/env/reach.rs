@@ -105,9 +105,10 @@ impl Environment {
 /// engine's environments that no longer exist (gone without didx: reaped, `docker rm -f`).
 pub async fn host_access(engine: &Engine, id: &str) -> Result<HostAccess> {
     check_name(id)?;
+    let listed = std::time::SystemTime::now();
     let containers = engine.containers(labels::filter(None)).await?;
     let live: HashSet<String> = containers.iter().filter_map(|c| c.labels.as_ref()?.get(labels::ENV).cloned()).collect();
-    for gone in certdir::sweep(engine.host(), &live) {
+    for gone in certdir::sweep(engine.host(), &live, listed) {
         tracing::info!(env = %gone, "removed the client certificates of an environment no longer on the engine");
     }
     let env_id = containers
