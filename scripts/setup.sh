@@ -14,6 +14,18 @@ if ! command -v mmdebstrap >/dev/null 2>&1; then
   apt-get install -y -qq mmdebstrap >/dev/null
 fi
 
+# The host clients tests/reach.rs drives a sandbox with (from outside the project): the Python
+# docker SDK and Debian's docker-compose (v1). Installed when missing.
+missing=()
+python3 -c 'import docker' >/dev/null 2>&1 || missing+=(python3-docker)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 profile="${DIDX_PROFILE:-debug}"
 if [ "$profile" = release ]; then cargo build --release --locked; else cargo build --locked; fi
 "./target/$profile/didx" image build

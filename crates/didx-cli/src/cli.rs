@@ -8,11 +8,16 @@ COMMAND: each argument is one command, split into words as a POSIX shell splits 
 expansion on the host). A command whose first word is a docker subcommand, or that starts
 with '-', gets 'docker' in front; one starting with 'docker exec' runs on the host through
 sh, with $DIND_CLIENT_NAME (see --cv-env) holding the client's name and $DOCKER_HOST the
-engine didx uses; anything else runs in the client as given. The first failing command stops the rest.
+engine didx uses; one starting with 'host:' runs the rest on the host through sh with
+DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH pointing at the sandbox's inner engine
+(e.g. 'host: docker-compose up -d'; both host forms also get them as DIDX_DOCKER_HOST,
+DIDX_DOCKER_TLS_VERIFY, DIDX_DOCKER_CERT_PATH); anything else runs in the client as given.
+The first failing command stops the rest.
 
-Verbs: a first argument that is exactly a verb name ('image', 'pool', 'ls', 'completions', 'man')
+Verbs: a first argument that is exactly a verb name ('image', 'pool', 'ls', 'env', 'completions',
+'man')
 is a didx verb, not a COMMAND (-H may come before it, other options after it). Put '--' before the
-COMMANDs to force the COMMAND reading (e.g. didx -- image ls, didx -- man), and before a
+COMMANDs to force the COMMAND reading (e.g. didx -- image ls, didx -- env), and before a
 COMMAND that starts with '-' (e.g. didx -- '-D info').
   didx image build    build the offline server/client image didx/dind:local
   didx pool up N      keep N ready environments (same server options as the runs)
@@ -20,6 +25,8 @@ COMMAND that starts with '-' (e.g. didx -- '-D info').
   didx ls             list every didx environment (state, versions, images, age, policy,
                       owner, address block, published ports, endpoint)
   didx --pool ...     run in a pooled environment (then removed; the pool refills)
+  didx env ID         print 'export DOCKER_HOST=… DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=…'
+                      for a running environment: eval \"$(didx env ID)\" (--json too)
   didx completions SHELL  print a completion script for bash, zsh or fish
   didx man            print the man page (roff)
 Listings (didx ls, didx --clean rpt, didx pool) print a table, or JSON on stdout with --json.
@@ -133,6 +140,11 @@ pub struct EnvArgs {
     /// engine takes its MTU)
     #[arg(long, value_name = "NETWORK")]
     pub network: Option<String>,
+    /// Make a port of the environment reachable from the host: [IP:]HOSTPORT:ENVPORT[/udp],
+    /// or ENVPORT (HOSTPORT 0 or omitted: a free port, reported); IP 127.0.0.1 unless given.
+    /// An inner 'docker run -p ENVPORT:…' is then reachable at IP:HOSTPORT. Repeatable
+    #[arg(long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,6 +165,17 @@ pub enum Verb {
     /// owner, inner address block, published ports, engine endpoint
     Ls {
         /// Print the listing as JSON on stdout (see the README for its keys)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the variables that point a host docker client at a running environment's inner
+    /// engine: export DOCKER_HOST=… DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=… (eval "$(didx env ID)")
+    Env {
+        /// The environment id (the <id> of dind_<id>_server_<ver>), or its server's or
+        /// client's container name
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Print a JSON object instead (see the README for its keys)
         #[arg(long)]
         json: bool,
     },

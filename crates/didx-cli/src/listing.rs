@@ -113,7 +113,7 @@ pub async fn ls(engine: &Engine) -> anyhow::Result<u8> {
                 (s, c) => dash(s.as_deref().or(c.as_deref())),
             };
             let published: Vec<String> =
-                e.published.iter().map(|p| format!("{}:{}->{}/{}", p.ip, p.host_port, p.env_port, p.proto)).collect();
+                e.published.iter().map(|p| format!("{}:{}->{}/{}", p.ip, p.host_port, p.env_port, p.proto.as_str())).collect();
             output::out(&format!(
                 "{:<12} {:<8} {:<16} {:<22} {:<5} {:<8} {:<28} {:<16} {:<24} {}\n",
                 e.id,
@@ -182,7 +182,7 @@ fn env_json(e: &EnvSummary, now: u64) -> Value {
         "policy": e.policy,
         "owner": e.owner,
         "address_block": e.net,
-        "published": e.published.iter().map(|p| json!({"ip": p.ip, "host_port": p.host_port, "env_port": p.env_port, "proto": p.proto})).collect::<Vec<_>>(),
+        "published": e.published.iter().map(|p| json!({"ip": p.ip, "host_port": p.host_port, "env_port": p.env_port, "proto": p.proto.as_str()})).collect::<Vec<_>>(),
         "endpoint": e.endpoint,
     })
 }
@@ -216,11 +216,28 @@ fn pool_json(e: &PoolRow<'_>, now: u64) -> Value {
     })
 }
 
+/// `didx env ID --json`: the environment's id, the three docker variables and its published ports.
+pub fn host_access_json(a: &didx::inventory::HostAccess) -> String {
+    let v = json!({
+        "id": a.id,
+        "docker_host": a.docker_host,
+        "docker_tls_verify": "1",
+        "docker_cert_path": a.cert_path.display().to_string(),
+        "published": a.published.iter().map(|p| json!({
+            "ip": p.ip,
+            "host_port": p.host_port,
+            "env_port": p.env_port,
+            "proto": p.proto.as_str(),
+        })).collect::<Vec<_>>(),
+    });
+    to_text(&v).trim_end().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use didx::env::Member;
-    use didx::inventory::Published;
+    use didx::spec::{Proto, Published};
 
     #[test]
     fn an_environment_in_json_has_the_documented_keys() {
@@ -238,7 +255,7 @@ mod tests {
             policy: Some("pool".into()),
             owner: Some("ci@host pid 42".into()),
             net: Some("10.200.16.0/20".into()),
-            published: vec![Published { ip: "127.0.0.1".into(), host_port: 8080, env_port: 80, proto: "tcp".into() }],
+            published: vec![Published { ip: "127.0.0.1".into(), host_port: 8080, env_port: 80, proto: Proto::Tcp }],
             endpoint: Some("tcp://127.0.0.1:40001".into()),
         };
         assert_eq!(

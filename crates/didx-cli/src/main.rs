@@ -71,6 +71,7 @@ fn main() -> ExitCode {
             Job::Ls { host } => ls(host.as_deref()).await,
             Job::Completions(shell) => Ok(completions::completions(shell)),
             Job::Man => completions::man(),
+            Job::Env { host, id, json } => env_vars(host.as_deref(), &id, json).await,
             Job::Run(run) => run.go(helper).await,
         })
     });
@@ -153,7 +154,13 @@ async fn connect(host: Option<&str>) -> didx::Result<Engine> {
 /// clap's error as one line, with the fix: its first line plus a pointer to --help.
 fn usage_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    // "the following required arguments were not provided:" names them on the next line.
+    let first = match (first.strip_suffix(':'), lines.next()) {
+        (Some(head), Some(what)) => format!("{head}: {what}"),
+        _ => first.to_string(),
+    };
     let tip = match e.kind() {
         clap::error::ErrorKind::UnknownArgument => "; see didx --help (put '--' before a COMMAND that starts with '-')",
         clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
@@ -184,6 +191,7 @@ fn advice(e: &Error) -> &'static str {
         Error::Unreachable { .. } => " (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)",
         Error::NotReady { .. } => " (raise --ready-timeout)",
         Error::PrivilegedRefused { .. } => "; use --isolation auto or caps",
+        Error::PortTaken { .. } => " (another --publish HOSTPORT, or 0 for a free one; nothing was left)",
         _ => "",
     }
 }
@@ -196,6 +204,7 @@ enum Job {
     Ls { host: Option<String> },
     Completions(cli::Shell),
     Man,
+    Env { host: Option<String>, id: String, json: bool },
     Run(Box<RunJob>),
 }
 
@@ -216,6 +225,7 @@ impl Job {
                 listing::choose_json(json);
                 Job::Ls { host }
             }
+            Some(Verb::Env { id, json }) => Job::Env { host, id, json },
             Some(Verb::Pool { cmd, json }) => Job::Pool {
                 host,
                 cmd: match cmd {
@@ -282,6 +292,9 @@ fn builder(a: &EnvArgs) -> didx::Result<didx::SandboxBuilder> {
     b = b.address_range(&a.address_range);
     if let Some(n) = &a.network {
         b = b.network(n);
+    }
+    for p in &a.publish {
+        b = b.publish(p);
     }
     Ok(b)
 }
@@ -427,6 +440,31 @@ async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
 /// `didx ls`.
 async fn ls(host: Option<&str>) -> anyhow::Result<u8> {
     listing::ls(&connect(host).await?).await
+}
+
+/// `didx env ID [--json]`: how a host tool reaches a running environment's inner engine.
+async fn env_vars(host: Option<&str>, id: &str, json: bool) -> anyhow::Result<u8> {
+    // Said before trying to reach an engine elsewhere (the library checks again after
+    // connecting, for an engine named by a docker context).
+    if let Some(h) = host.map(str::to_string).or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+        && !didx::inventory::is_on_this_machine(&h)
+    {
+        return Err(Error::EndpointElsewhere { host: h }.into());
+    }
+    let engine = connect(host).await?;
+    let access = didx::inventory::host_access(&engine, id).await?;
+    output::out(&format!("{}\n", if json { listing::host_access_json(&access) } else { export_line(&access) }));
+    Ok(0)
+}
+
+/// `export DOCKER_HOST='…' DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH='…'`, quoted for a POSIX shell.
+fn export_line(access: &didx::inventory::HostAccess) -> String {
+    let vars: Vec<String> = access
+        .docker_env()
+        .into_iter()
+        .map(|(k, v)| if v == "1" { format!("{k}=1") } else { format!("{k}='{}'", v.replace('\'', r"'\''")) })
+        .collect();
+    format!("export {}", vars.join(" "))
 }
 
 /// `--clean rpt` (list) and `--clean all` (remove everything didx made).

@@ -114,6 +114,11 @@ impl RunJob {
                     _ => {}
                 }
             }
+            Event::Published { ports } => {
+                for p in ports.iter() {
+                    say(format!("published {} -> {}/{}", p.host_addr(), p.env_port, p.proto.as_str()));
+                }
+            }
             Event::CopyWarning { warning } => say(warning),
             Event::Copied { sources } => say(format!("copied {sources} source(s) into the client")),
             Event::Load(l) => match l {

@@ -171,7 +171,7 @@ fn random_suffix() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
@@ -179,7 +179,7 @@ mod tests {
     /// one at a time.
     static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    fn with_cache<T>(f: impl FnOnce(&Path) -> T) -> T {
+    pub(crate) fn with_cache<T>(f: impl FnOnce(&Path) -> T) -> T {
         let _g = ENV.lock().unwrap_or_else(|p| p.into_inner());
         let d = private_dir("didx-cache-test").unwrap();
         let cache = d.path().join("cache");

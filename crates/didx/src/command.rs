@@ -3,7 +3,10 @@
 //! Each COMMAND is split into words as a POSIX shell would split it (quotes and backslashes,
 //! no expansion). Then:
 //! - first words `docker exec` → run on the host through `sh -c`, with the client's name in
-//!   the `--cv-env` variable (didx.sh's custom-prefix form);
+//!   the `--cv-env` variable (didx.sh's custom-prefix form; `DOCKER_HOST` stays the outer
+//!   engine's);
+//! - starting with `host:` → the rest runs on the host through `sh -c` with `DOCKER_HOST`,
+//!   `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` pointing at the sandbox's inner engine;
 //! - first word a docker subcommand, or starting with `-` → `docker` is put in front;
 //! - anything else → run in the client as given.
 
@@ -82,20 +85,51 @@ pub const DOCKER_SUBCOMMANDS: &[&str] = &[
 pub enum Step {
     /// Run in the client container with this argv.
     Client(Vec<String>),
-    /// Run on the host with `sh -c` (the `docker exec …` form).
-    Host(String),
+    /// Run on the host with `sh -c`.
+    Host {
+        /// The script given to `sh -c`.
+        script: String,
+        /// Which host form: what `DOCKER_HOST` points at.
+        form: HostForm,
+    },
 }
+
+/// The two host forms of a COMMAND.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostForm {
+    /// didx.sh's `docker exec …`: `DOCKER_HOST` is the outer engine (so
+    /// `docker exec $DIND_CLIENT_NAME …` reaches the client); the sandbox's endpoint is in
+    /// `DIDX_DOCKER_HOST`, `DIDX_DOCKER_TLS_VERIFY`, `DIDX_DOCKER_CERT_PATH`.
+    DockerExec,
+    /// `host: SCRIPT`: `DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH` are the
+    /// sandbox's inner engine (and the `DIDX_` copies too), so any host tool drives it.
+    Sandbox,
+}
+
+/// The prefix of a COMMAND run on the host against the sandbox.
+pub const HOST_PREFIX: &str = "host:";
 
 impl Step {
     /// Classify one COMMAND argument.
     pub fn parse(arg: &str) -> Result<Step> {
+        if let Some(script) = arg.trim_start().strip_prefix(HOST_PREFIX) {
+            let script = script.trim_start();
+            if script.trim().is_empty() {
+                return Err(Error::invalid("COMMAND", arg, "'host:' needs a command after it, e.g. 'host: docker info'"));
+            }
+            // The shell reads it, but its quotes must balance here already (a usage error now,
+            // not a shell error after the start).
+            shell_words::split(script)
+                .map_err(|e| Error::invalid("COMMAND", arg, format!("{e}: balance its quotes, e.g. 'host: sh -c \"exit 7\"'")))?;
+            return Ok(Step::Host { script: script.to_string(), form: HostForm::Sandbox });
+        }
         let words = shell_words::split(arg)
             .map_err(|e| Error::invalid("COMMAND", arg, format!("{e}: balance its quotes, e.g. 'sh -c \"exit 7\"'")))?;
         let Some(first) = words.first() else {
             return Err(Error::invalid("COMMAND", arg, "it is empty; give a program or a docker subcommand"));
         };
         if first == "docker" && words.get(1).map(String::as_str) == Some("exec") {
-            return Ok(Step::Host(arg.to_string()));
+            return Ok(Step::Host { script: arg.to_string(), form: HostForm::DockerExec });
         }
         if first.starts_with('-') || DOCKER_SUBCOMMANDS.contains(&first.as_str()) {
             let mut argv = Vec::with_capacity(words.len() + 1);
@@ -110,7 +144,7 @@ impl Step {
     pub fn display(&self) -> String {
         match self {
             Step::Client(argv) => shell_words::join(argv),
-            Step::Host(script) => format!("(host) {script}"),
+            Step::Host { script, .. } => format!("(host) {script}"),
         }
     }
 }
@@ -143,8 +177,26 @@ mod tests {
     #[test]
     fn docker_exec_runs_on_the_host() {
         let s = "docker exec $DIND_CLIENT_NAME docker images";
-        assert_eq!(Step::parse(s).unwrap(), Step::Host(s.to_string()));
-        assert_eq!(Step::parse("  docker   exec x ls").unwrap(), Step::Host("  docker   exec x ls".into()));
+        let exec = |s: &str| Step::Host { script: s.to_string(), form: HostForm::DockerExec };
+        assert_eq!(Step::parse(s).unwrap(), exec(s));
+        assert_eq!(Step::parse("  docker   exec x ls").unwrap(), exec("  docker   exec x ls"));
+    }
+
+    #[test]
+    fn host_prefix_runs_on_the_host_against_the_sandbox() {
+        let host = |s: &str| Step::Host { script: s.to_string(), form: HostForm::Sandbox };
+        assert_eq!(Step::parse("host: docker info").unwrap(), host("docker info"));
+        assert_eq!(Step::parse("host:pytest -x").unwrap(), host("pytest -x"));
+        assert_eq!(Step::parse("  host:  echo $HOME").unwrap(), host("echo $HOME"));
+        assert_eq!(Step::parse("host: docker exec x ls").unwrap(), host("docker exec x ls"));
+        // Only the exact prefix: a program named host, or a docker subcommand, stays what it was.
+        assert_eq!(Step::parse("host x").unwrap(), client(&["host", "x"]));
+        assert_eq!(Step::parse("hostname").unwrap(), client(&["hostname"]));
+        assert_eq!(Step::parse("'host:' x").unwrap(), client(&["host:", "x"]));
+        assert_eq!(Step::parse("host: x").unwrap().display(), "(host) x");
+        for bad in ["host:", "host:   ", "host: sh -c 'unterminated"] {
+            assert!(Step::parse(bad).unwrap_err().is_usage(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -118,6 +118,42 @@ pub enum Error {
         /// How many overlap a network of the engine.
         overlapped: usize,
     },
+    /// No didx environment on the engine has this id or container name.
+    #[error("no didx environment '{id}' on the engine at {host} (didx --clean rpt lists them)")]
+    NoSuchEnvironment {
+        /// The id or name asked for.
+        id: String,
+        /// The engine looked at.
+        host: String,
+    },
+    /// The environment's server is not running, so its inner engine cannot be reached.
+    #[error("environment {id} is not running (its server {server} is {state})")]
+    NotRunning {
+        /// The environment id.
+        id: String,
+        /// The server container's name.
+        server: String,
+        /// The server's state.
+        state: String,
+    },
+    /// The engine is not on this machine: the inner engine's endpoint is on the engine's host
+    /// (its 127.0.0.1), which this machine cannot reach.
+    #[error(
+        "the engine at {host} is not on this machine: the environment's endpoint is on the engine's host (127.0.0.1 there); run didx there"
+    )]
+    EndpointElsewhere {
+        /// The engine's address.
+        host: String,
+    },
+    /// The engine could not bind a port the server publishes (`--publish`): the host port is
+    /// taken. The start was rolled back.
+    #[error("cannot publish the ports of {server}: {reason}")]
+    PortTaken {
+        /// The server container's name.
+        server: String,
+        /// The engine's refusal, from the bind on.
+        reason: String,
+    },
     /// Certificate generation failed.
     #[error("cannot generate TLS material: {0}")]
     Tls(#[from] rcgen::Error),

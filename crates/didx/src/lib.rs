@@ -57,6 +57,7 @@ pub mod error;
 pub mod image;
 pub mod inventory;
 pub mod pool;
+mod publish;
 mod sandbox;
 pub mod session;
 pub mod spec;

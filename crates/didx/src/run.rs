@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
 
-use crate::command::Step;
-use crate::env::Environment;
+use crate::command::{HostForm, Step};
+use crate::env::{Environment, HostAccess};
 use crate::error::{Error, Result};
 use crate::spec::EnvVarName;
 
@@ -46,9 +46,13 @@ pub struct Outcome {
 
 
 /// Run `steps` in order in `env`, streaming their output to `out`/`err`; stop at the first
-/// failure. Host steps (`docker exec …`) run with `sh -c` here, with `cv_env` set to the
-/// client's container name and `DOCKER_HOST` (see [`Engine::cli_env`]) to the engine `env`
-/// runs on, so their `docker` talks to the same engine as didx whatever `-H` was given.
+/// failure. Host steps run with `sh -c` here, with `cv_env` set to the client's container
+/// name. The `docker exec …` form gets `DOCKER_HOST` (see [`Engine::cli_env`]) of the engine
+/// `env` runs on, so its `docker` talks to the same engine as didx whatever `-H` was given;
+/// the `host:` form gets the sandbox's inner engine ([`Environment::host_access`]) as
+/// `DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`. Both get the sandbox's as
+/// `DIDX_DOCKER_HOST`, `DIDX_DOCKER_TLS_VERIFY`, `DIDX_DOCKER_CERT_PATH` (the `docker exec`
+/// form only where the engine is on this machine).
 ///
 /// [`Engine::cli_env`]: crate::engine::Engine::cli_env
 pub async fn run_steps(
@@ -60,6 +64,8 @@ pub async fn run_steps(
     on: &(dyn Fn(StepEvent<'_>) + Send + Sync),
 ) -> Result<Outcome> {
     let total = steps.len();
+    // Made on the first host step that needs it (it writes the certificate files).
+    let mut access: Option<HostAccess> = None;
     for (i, step) in steps.iter().enumerate() {
         let index = i + 1;
         let display = step.display();
@@ -67,7 +73,24 @@ pub async fn run_steps(
         let t0 = Instant::now();
         let code = match step {
             Step::Client(argv) => env.exec(argv, out, err).await?,
-            Step::Host(script) => run_on_host(script, cv_env.as_str(), &env.client().name, &env.engine().cli_env()).await?,
+            Step::Host { script, form } => {
+                if access.is_none() {
+                    match env.host_access().await {
+                        Ok(a) => access = Some(a),
+                        Err(e) if *form == HostForm::DockerExec => {
+                            tracing::debug!(error = %e, "no DIDX_DOCKER_HOST for a docker exec command");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                let sandbox = access.as_ref().map(HostAccess::docker_env).unwrap_or_default();
+                let mut vars: Vec<(String, String)> = match form {
+                    HostForm::DockerExec => env.engine().cli_env(),
+                    HostForm::Sandbox => sandbox.clone(),
+                };
+                vars.extend(sandbox.into_iter().map(|(k, v)| (format!("DIDX_{k}"), v)));
+                run_on_host(script, cv_env.as_str(), &env.client().name, &vars).await?
+            }
         };
         on(StepEvent::Ended { index, total, code, elapsed: t0.elapsed() });
         if code != 0 {

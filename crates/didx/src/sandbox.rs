@@ -14,7 +14,7 @@ use crate::images::{self, Wanted};
 use crate::load::HostImage;
 use crate::pool::Refill;
 use crate::session::Event;
-use crate::spec::{AddressRange, IsolationMode, Version, VolumeSpec};
+use crate::spec::{AddressRange, IsolationMode, PublishSpec, Version, VolumeSpec};
 
 /// The variable that keeps every [`Sandbox`] a program drops (for looking at it afterwards):
 /// `DIDX_KEEP=1`. [`Sandbox::rm`] still removes.
@@ -54,6 +54,7 @@ pub struct SandboxBuilder {
     volumes: Vec<String>,
     copies: Vec<String>,
     loads: Vec<String>,
+    publish: Vec<String>,
     cwd: Option<PathBuf>,
     address_range: Option<String>,
     network: Option<String>,
@@ -140,6 +141,14 @@ impl SandboxBuilder {
         self.network = Some(network.into()).filter(|n| !n.is_empty());
         self
     }
+    /// Publish a port of the sandbox on the host (`--publish`): `[IP:]HOSTPORT:ENVPORT[/PROTO]`
+    /// (see [`PublishSpec::parse`](crate::spec::PublishSpec::parse)); an inner
+    /// `docker run -p ENVPORT:…` is then reachable at `IP:HOSTPORT`. Default address
+    /// 127.0.0.1; HOSTPORT 0 or omitted takes a free port. Repeatable.
+    pub fn publish(mut self, spec: impl Into<String>) -> Self {
+        self.publish.push(spec.into());
+        self
+    }
     /// The directory relative host paths of `volume` and `copy` start from. Default: the
     /// process's current directory.
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -191,6 +200,8 @@ impl SandboxBuilder {
         if let Some(n) = &self.network {
             crate::spec::network_name(n)?;
         }
+        let publish: Vec<PublishSpec> = self.publish.iter().map(|p| PublishSpec::parse(p)).collect::<Result<_>>()?;
+        crate::publish::check_all(&publish)?;
         Ok(SandboxOptions {
             policy: if keep_from_env() { "keep" } else { "drop" },
             address_range,
@@ -207,6 +218,7 @@ impl SandboxBuilder {
             volumes,
             copies,
             loads: self.loads.clone(),
+            publish,
         })
     }
 
@@ -249,7 +261,7 @@ impl SandboxBuilder {
             }
             return Err(e);
         }
-        Ok(Sandbox { env: Some(env), kept: false, refill: launched.refill, certs: tokio::sync::OnceCell::new() })
+        Ok(Sandbox { env: Some(env), kept: false, refill: launched.refill, access: tokio::sync::OnceCell::new() })
     }
 }
 
@@ -273,6 +285,7 @@ pub struct SandboxOptions {
     /// What removes the environment, for its label (`didx ls`): `drop` for a [`Sandbox`],
     /// `keep` with `DIDX_KEEP`, the `--clean` policy for a session, `pool` for the pool.
     pub(crate) policy: &'static str,
+    pub(crate) publish: Vec<PublishSpec>,
 }
 
 /// What [`SandboxOptions::launch`] made.
@@ -309,6 +322,7 @@ impl SandboxOptions {
             engine_id: info.id.unwrap_or_default(),
             ready_timeout: self.ready_timeout,
             volumes: self.volumes.clone(),
+            publish: self.publish.clone(),
             lease,
             address_range: self.address_range,
             network: self.network.clone(),
@@ -417,9 +431,9 @@ pub struct Sandbox {
     env: Option<Environment>,
     kept: bool,
     refill: Option<Refill>,
-    /// The client certificate files [`Sandbox::docker`] connects with, in a private directory
-    /// removed with the sandbox.
-    certs: tokio::sync::OnceCell<crate::cache::PrivateDir>,
+    /// How host tools reach it: the client certificate files [`Sandbox::docker`] connects
+    /// with, in a private directory removed with the sandbox.
+    access: tokio::sync::OnceCell<crate::inventory::HostAccess>,
 }
 
 impl Sandbox {
@@ -485,44 +499,23 @@ impl Sandbox {
 
     /// The variables that point a docker client of this machine at the sandbox's inner engine,
     /// as [`docker`](Self::docker) reaches it: `DOCKER_HOST` (`tcp://127.0.0.1:PORT`),
-    /// `DOCKER_TLS_VERIFY=1` and `DOCKER_CERT_PATH` (a private 0700 directory holding the
-    /// client certificate, removed with the sandbox). The docker CLI, the Python SDK and
-    /// testcontainers read them.
+    /// `DOCKER_TLS_VERIFY=1` and `DOCKER_CERT_PATH` (a private 0700 directory in didx's cache
+    /// directory, `env/<id>`, holding the client certificate; removed with the sandbox). The
+    /// docker CLI, the Python SDK, docker-compose and testcontainers read them.
     pub async fn docker_env(&self) -> Result<Vec<(String, String)>> {
-        let endpoint = self.env().endpoint().await?;
-        let dir = self.cert_dir().await?;
-        Ok(vec![
-            ("DOCKER_HOST".to_string(), endpoint.host),
-            ("DOCKER_TLS_VERIFY".to_string(), "1".to_string()),
-            ("DOCKER_CERT_PATH".to_string(), dir.display().to_string()),
-        ])
+        Ok(self.host_access().await?.docker_env())
+    }
+
+    /// How a host tool reaches the sandbox's inner engine ([`docker_env`](Self::docker_env)),
+    /// and the ports it publishes ([`SandboxBuilder::publish`]), as bound. What `didx env ID`
+    /// prints. The certificate files are written on first use.
+    pub async fn host_access(&self) -> Result<crate::inventory::HostAccess> {
+        self.access.get_or_try_init(|| self.env().host_access()).await.cloned()
     }
 
     /// The private directory holding the client certificate files, made on first use.
-    async fn cert_dir(&self) -> Result<&std::path::Path> {
-        let dir = self
-            .certs
-            .get_or_try_init(|| async {
-                let certs = self.env().client_certificates().await?;
-                let dir = crate::cache::private_dir("didx-tls")?;
-                for (name, pem, mode) in
-                    [("ca.pem", &certs.ca_pem, 0o644), ("cert.pem", &certs.cert_pem, 0o644), ("key.pem", &certs.key_pem, 0o600)]
-                {
-                    use std::io::Write;
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let path = dir.path().join(name);
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(mode)
-                        .open(&path)
-                        .and_then(|mut f| f.write_all(pem.as_bytes()))
-                        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-                }
-                Ok::<_, Error>(dir)
-            })
-            .await?;
-        Ok(dir.path())
+    async fn cert_dir(&self) -> Result<std::path::PathBuf> {
+        Ok(self.host_access().await?.cert_path)
     }
 
     /// Run `argv` in the client (no shell: `["sh", "-c", "…"]` for one) and capture its output.

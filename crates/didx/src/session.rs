@@ -73,6 +73,12 @@ pub enum Event<'a> {
     },
     /// The environment's own start events.
     Start(StartEvent<'a>),
+    /// The environment is ready and publishes these ports (`--publish`), as bound: the real
+    /// host port where 0 was asked for. Said only when ports were asked for.
+    Published {
+        /// The ports.
+        ports: &'a [crate::spec::Published],
+    },
     /// A host tree entry was skipped (e.g. a socket).
     CopyWarning {
         /// What was skipped and why.
@@ -268,6 +274,15 @@ impl Session {
         let launched = self.options.launch(engine, self.pooled, lease, cancel, on).await?;
         let env = launched.env;
         let refill = launched.refill;
+        if !self.options.publish.is_empty() {
+            match env.published().await {
+                Ok(ports) => on(&Event::Published { ports: &ports }),
+                Err(error) => {
+                    on(&Event::Failed { error: &error });
+                    return Ok(self.finish(env, Outcome::Failed(error), refill, on).await);
+                }
+            }
+        }
         if cancel.is_cancelled() {
             on(&Event::Interrupted { phase: Phase::Started });
             return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);

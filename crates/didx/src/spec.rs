@@ -1,12 +1,13 @@
 //! Validated forms of what the user asks for: clean policy, versions and their images,
-//! `-v` specs, the `--cv-env` name, isolation mode, durations.
+//! `-v` specs, `--publish` specs, the `--cv-env` name, isolation mode, durations.
 //!
 //! Parse, don't validate twice: each raw string becomes one of these types here, and nothing
 //! downstream re-checks strings.
 
-pub use crate::command::Step;
+pub use crate::command::{HostForm, Step};
 pub use crate::copy::{CpSource, CpSpec};
 pub use crate::net::AddressRange;
+pub use crate::publish::{Proto, PublishSpec, Published};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -66,6 +66,77 @@ async fn a_seeded_sandbox_runs_its_image_through_docker_and_exec_then_rm_leaves_
     assert!(!cert_dir.exists(), "the client certificate directory outlived its sandbox");
 }
 
+/// `publish` makes an inner container's port reachable on the host's 127.0.0.1, reported by
+/// `host_access` with the real host port; the certificate directory is private, in didx's
+/// cache, and goes when the sandbox is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_port_reaches_an_inner_container_and_host_access_reports_it() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let host = host();
+    let t = tag("publish");
+    let image = busybox(&host, "didx-libtest-bb", &t).await;
+    let engine = engine().await;
+    let sb = Sandbox::builder().publish("8080").load(&image).start(&engine).await;
+    remove_image(&host, &image).await;
+    let sb = sb.expect("start");
+    let id = sb.id().to_string();
+    let access = sb.host_access().await.unwrap();
+    assert_eq!(access.id, id);
+    assert!(access.docker_host.starts_with("tcp://127.0.0.1:"), "{access:?}");
+    assert!(access.cert_path.ends_with(format!("env/{id}")), "{access:?}");
+    assert_eq!(std::fs::metadata(&access.cert_path).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(access.cert_path.join("key.pem")).unwrap().permissions().mode() & 0o777, 0o600);
+    let [p] = &access.published[..] else { panic!("{access:?}") };
+    assert_eq!((p.ip.as_str(), p.env_port), ("127.0.0.1", 8080));
+    assert_ne!(p.host_port, 0);
+
+    let docker = sb.docker().await.unwrap();
+    let serve = "busybox mkdir -p /www && echo lib-published > /www/index.html && exec busybox httpd -f -p 80 -h /www";
+    let hc = bollard::models::HostConfig {
+        port_bindings: Some(std::collections::HashMap::from([(
+            "80/tcp".to_string(),
+            Some(vec![bollard::models::PortBinding { host_ip: None, host_port: Some("8080".into()) }]),
+        )])),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(image.clone()),
+        cmd: Some(vec!["sh".into(), "-c".into(), serve.into()]),
+        host_config: Some(hc),
+        // As `docker run -p` does: an engine binds only ports the container exposes.
+        exposed_ports: Some(vec!["80/tcp".to_string()]),
+        ..Default::default()
+    };
+    let name = format!("web-{t}");
+    docker.create_container(Some(qp::CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body).await.unwrap();
+    docker.start_container(&name, None::<qp::StartContainerOptions>).await.unwrap();
+    let addr = p.host_addr();
+    let reply = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let mut reply = String::new();
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr)
+                && s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+                && s.read_to_string(&mut reply).is_ok()
+                && reply.contains("200")
+            {
+                return reply;
+            }
+            assert!(std::time::Instant::now() < deadline, "no reply from {addr}: {reply:?}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(reply.contains("lib-published"), "{reply}");
+
+    let dir = access.cert_path.clone();
+    drop(sb);
+    assert_eq!(leftovers(&host, &id).await, Vec::<String>::new());
+    assert!(!dir.exists(), "the certificate directory outlived its sandbox");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_removes_and_keep_keeps() {
     let host = host();
@@ -132,6 +203,8 @@ async fn bad_options_are_errors_before_anything_starts() {
         (Sandbox::builder().server_version("bad version"), "--sv"),
         (Sandbox::builder().dockerd_opts("--unbalanced 'quote"), "--dkropts"),
         (Sandbox::builder().load("didx-libtest-no-such-image:nope"), "--load"),
+        (Sandbox::builder().publish("2376"), "--publish"),
+        (Sandbox::builder().publish("8080:80").publish("8080:81"), "--publish"),
     ] {
         match b.start(&engine).await {
             Err(e @ Error::Invalid { .. }) => {

@@ -124,6 +124,7 @@ pub async fn spec(e: &Engine, dockerd_opts: Vec<String>) -> didx::env::EnvSpec {
         engine_id: info.id.unwrap_or_default(),
         ready_timeout: std::time::Duration::from_secs(60),
         volumes: vec![],
+        publish: vec![],
         lease: false,
         address_range: Some(didx::spec::AddressRange::default_range()),
         network: None,

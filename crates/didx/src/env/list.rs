@@ -7,6 +7,8 @@ use futures_util::future::join_all;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::labels;
+use crate::publish::{Proto, Published};
+use bollard::models::PortSummaryTypeEnum;
 
 /// One container of an environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,19 +50,6 @@ pub struct EnvSummary {
     pub endpoint: Option<String>,
 }
 
-/// A port of an environment published on the engine's host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    /// The host address it is bound to.
-    pub ip: String,
-    /// The host port.
-    pub host_port: u16,
-    /// The port in the environment (the server's network namespace).
-    pub env_port: u16,
-    /// `tcp` or `udp`.
-    pub proto: String,
-}
-
 impl EnvSummary {
     /// One word for its state: `running` (every container running), `ready` (a pooled one
     /// waiting for a claim: its client paused), else the first container not running's state
@@ -83,8 +72,12 @@ fn ports(ports: &[bollard::models::PortSummary]) -> (Option<String>, Vec<Publish
     let mut published = Vec::new();
     for p in ports {
         let (Some(ip), Some(host_port)) = (&p.ip, p.public_port) else { continue };
-        let proto = p.typ.map(|t| t.to_string()).filter(|t| !t.is_empty()).unwrap_or_else(|| "tcp".into());
-        if p.private_port == super::TLS_PORT && ip == super::PUBLISHED_IP && proto == "tcp" {
+        let proto = match p.typ {
+            Some(PortSummaryTypeEnum::UDP) => Proto::Udp,
+            Some(PortSummaryTypeEnum::TCP | PortSummaryTypeEnum::EMPTY) | None => Proto::Tcp,
+            Some(_) => continue,
+        };
+        if p.private_port == super::TLS_PORT && ip == super::PUBLISHED_IP && proto == Proto::Tcp {
             endpoint = Some(format!("tcp://{ip}:{host_port}"));
         } else if !published.iter().any(|q: &Published| q.ip == *ip && q.host_port == host_port && q.proto == proto) {
             published.push(Published { ip: ip.clone(), host_port, env_port: p.private_port, proto });
@@ -156,6 +149,7 @@ pub async fn remove_all(engine: &Engine) -> Result<Vec<String>> {
 }
 
 async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String>> {
+    let listed = std::time::SystemTime::now();
     let containers = engine.containers(labels::filter(id)).await?;
     let names: Vec<String> = containers.iter().map(container_name).collect();
     let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
@@ -168,6 +162,13 @@ async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String
     let (vs, ns) = tokio::join!(removals, join_all(networks.iter().map(|n| engine.remove_network(n))));
     for r in vs.into_iter().chain(ns) {
         r?;
+    }
+    // The client certificates host tools were given (`didx env`, `host:` commands).
+    match id {
+        Some(id) => super::certdir::remove(id),
+        None => {
+            super::certdir::sweep(engine.host(), &Default::default(), listed);
+        }
     }
     Ok(names)
 }
@@ -198,9 +199,12 @@ pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
     }
     let mut dangling = labels::filter(None);
     dangling.insert("dangling".to_string(), vec!["true".to_string()]);
+    let listed = std::time::SystemTime::now();
     let (volumes, containers) = tokio::join!(engine.volumes_labelled(dangling), engine.containers(labels::filter(None)));
     let live: std::collections::HashSet<String> =
         containers?.into_iter().filter_map(|c| c.labels.and_then(|mut l| l.remove(labels::ENV))).collect();
+    // Client certificates of environments gone without didx (reaped, `docker rm -f`).
+    super::certdir::sweep(engine.host(), &live, listed);
     let orphans: Vec<String> = volumes?
         .into_iter()
         .filter(|(_, l)| old(Some(l)) && l.get(labels::ENV).is_some_and(|env| !live.contains(env)))
@@ -227,7 +231,7 @@ pub async fn sweep_logged(engine: &Engine) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bollard::models::{PortSummary, PortSummaryTypeEnum};
+    use bollard::models::PortSummary;
 
     fn port(ip: &str, public: u16, private: u16, typ: PortSummaryTypeEnum) -> PortSummary {
         PortSummary { ip: Some(ip.into()), private_port: private, public_port: Some(public), typ: Some(typ) }
@@ -242,7 +246,7 @@ mod tests {
             PortSummary { ip: None, private_port: 9000, public_port: None, typ: None },
         ]);
         assert_eq!(endpoint.as_deref(), Some("tcp://127.0.0.1:40001"));
-        let shown: Vec<String> = published.iter().map(|p| format!("{}:{}->{}/{}", p.ip, p.host_port, p.env_port, p.proto)).collect();
+        let shown: Vec<String> = published.iter().map(|p| format!("{}:{}->{}/{}", p.ip, p.host_port, p.env_port, p.proto.as_str())).collect();
         assert_eq!(shown, ["127.0.0.1:5353->53/udp", "0.0.0.0:8080->80/tcp"]);
     }
 

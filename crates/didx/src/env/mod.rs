@@ -8,14 +8,17 @@
 //! certificate ([`Environment::client_certificates`]). What the containers are made of is the
 //! pure recipe in `recipe.rs`; this module and [`pool`] only sequence engine calls over it.
 
+mod certdir;
 mod endpoint;
 mod list;
 pub mod pool;
+mod reach;
 mod recipe;
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use endpoint::{ClientCerts, Endpoint};
-pub use list::{EnvSummary, Member, Published, list, remove, remove_all, sweep, sweep_logged};
+pub use list::{EnvSummary, Member, list, remove, remove_all, sweep, sweep_logged};
+pub use reach::{HostAccess, host_access, is_on_this_machine};
 use recipe::ClientFiles;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, TLS_PORT};
@@ -30,7 +33,7 @@ use crate::isolation::{self, Isolation};
 use crate::labels;
 use crate::net::{self, AddressRange};
 use crate::ready::{ProbeError, Prober};
-use crate::spec::{IsolationMode, Version, VolumeSpec};
+use crate::spec::{IsolationMode, PublishSpec, Version, VolumeSpec};
 use crate::tls::TlsMaterial;
 
 /// Between readiness probes. A refused connection costs microseconds, and dockerd answers a
@@ -111,6 +114,8 @@ pub struct EnvSpec {
     pub ready_timeout: Duration,
     /// `-v` mounts for the client.
     pub volumes: Vec<VolumeSpec>,
+    /// `--publish` ports, bound on the server (part of the pool key).
+    pub publish: Vec<PublishSpec>,
     /// Hold the environment for this process (see [`crate::engine::Engine::lease`]): when the
     /// process ends without releasing it — SIGKILL included — the environment ends itself and
     /// the engine removes it. For environments the run would remove anyway.
@@ -423,6 +428,9 @@ async fn start_server(
                     iso = Isolation::caps_profile();
                     continue;
                 }
+                if let Some(reason) = crate::publish::bind_refusal(&msg) {
+                    return Err(Error::PortTaken { server: name.to_string(), reason: reason.to_string() });
+                }
                 return Err(e);
             }
         }
@@ -706,6 +714,7 @@ mod tests {
             engine_id: String::new(),
             ready_timeout: Duration::from_secs(1),
             volumes: vec![],
+            publish: vec![],
             lease: false,
             address_range: None,
             network: None,

@@ -140,6 +140,16 @@ fn key_at(recipe_version: u32, spec: &EnvSpec, server_image_id: &str, client_ima
         h.update(part.as_bytes());
         h.update([0]);
     }
+    // `--publish` shapes the server: a pooled server without those ports must never serve a
+    // run asking for them. Only when given, so the keys of servers without any stay the same
+    // (and those pooled before `--publish` existed, which publish none, still serve them).
+    if !spec.publish.is_empty() {
+        h.update(b"publish\0");
+        for p in &spec.publish {
+            h.update(p.to_string().as_bytes());
+            h.update([0]);
+        }
+    }
     hex::encode(h.finalize())[..12].to_string()
 }
 
@@ -631,6 +641,7 @@ mod tests {
             engine_id: String::new(),
             ready_timeout: std::time::Duration::from_secs(60),
             volumes: vec![],
+            publish: vec![],
             lease: false,
             address_range: None,
             network: None,
@@ -659,6 +670,12 @@ mod tests {
         assert_ne!(key_of(&e, "sha256:1", "sha256:1"), k);
         // Another recipe revision (e.g. a server made before the TLS port was published).
         assert_ne!(key_at(recipe::VERSION - 1, &a, "sha256:1", "sha256:1"), k, "an older recipe");
+        let mut p = spec();
+        p.publish = vec![crate::spec::PublishSpec::parse("8080:80").unwrap()];
+        let kp = key_of(&p, "sha256:1", "sha256:1");
+        assert_ne!(kp, k, "a server publishing a port is another shape");
+        p.publish = vec![crate::spec::PublishSpec::parse("8081:80").unwrap()];
+        assert_ne!(key_of(&p, "sha256:1", "sha256:1"), kp, "another host port");
         // Word boundaries count: ["--a", "b"] is not ["--ab"].
         let (mut f, mut g) = (spec(), spec());
         f.dockerd_opts = vec!["--a".into(), "b".into()];

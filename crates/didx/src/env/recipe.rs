@@ -155,13 +155,18 @@ impl<'a> Server<'a> {
     /// again, as the engine refuses privileges or capabilities).
     pub fn body(&self, iso: &Isolation) -> ContainerCreateBody {
         let published = vec![PortBinding { host_ip: Some(PUBLISHED_IP.to_string()), host_port: Some(String::new()) }];
+        let mut port_bindings = HashMap::from([(tls_port_key(), Some(published))]);
+        // `--publish`: in the server's network namespace, where the inner engine's `-p` binds.
+        port_bindings.extend(self.spec.publish.iter().map(|p| (p.port_key(), Some(vec![p.binding()]))));
+        let mut exposed_ports = vec![tls_port_key()];
+        exposed_ports.extend(self.spec.publish.iter().map(|p| p.port_key()));
         let mut hc = HostConfig {
             // The engine removes it (and its anonymous volumes) once it stops: when its lease
             // ends it, its idle timeout passes, or its engine restarts.
             auto_remove: Some(true),
             mounts: Some(self.mounts()),
             extra_hosts: Some(vec![format!("{}:127.0.0.1", tls::SERVER_NAME)]),
-            port_bindings: Some(HashMap::from([(tls_port_key(), Some(published))])),
+            port_bindings: Some(port_bindings),
             // Its own cgroup namespace whatever the engine's default (private on cgroup v2,
             // host on v1, or as configured): the entrypoint moves every process it sees in
             // the root cgroup, which must be the container's, never the host's.
@@ -176,7 +181,7 @@ impl<'a> Server<'a> {
             entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "server".to_string()]),
             cmd: Some(dockerd_args(self.spec, self.net)),
             env: self.pool.and_then(|p| p.idle_timeout).map(|t| vec![format!("DIDX_IDLE_TIMEOUT={t}")]),
-            exposed_ports: Some(vec![tls_port_key()]),
+            exposed_ports: Some(exposed_ports),
             labels: Some(self.labels()),
             host_config: Some(hc),
             ..Default::default()
@@ -316,6 +321,7 @@ mod tests {
             engine_id: String::new(),
             ready_timeout: Duration::from_secs(1),
             volumes: vec![],
+            publish: vec![],
             lease: false,
             address_range: None,
             network: None,

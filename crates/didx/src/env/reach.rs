@@ -1,0 +1,174 @@
+//! Host tools reaching an environment: the variables that point any docker client of this
+//! machine at its inner engine (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`, the
+//! certificate files in a private directory of didx's cache, see `certdir.rs`), and the ports
+//! its server publishes (`--publish`). Found by id or container name for `didx env ID`, or for
+//! a running [`Environment`] (the `host:` COMMAND form).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use super::list::container_name;
+use super::recipe::{CLIENT_CERT_PATH, PUBLISHED_IP, TLS_PORT, published_port};
+use super::{Container, EnvId, Environment, certdir};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::labels;
+use crate::publish::{Published, all_bound};
+
+/// How a host tool reaches an environment's inner engine, and what else its server publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAccess {
+    /// The environment id.
+    pub id: String,
+    /// `tcp://127.0.0.1:PORT`: mutual TLS, the server certificate names 127.0.0.1.
+    pub docker_host: String,
+    /// The private directory (0700) holding `ca.pem`, `cert.pem`, `key.pem` (0600); removed
+    /// with the environment.
+    pub cert_path: PathBuf,
+    /// The ports published with `--publish`, as bound (the real host ports).
+    pub published: Vec<Published>,
+}
+
+impl HostAccess {
+    /// `DOCKER_HOST`, `DOCKER_TLS_VERIFY=1`, `DOCKER_CERT_PATH`, as a docker client reads them.
+    pub fn docker_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DOCKER_HOST".to_string(), self.docker_host.clone()),
+            ("DOCKER_TLS_VERIFY".to_string(), "1".to_string()),
+            ("DOCKER_CERT_PATH".to_string(), self.cert_path.display().to_string()),
+        ]
+    }
+}
+
+/// Whether the engine at `host` runs on this machine: a unix socket, or tcp on a loopback
+/// address (where the server's 127.0.0.1 is this machine's).
+pub fn is_on_this_machine(host: &str) -> bool {
+    if host.starts_with("unix://") || host.starts_with("npipe://") {
+        return true;
+    }
+    let Some(rest) = host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://")).or_else(|| host.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let name = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An id or container name as didx makes them; anything else is a usage error.
+fn check_name(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 200
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "environment id",
+            id,
+            "expected an environment id (the <id> of dind_<id>_server_<ver>) or a server or client container name; didx --clean rpt lists them",
+        ))
+    }
+}
+
+impl Environment {
+    /// How a host tool reaches this environment's inner engine: its endpoint, and its client
+    /// certificate written to `$DIDX_CACHE_DIR/env/<id>/` (0700; removed with the
+    /// environment). [`Error::EndpointElsewhere`] when the engine is not on this machine.
+    pub async fn host_access(&self) -> Result<HostAccess> {
+        let host = self.engine.host();
+        if !is_on_this_machine(host) {
+            return Err(Error::EndpointElsewhere { host: host.to_string() });
+        }
+        let inspect = self.engine.inspect(&self.server.id).await?;
+        let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());
+        let port = published_port(ports).ok_or_else(|| Error::NoEndpoint { server: self.server.name.clone(), ip: PUBLISHED_IP, port: TLS_PORT })?;
+        let published = all_bound(ports);
+        let certs = self.client_certificates().await?;
+        let cert_path = certdir::write(host, self.id.as_str(), &certs)?;
+        Ok(HostAccess { id: self.id.to_string(), docker_host: format!("tcp://{PUBLISHED_IP}:{port}"), cert_path, published })
+    }
+
+    /// The ports this environment's server publishes (`--publish`), as bound.
+    pub async fn published(&self) -> Result<Vec<Published>> {
+        let inspect = self.engine.inspect(&self.server.id).await?;
+        Ok(all_bound(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref())))
+    }
+}
+
+/// [`Environment::host_access`] for the running environment `id` — its id or its server's or
+/// client's container name — on `engine`. First sweeps the certificate directories of this
+/// engine's environments that no longer exist (gone without didx: reaped, `docker rm -f`).
+pub async fn host_access(engine: &Engine, id: &str) -> Result<HostAccess> {
+    check_name(id)?;
+    let listed = std::time::SystemTime::now();
+    let containers = engine.containers(labels::filter(None)).await?;
+    let live: HashSet<String> = containers.iter().filter_map(|c| c.labels.as_ref()?.get(labels::ENV).cloned()).collect();
+    for gone in certdir::sweep(engine.host(), &live, listed) {
+        tracing::info!(env = %gone, "removed the client certificates of an environment no longer on the engine");
+    }
+    let env_id = containers
+        .iter()
+        .find_map(|c| {
+            let env = c.labels.as_ref()?.get(labels::ENV)?;
+            (env == id || container_name(c) == id).then(|| env.clone())
+        })
+        .ok_or_else(|| Error::NoSuchEnvironment { id: id.to_string(), host: engine.host().to_string() })?;
+    let member = |role: labels::Role| {
+        containers.iter().find(|c| {
+            c.labels.as_ref().is_some_and(|l| l.get(labels::ENV) == Some(&env_id) && l.get(labels::ROLE).map(String::as_str) == Some(role.as_str()))
+        })
+    };
+    let server = member(labels::Role::Server);
+    let state = |c: Option<&bollard::models::ContainerSummary>| c.and_then(|c| c.state.map(|s| s.to_string())).unwrap_or_else(|| "gone".into());
+    let (Some(server), Some(client)) = (server, member(labels::Role::Client)) else {
+        return Err(Error::NotRunning {
+            id: env_id.clone(),
+            server: server.map(container_name).unwrap_or_else(|| format!("of {env_id}")),
+            state: if server.is_some() { "without a client".into() } else { state(server) },
+        });
+    };
+    if state(Some(server)) != "running" {
+        return Err(Error::NotRunning { id: env_id, server: container_name(server), state: state(Some(server)) });
+    }
+    let env = Environment {
+        engine: engine.clone(),
+        id: EnvId(env_id),
+        server: Container { name: container_name(server), id: server.id.clone().unwrap_or_default() },
+        client: Container { name: container_name(client), id: client.id.clone().unwrap_or_default() },
+        client_cert_dir: CLIENT_CERT_PATH,
+        // A view of an environment someone else owns: never removed or released from here.
+        settled: true,
+        leases: Vec::new(),
+    };
+    env.host_access().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_on_this_machine() {
+        for local in ["unix:///var/run/docker.sock", "tcp://127.0.0.1:2375", "tcp://localhost:2376", "tcp://[::1]:2376", "tcp://127.0.0.2:1"] {
+            assert!(is_on_this_machine(local), "{local}");
+        }
+        for remote in ["tcp://10.0.0.5:2376", "tcp://docker.example:2376", "ssh://me@host", "tcp://[2001:db8::1]:2376"] {
+            assert!(!is_on_this_machine(remote), "{remote}");
+        }
+    }
+
+    #[test]
+    fn ids_and_names_are_checked() {
+        for ok in ["abc123", "dind_abc123_server_latest", "dind_x_client_24.0-dind"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "a b", "-x", "a/b", "$(x)"] {
+            assert!(check_name(bad).unwrap_err().is_usage(), "{bad}");
+        }
+    }
+}
