@@ -271,7 +271,7 @@ fn processes_not_sharing_the_claim_lock_still_end_with_distinct_blocks() {
 
 #[test]
 fn ls_shows_each_environment_with_its_state_versions_images_policy_owner_block_and_endpoint() {
-    let run = didx(&["--clean", "none", "true"]);
+    let run = didx(&["--clean", "none", "--publish", "8080", "true"]);
     with_cleanup(run, |run| {
         assert_eq!(run.code, 0, "{}", run.show());
         let id = run.env_id().unwrap();
@@ -284,7 +284,12 @@ fn ls_shows_each_environment_with_its_state_versions_images_policy_owner_block_a
         assert_eq!((e["server_image"].as_str(), e["client_image"].as_str()), (Some("didx/dind:local"), Some("didx/dind:local")));
         assert_eq!(e["policy"], "none");
         assert!(e["owner"].as_str().is_some_and(|o| o.contains('@') && o.contains(" pid ")), "{e}");
-        assert_eq!(e["published"], serde_json::json!([]));
+        let published = e["published"].as_array().unwrap();
+        assert_eq!(published.len(), 1, "{e}");
+        let p = &published[0];
+        assert_eq!((p["ip"].as_str(), p["env_port"].as_u64(), p["proto"].as_str()), (Some("127.0.0.1"), Some(8080), Some("tcp")), "{e}");
+        let host_port = p["host_port"].as_u64().filter(|p| *p > 0).expect("a host port");
+        assert!(run.stderr.contains(&format!("published 127.0.0.1:{host_port} -> 8080/tcp")), "{}", run.show());
         let server = format!("dind_{id}_server_latest");
         let label = Command::new("docker").args(["inspect", "-f", r#"{{index .Config.Labels "io.didx.net"}}"#, &server]).output().unwrap();
         assert_eq!(e["address_block"].as_str(), Some(String::from_utf8_lossy(&label.stdout).trim()), "{e}");
