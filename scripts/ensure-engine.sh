@@ -21,8 +21,12 @@ if ! command -v dockerd >/dev/null 2>&1; then
   apt-get install -y -qq docker.io >/dev/null
 fi
 
-# A socket left by a dockerd that died would make the new one refuse to start.
-if ! pgrep -x dockerd >/dev/null 2>&1; then
+# The host's dockerd is the one its pid file names. (Not any process called dockerd: every
+# sandbox's inner dockerd shows in the host's process list too, and its containers outlive a
+# host dockerd that died.) A pid file left by a dockerd that died would make the new one
+# refuse to start.
+pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+if [ -z "$pid" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != dockerd ]; then
   rm -f /var/run/docker.pid
   log "starting dockerd (log: /var/log/dockerd.log)"
   nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &
