@@ -293,7 +293,8 @@ fn run_builder(a: &RunArgs) -> didx::Result<didx::SandboxBuilder> {
 async fn image_build(host: Option<&str>, spec: BuildSpec) -> anyhow::Result<u8> {
     let engine = connect(host).await?;
     let tty = std::io::stderr().is_terminal();
-    say(format!("building {} from Debian {} ({})", didx::image::LOCAL_IMAGE, spec.suite, spec.mirror));
+    let target = if didx::image::tags_local(&spec.suite) { didx::image::LOCAL_IMAGE } else { "didx/dind:<its docker.io version>" };
+    say(format!("building {target} from Debian {} ({})", spec.suite, spec.mirror));
     let on = move |e: BuildEvent<'_>| match e {
         BuildEvent::Log(line) => output::err(&format!("  {line}\n")),
         BuildEvent::Streamed(n) if tty => output::err(&format!("\r  streamed {:.1} MB into the engine ", n as f64 / 1e6)),
@@ -306,8 +307,8 @@ async fn image_build(host: Option<&str>, spec: BuildSpec) -> anyhow::Result<u8> 
     }
     let what = if r.reused { "reused (recipe unchanged; --force rebuilds)" } else { "built" };
     say(format!(
-        "{} {what}: {} ({}), {:.0} MB, in {:.1} s",
-        didx::image::LOCAL_IMAGE,
+        "Debian {} image {what}: {} ({}), {:.0} MB, in {:.1} s",
+        spec.suite,
         r.tags.join(", "),
         &r.id.trim_start_matches("sha256:")[..12.min(r.id.len())],
         r.size as f64 / 1e6,
@@ -339,11 +340,15 @@ fn say_images(resolved: &didx::image::Resolved) {
             ),
             None => String::new(),
         };
-        say(format!(
-            "{} not on the engine and cannot be pulled; using {}{retry}",
-            resolved.fell_back.join(" and "),
-            didx::image::LOCAL_IMAGE
-        ));
+        // One line: the mapped images, and what stands in for them.
+        let mut used: Vec<&str> = Vec::new();
+        for (_, u) in &resolved.fell_back {
+            if !used.contains(&u.as_str()) {
+                used.push(u);
+            }
+        }
+        let mapped: Vec<&str> = resolved.fell_back.iter().map(|(m, _)| m.as_str()).collect();
+        say(format!("{} not on the engine and cannot be pulled; using {}{retry}", mapped.join(" and "), used.join(" and ")));
     }
     for s in &resolved.stale {
         say(format!("warning: pull of {s} failed; using the copy on the engine"));
