@@ -15,6 +15,7 @@ mod cli;
 mod completions;
 mod helper;
 mod listing;
+mod matrix;
 mod output;
 mod run;
 mod signals;
@@ -56,6 +57,10 @@ fn main() -> ExitCode {
         Job::Run(run) if run.pooled || run.leased() => Helper::fork(run.host.clone(), run.options.clone()),
         _ => None,
     };
+    let helpers: Vec<Option<Helper>> = match &job {
+        Job::Matrix(m) => m.members.iter().map(|m| m.job()).map(|r| if r.leased() { Helper::fork(r.host.clone(), r.options.clone()) } else { None }).collect(),
+        _ => vec![],
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
             Job::Completions(shell) => Ok(completions::completions(shell)),
             Job::Man => completions::man(),
             Job::Run(run) => run.go(helper).await,
+            Job::Matrix(m) => m.go(helpers).await,
         })
     });
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -195,6 +201,7 @@ enum Job {
     Completions(cli::Shell),
     Man,
     Run(Box<RunJob>),
+    Matrix(Box<matrix::Matrix>),
 }
 
 enum PoolJob {
@@ -243,7 +250,10 @@ impl Job {
                     // Validated as a run's options would be, though only the engine is used.
                     run_builder(&cli.run)?.options()?;
                     Job::Report { host, clean }
+                } else if matrix::is_matrix(&cli.run) {
+                    Job::Matrix(Box::new(matrix::Matrix::of(host, cli.run, clean)?))
                 } else {
+                    matrix::jobs(&cli.run)?;
                     Job::Run(Box::new(RunJob::of(host, cli.run, clean)?))
                 }
             }
