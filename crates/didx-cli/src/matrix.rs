@@ -10,14 +10,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use didx::spec::{CleanPolicy, Version};
-use didx::{Cancel, Error};
+use didx::Error;
 use tokio::io::AsyncWrite;
 
 use crate::cli::RunArgs;
 use crate::helper::Helper;
 use crate::output::{self, PREFIX, say};
 use crate::run::RunJob;
-use crate::signals::Signals;
+use crate::signals::{Sig, Signals};
 
 /// Whether the run is a matrix: `--sv` holds a comma-separated list.
 pub fn is_matrix(a: &RunArgs) -> bool {
@@ -55,7 +55,8 @@ pub struct Matrix {
     pub members: Vec<Member>,
     jobs: usize,
     json: bool,
-    stop: Cancel,
+    /// Forwards each signal to every run.
+    signals: tokio::sync::broadcast::Sender<Sig>,
 }
 
 fn usage(what: &'static str, value: impl Into<String>, fix: impl Into<String>) -> anyhow::Error {
@@ -119,16 +120,18 @@ impl Matrix {
             let job = RunJob::of(host.clone(), args, clean)?.in_matrix(format!("[{sv}] "), a.json);
             members.push(Member { sv, cv, job });
         }
-        let stop = Cancel::new();
-        let members = members.into_iter().map(|m| Member { job: m.job.cancelled_by(stop.clone()), ..m }).collect();
-        Ok(Matrix { members, jobs, json: a.json, stop })
+        let (signals, _) = tokio::sync::broadcast::channel(4);
+        let members = members.into_iter().map(|m| Member { job: m.job.fed_by(signals.subscribe()), ..m }).collect();
+        Ok(Matrix { members, jobs, json: a.json, signals })
     }
 
     /// Run every version, at most `jobs` at once, then print the summary; the exit code.
     /// `helpers` pairs with `members` (each version's run holds its own environment).
     pub async fn go(self, helpers: Vec<Option<Helper>>) -> anyhow::Result<u8> {
-        let Matrix { members, jobs, json, stop } = self;
+        let Matrix { members, jobs, json, signals: forward } = self;
         let mut signals = Signals::install()?;
+        // Versions not started yet when a signal came are not started at all.
+        let stop: std::sync::Mutex<Option<Sig>> = std::sync::Mutex::new(None);
         let slots = tokio::sync::Semaphore::new(jobs);
         let runs = members.into_iter().zip(helpers).map(|(m, helper)| {
             let (slots, stop) = (&slots, &stop);
@@ -136,9 +139,9 @@ impl Matrix {
                 let _slot = slots.acquire().await;
                 let t0 = Instant::now();
                 let prefix = format!("[{}] ", m.sv);
-                if stop.is_cancelled() {
-                    PREFIX.scope(prefix, async { say("not started: the matrix was interrupted") }).await;
-                    return Row { sv: m.sv, cv: m.cv, result: "error", code: crate::EXIT_DIDX, elapsed: Duration::ZERO, env: None };
+                if let Some(sig) = stop.lock().ok().and_then(|s| *s) {
+                    PREFIX.scope(prefix, async { say(format!("not started: the matrix was interrupted by {}", sig.name())) }).await;
+                    return Row { sv: m.sv, cv: m.cv, result: "error", code: sig.code(), elapsed: Duration::ZERO, env: None };
                 }
                 let (code, result, env) = PREFIX
                     .scope(prefix, async {
@@ -153,12 +156,18 @@ impl Matrix {
         });
         let all = futures_util::future::join_all(runs);
         tokio::pin!(all);
-        // Each run has its own handlers (a signal cancels it, a second cuts its clean-up
-        // short); this one only keeps versions not yet started from starting.
+        // Every signal goes to every run (the first cancels it, a second cuts its clean-up
+        // short, as in a single run); versions not started yet are not started.
         let rows = loop {
             tokio::select! {
                 rows = &mut all => break rows,
-                _ = signals.recv() => stop.cancel(),
+                sig = signals.recv() => {
+                    if let Ok(mut s) = stop.lock() {
+                        s.get_or_insert(sig);
+                    }
+                    // An error means no run is listening any more: nobody to tell.
+                    forward.send(sig).ok();
+                }
             }
         };
         summary(&rows, json);

@@ -14,7 +14,7 @@ use didx::{Cancel, Error, SandboxOptions};
 use crate::cli::RunArgs;
 use crate::helper::Helper;
 use crate::output::{self, Timings, say, utc_date};
-use crate::signals::{Sig, Signals};
+use crate::signals::{Sig, Signals, Source};
 use crate::{EXIT_DIDX, advice, connect, run_builder, say_images, say_start_event};
 
 /// A run: the library's session, with the command's printing and signals.
@@ -28,8 +28,8 @@ pub struct RunJob {
     /// In a matrix: the prefix of every line, and whether command stdout goes to stderr
     /// (`--json`, so stdout holds only the summary).
     matrix: Option<(String, bool)>,
-    /// The matrix's token, shared by its runs (else each run makes its own).
-    cancel: Option<Cancel>,
+    /// In a matrix, the signals it forwards (else the run installs its own handlers).
+    fed: Option<tokio::sync::broadcast::Receiver<Sig>>,
 }
 
 /// How a run ended, for a matrix's summary.
@@ -57,13 +57,12 @@ impl RunJob {
         let options = run_builder(&a)?.options()?;
         let steps: Vec<Step> = a.commands.iter().map(|c| Step::parse(c)).collect::<Result<_, _>>()?;
         let session = Session::new(options.clone()).steps(steps).clean(clean).client_name_var(EnvVarName::parse(&a.cv_env)?).pooled(a.pool);
-        Ok(RunJob { host, options, session, clean, pooled: a.pool, timings: Timings(a.timings), matrix: None, cancel: None })
+        Ok(RunJob { host, options, session, clean, pooled: a.pool, timings: Timings(a.timings), matrix: None, fed: None })
     }
 
-    /// Cancel this run with `cancel` (a matrix's, on a signal before the run installed its own
-    /// handlers).
-    pub fn cancelled_by(mut self, cancel: Cancel) -> RunJob {
-        self.cancel = Some(cancel);
+    /// Take signals from a matrix's forwarding instead of installing handlers.
+    pub fn fed_by(mut self, signals: tokio::sync::broadcast::Receiver<Sig>) -> RunJob {
+        self.fed = Some(signals);
         self
     }
 
@@ -92,7 +91,7 @@ impl RunJob {
         Ended { code, command_failed, env }
     }
 
-    async fn run(self, helper: Option<Helper>, at: &Mutex<Where>, command_failed: &mut bool) -> anyhow::Result<u8> {
+    async fn run(mut self, helper: Option<Helper>, at: &Mutex<Where>, command_failed: &mut bool) -> anyhow::Result<u8> {
         let helper = Mutex::new(helper);
         let with_helper = |f: &dyn Fn(&mut Helper)| {
             if let Ok(mut h) = helper.lock()
@@ -104,8 +103,11 @@ impl RunJob {
         let timings = self.timings;
         let engine = connect(self.host.as_deref()).await?;
         timings.mark("connected");
-        let mut signals = Signals::install()?;
-        let cancel = self.cancel.clone().unwrap_or_default();
+        let mut signals = match self.fed.take() {
+            Some(fed) => Source::Fed(fed),
+            None => Source::Own(Signals::install()?),
+        };
+        let cancel = Cancel::new();
         let first: Mutex<Option<Sig>> = Mutex::new(None);
         let sig_name = || first.lock().ok().and_then(|s| *s).unwrap_or(Sig::Int).name();
         let clean = self.clean.as_str();

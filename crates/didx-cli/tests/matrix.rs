@@ -160,3 +160,39 @@ fn the_trixie_engine_works_in_both_isolations() {
     require_images();
     check_isolations(&["--sv", NEW], "matrix-trixie");
 }
+
+#[test]
+fn a_signal_cancels_every_version_and_each_cleans_up() {
+    require_images();
+    let list = format!("{OLD},{NEW}");
+    // --jobs 1: the first version is running `sleep 60` when SIGINT comes; the second never starts.
+    let mut child = didx_cmd(&["--sv", &list, "--jobs", "1", "--clean", "anycase", "sleep 60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0, "ended early: {seen}");
+        seen.push_str(&line);
+        if line.contains("[1/1] sleep 60") {
+            break;
+        }
+    }
+    // SAFETY: a plain kill(2) of the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::io::Read::read_to_string(&mut err, &mut seen).unwrap();
+    let code = child.wait().unwrap().code();
+    let r = Run { code: code.unwrap_or(-1), stdout: String::new(), stderr: seen };
+    with_matrix_cleanup(r, |r| {
+        assert_eq!(r.code, 130, "{}", r.show());
+        assert!(r.stderr.contains(&format!("[{OLD}] didx: interrupted by SIGINT; cleaning up as a failure")), "{}", r.show());
+        assert!(r.stderr.contains(&format!("[{NEW}] didx: not started: the matrix was interrupted by SIGINT")), "{}", r.show());
+        let (old, new) = (row(&r.stderr, OLD), row(&r.stderr, NEW));
+        assert_eq!((old.0.as_str(), old.1, new.0.as_str(), new.1), ("error", 130, "error", 130), "{}", r.show());
+        assert_eq!(new.2, "-", "{}", r.show());
+        assert_gone(&old.2);
+    });
+}
