@@ -58,7 +58,12 @@ fn main() -> ExitCode {
         _ => None,
     };
     let helpers: Vec<Option<Helper>> = match &job {
-        Job::Matrix(m) => m.members.iter().map(|m| m.job()).map(|r| if r.leased() { Helper::fork(r.host.clone(), r.options.clone()) } else { None }).collect(),
+        Job::Matrix(m) => m
+            .members
+            .iter()
+            .map(|m| m.job())
+            .map(|r| if r.leased() { Helper::fork(r.host.clone(), r.options.clone()) } else { None })
+            .collect(),
         _ => vec![],
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {

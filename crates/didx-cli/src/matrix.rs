@@ -9,8 +9,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use didx::spec::{CleanPolicy, Version};
 use didx::Error;
+use didx::spec::{CleanPolicy, Version};
 use tokio::io::AsyncWrite;
 
 use crate::cli::RunArgs;
@@ -95,7 +95,11 @@ impl Matrix {
                     return Err(usage(
                         "--cv value",
                         cv.clone(),
-                        format!("it lists {} versions for {} server versions; pair them one to one, or give one for all", cvs.len(), svs.len()),
+                        format!(
+                            "it lists {} versions for {} server versions; pair them one to one, or give one for all",
+                            cvs.len(),
+                            svs.len()
+                        ),
                     ));
                 }
                 cvs
@@ -148,7 +152,17 @@ impl Matrix {
                         let ended = m.job.end(helper).await;
                         let failed = ended.command_failed;
                         let code = crate::report(ended.code);
-                        (code, if code == 0 { "ok" } else if failed { "failed" } else { "error" }, ended.env)
+                        (
+                            code,
+                            if code == 0 {
+                                "ok"
+                            } else if failed {
+                                "failed"
+                            } else {
+                                "error"
+                            },
+                            ended.env,
+                        )
                     })
                     .await;
                 Row { sv: m.sv, cv: m.cv, result, code, elapsed: t0.elapsed(), env }

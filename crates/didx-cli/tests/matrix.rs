@@ -17,7 +17,8 @@ const SERVER_VERSION: &str = "docker version --format '{{.Server.Version}}'";
 fn require_images() {
     rt().block_on(async {
         let e = engine().await;
-        for (image, build) in [(format!("didx/dind:{OLD}"), "didx image build"), (format!("didx/dind:{NEW}"), "didx image build --suite trixie")]
+        for (image, build) in
+            [(format!("didx/dind:{OLD}"), "didx image build"), (format!("didx/dind:{NEW}"), "didx image build --suite trixie")]
         {
             assert!(
                 e.image(&image).await.unwrap().is_some(),
