@@ -57,13 +57,8 @@ fn main() -> ExitCode {
         Job::Run(run) if run.pooled || run.leased() => Helper::fork(run.host.clone(), run.options.clone()),
         _ => None,
     };
-    let helpers: Vec<Option<Helper>> = match &job {
-        Job::Matrix(m) => m
-            .members
-            .iter()
-            .map(|m| m.job())
-            .map(|r| if r.leased() { Helper::fork(r.host.clone(), r.options.clone()) } else { None })
-            .collect(),
+    let helpers = match &job {
+        Job::Matrix(m) => m.fork_helpers(),
         _ => vec![],
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {

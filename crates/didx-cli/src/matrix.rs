@@ -36,23 +36,16 @@ pub fn jobs(a: &RunArgs) -> Result<Option<usize>, Error> {
 }
 
 /// One version of the matrix.
-pub struct Member {
+struct Member {
     sv: String,
     cv: String,
     job: RunJob,
 }
 
-impl Member {
-    /// The run of this version (for forking its helper).
-    pub fn job(&self) -> &RunJob {
-        &self.job
-    }
-}
-
 /// A validated matrix: every version checked before anything starts.
 pub struct Matrix {
     /// The versions, in list order.
-    pub members: Vec<Member>,
+    members: Vec<Member>,
     jobs: usize,
     json: bool,
     /// Forwards each signal to every run.
@@ -127,6 +120,16 @@ impl Matrix {
         let (signals, _) = tokio::sync::broadcast::channel(4);
         let members = members.into_iter().map(|m| Member { job: m.job.fed_by(signals.subscribe()), ..m }).collect();
         Ok(Matrix { members, jobs, json: a.json, signals })
+    }
+
+    /// One helper per version whose run holds its environment (see [`Helper`]), in list
+    /// order; forked now, while the process has one thread.
+    pub fn fork_helpers(&self) -> Vec<Option<Helper>> {
+        self.members
+            .iter()
+            .map(|m| &m.job)
+            .map(|r| if r.leased() { Helper::fork(r.host.clone(), r.options.clone()) } else { None })
+            .collect()
     }
 
     /// Run every version, at most `jobs` at once, then print the summary; the exit code.
