@@ -15,6 +15,7 @@ is a didx verb, not a COMMAND (-H may come before it, other options after it). P
 COMMANDs to force the COMMAND reading (e.g. didx -- image ls, didx -- man), and before a
 COMMAND that starts with '-' (e.g. didx -- '-D info').
   didx image build    build the offline server/client image didx/dind:local
+                      (--suite trixie: trixie's engine, tagged didx/dind:<its version> only)
   didx pool up N      keep N ready environments (same server options as the runs)
   didx pool           list the pool;  didx pool down  empty it
   didx --pool ...     run in a pooled environment (then removed; the pool refills)
@@ -204,10 +205,10 @@ pub enum PoolCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
-    /// Build didx/dind:local from Debian's packages (no registry needed); reuses an image
-    /// built from the same recipe
+    /// Build didx/dind:local from Debian's packages (no registry needed); another --suite
+    /// makes didx/dind:<its engine version> only. Reuses an image built from the same recipe
     Build {
-        /// Debian suite
+        /// Debian suite (trixie: docker.io 26.x, with docker-cli)
         #[arg(long, default_value = "bookworm")]
         suite: String,
         /// Debian mirror
