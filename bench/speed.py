@@ -12,7 +12,11 @@ What it measures (median and min-max over RUNS runs, after one untimed warm-up r
   4. concurrency: wall time of 1, 2, 4, 8 `didx --clean anycase version` started at once;
   5. peak RSS of the didx process for a plain run (from os.wait4's rusage);
   6. the floor, A/B interleaved with didx (didx, floor, didx, floor...), ratio per pair;
-  7. pooled runs (`didx --pool`), when the binary has `didx pool`, against the floor.
+  7. pooled runs (`didx --pool`), when the binary has `didx pool`, against the floor;
+  8. both offline engine versions (ENGINES, default bookworm's 20.10.24 and trixie's
+     26.1.5, i.e. didx/dind:20.10.24 and didx/dind:26.1.5): `didx --sv V --clean anycase
+     version`, interleaved, at least 3 runs each even with --short: didx's ready phase and
+     the inner engine's own answer time (its "answered over TLS after" line).
 It prints a Markdown table (measurements with targets and pass/fail marks) and a phase
 table (median ms since invocation at each phase, for didx, didx --pool and the floor) on
 stdout, writes them to bench/out/speed.md, and draws bench/out/speed.png with gnuplot
@@ -28,9 +32,11 @@ command exits non-zero, something is left behind, the chart fails when required)
 Usage (from anywhere; it works from the repository root):
     python3 bench/speed.py            # RUNS (default 5) runs, concurrency 1 2 4 8
     python3 bench/speed.py --short    # CI: 1 run, no warm-up, concurrency 1 2
+    python3 bench/speed.py --engines  # only part 8 (RUNS, at least 3, per engine version)
 Environment: DIDX (binary, default ./target/release/didx, built when absent), RUNS,
 FLOOR_ISOLATION (default: privileged if the engine allows it, else caps), FLOOR_IMAGE,
-BENCH_CHART=require. Needs an engine and didx/dind:local (scripts/setup.sh).
+BENCH_CHART=require, ENGINES (comma-separated versions). Needs an engine, didx/dind:local and
+each didx/dind:<ENGINE> (scripts/setup.sh builds them).
 Python 3 standard library only.
 """
 
@@ -64,6 +70,8 @@ COLORS = ["#9e9e9e", "#bcaaa4", "#ffb74d", "#64b5f6", "#4db6ac", "#81c784", "#ba
 
 ENVID_RE = re.compile(r"dind_([a-z0-9]{10})_server_")
 TIMING_RE = re.compile(r"^didx: timing (\S+) (\d+)\s*$")
+ANSWERED_RE = re.compile(r"^didx: inner engine answered over TLS after ([0-9.]+) s")
+ENGINES = [v for v in os.environ.get("ENGINES", "20.10.24,26.1.5").split(",") if v]
 FLOOR_RE = re.compile(r"^floor-phase (\S+) (\d+)\s*$")
 # Without --timings: the status line announcing each phase (the last match wins).
 OBSERVED = [
@@ -132,6 +140,7 @@ class Bench:
 
     def __init__(self, short):
         self.short = short
+        self.engines_only = False
         self.runs = 1 if short else max(1, int(os.environ.get("RUNS", "5")))
         self.levels = [1, 2] if short else [1, 2, 4, 8]
         self.didx = os.environ.get("DIDX", "./target/release/didx")
@@ -172,9 +181,10 @@ class Bench:
 
     # -- didx -----------------------------------------------------------------------------
 
-    def didx_argv(self, cmds, pool=False):
+    def didx_argv(self, cmds, pool=False, sv=None):
         return ([self.didx] + (["--timings"] if self.timings else [])
-                + (["--pool"] if pool else []) + ["--clean", "anycase"] + cmds)
+                + (["--pool"] if pool else []) + (["--sv", sv] if sv else [])
+                + ["--clean", "anycase"] + cmds)
 
     def check_didx(self, run, what):
         """Parses phases and the ENVID, checks the exit code and that nothing remains."""
@@ -197,8 +207,8 @@ class Bench:
                 self.envs_pending.discard(envid)
         return ok
 
-    def run_didx(self, what, cmds, pool=False):
-        run = self.finish(self.spawn(self.didx_argv(cmds, pool)))
+    def run_didx(self, what, cmds, pool=False, sv=None):
+        run = self.finish(self.spawn(self.didx_argv(cmds, pool, sv)))
         return run if self.check_didx(run, what) else None
 
     def run_batch(self, n):
@@ -293,7 +303,8 @@ class Bench:
                "stderr-observed (this binary has no --timings)"),
             f"- floor: bench/floor.sh, isolation {self.floor_isolation}",
             f"- {self.runs} run(s) per measurement"
-            + (", --short (no warm-up)" if self.short else ", after one warm-up run")
+            + (", no warm-up" if self.engines_only
+               else ", --short (no warm-up)" if self.short else ", after one warm-up run")
             + f", {time.strftime('%Y-%m-%d %H:%M %Z')}",
         ]
 
@@ -301,6 +312,9 @@ class Bench:
 
     def measure(self):
         r = self.results
+        if self.engines_only:
+            r["engines"] = self.measure_engines()
+            return
         if not self.short:
             log("warm-up: didx, floor")
             self.run_didx("warm-up didx", VERSION)
@@ -326,6 +340,26 @@ class Bench:
             log(f"floor concurrency {n}: {self.runs} x {n} floors at once")
             r["floor_batch"][n] = [w for w in (self.run_floor_batch(n) for _ in range(self.runs)) if w]
         r["pool"] = self.measure_pool()
+        r["engines"] = self.measure_engines()
+
+    def measure_engines(self):
+        """Each offline engine version's start, interleaved (A, B, A, B...)."""
+        found = {}
+        for v in ENGINES:
+            if docker("image", "inspect", "-f", "{{.Id}}", f"didx/dind:{v}"):
+                found[v] = []
+            else:
+                self.fail(f"engine {v}: didx/dind:{v} is missing (scripts/setup.sh builds it; "
+                          "trixie's: didx image build --suite trixie)")
+        for i in range(max(3, self.runs)):
+            for v in found:
+                log(f"engine {v} {i + 1}/{max(3, self.runs)}: didx --sv {v} --clean anycase version")
+                run = self.run_didx(f"engine {v}", VERSION, sv=v)
+                if run:
+                    run.answered = next((float(m.group(1)) * 1000 for _, line in run.lines
+                                         for m in [ANSWERED_RE.match(line)] if m), None)
+                    found[v].append(run)
+        return found
 
     def repeat(self, what, cmds, pool=False):
         runs = []
@@ -496,6 +530,8 @@ def table(header, rows):
 
 def report(bench):
     r = bench.results
+    if bench.engines_only:
+        return report_engines(bench), []
     src = "" if bench.timings else " (stderr-observed)"
     span = lambda runs, a, b: [x.phases[b] - x.phases[a] for x in runs
                                if a in x.phases and b in x.phases]
@@ -536,6 +572,7 @@ def report(bench):
                         [top * c * 1000 / cores for c in cpu]))
     rows.append(row("peak RSS: didx, plain run", [x.rss_kb / 1024 for x in r["didx"]], "MB",
                     ("<", 25)))
+    rows += engine_rows(bench)
     floor_med = statistics.median(x.wall for x in r["floor"]) if r["floor"] else None
     if bench.pool:
         rows.append(row("pooled e2e `version`: didx --pool", [x.wall for x in r["pool"]]))
@@ -558,6 +595,26 @@ def report(bench):
     if bench.failures:
         out += ["", f"**{len(bench.failures)} failed run(s):**"] + [f"- {f}" for f in bench.failures]
     return "\n".join(out) + "\n", columns
+
+
+def engine_rows(bench):
+    """Per engine version: didx's ready phase and the inner engine's own answer time."""
+    src = "" if bench.timings else " (stderr-observed)"
+    rows = []
+    for v, runs in bench.results.get("engines", {}).items():
+        rows.append(row(f"engine {v} (didx/dind:{v}): ready" + src,
+                        [x.phases["ready"] for x in runs if "ready" in x.phases]))
+        rows.append(row(f"engine {v}: inner engine answered after",
+                        [x.answered for x in runs if x.answered is not None]))
+    return rows
+
+
+def report_engines(bench):
+    out = ["# didx speed: engine versions", ""] + bench.machine() + [""]
+    out += table(["measurement", "median", "min–max", "target", ""], engine_rows(bench))
+    if bench.failures:
+        out += ["", f"**{len(bench.failures)} failed run(s):**"] + [f"- {f}" for f in bench.failures]
+    return "\n".join(out) + "\n"
 
 
 def chart(columns, runs, path):
@@ -610,22 +667,24 @@ def chart(columns, runs, path):
 
 def main():
     short = "--short" in sys.argv[1:]
-    unknown = [a for a in sys.argv[1:] if a != "--short"]
+    unknown = [a for a in sys.argv[1:] if a not in ("--short", "--engines")]
     if unknown:
-        sys.exit(f"usage: {sys.argv[0]} [--short]  (unknown: {' '.join(unknown)})")
+        sys.exit(f"usage: {sys.argv[0]} [--short] [--engines]  (unknown: {' '.join(unknown)})")
     os.chdir(ROOT)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     bench = Bench(short)
+    bench.engines_only = "--engines" in sys.argv[1:]
     try:
         bench.prepare()
         bench.measure()
         text, columns = report(bench)
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "speed.md").write_text(text)
+        (OUT / ("speed-engines.md" if bench.engines_only else "speed.md")).write_text(text)
         print(text, end="")
         try:
-            note = chart(columns, bench.runs, OUT / "speed.png") if columns else "no data to chart"
+            note = (chart(columns, bench.runs, OUT / "speed.png") if columns
+                    else None if bench.engines_only else "no data to chart")
         except RuntimeError as e:
             bench.fail(str(e))
             note = None
@@ -634,7 +693,8 @@ def main():
             if os.environ.get("BENCH_CHART") == "require":
                 bench.fail(f"chart required: {note}")
         else:
-            log(f"wrote {OUT / 'speed.md'} and {OUT / 'speed.png'}")
+            log(f"wrote {OUT / 'speed-engines.md'}" if bench.engines_only
+                else f"wrote {OUT / 'speed.md'} and {OUT / 'speed.png'}")
     except KeyboardInterrupt:
         log("interrupted")
         bench.failures.append("interrupted")

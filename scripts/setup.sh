@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything a fresh Debian machine needs before didx runs or its tests run:
 # a Docker engine (scripts/ensure-engine.sh), mmdebstrap for the offline image, the didx
-# binary, and the offline image didx/dind:local (reused when its recipe is unchanged).
+# binary, the offline image didx/dind:local (bookworm's engine, also tagged
+# didx/dind:20.10.24) and trixie's engine as didx/dind:26.1.5 (the version matrix's second
+# engine); each is reused when its recipe is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,5 +31,6 @@ fi
 profile="${DIDX_PROFILE:-debug}"
 if [ "$profile" = release ]; then cargo build --release --locked; else cargo build --locked; fi
 "./target/$profile/didx" image build
+"./target/$profile/didx" image build --suite trixie
 # The docker:*-dind stand-in (busybox ash and tools) the image tests run servers and clients of.
 bash scripts/busybox-dind-image.sh

@@ -20,6 +20,7 @@ is a didx verb, not a COMMAND (-H may come before it, other options after it). P
 COMMANDs to force the COMMAND reading (e.g. didx -- image ls, didx -- env), and before a
 COMMAND that starts with '-' (e.g. didx -- '-D info').
   didx image build    build the offline server/client image didx/dind:local
+                      (--suite trixie: trixie's engine, tagged didx/dind:<its version> only)
   didx pool up N      keep N ready environments (same server options as the runs)
   didx pool           list the pool;  didx pool down  empty it
   didx ls             list every didx environment (state, versions, images, age, policy,
@@ -30,6 +31,12 @@ COMMAND that starts with '-' (e.g. didx -- '-D info').
   didx completions SHELL  print a completion script for bash, zsh or fish
   didx man            print the man page (roff)
 Listings (didx ls, didx --clean rpt, didx pool) print a table, or JSON on stdout with --json.
+
+Matrix: --sv A,B (and --cv C,D, paired, or one value for all) runs the same -v/--cp/--load/
+COMMANDs in one environment per version, concurrently (--jobs N at most at once). Every line
+of each is prefixed [VER]; a summary table (version, result, exit code, duration) ends on
+stderr, or with --json a JSON array on stdout (command output then goes to stderr). Exit code:
+the first failing version's (list order), else 0. --pool and --cp - are refused with a list.
 NO_COLOR (set, not empty) turns colour off; so does output that is not a terminal.
 
 Exit codes:
@@ -58,7 +65,7 @@ pub struct Cli {
     pub host: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
     pub env: EnvArgs,
@@ -87,9 +94,13 @@ pub struct RunArgs {
     /// server options; a background refill replaces it. Starts a fresh one if none is ready
     #[arg(long)]
     pub pool: bool,
-    /// With --clean rpt: print the listing as JSON on stdout (see the README for its keys)
+    /// With --clean rpt: print the listing as JSON on stdout (see the README for its keys);
+    /// with a --sv list: the matrix summary as JSON on stdout (command output goes to stderr)
     #[arg(long)]
     pub json: bool,
+    /// With a --sv list: run at most N environments at once [default: all]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<String>,
     /// Print "didx: timing PHASE MS" lines (milliseconds since didx started) on stderr, for
     /// seeing where the time goes (bench/speed.py reads them)
     #[arg(long)]
@@ -101,12 +112,14 @@ pub struct RunArgs {
 
 /// The options that shape an environment's server and name its client: shared by runs and by
 /// 'pool up' (a pooled environment serves runs whose options match).
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct EnvArgs {
-    /// Server version: 'latest' → docker:dind, X → docker:X-dind, X-dind → docker:X-dind
+    /// Server version: 'latest' → docker:dind, X → docker:X-dind, X-dind → docker:X-dind.
+    /// A comma-separated list (A,B) runs one environment per version, concurrently (a matrix)
     #[arg(long, default_value = "latest", value_name = "VER")]
     pub sv: String,
-    /// Client version → docker:VER [default: the --sv value]
+    /// Client version → docker:VER [default: the --sv value]; with a --sv list, a list of the
+    /// same length (paired) or one value for all
     #[arg(long, value_name = "VER")]
     pub cv: Option<String>,
     /// Pull the server and client images even when present
@@ -233,10 +246,10 @@ pub enum PoolCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
-    /// Build didx/dind:local from Debian's packages (no registry needed); reuses an image
-    /// built from the same recipe
+    /// Build didx/dind:local from Debian's packages (no registry needed); another --suite
+    /// makes didx/dind:<its engine version> only. Reuses an image built from the same recipe
     Build {
-        /// Debian suite
+        /// Debian suite (trixie: docker.io 26.x, with docker-cli)
         #[arg(long, default_value = "bookworm")]
         suite: String,
         /// Debian mirror

@@ -29,7 +29,8 @@ pub fn choose_json(json: bool) {
 pub fn check_run(args: &RunArgs) -> Result<(), Error> {
     // An unparsable --clean is reported by the run's own validation.
     let lists = args.clean.parse::<didx::spec::CleanPolicy>().map_or(true, |c| c == didx::spec::CleanPolicy::Rpt);
-    if args.json && !lists {
+    // A matrix (a --sv list) prints its summary as JSON.
+    if args.json && !lists && !crate::matrix::is_matrix(args) {
         return Err(Error::Invalid {
             what: "option",
             value: "--json".into(),

@@ -15,6 +15,7 @@ mod cli;
 mod completions;
 mod helper;
 mod listing;
+mod matrix;
 mod output;
 mod run;
 mod signals;
@@ -56,6 +57,10 @@ fn main() -> ExitCode {
         Job::Run(run) if run.pooled || run.leased() => Helper::fork(run.host.clone(), run.options.clone()),
         _ => None,
     };
+    let helpers = match &job {
+        Job::Matrix(m) => m.fork_helpers(),
+        _ => vec![],
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
             Job::Man => completions::man(),
             Job::Env { host, id, json } => env_vars(host.as_deref(), &id, json).await,
             Job::Run(run) => run.go(helper).await,
+            Job::Matrix(m) => m.go(helpers).await,
         })
     });
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -206,6 +212,7 @@ enum Job {
     Man,
     Env { host: Option<String>, id: String, json: bool },
     Run(Box<RunJob>),
+    Matrix(Box<matrix::Matrix>),
 }
 
 enum PoolJob {
@@ -259,7 +266,10 @@ impl Job {
                     // Validated as a run's options would be, though only the engine is used.
                     run_builder(&cli.run)?.options()?;
                     Job::Report { host, clean }
+                } else if matrix::is_matrix(&cli.run) {
+                    Job::Matrix(Box::new(matrix::Matrix::of(host, cli.run, clean)?))
                 } else {
+                    matrix::jobs(&cli.run)?;
                     Job::Run(Box::new(RunJob::of(host, cli.run, clean)?))
                 }
             }
@@ -316,7 +326,8 @@ fn run_builder(a: &RunArgs) -> didx::Result<didx::SandboxBuilder> {
 async fn image_build(host: Option<&str>, spec: BuildSpec) -> anyhow::Result<u8> {
     let engine = connect(host).await?;
     let tty = std::io::stderr().is_terminal();
-    say(format!("building {} from Debian {} ({})", didx::image::LOCAL_IMAGE, spec.suite, spec.mirror));
+    let target = if didx::image::tags_local(&spec.suite) { didx::image::LOCAL_IMAGE } else { "didx/dind:<its docker.io version>" };
+    say(format!("building {target} from Debian {} ({})", spec.suite, spec.mirror));
     let on = move |e: BuildEvent<'_>| match e {
         BuildEvent::Log(line) => output::err(&format!("  {line}\n")),
         BuildEvent::Streamed(n) if tty => output::err(&format!("\r  streamed {:.1} MB into the engine ", n as f64 / 1e6)),
@@ -329,8 +340,8 @@ async fn image_build(host: Option<&str>, spec: BuildSpec) -> anyhow::Result<u8> 
     }
     let what = if r.reused { "reused (recipe unchanged; --force rebuilds)" } else { "built" };
     say(format!(
-        "{} {what}: {} ({}), {:.0} MB, in {:.1} s",
-        didx::image::LOCAL_IMAGE,
+        "Debian {} image {what}: {} ({}), {:.0} MB, in {:.1} s",
+        spec.suite,
         r.tags.join(", "),
         &r.id.trim_start_matches("sha256:")[..12.min(r.id.len())],
         r.size as f64 / 1e6,
@@ -362,11 +373,15 @@ fn say_images(resolved: &didx::image::Resolved) {
             ),
             None => String::new(),
         };
-        say(format!(
-            "{} not on the engine and cannot be pulled; using {}{retry}",
-            resolved.fell_back.join(" and "),
-            didx::image::LOCAL_IMAGE
-        ));
+        // One line: the mapped images, and what stands in for them.
+        let mut used: Vec<&str> = Vec::new();
+        for (_, u) in &resolved.fell_back {
+            if !used.contains(&u.as_str()) {
+                used.push(u);
+            }
+        }
+        let mapped: Vec<&str> = resolved.fell_back.iter().map(|(m, _)| m.as_str()).collect();
+        say(format!("{} not on the engine and cannot be pulled; using {}{retry}", mapped.join(" and "), used.join(" and ")));
     }
     for s in &resolved.stale {
         say(format!("warning: pull of {s} failed; using the copy on the engine"));

@@ -24,9 +24,20 @@ pub fn err(text: &str) {
     put(&STDERR_CLOSED, std::io::stderr().lock(), text)
 }
 
-/// A status line on stderr: `didx: MSG`.
+tokio::task_local! {
+    /// In a matrix, the `[VER] ` prefix of the version whose run is being polled: every status
+    /// line said meanwhile carries it.
+    pub static PREFIX: String;
+}
+
+/// The current task's matrix prefix, or nothing.
+pub fn prefix() -> String {
+    PREFIX.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// A status line on stderr: `didx: MSG` (in a matrix, `[VER] didx: MSG`).
 pub fn say(msg: impl std::fmt::Display) {
-    err(&format!("didx: {msg}\n"));
+    err(&format!("{}didx: {msg}\n", prefix()));
 }
 
 /// When didx started, for --timings.

@@ -14,7 +14,7 @@ use didx::{Cancel, Error, SandboxOptions};
 use crate::cli::RunArgs;
 use crate::helper::Helper;
 use crate::output::{self, Timings, say, utc_date};
-use crate::signals::{Sig, Signals};
+use crate::signals::{Sig, Signals, Source};
 use crate::{EXIT_DIDX, advice, connect, run_builder, say_images, say_start_event};
 
 /// A run: the library's session, with the command's printing and signals.
@@ -25,6 +25,21 @@ pub struct RunJob {
     clean: CleanPolicy,
     pub pooled: bool,
     timings: Timings,
+    /// In a matrix: the prefix of every line, and whether command stdout goes to stderr
+    /// (`--json`, so stdout holds only the summary).
+    matrix: Option<(String, bool)>,
+    /// In a matrix, the signals it forwards (else the run installs its own handlers).
+    fed: Option<tokio::sync::broadcast::Receiver<Sig>>,
+}
+
+/// How a run ended, for a matrix's summary.
+pub struct Ended {
+    /// The exit code, or the error that stopped the run (the caller says it).
+    pub code: anyhow::Result<u8>,
+    /// True when a command failed (as opposed to didx, or a signal).
+    pub command_failed: bool,
+    /// The environment's id, once one was started or claimed.
+    pub env: Option<String>,
 }
 
 /// What the session is doing, as far as a second signal needs to know: the environment being
@@ -42,7 +57,20 @@ impl RunJob {
         let options = run_builder(&a)?.options()?;
         let steps: Vec<Step> = a.commands.iter().map(|c| Step::parse(c)).collect::<Result<_, _>>()?;
         let session = Session::new(options.clone()).steps(steps).clean(clean).client_name_var(EnvVarName::parse(&a.cv_env)?).pooled(a.pool);
-        Ok(RunJob { host, options, session, clean, pooled: a.pool, timings: Timings(a.timings) })
+        Ok(RunJob { host, options, session, clean, pooled: a.pool, timings: Timings(a.timings), matrix: None, fed: None })
+    }
+
+    /// Take signals from a matrix's forwarding instead of installing handlers.
+    pub fn fed_by(mut self, signals: tokio::sync::broadcast::Receiver<Sig>) -> RunJob {
+        self.fed = Some(signals);
+        self
+    }
+
+    /// Make this run one version of a matrix: lines prefixed `prefix`; command stdout to
+    /// stderr when `stdout_to_stderr`.
+    pub fn in_matrix(mut self, prefix: String, stdout_to_stderr: bool) -> RunJob {
+        self.matrix = Some((prefix, stdout_to_stderr));
+        self
     }
 
     /// Whether the run holds its environment (its policy removes it if the run is killed).
@@ -51,6 +79,19 @@ impl RunJob {
     }
 
     pub async fn go(self, helper: Option<Helper>) -> anyhow::Result<u8> {
+        self.end(helper).await.code
+    }
+
+    /// Run to the end, saying what happens; how it ended.
+    pub async fn end(self, helper: Option<Helper>) -> Ended {
+        let at = Mutex::new(Where::default());
+        let mut command_failed = false;
+        let code = self.run(helper, &at, &mut command_failed).await;
+        let env = at.lock().ok().and_then(|w| w.env.as_ref().map(|(id, _)| id.clone()));
+        Ended { code, command_failed, env }
+    }
+
+    async fn run(mut self, helper: Option<Helper>, at: &Mutex<Where>, command_failed: &mut bool) -> anyhow::Result<u8> {
         let helper = Mutex::new(helper);
         let with_helper = |f: &dyn Fn(&mut Helper)| {
             if let Ok(mut h) = helper.lock()
@@ -62,13 +103,16 @@ impl RunJob {
         let timings = self.timings;
         let engine = connect(self.host.as_deref()).await?;
         timings.mark("connected");
-        let mut signals = Signals::install()?;
+        let mut signals = match self.fed.take() {
+            Some(fed) => Source::Fed(fed),
+            None => Source::Own(Signals::install()?),
+        };
         let cancel = Cancel::new();
-        let at = Mutex::new(Where::default());
         let first: Mutex<Option<Sig>> = Mutex::new(None);
         let sig_name = || first.lock().ok().and_then(|s| *s).unwrap_or(Sig::Int).name();
         let clean = self.clean.as_str();
-        let tty = std::io::stderr().is_terminal();
+        // A matrix's lines each carry a prefix: no progress line redrawn in place.
+        let tty = std::io::stderr().is_terminal() && self.matrix.is_none();
         let last_line = Mutex::new(std::time::Instant::now());
         let pooled = self.pooled;
         let leased = self.leased();
@@ -187,46 +231,49 @@ impl RunJob {
             }
             _ => {}
         };
-        let mut stdout = tokio::io::stdout();
-        let mut stderr = tokio::io::stderr();
-        let run = self.session.run(&engine, &cancel, &on, &mut stdout, &mut stderr);
-        tokio::pin!(run);
-        // The first signal cancels (the session winds down and cleans up by policy); one during
-        // a removal, or a second one, cuts the clean-up short and says what is left.
-        let result = loop {
-            tokio::select! {
-                r = &mut run => break r,
-                sig = signals.recv() => {
-                    let again = first.lock().ok().is_some_and(|f| f.is_some());
-                    if let Ok(mut f) = first.lock() {
-                        f.get_or_insert(sig);
-                    }
-                    cancel.cancel();
-                    let w = at.lock().map(|w| (w.env.clone(), w.pooled, w.removing, w.started)).unwrap_or_default();
-                    match w {
-                        (Some((id, names)), _, true, _) => {
-                            left_behind(engine.host(), sig, &id, &names);
-                            if leased {
-                                ends_itself();
-                            }
-                            return Ok(sig.code());
+        let (mut stdout, mut stderr) = crate::matrix::streams(self.matrix.as_ref());
+        let result = {
+            let run = self.session.run(&engine, &cancel, &on, &mut stdout, &mut stderr);
+            tokio::pin!(run);
+            // The first signal cancels (the session winds down and cleans up by policy); one during
+            // a removal, or a second one, cuts the clean-up short and says what is left.
+            loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    sig = signals.recv() => {
+                        let again = first.lock().ok().is_some_and(|f| f.is_some());
+                        if let Ok(mut f) = first.lock() {
+                            f.get_or_insert(sig);
                         }
-                        (Some((id, names)), pooled, false, started) if again => {
-                            if pooled && !started {
-                                say(format!("roll-back cut short by {}; what is left shows in: didx --clean rpt", sig.name()));
-                            } else {
+                        cancel.cancel();
+                        let w = at.lock().map(|w| (w.env.clone(), w.pooled, w.removing, w.started)).unwrap_or_default();
+                        match w {
+                            (Some((id, names)), _, true, _) => {
                                 left_behind(engine.host(), sig, &id, &names);
                                 if leased {
                                     ends_itself();
                                 }
+                                return Ok(sig.code());
                             }
-                            return Ok(sig.code());
+                            (Some((id, names)), pooled, false, started) if again => {
+                                if pooled && !started {
+                                    say(format!("roll-back cut short by {}; what is left shows in: didx --clean rpt", sig.name()));
+                                } else {
+                                    left_behind(engine.host(), sig, &id, &names);
+                                    if leased {
+                                        ends_itself();
+                                    }
+                                }
+                                return Ok(sig.code());
+                            }
+                            _ => {}
                         }
-                        _ => {}
                     }
                 }
             }
         };
+        stdout.finish();
+        stderr.finish();
         // The session reached its end (whatever it did): nothing for the helper to remove.
         with_helper(&|h| h.done());
         let first = first.lock().ok().and_then(|f| *f);
@@ -242,7 +289,10 @@ impl RunJob {
         let code = match (&report.outcome, first) {
             (_, Some(sig)) => sig.code(),
             (Outcome::Succeeded, None) => 0,
-            (Outcome::CommandFailed { code, .. }, None) if (1..=255).contains(code) => *code as u8,
+            (Outcome::CommandFailed { code, .. }, None) if (1..=255).contains(code) => {
+                *command_failed = true;
+                *code as u8
+            }
             _ => EXIT_DIDX,
         };
         if let Removal::Failed(e) = &report.removal

@@ -65,6 +65,32 @@ impl Signals {
     }
 }
 
+/// Where a run takes its signals from: its own handlers, or a matrix that installs one set
+/// for all its runs and forwards each signal to every run (so a run never takes the matrix's
+/// own reaction to a signal for a second signal, and a run that starts late still sees it).
+pub enum Source {
+    /// The run's own handlers.
+    Own(Signals),
+    /// Forwarded by a matrix.
+    Fed(tokio::sync::broadcast::Receiver<Sig>),
+}
+
+impl Source {
+    /// The next signal.
+    pub async fn recv(&mut self) -> Sig {
+        match self {
+            Source::Own(s) => s.recv().await,
+            Source::Fed(r) => loop {
+                match r.recv().await {
+                    Ok(sig) => return sig,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            },
+        }
+    }
+}
+
 /// Run `work` to its end; a signal meanwhile cancels `cancel` (so `work` winds down and
 /// returns what it undid) and is returned beside the outcome.
 pub async fn cancelled_by_signal<T>(work: impl Future<Output = T>, cancel: &didx::Cancel, signals: &mut Signals) -> (T, Option<Sig>) {

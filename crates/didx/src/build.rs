@@ -3,8 +3,11 @@
 //! mount, busybox-static and didx's entrypoint) as a tar stream that goes straight into the
 //! engine's image import endpoint: no temporary tarball, no base image.
 //!
-//! The image is labelled with a hash of its recipe; a build whose recipe is unchanged reuses
-//! the existing image.
+//! The default suite ([`DEFAULT_SUITE`]) makes `didx/dind:local`, also tagged
+//! `didx/dind:<engine version>`; any other suite (e.g. trixie, whose docker.io is 26.x) makes
+//! only `didx/dind:<engine version>`, so `--sv <that version>` finds it and the default image
+//! stays. The image is labelled with a hash of its recipe (suite included); a build whose
+//! recipe is unchanged reuses the existing image.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -20,8 +23,12 @@ use crate::labels;
 
 /// Bump when the recipe changes in a way the inputs below do not show.
 const RECIPE_REVISION: &str = "1";
-/// Packages in the image (besides Debian's essential set and apt).
+/// Packages in the image (besides Debian's essential set and apt); see [`packages`].
 pub const PACKAGES: &[&str] = &["docker.io", "iptables", "ca-certificates", "mount", "busybox-static"];
+/// The suite `didx image build` uses by default; only its image is tagged [`LOCAL_IMAGE`].
+pub const DEFAULT_SUITE: &str = "bookworm";
+/// Suites whose docker.io still carries the `docker` CLI (from trixie on it is `docker-cli`).
+const CLI_IN_DOCKER_IO: &[&str] = &["stretch", "buster", "bullseye", "bookworm"];
 /// Where the entrypoint lives in the image.
 pub const IMAGE_ENTRYPOINT: &str = "/usr/local/bin/didx-entrypoint";
 /// The helper that imports a busybox image into the inner engine (offline `pull busybox`).
@@ -65,10 +72,25 @@ pub struct BuildReport {
     pub elapsed: Duration,
 }
 
+/// The packages for `suite`: [`PACKAGES`], plus `docker-cli` where docker.io no longer holds
+/// the `docker` command (trixie and later; without it every COMMAND would fail with 126).
+pub fn packages(suite: &str) -> Vec<&'static str> {
+    let mut p = PACKAGES.to_vec();
+    if !CLI_IN_DOCKER_IO.contains(&suite) {
+        p.push("docker-cli");
+    }
+    p
+}
+
+/// Whether a build of `suite` is tagged [`LOCAL_IMAGE`] (only the default suite's is).
+pub fn tags_local(suite: &str) -> bool {
+    suite == DEFAULT_SUITE
+}
+
 /// The recipe hash: everything that determines the image's content.
 pub fn recipe_hash(spec: &BuildSpec) -> String {
     let mut h = Sha256::new();
-    for part in [RECIPE_REVISION, &spec.suite, &spec.mirror, &PACKAGES.join(","), crate::env::ENTRYPOINT, BUSYBOX_HELPER] {
+    for part in [RECIPE_REVISION, &spec.suite, &spec.mirror, &packages(&spec.suite).join(","), crate::env::ENTRYPOINT, BUSYBOX_HELPER] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -82,36 +104,56 @@ pub fn upstream_version(debian: &str) -> String {
     v.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_').collect()
 }
 
-/// Build (or reuse) [`LOCAL_IMAGE`], also tagged with the engine version it holds.
+/// Build (or reuse) the image of `spec.suite`: for the default suite [`LOCAL_IMAGE`], also
+/// tagged `didx/dind:<engine version>`; for any other suite only `didx/dind:<engine version>`.
 pub async fn build(engine: &Engine, spec: &BuildSpec, on: &(dyn Fn(BuildEvent<'_>) + Send + Sync)) -> Result<BuildReport> {
     let t0 = Instant::now();
     let recipe = recipe_hash(spec);
+    let local = tags_local(&spec.suite);
+    let (repo, _) = crate::engine::split_reference(LOCAL_IMAGE);
     if !spec.force
-        && let Some(img) = engine.image(LOCAL_IMAGE).await?
-        && img.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(labels::RECIPE)) == Some(&recipe)
+        && let Some(img) = reusable(engine, &recipe, local).await?
     {
         return Ok(BuildReport {
-            tags: img.repo_tags.unwrap_or_default(),
-            id: img.id.unwrap_or_default(),
-            size: img.size.unwrap_or(0),
+            tags: img.repo_tags,
+            id: img.id,
+            size: img.size,
             reused: true,
             elapsed: t0.elapsed(),
         });
     }
-    let previous = engine.image(LOCAL_IMAGE).await?.and_then(|i| i.id);
+    // The default suite imports straight into its tag; another suite into a tag of its own
+    // recipe, so that didx/dind:local is never touched, retagged with the version after.
+    let staging = if local { LOCAL_IMAGE.to_string() } else { format!("{repo}:build-{recipe}") };
+    let previous = engine.image(LOCAL_IMAGE).await?.and_then(|i| i.id).filter(|_| local);
     // A fresh private directory (random name, mode 0700, never one already there): what
     // mmdebstrap uploads into the image is read from it, so nobody else may plant files in it.
     let work = crate::cache::private_dir("didx-build")?;
-    let version = build_in(engine, spec, &recipe, work.path(), on).await;
+    let version = build_in(engine, spec, &recipe, &staging, work.path(), on).await;
     drop(work);
     let version = version?;
-    let (repo, _) = crate::engine::split_reference(LOCAL_IMAGE);
-    let mut tags = vec![LOCAL_IMAGE.to_string()];
-    if !version.is_empty() {
-        engine.tag(LOCAL_IMAGE, repo, &version).await?;
-        tags.push(format!("{repo}:{version}"));
+    let mut tags = Vec::new();
+    if local {
+        tags.push(LOCAL_IMAGE.to_string());
+    } else if version.is_empty() {
+        if let Err(e) = engine.remove_image(&staging).await {
+            tracing::warn!(image = %staging, error = %e, "cannot remove the staging tag");
+        }
+        return Err(Error::Build(format!("could not read the docker.io version of the {} image", spec.suite)));
     }
-    let img = engine.image(LOCAL_IMAGE).await?.ok_or_else(|| Error::Build("the imported image vanished".into()))?;
+    let mut previous = previous;
+    if !version.is_empty() {
+        let versioned = format!("{repo}:{version}");
+        if !local {
+            previous = engine.image(&versioned).await?.and_then(|i| i.id);
+        }
+        engine.tag(&staging, repo, &version).await?;
+        tags.push(versioned);
+    }
+    let img = engine.image(&staging).await?.ok_or_else(|| Error::Build("the imported image vanished".into()))?;
+    if !local && let Err(e) = engine.remove_image(&staging).await {
+        tracing::info!(image = %staging, error = %e, "kept the staging tag");
+    }
     // The image this build replaced, now untagged: remove it unless something still uses it.
     if let Some(old) = previous.filter(|old| Some(old) != img.id.as_ref())
         && let Err(e) = engine.remove_image(&old).await
@@ -121,10 +163,37 @@ pub async fn build(engine: &Engine, spec: &BuildSpec, on: &(dyn Fn(BuildEvent<'_
     Ok(BuildReport { tags, id: img.id.unwrap_or_default(), size: img.size.unwrap_or(0), reused: false, elapsed: t0.elapsed() })
 }
 
+/// An image built from `recipe` and tagged as a build of it would be: [`LOCAL_IMAGE`] for the
+/// default suite, else a `didx/dind:<version>` tag.
+async fn reusable(engine: &Engine, recipe: &str, local: bool) -> Result<Option<Reusable>> {
+    if local {
+        return Ok(engine
+            .image(LOCAL_IMAGE)
+            .await?
+            .filter(|img| img.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(labels::RECIPE)).map(String::as_str) == Some(recipe))
+            .map(|img| Reusable { repo_tags: img.repo_tags.unwrap_or_default(), id: img.id.unwrap_or_default(), size: img.size.unwrap_or(0) }));
+    }
+    let (repo, _) = crate::engine::split_reference(LOCAL_IMAGE);
+    let filters = std::collections::HashMap::from([("label".to_string(), vec![format!("{}={recipe}", labels::RECIPE)])]);
+    let found = engine.images(filters).await?;
+    Ok(found
+        .into_iter()
+        .find(|i| i.repo_tags.iter().any(|t| t.strip_prefix(repo).and_then(|t| t.strip_prefix(':')).is_some_and(|t| !t.starts_with("build-") && t != "local")))
+        .map(|i| Reusable { repo_tags: i.repo_tags, id: i.id, size: i.size }))
+}
+
+/// What a reused image reports.
+struct Reusable {
+    repo_tags: Vec<String>,
+    id: String,
+    size: i64,
+}
+
 async fn build_in(
     engine: &Engine,
     spec: &BuildSpec,
     recipe: &str,
+    target: &str,
     work: &std::path::Path,
     on: &(dyn Fn(BuildEvent<'_>) + Send + Sync),
 ) -> Result<String> {
@@ -137,7 +206,7 @@ async fn build_in(
     cmd.arg("--mode=auto")
         .arg("--variant=apt")
         .arg("--format=tar")
-        .arg(format!("--include={}", PACKAGES.join(",")))
+        .arg(format!("--include={}", packages(&spec.suite).join(",")))
         .arg("--dpkgopt=path-exclude=/usr/share/man/*")
         .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
         .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
@@ -176,7 +245,7 @@ async fn build_in(
         format!("LABEL {}={recipe}", labels::RECIPE),
         "ENV DOCKER_TLS_CERTDIR=/certs".to_string(),
     ];
-    let (repo, tag) = crate::engine::split_reference(LOCAL_IMAGE);
+    let (repo, tag) = crate::engine::split_reference(target);
     let import = engine.import(rootfs, repo, tag, changes);
     let mut tail: Vec<String> = Vec::new();
     let logs = async {
@@ -233,5 +302,15 @@ mod tests {
         b.force = true;
         b.mirror = a.mirror.clone();
         assert_eq!(recipe_hash(&a), recipe_hash(&b), "force is not an input");
+        b.suite = "trixie".into();
+        assert_ne!(recipe_hash(&a), recipe_hash(&b), "the suite is an input");
+    }
+
+    #[test]
+    fn docker_cli_only_where_docker_io_lacks_it() {
+        assert!(!packages("bookworm").contains(&"docker-cli"));
+        assert_eq!(packages("bookworm"), PACKAGES, "the default suite's recipe is unchanged");
+        assert!(packages("trixie").contains(&"docker-cli"));
+        assert!(tags_local(DEFAULT_SUITE) && !tags_local("trixie"));
     }
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary, ImageInspect, SystemInfo};
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary, ImageInspect, ImageSummary, SystemInfo};
 use bollard::query_parameters as qp;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -279,6 +279,12 @@ impl Engine {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(call("inspect image", name)(e)),
         }
+    }
+
+    /// Images (tagged or not) matching `filters`, e.g. `label=KEY=VALUE`.
+    pub async fn images(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<ImageSummary>> {
+        let opts = qp::ListImagesOptions { all: false, filters: Some(filters), ..Default::default() };
+        quick("list images", "engine", self.docker.list_images(Some(opts))).await
     }
 
     /// Pull `image`, giving up when the registry sends nothing for `idle`.

@@ -1,5 +1,7 @@
 //! Choosing the server and client images: the mapped `docker:*` images, explicit overrides,
-//! pulls, and the offline fallback to `didx/dind:local`.
+//! pulls, and the offline fallback: a mapped `docker:X-dind` or `docker:X` that is absent and
+//! cannot be pulled is replaced by `didx/dind:X` when present (`didx image build --suite …`
+//! tags each engine version it builds), else by `didx/dind:local`.
 
 use std::time::Duration;
 
@@ -24,6 +26,38 @@ pub struct Wanted {
     pub image: String,
     /// True when given by `--server-image`/`--client-image` or their variables: no fallback.
     pub explicit: bool,
+    /// The offline image of the same engine version (`didx/dind:X`), tried first when the
+    /// mapped image cannot be had; `None` for `latest` and explicit images.
+    pub versioned: Option<String>,
+}
+
+impl Wanted {
+    /// The offline images that may stand in for this one, in the order they are tried:
+    /// `didx/dind:X` of the same version, then [`LOCAL_IMAGE`]. None for an explicit image.
+    pub fn stand_ins(&self) -> Vec<&str> {
+        if self.explicit {
+            return vec![];
+        }
+        let mut v: Vec<&str> = self.versioned.as_deref().into_iter().collect();
+        if !v.contains(&LOCAL_IMAGE) {
+            v.push(LOCAL_IMAGE);
+        }
+        v
+    }
+}
+
+/// The first of `candidates` that `present` says is on the engine.
+async fn first_present<'a, F, Fut>(candidates: &[&'a str], present: F) -> Result<Option<&'a str>>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    for c in candidates {
+        if present(c).await? {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
 }
 
 /// Which server and client images were chosen, and why.
@@ -33,8 +67,9 @@ pub struct Resolved {
     pub server: String,
     /// The client image to use.
     pub client: String,
-    /// The mapped images that were replaced by [`LOCAL_IMAGE`], if any.
-    pub fell_back: Vec<String>,
+    /// The mapped images that were replaced by an offline image, each with the image used
+    /// (`didx/dind:X` of the same version, else [`LOCAL_IMAGE`]).
+    pub fell_back: Vec<(String, String)>,
     /// Pulls that failed where a local copy was used instead (with `--pull`).
     pub stale: Vec<String>,
     /// Mapped images not pulled because a pull failed this recently (see [`PULL_RETRY_AFTER`]).
@@ -42,7 +77,8 @@ pub struct Resolved {
 }
 
 /// Resolve both images. Present images are used as they are unless `pull`; an absent image is
-/// pulled; a mapped image that cannot be had is replaced by [`LOCAL_IMAGE`] when that exists.
+/// pulled; a mapped image that cannot be had is replaced by an offline image (see
+/// [`Wanted::stand_ins`]) when one exists.
 pub async fn resolve(engine: &Engine, server: &Wanted, client: &Wanted, pull: bool) -> Result<Resolved> {
     let mut out = Resolved { server: String::new(), client: String::new(), fell_back: vec![], stale: vec![], not_retried: vec![] };
     // Resolve each distinct image once (server and client are often the same local image).
@@ -63,6 +99,8 @@ pub async fn resolve(engine: &Engine, server: &Wanted, client: &Wanted, pull: bo
 
 async fn resolve_one(engine: &Engine, wanted: &Wanted, pull: bool, out: &mut Resolved) -> Result<String> {
     let present = engine.image(&wanted.image).await?.is_some();
+    let stand_ins = wanted.stand_ins();
+    let stand_in = || first_present(&stand_ins, |i| async move { Ok(engine.image(i).await?.is_some()) });
     if present && !pull {
         return Ok(wanted.image.clone());
     }
@@ -72,11 +110,11 @@ async fn resolve_one(engine: &Engine, wanted: &Wanted, pull: bool, out: &mut Res
         && !pull
         && !wanted.explicit
         && let Some(ago) = failed_pull_age(&wanted.image).filter(|a| *a < PULL_RETRY_AFTER)
-        && engine.image(LOCAL_IMAGE).await?.is_some()
+        && let Some(used) = stand_in().await?
     {
-        out.fell_back.push(wanted.image.clone());
+        out.fell_back.push((wanted.image.clone(), used.to_string()));
         out.not_retried.push((wanted.image.clone(), ago));
-        return Ok(LOCAL_IMAGE.to_string());
+        return Ok(used.to_string());
     }
     let pull_error = match engine.pull(&wanted.image, PULL_IDLE).await {
         Ok(()) => {
@@ -90,9 +128,9 @@ async fn resolve_one(engine: &Engine, wanted: &Wanted, pull: bool, out: &mut Res
         out.stale.push(wanted.image.clone());
         return Ok(wanted.image.clone());
     }
-    if !wanted.explicit && engine.image(LOCAL_IMAGE).await?.is_some() {
-        out.fell_back.push(wanted.image.clone());
-        return Ok(LOCAL_IMAGE.to_string());
+    if let Some(used) = stand_in().await? {
+        out.fell_back.push((wanted.image.clone(), used.to_string()));
+        return Ok(used.to_string());
     }
     let why = crate::engine::message_of(&pull_error)
         .map(|m| format!(" ({})", m.lines().next().unwrap_or(m)))
@@ -116,4 +154,40 @@ fn remember_failed_pull(image: &str) {
 
 fn forget_failed_pull(image: &str) {
     crate::cache::forget(FAILED_PULL, image);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Version;
+
+    fn mapped(sv: &str) -> Wanted {
+        let v = Version::parse("--sv value", sv).unwrap();
+        Wanted { image: v.server_image(), explicit: false, versioned: v.offline_image() }
+    }
+
+    #[test]
+    fn a_versioned_offline_image_stands_in_before_the_local_one() {
+        assert_eq!(mapped("26.1.5").stand_ins(), ["didx/dind:26.1.5", LOCAL_IMAGE]);
+        assert_eq!(mapped("20.10.24-dind").stand_ins(), ["didx/dind:20.10.24", LOCAL_IMAGE]);
+        assert_eq!(mapped("latest").stand_ins(), [LOCAL_IMAGE]);
+        assert_eq!(mapped("local").stand_ins(), [LOCAL_IMAGE], "named once");
+        let explicit = Wanted { image: "x:1".into(), explicit: true, versioned: None };
+        assert!(explicit.stand_ins().is_empty(), "an explicit image never falls back");
+    }
+
+    #[tokio::test]
+    async fn the_first_present_stand_in_is_chosen() {
+        let w = mapped("26.1.5");
+        let order = w.stand_ins();
+        let on = |present: &'static [&'static str]| move |i: &str| {
+            let p = present.contains(&i);
+            async move { Ok(p) }
+        };
+        assert_eq!(first_present(&order, on(&["didx/dind:26.1.5", LOCAL_IMAGE])).await.unwrap(), Some("didx/dind:26.1.5"));
+        assert_eq!(first_present(&order, on(&[LOCAL_IMAGE])).await.unwrap(), Some(LOCAL_IMAGE));
+        assert_eq!(first_present(&order, on(&[])).await.unwrap(), None);
+        // Another version's image is no stand-in.
+        assert_eq!(first_present(&mapped("27.0").stand_ins(), on(&["didx/dind:26.1.5"])).await.unwrap(), None);
+    }
 }

@@ -169,9 +169,9 @@ impl SandboxBuilder {
                 shell_words::split(o).map_err(|e| Error::invalid("--dkropts value", o.clone(), format!("{e}: balance its quotes")))?,
             );
         }
-        let wanted = |explicit: &Option<String>, mapped: String| match explicit {
-            Some(i) => Wanted { image: i.clone(), explicit: true },
-            None => Wanted { image: mapped, explicit: false },
+        let wanted = |explicit: &Option<String>, mapped: String, v: &Version| match explicit {
+            Some(i) => Wanted { image: i.clone(), explicit: true, versioned: None },
+            None => Wanted { image: mapped, explicit: false, versioned: v.offline_image() },
         };
         let cwd = match &self.cwd {
             Some(d) => d.clone(),
@@ -206,8 +206,8 @@ impl SandboxBuilder {
             policy: if keep_from_env() { "keep" } else { "drop" },
             address_range,
             network: self.network.clone(),
-            server_image: wanted(&self.server_image, sv.server_image()),
-            client_image: wanted(&self.client_image, cv.client_image()),
+            server_image: wanted(&self.server_image, sv.server_image(), &sv),
+            client_image: wanted(&self.client_image, cv.client_image(), &cv),
             sv,
             cv,
             pull: self.pull,

@@ -125,6 +125,13 @@ impl Version {
     pub fn client_image(&self) -> String {
         format!("docker:{}", self.0)
     }
+
+    /// The offline image of this engine version, as `didx image build` tags it:
+    /// `X` and `X-dind` → `didx/dind:X`; `latest` → none (no version to match).
+    pub fn offline_image(&self) -> Option<String> {
+        let v = self.0.strip_suffix("-dind").unwrap_or(&self.0);
+        (v != "latest" && !v.is_empty()).then(|| format!("didx/dind:{v}"))
+    }
 }
 
 /// The name of the host environment variable that holds the client's container name.
