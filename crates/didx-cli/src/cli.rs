@@ -105,6 +105,18 @@ pub struct RunArgs {
     /// seeing where the time goes (bench/speed.py reads them)
     #[arg(long)]
     pub timings: bool,
+    /// Mount the current directory at /work in the client and run every COMMAND there (a
+    /// -v targeting /work is then refused)
+    #[arg(long = "workdir-here")]
+    pub workdir_here: bool,
+    /// Run COMMANDs in the client as this user: host (the user running didx: uid, gid, every
+    /// supplementary gid, a passwd entry so whoami and ~ work) or UID[:GID]
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Forward the host's ssh agent: its socket ($SSH_AUTH_SOCK) is mounted in the client and
+    /// SSH_AUTH_SOCK set there for the COMMANDs
+    #[arg(long = "ssh-agent")]
+    pub ssh_agent: bool,
     /// Commands to run in the client (see below)
     #[arg(value_name = "COMMAND")]
     pub commands: Vec<String>,

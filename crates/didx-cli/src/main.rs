@@ -320,7 +320,10 @@ fn run_builder(a: &RunArgs) -> didx::Result<didx::SandboxBuilder> {
     for l in &a.load {
         b = b.load(l);
     }
-    Ok(b)
+    if let Some(u) = &a.user {
+        b = b.user(didx::spec::UserSpec::parse(u)?);
+    }
+    Ok(b.workdir_here(a.workdir_here).ssh_agent(a.ssh_agent))
 }
 
 async fn image_build(host: Option<&str>, spec: BuildSpec) -> anyhow::Result<u8> {

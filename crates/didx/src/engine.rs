@@ -509,9 +509,24 @@ impl Engine {
         out: &mut (dyn AsyncWrite + Unpin + Send),
         err: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<i64> {
+        let shape = ExecAs { env: env.to_vec(), ..ExecAs::default() };
+        self.exec_as(container, argv, &shape, out, err).await
+    }
+
+    /// [`exec`](Self::exec) as `shape` says: its user, working directory and variables.
+    pub async fn exec_as(
+        &self,
+        container: &str,
+        argv: &[String],
+        shape: &ExecAs,
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+        err: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<i64> {
         let config = CreateExecOptions {
             cmd: Some(argv.to_vec()),
-            env: (!env.is_empty()).then(|| env.to_vec()),
+            env: (!shape.env.is_empty()).then(|| shape.env.clone()),
+            user: shape.user.clone(),
+            working_dir: shape.working_dir.clone(),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             ..Default::default()
@@ -732,6 +747,19 @@ pub fn split_reference(image: &str) -> (&str, &str) {
 
 /// An attached exec's or container's output.
 type OutputStream = std::pin::Pin<Box<dyn Stream<Item = std::result::Result<bollard::container::LogOutput, BollardError>> + Send>>;
+
+/// How an exec runs ([`Engine::exec_as`]): as which user, where, with which variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecAs {
+    /// The engine's `User`: a name or `UID[:GID]` (the container's default when `None`). A
+    /// name is resolved in the container's `/etc/passwd` and `/etc/group`, supplementary
+    /// groups included.
+    pub user: Option<String>,
+    /// The working directory (the container's when `None`).
+    pub working_dir: Option<String>,
+    /// `NAME=VALUE` variables added to the container's.
+    pub env: Vec<String>,
+}
 
 /// A held [`Engine::lease`]: dropping it ends the container it holds (as the death of this
 /// process would); [`Lease::release`] hands the container over instead.

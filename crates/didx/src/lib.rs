@@ -56,6 +56,7 @@ mod context;
 pub mod error;
 pub mod image;
 pub mod inventory;
+mod launcher;
 pub mod pool;
 mod publish;
 mod sandbox;

@@ -11,10 +11,11 @@ use crate::engine::Engine;
 use crate::env::{EnvId, EnvSpec, Environment};
 use crate::error::{Error, Result};
 use crate::images::{self, Wanted};
+use crate::launcher::{Launch, SSH_AGENT_SOCK, UserSpec, WORKDIR};
 use crate::load::HostImage;
 use crate::pool::Refill;
 use crate::session::Event;
-use crate::spec::{AddressRange, IsolationMode, PublishSpec, Version, VolumeSpec};
+use crate::spec::{AddressRange, IsolationMode, PublishSpec, Version, VolumeSource, VolumeSpec};
 
 /// The variable that keeps every [`Sandbox`] a program drops (for looking at it afterwards):
 /// `DIDX_KEEP=1`. [`Sandbox::rm`] still removes.
@@ -58,6 +59,9 @@ pub struct SandboxBuilder {
     cwd: Option<PathBuf>,
     address_range: Option<String>,
     network: Option<String>,
+    workdir_here: bool,
+    user: Option<UserSpec>,
+    ssh_agent: bool,
 }
 
 /// How long [`SandboxBuilder`] waits for the inner engine unless told otherwise.
@@ -149,6 +153,29 @@ impl SandboxBuilder {
         self.publish.push(spec.into());
         self
     }
+    /// Mount the current directory (see [`cwd`](Self::cwd)) at `/work` in the client and run
+    /// every command there (`--workdir-here`), as a build's launcher script does. A `volume`
+    /// targeting `/work` is then refused.
+    pub fn workdir_here(mut self, on: bool) -> Self {
+        self.workdir_here = on;
+        self
+    }
+    /// Run commands in the client as this user (`--user`): [`UserSpec::Host`] is the user
+    /// running this process, with every supplementary group; files they create in a bind
+    /// mount are that user's. The client gets a passwd entry (so `whoami` and `~` work; home
+    /// `/work` with [`workdir_here`](Self::workdir_here), else `/home/NAME`), group entries
+    /// for every gid, and its client certificate owned by the user.
+    pub fn user(mut self, user: UserSpec) -> Self {
+        self.user = Some(user);
+        self
+    }
+    /// Forward the host's ssh agent (`--ssh-agent`): the socket `$SSH_AUTH_SOCK` names is
+    /// mounted in the client and `SSH_AUTH_SOCK` points at it for the commands. Without
+    /// `SSH_AUTH_SOCK`, a usage error.
+    pub fn ssh_agent(mut self, on: bool) -> Self {
+        self.ssh_agent = on;
+        self
+    }
     /// The directory relative host paths of `volume` and `copy` start from. Default: the
     /// process's current directory.
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -177,7 +204,23 @@ impl SandboxBuilder {
             Some(d) => d.clone(),
             None => std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?,
         };
-        let volumes: Vec<VolumeSpec> = self.volumes.iter().map(|v| VolumeSpec::parse(v, &cwd)).collect::<Result<_>>()?;
+        let mut volumes: Vec<VolumeSpec> = self.volumes.iter().map(|v| VolumeSpec::parse(v, &cwd)).collect::<Result<_>>()?;
+        if self.workdir_here {
+            if let Some(v) = volumes.iter().find(|v| v.target == WORKDIR) {
+                return Err(Error::invalid(
+                    "-v target",
+                    v.target.clone(),
+                    "--workdir-here mounts the current directory there; mount elsewhere or drop --workdir-here",
+                ));
+            }
+            let here =
+                std::fs::canonicalize(&cwd).map_err(|e| Error::io(format!("resolving the current directory {}", cwd.display()), e))?;
+            volumes.push(VolumeSpec { source: VolumeSource::Host(here), target: WORKDIR.to_string(), mode: None });
+        }
+        if self.ssh_agent {
+            volumes.push(VolumeSpec { source: VolumeSource::Host(agent_socket()?), target: SSH_AGENT_SOCK.to_string(), mode: None });
+        }
+        let user = self.user.as_ref().map(UserSpec::resolve).transpose()?;
         for (i, v) in volumes.iter().enumerate() {
             if volumes[..i].iter().any(|w| w.target.trim_end_matches('/') == v.target.trim_end_matches('/')) {
                 return Err(Error::invalid(
@@ -219,6 +262,7 @@ impl SandboxBuilder {
             copies,
             loads: self.loads.clone(),
             publish,
+            launch: Launch { workdir: self.workdir_here, user, ssh_agent: self.ssh_agent },
         })
     }
 
@@ -250,9 +294,9 @@ impl SandboxBuilder {
         // Held by this process unless DIDX_KEEP asks to keep what is dropped: then a killed
         // test leaves its sandbox to look at, too.
         let launched = opts.launch(engine, pooled, !keep_from_env(), cancel, on).await?;
-        let env = launched.env;
+        let mut env = launched.env;
         let filled = tokio::select! {
-            r = opts.fill(&env, &seeds, on) => r,
+            r = opts.fill(&mut env, &seeds, on) => r,
             () = cancel.cancelled() => Err(Error::Cancelled),
         };
         if let Err(e) = filled {
@@ -286,6 +330,25 @@ pub struct SandboxOptions {
     /// `keep` with `DIDX_KEEP`, the `--clean` policy for a session, `pool` for the pool.
     pub(crate) policy: &'static str,
     pub(crate) publish: Vec<PublishSpec>,
+    /// How the commands run: `/work`, the user, the ssh agent.
+    pub(crate) launch: Launch,
+}
+
+/// The host's ssh agent socket, from `SSH_AUTH_SOCK`: it must name a socket.
+fn agent_socket() -> Result<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let sock = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()).ok_or_else(|| {
+        Error::invalid("--ssh-agent", "", "SSH_AUTH_SOCK is not set: start an agent (eval \"$(ssh-agent)\"; ssh-add) or drop --ssh-agent")
+    })?;
+    let path = PathBuf::from(sock);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.file_type().is_socket() => Ok(path),
+        _ => Err(Error::invalid(
+            "--ssh-agent",
+            path.display().to_string(),
+            "SSH_AUTH_SOCK does not name a socket: is its agent still running?",
+        )),
+    }
 }
 
 /// What [`SandboxOptions::launch`] made.
@@ -375,7 +438,8 @@ impl SandboxOptions {
     }
 
     /// Copy and load into a started environment, in that order.
-    pub(crate) async fn fill(&self, env: &Environment, seeds: &[HostImage], on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<()> {
+    pub(crate) async fn fill(&self, env: &mut Environment, seeds: &[HostImage], on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<()> {
+        self.launch.prepare(env).await?;
         if !self.copies.is_empty() {
             for warning in crate::copy::copy_all(env.engine(), &env.client().id, env.id().as_str(), &self.copies).await? {
                 on(&Event::CopyWarning { warning: &warning });

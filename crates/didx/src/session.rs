@@ -272,7 +272,7 @@ impl Session {
         // killed run keeps it, as a SIGTERM does.
         let lease = self.clean.holds();
         let launched = self.options.launch(engine, self.pooled, lease, cancel, on).await?;
-        let env = launched.env;
+        let mut env = launched.env;
         let refill = launched.refill;
         if !self.options.publish.is_empty() {
             match env.published().await {
@@ -288,7 +288,7 @@ impl Session {
             return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
         }
         let filled = tokio::select! {
-            r = self.options.fill(&env, &seeds, on) => r,
+            r = self.options.fill(&mut env, &seeds, on) => r,
             () = cancel.cancelled() => {
                 on(&Event::Interrupted { phase: Phase::Preparing });
                 return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);

@@ -6,6 +6,7 @@
 
 pub use crate::command::{HostForm, Step};
 pub use crate::copy::{CpSource, CpSpec};
+pub use crate::launcher::{SSH_AGENT_SOCK, UserSpec, WORKDIR};
 pub use crate::net::AddressRange;
 pub use crate::publish::{Proto, PublishSpec, Published};
 

@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::archive::tar_of;
-use crate::engine::{Engine, Lease, message_of};
+use crate::engine::{Engine, ExecAs, Lease, message_of};
 use crate::error::{Error, Result};
 use crate::isolation::{self, Isolation};
 use crate::labels;
@@ -206,6 +206,9 @@ pub struct Environment {
     settled: bool,
     /// The leases holding server and client for this process (empty when not leased).
     leases: Vec<Lease>,
+    /// How COMMANDs run in the client (user, working directory, variables; see
+    /// [`crate::launcher`]): the client's defaults until [`Environment::set_exec_as`].
+    exec_as: ExecAs,
 }
 
 fn now_secs() -> u64 {
@@ -253,7 +256,12 @@ impl Environment {
         out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
         err: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
     ) -> Result<i64> {
-        self.engine.exec(&self.client.id, argv, &[], out, err).await
+        self.engine.exec_as(&self.client.id, argv, &self.exec_as, out, err).await
+    }
+
+    /// Run every later [`exec`](Self::exec) as `shape` says.
+    pub fn set_exec_as(&mut self, shape: ExecAs) {
+        self.exec_as = shape;
     }
 
     /// Remove server, client, their anonymous volumes and anything else labelled with this
@@ -341,6 +349,7 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
         client_cert_dir: recipe::CLIENT_CERT_PATH,
         settled: false,
         leases: server_lease.into_iter().collect(),
+        exec_as: ExecAs::default(),
     };
     cancel.check().inspect_err(|_| env.settled = true)?;
     let client = recipe::Client { spec, server_name: &env.server.name, created, files: ClientFiles::Upload(&tls), pool_key: None };

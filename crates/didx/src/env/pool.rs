@@ -474,6 +474,7 @@ pub async fn claim(
             client_cert_dir: CLIENT_CERT_PATH,
             settled: false,
             leases: Vec::new(),
+            exec_as: crate::engine::ExecAs::default(),
         };
         match take(engine, spec, env, &key).await {
             Ok(mut env) => {

@@ -144,6 +144,7 @@ pub async fn host_access(engine: &Engine, id: &str) -> Result<HostAccess> {
         // A view of an environment someone else owns: never removed or released from here.
         settled: true,
         leases: Vec::new(),
+        exec_as: crate::engine::ExecAs::default(),
     };
     env.host_access().await
 }

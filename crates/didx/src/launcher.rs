@@ -1,0 +1,463 @@
+//! The builder-launcher: how COMMANDs run in the client, as a build's launcher script runs
+//! them (`docker run -v "$PWD:/work" -w /work -u …`). `--workdir-here` binds the current
+//! directory at [`WORKDIR`] and runs every COMMAND there; `--user` runs them as a given user —
+//! the host's own with `host` — with every supplementary group, a passwd entry (so `whoami`
+//! and `~` work) and the client certificate made that user's; `--ssh-agent` binds the host's
+//! agent socket at [`SSH_AGENT_SOCK`] and points `SSH_AUTH_SOCK` at it.
+//!
+//! Supplementary groups need no tool in the client image: the engine resolves an exec's
+//! `User` given as a *name* in the container's `/etc/passwd` and `/etc/group`, groups listing
+//! the name as a member included (as `docker exec -u NAME` does). So didx writes those two
+//! files (the image's entries kept, the user's replacing any of the same name or uid) and
+//! execs as the name. Everything goes through the engine's archive calls: no shell, `chown`
+//! or `setpriv` needed in the image.
+
+use std::collections::HashSet;
+use std::ffi::CStr;
+
+use crate::engine::ExecAs;
+use crate::env::Environment;
+use crate::error::{Error, Result};
+
+/// Where `--workdir-here` mounts the current directory, and the working directory of every
+/// COMMAND with it.
+pub const WORKDIR: &str = "/work";
+/// Where `--ssh-agent` mounts the host's agent socket (`SSH_AUTH_SOCK` in the client).
+pub const SSH_AGENT_SOCK: &str = "/run/didx/ssh-agent.sock";
+
+/// Who COMMANDs run as (`--user`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserSpec {
+    /// The user running didx: its uid, gid and every supplementary gid (`--user host`).
+    Host,
+    /// These ids: `gid` defaults to the host passwd entry's for `uid`, else `uid`; `groups`
+    /// are supplementary gids (`--user UID[:GID]` gives none).
+    Ids {
+        /// The user id.
+        uid: u32,
+        /// The primary group id.
+        gid: Option<u32>,
+        /// Supplementary group ids.
+        groups: Vec<u32>,
+    },
+}
+
+impl UserSpec {
+    /// Parse a `--user` value: `host` or `UID[:GID]` (numbers).
+    pub fn parse(s: &str) -> Result<UserSpec> {
+        if s == "host" {
+            return Ok(UserSpec::Host);
+        }
+        let bad = || Error::invalid("--user value", s, "expected host or UID[:GID] (numbers), e.g. --user host or --user 1000:1000");
+        let (uid, gid) = match s.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (s, None),
+        };
+        let uid: u32 = uid.parse().map_err(|_| bad())?;
+        let gid: Option<u32> = gid.map(|g| g.parse().map_err(|_| bad())).transpose()?;
+        Ok(UserSpec::Ids { uid, gid, groups: Vec::new() })
+    }
+
+    /// The user as COMMANDs get it: ids, and names from this machine's user and group
+    /// databases where they have them (`u<UID>`, `g<GID>` otherwise).
+    pub(crate) fn resolve(&self) -> Result<User> {
+        let (uid, gid, mut gids) = match self {
+            UserSpec::Host => {
+                // SAFETY: plain libc calls without pointers.
+                let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+                (uid, gid, host_groups()?)
+            }
+            UserSpec::Ids { uid, gid, groups } => {
+                let gid = gid.or_else(|| passwd_of(*uid).map(|(_, g)| g)).unwrap_or(*uid);
+                (*uid, gid, groups.clone())
+            }
+        };
+        gids.insert(0, gid);
+        let mut seen = HashSet::new();
+        gids.retain(|g| seen.insert(*g));
+        let name = passwd_of(uid).map(|(n, _)| n).filter(|n| entry_safe(n)).unwrap_or_else(|| format!("u{uid}"));
+        let groups = gids.into_iter().map(|g| (g, group_name(g).filter(|n| entry_safe(n)).unwrap_or_else(|| format!("g{g}")))).collect();
+        Ok(User { name, uid, gid, groups })
+    }
+}
+
+/// A user resolved for the client: its name, ids, and every group (the primary first) with
+/// a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<(u32, String)>,
+}
+
+/// A name that can stand in a passwd or group line.
+fn entry_safe(n: &str) -> bool {
+    !n.is_empty() && !n.contains([':', ',', '\n', '\r', '\0'])
+}
+
+/// The supplementary groups of this process.
+fn host_groups() -> Result<Vec<u32>> {
+    // SAFETY: a count query, then a buffer of that count.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n < 0 {
+        return Err(Error::io("reading this process's groups", std::io::Error::last_os_error()));
+    }
+    let mut v: Vec<libc::gid_t> = vec![0; n as usize];
+    let got = unsafe { libc::getgroups(n, v.as_mut_ptr()) };
+    if got < 0 {
+        return Err(Error::io("reading this process's groups", std::io::Error::last_os_error()));
+    }
+    v.truncate(got as usize);
+    Ok(v)
+}
+
+/// This machine's passwd entry for `uid`: name and primary gid.
+fn passwd_of(uid: u32) -> Option<(String, u32)> {
+    let mut buf = vec![0 as libc::c_char; 1 << 16];
+    // SAFETY: zeroed plain-data struct filled by getpwuid_r from our buffer; read only on success.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if r != 0 || out.is_null() {
+        return None;
+    }
+    let name = unsafe { CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned();
+    Some((name, pw.pw_gid))
+}
+
+/// This machine's name for group `gid`.
+fn group_name(gid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 1 << 16];
+    // SAFETY: as in passwd_of.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    let r = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if r != 0 || out.is_null() {
+        return None;
+    }
+    Some(unsafe { CStr::from_ptr(gr.gr_name) }.to_string_lossy().into_owned())
+}
+
+/// The client's `/etc/passwd` with `user`'s entry: every line naming the same user or uid
+/// dropped, the user's appended (home `home`, shell `/bin/sh`).
+pub(crate) fn merge_passwd(existing: &str, user: &User, home: &str) -> String {
+    let uid = user.uid.to_string();
+    let mut out: Vec<String> = existing
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            !(f.len() >= 3 && (f[0] == user.name || f[2] == uid))
+        })
+        .map(str::to_string)
+        .collect();
+    out.push(format!("{0}:x:{1}:{2}:{0}:{home}:/bin/sh", user.name, user.uid, user.gid));
+    out.join("\n") + "\n"
+}
+
+/// The client's `/etc/group` making `user` a member of exactly its groups: the image's
+/// groups of those gids list it (the first of each gid), no other group does, and a gid the
+/// image lacks gets a line (the host's name for it, or `g<GID>` when the image uses that
+/// name for another gid).
+pub(crate) fn merge_group(existing: &str, user: &User) -> String {
+    let wanted: HashSet<String> = user.groups.iter().map(|(g, _)| g.to_string()).collect();
+    let mut present: HashSet<String> = HashSet::new();
+    let mut names: HashSet<String> = HashSet::new();
+    let mut out = Vec::new();
+    for line in existing.lines() {
+        let f: Vec<&str> = line.splitn(4, ':').collect();
+        if f.len() < 4 || line.starts_with('#') {
+            out.push(line.to_string());
+            continue;
+        }
+        let mut members: Vec<&str> = f[3].split(',').filter(|m| !m.is_empty() && *m != user.name).collect();
+        if wanted.contains(f[2]) && present.insert(f[2].to_string()) {
+            members.push(&user.name);
+        }
+        names.insert(f[0].to_string());
+        out.push(format!("{}:{}:{}:{}", f[0], f[1], f[2], members.join(",")));
+    }
+    for (gid, name) in &user.groups {
+        if present.insert(gid.to_string()) {
+            let name = if names.contains(name) { format!("g{gid}") } else { name.clone() };
+            out.push(format!("{name}:x:{gid}:{}", user.name));
+            names.insert(name);
+        }
+    }
+    out.join("\n") + "\n"
+}
+
+/// What a run asks of its COMMANDs, validated ([`crate::SandboxBuilder`]'s `workdir_here`,
+/// `user`, `ssh_agent`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Launch {
+    pub workdir: bool,
+    pub user: Option<User>,
+    pub ssh_agent: bool,
+}
+
+impl Launch {
+    /// Nothing asked: COMMANDs run as the client's defaults.
+    pub fn is_plain(&self) -> bool {
+        !self.workdir && self.user.is_none() && !self.ssh_agent
+    }
+
+    /// The user's home in the client: [`WORKDIR`] with `--workdir-here`, else `/home/NAME`.
+    fn home(&self, user: &User) -> String {
+        if self.workdir { WORKDIR.to_string() } else { format!("/home/{}", user.name) }
+    }
+
+    /// How every COMMAND runs.
+    pub fn exec_as(&self) -> ExecAs {
+        let mut shape = ExecAs::default();
+        if self.workdir {
+            shape.working_dir = Some(WORKDIR.to_string());
+        }
+        if let Some(u) = &self.user {
+            shape.user = Some(u.name.clone());
+            shape.env.push(format!("HOME={}", self.home(u)));
+            shape.env.push(format!("USER={}", u.name));
+            shape.env.push(format!("LOGNAME={}", u.name));
+        }
+        if self.ssh_agent {
+            shape.env.push(format!("SSH_AUTH_SOCK={SSH_AGENT_SOCK}"));
+        }
+        shape
+    }
+
+    /// Make the started client ready for it (the user's entries, home and certificate), then
+    /// run the environment's COMMANDs so.
+    pub async fn prepare(&self, env: &mut Environment) -> Result<()> {
+        if self.is_plain() {
+            return Ok(());
+        }
+        if let Some(user) = &self.user {
+            let engine = env.engine();
+            let client = &env.client().id;
+            let passwd = read_file(env, "/etc/passwd").await?;
+            let group = read_file(env, "/etc/group").await?;
+            let home = self.home(user);
+            let passwd = merge_passwd(&passwd, user, &home);
+            let group = merge_group(&group, user);
+            let mut files = vec![
+                Owned { path: "etc/passwd".into(), mode: 0o644, uid: 0, gid: 0, data: Some(passwd.into_bytes()) },
+                Owned { path: "etc/group".into(), mode: 0o644, uid: 0, gid: 0, data: Some(group.into_bytes()) },
+            ];
+            if !self.workdir {
+                files.push(Owned { path: home.trim_start_matches('/').to_string(), mode: 0o700, uid: user.uid, gid: user.gid, data: None });
+            }
+            engine.upload(client, "/", owned_tar(&files)?).await?;
+            // The client certificate, the user's and still private (the key stays 0600).
+            let certs = crate::env::CLIENT_CERT_PATH;
+            let tar: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(engine.download(client, certs)).await?;
+            let parent = std::path::Path::new(certs).parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/".into());
+            engine.upload(client, &parent, reowned(&tar.concat(), user.uid, user.gid)?).await?;
+        }
+        env.set_exec_as(self.exec_as());
+        Ok(())
+    }
+}
+
+/// A file of the client as text; empty when it does not exist.
+async fn read_file(env: &Environment, path: &str) -> Result<String> {
+    let (engine, client) = (env.engine(), &env.client().id);
+    if engine.stat_is_dir(client, path).await? != Some(false) {
+        return Ok(String::new());
+    }
+    let tar: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(engine.download(client, path)).await?;
+    let data = tar.concat();
+    let io = |e| Error::io(format!("reading {path} of the client"), e);
+    let mut a = tar::Archive::new(&data[..]);
+    let mut text = String::new();
+    if let Some(entry) = a.entries().map_err(io)?.next() {
+        std::io::Read::read_to_string(&mut entry.map_err(io)?, &mut text).map_err(io)?;
+    }
+    Ok(text)
+}
+
+/// One entry of [`owned_tar`]: a file (`data`) or a directory (`None`), with its owner.
+struct Owned {
+    path: String,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    data: Option<Vec<u8>>,
+}
+
+/// A tar archive of `entries` with their owners (the engine extracts them so).
+fn owned_tar(entries: &[Owned]) -> Result<Vec<u8>> {
+    let io = |e| Error::io("building a tar archive", e);
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(e.mode);
+        h.set_uid(e.uid.into());
+        h.set_gid(e.gid.into());
+        match &e.data {
+            Some(d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(d.len() as u64);
+                b.append_data(&mut h, &e.path, &d[..]).map_err(io)?;
+            }
+            None => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{}/", e.path), std::io::empty()).map_err(io)?;
+            }
+        }
+    }
+    b.into_inner().map_err(io)
+}
+
+/// `tar` with every entry owned by `uid:gid` (modes and contents kept).
+fn reowned(tar: &[u8], uid: u32, gid: u32) -> Result<Vec<u8>> {
+    let io = |e| Error::io("re-owning the client certificate", e);
+    let mut a = tar::Archive::new(tar);
+    let mut b = tar::Builder::new(Vec::new());
+    for entry in a.entries().map_err(io)? {
+        let mut entry = entry.map_err(io)?;
+        let mut h = entry.header().clone();
+        h.set_uid(uid.into());
+        h.set_gid(gid.into());
+        let path = entry.path().map_err(io)?.into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).map_err(io)?;
+        b.append_data(&mut h, path, &data[..]).map_err(io)?;
+    }
+    b.into_inner().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> User {
+        User {
+            name: "alice".into(),
+            uid: 1234,
+            gid: 2345,
+            groups: vec![(2345, "alice".into()), (3456, "dev".into()), (4567, "docker".into())],
+        }
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nnode:x:1234:1234::/home/node:/bin/sh\nalice:x:99:99::/x:/bin/false\nbob:x:1000:1000::/home/bob:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\ndocker:x:999:alice,bob\ndev:x:3456:bob\nusers:x:100:\n";
+
+    #[test]
+    fn user_values_parse() {
+        assert_eq!(UserSpec::parse("host").unwrap(), UserSpec::Host);
+        assert_eq!(UserSpec::parse("1000").unwrap(), UserSpec::Ids { uid: 1000, gid: None, groups: vec![] });
+        assert_eq!(UserSpec::parse("1000:50").unwrap(), UserSpec::Ids { uid: 1000, gid: Some(50), groups: vec![] });
+        for bad in ["", "alice", "1000:", ":5", "1:2:3", "-1", "Host"] {
+            assert!(UserSpec::parse(bad).unwrap_err().is_usage(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn explicit_ids_resolve_with_every_group_once_primary_first() {
+        let u = UserSpec::Ids { uid: 4_000_000_001, gid: Some(4_000_000_002), groups: vec![4_000_000_003, 4_000_000_002, 4_000_000_004] };
+        let u = u.resolve().unwrap();
+        assert_eq!((u.name.as_str(), u.uid, u.gid), ("u4000000001", 4_000_000_001, 4_000_000_002));
+        assert_eq!(
+            u.groups,
+            [
+                (4_000_000_002, "g4000000002".to_string()),
+                (4_000_000_003, "g4000000003".to_string()),
+                (4_000_000_004, "g4000000004".to_string())
+            ]
+        );
+        // No gid given and no host entry: the uid.
+        assert_eq!(UserSpec::Ids { uid: 4_000_000_001, gid: None, groups: vec![] }.resolve().unwrap().gid, 4_000_000_001);
+    }
+
+    #[test]
+    fn the_host_user_resolves_to_this_process_s_ids_and_groups() {
+        let u = UserSpec::Host.resolve().unwrap();
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        assert_eq!((u.uid, u.gid), (uid, gid));
+        assert_eq!(u.groups[0].0, gid);
+        let mut want: Vec<u32> = host_groups().unwrap();
+        want.push(gid);
+        want.sort();
+        want.dedup();
+        let mut got: Vec<u32> = u.groups.iter().map(|(g, _)| *g).collect();
+        got.sort();
+        assert_eq!(got, want);
+        assert!(entry_safe(&u.name));
+    }
+
+    #[test]
+    fn passwd_replaces_entries_of_the_same_name_or_uid() {
+        let p = merge_passwd(PASSWD, &alice(), "/home/alice");
+        assert_eq!(p, "root:x:0:0:root:/root:/bin/bash\nbob:x:1000:1000::/home/bob:/bin/sh\nalice:x:1234:2345:alice:/home/alice:/bin/sh\n");
+        assert_eq!(merge_passwd("", &alice(), "/work"), "alice:x:1234:2345:alice:/work:/bin/sh\n");
+    }
+
+    #[test]
+    fn groups_list_the_user_in_exactly_its_gids() {
+        let g = merge_group(GROUP, &alice());
+        assert_eq!(
+            g, "root:x:0:\ndocker:x:999:bob\ndev:x:3456:bob,alice\nusers:x:100:\nalice:x:2345:alice\ng4567:x:4567:alice\n",
+            "docker (999 here) is taken by name: the host's 4567 becomes g4567; alice leaves the image's docker group"
+        );
+        // Twice is the same as once.
+        assert_eq!(merge_group(&g, &alice()), g);
+        assert_eq!(merge_group("", &alice()), "alice:x:2345:alice\ndev:x:3456:alice\ndocker:x:4567:alice\n");
+    }
+
+    #[test]
+    fn root_from_the_host_keeps_one_root_line() {
+        let root = User { name: "root".into(), uid: 0, gid: 0, groups: vec![(0, "root".into())] };
+        let p = merge_passwd(PASSWD, &root, "/work");
+        assert!(p.starts_with("node:x:1234"), "{p}");
+        assert_eq!(p.lines().filter(|l| l.starts_with("root:")).collect::<Vec<_>>(), ["root:x:0:0:root:/work:/bin/sh"]);
+        assert_eq!(merge_group(GROUP, &root).lines().next(), Some("root:x:0:root"));
+    }
+
+    #[test]
+    fn commands_run_in_work_as_the_user_with_its_home_and_the_agent() {
+        let plain = Launch::default();
+        assert!(plain.is_plain());
+        assert_eq!(plain.exec_as(), ExecAs::default());
+        let all = Launch { workdir: true, user: Some(alice()), ssh_agent: true };
+        assert_eq!(
+            all.exec_as(),
+            ExecAs {
+                user: Some("alice".into()),
+                working_dir: Some("/work".into()),
+                env: vec![
+                    "HOME=/work".into(),
+                    "USER=alice".into(),
+                    "LOGNAME=alice".into(),
+                    "SSH_AUTH_SOCK=/run/didx/ssh-agent.sock".into()
+                ],
+            }
+        );
+        let user = Launch { user: Some(alice()), ..Launch::default() };
+        assert_eq!(user.exec_as().env[0], "HOME=/home/alice");
+        assert_eq!(user.exec_as().working_dir, None);
+    }
+
+    #[test]
+    fn archives_carry_owners_and_reowning_keeps_modes() {
+        let t = owned_tar(&[
+            Owned { path: "etc/passwd".into(), mode: 0o644, uid: 0, gid: 0, data: Some(b"x".to_vec()) },
+            Owned { path: "home/alice".into(), mode: 0o700, uid: 1234, gid: 2345, data: None },
+        ])
+        .unwrap();
+        let r = reowned(&t, 7, 8).unwrap();
+        let list = |t: &[u8]| {
+            tar::Archive::new(t)
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let h = e.header();
+                    (e.path().unwrap().display().to_string(), h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), h.size().unwrap())
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(list(&t), [("etc/passwd".into(), 0o644, 0, 0, 1), ("home/alice/".into(), 0o700, 1234, 2345, 0)]);
+        assert_eq!(list(&r), [("etc/passwd".into(), 0o644, 7, 8, 1), ("home/alice/".into(), 0o700, 7, 8, 0)]);
+    }
+}
