@@ -126,6 +126,14 @@ pub enum Error {
         /// The engine looked at.
         host: String,
     },
+    /// The client image has no `docker` on its `PATH`, and neither has the server's to copy.
+    #[error("client {client} has no docker CLI on its PATH, and server {server} has none to copy in")]
+    NoDockerCli {
+        /// The client container's name.
+        client: String,
+        /// The server container's name.
+        server: String,
+    },
     /// The environment's server is not running, so its inner engine cannot be reached.
     #[error("environment {id} is not running (its server {server} is {state})")]
     NotRunning {

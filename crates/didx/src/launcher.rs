@@ -22,6 +22,11 @@ use crate::error::{Error, Result};
 /// Where `--workdir-here` mounts the current directory, and the working directory of every
 /// COMMAND with it.
 pub const WORKDIR: &str = "/work";
+/// Where didx puts a docker CLI for a client image that has none on its `PATH` (copied from
+/// the server, whose image has one), put first on the COMMANDs' `PATH`.
+pub const INJECTED_BIN: &str = "/didx/bin";
+/// The `PATH` of a container whose image sets none (the engine's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Where `--ssh-agent` mounts the host's agent socket (`SSH_AUTH_SOCK` in the client).
 pub const SSH_AGENT_SOCK: &str = "/run/didx/ssh-agent.sock";
 
@@ -194,12 +199,15 @@ pub(crate) struct Launch {
     pub workdir: bool,
     pub user: Option<User>,
     pub ssh_agent: bool,
+    /// Look for `docker` in the client (its image was given, so may lack one) and copy the
+    /// server's in when absent.
+    pub docker_check: bool,
 }
 
 impl Launch {
     /// Nothing asked: COMMANDs run as the client's defaults.
     pub fn is_plain(&self) -> bool {
-        !self.workdir && self.user.is_none() && !self.ssh_agent
+        !self.workdir && self.user.is_none() && !self.ssh_agent && !self.docker_check
     }
 
     /// The user's home in the client: [`WORKDIR`] with `--workdir-here`, else `/home/NAME`.
@@ -253,9 +261,70 @@ impl Launch {
             let parent = std::path::Path::new(certs).parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/".into());
             engine.upload(client, &parent, reowned(&tar.concat(), user.uid, user.gid)?).await?;
         }
-        env.set_exec_as(self.exec_as());
+        let mut shape = self.exec_as();
+        if self.docker_check
+            && let Some(path) = inject_docker(env).await?
+        {
+            shape.env.push(format!("PATH={path}"));
+        }
+        env.set_exec_as(shape);
         Ok(())
     }
+}
+
+/// A container's `PATH` (from its configuration; the engine's default when it sets none).
+async fn path_of(env: &Environment, container: &str) -> Result<String> {
+    let inspect = env.engine().inspect(container).await?;
+    let vars = inspect.config.and_then(|c| c.env).unwrap_or_default();
+    Ok(vars.iter().find_map(|v| v.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string())
+}
+
+/// Where `docker` is in a container: the first `DIR/docker` of `path` that exists and is not
+/// a directory.
+async fn find_docker(env: &Environment, container: &str, path: &str) -> Result<Option<String>> {
+    for dir in path.split(':').filter(|d| d.starts_with('/')) {
+        let file = format!("{}/docker", dir.trim_end_matches('/'));
+        if env.engine().stat_is_dir(container, &file).await? == Some(false) {
+            return Ok(Some(file));
+        }
+    }
+    Ok(None)
+}
+
+/// When the client has no `docker` on its `PATH`, copy the server's into [`INJECTED_BIN`]
+/// (streamed, engine to engine) and return the `PATH` that finds it first.
+async fn inject_docker(env: &Environment) -> Result<Option<String>> {
+    let (client, server) = (env.client().id.clone(), env.server().id.clone());
+    let client_path = path_of(env, &client).await?;
+    if find_docker(env, &client, &client_path).await?.is_some() {
+        return Ok(None);
+    }
+    let server_path = path_of(env, &server).await?;
+    let Some(source) = find_docker(env, &server, &server_path).await? else {
+        return Err(Error::NoDockerCli { client: env.client().name.clone(), server: env.server().name.clone() });
+    };
+    tracing::info!(client = %env.client().name, %source, "the client image has no docker CLI; copying the server's");
+    let dir = Owned { path: INJECTED_BIN.trim_start_matches('/').to_string(), mode: 0o755, uid: 0, gid: 0, data: None };
+    env.engine().upload(&client, "/", owned_tar(&[dir])?).await?;
+    // The download borrows its engine; the upload wants a stream of its own: a task forwards.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    let engine = env.engine().clone();
+    let forward = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let download = engine.download(&server, &source);
+        futures_util::pin_mut!(download);
+        while let Some(chunk) = download.next().await {
+            let failed = chunk.is_err();
+            if tx.send(chunk.map_err(std::io::Error::other)).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let uploaded = env.engine().upload_stream(&client, INJECTED_BIN, stream).await;
+    forward.await.map_err(|e| Error::Task { what: "copying the docker CLI", source: e })?;
+    uploaded?;
+    Ok(Some(format!("{INJECTED_BIN}:{client_path}")))
 }
 
 /// A file of the client as text; empty when it does not exist.
@@ -419,7 +488,7 @@ mod tests {
         let plain = Launch::default();
         assert!(plain.is_plain());
         assert_eq!(plain.exec_as(), ExecAs::default());
-        let all = Launch { workdir: true, user: Some(alice()), ssh_agent: true };
+        let all = Launch { workdir: true, user: Some(alice()), ssh_agent: true, docker_check: false };
         assert_eq!(
             all.exec_as(),
             ExecAs {

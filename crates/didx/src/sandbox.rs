@@ -262,7 +262,7 @@ impl SandboxBuilder {
             copies,
             loads: self.loads.clone(),
             publish,
-            launch: Launch { workdir: self.workdir_here, user, ssh_agent: self.ssh_agent },
+            launch: Launch { workdir: self.workdir_here, user, ssh_agent: self.ssh_agent, docker_check: self.client_image.is_some() },
         })
     }
 
