@@ -206,3 +206,55 @@ fn shell_words_split(s: &str) -> Vec<String> {
         other => panic!("{other:?}"),
     }
 }
+
+/// A client image without a docker CLI (didx/dind-busybox:local with every `docker` on its
+/// PATH removed, committed as a test image and removed after) gets the server's copied in at
+/// /didx/bin, first on the COMMANDs' PATH, and reaches the inner engine with it.
+#[test]
+fn a_client_image_without_docker_gets_the_server_s_cli() {
+    use bollard::query_parameters as qp;
+    let rt = rt();
+    let host = bollard::Docker::connect_with_local_defaults().unwrap();
+    let pid = std::process::id();
+    let (repo, tag) = ("didx-test-nodocker", format!("t{pid}"));
+    let image = format!("{repo}:{tag}");
+    let maker = format!("didx_test_nodocker_{pid}");
+    let labels = std::collections::HashMap::from([("io.didx.test".to_string(), "launcher".to_string())]);
+    let body = bollard::models::ContainerCreateBody {
+        image: Some("didx/dind-busybox:local".into()),
+        entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+        cmd: Some(vec!["for d in $(echo \"$PATH\" | tr : ' '); do rm -f \"$d/docker\"; done; ! command -v docker".into()]),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    rt.block_on(async {
+        host.create_container(Some(qp::CreateContainerOptions { name: Some(maker.clone()), ..Default::default() }), body).await.unwrap();
+        let made = async {
+            host.start_container(&maker, None::<qp::StartContainerOptions>).await?;
+            let mut wait = host.wait_container(&maker, None::<qp::WaitContainerOptions>);
+            while futures_util::StreamExt::next(&mut wait).await.transpose()?.is_some() {}
+            let opts = qp::CommitContainerOptions {
+                container: Some(maker.clone()),
+                repo: Some(repo.into()),
+                tag: Some(tag.clone()),
+                ..Default::default()
+            };
+            host.commit_container(opts, bollard::models::ContainerConfig { labels: Some(labels), ..Default::default() }).await?;
+            Ok::<(), bollard::errors::Error>(())
+        }
+        .await;
+        host.remove_container(&maker, Some(qp::RemoveContainerOptions { force: true, ..Default::default() })).await.unwrap();
+        made.unwrap();
+    });
+
+    let probe = r#"sh -c 'echo docker=$(command -v docker); echo server=$(docker version --format {{.Server.Version}})'"#;
+    let r = didx(&["--client-image", &image, "--clean", "anycase", probe]);
+    let removed = rt.block_on(host.remove_image(&image, Some(qp::RemoveImageOptions { force: true, ..Default::default() }), None));
+    with_cleanup(r, |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert_eq!(field(&r.stdout, "docker"), "/didx/bin/docker", "{}", r.show());
+        assert!(!field(&r.stdout, "server").is_empty(), "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+    removed.unwrap();
+}
