@@ -242,8 +242,7 @@ impl Launch {
         if let Some(user) = &self.user {
             let engine = env.engine();
             let client = &env.client().id;
-            let passwd = read_file(env, "/etc/passwd").await?;
-            let group = read_file(env, "/etc/group").await?;
+            let (passwd, group) = read_accounts(env).await?;
             let home = self.home(user);
             let passwd = merge_passwd(&passwd, user, &home);
             let group = merge_group(&group, user);
@@ -254,12 +253,13 @@ impl Launch {
             if !self.workdir {
                 files.push(Owned { path: home.trim_start_matches('/').to_string(), mode: 0o700, uid: user.uid, gid: user.gid, data: None });
             }
-            engine.upload(client, "/", owned_tar(&files)?).await?;
-            // The client certificate, the user's and still private (the key stays 0600).
+            // The client certificate, the user's and still private (the key stays 0600). One
+            // upload for everything: each archive call costs tens of milliseconds.
             let certs = crate::env::CLIENT_CERT_PATH;
             let tar: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(engine.download(client, certs)).await?;
-            let parent = std::path::Path::new(certs).parent().map(|p| p.display().to_string()).unwrap_or_else(|| "/".into());
-            engine.upload(client, &parent, reowned(&tar.concat(), user.uid, user.gid)?).await?;
+            let parent = std::path::Path::new(certs).parent().map(|p| p.display().to_string()).unwrap_or_default();
+            files.extend(reowned(&tar.concat(), parent.trim_start_matches('/'), user.uid, user.gid)?);
+            engine.upload(client, "/", owned_tar(&files)?).await?;
         }
         let mut shape = self.exec_as();
         if self.docker_check
@@ -327,21 +327,34 @@ async fn inject_docker(env: &Environment) -> Result<Option<String>> {
     Ok(Some(format!("{INJECTED_BIN}:{client_path}")))
 }
 
-/// A file of the client as text; empty when it does not exist.
-async fn read_file(env: &Environment, path: &str) -> Result<String> {
+/// The client's `/etc/passwd` and `/etc/group` as text (empty when absent), from one
+/// download of `/etc` (each archive call costs tens of milliseconds).
+async fn read_accounts(env: &Environment) -> Result<(String, String)> {
     let (engine, client) = (env.engine(), &env.client().id);
-    if engine.stat_is_dir(client, path).await? != Some(false) {
-        return Ok(String::new());
+    if engine.stat_is_dir(client, "/etc").await? != Some(true) {
+        return Ok((String::new(), String::new()));
     }
-    let tar: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(engine.download(client, path)).await?;
+    let tar: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(engine.download(client, "/etc")).await?;
     let data = tar.concat();
-    let io = |e| Error::io(format!("reading {path} of the client"), e);
-    let mut a = tar::Archive::new(&data[..]);
-    let mut text = String::new();
-    if let Some(entry) = a.entries().map_err(io)?.next() {
-        std::io::Read::read_to_string(&mut entry.map_err(io)?, &mut text).map_err(io)?;
+    accounts_in(&data).map_err(|e| Error::io("reading /etc/passwd and /etc/group of the client", e))
+}
+
+/// `etc/passwd` and `etc/group` of a tar of `/etc`, as text (empty when absent).
+fn accounts_in(tar: &[u8]) -> std::io::Result<(String, String)> {
+    let (mut passwd, mut group) = (String::new(), String::new());
+    for entry in tar::Archive::new(tar).entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let into = match entry.path()?.to_str() {
+            Some("etc/passwd") => &mut passwd,
+            Some("etc/group") => &mut group,
+            _ => continue,
+        };
+        std::io::Read::read_to_string(&mut entry, into)?;
     }
-    Ok(text)
+    Ok((passwd, group))
 }
 
 /// One entry of [`owned_tar`]: a file (`data`) or a directory (`None`), with its owner.
@@ -378,22 +391,30 @@ fn owned_tar(entries: &[Owned]) -> Result<Vec<u8>> {
     b.into_inner().map_err(io)
 }
 
-/// `tar` with every entry owned by `uid:gid` (modes and contents kept).
-fn reowned(tar: &[u8], uid: u32, gid: u32) -> Result<Vec<u8>> {
+/// The files and directories of `tar`, under `under` (relative), owned by `uid:gid` (modes
+/// and contents kept; other kinds of entry dropped).
+fn reowned(tar: &[u8], under: &str, uid: u32, gid: u32) -> Result<Vec<Owned>> {
     let io = |e| Error::io("re-owning the client certificate", e);
     let mut a = tar::Archive::new(tar);
-    let mut b = tar::Builder::new(Vec::new());
+    let mut out = Vec::new();
     for entry in a.entries().map_err(io)? {
         let mut entry = entry.map_err(io)?;
-        let mut h = entry.header().clone();
-        h.set_uid(uid.into());
-        h.set_gid(gid.into());
-        let path = entry.path().map_err(io)?.into_owned();
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut data).map_err(io)?;
-        b.append_data(&mut h, path, &data[..]).map_err(io)?;
+        let kind = entry.header().entry_type();
+        let mode = entry.header().mode().map_err(io)?;
+        let path = entry.path().map_err(io)?.display().to_string();
+        let path = format!("{under}/{}", path.trim_end_matches('/')).trim_start_matches('/').to_string();
+        let data = match kind {
+            tar::EntryType::Directory => None,
+            tar::EntryType::Regular => {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut data).map_err(io)?;
+                Some(data)
+            }
+            _ => continue,
+        };
+        out.push(Owned { path, mode, uid, gid, data });
     }
-    b.into_inner().map_err(io)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -508,13 +529,27 @@ mod tests {
     }
 
     #[test]
+    fn the_accounts_are_read_from_a_tar_of_etc() {
+        let t = owned_tar(&[
+            Owned { path: "etc".into(), mode: 0o755, uid: 0, gid: 0, data: None },
+            Owned { path: "etc/hosts".into(), mode: 0o644, uid: 0, gid: 0, data: Some(b"h".to_vec()) },
+            Owned { path: "etc/passwd".into(), mode: 0o644, uid: 0, gid: 0, data: Some(PASSWD.as_bytes().to_vec()) },
+            Owned { path: "etc/group".into(), mode: 0o644, uid: 0, gid: 0, data: Some(GROUP.as_bytes().to_vec()) },
+        ])
+        .unwrap();
+        assert_eq!(accounts_in(&t).unwrap(), (PASSWD.to_string(), GROUP.to_string()));
+        let none = owned_tar(&[Owned { path: "etc".into(), mode: 0o755, uid: 0, gid: 0, data: None }]).unwrap();
+        assert_eq!(accounts_in(&none).unwrap(), (String::new(), String::new()));
+    }
+
+    #[test]
     fn archives_carry_owners_and_reowning_keeps_modes() {
         let t = owned_tar(&[
             Owned { path: "etc/passwd".into(), mode: 0o644, uid: 0, gid: 0, data: Some(b"x".to_vec()) },
             Owned { path: "home/alice".into(), mode: 0o700, uid: 1234, gid: 2345, data: None },
         ])
         .unwrap();
-        let r = reowned(&t, 7, 8).unwrap();
+        let r = owned_tar(&reowned(&t, "x", 7, 8).unwrap()).unwrap();
         let list = |t: &[u8]| {
             tar::Archive::new(t)
                 .entries()
@@ -527,6 +562,6 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(list(&t), [("etc/passwd".into(), 0o644, 0, 0, 1), ("home/alice/".into(), 0o700, 1234, 2345, 0)]);
-        assert_eq!(list(&r), [("etc/passwd".into(), 0o644, 7, 8, 1), ("home/alice/".into(), 0o700, 7, 8, 0)]);
+        assert_eq!(list(&r), [("x/etc/passwd".into(), 0o644, 7, 8, 1), ("x/home/alice/".into(), 0o700, 7, 8, 0)]);
     }
 }
