@@ -583,7 +583,9 @@ impl Sandbox {
     }
 
     /// Run `argv` in the client (no shell: `["sh", "-c", "…"]` for one) and capture its output.
-    /// A command that fails is not an error: look at [`ExecOutput::code`].
+    /// A command that fails is not an error: look at [`ExecOutput::code`]. It runs as the
+    /// builder said: in `/work` with [`SandboxBuilder::workdir_here`], as
+    /// [`SandboxBuilder::user`], with the agent of [`SandboxBuilder::ssh_agent`].
     pub async fn exec<I, S>(&self, argv: I) -> Result<ExecOutput>
     where
         I: IntoIterator<Item = S>,
