@@ -128,6 +128,30 @@ pub fn open_lock(name: &str) -> Result<File> {
     Ok(f)
 }
 
+/// Take the lock `name` in the cache directory (opened as [`open_lock`] does), polling every
+/// `poll` while another process holds it: `waiting` is called once, on the first wait, and
+/// `cancel` is answered between tries. The kernel releases it when the file is dropped or the
+/// process ends, however.
+pub async fn lock(name: &str, poll: std::time::Duration, cancel: &crate::Cancel, waiting: impl FnOnce(&Path)) -> Result<File> {
+    let f = open_lock(name)?;
+    let mut waiting = Some(waiting);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if let Some(w) = waiting.take() {
+                    w(&dir().unwrap_or_default().join(name));
+                }
+                tokio::time::sleep(poll).await;
+                cancel.check()?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", dir().unwrap_or_default().join(name).display()), e));
+            }
+        }
+    }
+}
+
 /// A private work directory: a new directory with a random name under the system's temporary
 /// directory, created mode 0700 by a `mkdir` that fails rather than reuse anything already there.
 /// Removed (with its contents) when the returned guard drops.

@@ -486,14 +486,7 @@ const NET_LOCK: &str = "net.lock";
 
 /// Take the claim lock (polling: a claim holds it for a list and a create).
 async fn net_lock() -> Result<std::fs::File> {
-    let f = crate::cache::open_lock(NET_LOCK)?;
-    loop {
-        match f.try_lock() {
-            Ok(()) => return Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) => tokio::time::sleep(Duration::from_millis(10)).await,
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(format!("locking {NET_LOCK} in didx's cache directory"), e)),
-        }
-    }
+    crate::cache::lock(NET_LOCK, Duration::from_millis(10), &Cancel::new(), |_| {}).await
 }
 
 /// A free block of `range`: none held by a didx server on the engine (by its label), none

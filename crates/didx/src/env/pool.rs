@@ -586,24 +586,8 @@ struct PoolLock {
 async fn lock(cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<PoolLock> {
     cancel.check()?;
     let path = crate::cache::dir().unwrap_or_default().join(LOCK_FILE);
-    let f = crate::cache::open_lock(LOCK_FILE)?;
-    let io = |e| Error::Io { what: format!("locking {}", path.display()), source: e };
-    let meta = f.metadata().map_err(io)?;
-    let mut told = false;
-    loop {
-        match f.try_lock() {
-            Ok(()) => break,
-            Err(std::fs::TryLockError::WouldBlock) => {
-                if !told {
-                    told = true;
-                    on(Event::PoolLockWait { path: &path });
-                }
-                tokio::time::sleep(LOCK_POLL).await;
-                cancel.check()?;
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-        }
-    }
+    let f = crate::cache::lock(LOCK_FILE, LOCK_POLL, cancel, |path| on(Event::PoolLockWait { path })).await?;
+    let meta = f.metadata().map_err(|e| Error::Io { what: format!("locking {}", path.display()), source: e })?;
     let lock_id = Sha256::digest(format!("{}\0{}\0{}", path.display(), meta.dev(), meta.ino()).as_bytes());
     let site = format!("{}/{}", hostname(), &hex::encode(lock_id)[..12]);
     let filler = Filler { id: format!("{site}/{}/{}", std::process::id(), EnvId::generate()), site };
