@@ -63,75 +63,85 @@ fn age(created: Option<u64>) -> String {
     }
 }
 
-/// `--clean rpt`: every didx environment on the engine.
+/// `--clean rpt`: every didx environment on the engine, a line per container.
 pub async fn environments(engine: &Engine) -> anyhow::Result<u8> {
+    list_environments(engine, rpt_table).await
+}
+
+/// `didx ls`: every didx environment on the engine, a line each.
+pub async fn ls(engine: &Engine) -> anyhow::Result<u8> {
+    list_environments(engine, ls_table).await
+}
+
+/// Every didx environment on the engine: JSON with `--json` (one schema for both listings),
+/// else `table`'s text; then the count line.
+async fn list_environments(engine: &Engine, table: fn(&[EnvSummary]) -> String) -> anyhow::Result<u8> {
     let envs = didx::inventory::list(engine).await?;
     if JSON.load(Ordering::Relaxed) {
         let now = now();
         output::out(&to_text(&Value::Array(envs.iter().map(|e| env_json(e, now)).collect())));
     } else {
-        output::out(&format!("{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} NAME\n", "ENV", "AGE", "ROLE", "STATE", "POOL", "CERTS EXPIRE"));
-        for e in &envs {
-            let pool = e.pool.as_ref().map(|k| format!("pool {k}")).unwrap_or_else(|| "-".into());
-            let expires = e.expires.map(utc_date).unwrap_or_else(|| "-".into());
-            for m in &e.members {
-                output::out(&format!(
-                    "{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} {}\n",
-                    e.id,
-                    age(e.created),
-                    m.role,
-                    m.state,
-                    pool,
-                    expires,
-                    m.name
-                ));
-            }
-        }
+        output::out(&table(&envs));
     }
     say(format!("{} environment(s)", envs.len()));
     Ok(0)
 }
 
-/// `didx ls`: every didx environment on the engine, a line each.
-pub async fn ls(engine: &Engine) -> anyhow::Result<u8> {
-    let envs = didx::inventory::list(engine).await?;
-    if JSON.load(Ordering::Relaxed) {
-        let now = now();
-        output::out(&to_text(&Value::Array(envs.iter().map(|e| env_json(e, now)).collect())));
-    } else {
-        let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
-        output::out(&format!(
-            "{:<12} {:<8} {:<16} {:<22} {:<5} {:<8} {:<28} {:<16} {:<24} ENDPOINT\n",
-            "ENV", "STATE", "VERSIONS", "IMAGE", "AGE", "POLICY", "OWNER", "ADDRESSES", "PUBLISHED"
-        ));
-        for e in &envs {
-            let versions = match (&e.versions.0, &e.versions.1) {
-                (Some(s), Some(c)) if s != c => format!("{s}/{c}"),
-                (s, c) => dash(s.as_deref().or(c.as_deref())),
-            };
-            let image = match (&e.images.0, &e.images.1) {
-                (Some(s), Some(c)) if s != c => format!("{s} {c}"),
-                (s, c) => dash(s.as_deref().or(c.as_deref())),
-            };
-            let published: Vec<String> =
-                e.published.iter().map(|p| format!("{}:{}->{}/{}", p.ip, p.host_port, p.env_port, p.proto.as_str())).collect();
-            output::out(&format!(
-                "{:<12} {:<8} {:<16} {:<22} {:<5} {:<8} {:<28} {:<16} {:<24} {}\n",
+/// `--clean rpt`'s table.
+fn rpt_table(envs: &[EnvSummary]) -> String {
+    let mut t = format!("{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} NAME\n", "ENV", "AGE", "ROLE", "STATE", "POOL", "CERTS EXPIRE");
+    for e in envs {
+        let pool = e.pool.as_ref().map(|k| format!("pool {k}")).unwrap_or_else(|| "-".into());
+        let expires = e.expires.map(utc_date).unwrap_or_else(|| "-".into());
+        for m in &e.members {
+            t.push_str(&format!(
+                "{:<12} {:<6} {:<8} {:<10} {:<18} {:<17} {}\n",
                 e.id,
-                e.state(),
-                versions,
-                image,
                 age(e.created),
-                dash(e.policy.as_deref()),
-                dash(e.owner.as_deref()),
-                dash(e.net.as_deref()),
-                if published.is_empty() { "-".to_string() } else { published.join(",") },
-                dash(e.endpoint.as_deref()),
+                m.role,
+                m.state,
+                pool,
+                expires,
+                m.name
             ));
         }
     }
-    say(format!("{} environment(s)", envs.len()));
-    Ok(0)
+    t
+}
+
+/// `didx ls`'s table.
+fn ls_table(envs: &[EnvSummary]) -> String {
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
+    let mut t = format!(
+        "{:<12} {:<8} {:<16} {:<22} {:<5} {:<8} {:<28} {:<16} {:<24} ENDPOINT\n",
+        "ENV", "STATE", "VERSIONS", "IMAGE", "AGE", "POLICY", "OWNER", "ADDRESSES", "PUBLISHED"
+    );
+    for e in envs {
+        let versions = match (&e.versions.0, &e.versions.1) {
+            (Some(s), Some(c)) if s != c => format!("{s}/{c}"),
+            (s, c) => dash(s.as_deref().or(c.as_deref())),
+        };
+        let image = match (&e.images.0, &e.images.1) {
+            (Some(s), Some(c)) if s != c => format!("{s} {c}"),
+            (s, c) => dash(s.as_deref().or(c.as_deref())),
+        };
+        let published: Vec<String> =
+            e.published.iter().map(|p| format!("{}:{}->{}/{}", p.ip, p.host_port, p.env_port, p.proto.as_str())).collect();
+        t.push_str(&format!(
+            "{:<12} {:<8} {:<16} {:<22} {:<5} {:<8} {:<28} {:<16} {:<24} {}\n",
+            e.id,
+            e.state(),
+            versions,
+            image,
+            age(e.created),
+            dash(e.policy.as_deref()),
+            dash(e.owner.as_deref()),
+            dash(e.net.as_deref()),
+            if published.is_empty() { "-".to_string() } else { published.join(",") },
+            dash(e.endpoint.as_deref()),
+        ));
+    }
+    t
 }
 
 /// `didx pool`: every pooled environment on the engine.
