@@ -117,6 +117,12 @@ pub struct RunArgs {
     /// SSH_AUTH_SOCK set there for the COMMANDs
     #[arg(long = "ssh-agent")]
     pub ssh_agent: bool,
+    /// Which engine the client's docker talks to: dind (its own inner engine, the default) or
+    /// host (the engine didx uses, Docker-outside-of-Docker: no server; the client gets root
+    /// on the host; its bind sources are translated to host paths and what it creates is
+    /// removed with it)
+    #[arg(long, default_value = "dind", value_name = "ENGINE")]
+    pub engine: String,
     /// Commands to run in the client (see below)
     #[arg(value_name = "COMMAND")]
     pub commands: Vec<String>,

@@ -323,7 +323,7 @@ fn run_builder(a: &RunArgs) -> didx::Result<didx::SandboxBuilder> {
     if let Some(u) = &a.user {
         b = b.user(didx::spec::UserSpec::parse(u)?);
     }
-    Ok(b.workdir_here(a.workdir_here).ssh_agent(a.ssh_agent))
+    Ok(b.workdir_here(a.workdir_here).ssh_agent(a.ssh_agent).engine(a.engine.parse::<didx::spec::EngineMode>()?))
 }
 
 async fn image_build(host: Option<&str>, spec: BuildSpec) -> anyhow::Result<u8> {
@@ -360,6 +360,10 @@ fn say_start_event(e: &StartEvent<'_>) {
         StartEvent::CapabilitiesUnknown { names } => {
             say(format!("the engine does not know {}; the caps profile goes without them", names.join(", ")))
         }
+        StartEvent::EngineHost { host } => say(format!(
+            "WARNING: --engine host gives the client the engine at {host} itself: whatever runs in the client has root on that \
+             engine's host. Use it only for code you trust."
+        )),
         StartEvent::PoolLockWait { path } => {
             say(format!("waiting for the pool lock {} (another pool up or down holds it)", path.display()))
         }

@@ -101,6 +101,13 @@ impl Matrix {
         if a.pool {
             return Err(usage("option", "--pool", "a matrix starts its own environments; drop --pool or give one --sv value"));
         }
+        if a.engine != "dind" {
+            return Err(usage(
+                "option",
+                format!("--engine {}", a.engine),
+                "a matrix runs one inner engine per version; drop --engine or give one --sv value",
+            ));
+        }
         if let Some(cp) = a.cp.iter().find(|c| c.starts_with("-:")) {
             return Err(usage(
                 "--cp spec",

@@ -219,12 +219,16 @@ impl RunJob {
             }
             Event::Removed { names: [server, client] } => {
                 timings.mark("removed");
-                say(format!("dind server named: '{server}' terminated & destroyed"));
+                if !server.is_empty() {
+                    say(format!("dind server named: '{server}' terminated & destroyed"));
+                }
                 say(format!("dind client named: '{client}' terminated & destroyed"));
             }
             Event::Kept { id, names: [server, client], expires } => {
                 let expires = expires.map(|t| format!("; its TLS certificates expire on {} UTC", utc_date(t))).unwrap_or_default();
-                say(format!("dind server named: '{server}' remains running{expires}"));
+                if !server.is_empty() {
+                    say(format!("dind server named: '{server}' remains running{expires}"));
+                }
                 say(format!(
                     "dind client named: '{client}' remains running (attach: docker exec -it {client} sh; env {id}; remove all: didx --clean all)"
                 ));

@@ -652,9 +652,14 @@ impl Engine {
 
     /// Names of networks matching `filters`.
     pub async fn networks(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<String>> {
+        Ok(self.networks_labelled(filters).await?.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// Networks matching `filters`, each with its labels.
+    pub async fn networks_labelled(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<(String, HashMap<String, String>)>> {
         let opts = qp::ListNetworksOptions { filters: Some(filters) };
         let r = quick("list networks", "engine", self.docker.list_networks(Some(opts))).await?;
-        Ok(r.into_iter().filter_map(|n| n.name).collect())
+        Ok(r.into_iter().filter_map(|n| Some((n.name?, n.labels.unwrap_or_default()))).collect())
     }
 
     /// The IPv4 and IPv6 subnets of every network of the engine (from each network's IPAM

@@ -162,6 +162,33 @@ pub enum Error {
         /// The engine's refusal, from the bind on.
         reason: String,
     },
+    /// didx runs in a container of the engine and a path it would hand the engine is on
+    /// none of that container's mounts, so the engine cannot see it.
+    #[error(
+        "{what} {path} is inside didx's own container, on none of its mounts, so the engine cannot see it; \
+         mount a host directory there (docker run -v HOSTDIR:DIR) or set DIDX_CACHE_DIR to a mounted directory"
+    )]
+    NotOnAMount {
+        /// What the path is for (`-v source`, `the engine proxy's socket`, …).
+        what: String,
+        /// The path.
+        path: String,
+    },
+    /// The environment has no inner engine (`--engine host`): its client uses the engine
+    /// didx itself uses.
+    #[error("environment {id} runs with --engine host: it has no inner engine; its client uses the engine didx uses ({host})")]
+    NoInnerEngine {
+        /// The environment's id.
+        id: String,
+        /// The engine's address.
+        host: String,
+    },
+    /// `--engine host` needs an engine reached through a unix socket (the proxy forwards to it).
+    #[error("--engine host needs the engine's unix socket (DOCKER_HOST=unix:///…), not {host}; run didx on the engine's machine")]
+    EngineHostNeedsSocket {
+        /// The engine's address.
+        host: String,
+    },
     /// Certificate generation failed.
     #[error("cannot generate TLS material: {0}")]
     Tls(#[from] rcgen::Error),
@@ -213,7 +240,7 @@ pub enum Error {
 impl Error {
     /// True when the user's input is at fault (exit code 2), false when running it failed.
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Invalid { .. })
+        matches!(self, Error::Invalid { .. } | Error::NotOnAMount { .. } | Error::EngineHostNeedsSocket { .. })
     }
 
     /// True when the engine itself stopped answering (stopped, restarted, its socket gone),

@@ -50,6 +50,8 @@ pub enum Role {
     Data,
     /// A short-lived container that reads an image for `--cp IMAGE::/path`.
     Source,
+    /// A container, volume or network the client created on the engine (`--engine host`).
+    Started,
 }
 
 impl Role {
@@ -60,6 +62,7 @@ impl Role {
             Role::Client => "client",
             Role::Data => "data",
             Role::Source => "source",
+            Role::Started => "started",
         }
     }
 }

@@ -294,15 +294,20 @@ async fn find_docker(env: &Environment, container: &str, path: &str) -> Result<O
 /// When the client has no `docker` on its `PATH`, copy the server's into [`INJECTED_BIN`]
 /// (streamed, engine to engine) and return the `PATH` that finds it first.
 async fn inject_docker(env: &Environment) -> Result<Option<String>> {
-    let (client, server) = (env.client().id.clone(), env.server().id.clone());
+    let client = env.client().id.clone();
     let client_path = path_of(env, &client).await?;
     if find_docker(env, &client, &client_path).await?.is_some() {
         return Ok(None);
     }
-    let server_path = path_of(env, &server).await?;
-    let Some(source) = find_docker(env, &server, &server_path).await? else {
-        return Err(Error::NoDockerCli { client: env.client().name.clone(), server: env.server().name.clone() });
+    // `--engine host` has no server to copy from.
+    let Some(server) = env.server().cloned() else {
+        return Err(Error::NoDockerCli { client: env.client().name.clone(), server: "(none: --engine host)".to_string() });
     };
+    let server_path = path_of(env, &server.id).await?;
+    let Some(source) = find_docker(env, &server.id, &server_path).await? else {
+        return Err(Error::NoDockerCli { client: env.client().name.clone(), server: server.name.clone() });
+    };
+    let server = server.id;
     tracing::info!(client = %env.client().name, %source, "the client image has no docker CLI; copying the server's");
     let dir = Owned { path: INJECTED_BIN.trim_start_matches('/').to_string(), mode: 0o755, uid: 0, gid: 0, data: None };
     env.engine().upload(&client, "/", owned_tar(&[dir])?).await?;

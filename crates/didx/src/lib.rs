@@ -49,7 +49,7 @@ macro_rules! internal {
     )*};
 }
 
-internal!(archive, build, cache, command, copy, engine, env, images, isolation, labels, load, net, ready, run, tls);
+internal!(archive, build, cache, command, copy, dood, engine, env, images, isolation, labels, load, net, ready, run, tls);
 
 mod cancel;
 mod context;

@@ -15,7 +15,7 @@ use crate::launcher::{Launch, SSH_AGENT_SOCK, UserSpec, WORKDIR};
 use crate::load::HostImage;
 use crate::pool::Refill;
 use crate::session::Event;
-use crate::spec::{AddressRange, IsolationMode, PublishSpec, Version, VolumeSource, VolumeSpec};
+use crate::spec::{AddressRange, EngineMode, IsolationMode, PublishSpec, Version, VolumeSource, VolumeSpec};
 
 /// The variable that keeps every [`Sandbox`] a program drops (for looking at it afterwards):
 /// `DIDX_KEEP=1`. [`Sandbox::rm`] still removes.
@@ -62,6 +62,7 @@ pub struct SandboxBuilder {
     workdir_here: bool,
     user: Option<UserSpec>,
     ssh_agent: bool,
+    engine_mode: EngineMode,
 }
 
 /// How long [`SandboxBuilder`] waits for the inner engine unless told otherwise.
@@ -183,6 +184,16 @@ impl SandboxBuilder {
         self
     }
 
+    /// Which engine the client talks to (`--engine`): its own inner engine (the default,
+    /// [`EngineMode::Dind`]) or, with [`EngineMode::Host`], the engine the sandbox is started
+    /// on, through didx's engine-API proxy (Docker-outside-of-Docker: no server; bind sources
+    /// the client names are translated to the engine's paths; what the client creates is
+    /// labelled and removed with the sandbox). The client then has root on the engine's host.
+    pub fn engine(mut self, mode: EngineMode) -> Self {
+        self.engine_mode = mode;
+        self
+    }
+
     /// Check every value and return the validated options; touches no engine.
     pub fn options(&self) -> Result<SandboxOptions> {
         let sv = Version::parse("--sv value", self.sv.as_deref().unwrap_or("latest"))?;
@@ -245,7 +256,15 @@ impl SandboxBuilder {
         }
         let publish: Vec<PublishSpec> = self.publish.iter().map(|p| PublishSpec::parse(p)).collect::<Result<_>>()?;
         crate::publish::check_all(&publish)?;
+        if self.engine_mode == EngineMode::Host && !publish.is_empty() {
+            return Err(Error::invalid(
+                "--publish",
+                self.publish.join(" "),
+                "--engine host has no inner engine to publish from: the client's own `docker run -p` publishes on the host",
+            ));
+        }
         Ok(SandboxOptions {
+            engine_mode: self.engine_mode,
             policy: if keep_from_env() { "keep" } else { "drop" },
             address_range,
             network: self.network.clone(),
@@ -332,6 +351,8 @@ pub struct SandboxOptions {
     pub(crate) publish: Vec<PublishSpec>,
     /// How the commands run: `/work`, the user, the ssh agent.
     pub(crate) launch: Launch,
+    /// Which engine the client talks to (`--engine`).
+    pub(crate) engine_mode: EngineMode,
 }
 
 /// The host's ssh agent socket, from `SSH_AUTH_SOCK`: it must name a socket.
@@ -391,6 +412,7 @@ impl SandboxOptions {
             network: self.network.clone(),
             policy: self.policy.to_string(),
             owner: crate::env::owner(),
+            engine_mode: self.engine_mode,
         })
     }
 
@@ -418,6 +440,9 @@ impl SandboxOptions {
         cancel: &Cancel,
         on: &(dyn Fn(&Event<'_>) + Send + Sync),
     ) -> Result<Launched> {
+        if pooled && self.engine_mode == EngineMode::Host {
+            return Err(Error::invalid("--pool", "--engine host", "the pool holds inner engines; --engine host has none: drop --pool"));
+        }
         let mut spec = self.spec(engine, lease, on).await?;
         on(&Event::Resolved);
         let fwd = |e: crate::env::Event<'_>| on(&Event::Start(e));
@@ -515,9 +540,9 @@ impl Sandbox {
     pub fn id(&self) -> &str {
         self.env().id().as_str()
     }
-    /// The server container's name.
-    pub fn server_name(&self) -> &str {
-        &self.env().server().name
+    /// The server container's name (`None` with `--engine host`, which has no server).
+    pub fn server_name(&self) -> Option<&str> {
+        self.env().server().map(|s| s.name.as_str())
     }
     /// The client container's name.
     pub fn client_name(&self) -> &str {

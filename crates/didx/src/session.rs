@@ -115,19 +115,19 @@ pub enum Event<'a> {
     Removing {
         /// Its id.
         id: &'a str,
-        /// Its server and client names.
+        /// Its server and client names (the server's empty with `--engine host`).
         names: &'a [String; 2],
     },
     /// The environment was removed.
     Removed {
-        /// Its server and client names.
+        /// Its server and client names (the server's empty with `--engine host`).
         names: &'a [String; 2],
     },
     /// The environment stays (by policy).
     Kept {
         /// Its id.
         id: &'a str,
-        /// Its server and client names.
+        /// Its server and client names (the server's empty with `--engine host`).
         names: &'a [String; 2],
         /// When its TLS certificates expire (Unix seconds), when known.
         expires: Option<u64>,
@@ -189,7 +189,7 @@ pub enum Removal {
 pub struct Report {
     /// The environment's id.
     pub env: String,
-    /// Its server and client names.
+    /// Its server and client names (the server's empty with `--engine host`).
     pub names: [String; 2],
     /// How the commands ended.
     pub outcome: Outcome,
@@ -323,7 +323,9 @@ impl Session {
     async fn finish(&self, env: Environment, outcome: Outcome, refill: Option<Refill>, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Report {
         on(&Event::CommandsDone);
         let id = env.id().to_string();
-        let names = [env.server().name.clone(), env.client().name.clone()];
+        // With `--engine host` there is no server: its name is empty.
+        let server = env.server().map_or_else(String::new, |s| s.name.clone());
+        let names = [server, env.client().name.clone()];
         let removal = if self.clean.removes(outcome.succeeded()) {
             on(&Event::Removing { id: &id, names: &names });
             match env.rm().await {

@@ -321,6 +321,43 @@ impl FromStr for IsolationMode {
     }
 }
 
+/// Which engine the client's docker talks to (`--engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineMode {
+    /// Its own inner engine in a server container (Docker-in-Docker).
+    #[default]
+    Dind,
+    /// The engine didx itself uses, through didx's engine-API proxy (Docker-outside-of-Docker;
+    /// see [`crate::dood`] with the `internals` feature): no server, and the client has root
+    /// on the engine's host.
+    Host,
+}
+
+impl EngineMode {
+    /// The option value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineMode::Dind => "dind",
+            EngineMode::Host => "host",
+        }
+    }
+}
+
+impl FromStr for EngineMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "dind" => Ok(EngineMode::Dind),
+            "host" => Ok(EngineMode::Host),
+            _ => Err(Error::invalid(
+                "--engine value",
+                s,
+                "expected dind (the default: an inner engine of its own) or host (the engine didx uses)",
+            )),
+        }
+    }
+}
+
 /// Parse a duration such as `30`, `30s`, `500ms` or `2m`.
 pub fn parse_duration(what: &'static str, s: &str) -> Result<Duration> {
     let bad = || Error::invalid(what, s, "expected a duration such as 60, 60s, 500ms or 2m");

@@ -130,6 +130,7 @@ pub async fn spec(e: &Engine, dockerd_opts: Vec<String>) -> didx::env::EnvSpec {
         network: None,
         policy: "anycase".into(),
         owner: String::new(),
+        engine_mode: Default::default(),
     }
 }
 

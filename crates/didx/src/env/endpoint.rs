@@ -48,10 +48,11 @@ impl Environment {
     /// The host address of the inner engine's TLS port, published on [`PUBLISHED_IP`] only.
     /// [`Error::NoEndpoint`] for a server that publishes none (made by an older didx).
     pub async fn endpoint(&self) -> Result<Endpoint> {
-        let inspect = self.engine.inspect(&self.server.id).await?;
+        let server = self.inner_server()?;
+        let inspect = self.engine.inspect(&server.id).await?;
         let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());
         let port = published_port(ports).ok_or_else(|| Error::NoEndpoint {
-            server: self.server.name.clone(),
+            server: server.name.clone(),
             ip: PUBLISHED_IP,
             port: TLS_PORT,
         })?;

@@ -1,6 +1,6 @@
 //! Finding environments by label: the `rpt` report, removal of one environment, and `all`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::future::join_all;
 
@@ -183,6 +183,7 @@ const SWEEP_AFTER_SECS: u64 = 60;
 /// minute ago. Run by every didx start and by `pool up` and `pool down`. Returns the volumes
 /// removed.
 pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
+    sweep_started(engine).await?;
     let now = super::now_secs();
     let old = |l: Option<&std::collections::HashMap<String, String>>| {
         l.and_then(|l| l.get(labels::CREATED)).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + SWEEP_AFTER_SECS <= now)
@@ -218,6 +219,38 @@ pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+/// Remove what `--engine host` clients started (labelled [`labels::Role::Started`]) whose
+/// client is gone: a run killed before its clean-up leaves them, as its client's lease ends
+/// only the client. (A client kept by policy keeps them.)
+async fn sweep_started(engine: &Engine) -> Result<()> {
+    let mut started = labels::filter(None);
+    if let Some(l) = started.get_mut("label") {
+        l.push(format!("{}={}", labels::ROLE, labels::Role::Started.as_str()));
+    }
+    let (containers, volumes, networks) =
+        tokio::join!(engine.containers(labels::filter(None)), engine.volumes_labelled(started.clone()), engine.networks_labelled(started));
+    let containers = containers?;
+    let role = |l: &HashMap<String, String>| l.get(labels::ROLE).cloned().unwrap_or_default();
+    let with_client: HashSet<String> = containers
+        .iter()
+        .filter_map(|c| c.labels.as_ref())
+        .filter(|l| role(l) != labels::Role::Started.as_str())
+        .filter_map(|l| l.get(labels::ENV).cloned())
+        .collect();
+    let mut envs: HashSet<String> = containers
+        .iter()
+        .filter_map(|c| c.labels.as_ref())
+        .filter(|l| role(l) == labels::Role::Started.as_str())
+        .filter_map(|l| l.get(labels::ENV).cloned())
+        .collect();
+    envs.extend(volumes?.into_iter().chain(networks?).filter_map(|(_, mut l)| l.remove(labels::ENV)));
+    for env in envs.difference(&with_client) {
+        tracing::info!(%env, "removing what a gone --engine host client started");
+        remove(engine, env).await?;
+    }
+    Ok(())
 }
 
 /// [`sweep`] where its failure must not fail the caller (a start, `pool up`, `pool down`):

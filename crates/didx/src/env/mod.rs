@@ -130,6 +130,9 @@ pub struct EnvSpec {
     pub policy: String,
     /// Who makes it, `USER@HOST pid PID` (see [`owner`]).
     pub owner: String,
+    /// Which engine the client talks to: its own server's, or (`--engine host`) the engine
+    /// itself through didx's proxy, with no server.
+    pub engine_mode: crate::spec::EngineMode,
 }
 
 /// This process as an environment's owner: `USER@HOST pid PID` (`USER` from `$USER`, else
@@ -186,6 +189,12 @@ pub enum Event<'a> {
         /// Time since start was called.
         elapsed: Duration,
     },
+    /// `--engine host`: the client is about to get the engine didx uses, i.e. root on its
+    /// host. Said once per environment, before anything is created.
+    EngineHost {
+        /// The engine's address.
+        host: &'a str,
+    },
     /// `pool up`/`pool down` waits for the pool lock another process holds.
     PoolLockWait {
         /// The lock file.
@@ -199,7 +208,8 @@ pub enum Event<'a> {
 pub struct Environment {
     engine: Engine,
     id: EnvId,
-    server: Container,
+    /// `None` with `--engine host`, which has no server.
+    server: Option<Container>,
     client: Container,
     /// Where the client's certificates are (a real directory, not the link a pooled client has).
     client_cert_dir: &'static str,
@@ -209,9 +219,12 @@ pub struct Environment {
     /// How COMMANDs run in the client (user, working directory, variables; see
     /// [`crate::launcher`]): the client's defaults until [`Environment::set_exec_as`].
     exec_as: ExecAs,
+    /// The engine-API proxy the client talks to (`--engine host`); it ends when this does.
+    #[expect(dead_code, reason = "held, not read: dropping it ends the proxy")]
+    proxy: Option<crate::dood::Proxy>,
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -221,7 +234,17 @@ impl Environment {
     pub async fn start(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<Environment> {
         use tracing::Instrument;
         let span = tracing::info_span!("start", env = %spec.id);
-        match start_inner(engine, spec, cancel, on).instrument(span).await {
+        let started = async {
+            // Paths handed to the engine are the engine machine's: when didx runs in a container
+            // of that engine, its own paths are translated through its container's mounts.
+            let own = crate::dood::own_mounts(engine).await?;
+            let spec = &with_own_paths(spec, own.as_ref())?;
+            match spec.engine_mode {
+                crate::spec::EngineMode::Dind => start_inner(engine, spec, cancel, on).await,
+                crate::spec::EngineMode::Host => start_host(engine, spec, own.as_ref(), on).await,
+            }
+        };
+        match started.instrument(span).await {
             Ok(env) => Ok(env),
             Err(e) => {
                 if let Err(rm) = remove(engine, spec.id.as_str()).await {
@@ -236,10 +259,16 @@ impl Environment {
     pub fn id(&self) -> &EnvId {
         &self.id
     }
-    /// The server container.
-    pub fn server(&self) -> &Container {
-        &self.server
+    /// The server container (`None` with `--engine host`: the client talks to the engine
+    /// itself).
+    pub fn server(&self) -> Option<&Container> {
+        self.server.as_ref()
     }
+    /// The server, or [`Error::NoInnerEngine`] with `--engine host`.
+    pub(crate) fn inner_server(&self) -> Result<&Container> {
+        self.server.as_ref().ok_or_else(|| Error::NoInnerEngine { id: self.id.to_string(), host: self.engine.host().to_string() })
+    }
+
     /// The client container.
     pub fn client(&self) -> &Container {
         &self.client
@@ -270,7 +299,13 @@ impl Environment {
         self.settled = true;
         // Both containers at once, by id (no list first); then whatever else carries the
         // environment's label (volumes shared between them, `--cp IMAGE::` readers, …).
-        let (s, c) = tokio::join!(self.engine.remove_container(&self.server.id), self.engine.remove_container(&self.client.id));
+        let server = async {
+            match &self.server {
+                Some(s) => self.engine.remove_container(&s.id).await,
+                None => Ok(()),
+            }
+        };
+        let (s, c) = tokio::join!(server, self.engine.remove_container(&self.client.id));
         s.and(c)?;
         remove(&self.engine, self.id.as_str()).await.map(|_| ())
     }
@@ -278,7 +313,8 @@ impl Environment {
     /// When this environment's certificates expire (Unix seconds), from its server's
     /// `io.didx.expires` label; `None` for a server made before didx bounded them.
     pub async fn certificates_expire(&self) -> Result<Option<u64>> {
-        let labels = self.engine.inspect(&self.server.id).await?.config.and_then(|c| c.labels).unwrap_or_default();
+        let Some(server) = &self.server else { return Ok(None) };
+        let labels = self.engine.inspect(&server.id).await?.config.and_then(|c| c.labels).unwrap_or_default();
         Ok(labels.get(labels::EXPIRES).and_then(|v| v.parse().ok()))
     }
 
@@ -286,8 +322,10 @@ impl Environment {
     /// itself when this process ends without [`Environment::release`].
     pub async fn lease(&mut self) -> Result<()> {
         let argv = lease_argv();
-        let (s, c) = tokio::join!(self.engine.lease(&self.server.id, &argv), self.engine.lease(&self.client.id, &argv));
-        self.leases.extend([s?, c?]);
+        if let Some(server) = &self.server {
+            self.leases.push(self.engine.lease(&server.id, &argv).await?);
+        }
+        self.leases.push(self.engine.lease(&self.client.id, &argv).await?);
         Ok(())
     }
 
@@ -314,9 +352,9 @@ impl Drop for Environment {
     fn drop(&mut self) {
         if !self.settled {
             if self.leases.is_empty() {
-                tracing::warn!(env = %self.id, server = %self.server.name, "environment dropped without rm() or keep(); it keeps running");
+                tracing::warn!(env = %self.id, client = %self.client.name, "environment dropped without rm() or keep(); it keeps running");
             } else {
-                tracing::warn!(env = %self.id, server = %self.server.name, "environment dropped without rm() or keep(); its lease ends it");
+                tracing::warn!(env = %self.id, client = %self.client.name, "environment dropped without rm() or keep(); its lease ends it");
             }
         }
     }
@@ -344,15 +382,17 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     let mut env = Environment {
         engine: engine.clone(),
         id: spec.id.clone(),
-        server: Container { name: server_name, id: server_id },
+        server: Some(Container { name: server_name.clone(), id: server_id.clone() }),
         client: Container { name: client_name, id: String::new() },
         client_cert_dir: recipe::CLIENT_CERT_PATH,
         settled: false,
         leases: server_lease.into_iter().collect(),
         exec_as: ExecAs::default(),
+        proxy: None,
     };
     cancel.check().inspect_err(|_| env.settled = true)?;
-    let client = recipe::Client { spec, server_name: &env.server.name, created, files: ClientFiles::Upload(&tls), pool_key: None };
+    let server = Container { name: server_name, id: server_id };
+    let client = recipe::Client { spec, server_name: &server.name, created, files: ClientFiles::Upload(&tls), pool_key: None, engine_socket: None };
     // dockerd boots while the client is made and starts; the probe goes straight to the server.
     let client_start = async {
         match start_client(engine, &env.client.name, &client, spec.lease).await {
@@ -362,11 +402,11 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
             }
             // The client joins the server's network namespace: if dockerd already died (e.g. a
             // bad --dkropts), the server's own log is the useful answer.
-            Err(e) => Err(server_exit(engine, &env.server.id, &env.server.name).await?.unwrap_or(e)),
+            Err(e) => Err(server_exit(engine, &server.id, &server.name).await?.unwrap_or(e)),
         }
     };
     let (started, ready) =
-        tokio::join!(client_start, wait_ready(engine, &env.server, Some(&env.client.name), &tls, spec.ready_timeout, cancel));
+        tokio::join!(client_start, wait_ready(engine, &server, Some(&env.client.name), &tls, spec.ready_timeout, cancel));
     // From here on the handle owns the containers; on failure the caller's rollback removes
     // them by label, so let go of the handle quietly.
     match (started, ready) {
@@ -381,6 +421,57 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
             Err(e)
         }
     }
+}
+
+/// `spec` with its `-v` host sources as the engine's machine names them (see
+/// [`crate::dood::translate_own`]).
+fn with_own_paths(spec: &EnvSpec, own: Option<&crate::dood::MountTable>) -> Result<EnvSpec> {
+    let mut spec = spec.clone();
+    for v in &mut spec.volumes {
+        if let crate::spec::VolumeSource::Host(p) = &v.source {
+            v.source = crate::spec::VolumeSource::Host(crate::dood::translate_own(own, "-v source", p)?);
+        }
+    }
+    Ok(spec)
+}
+
+/// `--engine host`: no server; the client gets the engine-API proxy's socket (see
+/// [`crate::dood`]). Said loudly first: the client has root on the engine's host.
+async fn start_host(
+    engine: &Engine,
+    spec: &EnvSpec,
+    own: Option<&crate::dood::MountTable>,
+    on: &(dyn Fn(Event<'_>) + Send + Sync),
+) -> Result<Environment> {
+    let t0 = Instant::now();
+    on(Event::EngineHost { host: engine.host() });
+    let dir = crate::cache::ensure_dir()?.join("dood").join(spec.id.as_str());
+    let client_name = spec.client_name();
+    let proxy = crate::dood::Proxy::start(engine, spec.id.as_str(), &client_name, dir).await?;
+    let socket = crate::dood::translate_own(own, "the engine proxy's socket", &proxy.socket())?;
+    let socket = socket.to_string_lossy();
+    let client = recipe::Client {
+        spec,
+        server_name: "",
+        created: now_secs(),
+        files: ClientFiles::EntrypointOnly,
+        pool_key: None,
+        engine_socket: Some(&socket),
+    };
+    let (client_id, lease) = start_client(engine, &client_name, &client, spec.lease).await?;
+    on(Event::ClientStarted { name: &client_name, image: &spec.client_image });
+    tracing::debug!(elapsed = ?t0.elapsed(), "client of the host engine started");
+    Ok(Environment {
+        engine: engine.clone(),
+        id: spec.id.clone(),
+        server: None,
+        client: Container { name: client_name, id: client_id },
+        client_cert_dir: recipe::CLIENT_CERT_PATH,
+        settled: false,
+        leases: lease.into_iter().collect(),
+        exec_as: ExecAs::default(),
+        proxy: Some(proxy),
+    })
 }
 
 /// Create, fill and start the server, switching `auto` isolation to the caps profile when the
@@ -722,6 +813,7 @@ mod tests {
             network: None,
             policy: "anycase".into(),
             owner: String::new(),
+            engine_mode: Default::default(),
         };
         assert_eq!(spec.server_name(), "dind_abc_server_latest");
         assert_eq!(spec.client_name(), "dind_abc_client_24.0");

@@ -430,7 +430,7 @@ async fn start_pooled(
     // No client yet: the probe goes straight to the server.
     let server = Container { name: name.clone(), id: id.clone() };
     wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
-    let client = recipe::Client { spec, server_name: &name, created: now_secs(), files: ClientFiles::Upload(&tls), pool_key: Some(&tag.key) };
+    let client = recipe::Client { spec, server_name: &name, created: now_secs(), files: ClientFiles::Upload(&tls), engine_socket: None, pool_key: Some(&tag.key) };
     let client = create_client(engine, &pooling_name(spec), &client).await?;
     engine.start(&client).await?;
     engine.rename(&client, &pooled_name(spec)).await?;
@@ -469,12 +469,13 @@ pub async fn claim(
         let env = Environment {
             engine: engine.clone(),
             id: spec.id.clone(),
-            server: cand.server.clone(),
+            server: Some(cand.server.clone()),
             client,
             client_cert_dir: CLIENT_CERT_PATH,
             settled: false,
             leases: Vec::new(),
             exec_as: crate::engine::ExecAs::default(),
+            proxy: None,
         };
         match take(engine, spec, env, &key).await {
             Ok(mut env) => {
@@ -508,7 +509,9 @@ async fn take(engine: &Engine, spec: &EnvSpec, mut env: Environment, key: &str) 
     if spec.volumes.is_empty() {
         return Ok(env);
     }
-    let client = recipe::Client { spec, server_name: &env.server.name, created: now_secs(), files: ClientFiles::Copied, pool_key: Some(key) };
+    let server_name = env.inner_server()?.name.clone();
+    let client =
+        recipe::Client { spec, server_name: &server_name, created: now_secs(), files: ClientFiles::Copied, pool_key: Some(key), engine_socket: None };
     let swapping = format!("dind_{}_claiming_{}", spec.id, spec.cv.as_str());
     let id = create_client(engine, &swapping, &client).await?;
     // Its entrypoint and certificates, from the client it replaces (archives of a few KB).
@@ -632,6 +635,7 @@ mod tests {
             network: None,
             policy: "anycase".into(),
             owner: String::new(),
+            engine_mode: Default::default(),
         }
     }
 

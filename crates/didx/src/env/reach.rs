@@ -84,9 +84,10 @@ impl Environment {
         if !is_on_this_machine(host) {
             return Err(Error::EndpointElsewhere { host: host.to_string() });
         }
-        let inspect = self.engine.inspect(&self.server.id).await?;
+        let server = self.inner_server()?;
+        let inspect = self.engine.inspect(&server.id).await?;
         let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());
-        let port = published_port(ports).ok_or_else(|| Error::NoEndpoint { server: self.server.name.clone(), ip: PUBLISHED_IP, port: TLS_PORT })?;
+        let port = published_port(ports).ok_or_else(|| Error::NoEndpoint { server: server.name.clone(), ip: PUBLISHED_IP, port: TLS_PORT })?;
         let published = all_bound(ports);
         let certs = self.client_certificates().await?;
         let cert_path = certdir::write(host, self.id.as_str(), &certs)?;
@@ -95,7 +96,8 @@ impl Environment {
 
     /// The ports this environment's server publishes (`--publish`), as bound.
     pub async fn published(&self) -> Result<Vec<Published>> {
-        let inspect = self.engine.inspect(&self.server.id).await?;
+        let Some(server) = &self.server else { return Ok(Vec::new()) };
+        let inspect = self.engine.inspect(&server.id).await?;
         Ok(all_bound(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref())))
     }
 }
@@ -138,13 +140,14 @@ pub async fn host_access(engine: &Engine, id: &str) -> Result<HostAccess> {
     let env = Environment {
         engine: engine.clone(),
         id: EnvId(env_id),
-        server: Container { name: container_name(server), id: server.id.clone().unwrap_or_default() },
+        server: Some(Container { name: container_name(server), id: server.id.clone().unwrap_or_default() }),
         client: Container { name: container_name(client), id: client.id.clone().unwrap_or_default() },
         client_cert_dir: CLIENT_CERT_PATH,
         // A view of an environment someone else owns: never removed or released from here.
         settled: true,
         leases: Vec::new(),
         exec_as: crate::engine::ExecAs::default(),
+        proxy: None,
     };
     env.host_access().await
 }

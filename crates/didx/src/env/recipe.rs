@@ -208,6 +208,8 @@ pub(super) enum ClientFiles<'a> {
     /// Copied in from the client it replaces (a claim that adds mounts): nothing to upload
     /// from the recipe.
     Copied,
+    /// The entrypoint only (`--engine host`: no certificates, the engine is the host's).
+    EntrypointOnly,
 }
 
 /// An environment's client: fresh (its files uploaded), pooled or claimed (its files in the
@@ -225,6 +227,9 @@ pub(super) struct Client<'a> {
     /// is labelled with it and follows its server (ends when the server's dockerd stops
     /// listening; see the entrypoint).
     pub pool_key: Option<&'a str>,
+    /// With `--engine host`: the engine-API proxy's socket (a path on the engine's machine),
+    /// bound at `/var/run/docker.sock`; the client then has no server (`server_name` unused).
+    pub engine_socket: Option<&'a str>,
 }
 
 impl<'a> Client<'a> {
@@ -241,7 +246,10 @@ impl<'a> Client<'a> {
     /// The client's create body.
     pub fn body(&self) -> ContainerCreateBody {
         let spec = self.spec;
-        let binds: Vec<String> = spec.volumes.iter().filter_map(VolumeSpec::bind).collect();
+        let mut binds: Vec<String> = spec.volumes.iter().filter_map(VolumeSpec::bind).collect();
+        if let Some(socket) = self.engine_socket {
+            binds.push(format!("{socket}:{}", crate::dood::CLIENT_SOCKET));
+        }
         let mounts: Vec<Mount> = spec
             .volumes
             .iter()
@@ -259,7 +267,11 @@ impl<'a> Client<'a> {
             .collect();
         let hc = HostConfig {
             auto_remove: Some(true),
-            network_mode: Some(format!("container:{}", self.server_name)),
+            // `--engine host`: no server namespace to join; `--network` (else the default bridge).
+            network_mode: match self.engine_socket {
+                None => Some(format!("container:{}", self.server_name)),
+                Some(_) => spec.network.clone(),
+            },
             binds: (!binds.is_empty()).then_some(binds),
             mounts: (!mounts.is_empty()).then_some(mounts),
             ..Default::default()
@@ -268,28 +280,41 @@ impl<'a> Client<'a> {
             image: Some(spec.client_image.clone()),
             entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "client".to_string()]),
             cmd: Some(vec![]),
-            env: Some(vec![
-                format!("DOCKER_HOST=tcp://{}:{TLS_PORT}", tls::SERVER_NAME),
-                "DOCKER_TLS_VERIFY=1".to_string(),
-                format!("DOCKER_CERT_PATH={CLIENT_CERT_PATH}"),
-                "DOCKER_TLS_CERTDIR=/certs".to_string(),
-                format!("DIDX_ENV={}", spec.id),
-            ]
-            .into_iter()
-            // A pooled (or claimed) client follows its server: it ends when the server's
-            // dockerd no longer listens (see the entrypoint).
-            .chain(self.pool_key.map(|_| "DIDX_FOLLOW=1".to_string()))
-            .collect()),
+            env: Some(match self.engine_socket {
+                None => self.inner_engine_env(),
+                Some(_) => vec![
+                    format!("DOCKER_HOST=unix://{}", crate::dood::CLIENT_SOCKET),
+                    format!("DIDX_ENV={}", spec.id),
+                    "DIDX_ENGINE=host".to_string(),
+                ],
+            }),
             labels: Some(self.labels()),
             host_config: Some(hc),
             ..Default::default()
         }
     }
 
+    /// The variables that point the client's docker at its inner engine.
+    fn inner_engine_env(&self) -> Vec<String> {
+        vec![
+                format!("DOCKER_HOST=tcp://{}:{TLS_PORT}", tls::SERVER_NAME),
+                "DOCKER_TLS_VERIFY=1".to_string(),
+                format!("DOCKER_CERT_PATH={CLIENT_CERT_PATH}"),
+                "DOCKER_TLS_CERTDIR=/certs".to_string(),
+                format!("DIDX_ENV={}", self.spec.id),
+            ]
+            .into_iter()
+            // A pooled (or claimed) client follows its server: it ends when the server's
+            // dockerd no longer listens (see the entrypoint).
+            .chain(self.pool_key.map(|_| "DIDX_FOLLOW=1".to_string()))
+            .collect()
+    }
+
     /// The files uploaded at `/` before the client starts (none when copied from another).
     pub fn files(&self) -> Vec<Entry<'a>> {
         match self.files {
             ClientFiles::Copied => vec![],
+            ClientFiles::EntrypointOnly => vec![Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() }],
             ClientFiles::Upload(tls) => vec![
                 Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
                 Entry { path: "certs/client/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
@@ -327,6 +352,7 @@ mod tests {
             network: None,
             policy: "anycase".into(),
             owner: "me@here pid 1".into(),
+            engine_mode: Default::default(),
         }
     }
 
@@ -477,7 +503,7 @@ mod tests {
         s.volumes =
             ["/cache", "/data:ro", "/tmp:/work:ro", "named:/n"].iter().map(|v| VolumeSpec::parse(v, Path::new("/")).unwrap()).collect();
         let tls = tls();
-        let client = Client { spec: &s, server_name: "dind_e1_server_latest", created: 77, files: ClientFiles::Upload(&tls), pool_key: None };
+        let client = Client { spec: &s, server_name: "dind_e1_server_latest", created: 77, files: ClientFiles::Upload(&tls), pool_key: None, engine_socket: None };
         let body = client.body();
         assert_eq!(body.image.as_deref(), Some("client:img"));
         assert_eq!(body.entrypoint, Some(vec!["/didx/entrypoint".to_string(), "client".to_string()]));
@@ -524,7 +550,7 @@ mod tests {
         );
         // Without -v: no binds or mounts at all.
         let bare = spec();
-        let hc = Client { spec: &bare, server_name: "s", created: 1, files: ClientFiles::Upload(&tls), pool_key: None }.body().host_config.unwrap();
+        let hc = Client { spec: &bare, server_name: "s", created: 1, files: ClientFiles::Upload(&tls), pool_key: None, engine_socket: None }.body().host_config.unwrap();
         assert_eq!((hc.binds, hc.mounts), (None, None));
     }
 
@@ -532,7 +558,7 @@ mod tests {
     fn a_pooled_client_is_labelled_follows_its_server_and_a_claiming_one_gets_copies() {
         let mut s = spec();
         let tls = tls();
-        let pooled = Client { spec: &s, server_name: "dind_e1_server_latest", created: 5, files: ClientFiles::Upload(&tls), pool_key: Some("k1") };
+        let pooled = Client { spec: &s, server_name: "dind_e1_server_latest", created: 5, files: ClientFiles::Upload(&tls), pool_key: Some("k1"), engine_socket: None };
         assert_eq!(pooled.files().len(), 4, "its certificates uploaded, as a fresh client's");
         let body = pooled.body();
         assert_eq!(label(body.labels.as_ref().unwrap(), labels::POOL), Some("k1"));
@@ -544,11 +570,11 @@ mod tests {
         assert_eq!(hc.network_mode.as_deref(), Some("container:dind_e1_server_latest"));
         assert_eq!(hc.mounts, None);
         // A fresh client does not follow (its own lease ends it).
-        let fresh = Client { pool_key: None, ..Client { spec: &s, server_name: "x", created: 5, files: ClientFiles::Upload(&tls), pool_key: None } };
+        let fresh = Client { pool_key: None, ..Client { spec: &s, server_name: "x", created: 5, files: ClientFiles::Upload(&tls), pool_key: None, engine_socket: None } };
         assert!(!fresh.body().env.unwrap().contains(&"DIDX_FOLLOW=1".to_string()));
         // Claimed with -v: the run's mounts; its files are copied from the client it replaces.
         s.volumes = vec![VolumeSpec::parse("/cache", Path::new("/")).unwrap()];
-        let claiming = Client { spec: &s, server_name: "x", created: 6, files: ClientFiles::Copied, pool_key: Some("k1") };
+        let claiming = Client { spec: &s, server_name: "x", created: 6, files: ClientFiles::Copied, pool_key: Some("k1"), engine_socket: None };
         assert!(claiming.files().is_empty());
         let mounts = claiming.body().host_config.unwrap().mounts.unwrap();
         assert_eq!(mounts.iter().map(|m| m.target.as_deref().unwrap()).collect::<Vec<_>>(), ["/cache"]);
@@ -567,7 +593,7 @@ mod tests {
         assert_eq!((h.open_stdin, h.stdin_once, h.attach_stdin), (Some(true), Some(true), Some(true)));
         assert_eq!(h.env, Some(vec!["DIDX_LEASE=stdin".to_string(), format!("DIDX_GO_WITHIN={GO_WITHIN_SECS}")]));
         assert_eq!((h.labels, h.host_config.map(|c| c.auto_remove)), (plain.labels, Some(Some(true))));
-        let c = held(Client { spec: &s, server_name: "n", created: 1, files: ClientFiles::Upload(&tls), pool_key: None }.body());
+        let c = held(Client { spec: &s, server_name: "n", created: 1, files: ClientFiles::Upload(&tls), pool_key: None, engine_socket: None }.body());
         assert!(c.env.unwrap().ends_with(&["DIDX_LEASE=stdin".to_string(), format!("DIDX_GO_WITHIN={GO_WITHIN_SECS}")]));
         // The script: waits for "go" (bounded), exits quietly on anything else or on end of input.
         assert!(BOOTSTRAP.contains("IFS= read -r go <&3; [ \"$go\" = go ]") && BOOTSTRAP.contains("exec \"$@\""));
