@@ -138,7 +138,10 @@ fn ls_table(envs: &[EnvSummary]) -> String {
             dash(e.owner.as_deref()),
             dash(e.net.as_deref()),
             if published.is_empty() { "-".to_string() } else { published.join(",") },
-            dash(e.endpoint.as_deref()),
+            match e.engine.as_deref() {
+                Some(engine) => format!("{engine} engine ({} started)", e.started),
+                None => dash(e.endpoint.as_deref()),
+            },
         ));
     }
     t
@@ -195,6 +198,8 @@ fn env_json(e: &EnvSummary, now: u64) -> Value {
         "address_block": e.net,
         "published": e.published.iter().map(|p| json!({"ip": p.ip, "host_port": p.host_port, "env_port": p.env_port, "proto": p.proto.as_str()})).collect::<Vec<_>>(),
         "endpoint": e.endpoint,
+        "engine": e.engine.as_deref().unwrap_or("dind"),
+        "started": e.started,
     })
 }
 
@@ -268,6 +273,8 @@ mod tests {
             net: Some("10.200.16.0/20".into()),
             published: vec![Published { ip: "127.0.0.1".into(), host_port: 8080, env_port: 80, proto: Proto::Tcp }],
             endpoint: Some("tcp://127.0.0.1:40001".into()),
+            engine: None,
+            started: 0,
         };
         assert_eq!(
             env_json(&e, 1_060),
@@ -291,6 +298,8 @@ mod tests {
                 "address_block": "10.200.16.0/20",
                 "published": [{"ip": "127.0.0.1", "host_port": 8080, "env_port": 80, "proto": "tcp"}],
                 "endpoint": "tcp://127.0.0.1:40001",
+                "engine": "dind",
+                "started": 0,
             })
         );
         let unknown = EnvSummary { id: e.id.clone(), ..Default::default() };

@@ -217,3 +217,58 @@ fn didx_in_a_container_translates_its_own_paths_too() {
     assert!(logs.contains("code=2"), "a usage error: {logs}");
     assert_gone(&env_id_in(&logs).expect("the nested run's env id"));
 }
+
+#[test]
+fn a_kept_environment_lists_as_host_with_what_its_client_started() {
+    let name = format!("dood-ls-{}", std::process::id());
+    let start = format!("docker run -d --name {name} --entrypoint sleep {IMG} 300");
+    let run = didx(&["--engine", "host", "--clean", "none", &start]);
+    with_cleanup(run, |run| {
+        assert_eq!(run.code, 0, "{}", run.show());
+        let id = run.env_id().expect("env id");
+        let ls = didx(&["ls", "--json"]);
+        let all: serde_json::Value = serde_json::from_str(&ls.stdout).unwrap();
+        let me =
+            all.as_array().unwrap().iter().find(|e| e["id"] == id.as_str()).unwrap_or_else(|| panic!("{id} not listed: {}", ls.show()));
+        assert_eq!(me["engine"], "host", "{me}");
+        assert_eq!(me["started"], 1, "{me}");
+        assert_eq!(me["state"], "running", "{me}");
+        assert_eq!(me["policy"], "none", "{me}");
+        assert_eq!(me["members"].as_array().unwrap().len(), 1, "the client only: {me}");
+        rt().block_on(async { didx::env::remove(&engine().await, &id).await.unwrap() });
+        assert_gone(&id);
+    });
+}
+
+/// A run killed with SIGKILL cannot clean up: its client's lease ends the client, and the next
+/// didx start sweeps what that client had started.
+#[test]
+fn what_a_killed_runs_client_started_is_swept_by_the_next_start() {
+    let name = format!("dood-killed-{}", std::process::id());
+    let start = format!("docker run -d --name {name} --entrypoint sleep {IMG} 300");
+    let mut child = didx_cmd(&["--engine", "host", "--clean", "anycase", &start, "sleep 300"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while named(&name).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the client never started {name}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let out = child.wait_with_output().unwrap();
+    let id = env_id_in(&String::from_utf8_lossy(&out.stderr)).expect("env id");
+    // The lease ends the client within seconds; what it started stays until a sweep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rt().block_on(leftovers(Some(&id))).len() > 1 {
+        assert!(std::time::Instant::now() < deadline, "the client outlived its killed run: {:?}", rt().block_on(leftovers(Some(&id))));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // (What it started outlives it until a sweep; another test's start may sweep it first.)
+    let next = didx(&["--engine", "host", "--clean", "anycase", "true"]);
+    assert_eq!(next.code, 0, "{}", next.show());
+    assert_gone(&id);
+    assert!(named(&name).is_empty(), "swept: {:?}", named(&name));
+    assert_gone(&next.env_id().unwrap());
+}

@@ -39,6 +39,9 @@ pub const OWNER: &str = "io.didx.owner";
 /// The recipe hash an offline image was built from.
 pub const RECIPE: &str = "io.didx.recipe";
 
+/// On a `--engine host` client: `host` (the environment has no server).
+pub const ENGINE: &str = "io.didx.engine";
+
 /// Role of a resource within an environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -48,6 +48,11 @@ pub struct EnvSummary {
     pub published: Vec<Published>,
     /// The inner engine's address on the host, `tcp://127.0.0.1:PORT`.
     pub endpoint: Option<String>,
+    /// `host` for a `--engine host` environment (no server; its client uses the engine
+    /// itself), `None` for one with an inner engine.
+    pub engine: Option<String>,
+    /// How many containers its `--engine host` client started (and didx will remove with it).
+    pub started: usize,
 }
 
 impl EnvSummary {
@@ -56,8 +61,9 @@ impl EnvSummary {
     /// (`exited`, `created`, …), or `partial` when a member is missing.
     pub fn state(&self) -> String {
         let not_running = self.members.iter().find(|m| m.state != "running");
+        let complete = if self.engine.is_some() { 1 } else { 2 };
         match not_running {
-            None if self.members.len() == 2 => "running".into(),
+            None if self.members.len() == complete => "running".into(),
             None => "partial".into(),
             Some(m) if self.pool.is_some() && m.role == "client" && m.state == "paused" => "ready".into(),
             Some(m) => m.state.clone(),
@@ -119,6 +125,16 @@ pub async fn list(engine: &Engine) -> Result<Vec<EnvSummary>> {
             Some(r) if r == labels::Role::Client.as_str() => {
                 entry.versions.1 = l.get(labels::VERSION).cloned();
                 entry.images.1 = c.image.clone();
+                if let Some(engine) = l.get(labels::ENGINE) {
+                    entry.engine = Some(engine.clone());
+                    entry.policy = l.get(labels::POLICY).cloned();
+                    entry.owner = l.get(labels::OWNER).cloned();
+                }
+            }
+            // What a `--engine host` client started: counted, not a member.
+            Some(r) if r == labels::Role::Started.as_str() => {
+                entry.started += 1;
+                continue;
             }
             _ => {}
         }
@@ -292,5 +308,8 @@ mod tests {
         assert_eq!(e(vec![m("server", "running"), m("client", "paused")], None).state(), "paused");
         assert_eq!(e(vec![m("server", "exited"), m("client", "running")], None).state(), "exited");
         assert_eq!(e(vec![m("server", "running")], None).state(), "partial");
+        let host = |members: Vec<Member>| EnvSummary { members, engine: Some("host".into()), ..Default::default() };
+        assert_eq!(host(vec![m("client", "running")]).state(), "running");
+        assert_eq!(host(vec![m("client", "exited")]).state(), "exited");
     }
 }

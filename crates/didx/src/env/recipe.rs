@@ -240,6 +240,12 @@ impl<'a> Client<'a> {
         if let Some(key) = self.pool_key {
             l.insert(labels::POOL.to_string(), key.to_string());
         }
+        // `--engine host`: no server to carry what `didx ls` shows, so the client does.
+        if self.engine_socket.is_some() {
+            l.insert(labels::ENGINE.to_string(), crate::spec::EngineMode::Host.as_str().to_string());
+            l.insert(labels::POLICY.to_string(), self.spec.policy.clone());
+            l.insert(labels::OWNER.to_string(), self.spec.owner.clone());
+        }
         l
     }
 
