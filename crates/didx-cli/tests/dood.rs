@@ -246,7 +246,7 @@ fn a_kept_environment_lists_as_host_with_what_its_client_started() {
 fn what_a_killed_runs_client_started_is_swept_by_the_next_start() {
     let name = format!("dood-killed-{}", std::process::id());
     let start = format!("docker run -d --name {name} --entrypoint sleep {IMG} 300");
-    let mut child = didx_cmd(&["--engine", "host", "--clean", "anycase", &start, "sleep 300"])
+    let child = didx_cmd(&["--engine", "host", "--clean", "anycase", &start, "sleep 300"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
