@@ -157,6 +157,7 @@ fn usage_errors_create_nothing() {
         (vec!["--engine", "hots", "true"], "--engine value"),
         (vec!["--engine", "host", "--pool", "true"], "--pool"),
         (vec!["--engine", "host", "--publish", "8080:80", "true"], "--publish"),
+        (vec!["--engine", "host", "--load", "didx/dind:local", "true"], "--load"),
         (vec!["--engine", "host", "--sv", "20.10.24,26.1.5", "true"], "--engine host"),
     ] {
         let child = didx_cmd(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
@@ -235,6 +236,9 @@ fn a_kept_environment_lists_as_host_with_what_its_client_started() {
         assert_eq!(me["state"], "running", "{me}");
         assert_eq!(me["policy"], "none", "{me}");
         assert_eq!(me["members"].as_array().unwrap().len(), 1, "the client only: {me}");
+        let env = didx(&["env", &id]);
+        assert_eq!(env.code, 125, "{}", env.show());
+        assert!(env.stderr.contains("runs with --engine host: it has no inner engine"), "{}", env.show());
         rt().block_on(async { didx::env::remove(&engine().await, &id).await.unwrap() });
         assert_gone(&id);
     });

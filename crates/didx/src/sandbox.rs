@@ -256,6 +256,13 @@ impl SandboxBuilder {
         }
         let publish: Vec<PublishSpec> = self.publish.iter().map(|p| PublishSpec::parse(p)).collect::<Result<_>>()?;
         crate::publish::check_all(&publish)?;
+        if self.engine_mode == EngineMode::Host && !self.loads.is_empty() {
+            return Err(Error::invalid(
+                "--load",
+                self.loads.join(" "),
+                "--engine host has no inner engine to seed: the client already sees the engine's images",
+            ));
+        }
         if self.engine_mode == EngineMode::Host && !publish.is_empty() {
             return Err(Error::invalid(
                 "--publish",
@@ -390,7 +397,9 @@ impl SandboxOptions {
     /// the offline image in their place, reported through `on`).
     pub(crate) async fn spec(&self, engine: &Engine, lease: bool, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<EnvSpec> {
         let info = engine.info().await?;
-        let resolved = images::resolve(engine, &self.server_image, &self.client_image, self.pull).await?;
+        // `--engine host` starts no server: only the client's image is wanted.
+        let server_image = if self.engine_mode == EngineMode::Host { &self.client_image } else { &self.server_image };
+        let resolved = images::resolve(engine, server_image, &self.client_image, self.pull).await?;
         if !resolved.fell_back.is_empty() || !resolved.stale.is_empty() {
             on(&Event::Images { resolved: &resolved });
         }

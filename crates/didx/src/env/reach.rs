@@ -125,6 +125,9 @@ pub async fn host_access(engine: &Engine, id: &str) -> Result<HostAccess> {
             c.labels.as_ref().is_some_and(|l| l.get(labels::ENV) == Some(&env_id) && l.get(labels::ROLE).map(String::as_str) == Some(role.as_str()))
         })
     };
+    if member(labels::Role::Client).and_then(|c| c.labels.as_ref()?.get(labels::ENGINE)).is_some() {
+        return Err(Error::NoInnerEngine { id: env_id, host: engine.host().to_string() });
+    }
     let server = member(labels::Role::Server);
     let state = |c: Option<&bollard::models::ContainerSummary>| c.and_then(|c| c.state.map(|s| s.to_string())).unwrap_or_else(|| "gone".into());
     let (Some(server), Some(client)) = (server, member(labels::Role::Client)) else {
