@@ -276,3 +276,19 @@ fn what_a_killed_runs_client_started_is_swept_by_the_next_start() {
     assert!(named(&name).is_empty(), "swept: {:?}", named(&name));
     assert_gone(&next.env_id().unwrap());
 }
+
+/// The builder-launcher over the host engine: a non-root user of the client reaches the engine
+/// (the proxy's socket is open to the client's users; there is no certificate to hand over).
+#[test]
+fn a_non_root_user_of_the_client_reaches_the_host_engine() {
+    let run =
+        didx(&["--engine", "host", "--user", "1234:1234", "--clean", "anycase", "id -u", "docker version --format {{.Server.Version}}"]);
+    with_cleanup(run, |run| {
+        assert_eq!(run.code, 0, "{}", run.show());
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines.first(), Some(&"1234"), "{}", run.show());
+        let host_version = rt().block_on(async { engine().await.info().await.unwrap().server_version.unwrap_or_default() });
+        assert_eq!(lines.get(1), Some(&host_version.as_str()), "the host's engine answered: {}", run.show());
+        assert_gone(&run.env_id().unwrap());
+    });
+}

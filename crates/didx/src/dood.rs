@@ -323,6 +323,10 @@ impl Proxy {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(format!("securing {}", dir.display()), e))?;
         let socket = dir.join("docker.sock");
         let listener = tokio::net::UnixListener::bind(&socket).map_err(|e| Error::io(format!("listening on {}", socket.display()), e))?;
+        // Open to every user of the client (`--user`): on this machine the 0700 directory
+        // keeps everyone but didx's user out; in the client the socket is bound by itself.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| Error::io(format!("opening {} to the client's users", socket.display()), e))?;
         let ctx = Arc::new(Ctx { upstream, engine: engine.clone(), client: client.to_string(), env: env.to_string() });
         let task = tokio::spawn(async move {
             loop {

@@ -254,11 +254,14 @@ impl Launch {
                 files.push(Owned { path: home.trim_start_matches('/').to_string(), mode: 0o700, uid: user.uid, gid: user.gid, data: None });
             }
             // The client certificate, the user's and still private (the key stays 0600). One
-            // upload for everything: each archive call costs tens of milliseconds.
-            let certs = crate::env::CLIENT_CERT_PATH;
-            let tar: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(engine.download(client, certs)).await?;
-            let parent = std::path::Path::new(certs).parent().map(|p| p.display().to_string()).unwrap_or_default();
-            files.extend(reowned(&tar.concat(), parent.trim_start_matches('/'), user.uid, user.gid)?);
+            // upload for everything: each archive call costs tens of milliseconds. (`--engine
+            // host` has none: its engine socket is open to every user of the client.)
+            if env.server().is_some() {
+                let certs = crate::env::CLIENT_CERT_PATH;
+                let tar: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(engine.download(client, certs)).await?;
+                let parent = std::path::Path::new(certs).parent().map(|p| p.display().to_string()).unwrap_or_default();
+                files.extend(reowned(&tar.concat(), parent.trim_start_matches('/'), user.uid, user.gid)?);
+            }
             engine.upload(client, "/", owned_tar(&files)?).await?;
         }
         let mut shape = self.exec_as();
