@@ -258,3 +258,34 @@ fn a_client_image_without_docker_gets_the_server_s_cli() {
     });
     removed.unwrap();
 }
+
+/// A pooled environment serves a launcher run: the claim swaps in a client with `/work`
+/// bound, and the user is made in that client (files in /work are the user's).
+#[test]
+fn a_pooled_environment_serves_a_launcher_run() {
+    let dir = temp_dir("pool");
+    let _c = Cleanup(dir.clone());
+    std::os::unix::fs::chown(&dir, Some(4321), Some(4321)).unwrap();
+    let cache = temp_dir("pool-cache");
+    let _cc = Cleanup(cache.clone());
+    let in_cache = |args: &[&str]| {
+        let mut c = didx_cmd(args);
+        c.env("DIDX_CACHE_DIR", &cache).current_dir(&dir);
+        from_output(c.output().unwrap())
+    };
+    let up = in_cache(&["pool", "up", "1"]);
+    assert_eq!(up.code, 0, "{}", up.show());
+    let pooled: Vec<String> = parse_pool_listing(&in_cache(&["pool"]).stdout).into_iter().map(|(env, _)| env).collect();
+    assert_eq!(pooled.len(), 1, "{pooled:?}");
+    let run = in_cache(&["--pool", "--workdir-here", "--user", "4321:4321", "--clean", "anycase", "id -u", "sh -c 'echo hi > made'"]);
+    let down = in_cache(&["pool", "down"]);
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert_eq!(run.env_id().as_deref(), Some(pooled[0].as_str()), "the pooled environment served it: {}", run.show());
+    assert_eq!(run.stdout.trim(), "4321", "{}", run.show());
+    let made = std::fs::metadata(dir.join("made")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (4321, 4321));
+    assert_eq!(down.code, 0, "{}", down.show());
+    for id in pooled.iter().chain(run.env_id().iter()) {
+        assert_gone(id);
+    }
+}
