@@ -219,3 +219,33 @@ async fn bad_options_are_errors_before_anything_starts() {
         }
     }
 }
+
+/// Docker-outside-of-Docker from the library: no server, the client's docker is the host
+/// engine (through didx's proxy), a client bind is translated to the host path, and `rm`
+/// removes what the client started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_host_sandbox_drives_the_host_engine_with_translated_binds() {
+    let host = host();
+    let t = tag("dood");
+    let dir = std::env::temp_dir().join(format!("didx-libtest-dood-{t}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f"), &t).unwrap();
+    let engine = engine().await;
+    let sb =
+        Sandbox::builder().engine(didx::spec::EngineMode::Host).volume(format!("{}:/src", dir.display())).start(&engine).await.unwrap();
+    let id = sb.id().to_string();
+    assert_eq!(sb.server_name(), None);
+    assert!(matches!(sb.docker().await, Err(Error::NoInnerEngine { .. })));
+    let name = format!("dood-lib-{t}");
+    let out =
+        sb.exec(["docker", "run", "--name", &name, "-v", "/src:/in", "--entrypoint", "cat", "didx/dind:local", "/in/f"]).await.unwrap();
+    assert_eq!((out.code, out.stdout_text()), (0, t.clone()), "{out:?}");
+    // On the host engine, labelled with the sandbox.
+    let inspect = host.inspect_container(&name, None::<qp::InspectContainerOptions>).await.unwrap();
+    let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
+    assert_eq!(labels.get("io.didx.env"), Some(&id));
+    sb.rm().await.unwrap();
+    assert!(host.inspect_container(&name, None::<qp::InspectContainerOptions>).await.is_err(), "removed with the sandbox");
+    assert!(leftovers(&host, &id).await.is_empty(), "{:?}", leftovers(&host, &id).await);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
