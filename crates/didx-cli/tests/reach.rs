@@ -319,6 +319,7 @@ fn a_taken_host_port_fails_the_start_in_one_line_and_leaves_nothing() {
         let errors: Vec<&str> = r.stderr.lines().filter(|l| l.contains("error")).collect();
         assert_eq!(errors.len(), 1, "{}", r.show());
         assert!(errors[0].contains(&format!("127.0.0.1:{port}")) && errors[0].contains("publish"), "{}", r.show());
+        assert!(errors[0].contains(&format!("(held by process {} (", std::process::id())), "names the holder: {}", r.show());
         let id = r.env_id().expect("the error names the server");
         assert_gone(&id);
         assert!(!cert_dir(&id).exists());

@@ -10,7 +10,7 @@
 //! message saying so, never passed on to mean something else on the host. Containers, volumes
 //! and networks the client creates are labelled with the environment ([`Role::Started`]), so
 //! clean-up by policy removes them with the client. A start that fails because a host port is
-//! taken gets what holds it added to the engine's message ([`port_holder`]).
+//! taken gets what holds it added to the engine's message ([`crate::publish::port_holder`]).
 //!
 //! When didx itself runs in a container on the same engine (a CI job with the socket mounted),
 //! paths didx hands the engine (`-v` sources, the proxy's socket) are translated the same way
@@ -205,72 +205,6 @@ fn translate_binds(body: &mut Value, client: &MountTable) -> std::result::Result
     Ok(())
 }
 
-/// The host port a bind refusal names (`listen tcp4 0.0.0.0:8080: bind: …`, `Bind for
-/// 0.0.0.0:8080 failed: …`).
-pub fn refused_port(msg: &str) -> Option<u16> {
-    let reason = crate::publish::bind_refusal(msg)?;
-    let addr = reason.strip_prefix("Bind for ").map(|r| r.split(' ').next().unwrap_or("")).unwrap_or_else(|| {
-        let r = reason.split_once(' ').map_or("", |(_, r)| r);
-        r.split(": ").next().unwrap_or("")
-    });
-    addr.rsplit(':').next()?.parse().ok()
-}
-
-/// What holds host port `port`: a container of `engine` publishing it (`container NAME`), else
-/// a process of this machine listening on it (`process PID (COMM)`, from `/proc`); `None` when
-/// neither is found (another network namespace, or no permission to look).
-pub async fn port_holder(engine: &Engine, port: u16) -> Option<String> {
-    if let Ok(containers) = engine.containers(HashMap::new()).await {
-        for c in containers {
-            if c.ports.iter().flatten().any(|p| p.public_port == Some(port)) {
-                let name = c.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
-                let id = c.id.unwrap_or_default();
-                return Some(format!("container {} ({})", name.trim_start_matches('/'), id.get(..12).unwrap_or(&id)));
-            }
-        }
-    }
-    listening_process(port)
-}
-
-/// A process of this machine with a socket listening on `port`, from `/proc/net/tcp{,6}` and
-/// the processes' descriptors.
-fn listening_process(port: u16) -> Option<String> {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
-        inodes.extend(listening_inodes(&text, port));
-    }
-    if inodes.is_empty() {
-        return None;
-    }
-    for proc in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = proc.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = std::fs::read_dir(proc.path().join("fd")) else { continue };
-        for fd in fds.flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
-            let t = target.to_string_lossy();
-            if inodes.iter().any(|i| t == format!("socket:[{i}]")) {
-                let comm = std::fs::read_to_string(proc.path().join("comm")).unwrap_or_default();
-                return Some(format!("process {pid} ({})", comm.trim()));
-            }
-        }
-    }
-    None
-}
-
-/// The inodes of sockets listening (state 0A) on `port` in a `/proc/net/tcp` table.
-fn listening_inodes(table: &str, port: u16) -> Vec<String> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
-            (local_port == port && *f.get(3)? == "0A").then(|| f.get(9).map(|s| s.to_string()))?
-        })
-        .collect()
-}
-
 /// The engine's message in a JSON error body, with `more` added.
 fn with_message(body: &[u8], more: &str) -> Option<Vec<u8>> {
     let mut v: Value = serde_json::from_slice(body).ok()?;
@@ -410,8 +344,8 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
         let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let msg = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v.get("message")?.as_str().map(str::to_string)).unwrap_or_default();
-        let holder = match refused_port(&msg) {
-            Some(port) => port_holder(&ctx.engine, port).await.map(|h| format!("host port {port} is held by {h}")),
+        let holder = match crate::publish::refused_port(&msg) {
+            Some(port) => crate::publish::port_holder(&ctx.engine, port).await.map(|h| format!("host port {port} is held by {h}")),
             None => None,
         };
         let bytes = holder.and_then(|h| with_message(&bytes, &h)).map(Bytes::from).unwrap_or(bytes);
@@ -523,18 +457,6 @@ mod tests {
         );
         assert_eq!(own_container_id(&info), Some(id));
         assert_eq!(own_container_id("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), None);
-    }
-
-    #[test]
-    fn refused_ports_and_listeners_are_read() {
-        assert_eq!(refused_port("driver failed …: Bind for 0.0.0.0:8080 failed: port is already allocated"), Some(8080));
-        assert_eq!(refused_port("Error starting userland proxy: listen tcp4 0.0.0.0:18080: bind: address already in use"), Some(18080));
-        assert_eq!(refused_port("no such image"), None);
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-           0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0\n\
-           1: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0\n";
-        assert_eq!(listening_inodes(table, 8080), ["4242"]);
-        assert!(listening_inodes(table, 8081).is_empty());
     }
 
     #[test]

@@ -529,7 +529,11 @@ async fn start_server(
                     continue;
                 }
                 if let Some(reason) = crate::publish::bind_refusal(&msg) {
-                    return Err(Error::PortTaken { server: name.to_string(), reason: reason.to_string() });
+                    let holder = match crate::publish::refused_port(&msg) {
+                        Some(port) => crate::publish::port_holder(engine, port).await.map(|h| format!(" (held by {h})")),
+                        None => None,
+                    };
+                    return Err(Error::PortTaken { server: name.to_string(), reason: format!("{reason}{}", holder.unwrap_or_default()) });
                 }
                 return Err(e);
             }
