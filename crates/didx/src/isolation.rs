@@ -77,6 +77,45 @@ impl Isolation {
         Isolation::Caps(caps_from_status(&status))
     }
 
+    /// The caps profile for the host of `engine`: this process's bounding set when didx runs
+    /// on that host, but when didx runs in a container of the engine (whose bounding set is
+    /// the engine's default, without `CAP_SYS_ADMIN`), the bounding set of the host's init,
+    /// read once by a short container of `image` in the host's PID namespace and remembered
+    /// for the engine (`engine_id`).
+    pub async fn caps_profile_on(engine: &crate::engine::Engine, engine_id: &str, image: &str, env: &str) -> crate::error::Result<Isolation> {
+        if crate::dood::own_mounts(engine).await?.is_none() {
+            return Ok(Isolation::caps_profile());
+        }
+        if let Some(status) = crate::cache::read("host-caps", engine_id) {
+            return Ok(Isolation::Caps(caps_from_status(&status)));
+        }
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image.to_string()),
+            entrypoint: Some(vec!["cat".into(), "/proc/1/status".into()]),
+            labels: Some(crate::labels::for_resource(env, crate::labels::Role::Source, crate::env::now_secs())),
+            host_config: Some(HostConfig { pid_mode: Some("host".into()), ..Default::default() }),
+            ..Default::default()
+        };
+        let name = format!("dind_{env}_caps_probe");
+        let id = engine.create_container(&name, body).await?;
+        let read = async {
+            engine.start(&id).await?;
+            engine.wait(&id).await?;
+            engine.logs_tail(&id, 200).await
+        }
+        .await;
+        engine.remove_container(&id).await?;
+        let status = read?;
+        let caps = caps_from_status(&status);
+        if caps.is_empty() {
+            return Ok(Isolation::caps_profile());
+        }
+        if let Err(e) = crate::cache::write("host-caps", engine_id, &status) {
+            tracing::debug!(error = %e, "cannot remember the engine host's capabilities; probed again next time");
+        }
+        Ok(Isolation::Caps(caps))
+    }
+
     /// A short name for status lines.
     pub fn name(&self) -> &'static str {
         match self {

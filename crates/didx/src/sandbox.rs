@@ -403,6 +403,15 @@ impl SandboxOptions {
         if !resolved.fell_back.is_empty() || !resolved.stale.is_empty() {
             on(&Event::Images { resolved: &resolved });
         }
+        // Paths handed to the engine are the engine machine's: when didx runs in a container of
+        // that engine, its own paths are translated through its container's mounts.
+        let own = crate::dood::own_mounts(engine).await?;
+        let mut volumes = self.volumes.clone();
+        for v in &mut volumes {
+            if let VolumeSource::Host(p) = &v.source {
+                v.source = VolumeSource::Host(crate::dood::translate_own(own.as_ref(), "-v source", p)?);
+            }
+        }
         Ok(EnvSpec {
             id: EnvId::generate(),
             sv: self.sv.clone(),
@@ -414,7 +423,7 @@ impl SandboxOptions {
             isolation: self.isolation,
             engine_id: info.id.unwrap_or_default(),
             ready_timeout: self.ready_timeout,
-            volumes: self.volumes.clone(),
+            volumes,
             publish: self.publish.clone(),
             lease,
             address_range: self.address_range,

@@ -235,13 +235,9 @@ impl Environment {
         use tracing::Instrument;
         let span = tracing::info_span!("start", env = %spec.id);
         let started = async {
-            // Paths handed to the engine are the engine machine's: when didx runs in a container
-            // of that engine, its own paths are translated through its container's mounts.
-            let own = crate::dood::own_mounts(engine).await?;
-            let spec = &with_own_paths(spec, own.as_ref())?;
             match spec.engine_mode {
                 crate::spec::EngineMode::Dind => start_inner(engine, spec, cancel, on).await,
-                crate::spec::EngineMode::Host => start_host(engine, spec, own.as_ref(), on).await,
+                crate::spec::EngineMode::Host => start_host(engine, spec, on).await,
             }
         };
         match started.instrument(span).await {
@@ -423,32 +419,17 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     }
 }
 
-/// `spec` with its `-v` host sources as the engine's machine names them (see
-/// [`crate::dood::translate_own`]).
-fn with_own_paths(spec: &EnvSpec, own: Option<&crate::dood::MountTable>) -> Result<EnvSpec> {
-    let mut spec = spec.clone();
-    for v in &mut spec.volumes {
-        if let crate::spec::VolumeSource::Host(p) = &v.source {
-            v.source = crate::spec::VolumeSource::Host(crate::dood::translate_own(own, "-v source", p)?);
-        }
-    }
-    Ok(spec)
-}
-
 /// `--engine host`: no server; the client gets the engine-API proxy's socket (see
 /// [`crate::dood`]). Said loudly first: the client has root on the engine's host.
-async fn start_host(
-    engine: &Engine,
-    spec: &EnvSpec,
-    own: Option<&crate::dood::MountTable>,
-    on: &(dyn Fn(Event<'_>) + Send + Sync),
-) -> Result<Environment> {
+async fn start_host(engine: &Engine, spec: &EnvSpec, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<Environment> {
     let t0 = Instant::now();
     on(Event::EngineHost { host: engine.host() });
+    // The socket is this process's path: the engine's machine may name it otherwise.
+    let own = crate::dood::own_mounts(engine).await?;
     let dir = crate::cache::ensure_dir()?.join("dood").join(spec.id.as_str());
     let client_name = spec.client_name();
     let proxy = crate::dood::Proxy::start(engine, spec.id.as_str(), &client_name, dir).await?;
-    let socket = crate::dood::translate_own(own, "the engine proxy's socket", &proxy.socket())?;
+    let socket = crate::dood::translate_own(own.as_ref(), "the engine proxy's socket", &proxy.socket())?;
     let socket = socket.to_string_lossy();
     let client = recipe::Client {
         spec,
@@ -485,10 +466,11 @@ async fn start_server(
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<(String, Option<Lease>)> {
     let (spec, name) = (server.spec, server.name);
+    let caps = || Isolation::caps_profile_on(engine, &spec.engine_id, &spec.server_image, spec.id.as_str());
     let mut iso = match spec.isolation {
         IsolationMode::Privileged => Isolation::Privileged,
-        IsolationMode::Caps => Isolation::caps_profile(),
-        IsolationMode::Auto if isolation::remembered_refusal(&spec.engine_id) => Isolation::caps_profile(),
+        IsolationMode::Caps => caps().await?,
+        IsolationMode::Auto if isolation::remembered_refusal(&spec.engine_id) => caps().await?,
         IsolationMode::Auto => Isolation::Privileged,
     };
     let files = tar_of(&server.files())?;
@@ -525,7 +507,7 @@ async fn start_server(
                     engine.remove_container(&id).await?;
                     isolation::remember_refusal(&spec.engine_id);
                     on(Event::IsolationFallback { reason: &msg });
-                    iso = Isolation::caps_profile();
+                    iso = caps().await?;
                     continue;
                 }
                 if let Some(reason) = crate::publish::bind_refusal(&msg) {
