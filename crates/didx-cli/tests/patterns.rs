@@ -11,9 +11,9 @@
 //!   with a busybox image run the way kind runs a node (`--privileged`, seccomp and AppArmor
 //!   unconfined, tmpfs at /tmp and /run, an anonymous volume at /var, /lib/modules read-only,
 //!   a private cgroup namespace, on a user-defined network created as kind creates it): its
-//!   cgroup filesystem writable, `/dev/kmsg` a readable character device, overlay mountable on its /var
-//!   volume, `/` made rshared. On the 20.10 engine an inner `--privileged` container needs what
-//!   the host engine grants (see `check_isolations_with`): where the host refuses
+//!   cgroup filesystem writable, `/dev/kmsg` a readable character device, overlay mountable on
+//!   its /var volume, `/` made rshared. On the 20.10 engine an inner `--privileged` container
+//!   needs what the host engine grants (see `check_isolations_with`): where the host refuses
 //!   `--privileged`, the node start is refused, and that is asserted, by name.
 //!
 //! Each test removes what it made on the host engine (its environment, its seeded image) and
@@ -23,7 +23,7 @@ mod common;
 
 use common::*;
 
-/// The trixie engine's image (docker.io 26.1.5, compose v2), made by `didx image build --suite trixie`.
+/// The trixie engine's image (docker.io 26.1.5, compose v2): `didx image build --suite trixie`.
 const NEW: &str = "26.1.5";
 /// Applets of the busybox image the stack and the kind probe run.
 const APPLETS: &[&str] =
@@ -93,9 +93,9 @@ const COMPOSE_FILE: &str = r#"services:
       retries: 60
 "#;
 
-/// Runs in the client from /stack: both spellings' versions, the stack up (UP), both services'
-/// health, `a` fetching `b`'s page by name (what `b` got from `a`), the stack down, and what
-/// of the project is left in the inner engine. On a failure, the inner engine's containers and
+/// Runs in the client from /stack: both spellings' versions, the stack up (BRING_UP), both
+/// services' health, `a` fetching `b`'s page by name (what `b` got from `a`), the stack down,
+/// and what of the project is left in the inner engine. On a failure, the inner engine's containers and
 /// the stack's logs.
 const STACK_SCRIPT: &str = r#"set -eu
 cd /stack
@@ -103,7 +103,7 @@ p=PROJECT
 trap 'rc=$?; [ $rc = 0 ] || { docker ps -a; docker compose -p $p logs --no-color; }' EXIT
 echo "versions dash=$(docker-compose version --short) space=$(docker compose version --short)"
 health() { docker inspect -f '{{.State.Health.Status}}' "$(docker compose -p $p ps -q "$1")"; }
-UP
+BRING_UP
 echo "health a=$(health a) b=$(health b)"
 echo "reply=$(docker compose -p $p exec -T a wget -q -O - http://b/)"
 docker compose -p $p down
@@ -129,7 +129,7 @@ fn stack_up_and_down(extra: &[&str], up: &str, compose_major: &str) {
     let project = format!("stack{tag}");
     with_busybox_image("stack", |image| {
         let compose = COMPOSE_FILE.replace("IMAGE", image).replace("REPLY", &reply);
-        let script = STACK_SCRIPT.replace("PROJECT", &project).replace("UP", up);
+        let script = STACK_SCRIPT.replace("PROJECT", &project).replace("BRING_UP", up);
         with_dir("stack", &[("compose.yaml", compose), ("run.sh", script)], |dir| {
             let cp = format!("{dir}:/stack");
             let mut args = extra.to_vec();
@@ -149,7 +149,7 @@ fn stack_up_and_down(extra: &[&str], up: &str, compose_major: &str) {
                 assert_gone(&r.env_id().unwrap());
             });
         });
-        // The stack ran inside: the host engine never saw the project.
+        // The stack ran inside: the host engine holds nothing of the project.
         let on_host = rt().block_on(async {
             let filters = std::collections::HashMap::from([("label".to_string(), vec![format!("com.docker.compose.project={project}")])]);
             let e = engine().await;
