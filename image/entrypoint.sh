@@ -90,6 +90,16 @@ prepare_sys() {
 	# each made writable above.
 }
 
+prepare_dev() {
+	# /dev/kmsg, the kernel log device: a privileged container gets the host's, the caps
+	# profile's /dev is the runtime's minimal one without it. kind's node (a kubelet reads it)
+	# and other inner --privileged containers get the devices of this /dev, so make it where it
+	# is missing: the caps profile's device rule allows every device and it has CAP_MKNOD, so
+	# this exposes nothing a process in here could not make itself. Reading it still takes
+	# CAP_SYSLOG where the host restricts dmesg.
+	[ -e /dev/kmsg ] || mknod -m 0644 /dev/kmsg c 1 11 2>/dev/null || log "cannot make /dev/kmsg"
+}
+
 prepare_tmp() {
 	# dockerd and containerd write under /run and /tmp; moby's hack/dind mounts /tmp as tmpfs.
 	if ! mounted /tmp; then mount -t tmpfs none /tmp 2>/dev/null || true; fi
@@ -135,6 +145,7 @@ LEASE_DIR=/run/didx
 
 server() {
 	prepare_sys
+	prepare_dev
 	prepare_tmp
 	choose_iptables
 	rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid 2>/dev/null || true

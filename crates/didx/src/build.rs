@@ -1,7 +1,7 @@
 //! `didx image build`: the offline server/client image, made from Debian's packages with no
 //! registry at all. mmdebstrap writes a root filesystem (docker.io, iptables, ca-certificates,
-//! mount, busybox-static and didx's entrypoint) as a tar stream that goes straight into the
-//! engine's image import endpoint: no temporary tarball, no base image.
+//! mount, busybox-static, docker-compose and didx's entrypoint) as a tar stream that goes
+//! straight into the engine's image import endpoint: no temporary tarball, no base image.
 //!
 //! The default suite ([`DEFAULT_SUITE`]) makes `didx/dind:local`, also tagged
 //! `didx/dind:<engine version>`; any other suite (e.g. trixie, whose docker.io is 26.x) makes
@@ -24,11 +24,19 @@ use crate::labels;
 /// Bump when the recipe changes in a way the inputs below do not show.
 const RECIPE_REVISION: &str = "1";
 /// Packages in the image (besides Debian's essential set and apt); see [`packages`].
-pub const PACKAGES: &[&str] = &["docker.io", "iptables", "ca-certificates", "mount", "busybox-static"];
+pub const PACKAGES: &[&str] = &["docker.io", "iptables", "ca-certificates", "mount", "busybox-static", "docker-compose"];
 /// The suite `didx image build` uses by default; only its image is tagged [`LOCAL_IMAGE`].
 pub const DEFAULT_SUITE: &str = "bookworm";
 /// Suites whose docker.io still carries the `docker` CLI (from trixie on it is `docker-cli`).
 const CLI_IN_DOCKER_IO: &[&str] = &["stretch", "buster", "bullseye", "bookworm"];
+/// Suites whose `docker-compose` is v1 (Python; bookworm's is 1.29.2), which installs no docker
+/// CLI plugin: their image also gets [`COMPOSE_V1_PLUGIN`], so `docker compose` works as well as
+/// `docker-compose`. From trixie on, `docker-compose` is v2 (Go) and is itself the CLI plugin.
+const COMPOSE_V1: &[&str] = &["stretch", "buster", "bullseye", "bookworm"];
+/// A docker CLI plugin running Debian's docker-compose v1, for the suites in [`COMPOSE_V1`].
+pub const COMPOSE_V1_PLUGIN: &str = include_str!("../../../image/compose-v1-plugin.sh");
+/// Where that plugin lives in the image (a directory the docker CLI searches for plugins).
+pub const IMAGE_COMPOSE_V1_PLUGIN: &str = "/usr/local/lib/docker/cli-plugins/docker-compose";
 /// Where the entrypoint lives in the image.
 pub const IMAGE_ENTRYPOINT: &str = "/usr/local/bin/didx-entrypoint";
 /// The helper that imports a busybox image into the inner engine (offline `pull busybox`).
@@ -82,6 +90,12 @@ pub fn packages(suite: &str) -> Vec<&'static str> {
     p
 }
 
+/// Whether `suite`'s docker-compose is v1, so its image gets [`COMPOSE_V1_PLUGIN`] for
+/// `docker compose`.
+pub fn compose_v1(suite: &str) -> bool {
+    COMPOSE_V1.contains(&suite)
+}
+
 /// Whether a build of `suite` is tagged [`LOCAL_IMAGE`] (only the default suite's is).
 pub fn tags_local(suite: &str) -> bool {
     suite == DEFAULT_SUITE
@@ -90,7 +104,7 @@ pub fn tags_local(suite: &str) -> bool {
 /// The recipe hash: everything that determines the image's content.
 pub fn recipe_hash(spec: &BuildSpec) -> String {
     let mut h = Sha256::new();
-    for part in [RECIPE_REVISION, &spec.suite, &spec.mirror, &packages(&spec.suite).join(","), crate::env::ENTRYPOINT, BUSYBOX_HELPER] {
+    for part in [RECIPE_REVISION, &spec.suite, &spec.mirror, &packages(&spec.suite).join(","), crate::env::ENTRYPOINT, BUSYBOX_HELPER, COMPOSE_V1_PLUGIN] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -213,8 +227,16 @@ async fn build_in(
         .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
         .arg(format!("--customize-hook=upload {} {IMAGE_ENTRYPOINT}", entrypoint.display()))
         .arg(format!("--customize-hook=upload {} {IMAGE_BUSYBOX_HELPER}", helper.display()))
-        .arg(format!("--customize-hook=chmod 0755 \"$1{IMAGE_ENTRYPOINT}\" \"$1{IMAGE_BUSYBOX_HELPER}\""))
-        .arg(format!("--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Version}}' docker.io > {}", version_file.display()))
+        .arg(format!("--customize-hook=chmod 0755 \"$1{IMAGE_ENTRYPOINT}\" \"$1{IMAGE_BUSYBOX_HELPER}\""));
+    if compose_v1(&spec.suite) {
+        let compose_plugin = work.join("compose-v1-plugin");
+        std::fs::write(&compose_plugin, COMPOSE_V1_PLUGIN).map_err(|e| Error::io("writing the compose plugin", e))?;
+        let dir = IMAGE_COMPOSE_V1_PLUGIN.rsplit_once('/').map_or("/", |(d, _)| d);
+        cmd.arg(format!("--customize-hook=mkdir -p \"$1{dir}\""))
+            .arg(format!("--customize-hook=upload {} {IMAGE_COMPOSE_V1_PLUGIN}", compose_plugin.display()))
+            .arg(format!("--customize-hook=chmod 0755 \"$1{IMAGE_COMPOSE_V1_PLUGIN}\""));
+    }
+    cmd        .arg(format!("--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Version}}' docker.io > {}", version_file.display()))
         .arg(&spec.suite)
         .arg("-")
         .arg(&spec.mirror)
@@ -312,5 +334,15 @@ mod tests {
         assert_eq!(packages("bookworm"), PACKAGES, "the default suite's recipe is unchanged");
         assert!(packages("trixie").contains(&"docker-cli"));
         assert!(tags_local(DEFAULT_SUITE) && !tags_local("trixie"));
+    }
+
+    #[test]
+    fn compose_in_every_suite_and_the_v1_plugin_only_where_compose_is_v1() {
+        for suite in ["bookworm", "trixie"] {
+            assert!(packages(suite).contains(&"docker-compose"), "{suite}");
+        }
+        assert!(compose_v1("bookworm") && !compose_v1("trixie") && !compose_v1("forky"));
+        assert!(COMPOSE_V1_PLUGIN.contains("docker-cli-plugin-metadata"));
+        assert!(IMAGE_COMPOSE_V1_PLUGIN.ends_with("/cli-plugins/docker-compose"));
     }
 }

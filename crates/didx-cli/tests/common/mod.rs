@@ -136,7 +136,13 @@ pub async fn spec(e: &Engine, dockerd_opts: Vec<String>) -> didx::env::EnvSpec {
 
 /// Import a busybox image into the host engine from the offline image's busybox binary.
 pub async fn busybox_image(e: &didx::engine::Engine, name: &str) -> String {
-    let reader = format!("didx_test_reader_{}", std::process::id());
+    busybox_image_with(e, name, &["sh", "cat", "true", "ls"]).await
+}
+
+/// [`busybox_image`] with `applets` linked in `/bin` (busybox-static has them all).
+pub async fn busybox_image_with(e: &didx::engine::Engine, name: &str, applets: &[&str]) -> String {
+    // Unique per call: tests of one binary run in parallel threads of one process.
+    let reader = format!("didx_test_reader_{}_{}", std::process::id(), didx::env::EnvId::generate());
     let body = bollard::models::ContainerCreateBody { image: Some(didx::images::LOCAL_IMAGE.into()), ..Default::default() };
     let id = e.create_container(&reader, body).await.unwrap();
     let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(e.download(&id, "/usr/bin/busybox")).await.unwrap();
@@ -150,7 +156,7 @@ pub async fn busybox_image(e: &didx::engine::Engine, name: &str) -> String {
     h.set_mode(0o755);
     h.set_size(bin.len() as u64);
     b.append_data(&mut h, "bin/busybox", &bin[..]).unwrap();
-    for applet in ["sh", "cat", "true", "ls"] {
+    for applet in applets {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
