@@ -172,6 +172,45 @@ pub async fn pool(engine: &Engine) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `didx store`: each image store of this prefix, its disk use, users and images; JSON with
+/// `--json`.
+pub async fn stores(engine: &Engine, json: bool) -> anyhow::Result<u8> {
+    let stores = didx::store::list(engine).await?;
+    if json {
+        output::out(&to_text(&Value::Array(stores.iter().map(store_json).collect())));
+    } else {
+        output::out(&format!("{:<44} {:<16} {:>10} {:>6}  USERS\n", "STORE", "ENGINE", "DISK", "IMAGES"));
+        for s in &stores {
+            let (disk, count) = match &s.index {
+                Some(i) => (format!("{:.1} MB", i.kib as f64 * 1024.0 / 1e6), i.images.len().to_string()),
+                None => ("?".to_string(), "?".to_string()),
+            };
+            let users = if s.users.is_empty() { "-".to_string() } else { s.users.join(",") };
+            output::out(&format!("{:<44} {:<16} {:>10} {:>6}  {users}\n", s.store.name, s.store.version, disk, count));
+            for img in s.index.iter().flat_map(|i| &i.images) {
+                let id = img.id.trim_start_matches("sha256:");
+                let tags = if img.tags.is_empty() { "<none>".to_string() } else { img.tags.join(" ") };
+                output::out(&format!("  {:<12} {:>10} {tags}\n", &id[..id.len().min(12)], format!("{:.1} MB", img.size as f64 / 1e6)));
+            }
+        }
+    }
+    say(format!("{} image store(s); reclaim space with didx store rm [IMAGE...] or didx store prune", stores.len()));
+    Ok(0)
+}
+
+/// One store of `didx store --json`.
+fn store_json(s: &didx::store::StoreInfo) -> Value {
+    json!({
+        "name": s.store.name,
+        "engine_version": s.store.version,
+        "server_image": s.store.image,
+        "disk_kib": s.index.as_ref().map(|i| i.kib),
+        "snapshot": s.index.as_ref().map(|i| i.snapshot.clone()),
+        "images": s.index.iter().flat_map(|i| &i.images).map(|i| json!({"id": i.id, "size": i.size, "tags": i.tags})).collect::<Vec<_>>(),
+        "users": s.users,
+    })
+}
+
 /// Pretty JSON and a final newline.
 fn to_text(v: &Value) -> String {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| "[]".into());

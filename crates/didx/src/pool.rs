@@ -41,6 +41,8 @@ pub async fn up(
     check_size(size)?;
     crate::env::sweep_logged(engine).await;
     let mut spec = options.spec(engine, false, on).await?;
+    // `--store`: pooled servers mount the store too (its images as of each one's start).
+    options.use_store(engine, &mut spec, &[], cancel, on).await?;
     spec.policy = "pool".into();
     crate::env::pool::up(engine, &spec, size, idle_timeout, cancel, &|e| on(&Event::Start(e))).await
 }

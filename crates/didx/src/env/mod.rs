@@ -21,7 +21,8 @@ pub use list::{EnvSummary, Member, list, remove, remove_all, sweep, sweep_logged
 pub use reach::{HostAccess, host_access, is_on_this_machine};
 use recipe::ClientFiles;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
-pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, TLS_PORT};
+pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, STORE_PATH, TLS_PORT};
+pub(crate) use recipe::{Filler, held};
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -133,6 +134,9 @@ pub struct EnvSpec {
     /// Which engine the client talks to: its own server's, or (`--engine host`) the engine
     /// itself through didx's proxy, with no server.
     pub engine_mode: crate::spec::EngineMode,
+    /// The image store volume the server mounts read-only and seeds its engine from
+    /// (`--store`, see [`crate::store`]); `None` without.
+    pub store: Option<String>,
 }
 
 /// This process as an environment's owner: `USER@HOST pid PID` (`USER` from `$USER`, else
@@ -485,12 +489,7 @@ async fn start_server(
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<(String, Option<Lease>)> {
     let (spec, name) = (server.spec, server.name);
-    let mut iso = match spec.isolation {
-        IsolationMode::Privileged => Isolation::Privileged,
-        IsolationMode::Caps => Isolation::caps_profile(),
-        IsolationMode::Auto if isolation::remembered_refusal(&spec.engine_id) => Isolation::caps_profile(),
-        IsolationMode::Auto => Isolation::Privileged,
-    };
+    let mut iso = first_isolation(spec.isolation, &spec.engine_id);
     let files = tar_of(&server.files())?;
     loop {
         let (id, unknown) = create_server(engine, server, lease, &mut iso).await?;
@@ -534,6 +533,17 @@ async fn start_server(
                 return Err(e);
             }
         }
+    }
+}
+
+/// The isolation a server (or a store's filler) is first created with: `auto` tries
+/// `--privileged` unless the engine was seen refusing it.
+pub(crate) fn first_isolation(mode: IsolationMode, engine_id: &str) -> Isolation {
+    match mode {
+        IsolationMode::Privileged => Isolation::Privileged,
+        IsolationMode::Caps => Isolation::caps_profile(),
+        IsolationMode::Auto if isolation::remembered_refusal(engine_id) => Isolation::caps_profile(),
+        IsolationMode::Auto => Isolation::Privileged,
     }
 }
 
@@ -814,6 +824,7 @@ mod tests {
             policy: "anycase".into(),
             owner: String::new(),
             engine_mode: Default::default(),
+            store: None,
         };
         assert_eq!(spec.server_name(), "dind_abc_server_latest");
         assert_eq!(spec.client_name(), "dind_abc_client_24.0");

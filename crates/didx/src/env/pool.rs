@@ -143,6 +143,13 @@ fn key_at(recipe_version: u32, spec: &EnvSpec, server_image_id: &str, client_ima
     // `--publish` shapes the server: a pooled server without those ports must never serve a
     // run asking for them. Only when given, so the keys of servers without any stay the same
     // (and those pooled before `--publish` existed, which publish none, still serve them).
+    // `--store`: a pooled server without the store must never serve a run asking for it (nor
+    // one with it a run that did not). Only when given, as `--publish`.
+    if let Some(store) = &spec.store {
+        h.update(b"store\0");
+        h.update(store.as_bytes());
+        h.update([0]);
+    }
     if !spec.publish.is_empty() {
         h.update(b"publish\0");
         for p in &spec.publish {
@@ -636,6 +643,7 @@ mod tests {
             policy: "anycase".into(),
             owner: String::new(),
             engine_mode: Default::default(),
+            store: None,
         }
     }
 

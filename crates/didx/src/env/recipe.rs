@@ -33,6 +33,8 @@ pub const PUBLISHED_IP: &str = "127.0.0.1";
 /// servers in a private cgroup namespace; the caps profile allows every device.
 pub(super) const VERSION: u32 = 4;
 const SERVER_CERT_DIR: &str = "/didx/certs/server";
+/// Where a server with `--store` (read-only) and a store's filler (read-write) mount the store.
+pub const STORE_PATH: &str = "/didx/store";
 
 /// The engine's key for the TLS port, `2376/tcp`.
 fn tls_port_key() -> String {
@@ -76,7 +78,7 @@ pub(super) fn dockerd_args(spec: &EnvSpec, net: Option<Block>) -> Vec<String> {
 /// no "go" within [`GO_WITHIN_SECS`] (didx gone before it attached): exit, and the engine's
 /// auto-removal takes the container. (PID 1 ignores signals it does not trap, hence the
 /// trap; the line is read in a child so that waiting for it answers the trap.)
-pub(super) const BOOTSTRAP: &str = concat!(
+pub(crate) const BOOTSTRAP: &str = concat!(
     r#"trap 'exit 0' TERM; (sleep "$DIDX_GO_WITHIN"; kill -TERM 1) & w=$!; exec 3<&0; "#,
     r#"(IFS= read -r go <&3; [ "$go" = go ]) & r=$!; "#,
     r#"if wait "$r"; then kill "$w" 2>/dev/null; exec 3<&-; exec "$@"; fi; exit 0"#
@@ -89,7 +91,7 @@ pub(super) const GO_WITHIN_SECS: u64 = 15;
 /// `body` made to be held by its didx from its start: stdin open to one attach (closed when
 /// that attach ends), PID 1 the [`BOOTSTRAP`] running the body's entrypoint and command, and
 /// `DIDX_LEASE=stdin` so the entrypoint keeps watching stdin.
-pub(super) fn held(mut body: ContainerCreateBody) -> ContainerCreateBody {
+pub(crate) fn held(mut body: ContainerCreateBody) -> ContainerCreateBody {
     let mut argv = body.entrypoint.take().unwrap_or_default();
     argv.extend(body.cmd.take().unwrap_or_default());
     body.entrypoint = Some(vec!["/bin/sh".to_string(), "-c".to_string(), BOOTSTRAP.to_string(), "didx-bootstrap".to_string()]);
@@ -148,7 +150,18 @@ impl<'a> Server<'a> {
             }),
             ..Default::default()
         };
-        vec![volume_at("/var/lib/docker")]
+        let mut mounts = vec![volume_at("/var/lib/docker")];
+        // `--store`: the image store, read-only; the entrypoint seeds dockerd's storage from it.
+        if let Some(store) = &self.spec.store {
+            mounts.push(Mount {
+                target: Some(STORE_PATH.to_string()),
+                source: Some(store.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        mounts
     }
 
     /// The server's create body with isolation `iso` (which the caller may change and ask
@@ -180,12 +193,21 @@ impl<'a> Server<'a> {
             image: Some(self.spec.server_image.clone()),
             entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "server".to_string()]),
             cmd: Some(dockerd_args(self.spec, self.net)),
-            env: self.pool.and_then(|p| p.idle_timeout).map(|t| vec![format!("DIDX_IDLE_TIMEOUT={t}")]),
+            env: self.env(),
             exposed_ports: Some(exposed_ports),
             labels: Some(self.labels()),
             host_config: Some(hc),
             ..Default::default()
         }
+    }
+
+    /// The server's variables: a pooled one's idle timeout, the store's path with `--store`.
+    fn env(&self) -> Option<Vec<String>> {
+        let mut env: Vec<String> = self.pool.and_then(|p| p.idle_timeout).map(|t| format!("DIDX_IDLE_TIMEOUT={t}")).into_iter().collect();
+        if self.spec.store.is_some() {
+            env.push(format!("DIDX_STORE={STORE_PATH}"));
+        }
+        (!env.is_empty()).then_some(env)
     }
 
     /// The files uploaded at `/` before the server starts: the entrypoint and the server's
@@ -198,6 +220,64 @@ impl<'a> Server<'a> {
             Entry { path: "didx/certs/server/cert.pem", mode: 0o644, data: tls.server_cert_pem.as_bytes() },
             Entry { path: "didx/certs/server/key.pem", mode: 0o600, data: tls.server_key_pem.as_bytes() },
         ]
+    }
+}
+
+/// An image store's filler: the server image's dockerd with the store volume (read-write) as
+/// its data root, no network of its own to make (no bridge, no iptables); it runs only while
+/// the store is filled (see `crate::store`). Not an environment: labelled as the store's, never
+/// with `io.didx.managed`.
+pub(crate) struct Filler<'a> {
+    /// The store volume.
+    pub store: &'a str,
+    /// Its prefix (the [`labels::STORE`] value).
+    pub prefix: &'a str,
+    /// The server image.
+    pub image: &'a str,
+}
+
+impl Filler<'_> {
+    /// dockerd's arguments: the local socket only, the store's data root, overlay2.
+    pub fn dockerd_args() -> Vec<String> {
+        [
+            "--host=unix:///var/run/docker.sock",
+            "--data-root=/didx/store/root",
+            "--storage-driver=overlay2",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// The filler's create body with isolation `iso`.
+    pub fn body(&self, iso: &Isolation) -> ContainerCreateBody {
+        let mut hc = HostConfig {
+            auto_remove: Some(true),
+            mounts: Some(vec![Mount {
+                target: Some(STORE_PATH.to_string()),
+                source: Some(self.store.to_string()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }]),
+            cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
+            ..Default::default()
+        };
+        iso.apply(&mut hc);
+        ContainerCreateBody {
+            image: Some(self.image.to_string()),
+            entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "store-fill".to_string()]),
+            cmd: Some(Self::dockerd_args()),
+            env: Some(vec![format!("DIDX_STORE={STORE_PATH}")]),
+            labels: Some(HashMap::from([
+                (labels::STORE.to_string(), self.prefix.to_string()),
+                (labels::STORE_ROLE.to_string(), "filler".to_string()),
+            ])),
+            host_config: Some(hc),
+            ..Default::default()
+        }
     }
 }
 
@@ -359,6 +439,7 @@ mod tests {
             policy: "anycase".into(),
             owner: "me@here pid 1".into(),
             engine_mode: Default::default(),
+            store: None,
         }
     }
 
