@@ -639,10 +639,11 @@ impl Engine {
         quick("create volume", name, self.docker.create_volume(req)).await.map(|_| ())
     }
 
-    /// A volume's labels; `None` when there is no such volume.
-    pub async fn volume_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>> {
+    /// A volume's labels and creation time (as the engine writes it); `None` when there is no
+    /// such volume.
+    pub async fn volume(&self, name: &str) -> Result<Option<(HashMap<String, String>, String)>> {
         match within("inspect volume", name, QUICK_TIMEOUT, self.docker.inspect_volume(name)).await? {
-            Ok(v) => Ok(Some(v.labels)),
+            Ok(v) => Ok(Some((v.labels, v.created_at.map(|t| serde_json::to_value(t).ok().map(|v| v.to_string()).unwrap_or_default()).unwrap_or_default()))),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(call("inspect volume", name)(e)),
         }

@@ -298,16 +298,40 @@ pub async fn choose(engine: &Engine, spec: &EnvSpec) -> Result<std::result::Resu
 
 /// Whether the store's volume exists.
 pub async fn exists(engine: &Engine, store: &str) -> Result<bool> {
-    Ok(engine.volume_labels(store).await?.is_some())
+    Ok(engine.volume(store).await?.is_some())
+}
+
+/// The store's index as this process last read or filled it, kept in the cache directory for
+/// the volume's life (its creation time): a fill skips reading the store when every image is
+/// there already. Stale only when another cache directory's didx removed images from it since
+/// (`store rm`, `prune`); then the sandbox lacks them and `--load` loads them as without.
+fn cached_index(store: &str, created: &str) -> Option<Index> {
+    let text = crate::cache::read("store-index", store)?;
+    let (stamp, index) = text.split_once('\n')?;
+    (stamp == created).then(|| Index::parse(index)).flatten()
+}
+
+fn remember_index(store: &str, created: &str, index: &Index) {
+    let mut text = format!("{created}\n{} {}\n", index.snapshot, index.kib);
+    for i in &index.images {
+        text.push_str(&format!("{} {} {}\n", i.id, i.size, i.tags.join(" ")));
+    }
+    if let Err(e) = crate::cache::write("store-index", store, &text) {
+        tracing::debug!(error = %e, "cannot remember a store's index");
+    }
 }
 
 /// The store's current index; `None` when its volume does not exist, an empty index when it
 /// was never filled. Read through a container that is created, never started (the engine's
 /// archive call reads its volumes), then removed.
 pub async fn read_index(engine: &Engine, store: &Store) -> Result<Option<Index>> {
-    if !exists(engine, &store.name).await? {
-        return Ok(None);
-    }
+    let Some((_, created)) = engine.volume(&store.name).await? else { return Ok(None) };
+    let index = read_index_from_volume(engine, store).await?;
+    remember_index(&store.name, &created, &index);
+    Ok(Some(index))
+}
+
+async fn read_index_from_volume(engine: &Engine, store: &Store) -> Result<Index> {
     let body = ContainerCreateBody {
         image: Some(store.image.clone()),
         entrypoint: Some(vec!["true".to_string()]),
@@ -327,12 +351,11 @@ pub async fn read_index(engine: &Engine, store: &Store) -> Result<Option<Index>>
     }
     let tar = match read {
         Ok(chunks) => chunks.concat(),
-        Err(e) if status_of(&e) == Some(404) => return Ok(Some(Index::default())),
+        Err(e) if status_of(&e) == Some(404) => return Ok(Index::default()),
         Err(e) => return Err(e),
     };
     let text = first_file(&tar).map_err(|e| Error::io(format!("reading the index of {}", store.name), e))?;
     Index::parse(&text)
-        .map(Some)
         .ok_or_else(|| Error::Store { store: store.name.clone(), why: format!("its index is not readable: {:?}", text.lines().next()) })
 }
 
@@ -378,6 +401,11 @@ pub async fn fill(
     })
     .await?;
     let claim_deadline = Instant::now() + CLAIM_WAIT;
+    if let Some((_, created)) = engine.volume(&store.name).await?
+        && cached_index(&store.name, &created).is_some_and(|i| images.iter().all(|img| i.has(&img.id)))
+    {
+        return Ok(Vec::new());
+    }
     loop {
         let index = read_index(engine, store).await?.unwrap_or_default();
         let mut missing: Vec<&HostImage> = Vec::new();
