@@ -397,3 +397,37 @@ fn store_rm_and_prune_free_the_space_and_nothing_else_and_leave_a_store_in_use()
     fx.images.retain(|i| i != &keep);
     fx.finish();
 }
+
+#[test]
+fn a_sandbox_no_store_can_serve_loads_as_without_with_a_note_and_usage_errors_create_nothing() {
+    let mut fx = Fixture::new();
+    let img = fx.image("note", "noted", 0);
+    // dockerd's data root chosen by --dkropts: the store is not used, the image is loaded.
+    let r = fx.didx(&[
+        "--sv",
+        "local",
+        "--store",
+        "--dkropts",
+        "--data-root=/var/lib/docker/alt",
+        "--load",
+        &img,
+        "--clean",
+        "anycase",
+        &format!("run --rm {img} cat /marker"),
+    ]);
+    ok(&r);
+    assert!(r.stderr.contains("the image store is not used: --dkropts sets the storage driver or the data root"), "{}", r.show());
+    assert!(r.stderr.contains(&format!("loaded {img} into the inner engine")), "{}", r.show());
+    assert!(r.stdout.contains("noted"), "{}", r.show());
+    // Nothing to list, and --store where it cannot apply is a usage error, before anything.
+    let listed = fx.didx(&["store", "--json"]);
+    ok(&listed);
+    assert_eq!(listed.stdout.trim(), "[]");
+    let bad = fx.didx(&["--store", "--engine", "host", "true"]);
+    assert_eq!(bad.code, 2, "{}", bad.show());
+    assert!(bad.stderr.contains("--engine host has no inner engine to seed from a store"), "{}", bad.show());
+    let bad = fx.cmd(&["store"]).env("DIDX_STORE_PREFIX", "-x").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(fx.leftovers().iter().all(|l| l.starts_with("image ")), "{:?}", fx.leftovers());
+    fx.finish();
+}

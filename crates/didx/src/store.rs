@@ -666,6 +666,7 @@ pub async fn remove(
         if images.is_empty() {
             refuse_in_use(&info)?;
             engine.remove_volume(&info.store.name).await?;
+            crate::cache::forget("store-index", &info.store.name);
             done.push(Removed::Store { store: info.store.name.clone(), kib: info.index.map_or(0, |i| i.kib) });
             continue;
         }
@@ -698,6 +699,7 @@ pub async fn prune(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(StoreEvent<'_>
         if stale.len() == index.images.len() {
             refuse_in_use(&info)?;
             engine.remove_volume(&info.store.name).await?;
+            crate::cache::forget("store-index", &info.store.name);
             done.push(Removed::Store { store: info.store.name.clone(), kib: index.kib });
         } else if !stale.is_empty()
             && let Some(d) = change(engine, &info, &shape, Change::Remove(&stale), cancel, on).await?
