@@ -261,10 +261,12 @@ store_snapshot() {
 	# Every step checked: this runs where `set -e` does not apply (a condition).
 	rm -rf "$tmp" && mkdir -p "$tmp/overlay2" && cp -a "$root/image" "$tmp/image" || return 1
 	if [ -d "$root/overlay2/l" ]; then cp -a "$root/overlay2/l" "$tmp/overlay2/l" || return 1; fi
-	for l in "$root"/overlay2/*/; do
-		id=${l%/}
-		id=${id##*/}
-		case "$id" in l | *-init) continue ;; esac
+	# The layers the engine holds (its layer database names each one's directory): a fill that
+	# was killed can leave a partly extracted directory that no image uses.
+	for c in "$root"/image/overlay2/layerdb/sha256/*/cache-id; do
+		[ -f "$c" ] || continue
+		id=$(cat "$c")
+		l=$root/overlay2/$id/
 		mkdir "$tmp/overlay2/$id" || return 1
 		for f in "$l"*; do
 			if [ "${f##*/}" != diff ]; then cp -a "$f" "$tmp/overlay2/$id/" || return 1; fi

@@ -431,3 +431,44 @@ fn a_sandbox_no_store_can_serve_loads_as_without_with_a_note_and_usage_errors_cr
     assert!(fx.leftovers().iter().all(|l| l.starts_with("image ")), "{:?}", fx.leftovers());
     fx.finish();
 }
+
+#[test]
+fn a_fill_killed_midway_publishes_nothing_and_the_next_fill_completes() {
+    use std::io::{BufRead, BufReader};
+    let mut fx = Fixture::new();
+    let img = fx.image("killed", "survived", 150);
+    let mut child = fx
+        .cmd(&["--sv", "local", "--store", "--load", &img, "--clean", "anycase", "true"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let filling = lines.by_ref().map_while(Result::ok).any(|l| l.contains("into the image store"));
+    assert!(filling, "the fill never started");
+    // The load is under way (150 MB): kill didx outright; its lease ends the filler.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let filler = |e: &Engine| {
+        let f = HashMap::from([("label".to_string(), vec![format!("{}={}", labels::STORE, fx.prefix)])]);
+        let e = e.clone();
+        async move { e.containers(f).await.unwrap().len() }
+    };
+    rt().block_on(async {
+        let e = engine().await;
+        let deadline = std::time::Instant::now() + scaled(std::time::Duration::from_secs(20));
+        while filler(&e).await > 0 {
+            assert!(std::time::Instant::now() < deadline, "the filler outlived its didx");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let store = fx.store_of("didx/dind:local");
+    let (code, out) = rt().block_on(async { run_in(&engine().await, READER, &[(&store, "/s")], &["sh", "-c", "ls /s"], None).await });
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("current") && !out.contains("snap-"), "nothing published: {out}");
+    // The next fill completes and its image runs.
+    let r = fx.didx(&["--sv", "local", "--store", "--load", &img, "--clean", "anycase", &format!("run --rm {img} cat /marker")]);
+    ok(&r);
+    assert!(r.stderr.contains(&format!("put {img} into the image store")) && r.stdout.contains("survived"), "{}", r.show());
+    fx.finish();
+}

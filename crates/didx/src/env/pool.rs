@@ -673,6 +673,12 @@ mod tests {
         assert_ne!(kp, k, "a server publishing a port is another shape");
         p.publish = vec![crate::spec::PublishSpec::parse("8081:80").unwrap()];
         assert_ne!(key_of(&p, "sha256:1", "sha256:1"), kp, "another host port");
+        let mut st = spec();
+        st.store = Some("didx-store-20.10.24_dfsg1-overlay2".into());
+        let ks = key_of(&st, "sha256:1", "sha256:1");
+        assert_ne!(ks, k, "a server mounting a store is another shape");
+        st.store = Some("other-20.10.24_dfsg1-overlay2".into());
+        assert_ne!(key_of(&st, "sha256:1", "sha256:1"), ks, "another store");
         // Word boundaries count: ["--a", "b"] is not ["--ab"].
         let (mut f, mut g) = (spec(), spec());
         f.dockerd_opts = vec!["--a".into(), "b".into()];

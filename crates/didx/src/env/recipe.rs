@@ -524,6 +524,36 @@ mod tests {
     }
 
     #[test]
+    fn a_server_with_the_store_mounts_it_read_only_and_is_told_where() {
+        let (mut s, tls) = (spec(), tls());
+        s.store = Some("didx-store-20.10.24_dfsg1-overlay2".into());
+        let body = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None }.body(&Isolation::Privileged);
+        assert_eq!(body.env, Some(vec!["DIDX_STORE=/didx/store".to_string()]));
+        let mounts = body.host_config.unwrap().mounts.unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[1].source.as_deref(), Some("didx-store-20.10.24_dfsg1-overlay2"));
+        assert_eq!((mounts[1].target.as_deref(), mounts[1].read_only), (Some("/didx/store"), Some(true)));
+        assert_eq!(mounts[1].volume_options, None, "the named store, not a labelled anonymous volume");
+    }
+
+    #[test]
+    fn a_store_filler_runs_dockerd_on_the_store_and_is_no_environment() {
+        let f = Filler { store: "st", prefix: "p", image: "didx/dind:local" };
+        let body = f.body(&Isolation::Caps(vec!["SYS_ADMIN".into()]));
+        assert_eq!(body.entrypoint, Some(vec!["/didx/entrypoint".to_string(), "store-fill".to_string()]));
+        let cmd = body.cmd.unwrap();
+        assert!(cmd.contains(&"--data-root=/didx/store/root".to_string()) && cmd.contains(&"--storage-driver=overlay2".to_string()));
+        assert!(cmd.iter().all(|a| !a.starts_with("--host=tcp")), "no TLS listener: {cmd:?}");
+        let l = body.labels.unwrap();
+        assert_eq!((label(&l, labels::STORE), label(&l, labels::STORE_ROLE)), (Some("p"), Some("filler")));
+        assert!(!l.contains_key(labels::MANAGED) && !l.contains_key(labels::ENV), "not an environment: {l:?}");
+        let hc = body.host_config.unwrap();
+        assert_eq!((hc.auto_remove, hc.cap_add), (Some(true), Some(vec!["SYS_ADMIN".to_string()])));
+        let m = &hc.mounts.unwrap()[0];
+        assert_eq!((m.source.as_deref(), m.target.as_deref(), m.read_only), (Some("st"), Some("/didx/store"), None));
+    }
+
+    #[test]
     fn the_caps_isolation_replaces_privileged() {
         let (s, tls) = (spec(), tls());
         let server = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None };
