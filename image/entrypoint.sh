@@ -297,6 +297,10 @@ store_fill() {
 	rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid 2>/dev/null || true
 	mkdir -p "$LEASE_DIR" "$STORE/root"
 	rm -rf "$STORE"/.snap-* 2>/dev/null || true
+	# A removal: unpublish first, so that no server starting from now on seeds from layers it
+	# may delete (they start empty until the commit publishes the next snapshot; without a
+	# commit the store stays unpublished and the next fill publishes it again).
+	if [ "${DIDX_STORE_DRAIN:-}" = 1 ]; then rm -f "$STORE/current" "$STORE/index"; fi
 	dockerd "$@" </dev/null &
 	dockerd=$!
 	echo "$dockerd" >"$LEASE_DIR/dockerd.pid"

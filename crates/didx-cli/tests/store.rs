@@ -358,13 +358,17 @@ fn store_rm_and_prune_free_the_space_and_nothing_else_and_leave_a_store_in_use()
     let kib_before = v[0]["disk_kib"].as_u64().unwrap();
     assert_eq!(v[0]["images"].as_array().unwrap().len(), 2);
 
-    // In use by a sandbox: refused, nothing changed.
+    // In use by a sandbox: its filler drains the store, sees the server, removes nothing and
+    // publishes the store as it was.
+    let (index0, hash0) = store_state(&store);
     let kept = fx.didx(&["--sv", "local", "--store", "--clean", "none", "true"]);
     ok(&kept);
     let id = kept.env_id().unwrap();
     let refused = fx.didx(&["store", "rm", &big]);
     assert_eq!(refused.code, 125, "{}", refused.show());
     assert!(refused.stderr.contains("is in use by dind_"), "{}", refused.show());
+    let (index1, hash1) = store_state(&store);
+    assert_eq!((index1.lines().skip(1).collect::<Vec<_>>(), hash1), (index0.lines().skip(1).collect::<Vec<_>>(), hash0));
     rt().block_on(async { didx::env::remove(&engine().await, &id).await.unwrap() });
 
     // rm IMAGE: that image's space is freed, the other stays and still runs.

@@ -453,12 +453,22 @@ async fn run_filler(
     cancel: &Cancel,
     starting: &(dyn Fn() + Send + Sync),
 ) -> Result<bool> {
-    let Some((id, lease)) = start_filler(engine, store, shape).await? else { return Ok(false) };
+    let drain = matches!(change, Change::Remove(_));
+    let Some((id, lease)) = start_filler(engine, store, shape, drain).await? else { return Ok(false) };
     starting();
     let work = async {
         wait_filler_ready(engine, &id, shape.ready_timeout, cancel).await?;
         let (mut out, mut err) = (Vec::new(), Vec::new());
+        // A removal drained the store as its filler started (no snapshot to seed from): a server
+        // mounting it now either started since (it seeded nothing) or seeded before and may be
+        // reading the layers. They cannot be told apart, so any refuses the removal; the commit
+        // below then publishes the store as it was.
+        let mut in_use = Vec::new();
+        if drain {
+            in_use = users(engine, &store.name).await?.into_iter().filter(|u| *u != store.filler_name()).collect();
+        }
         let (what, code) = match change {
+            Change::Remove(_) if !in_use.is_empty() => ("nothing", 0),
             Change::Load(images) => {
                 let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
                 let argv: Vec<String> = ["docker", "load", "-q"].iter().map(|s| s.to_string()).collect();
@@ -493,6 +503,9 @@ async fn run_filler(
         if status != 0 {
             return Err(Error::Store { store: store.name.clone(), why: format!("its filler exited {status}: {}", logs.trim()) });
         }
+        if !in_use.is_empty() {
+            return Err(Error::StoreInUse { store: store.name.clone(), containers: in_use });
+        }
         Ok(())
     };
     let done = tokio::select! {
@@ -512,8 +525,8 @@ async fn run_filler(
 /// Create and start the store's filler, held by this process from its start; `None` when its
 /// name is taken (another filler runs). `auto` isolation falls back to the caps profile as a
 /// server's does.
-async fn start_filler(engine: &Engine, store: &Store, shape: &FillerShape) -> Result<Option<(String, Lease)>> {
-    let filler = crate::env::Filler { store: &store.name, prefix: &store.prefix, image: &store.image };
+async fn start_filler(engine: &Engine, store: &Store, shape: &FillerShape, drain: bool) -> Result<Option<(String, Lease)>> {
+    let filler = crate::env::Filler { store: &store.name, prefix: &store.prefix, image: &store.image, drain };
     let name = store.filler_name();
     let mut iso = crate::env::first_isolation(shape.isolation, &shape.engine_id);
     let files = tar_of(&[Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() }])?;
@@ -723,8 +736,8 @@ async fn change(
     cancel: &Cancel,
     on: &(dyn Fn(StoreEvent<'_>) + Send + Sync),
 ) -> Result<Option<Removed>> {
-    // A server reading a layer this removes would lose it: only while none mounts the store.
-    refuse_in_use(info)?;
+    // A server reading a layer this removes would lose it: the filler drains the store first
+    // and then refuses if any server mounts it (see `run_filler`).
     let store = &info.store;
     let _lock = crate::cache::lock(&format!("store-{}.lock", store.name), Duration::from_millis(100), cancel, |_| {
         on(StoreEvent::Waiting { store: &store.name })

@@ -234,6 +234,9 @@ pub(crate) struct Filler<'a> {
     pub prefix: &'a str,
     /// The server image.
     pub image: &'a str,
+    /// Unpublish the current snapshot before dockerd starts (a removal: no server may seed from
+    /// a snapshot whose layers it deletes).
+    pub drain: bool,
 }
 
 impl Filler<'_> {
@@ -270,7 +273,7 @@ impl Filler<'_> {
             image: Some(self.image.to_string()),
             entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "store-fill".to_string()]),
             cmd: Some(Self::dockerd_args()),
-            env: Some(vec![format!("DIDX_STORE={STORE_PATH}")]),
+            env: Some([Some(format!("DIDX_STORE={STORE_PATH}")), self.drain.then(|| "DIDX_STORE_DRAIN=1".to_string())].into_iter().flatten().collect()),
             labels: Some(HashMap::from([
                 (labels::STORE.to_string(), self.prefix.to_string()),
                 (labels::STORE_ROLE.to_string(), "filler".to_string()),
@@ -538,7 +541,7 @@ mod tests {
 
     #[test]
     fn a_store_filler_runs_dockerd_on_the_store_and_is_no_environment() {
-        let f = Filler { store: "st", prefix: "p", image: "didx/dind:local" };
+        let f = Filler { store: "st", prefix: "p", image: "didx/dind:local", drain: false };
         let body = f.body(&Isolation::Caps(vec!["SYS_ADMIN".into()]));
         assert_eq!(body.entrypoint, Some(vec!["/didx/entrypoint".to_string(), "store-fill".to_string()]));
         let cmd = body.cmd.unwrap();
@@ -551,6 +554,9 @@ mod tests {
         assert_eq!((hc.auto_remove, hc.cap_add), (Some(true), Some(vec!["SYS_ADMIN".to_string()])));
         let m = &hc.mounts.unwrap()[0];
         assert_eq!((m.source.as_deref(), m.target.as_deref(), m.read_only), (Some("st"), Some("/didx/store"), None));
+        assert_eq!(body.env, Some(vec!["DIDX_STORE=/didx/store".to_string()]));
+        let draining = Filler { drain: true, ..f }.body(&Isolation::Privileged);
+        assert_eq!(draining.env, Some(vec!["DIDX_STORE=/didx/store".to_string(), "DIDX_STORE_DRAIN=1".to_string()]));
     }
 
     #[test]
