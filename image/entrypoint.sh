@@ -218,7 +218,9 @@ store_seed() {
 	fi
 	snap=$s/$(cat "$s/current")
 	made=$(cat "$snap/version" 2>/dev/null || true)
-	this=$(dockerd --version 2>/dev/null || true)
+	# This engine's `dockerd --version` line: as didx found it for this image (saves ~45 ms),
+	# else asked.
+	this=${DIDX_STORE_ENGINE:-$(dockerd --version 2>/dev/null || true)}
 	if [ "$made" != "$this" ]; then
 		log "store: not used: it was filled by '$made', this engine is '$this'"
 		return 0

@@ -290,7 +290,10 @@ fn another_engine_version_gets_its_own_store_and_a_store_of_another_version_is_n
         let e = engine().await;
         let mut spec = spec(&e, vec![]).await;
         spec.server_image = "didx/dind:26.1.5".into();
-        spec.store = Some(old.clone());
+        // What didx knows of the server's engine (its probe), as a run would pass it.
+        let engine = didx::store::engine_line(&e, "didx/dind:26.1.5").await.unwrap();
+        assert!(engine.starts_with("Docker version 26.1.5"), "{engine}");
+        spec.store = Some(didx::env::StoreMount { volume: old.clone(), engine });
         let env = didx::env::Environment::start(&e, &spec, &didx::Cancel::new(), &|_| {}).await.unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = env.exec(&["docker".into(), "images".into(), "-q".into()], &mut out, &mut err).await.unwrap();

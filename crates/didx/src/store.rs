@@ -67,6 +67,9 @@ pub struct Store {
     pub image: String,
     /// Its prefix.
     pub prefix: String,
+    /// The `dockerd --version` line of the engine that uses it, when known (empty from
+    /// [`list`]).
+    pub engine: String,
 }
 
 impl Store {
@@ -78,6 +81,7 @@ impl Store {
             version: version.to_string(),
             image: image.to_string(),
             prefix: prefix.to_string(),
+            engine: String::new(),
         }
     }
 
@@ -217,26 +221,33 @@ impl FillerShape {
     }
 }
 
-/// The inner engine version of server `image` (`dockerd --version`'s, e.g. `20.10.24+dfsg1`),
-/// asked once per image ID (a container that prints it) and remembered in the cache directory.
-pub async fn engine_version(engine: &Engine, image: &str) -> Result<String> {
+/// The inner engine of server `image`: `dockerd --version`'s line (`Docker version
+/// 20.10.24+dfsg1, build 5d6db84`), asked once per image ID (a container that prints it) and
+/// remembered in the cache directory.
+pub async fn engine_line(engine: &Engine, image: &str) -> Result<String> {
     let id = engine
         .image(image)
         .await?
         .and_then(|i| i.id)
         .ok_or_else(|| Error::Store { store: String::new(), why: format!("its server image {image} is not on the engine") })?;
-    if let Some(v) = crate::cache::read("engine-version", &id).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+    if let Some(v) = crate::cache::read("engine-line", &id).map(|v| v.trim().to_string()).filter(|v| parse_version(v).is_some()) {
         return Ok(v);
     }
     let line = probe_version(engine, image).await?;
-    let version = parse_version(&line).ok_or_else(|| Error::Store {
+    let line = line.lines().find(|l| parse_version(l).is_some()).map(str::trim).map(str::to_string).ok_or_else(|| Error::Store {
         store: String::new(),
         why: format!("cannot read the engine version of {image} from `dockerd --version`: {:?}", line.trim()),
     })?;
-    if let Err(e) = crate::cache::write("engine-version", &id, &version) {
+    if let Err(e) = crate::cache::write("engine-line", &id, &line) {
         tracing::debug!(error = %e, "cannot remember an engine version");
     }
-    Ok(version)
+    Ok(line)
+}
+
+/// The inner engine version of server `image` (e.g. `20.10.24+dfsg1`; see [`engine_line`]).
+pub async fn engine_version(engine: &Engine, image: &str) -> Result<String> {
+    let line = engine_line(engine, image).await?;
+    Ok(parse_version(&line).unwrap_or_default())
 }
 
 /// The version in `dockerd --version`'s line (`Docker version 20.10.24+dfsg1, build 5d6db84`).
@@ -292,8 +303,10 @@ pub async fn choose(engine: &Engine, spec: &EnvSpec) -> Result<std::result::Resu
     if spec.dockerd_opts.iter().any(sets) {
         return Ok(Err("--dkropts sets the storage driver or the data root".to_string()));
     }
-    let version = engine_version(engine, &spec.server_image).await?;
-    Ok(Ok(Store::new(&prefix()?, &version, &spec.server_image)))
+    let line = engine_line(engine, &spec.server_image).await?;
+    let mut store = Store::new(&prefix()?, &parse_version(&line).unwrap_or_default(), &spec.server_image);
+    store.engine = line;
+    Ok(Ok(store))
 }
 
 /// Whether the store's volume exists.
@@ -617,8 +630,13 @@ pub async fn list(engine: &Engine) -> Result<Vec<StoreInfo>> {
     let mut out = Vec::new();
     for (name, l) in engine.volumes_labelled(filter).await? {
         let get = |k: &str| l.get(k).cloned().unwrap_or_default();
-        let store =
-            Store { name: name.clone(), version: get(labels::STORE_VERSION), image: get(labels::STORE_IMAGE), prefix: prefix.clone() };
+        let store = Store {
+            name: name.clone(),
+            version: get(labels::STORE_VERSION),
+            image: get(labels::STORE_IMAGE),
+            prefix: prefix.clone(),
+            engine: String::new(),
+        };
         let index = match engine.image(&store.image).await? {
             Some(_) => read_index(engine, &store).await?,
             None => None,

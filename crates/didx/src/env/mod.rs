@@ -134,9 +134,20 @@ pub struct EnvSpec {
     /// Which engine the client talks to: its own server's, or (`--engine host`) the engine
     /// itself through didx's proxy, with no server.
     pub engine_mode: crate::spec::EngineMode,
-    /// The image store volume the server mounts read-only and seeds its engine from
-    /// (`--store`, see [`crate::store`]); `None` without.
-    pub store: Option<String>,
+    /// The image store the server mounts read-only and seeds its engine from (`--store`, see
+    /// [`crate::store`]); `None` without.
+    pub store: Option<StoreMount>,
+}
+
+/// An image store as a server mounts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreMount {
+    /// The store's volume.
+    pub volume: String,
+    /// The server's own engine, `dockerd --version`'s line (as [`crate::store::engine_line`]
+    /// found it for the server image): the entrypoint seeds from a snapshot made by this engine
+    /// only. Empty: the entrypoint asks `dockerd --version` itself (~45 ms).
+    pub engine: String,
 }
 
 /// This process as an environment's owner: `USER@HOST pid PID` (`USER` from `$USER`, else

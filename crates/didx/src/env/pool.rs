@@ -147,7 +147,7 @@ fn key_at(recipe_version: u32, spec: &EnvSpec, server_image_id: &str, client_ima
     // one with it a run that did not). Only when given, as `--publish`.
     if let Some(store) = &spec.store {
         h.update(b"store\0");
-        h.update(store.as_bytes());
+        h.update(store.volume.as_bytes());
         h.update([0]);
     }
     if !spec.publish.is_empty() {
@@ -674,10 +674,11 @@ mod tests {
         p.publish = vec![crate::spec::PublishSpec::parse("8081:80").unwrap()];
         assert_ne!(key_of(&p, "sha256:1", "sha256:1"), kp, "another host port");
         let mut st = spec();
-        st.store = Some("didx-store-20.10.24_dfsg1-overlay2".into());
+        let mount = |v: &str| Some(crate::env::StoreMount { volume: v.into(), engine: "Docker version 20.10.24+dfsg1, build 5d6db84".into() });
+        st.store = mount("didx-store-20.10.24_dfsg1-overlay2");
         let ks = key_of(&st, "sha256:1", "sha256:1");
         assert_ne!(ks, k, "a server mounting a store is another shape");
-        st.store = Some("other-20.10.24_dfsg1-overlay2".into());
+        st.store = mount("other-20.10.24_dfsg1-overlay2");
         assert_ne!(key_of(&st, "sha256:1", "sha256:1"), ks, "another store");
         // Word boundaries count: ["--a", "b"] is not ["--ab"].
         let (mut f, mut g) = (spec(), spec());

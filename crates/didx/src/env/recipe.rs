@@ -155,7 +155,7 @@ impl<'a> Server<'a> {
         if let Some(store) = &self.spec.store {
             mounts.push(Mount {
                 target: Some(STORE_PATH.to_string()),
-                source: Some(store.clone()),
+                source: Some(store.volume.clone()),
                 typ: Some(MountType::VOLUME),
                 read_only: Some(true),
                 ..Default::default()
@@ -204,8 +204,11 @@ impl<'a> Server<'a> {
     /// The server's variables: a pooled one's idle timeout, the store's path with `--store`.
     fn env(&self) -> Option<Vec<String>> {
         let mut env: Vec<String> = self.pool.and_then(|p| p.idle_timeout).map(|t| format!("DIDX_IDLE_TIMEOUT={t}")).into_iter().collect();
-        if self.spec.store.is_some() {
+        if let Some(store) = &self.spec.store {
             env.push(format!("DIDX_STORE={STORE_PATH}"));
+            if !store.engine.is_empty() {
+                env.push(format!("DIDX_STORE_ENGINE={}", store.engine));
+            }
         }
         (!env.is_empty()).then_some(env)
     }
@@ -529,9 +532,12 @@ mod tests {
     #[test]
     fn a_server_with_the_store_mounts_it_read_only_and_is_told_where() {
         let (mut s, tls) = (spec(), tls());
-        s.store = Some("didx-store-20.10.24_dfsg1-overlay2".into());
+        s.store = Some(super::super::StoreMount { volume: "didx-store-20.10.24_dfsg1-overlay2".into(), engine: "Docker version 20.10.24+dfsg1, build 5d6db84".into() });
         let body = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None }.body(&Isolation::Privileged);
-        assert_eq!(body.env, Some(vec!["DIDX_STORE=/didx/store".to_string()]));
+        assert_eq!(
+            body.env,
+            Some(vec!["DIDX_STORE=/didx/store".to_string(), "DIDX_STORE_ENGINE=Docker version 20.10.24+dfsg1, build 5d6db84".to_string()])
+        );
         let mounts = body.host_config.unwrap().mounts.unwrap();
         assert_eq!(mounts.len(), 2);
         assert_eq!(mounts[1].source.as_deref(), Some("didx-store-20.10.24_dfsg1-overlay2"));
