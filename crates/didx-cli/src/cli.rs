@@ -272,6 +272,10 @@ pub enum PoolCmd {
         /// removes it (e.g. 90s, 30m, 2h; 0 = wait for a claim forever)
         #[arg(long = "idle-timeout", default_value = "30m", value_name = "DURATION")]
         idle_timeout: String,
+        /// With --store: put IMAGE into the image store first, so every pooled environment
+        /// starts with it (skipped when the store holds its ID). Repeatable
+        #[arg(long = "load", value_name = "IMAGE")]
+        load: Vec<String>,
         #[command(flatten)]
         env: Box<EnvArgs>,
     },

@@ -260,13 +260,14 @@ impl Job {
                         PoolJob::List
                     }
                     Some(PoolCmd::Down) => PoolJob::Down,
-                    Some(PoolCmd::Up { n, idle_timeout, env }) => {
+                    Some(PoolCmd::Up { n, idle_timeout, load, env }) => {
                         didx::pool::check_size(n)?;
                         let idle = match idle_timeout.as_str() {
                             "0" => None,
                             d => Some(parse_duration("--idle-timeout value", d)?),
                         };
-                        PoolJob::Up(n, idle, Box::new(builder(&env)?.options()?))
+                        let b = load.iter().fold(builder(&env)?, |b, l| b.load(l));
+                        PoolJob::Up(n, idle, Box::new(b.options()?))
                     }
                 },
             },

@@ -1,5 +1,5 @@
-//! The image store through the library, pool included: `SandboxBuilder::store` fills it once,
-//! pooled environments started with it (`pool::up`) hold its images, and a claim runs them.
+//! The image store through the library, pool included: `pool::up` with `store` and `load`
+//! fills it once, pooled environments started with it hold its images, and a claim runs them.
 //! One test in this binary: it sets `DIDX_STORE_PREFIX` for the process (its own prefix, so no
 //! user's store is touched), which no other thread reads meanwhile.
 
@@ -40,18 +40,20 @@ async fn pooled_environments_started_with_the_store_hold_its_images_and_a_claim_
 }
 
 async fn scenario(engine: &Engine, image: &str) -> didx::Result<()> {
-    // Filled once by a sandbox that loads it.
-    let first = Sandbox::builder().store(true).load(image).start(engine).await?;
-    first.rm().await?;
+    // Without the store, `pool up` with images is refused before anything starts.
+    let no_store = Sandbox::builder().load(image).options()?;
+    let refused = didx::pool::up(engine, &no_store, 1, None, &Cancel::new(), &|_| {}).await;
+    assert!(matches!(&refused, Err(e) if e.is_usage()), "{refused:?}");
+
+    // A pool of one with the store and the image (`pool up --store --load`): the image goes
+    // into the store first; the claim gets it without loading.
+    let options = Sandbox::builder().store(true).load(image).options()?;
+    let up = didx::pool::up(engine, &options, 1, Some(Duration::from_secs(300)), &Cancel::new(), &|_| {}).await?;
+    assert_eq!(up.started.len() + up.existing, 1, "{up:?}");
     let stores = didx::store::list(engine).await?;
     assert_eq!(stores.len(), 1, "{stores:?}");
     let index = stores[0].index.clone().expect("readable");
     assert!(index.images.iter().any(|i| i.tags.iter().any(|t| t == image)), "{index:?}");
-
-    // A pool of one with the store; the claim gets it, with the image, without loading.
-    let options = Sandbox::builder().store(true).options()?;
-    let up = didx::pool::up(engine, &options, 1, Some(Duration::from_secs(300)), &Cancel::new(), &|_| {}).await?;
-    assert_eq!(up.started.len() + up.existing, 1, "{up:?}");
     let mut sb = Sandbox::builder().store(true).start_pooled(engine).await?;
     assert!(sb.take_refill().is_some(), "claimed from the pool");
     assert_eq!(didx::store::list(engine).await?[0].users.len(), 1, "the claimed server mounts the store");
