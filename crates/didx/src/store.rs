@@ -695,9 +695,7 @@ pub async fn remove(
     let mut done = Vec::new();
     for info in list(engine).await? {
         if images.is_empty() {
-            refuse_in_use(&info)?;
-            engine.remove_volume(&info.store.name).await?;
-            crate::cache::forget("store-index", &info.store.name);
+            drop_store(engine, &info, cancel, on).await?;
             done.push(Removed::Store { store: info.store.name.clone(), kib: info.index.map_or(0, |i| i.kib) });
             continue;
         }
@@ -728,9 +726,7 @@ pub async fn prune(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(StoreEvent<'_>
             }
         }
         if stale.len() == index.images.len() {
-            refuse_in_use(&info)?;
-            engine.remove_volume(&info.store.name).await?;
-            crate::cache::forget("store-index", &info.store.name);
+            drop_store(engine, &info, cancel, on).await?;
             done.push(Removed::Store { store: info.store.name.clone(), kib: index.kib });
         } else if !stale.is_empty()
             && let Some(d) = change(engine, &info, &shape, Change::Remove(&stale), cancel, on).await?
@@ -739,6 +735,25 @@ pub async fn prune(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(StoreEvent<'_>
         }
     }
     Ok(done)
+}
+
+/// Remove a whole store no container mounts: its volume (the engine refuses one in use), the
+/// index this cache directory remembers of it, and its lock file (unlinked while held: a
+/// process that waited on it and fills the store again is still kept from racing another by
+/// the filler's fixed name).
+async fn drop_store(engine: &Engine, info: &StoreInfo, cancel: &Cancel, on: &(dyn Fn(StoreEvent<'_>) + Send + Sync)) -> Result<()> {
+    refuse_in_use(info)?;
+    let name = &info.store.name;
+    let lock = format!("store-{name}.lock");
+    let _held = crate::cache::lock(&lock, Duration::from_millis(100), cancel, |_| on(StoreEvent::Waiting { store: name })).await?;
+    engine.remove_volume(name).await?;
+    crate::cache::forget("store-index", name);
+    if let Some(dir) = crate::cache::dir()
+        && let Err(e) = std::fs::remove_file(dir.join(&lock))
+    {
+        tracing::debug!(error = %e, "cannot remove a store's lock file");
+    }
+    Ok(())
 }
 
 fn refuse_in_use(info: &StoreInfo) -> Result<()> {
