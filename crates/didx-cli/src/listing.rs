@@ -179,14 +179,15 @@ pub async fn stores(engine: &Engine, json: bool) -> anyhow::Result<u8> {
     if json {
         output::out(&to_text(&Value::Array(stores.iter().map(store_json).collect())));
     } else {
-        output::out(&format!("{:<44} {:<16} {:>10} {:>6}  USERS\n", "STORE", "ENGINE", "DISK", "IMAGES"));
+        output::out(&format!("{:<44} {:<16} {:>10} {:>6} {:<8} USERS\n", "STORE", "ENGINE", "DISK", "IMAGES", "LAST USE"));
         for s in &stores {
             let (disk, count) = match &s.index {
                 Some(i) => (format!("{:.1} MB", i.kib as f64 * 1024.0 / 1e6), i.images.len().to_string()),
                 None => ("?".to_string(), "?".to_string()),
             };
             let users = if s.users.is_empty() { "-".to_string() } else { s.users.join(",") };
-            output::out(&format!("{:<44} {:<16} {:>10} {:>6}  {users}\n", s.store.name, s.store.version, disk, count));
+            let used = if s.last_used.is_some() { age(s.last_used) } else { "-".to_string() };
+            output::out(&format!("{:<44} {:<16} {:>10} {:>6} {used:<8} {users}\n", s.store.name, s.store.version, disk, count));
             for img in s.index.iter().flat_map(|i| &i.images) {
                 let id = img.id.trim_start_matches("sha256:");
                 let tags = if img.tags.is_empty() { "<none>".to_string() } else { img.tags.join(" ") };
@@ -208,6 +209,7 @@ fn store_json(s: &didx::store::StoreInfo) -> Value {
         "snapshot": s.index.as_ref().map(|i| i.snapshot.clone()),
         "images": s.index.iter().flat_map(|i| &i.images).map(|i| json!({"id": i.id, "size": i.size, "tags": i.tags})).collect::<Vec<_>>(),
         "users": s.users,
+        "last_used": s.last_used,
     })
 }
 

@@ -360,6 +360,10 @@ fn store_rm_and_prune_free_the_space_and_nothing_else_and_leave_a_store_in_use()
     assert_eq!(v.as_array().unwrap().len(), 1, "{}", listed.stdout);
     let kib_before = v[0]["disk_kib"].as_u64().unwrap();
     assert_eq!(v[0]["images"].as_array().unwrap().len(), 2);
+    assert!(v[0]["last_used"].as_u64().is_some_and(|t| t + 600 > now_secs()), "used just now: {}", listed.stdout);
+    let table = fx.didx(&["store"]);
+    ok(&table);
+    assert!(table.stdout.contains(&store) && table.stdout.contains(&keep) && table.stdout.contains(&big), "{}", table.show());
 
     // In use by a sandbox: its filler drains the store, sees the server, removes nothing and
     // publishes the store as it was.

@@ -486,6 +486,7 @@ impl SandboxOptions {
             return Ok(());
         }
         fwd(StoreEvent::Using { store: &store.name });
+        store::note_use(&store.name);
         spec.store = Some(crate::env::StoreMount { volume: store.name, engine: store.engine });
         Ok(())
     }

@@ -621,6 +621,22 @@ pub struct StoreInfo {
     pub index: Option<Index>,
     /// The containers mounting it now (servers, a filler), by name.
     pub users: Vec<String>,
+    /// When a sandbox of this cache directory last mounted it (Unix seconds; `None`: never
+    /// here). Other machines' or cache directories' use is not seen.
+    pub last_used: Option<u64>,
+}
+
+/// Remember that a sandbox of this cache directory mounts `store` now (see
+/// [`StoreInfo::last_used`]).
+pub fn note_use(store: &str) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    if let Err(e) = crate::cache::write("store-used", store, &now.to_string()) {
+        tracing::debug!(error = %e, "cannot remember a store's use");
+    }
+}
+
+fn last_used(store: &str) -> Option<u64> {
+    crate::cache::read("store-used", store)?.trim().parse().ok()
 }
 
 /// Every store of this prefix ([`prefix`]) on the engine.
@@ -642,7 +658,8 @@ pub async fn list(engine: &Engine) -> Result<Vec<StoreInfo>> {
             None => None,
         };
         let users = users(engine, &name).await?;
-        out.push(StoreInfo { store, index, users });
+        let last_used = last_used(&name);
+        out.push(StoreInfo { store, index, users, last_used });
     }
     out.sort_by(|a, b| a.store.name.cmp(&b.store.name));
     Ok(out)
@@ -748,6 +765,7 @@ async fn drop_store(engine: &Engine, info: &StoreInfo, cancel: &Cancel, on: &(dy
     let _held = crate::cache::lock(&lock, Duration::from_millis(100), cancel, |_| on(StoreEvent::Waiting { store: name })).await?;
     engine.remove_volume(name).await?;
     crate::cache::forget("store-index", name);
+    crate::cache::forget("store-used", name);
     if let Some(dir) = crate::cache::dir()
         && let Err(e) = std::fs::remove_file(dir.join(&lock))
     {
