@@ -297,6 +297,39 @@ mod tests {
     use didx::spec::{Proto, Published};
 
     #[test]
+    fn a_store_in_json_has_the_documented_keys() {
+        use didx::store::{Index, Store, StoreInfo, StoredImage};
+        let mut store = Store::new("didx-store", "20.10.24+dfsg1", "didx/dind:local");
+        store.engine = "Docker version 20.10.24+dfsg1, build 5d6db84".into();
+        let info = StoreInfo {
+            store,
+            index: Some(Index {
+                snapshot: "snap-2".into(),
+                kib: 206_440,
+                images: vec![StoredImage { id: "sha256:1920".into(), size: 209_982_147, tags: vec!["app:1".into()] }],
+            }),
+            users: vec!["dind_k2v9x0a1b2_server_latest".into()],
+            last_used: Some(1_000),
+        };
+        assert_eq!(
+            store_json(&info),
+            json!({
+                "name": "didx-store-20.10.24_dfsg1-overlay2",
+                "engine_version": "20.10.24+dfsg1",
+                "server_image": "didx/dind:local",
+                "disk_kib": 206_440,
+                "snapshot": "snap-2",
+                "images": [{"id": "sha256:1920", "size": 209_982_147, "tags": ["app:1"]}],
+                "users": ["dind_k2v9x0a1b2_server_latest"],
+                "last_used": 1_000,
+            })
+        );
+        let unreadable = StoreInfo { index: None, users: vec![], last_used: None, ..info };
+        let v = store_json(&unreadable);
+        assert_eq!((v["disk_kib"].clone(), v["snapshot"].clone(), v["images"].clone()), (Value::Null, Value::Null, json!([])));
+    }
+
+    #[test]
     fn an_environment_in_json_has_the_documented_keys() {
         let e = EnvSummary {
             id: "k2v9x0a1b2".into(),
