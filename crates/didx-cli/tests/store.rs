@@ -25,11 +25,13 @@ const READER: &str = "didx/dind:local";
 struct Fixture {
     prefix: String,
     images: Vec<String>,
+    /// Environments a test keeps running (removed on drop if it fails first).
+    envs: Vec<String>,
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        Fixture { prefix: format!("didx-t-{}", didx::env::EnvId::generate()), images: Vec::new() }
+        Fixture { prefix: format!("didx-t-{}", didx::env::EnvId::generate()), images: Vec::new(), envs: Vec::new() }
     }
 
     /// A host image of two layers: BASE and one holding `/marker` with `content` (and
@@ -103,10 +105,13 @@ impl Drop for Fixture {
             return;
         }
         // Only after a failed assertion (finish() clears the images): remove by label and name.
-        let (prefix, images) = (self.prefix.clone(), std::mem::take(&mut self.images));
+        let (prefix, images, envs) = (self.prefix.clone(), std::mem::take(&mut self.images), std::mem::take(&mut self.envs));
         let _ = std::thread::spawn(move || {
             rt().block_on(async {
                 let e = engine().await;
+                for id in envs {
+                    didx::env::remove(&e, &id).await.ok();
+                }
                 let f = HashMap::from([("label".to_string(), vec![format!("{}={prefix}", labels::STORE)])]);
                 for c in e.containers(f).await.unwrap_or_default() {
                     if let Some(id) = c.id {
@@ -210,6 +215,13 @@ fn an_image_stored_once_is_in_later_sandboxes_which_run_and_build_on_it_and_cann
     let (index, hash) = store_state(&store);
     assert!(index.contains(&id) && index.contains(&img), "{index}");
 
+    // A sandbox kept running meanwhile (B): it must still run the image after the others
+    // delete and overwrite theirs.
+    let b = fx.didx(&["--sv", "local", "--store", "--clean", "none", &format!("run --rm {img} cat /marker")]);
+    ok(&b);
+    let b_id = b.env_id().unwrap();
+    fx.envs.push(b_id.clone());
+
     // Three later sandboxes at once: each finds it, runs it, builds on it, then deletes it or
     // overwrites its tag and prunes everything inside.
     let scripts = [
@@ -252,6 +264,18 @@ fn an_image_stored_once_is_in_later_sandboxes_which_run_and_build_on_it_and_cann
     }
     assert!(runs[0].stdout.contains("built"), "{}", runs[0].show());
     assert!(runs[1].stdout.contains("over"), "{}", runs[1].show());
+    // B, untouched by them, still runs the original.
+    let (code, out) = rt().block_on(async {
+        let e = engine().await;
+        let argv: Vec<String> = ["docker", "run", "--rm", img.as_str(), "cat", "/marker"].iter().map(|s| s.to_string()).collect();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = e.exec(&format!("dind_{b_id}_client_local"), &argv, &[], &mut out, &mut err).await.unwrap();
+        didx::env::remove(&e, &b_id).await.unwrap();
+        (code, String::from_utf8_lossy(&out).into_owned() + &String::from_utf8_lossy(&err))
+    });
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.trim(), "stored-once", "the kept sandbox's copy is the original");
+    assert_gone(&b_id);
     // The store is as it was, byte for byte, and a later sandbox gets the original.
     assert_eq!(store_state(&store), (index, hash), "the store changed");
     let later = fx.didx(&["--sv", "local", "--store", "--clean", "anycase", &format!("run --rm {img} sh -c 'cat /marker; ls /bin/ls'")]);
