@@ -108,7 +108,21 @@ impl Drop for Fixture {
         let (prefix, images, envs) = (self.prefix.clone(), std::mem::take(&mut self.images), std::mem::take(&mut self.envs));
         let _ = std::thread::spawn(move || {
             rt().block_on(async {
-                let e = engine().await;
+                // The engine may be restarting (another test's): try for a while, never panic.
+                let mut e = None;
+                for _ in 0..60 {
+                    match Engine::connect(None).await {
+                        Ok(c) => {
+                            e = Some(c);
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+                    }
+                }
+                let Some(e) = e else {
+                    eprintln!("store test clean-up: no engine; left stores of {prefix}, images {images:?}");
+                    return;
+                };
                 for id in envs {
                     didx::env::remove(&e, &id).await.ok();
                 }
