@@ -7,6 +7,20 @@
 #   entrypoint lease                      (run by didx as an exec with stdin attached) hold this
 #                                         running container for the didx process that owns it
 #                                         (a claim of a pooled environment); marks it claimed
+#   entrypoint store-fill [DOCKERD ARGS...] PID 1 of a store's filler: dockerd on the store volume
+#                                         (/didx/store); once committed and ended, a snapshot
+#   entrypoint store-commit               (an exec in the filler) list the images, mark the fill
+#                                         committed and stop dockerd cleanly
+#
+# The image store (didx's --store): a volume filled by an engine of the same version, its data
+# root at /didx/store/root. A filler's dockerd is stopped cleanly (quiesced) before its metadata
+# is published: the small files (image/, each layer's link/lower/committed/work, overlay2/l/)
+# are copied into /didx/store/snap-N, then /didx/store/current is renamed to name it. A server
+# started with DIDX_STORE (the volume, mounted read-only) copies the current snapshot into its
+# own empty /var/lib/docker before dockerd starts and binds each layer's diff/ read-only onto
+# its own: its engine lists the images at once, runs and builds on them, and whatever it
+# deletes or writes goes to its own storage. Layer diff/ directories never change once
+# committed, so filling while servers use the store is safe (new layers are added beside).
 #
 # A container didx holds from its very start is created with stdin open and started under a
 # bootstrap (`sh -c 'read go && exec "$@"'`, see didx's recipe): didx attaches to its stdin
@@ -150,6 +164,7 @@ server() {
 	choose_iptables
 	rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid 2>/dev/null || true
 	mkdir -p "$LEASE_DIR"
+	[ -n "${DIDX_STORE:-}" ] && store_seed "$DIDX_STORE"
 	# Inner containers get the MTU of the network this server sits on, not dockerd's default
 	# 1500: a bigger MTU than the path's drops large packets, and TLS handshakes and downloads
 	# hang. --mtu covers the default bridge; engines that have --default-network-opt (24.0 on)
@@ -200,6 +215,139 @@ server() {
 	wait $! || true
 	exit "$status"
 }
+
+# store_seed STORE: the store's current snapshot into this server's own (empty) data root, each
+# layer's diff/ bound read-only from the store. Skipped, with a line saying why, when the store
+# is empty, was made by another engine version, or the data root is not empty. A failed bind
+# undoes the seeding: the server then starts empty (didx's --load still loads).
+store_seed() {
+	s=$1
+	d=/var/lib/docker
+	if [ ! -f "$s/current" ]; then
+		log "store: empty; nothing seeded"
+		return 0
+	fi
+	snap=$s/$(cat "$s/current")
+	made=$(cat "$snap/version" 2>/dev/null || true)
+	# This engine's `dockerd --version` line: as didx found it for this image (saves ~45 ms),
+	# else asked.
+	this=${DIDX_STORE_ENGINE:-$(dockerd --version 2>/dev/null || true)}
+	if [ "$made" != "$this" ]; then
+		log "store: not used: it was filled by '$made', this engine is '$this'"
+		return 0
+	fi
+	if [ -e "$d/image" ]; then
+		log "store: not used: $d already holds images"
+		return 0
+	fi
+	if ! { mkdir -p "$d/overlay2" && cp -a "$snap/image" "$d/image" && cp -a "$snap/overlay2/." "$d/overlay2/"; }; then
+		log "store: not used: cannot copy ${snap##*/}"
+		rm -rf "$d/image" "$d/overlay2"
+		return 0
+	fi
+	n=0
+	for l in "$snap"/overlay2/*/; do
+		id=${l%/}
+		id=${id##*/}
+		[ "$id" = l ] && continue
+		mkdir -p "$d/overlay2/$id/diff"
+		if ! { mount -o bind "$s/root/overlay2/$id/diff" "$d/overlay2/$id/diff" &&
+			mount -o remount,bind,ro "$d/overlay2/$id/diff"; }; then
+			log "store: not used: cannot bind layer $id read-only"
+			for m in "$d"/overlay2/*/diff; do umount "$m" 2>/dev/null || true; done
+			rm -rf "$d/image" "$d/overlay2"
+			return 0
+		fi
+		n=$((n + 1))
+	done
+	log "store: seeded ${snap##*/} ($n layers, read-only)"
+}
+
+# store_snapshot STORE: publish the (quiesced) data root's metadata as the next snapshot, with
+# the image list store-commit wrote, then name it in STORE/current (a rename: readers see the
+# old snapshot or the new one, whole). The one before it stays for readers still copying it.
+store_snapshot() {
+	s=$1
+	root=$s/root
+	n=$(($(cat "$s/serial" 2>/dev/null || echo 0) + 1))
+	tmp=$s/.snap-$n
+	# Every step checked: this runs where `set -e` does not apply (a condition).
+	rm -rf "$tmp" && mkdir -p "$tmp/overlay2" && cp -a "$root/image" "$tmp/image" || return 1
+	if [ -d "$root/overlay2/l" ]; then cp -a "$root/overlay2/l" "$tmp/overlay2/l" || return 1; fi
+	# The layers the engine holds (its layer database names each one's directory): a fill that
+	# was killed can leave a partly extracted directory that no image uses.
+	for c in "$root"/image/overlay2/layerdb/sha256/*/cache-id; do
+		[ -f "$c" ] || continue
+		id=$(cat "$c")
+		l=$root/overlay2/$id/
+		mkdir "$tmp/overlay2/$id" || return 1
+		for f in "$l"*; do
+			if [ "${f##*/}" != diff ]; then cp -a "$f" "$tmp/overlay2/$id/" || return 1; fi
+		done
+	done
+	dockerd --version >"$tmp/version" || return 1
+	{
+		printf 'snap-%s %s\n' "$n" "$(du -sk "$s" | cut -f1)"
+		cat "$LEASE_DIR/images"
+	} >"$tmp/index" || return 1
+	mv "$tmp" "$s/snap-$n" || return 1
+	printf '%s\n' "$n" >"$s/serial.tmp" && mv -f "$s/serial.tmp" "$s/serial" || return 1
+	cp "$s/snap-$n/index" "$s/index.tmp" && mv -f "$s/index.tmp" "$s/index" || return 1
+	printf 'snap-%s\n' "$n" >"$s/current.tmp" && mv -f "$s/current.tmp" "$s/current" || return 1
+	for o in "$s"/snap-*; do
+		k=${o##*/snap-}
+		[ "$k" -lt $((n - 1)) ] && rm -rf "$o"
+	done
+	log "store: published snap-$n"
+}
+
+# store_fill [DOCKERD ARGS]: PID 1 of a filler. dockerd runs on the store until it ends; only
+# a committed fill (store-commit, its lease not lost) is published.
+store_fill() {
+	prepare_sys
+	prepare_tmp
+	choose_iptables
+	rm -f /var/run/docker.pid /run/docker/containerd/containerd.pid 2>/dev/null || true
+	mkdir -p "$LEASE_DIR" "$STORE/root"
+	rm -rf "$STORE"/.snap-* 2>/dev/null || true
+	# A removal: unpublish first, so that no server starting from now on seeds from layers it
+	# may delete (they start empty until the commit publishes the next snapshot; without a
+	# commit the store stays unpublished and the next fill publishes it again).
+	if [ "${DIDX_STORE_DRAIN:-}" = 1 ]; then rm -f "$STORE/current" "$STORE/index"; fi
+	dockerd "$@" </dev/null &
+	dockerd=$!
+	echo "$dockerd" >"$LEASE_DIR/dockerd.pid"
+	[ "${DIDX_LEASE:-}" = stdin ] && watch_stdin
+	trap 'kill -TERM "$dockerd" 2>/dev/null || true' TERM INT
+	status=0
+	while :; do
+		wait "$dockerd" && status=0 || status=$?
+		kill -0 "$dockerd" 2>/dev/null || break
+	done
+	if [ -e "$LEASE_DIR/commit" ] && [ ! -e "$LEASE_DIR/ended" ]; then
+		store_snapshot "$STORE" && exit 0
+		log "store: the snapshot failed; the store keeps its previous one"
+		exit 1
+	fi
+	log "store: the filler ended uncommitted (dockerd status $status); nothing published"
+	exit 1
+}
+
+# store_commit: (an exec in the filler, dockerd up) record its images, mark the fill committed,
+# stop dockerd; PID 1 publishes the snapshot once dockerd has ended.
+store_commit() {
+	ids=$(docker image ls -q --no-trunc | sort -u)
+	: >"$LEASE_DIR/images.tmp"
+	if [ -n "$ids" ]; then
+		# shellcheck disable=SC2086
+		docker image inspect --format '{{.Id}} {{.Size}}{{range .RepoTags}} {{.}}{{end}}' $ids >"$LEASE_DIR/images.tmp"
+	fi
+	mv -f "$LEASE_DIR/images.tmp" "$LEASE_DIR/images"
+	: >"$LEASE_DIR/commit"
+	kill -TERM "$(cat "$LEASE_DIR/dockerd.pid")"
+}
+
+STORE=${DIDX_STORE:-/didx/store}
 
 # listening: whether the server's dockerd listens on its TLS port in this (shared) network
 # namespace: port 2376 (hex 0948), state LISTEN (0A), in /proc/net/tcp or, as Go listens on
@@ -274,8 +422,10 @@ case "$role" in
 server) server "$@" ;;
 client) client ;;
 lease) lease ;;
+store-fill) store_fill "$@" ;;
+store-commit) store_commit ;;
 *)
-	log "usage: entrypoint server [DOCKERD ARGS...] | entrypoint client | entrypoint lease"
+	log "usage: entrypoint server [DOCKERD ARGS...] | entrypoint client | entrypoint lease | entrypoint store-fill [DOCKERD ARGS...] | entrypoint store-commit"
 	exit 2
 	;;
 esac

@@ -14,8 +14,8 @@ DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH pointing at the sandbox's in
 DIDX_DOCKER_TLS_VERIFY, DIDX_DOCKER_CERT_PATH); anything else runs in the client as given.
 The first failing command stops the rest.
 
-Verbs: a first argument that is exactly a verb name ('image', 'pool', 'ls', 'env', 'completions',
-'man')
+Verbs: a first argument that is exactly a verb name ('image', 'pool', 'ls', 'env', 'store',
+'completions', 'man')
 is a didx verb, not a COMMAND (-H may come before it, other options after it). Put '--' before the
 COMMANDs to force the COMMAND reading (e.g. didx -- image ls, didx -- env), and before a
 COMMAND that starts with '-' (e.g. didx -- '-D info').
@@ -28,6 +28,9 @@ COMMAND that starts with '-' (e.g. didx -- '-D info').
   didx --pool ...     run in a pooled environment (then removed; the pool refills)
   didx env ID         print 'export DOCKER_HOST=… DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=…'
                       for a running environment: eval \"$(didx env ID)\" (--json too)
+  didx store          list the image stores (--store): images, disk use, users
+  didx store rm [IMAGE...]  remove images from the stores (none: every store)
+  didx store prune    remove stored images the host engine no longer has
   didx completions SHELL  print a completion script for bash, zsh or fish
   didx man            print the man page (roff)
 Listings (didx ls, didx --clean rpt, didx pool) print a table, or JSON on stdout with --json.
@@ -176,6 +179,12 @@ pub struct EnvArgs {
     /// An inner 'docker run -p ENVPORT:…' is then reachable at IP:HOSTPORT. Repeatable
     #[arg(long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
+    /// Use the image store of the inner engine's version: the server mounts it read-only and
+    /// starts with its images; each --load image it lacks is put into it first (once, for
+    /// every later sandbox). Inner overlay2 only (else --load loads as without, with a note).
+    /// See 'didx store'
+    #[arg(long)]
+    pub store: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +216,15 @@ pub enum Verb {
         #[arg(value_name = "ID")]
         id: String,
         /// Print a JSON object instead (see the README for its keys)
+        #[arg(long)]
+        json: bool,
+    },
+    /// The image store (--store): alone, lists each store, its images and disk use
+    #[command(args_conflicts_with_subcommands = true)]
+    Store {
+        #[command(subcommand)]
+        cmd: Option<StoreCmd>,
+        /// Print the listing as JSON on stdout (see the README for its keys)
         #[arg(long)]
         json: bool,
     },
@@ -254,12 +272,30 @@ pub enum PoolCmd {
         /// removes it (e.g. 90s, 30m, 2h; 0 = wait for a claim forever)
         #[arg(long = "idle-timeout", default_value = "30m", value_name = "DURATION")]
         idle_timeout: String,
+        /// With --store: put IMAGE into the image store first, so every pooled environment
+        /// starts with it (skipped when the store holds its ID). Repeatable
+        #[arg(long = "load", value_name = "IMAGE")]
+        load: Vec<String>,
         #[command(flatten)]
         env: Box<EnvArgs>,
     },
     /// Remove every pooled environment not claimed by a run (starting ones only when their
     /// filler is provably gone); says what it left and why
     Down,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCmd {
+    /// Remove IMAGEs (tags or IDs) from every store holding them; with none, remove every
+    /// store (its volume). A store a server uses is left (exit 125)
+    Rm {
+        /// Tags or IDs
+        #[arg(value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Remove the stored images the host engine no longer has (by ID: a tag rebuilt since),
+    /// and the stores that leaves empty
+    Prune,
 }
 
 #[derive(Subcommand, Debug)]

@@ -172,6 +172,47 @@ pub async fn pool(engine: &Engine) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `didx store`: each image store of this prefix, its disk use, users and images; JSON with
+/// `--json`.
+pub async fn stores(engine: &Engine, json: bool) -> anyhow::Result<u8> {
+    let stores = didx::store::list(engine).await?;
+    if json {
+        output::out(&to_text(&Value::Array(stores.iter().map(store_json).collect())));
+    } else {
+        output::out(&format!("{:<44} {:<16} {:>10} {:>6} {:<8} USERS\n", "STORE", "ENGINE", "DISK", "IMAGES", "LAST USE"));
+        for s in &stores {
+            let (disk, count) = match &s.index {
+                Some(i) => (format!("{:.1} MB", i.kib as f64 * 1024.0 / 1e6), i.images.len().to_string()),
+                None => ("?".to_string(), "?".to_string()),
+            };
+            let users = if s.users.is_empty() { "-".to_string() } else { s.users.join(",") };
+            let used = if s.last_used.is_some() { age(s.last_used) } else { "-".to_string() };
+            output::out(&format!("{:<44} {:<16} {:>10} {:>6} {used:<8} {users}\n", s.store.name, s.store.version, disk, count));
+            for img in s.index.iter().flat_map(|i| &i.images) {
+                let id = img.id.trim_start_matches("sha256:");
+                let tags = if img.tags.is_empty() { "<none>".to_string() } else { img.tags.join(" ") };
+                output::out(&format!("  {:<12} {:>10} {tags}\n", &id[..id.len().min(12)], format!("{:.1} MB", img.size as f64 / 1e6)));
+            }
+        }
+    }
+    say(format!("{} image store(s); reclaim space with didx store rm [IMAGE...] or didx store prune", stores.len()));
+    Ok(0)
+}
+
+/// One store of `didx store --json`.
+fn store_json(s: &didx::store::StoreInfo) -> Value {
+    json!({
+        "name": s.store.name,
+        "engine_version": s.store.version,
+        "server_image": s.store.image,
+        "disk_kib": s.index.as_ref().map(|i| i.kib),
+        "snapshot": s.index.as_ref().map(|i| i.snapshot.clone()),
+        "images": s.index.iter().flat_map(|i| &i.images).map(|i| json!({"id": i.id, "size": i.size, "tags": i.tags})).collect::<Vec<_>>(),
+        "users": s.users,
+        "last_used": s.last_used,
+    })
+}
+
 /// Pretty JSON and a final newline.
 fn to_text(v: &Value) -> String {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| "[]".into());
@@ -254,6 +295,39 @@ mod tests {
     use super::*;
     use didx::env::Member;
     use didx::spec::{Proto, Published};
+
+    #[test]
+    fn a_store_in_json_has_the_documented_keys() {
+        use didx::store::{Index, Store, StoreInfo, StoredImage};
+        let mut store = Store::new("didx-store", "20.10.24+dfsg1", "didx/dind:local");
+        store.engine = "Docker version 20.10.24+dfsg1, build 5d6db84".into();
+        let info = StoreInfo {
+            store,
+            index: Some(Index {
+                snapshot: "snap-2".into(),
+                kib: 206_440,
+                images: vec![StoredImage { id: "sha256:1920".into(), size: 209_982_147, tags: vec!["app:1".into()] }],
+            }),
+            users: vec!["dind_k2v9x0a1b2_server_latest".into()],
+            last_used: Some(1_000),
+        };
+        assert_eq!(
+            store_json(&info),
+            json!({
+                "name": "didx-store-20.10.24_dfsg1-overlay2",
+                "engine_version": "20.10.24+dfsg1",
+                "server_image": "didx/dind:local",
+                "disk_kib": 206_440,
+                "snapshot": "snap-2",
+                "images": [{"id": "sha256:1920", "size": 209_982_147, "tags": ["app:1"]}],
+                "users": ["dind_k2v9x0a1b2_server_latest"],
+                "last_used": 1_000,
+            })
+        );
+        let unreadable = StoreInfo { index: None, users: vec![], last_used: None, ..info };
+        let v = store_json(&unreadable);
+        assert_eq!((v["disk_kib"].clone(), v["snapshot"].clone(), v["images"].clone()), (Value::Null, Value::Null, json!([])));
+    }
 
     #[test]
     fn an_environment_in_json_has_the_documented_keys() {

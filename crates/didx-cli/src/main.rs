@@ -20,7 +20,7 @@ mod output;
 mod run;
 mod signals;
 
-use cli::{Cli, EnvArgs, ImageCmd, PoolCmd, RunArgs, Verb};
+use cli::{Cli, EnvArgs, ImageCmd, PoolCmd, RunArgs, StoreCmd, Verb};
 use helper::Helper;
 use output::say;
 use run::RunJob;
@@ -77,6 +77,7 @@ fn main() -> ExitCode {
             Job::Completions(shell) => Ok(completions::completions(shell)),
             Job::Man => completions::man(),
             Job::Env { host, id, json } => env_vars(host.as_deref(), &id, json).await,
+            Job::Store { host, cmd } => store(host.as_deref(), cmd).await,
             Job::Run(run) => run.go(helper).await,
             Job::Matrix(m) => m.go(helpers).await,
         })
@@ -211,8 +212,15 @@ enum Job {
     Completions(cli::Shell),
     Man,
     Env { host: Option<String>, id: String, json: bool },
+    Store { host: Option<String>, cmd: StoreJob },
     Run(Box<RunJob>),
     Matrix(Box<matrix::Matrix>),
+}
+
+enum StoreJob {
+    List(bool),
+    Rm(Vec<String>),
+    Prune,
 }
 
 enum PoolJob {
@@ -233,6 +241,17 @@ impl Job {
                 Job::Ls { host }
             }
             Some(Verb::Env { id, json }) => Job::Env { host, id, json },
+            Some(Verb::Store { cmd, json }) => {
+                didx::store::prefix()?;
+                Job::Store {
+                    host,
+                    cmd: match cmd {
+                        None => StoreJob::List(json),
+                        Some(StoreCmd::Rm { images }) => StoreJob::Rm(images),
+                        Some(StoreCmd::Prune) => StoreJob::Prune,
+                    },
+                }
+            }
             Some(Verb::Pool { cmd, json }) => Job::Pool {
                 host,
                 cmd: match cmd {
@@ -241,13 +260,14 @@ impl Job {
                         PoolJob::List
                     }
                     Some(PoolCmd::Down) => PoolJob::Down,
-                    Some(PoolCmd::Up { n, idle_timeout, env }) => {
+                    Some(PoolCmd::Up { n, idle_timeout, load, env }) => {
                         didx::pool::check_size(n)?;
                         let idle = match idle_timeout.as_str() {
                             "0" => None,
                             d => Some(parse_duration("--idle-timeout value", d)?),
                         };
-                        PoolJob::Up(n, idle, Box::new(builder(&env)?.options()?))
+                        let b = load.iter().fold(builder(&env)?, |b, l| b.load(l));
+                        PoolJob::Up(n, idle, Box::new(b.options()?))
                     }
                 },
             },
@@ -306,7 +326,7 @@ fn builder(a: &EnvArgs) -> didx::Result<didx::SandboxBuilder> {
     for p in &a.publish {
         b = b.publish(p);
     }
-    Ok(b)
+    Ok(b.store(a.store))
 }
 
 fn run_builder(a: &RunArgs) -> didx::Result<didx::SandboxBuilder> {
@@ -371,6 +391,59 @@ fn say_start_event(e: &StartEvent<'_>) {
     }
 }
 
+/// The image store's messages (`--store`), whoever uses it.
+fn say_store_event(e: &didx::store::StoreEvent<'_>) {
+    use didx::store::StoreEvent;
+    match e {
+        StoreEvent::NotUsed { reason } => say(format!("the image store is not used: {reason}; --load loads into the sandbox as without")),
+        StoreEvent::Waiting { store } => say(format!("waiting for another filler of the image store {store}")),
+        StoreEvent::Filling { store, images } => say(format!("putting {} into the image store {store}", images.join(", "))),
+        StoreEvent::Filled { store, images, elapsed } => {
+            say(format!("put {} into the image store {store} in {:.2} s", images.join(", "), elapsed.as_secs_f64()))
+        }
+        StoreEvent::Using { store } => say(format!("the server mounts the image store {store} (read-only)")),
+        _ => {}
+    }
+}
+
+/// `didx store`, `didx store rm`, `didx store prune`.
+async fn store(host: Option<&str>, cmd: StoreJob) -> anyhow::Result<u8> {
+    let engine = connect(host).await?;
+    let cancel = Cancel::new();
+    let on = |e: didx::store::StoreEvent<'_>| say_store_event(&e);
+    let removed = match cmd {
+        StoreJob::List(json) => return listing::stores(&engine, json).await,
+        StoreJob::Rm(images) => {
+            let mut signals = Signals::install()?;
+            match cancelled_by_signal(didx::store::remove(&engine, &images, &cancel, &on), &cancel, &mut signals).await {
+                (Err(Error::Cancelled), Some(sig)) => return Ok(sig.code()),
+                (r, _) => r?,
+            }
+        }
+        StoreJob::Prune => {
+            let mut signals = Signals::install()?;
+            match cancelled_by_signal(didx::store::prune(&engine, &cancel, &on), &cancel, &mut signals).await {
+                (Err(Error::Cancelled), Some(sig)) => return Ok(sig.code()),
+                (r, _) => r?,
+            }
+        }
+    };
+    let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
+    for r in &removed {
+        match r {
+            didx::store::Removed::Store { store, kib } => say(format!("removed the image store {store} ({:.1} MB)", mb(*kib))),
+            didx::store::Removed::Images { store, images, kib: (before, after) } => {
+                say(format!("removed {} from the image store {store}: {:.1} MB -> {:.1} MB", images.join(", "), mb(*before), mb(*after)))
+            }
+            _ => {}
+        }
+    }
+    if removed.is_empty() {
+        say("nothing to remove");
+    }
+    Ok(0)
+}
+
 fn say_images(resolved: &didx::image::Resolved) {
     if !resolved.fell_back.is_empty() {
         let retry = match resolved.not_retried.iter().map(|(_, ago)| ago.as_secs()).max() {
@@ -401,6 +474,7 @@ async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
         Event::Images { resolved } => say_images(resolved),
         Event::Start(StartEvent::ServerStarted { name, .. }) => say(format!("dind server named: '{name}' started for the pool")),
         Event::Start(s) => say_start_event(s),
+        Event::Store(s) => say_store_event(s),
         _ => {}
     };
     let cancel = Cancel::new();

@@ -165,6 +165,12 @@ impl RunJob {
             }
             Event::CopyWarning { warning } => say(warning),
             Event::Copied { sources } => say(format!("copied {sources} source(s) into the client")),
+            Event::Store(s) => {
+                if matches!(s, didx::store::StoreEvent::Using { .. } | didx::store::StoreEvent::NotUsed { .. }) {
+                    timings.mark("stored");
+                }
+                crate::say_store_event(s)
+            }
             Event::Load(l) => match l {
                 didx::session::LoadEvent::Skipped(name) => say(format!("{name} already in the inner engine (same ID); not loaded")),
                 didx::session::LoadEvent::Progress { sent, total, elapsed } => {

@@ -632,6 +632,23 @@ impl Engine {
         Ok(r.volumes.unwrap_or_default().into_iter().map(|v| (v.name, v.labels)).collect())
     }
 
+    /// Create a named volume with `labels` (the engine returns the existing one unchanged when
+    /// the name is taken).
+    pub async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<()> {
+        let req = bollard::models::VolumeCreateRequest { name: Some(name.to_string()), labels: Some(labels), ..Default::default() };
+        quick("create volume", name, self.docker.create_volume(req)).await.map(|_| ())
+    }
+
+    /// A volume's labels and creation time (as the engine writes it); `None` when there is no
+    /// such volume.
+    pub async fn volume(&self, name: &str) -> Result<Option<(HashMap<String, String>, String)>> {
+        match within("inspect volume", name, QUICK_TIMEOUT, self.docker.inspect_volume(name)).await? {
+            Ok(v) => Ok(Some((v.labels, v.created_at.map(|t| serde_json::to_value(t).ok().map(|v| v.to_string()).unwrap_or_default()).unwrap_or_default()))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(call("inspect volume", name)(e)),
+        }
+    }
+
     /// Remove a volume; already gone is fine.
     pub async fn remove_volume(&self, name: &str) -> Result<()> {
         // "in use" while the container holding it is being removed (by us, or by the engine's

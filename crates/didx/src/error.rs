@@ -224,6 +224,23 @@ pub enum Error {
     /// Building the offline image failed.
     #[error("image build failed: {0}")]
     Build(String),
+    /// Filling, changing or reading an image store failed (see `--store`); the store keeps
+    /// its previous snapshot.
+    #[error("image store {store}: {why}")]
+    Store {
+        /// The store's volume.
+        store: String,
+        /// What failed.
+        why: String,
+    },
+    /// An image store cannot be changed or removed while containers mount it.
+    #[error("image store {store} is in use by {}", containers.join(", "))]
+    StoreInUse {
+        /// The store's volume.
+        store: String,
+        /// The containers mounting it.
+        containers: Vec<String>,
+    },
     /// An archive (or host tree) entry was refused by the `--cp` validator; nothing of that
     /// source reached the client.
     #[error("{source_name}: entry {entry} refused: {why}; nothing of this source was copied")]

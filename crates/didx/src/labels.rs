@@ -39,6 +39,18 @@ pub const OWNER: &str = "io.didx.owner";
 /// The recipe hash an offline image was built from.
 pub const RECIPE: &str = "io.didx.recipe";
 
+/// On an image store's volume and the containers that fill or read it: the store prefix it
+/// belongs to (see `store`). Never with [`MANAGED`]: `--clean all` and the sweep leave stores.
+pub const STORE: &str = "io.didx.store";
+/// On a store volume: the inner engine version that fills it (`dockerd --version`'s).
+pub const STORE_VERSION: &str = "io.didx.store.version";
+/// On a store volume: the inner storage driver (`overlay2`).
+pub const STORE_DRIVER: &str = "io.didx.store.driver";
+/// On a store volume: the server image that filled it first (its fillers and readers run it).
+pub const STORE_IMAGE: &str = "io.didx.store.image";
+/// On a store's helper container: `filler` or `reader`.
+pub const STORE_ROLE: &str = "io.didx.store.role";
+
 /// On a `--engine host` client: `host` (the environment has no server).
 pub const ENGINE: &str = "io.didx.engine";
 

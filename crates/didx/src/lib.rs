@@ -62,6 +62,7 @@ mod publish;
 mod sandbox;
 pub mod session;
 pub mod spec;
+pub mod store;
 
 pub use cancel::Cancel;
 pub use engine::Engine;

@@ -40,7 +40,15 @@ pub async fn up(
 ) -> Result<UpReport> {
     check_size(size)?;
     crate::env::sweep_logged(engine).await;
+    // `pool up --store --load IMAGE`: the images go into the store first (pooled servers get
+    // images from the store only; a claim's own `--load` loads the rest).
+    if !options.loads.is_empty() && !options.store {
+        return Err(Error::invalid("--load", options.loads.join(" "), "pooled servers get images from the image store only: add --store"));
+    }
+    let seeds = crate::load::check(engine, &options.loads).await?;
     let mut spec = options.spec(engine, false, on).await?;
+    // `--store`: pooled servers mount the store too (its images as of each one's start).
+    options.use_store(engine, &mut spec, &seeds, cancel, on).await?;
     spec.policy = "pool".into();
     crate::env::pool::up(engine, &spec, size, idle_timeout, cancel, &|e| on(&Event::Start(e))).await
 }

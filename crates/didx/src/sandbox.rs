@@ -63,6 +63,7 @@ pub struct SandboxBuilder {
     user: Option<UserSpec>,
     ssh_agent: bool,
     engine_mode: EngineMode,
+    store: bool,
 }
 
 /// How long [`SandboxBuilder`] waits for the inner engine unless told otherwise.
@@ -194,6 +195,17 @@ impl SandboxBuilder {
         self
     }
 
+    /// Use the image store (`--store`, see [`crate::store`]): the server mounts the store of
+    /// its inner engine's version read-only and its engine starts with the store's images;
+    /// each [`load`](Self::load) image the store lacks is put into it first (once, for every
+    /// later sandbox), then found there. Where no store can serve (another inner storage
+    /// driver than overlay2, `dockerd_opts` setting the driver or data root) the images are
+    /// loaded as without, and a [`StoreEvent::NotUsed`](crate::store::StoreEvent) says why.
+    pub fn store(mut self, on: bool) -> Self {
+        self.store = on;
+        self
+    }
+
     /// Check every value and return the validated options; touches no engine.
     pub fn options(&self) -> Result<SandboxOptions> {
         let sv = Version::parse("--sv value", self.sv.as_deref().unwrap_or("latest"))?;
@@ -263,6 +275,12 @@ impl SandboxBuilder {
                 "--engine host has no inner engine to seed: the client already sees the engine's images",
             ));
         }
+        if self.engine_mode == EngineMode::Host && self.store {
+            return Err(Error::invalid("--store", "--engine host", "--engine host has no inner engine to seed from a store: drop --store"));
+        }
+        if self.store {
+            crate::store::prefix()?;
+        }
         if self.engine_mode == EngineMode::Host && !publish.is_empty() {
             return Err(Error::invalid(
                 "--publish",
@@ -272,6 +290,7 @@ impl SandboxBuilder {
         }
         Ok(SandboxOptions {
             engine_mode: self.engine_mode,
+            store: self.store,
             policy: if keep_from_env() { "keep" } else { "drop" },
             address_range,
             network: self.network.clone(),
@@ -319,7 +338,7 @@ impl SandboxBuilder {
         let seeds = opts.check(engine).await?;
         // Held by this process unless DIDX_KEEP asks to keep what is dropped: then a killed
         // test leaves its sandbox to look at, too.
-        let launched = opts.launch(engine, pooled, !keep_from_env(), cancel, on).await?;
+        let launched = opts.launch(engine, pooled, !keep_from_env(), &seeds, cancel, on).await?;
         let mut env = launched.env;
         let filled = tokio::select! {
             r = opts.fill(&mut env, &seeds, on) => r,
@@ -360,6 +379,8 @@ pub struct SandboxOptions {
     pub(crate) launch: Launch,
     /// Which engine the client talks to (`--engine`).
     pub(crate) engine_mode: EngineMode,
+    /// Use the image store (`--store`).
+    pub(crate) store: bool,
 }
 
 /// The host's ssh agent socket, from `SSH_AUTH_SOCK`: it must name a socket.
@@ -431,7 +452,52 @@ impl SandboxOptions {
             policy: self.policy.to_string(),
             owner: crate::env::owner(),
             engine_mode: self.engine_mode,
+            store: None,
         })
+    }
+
+    /// With `--store`: the store `spec`'s server mounts, `seeds` the store lacks put into it
+    /// first. A store that cannot serve (or whose fill failed) is left out with a note; the
+    /// loads then go the way they go without.
+    pub(crate) async fn use_store(
+        &self,
+        engine: &Engine,
+        spec: &mut EnvSpec,
+        seeds: &[HostImage],
+        cancel: &Cancel,
+        on: &(dyn Fn(&Event<'_>) + Send + Sync),
+    ) -> Result<()> {
+        use crate::store::{self, StoreEvent};
+        if !self.store {
+            return Ok(());
+        }
+        let fwd = |e: StoreEvent<'_>| on(&Event::Store(e));
+        let store = match store::choose(engine, spec).await? {
+            Ok(s) => s,
+            Err(reason) => {
+                fwd(StoreEvent::NotUsed { reason: &reason });
+                return Ok(());
+            }
+        };
+        if !seeds.is_empty() {
+            match store::fill(engine, &store, &store::FillerShape::of(spec), seeds, cancel, &fwd).await {
+                Ok(_) => {}
+                Err(Error::Cancelled) => return Err(Error::Cancelled),
+                Err(e) => {
+                    fwd(StoreEvent::NotUsed { reason: &format!("filling it failed: {e}") });
+                    return Ok(());
+                }
+            }
+        }
+        // Mounting a volume that does not exist would make an unlabelled one.
+        if !store::exists(engine, &store.name).await? {
+            fwd(StoreEvent::NotUsed { reason: &format!("{} is empty (nothing was loaded into it yet)", store.name) });
+            return Ok(());
+        }
+        fwd(StoreEvent::Using { store: &store.name });
+        store::note_use(&store.name);
+        spec.store = Some(crate::env::StoreMount { volume: store.name, engine: store.engine });
+        Ok(())
     }
 
     /// Start (or, with `pooled`, claim) the environment; nothing copied or loaded yet. With
@@ -443,10 +509,11 @@ impl SandboxOptions {
         engine: &Engine,
         pooled: bool,
         lease: bool,
+        seeds: &[HostImage],
         cancel: &Cancel,
         on: &(dyn Fn(&Event<'_>) + Send + Sync),
     ) -> Result<Launched> {
-        let (launched, ()) = tokio::join!(self.launch_only(engine, pooled, lease, cancel, on), crate::env::sweep_logged(engine));
+        let (launched, ()) = tokio::join!(self.launch_only(engine, pooled, lease, seeds, cancel, on), crate::env::sweep_logged(engine));
         launched
     }
 
@@ -455,6 +522,7 @@ impl SandboxOptions {
         engine: &Engine,
         pooled: bool,
         lease: bool,
+        seeds: &[HostImage],
         cancel: &Cancel,
         on: &(dyn Fn(&Event<'_>) + Send + Sync),
     ) -> Result<Launched> {
@@ -462,6 +530,7 @@ impl SandboxOptions {
             return Err(Error::invalid("--pool", "--engine host", "the pool holds inner engines; --engine host has none: drop --pool"));
         }
         let mut spec = self.spec(engine, lease, on).await?;
+        self.use_store(engine, &mut spec, seeds, cancel, on).await?;
         on(&Event::Resolved);
         let fwd = |e: crate::env::Event<'_>| on(&Event::Start(e));
         if pooled {

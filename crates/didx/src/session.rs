@@ -89,6 +89,8 @@ pub enum Event<'a> {
         /// How many sources.
         sources: usize,
     },
+    /// The image store's decisions and progress (`--store`).
+    Store(crate::store::StoreEvent<'a>),
     /// Progress of seeding the inner engine.
     Load(LoadEvent<'a>),
     /// Seeding is done.
@@ -271,7 +273,7 @@ impl Session {
         // killed (killed counts as failed): anycase and failure. Under success and none a
         // killed run keeps it, as a SIGTERM does.
         let lease = self.clean.holds();
-        let launched = self.options.launch(engine, self.pooled, lease, cancel, on).await?;
+        let launched = self.options.launch(engine, self.pooled, lease, &seeds, cancel, on).await?;
         let mut env = launched.env;
         let refill = launched.refill;
         if !self.options.publish.is_empty() {

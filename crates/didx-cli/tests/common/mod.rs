@@ -131,6 +131,7 @@ pub async fn spec(e: &Engine, dockerd_opts: Vec<String>) -> didx::env::EnvSpec {
         policy: "anycase".into(),
         owner: String::new(),
         engine_mode: Default::default(),
+        store: None,
     }
 }
 

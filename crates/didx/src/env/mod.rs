@@ -21,7 +21,8 @@ pub use list::{EnvSummary, Member, list, remove, remove_all, sweep, sweep_logged
 pub use reach::{HostAccess, host_access, is_on_this_machine};
 use recipe::ClientFiles;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
-pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, TLS_PORT};
+pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, STORE_PATH, TLS_PORT};
+pub(crate) use recipe::{Filler, held};
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -133,6 +134,20 @@ pub struct EnvSpec {
     /// Which engine the client talks to: its own server's, or (`--engine host`) the engine
     /// itself through didx's proxy, with no server.
     pub engine_mode: crate::spec::EngineMode,
+    /// The image store the server mounts read-only and seeds its engine from (`--store`, see
+    /// [`crate::store`]); `None` without.
+    pub store: Option<StoreMount>,
+}
+
+/// An image store as a server mounts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreMount {
+    /// The store's volume.
+    pub volume: String,
+    /// The server's own engine, `dockerd --version`'s line (as [`crate::store::engine_line`]
+    /// found it for the server image): the entrypoint seeds from a snapshot made by this engine
+    /// only. Empty: the entrypoint asks `dockerd --version` itself (~45 ms).
+    pub engine: String,
 }
 
 /// This process as an environment's owner: `USER@HOST pid PID` (`USER` from `$USER`, else
@@ -467,12 +482,7 @@ async fn start_server(
 ) -> Result<(String, Option<Lease>)> {
     let (spec, name) = (server.spec, server.name);
     let caps = || Isolation::caps_profile_on(engine, &spec.engine_id, &spec.server_image, spec.id.as_str());
-    let mut iso = match spec.isolation {
-        IsolationMode::Privileged => Isolation::Privileged,
-        IsolationMode::Caps => caps().await?,
-        IsolationMode::Auto if isolation::remembered_refusal(&spec.engine_id) => caps().await?,
-        IsolationMode::Auto => Isolation::Privileged,
-    };
+    let mut iso = first_isolation(engine, spec.isolation, &spec.engine_id, &spec.server_image, spec.id.as_str()).await?;
     let files = tar_of(&server.files())?;
     loop {
         let (id, unknown) = create_server(engine, server, lease, &mut iso).await?;
@@ -521,6 +531,19 @@ async fn start_server(
             }
         }
     }
+}
+
+/// The isolation a server (or a store's filler) is first created with: `auto` tries
+/// `--privileged` unless the engine was seen refusing it.
+/// (The caps profile is the engine host's: see [`Isolation::caps_profile_on`], which may run a
+/// short probe of `image` labelled with `env`.)
+pub(crate) async fn first_isolation(engine: &Engine, mode: IsolationMode, engine_id: &str, image: &str, env: &str) -> Result<Isolation> {
+    Ok(match mode {
+        IsolationMode::Privileged => Isolation::Privileged,
+        IsolationMode::Caps => Isolation::caps_profile_on(engine, engine_id, image, env).await?,
+        IsolationMode::Auto if isolation::remembered_refusal(engine_id) => Isolation::caps_profile_on(engine, engine_id, image, env).await?,
+        IsolationMode::Auto => Isolation::Privileged,
+    })
 }
 
 /// Create the server, claiming a block of the spec's address range for its inner engine: its
@@ -800,6 +823,7 @@ mod tests {
             policy: "anycase".into(),
             owner: String::new(),
             engine_mode: Default::default(),
+            store: None,
         };
         assert_eq!(spec.server_name(), "dind_abc_server_latest");
         assert_eq!(spec.client_name(), "dind_abc_client_24.0");

@@ -143,6 +143,13 @@ fn key_at(recipe_version: u32, spec: &EnvSpec, server_image_id: &str, client_ima
     // `--publish` shapes the server: a pooled server without those ports must never serve a
     // run asking for them. Only when given, so the keys of servers without any stay the same
     // (and those pooled before `--publish` existed, which publish none, still serve them).
+    // `--store`: a pooled server without the store must never serve a run asking for it (nor
+    // one with it a run that did not). Only when given, as `--publish`.
+    if let Some(store) = &spec.store {
+        h.update(b"store\0");
+        h.update(store.volume.as_bytes());
+        h.update([0]);
+    }
     if !spec.publish.is_empty() {
         h.update(b"publish\0");
         for p in &spec.publish {
@@ -636,6 +643,7 @@ mod tests {
             policy: "anycase".into(),
             owner: String::new(),
             engine_mode: Default::default(),
+            store: None,
         }
     }
 
@@ -665,6 +673,13 @@ mod tests {
         assert_ne!(kp, k, "a server publishing a port is another shape");
         p.publish = vec![crate::spec::PublishSpec::parse("8081:80").unwrap()];
         assert_ne!(key_of(&p, "sha256:1", "sha256:1"), kp, "another host port");
+        let mut st = spec();
+        let mount = |v: &str| Some(crate::env::StoreMount { volume: v.into(), engine: "Docker version 20.10.24+dfsg1, build 5d6db84".into() });
+        st.store = mount("didx-store-20.10.24_dfsg1-overlay2");
+        let ks = key_of(&st, "sha256:1", "sha256:1");
+        assert_ne!(ks, k, "a server mounting a store is another shape");
+        st.store = mount("other-20.10.24_dfsg1-overlay2");
+        assert_ne!(key_of(&st, "sha256:1", "sha256:1"), ks, "another store");
         // Word boundaries count: ["--a", "b"] is not ["--ab"].
         let (mut f, mut g) = (spec(), spec());
         f.dockerd_opts = vec!["--a".into(), "b".into()];

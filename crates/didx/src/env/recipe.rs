@@ -33,6 +33,8 @@ pub const PUBLISHED_IP: &str = "127.0.0.1";
 /// servers in a private cgroup namespace; the caps profile allows every device.
 pub(super) const VERSION: u32 = 4;
 const SERVER_CERT_DIR: &str = "/didx/certs/server";
+/// Where a server with `--store` (read-only) and a store's filler (read-write) mount the store.
+pub const STORE_PATH: &str = "/didx/store";
 
 /// The engine's key for the TLS port, `2376/tcp`.
 fn tls_port_key() -> String {
@@ -76,7 +78,7 @@ pub(super) fn dockerd_args(spec: &EnvSpec, net: Option<Block>) -> Vec<String> {
 /// no "go" within [`GO_WITHIN_SECS`] (didx gone before it attached): exit, and the engine's
 /// auto-removal takes the container. (PID 1 ignores signals it does not trap, hence the
 /// trap; the line is read in a child so that waiting for it answers the trap.)
-pub(super) const BOOTSTRAP: &str = concat!(
+pub(crate) const BOOTSTRAP: &str = concat!(
     r#"trap 'exit 0' TERM; (sleep "$DIDX_GO_WITHIN"; kill -TERM 1) & w=$!; exec 3<&0; "#,
     r#"(IFS= read -r go <&3; [ "$go" = go ]) & r=$!; "#,
     r#"if wait "$r"; then kill "$w" 2>/dev/null; exec 3<&-; exec "$@"; fi; exit 0"#
@@ -89,7 +91,7 @@ pub(super) const GO_WITHIN_SECS: u64 = 15;
 /// `body` made to be held by its didx from its start: stdin open to one attach (closed when
 /// that attach ends), PID 1 the [`BOOTSTRAP`] running the body's entrypoint and command, and
 /// `DIDX_LEASE=stdin` so the entrypoint keeps watching stdin.
-pub(super) fn held(mut body: ContainerCreateBody) -> ContainerCreateBody {
+pub(crate) fn held(mut body: ContainerCreateBody) -> ContainerCreateBody {
     let mut argv = body.entrypoint.take().unwrap_or_default();
     argv.extend(body.cmd.take().unwrap_or_default());
     body.entrypoint = Some(vec!["/bin/sh".to_string(), "-c".to_string(), BOOTSTRAP.to_string(), "didx-bootstrap".to_string()]);
@@ -148,7 +150,18 @@ impl<'a> Server<'a> {
             }),
             ..Default::default()
         };
-        vec![volume_at("/var/lib/docker")]
+        let mut mounts = vec![volume_at("/var/lib/docker")];
+        // `--store`: the image store, read-only; the entrypoint seeds dockerd's storage from it.
+        if let Some(store) = &self.spec.store {
+            mounts.push(Mount {
+                target: Some(STORE_PATH.to_string()),
+                source: Some(store.volume.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        mounts
     }
 
     /// The server's create body with isolation `iso` (which the caller may change and ask
@@ -180,12 +193,24 @@ impl<'a> Server<'a> {
             image: Some(self.spec.server_image.clone()),
             entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "server".to_string()]),
             cmd: Some(dockerd_args(self.spec, self.net)),
-            env: self.pool.and_then(|p| p.idle_timeout).map(|t| vec![format!("DIDX_IDLE_TIMEOUT={t}")]),
+            env: self.env(),
             exposed_ports: Some(exposed_ports),
             labels: Some(self.labels()),
             host_config: Some(hc),
             ..Default::default()
         }
+    }
+
+    /// The server's variables: a pooled one's idle timeout, the store's path with `--store`.
+    fn env(&self) -> Option<Vec<String>> {
+        let mut env: Vec<String> = self.pool.and_then(|p| p.idle_timeout).map(|t| format!("DIDX_IDLE_TIMEOUT={t}")).into_iter().collect();
+        if let Some(store) = &self.spec.store {
+            env.push(format!("DIDX_STORE={STORE_PATH}"));
+            if !store.engine.is_empty() {
+                env.push(format!("DIDX_STORE_ENGINE={}", store.engine));
+            }
+        }
+        (!env.is_empty()).then_some(env)
     }
 
     /// The files uploaded at `/` before the server starts: the entrypoint and the server's
@@ -198,6 +223,67 @@ impl<'a> Server<'a> {
             Entry { path: "didx/certs/server/cert.pem", mode: 0o644, data: tls.server_cert_pem.as_bytes() },
             Entry { path: "didx/certs/server/key.pem", mode: 0o600, data: tls.server_key_pem.as_bytes() },
         ]
+    }
+}
+
+/// An image store's filler: the server image's dockerd with the store volume (read-write) as
+/// its data root, no network of its own to make (no bridge, no iptables); it runs only while
+/// the store is filled (see `crate::store`). Not an environment: labelled as the store's, never
+/// with `io.didx.managed`.
+pub(crate) struct Filler<'a> {
+    /// The store volume.
+    pub store: &'a str,
+    /// Its prefix (the [`labels::STORE`] value).
+    pub prefix: &'a str,
+    /// The server image.
+    pub image: &'a str,
+    /// Unpublish the current snapshot before dockerd starts (a removal: no server may seed from
+    /// a snapshot whose layers it deletes).
+    pub drain: bool,
+}
+
+impl Filler<'_> {
+    /// dockerd's arguments: the local socket only, the store's data root, overlay2.
+    pub fn dockerd_args() -> Vec<String> {
+        [
+            "--host=unix:///var/run/docker.sock",
+            "--data-root=/didx/store/root",
+            "--storage-driver=overlay2",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// The filler's create body with isolation `iso`.
+    pub fn body(&self, iso: &Isolation) -> ContainerCreateBody {
+        let mut hc = HostConfig {
+            auto_remove: Some(true),
+            mounts: Some(vec![Mount {
+                target: Some(STORE_PATH.to_string()),
+                source: Some(self.store.to_string()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }]),
+            cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
+            ..Default::default()
+        };
+        iso.apply(&mut hc);
+        ContainerCreateBody {
+            image: Some(self.image.to_string()),
+            entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "store-fill".to_string()]),
+            cmd: Some(Self::dockerd_args()),
+            env: Some([Some(format!("DIDX_STORE={STORE_PATH}")), self.drain.then(|| "DIDX_STORE_DRAIN=1".to_string())].into_iter().flatten().collect()),
+            labels: Some(HashMap::from([
+                (labels::STORE.to_string(), self.prefix.to_string()),
+                (labels::STORE_ROLE.to_string(), "filler".to_string()),
+            ])),
+            host_config: Some(hc),
+            ..Default::default()
+        }
     }
 }
 
@@ -359,6 +445,7 @@ mod tests {
             policy: "anycase".into(),
             owner: "me@here pid 1".into(),
             engine_mode: Default::default(),
+            store: None,
         }
     }
 
@@ -440,6 +527,42 @@ mod tests {
         let vl = mounts[0].volume_options.as_ref().unwrap().labels.as_ref().unwrap();
         assert_eq!((label(vl, labels::ENV), label(vl, labels::ROLE), label(vl, labels::CREATED)), (Some("e1"), Some("data"), Some("1234")));
         assert_eq!(label(vl, labels::MANAGED), Some("true"));
+    }
+
+    #[test]
+    fn a_server_with_the_store_mounts_it_read_only_and_is_told_where() {
+        let (mut s, tls) = (spec(), tls());
+        s.store = Some(super::super::StoreMount { volume: "didx-store-20.10.24_dfsg1-overlay2".into(), engine: "Docker version 20.10.24+dfsg1, build 5d6db84".into() });
+        let body = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None }.body(&Isolation::Privileged);
+        assert_eq!(
+            body.env,
+            Some(vec!["DIDX_STORE=/didx/store".to_string(), "DIDX_STORE_ENGINE=Docker version 20.10.24+dfsg1, build 5d6db84".to_string()])
+        );
+        let mounts = body.host_config.unwrap().mounts.unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[1].source.as_deref(), Some("didx-store-20.10.24_dfsg1-overlay2"));
+        assert_eq!((mounts[1].target.as_deref(), mounts[1].read_only), (Some("/didx/store"), Some(true)));
+        assert_eq!(mounts[1].volume_options, None, "the named store, not a labelled anonymous volume");
+    }
+
+    #[test]
+    fn a_store_filler_runs_dockerd_on_the_store_and_is_no_environment() {
+        let f = Filler { store: "st", prefix: "p", image: "didx/dind:local", drain: false };
+        let body = f.body(&Isolation::Caps(vec!["SYS_ADMIN".into()]));
+        assert_eq!(body.entrypoint, Some(vec!["/didx/entrypoint".to_string(), "store-fill".to_string()]));
+        let cmd = body.cmd.unwrap();
+        assert!(cmd.contains(&"--data-root=/didx/store/root".to_string()) && cmd.contains(&"--storage-driver=overlay2".to_string()));
+        assert!(cmd.iter().all(|a| !a.starts_with("--host=tcp")), "no TLS listener: {cmd:?}");
+        let l = body.labels.unwrap();
+        assert_eq!((label(&l, labels::STORE), label(&l, labels::STORE_ROLE)), (Some("p"), Some("filler")));
+        assert!(!l.contains_key(labels::MANAGED) && !l.contains_key(labels::ENV), "not an environment: {l:?}");
+        let hc = body.host_config.unwrap();
+        assert_eq!((hc.auto_remove, hc.cap_add), (Some(true), Some(vec!["SYS_ADMIN".to_string()])));
+        let m = &hc.mounts.unwrap()[0];
+        assert_eq!((m.source.as_deref(), m.target.as_deref(), m.read_only), (Some("st"), Some("/didx/store"), None));
+        assert_eq!(body.env, Some(vec!["DIDX_STORE=/didx/store".to_string()]));
+        let draining = Filler { drain: true, ..f }.body(&Isolation::Privileged);
+        assert_eq!(draining.env, Some(vec!["DIDX_STORE=/didx/store".to_string(), "DIDX_STORE_DRAIN=1".to_string()]));
     }
 
     #[test]
