@@ -182,8 +182,8 @@ pub struct EnvArgs {
     /// Use the image store of the inner engine's version: the server mounts it read-only and
     /// starts with its images; each --load image it lacks is put into it first (once, for
     /// every later sandbox). Inner overlay2 only (else --load loads as without, with a note).
-    /// See 'didx store'
-    #[arg(long)]
+    /// See 'didx store'. DIDX_STORE=1 turns it on for every run
+    #[arg(long, env = "DIDX_STORE", value_parser = clap::builder::FalseyValueParser::new())]
     pub store: bool,
 }
 

@@ -276,7 +276,11 @@ impl SandboxBuilder {
             ));
         }
         if self.engine_mode == EngineMode::Host && self.store {
-            return Err(Error::invalid("--store", "--engine host", "--engine host has no inner engine to seed from a store: drop --store"));
+            return Err(Error::invalid(
+                "--store",
+                "--engine host",
+                "--engine host has no inner engine to seed from a store: drop --store (or unset DIDX_STORE)",
+            ));
         }
         if self.store {
             crate::store::prefix()?;
