@@ -36,7 +36,14 @@ cpus="${DIDX_VM_CPUS:-$(nproc)}"
 
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-img >/dev/null 2>&1; then
   say "installing qemu-system-x86 and qemu-utils"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 qemu-utils >/dev/null
+  apt-get update -qq
+  # One QEMU release for both packages: a machine may ship a newer qemu-utils (a backport)
+  # whose Breaks refuses the suite's qemu-system-common, so qemu-utils is pinned to the
+  # version apt picks for qemu-system-x86 (a downgrade where the backport is installed).
+  qv=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+  [ -n "$qv" ] && [ "$qv" != "(none)" ] || { say "no qemu-system-x86 in this machine's package lists"; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --allow-downgrades \
+    "qemu-system-x86=$qv" "qemu-utils=$qv" >/dev/null
 fi
 
 bash vm/build.sh
