@@ -11,6 +11,8 @@
 #                                         (/didx/store); once committed and ended, a snapshot
 #   entrypoint store-commit               (an exec in the filler) list the images, mark the fill
 #                                         committed and stop dockerd cleanly
+#   entrypoint store-published            (an exec in the filler) wait for the snapshot, print its index
+#   entrypoint store-sealed               (an exec in the filler) didx kept the seal: PID 1 may end
 #
 # The image store (didx's --store): a volume filled by an engine of the same version, its data
 # root at /didx/store/root. A filler's dockerd is stopped cleanly (quiesced) before its metadata
@@ -216,18 +218,94 @@ server() {
 	exit "$status"
 }
 
-# store_seed STORE: the store's current snapshot into this server's own (empty) data root, each
-# layer's diff/ bound read-only from the store. Skipped, with a line saying why, when the store
-# is empty, was made by another engine version, or the data root is not empty. A failed bind
-# undoes the seeding: the server then starts empty (didx's --load still loads).
+# listing DIR [FIND ARGS]: one line per file under DIR: name, type and mode, owner, size,
+# device numbers, inode, modification and change times, sorted. Any write to a file, any
+# change of its mode or owner, any entry added, removed or renamed changes some line: a write
+# sets the change time to the current time, and no system call sets it to another value.
+listing() {
+	dir=$1
+	shift
+	(cd "$dir" && find . "$@" -exec stat -c '%n %f %u:%g %s %t:%T %i %Y %Z' {} +) | LC_ALL=C sort
+}
+
+# fingerprint DIR [FIND ARGS]: the SHA-256 of DIR's listing.
+fingerprint() {
+	listing "$@" | sha256sum | cut -d' ' -f1
+}
+
+# store_seal SNAP ROOT: write SNAP/seal: the snapshot's own fingerprint (its files but the seal,
+# which the index names by its digest) and each of its layers' diff/ under ROOT/overlay2. The
+# digest of this file goes into the snapshot's index, and didx keeps it on the host engine,
+# out of every sandbox's reach: a server seeds only when the seal and everything it names match.
+store_seal() {
+	snap=$1
+	root=$2
+	{
+		printf 'snapshot %s\n' "$(fingerprint "$snap" -mindepth 1 ! -path ./seal ! -path ./index)"
+		for l in "$snap"/overlay2/*/; do
+			id=${l%/}
+			id=${id##*/}
+			[ "$id" = l ] && continue
+			printf '%s %s\n' "$id" "$(fingerprint "$root/overlay2/$id/diff")"
+		done
+	} >"$snap/seal"
+}
+
+# store_verify SNAP ROOT: whether SNAP/seal's digest is DIDX_STORE_SEAL and the snapshot and
+# every layer it names still match it (the layers checked in parallel); says what does not.
+store_verify() {
+	snap=$1
+	root=$2
+	if [ "$(sha256sum <"$snap/seal" 2>/dev/null | cut -d' ' -f1)" != "${DIDX_STORE_SEAL:-}" ]; then
+		log "store: refused ${snap##*/}: its seal is not the one didx sealed it with"
+		return 1
+	fi
+	work=$(mktemp -d)
+	i=0
+	while read -r what want; do
+		i=$((i + 1))
+		if [ "$what" = snapshot ]; then
+			(fingerprint "$snap" -mindepth 1 ! -path ./seal ! -path ./index >"$work/$i") &
+		else
+			case $what in *[!0-9a-f]* | "") log "store: refused ${snap##*/}: a malformed seal"; rm -rf "$work"; return 1 ;; esac
+			(fingerprint "$root/overlay2/$what/diff" >"$work/$i" 2>/dev/null) &
+		fi
+	done <"$snap/seal"
+	wait
+	i=0
+	bad=""
+	while read -r what want; do
+		i=$((i + 1))
+		[ "$(cat "$work/$i")" = "$want" ] || bad="$bad $what"
+	done <"$snap/seal"
+	rm -rf "$work"
+	if [ -n "$bad" ]; then
+		log "store: refused ${snap##*/}: changed since it was sealed:$bad"
+		return 1
+	fi
+}
+
+# store_seed STORE: the snapshot didx names (DIDX_STORE_SNAPSHOT, sealed with DIDX_STORE_SEAL)
+# into this server's own (empty) data root, each layer's diff/ bound read-only from the store.
+# Skipped, with a line saying why, when the store is empty, was made by another engine version,
+# does not match its seal, or the data root is not empty. A failed bind undoes the seeding:
+# the server then starts empty (didx's --load still loads).
 store_seed() {
 	s=$1
 	d=/var/lib/docker
-	if [ ! -f "$s/current" ]; then
-		log "store: empty; nothing seeded"
+	name=${DIDX_STORE_SNAPSHOT:-}
+	case $name in
+	snap-[0-9]*) ;;
+	*)
+		log "store: not used: no sealed snapshot named"
+		return 0
+		;;
+	esac
+	snap=$s/$name
+	if [ ! -f "$snap/seal" ]; then
+		log "store: not used: $name is gone or unsealed"
 		return 0
 	fi
-	snap=$s/$(cat "$s/current")
 	made=$(cat "$snap/version" 2>/dev/null || true)
 	# This engine's `dockerd --version` line: as didx found it for this image (saves ~45 ms),
 	# else asked.
@@ -240,16 +318,15 @@ store_seed() {
 		log "store: not used: $d already holds images"
 		return 0
 	fi
+	store_verify "$snap" "$s/root" || return 0
 	if ! { mkdir -p "$d/overlay2" && cp -a "$snap/image" "$d/image" && cp -a "$snap/overlay2/." "$d/overlay2/"; }; then
 		log "store: not used: cannot copy ${snap##*/}"
 		rm -rf "$d/image" "$d/overlay2"
 		return 0
 	fi
 	n=0
-	for l in "$snap"/overlay2/*/; do
-		id=${l%/}
-		id=${id##*/}
-		[ "$id" = l ] && continue
+	while read -r id _; do
+		[ "$id" = snapshot ] && continue
 		mkdir -p "$d/overlay2/$id/diff"
 		if ! { mount -o bind "$s/root/overlay2/$id/diff" "$d/overlay2/$id/diff" &&
 			mount -o remount,bind,ro "$d/overlay2/$id/diff"; }; then
@@ -259,8 +336,8 @@ store_seed() {
 			return 0
 		fi
 		n=$((n + 1))
-	done
-	log "store: seeded ${snap##*/} ($n layers, read-only)"
+	done <"$snap/seal"
+	log "store: seeded ${snap##*/} ($n layers, read-only, sealed)"
 }
 
 # store_snapshot STORE: publish the (quiesced) data root's metadata as the next snapshot, with
@@ -286,8 +363,9 @@ store_snapshot() {
 		done
 	done
 	dockerd --version >"$tmp/version" || return 1
+	store_seal "$tmp" "$root" || return 1
 	{
-		printf 'snap-%s %s\n' "$n" "$(du -sk "$s" | cut -f1)"
+		printf 'snap-%s %s %s\n' "$n" "$(du -sk "$s" | cut -f1)" "$(sha256sum <"$tmp/seal" | cut -d' ' -f1)"
 		cat "$LEASE_DIR/images"
 	} >"$tmp/index" || return 1
 	mv "$tmp" "$s/snap-$n" || return 1
@@ -325,12 +403,35 @@ store_fill() {
 		kill -0 "$dockerd" 2>/dev/null || break
 	done
 	if [ -e "$LEASE_DIR/commit" ] && [ ! -e "$LEASE_DIR/ended" ]; then
-		store_snapshot "$STORE" && exit 0
+		if store_snapshot "$STORE"; then
+			# Published: stay (holding the filler's name, so no other fill starts) until didx
+			# has read the index (store-published) and kept its seal on the host engine
+			# (store-sealed), at most a minute: a snapshot whose didx died first stays unsealed
+			# and is filled anew.
+			: >"$LEASE_DIR/published"
+			i=0
+			while [ ! -e "$LEASE_DIR/sealed" ] && [ "$i" -lt 600 ]; do
+				sleep 0.1
+				i=$((i + 1))
+			done
+			exit 0
+		fi
+		: >"$LEASE_DIR/failed"
 		log "store: the snapshot failed; the store keeps its previous one"
 		exit 1
 	fi
 	log "store: the filler ended uncommitted (dockerd status $status); nothing published"
 	exit 1
+}
+
+# store_published: (an exec in the filler, after its commit) wait until PID 1 has published the
+# snapshot (exit 1 if that failed), then print its index.
+store_published() {
+	while [ ! -e "$LEASE_DIR/published" ]; do
+		[ -e "$LEASE_DIR/failed" ] && exit 1
+		sleep 0.05
+	done
+	cat "$STORE/index"
 }
 
 # store_commit: (an exec in the filler, dockerd up) record its images, mark the fill committed,
@@ -424,8 +525,10 @@ client) client ;;
 lease) lease ;;
 store-fill) store_fill "$@" ;;
 store-commit) store_commit ;;
+store-published) store_published ;;
+store-sealed) : >"$LEASE_DIR/sealed" ;;
 *)
-	log "usage: entrypoint server [DOCKERD ARGS...] | entrypoint client | entrypoint lease | entrypoint store-fill [DOCKERD ARGS...] | entrypoint store-commit"
+	log "usage: entrypoint server [DOCKERD ARGS...] | entrypoint client | entrypoint lease | entrypoint store-fill [DOCKERD ARGS...] | entrypoint store-commit | entrypoint store-published | entrypoint store-sealed"
 	exit 2
 	;;
 esac

@@ -306,6 +306,7 @@ mod tests {
             index: Some(Index {
                 snapshot: "snap-2".into(),
                 kib: 206_440,
+                seal: String::new(),
                 images: vec![StoredImage { id: "sha256:1920".into(), size: 209_982_147, tags: vec!["app:1".into()] }],
             }),
             users: vec!["dind_k2v9x0a1b2_server_latest".into()],

@@ -402,6 +402,9 @@ fn say_store_event(e: &didx::store::StoreEvent<'_>) {
             say(format!("put {} into the image store {store} in {:.2} s", images.join(", "), elapsed.as_secs_f64()))
         }
         StoreEvent::Using { store } => say(format!("the server mounts the image store {store} (read-only)")),
+        StoreEvent::Refused { store, why } => say(format!(
+            "WARNING: the image store {store} no longer matches its seal ({why}): no sandbox seeds from it until --store --load fills it anew"
+        )),
         _ => {}
     }
 }

@@ -331,7 +331,9 @@ fn another_engine_version_gets_its_own_store_and_a_store_of_another_version_is_n
         // What didx knows of the server's engine (its probe), as a run would pass it.
         let engine = didx::store::engine_line(&e, "didx/dind:26.1.5").await.unwrap();
         assert!(engine.starts_with("Docker version 26.1.5"), "{engine}");
-        spec.store = Some(didx::env::StoreMount { volume: old.clone(), engine });
+        let seal = didx::store::seal(&e, &old).await.unwrap();
+        assert!(seal.is_some(), "a filled store is sealed");
+        spec.store = Some(didx::env::StoreMount { volume: old.clone(), engine, seal });
         let env = didx::env::Environment::start(&e, &spec, &didx::Cancel::new(), &|_| {}).await.unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = env.exec(&["docker".into(), "images".into(), "-q".into()], &mut out, &mut err).await.unwrap();
@@ -519,5 +521,56 @@ fn a_fill_killed_midway_publishes_nothing_and_the_next_fill_completes() {
     let r = fx.didx(&["--sv", "local", "--store", "--load", &img, "--clean", "anycase", &format!("run --rm {img} cat /marker")]);
     ok(&r);
     assert!(r.stderr.contains(&format!("put {img} into the image store")) && r.stdout.contains("survived"), "{}", r.show());
+    fx.finish();
+}
+
+/// The attack on the store: a sandbox's COMMAND gets CAP_SYS_ADMIN through its inner engine,
+/// remounts the store read-write and rewrites a stored layer's file. Later sandboxes must not run
+/// the change: the next one's server refuses the store (it no longer matches its seal), loads
+/// the original the way `--load` does and says so; the seal is withdrawn; the next
+/// `--store --load` fills the store anew, and sandboxes after it seed from it again.
+#[test]
+fn a_sandbox_that_remounts_the_store_and_rewrites_a_layer_is_noticed_and_no_later_sandbox_runs_the_change() {
+    let mut fx = Fixture::new();
+    let img = fx.image("poison", "original", 0);
+    ok(&fx.didx(&["--sv", "local", "--store", "--load", &img, "--clean", "anycase", "true"]));
+    let store = fx.store_of("didx/dind:local");
+    let (_, hash0) = store_state(&store);
+    let attack = format!(
+        "run --rm --cap-add SYS_ADMIN --security-opt apparmor=unconfined -v /didx/store:/s {img} sh -c \
+         'mount -o remount,rw,bind /s && for f in $(find /s/root/overlay2 -path \"*/diff/marker\"); do echo poisoned > $f; done; echo attacked'"
+    );
+    let a = fx.didx(&["--sv", "local", "--store", "--clean", "anycase", &attack]);
+    ok(&a);
+    assert!(a.stdout.contains("attacked"), "{}", a.show());
+    let (_, hash1) = store_state(&store);
+    assert_ne!(hash1, hash0, "the attack changed the store's files (a kernel that refused the remount would make this test moot)");
+
+    // The next sandbox: refused store, the original loaded, a warning, the seal withdrawn.
+    let next = fx.didx(&["--sv", "local", "--store", "--load", &img, "--clean", "anycase", &format!("run --rm {img} cat /marker")]);
+    ok(&next);
+    assert!(next.stdout.contains("original") && !next.stdout.contains("poisoned"), "{}", next.show());
+    assert!(next.stderr.contains(&format!("WARNING: the image store {store} no longer matches its seal")), "{}", next.show());
+    assert!(next.stderr.contains("changed since it was sealed"), "{}", next.show());
+    assert!(rt().block_on(async { didx::store::seal(&engine().await, &store).await.unwrap() }).is_none(), "the seal is withdrawn");
+
+    // A sandbox without --load: not seeded from the unsealed store (and told why).
+    let bare = fx.didx(&["--sv", "local", "--store", "--clean", "anycase", "docker images -q"]);
+    ok(&bare);
+    assert!(bare.stdout.trim().is_empty() && bare.stderr.contains("is not sealed"), "{}", bare.show());
+
+    // The next fill starts from nothing, and later sandboxes seed from it again.
+    let refill = fx.didx(&["--sv", "local", "--store", "--load", &img, "--clean", "anycase", &format!("run --rm {img} cat /marker")]);
+    ok(&refill);
+    assert!(refill.stderr.contains(&format!("put {img} into the image store")), "{}", refill.show());
+    assert!(refill.stdout.contains("original") && !refill.stdout.contains("poisoned"), "{}", refill.show());
+    let later = fx.didx(&["--sv", "local", "--store", "--clean", "anycase", &format!("run --rm {img} cat /marker")]);
+    ok(&later);
+    assert!(
+        later.stdout.contains("original") && later.stderr.contains(&format!("the server mounts the image store {store}")),
+        "{}",
+        later.show()
+    );
+    assert!(!later.stderr.contains("no longer matches"), "{}", later.show());
     fx.finish();
 }

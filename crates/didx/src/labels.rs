@@ -50,6 +50,13 @@ pub const STORE_DRIVER: &str = "io.didx.store.driver";
 pub const STORE_IMAGE: &str = "io.didx.store.image";
 /// On a store's helper container: `filler` or `reader`.
 pub const STORE_ROLE: &str = "io.didx.store.role";
+/// On a store's seal (a volume holding no data, with [`STORE`]): the store it seals. A seal is
+/// kept on the host engine, where no sandbox reaches: the digest of a snapshot's `seal` file.
+pub const STORE_SEAL: &str = "io.didx.store.seal";
+/// On a store's seal: the snapshot it seals (`snap-N`).
+pub const STORE_SNAPSHOT: &str = "io.didx.store.snapshot";
+/// On a store's seal: the SHA-256 of the snapshot's `seal` file.
+pub const STORE_DIGEST: &str = "io.didx.store.digest";
 
 /// On a `--engine host` client: `host` (the environment has no server).
 pub const ENGINE: &str = "io.didx.engine";

@@ -498,9 +498,18 @@ impl SandboxOptions {
             fwd(StoreEvent::NotUsed { reason: &format!("{} is empty (nothing was loaded into it yet)", store.name) });
             return Ok(());
         }
+        let Some(seal) = store::seal(engine, &store.name).await? else {
+            fwd(StoreEvent::NotUsed {
+                reason: &format!(
+                    "{} is not sealed (changed since it was filled, or filled by an earlier didx); --store --load IMAGE fills it anew",
+                    store.name
+                ),
+            });
+            return Ok(());
+        };
         fwd(StoreEvent::Using { store: &store.name });
         store::note_use(&store.name);
-        spec.store = Some(crate::env::StoreMount { volume: store.name, engine: store.engine });
+        spec.store = Some(crate::env::StoreMount { volume: store.name, engine: store.engine, seal: Some(seal) });
         Ok(())
     }
 
@@ -553,6 +562,35 @@ impl SandboxOptions {
         Ok(Launched { env, refill: None })
     }
 
+    /// After `--store --load` had to load images the store holds: if the server refused the
+    /// store because it no longer matches its seal (its entrypoint says so in its log), the seal
+    /// is withdrawn so no later sandbox seeds from it, and the caller is told. Failures here are
+    /// logged: the sandbox itself has its images either way.
+    async fn check_store_refused(&self, env: &Environment, on: &(dyn Fn(&Event<'_>) + Send + Sync)) {
+        let Ok(server) = env.inner_server() else { return };
+        let engine = env.engine();
+        let logs = match engine.logs_tail(&server.id, 200).await {
+            Ok(l) => l,
+            Err(e) => return tracing::warn!(error = %e, "cannot read the server's log for the store's seal check"),
+        };
+        let Some(line) = logs.lines().find(|l| l.contains("didx-entrypoint: store: refused")) else { return };
+        let why = line.split_once("store: ").map_or(line, |(_, w)| w).trim().to_string();
+        let volume = match engine.inspect(&server.id).await {
+            Ok(i) => i
+                .mounts
+                .unwrap_or_default()
+                .into_iter()
+                .find(|m| m.destination.as_deref() == Some(crate::env::STORE_PATH))
+                .and_then(|m| m.name),
+            Err(e) => return tracing::warn!(error = %e, "cannot inspect the server for its store"),
+        };
+        let Some(volume) = volume else { return };
+        if let Err(e) = crate::store::withdraw(engine, &volume).await {
+            tracing::warn!(store = %volume, error = %e, "cannot withdraw the seal of a store that no longer matches it");
+        }
+        on(&Event::Store(crate::store::StoreEvent::Refused { store: &volume, why: &why }));
+    }
+
     /// Copy and load into a started environment, in that order.
     pub(crate) async fn fill(&self, env: &mut Environment, seeds: &[HostImage], on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<()> {
         self.launch.prepare(env).await?;
@@ -564,6 +602,9 @@ impl SandboxOptions {
         }
         if !seeds.is_empty() {
             let r = crate::load::load(env, seeds, &|e| on(&Event::Load(e))).await?;
+            if self.store && !r.loaded.is_empty() {
+                self.check_store_refused(env, on).await;
+            }
             on(&Event::Loaded { report: &r });
         }
         Ok(())

@@ -118,6 +118,8 @@ pub struct Index {
     pub snapshot: String,
     /// The whole volume's disk use when it was published, in KiB (`du -sk`).
     pub kib: u64,
+    /// The SHA-256 of the snapshot's `seal` file (empty for a snapshot made before seals).
+    pub seal: String,
     /// Its images.
     pub images: Vec<StoredImage>,
 }
@@ -129,6 +131,7 @@ impl Index {
         let mut head = lines.next()?.split_whitespace();
         let snapshot = head.next()?.to_string();
         let kib = head.next()?.parse().ok()?;
+        let seal = head.next().unwrap_or_default().to_string();
         let images = lines
             .filter_map(|l| {
                 let mut w = l.split_whitespace();
@@ -137,7 +140,7 @@ impl Index {
                 Some(StoredImage { id, size, tags: w.map(str::to_string).collect() })
             })
             .collect();
-        Some(Index { snapshot, kib, images })
+        Some(Index { snapshot, kib, seal, images })
     }
 
     /// Whether it holds the image with this ID.
@@ -194,6 +197,84 @@ pub enum StoreEvent<'a> {
         /// The store.
         store: &'a str,
     },
+    /// The store's content no longer matches its seal (or it was never sealed): a sandbox
+    /// changed it, or an earlier didx filled it. Its seal is withdrawn, so no sandbox seeds from
+    /// it; it is filled anew by the next `--store --load` once no server mounts it.
+    Refused {
+        /// The store.
+        store: &'a str,
+        /// What was found.
+        why: &'a str,
+    },
+}
+
+/// A snapshot's seal, as the host engine keeps it (the labels of a volume that holds no data,
+/// out of every sandbox's reach): the entrypoint seeds a server from the snapshot only when the
+/// digest of its `seal` file is this one and the snapshot and every layer still match what that
+/// file lists (see `image/entrypoint.sh`, and README, "The image store", for the threat model).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Seal {
+    /// The snapshot (`snap-N`).
+    pub snapshot: String,
+    /// The SHA-256 of its `seal` file, in hex.
+    pub digest: String,
+}
+
+fn snapshot_number(snapshot: &str) -> Option<u64> {
+    snapshot.strip_prefix("snap-")?.parse().ok()
+}
+
+/// The seals the host engine keeps for `store`: (volume, seal), newest snapshot first.
+async fn seals(engine: &Engine, store: &str) -> Result<Vec<(String, Seal)>> {
+    let filter = HashMap::from([("label".to_string(), vec![format!("{}={store}", labels::STORE_SEAL)])]);
+    let mut out: Vec<(String, Seal)> = engine
+        .volumes_labelled(filter)
+        .await?
+        .into_iter()
+        .filter_map(|(name, l)| {
+            let seal = Seal { snapshot: l.get(labels::STORE_SNAPSHOT)?.clone(), digest: l.get(labels::STORE_DIGEST)?.clone() };
+            snapshot_number(&seal.snapshot)?;
+            Some((name, seal))
+        })
+        .collect();
+    out.sort_by_key(|(_, s)| std::cmp::Reverse(snapshot_number(&s.snapshot)));
+    Ok(out)
+}
+
+/// The seal of `store`'s newest sealed snapshot; `None` when it has none (never filled, filled
+/// by an earlier didx, or withdrawn after a change was found).
+pub async fn seal(engine: &Engine, store: &str) -> Result<Option<Seal>> {
+    Ok(seals(engine, store).await?.into_iter().next().map(|(_, s)| s))
+}
+
+/// Seal `index`'s snapshot of `store` (just published by a filler of this process): its seal
+/// kept on the host engine, the older ones removed.
+async fn seal_snapshot(engine: &Engine, store: &Store, index: &Index) -> Result<()> {
+    if index.seal.len() != 64 || !index.seal.bytes().all(|b| b.is_ascii_hexdigit()) || snapshot_number(&index.snapshot).is_none() {
+        return Err(Error::Store { store: store.name.clone(), why: format!("its snapshot {:?} has no seal", index.snapshot) });
+    }
+    let older = seals(engine, &store.name).await?;
+    let labels = HashMap::from([
+        (labels::STORE.to_string(), store.prefix.clone()),
+        (labels::STORE_SEAL.to_string(), store.name.clone()),
+        (labels::STORE_SNAPSHOT.to_string(), index.snapshot.clone()),
+        (labels::STORE_DIGEST.to_string(), index.seal.clone()),
+    ]);
+    engine.create_volume(&format!("{}-seal-{}", store.prefix, EnvId::generate()), labels).await?;
+    for (name, _) in older {
+        engine.remove_volume(&name).await?;
+    }
+    Ok(())
+}
+
+/// Withdraw every seal of `store`: no sandbox seeds from it until a fill seals it anew (the
+/// next `--store --load` fills it anew once no server mounts it).
+pub async fn withdraw(engine: &Engine, store: &str) -> Result<()> {
+    for (name, _) in seals(engine, store).await? {
+        engine.remove_volume(&name).await?;
+    }
+    crate::cache::forget("store-index", store);
+    Ok(())
 }
 
 /// What starts a filler: the isolation to try first and the engine's ID (under which a refusal
@@ -325,7 +406,7 @@ fn cached_index(store: &str, created: &str) -> Option<Index> {
 }
 
 fn remember_index(store: &str, created: &str, index: &Index) {
-    let mut text = format!("{created}\n{} {}\n", index.snapshot, index.kib);
+    let mut text = format!("{created}\n{} {} {}\n", index.snapshot, index.kib, index.seal);
     for i in &index.images {
         text.push_str(&format!("{} {} {}\n", i.id, i.size, i.tags.join(" ")));
     }
@@ -415,12 +496,37 @@ pub async fn fill(
     .await?;
     let claim_deadline = Instant::now() + CLAIM_WAIT;
     if let Some((_, created)) = engine.volume(&store.name).await?
-        && cached_index(&store.name, &created).is_some_and(|i| images.iter().all(|img| i.has(&img.id)))
+        && let Some(cached) = cached_index(&store.name, &created)
+        && images.iter().all(|img| cached.has(&img.id))
+        && seal(engine, &store.name).await?.is_some_and(|s| s.snapshot == cached.snapshot && s.digest == cached.seal)
     {
         return Ok(Vec::new());
     }
     loop {
-        let index = read_index(engine, store).await?.unwrap_or_default();
+        let mut index = read_index(engine, store).await?.unwrap_or_default();
+        if !index.snapshot.is_empty() {
+            let sealed = seal(engine, &store.name).await?;
+            if sealed.is_none_or(|s| s.snapshot != index.snapshot || s.digest != index.seal) {
+                // Unsealed: changed since (its seal withdrawn), or filled by an earlier didx. Its
+                // content cannot be trusted, so it is filled anew from nothing.
+                let in_use = users(engine, &store.name).await?;
+                if !in_use.is_empty() {
+                    return Err(Error::Store {
+                        store: store.name.clone(),
+                        why: format!(
+                            "its snapshot {} is not sealed (changed since it was filled, or filled by an earlier didx); \
+                             it is filled anew once {} no longer mount it",
+                            index.snapshot,
+                            in_use.join(", ")
+                        ),
+                    });
+                }
+                on(StoreEvent::Refused { store: &store.name, why: "not sealed: filling it anew" });
+                engine.remove_volume(&store.name).await?;
+                withdraw(engine, &store.name).await?;
+                index = Index::default();
+            }
+        }
         let mut missing: Vec<&HostImage> = Vec::new();
         for img in images {
             if !index.has(&img.id) && !missing.iter().any(|m| m.name == img.name) {
@@ -510,6 +616,24 @@ async fn run_filler(
         // Committed: dockerd is stopping and PID 1 publishes the snapshot once it has ended.
         // Released now, so this process ending does not cut that short.
         lease.release().await?;
+        // The published index, read from the filler while it still holds the store's name, and
+        // its seal kept on the host engine before the filler may go: another process waiting
+        // on the name never sees the snapshot unsealed.
+        let (mut index, mut err) = (Vec::new(), Vec::new());
+        let argv = vec![ENTRYPOINT_PATH.to_string(), "store-published".to_string()];
+        if engine.exec(&id, &argv, &[], &mut index, &mut err).await? == 0 {
+            let text = String::from_utf8_lossy(&index);
+            let index = Index::parse(&text).ok_or_else(|| Error::Store {
+                store: store.name.clone(),
+                why: format!("its index is not readable: {:?}", text.lines().next()),
+            })?;
+            seal_snapshot(engine, store, &index).await?;
+            if let Some((_, created)) = engine.volume(&store.name).await? {
+                remember_index(&store.name, &created, &index);
+            }
+            let argv = vec![ENTRYPOINT_PATH.to_string(), "store-sealed".to_string()];
+            engine.exec(&id, &argv, &[], &mut Vec::new(), &mut err).await?;
+        }
         let status = engine.wait(&id).await.unwrap_or(0);
         let logs = if status == 0 { String::new() } else { engine.logs_tail(&id, 10).await.unwrap_or_default() };
         wait_gone(engine, &id, Instant::now() + Duration::from_secs(60), cancel).await?;
@@ -645,6 +769,9 @@ pub async fn list(engine: &Engine) -> Result<Vec<StoreInfo>> {
     let filter = HashMap::from([("label".to_string(), vec![format!("{}={prefix}", labels::STORE)])]);
     let mut out = Vec::new();
     for (name, l) in engine.volumes_labelled(filter).await? {
+        if l.contains_key(labels::STORE_SEAL) {
+            continue;
+        }
         let get = |k: &str| l.get(k).cloned().unwrap_or_default();
         let store = Store {
             name: name.clone(),
@@ -764,7 +891,7 @@ async fn drop_store(engine: &Engine, info: &StoreInfo, cancel: &Cancel, on: &(dy
     let lock = format!("store-{name}.lock");
     let _held = crate::cache::lock(&lock, Duration::from_millis(100), cancel, |_| on(StoreEvent::Waiting { store: name })).await?;
     engine.remove_volume(name).await?;
-    crate::cache::forget("store-index", name);
+    withdraw(engine, name).await?;
     crate::cache::forget("store-used", name);
     if let Some(dir) = crate::cache::dir()
         && let Err(e) = std::fs::remove_file(dir.join(&lock))

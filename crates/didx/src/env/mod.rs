@@ -148,6 +148,9 @@ pub struct StoreMount {
     /// found it for the server image): the entrypoint seeds from a snapshot made by this engine
     /// only. Empty: the entrypoint asks `dockerd --version` itself (~45 ms).
     pub engine: String,
+    /// The sealed snapshot the server seeds from (`snap-N`) and its seal's digest
+    /// ([`crate::store::Seal`]): the entrypoint seeds only when everything matches it.
+    pub seal: Option<crate::store::Seal>,
 }
 
 /// This process as an environment's owner: `USER@HOST pid PID` (`USER` from `$USER`, else

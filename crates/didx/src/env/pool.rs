@@ -674,7 +674,7 @@ mod tests {
         p.publish = vec![crate::spec::PublishSpec::parse("8081:80").unwrap()];
         assert_ne!(key_of(&p, "sha256:1", "sha256:1"), kp, "another host port");
         let mut st = spec();
-        let mount = |v: &str| Some(crate::env::StoreMount { volume: v.into(), engine: "Docker version 20.10.24+dfsg1, build 5d6db84".into() });
+        let mount = |v: &str| Some(crate::env::StoreMount { volume: v.into(), engine: "Docker version 20.10.24+dfsg1, build 5d6db84".into(), seal: None });
         st.store = mount("didx-store-20.10.24_dfsg1-overlay2");
         let ks = key_of(&st, "sha256:1", "sha256:1");
         assert_ne!(ks, k, "a server mounting a store is another shape");

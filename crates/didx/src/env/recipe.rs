@@ -209,6 +209,10 @@ impl<'a> Server<'a> {
             if !store.engine.is_empty() {
                 env.push(format!("DIDX_STORE_ENGINE={}", store.engine));
             }
+            if let Some(seal) = &store.seal {
+                env.push(format!("DIDX_STORE_SNAPSHOT={}", seal.snapshot));
+                env.push(format!("DIDX_STORE_SEAL={}", seal.digest));
+            }
         }
         (!env.is_empty()).then_some(env)
     }
@@ -532,11 +536,20 @@ mod tests {
     #[test]
     fn a_server_with_the_store_mounts_it_read_only_and_is_told_where() {
         let (mut s, tls) = (spec(), tls());
-        s.store = Some(super::super::StoreMount { volume: "didx-store-20.10.24_dfsg1-overlay2".into(), engine: "Docker version 20.10.24+dfsg1, build 5d6db84".into() });
+        s.store = Some(super::super::StoreMount {
+            volume: "didx-store-20.10.24_dfsg1-overlay2".into(),
+            engine: "Docker version 20.10.24+dfsg1, build 5d6db84".into(),
+            seal: Some(crate::store::Seal { snapshot: "snap-2".into(), digest: "ab".repeat(32) }),
+        });
         let body = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None }.body(&Isolation::Privileged);
         assert_eq!(
             body.env,
-            Some(vec!["DIDX_STORE=/didx/store".to_string(), "DIDX_STORE_ENGINE=Docker version 20.10.24+dfsg1, build 5d6db84".to_string()])
+            Some(vec![
+                "DIDX_STORE=/didx/store".to_string(),
+                "DIDX_STORE_ENGINE=Docker version 20.10.24+dfsg1, build 5d6db84".to_string(),
+                "DIDX_STORE_SNAPSHOT=snap-2".to_string(),
+                format!("DIDX_STORE_SEAL={}", "ab".repeat(32)),
+            ])
         );
         let mounts = body.host_config.unwrap().mounts.unwrap();
         assert_eq!(mounts.len(), 2);
