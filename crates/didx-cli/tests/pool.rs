@@ -101,7 +101,7 @@ struct TempCache(std::path::PathBuf);
 impl TempCache {
     fn new(tag: &str) -> TempCache {
         let d = std::env::temp_dir().join(format!("didx-test-pool-{tag}-{}", EnvId::generate()));
-        std::fs::create_dir_all(&d).unwrap();
+        private_dir(&d);
         TempCache(d)
     }
     fn cmd(&self, args: &[&str]) -> std::process::Command {
