@@ -110,20 +110,22 @@ fn keep_is_decided_at_start_and_the_log_says_what_happens() {
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut id, mut log) = (None, Vec::new());
+    let (mut id, mut log, mut all) = (None, Vec::new(), Vec::new());
     for line in lines.by_ref() {
         let line = line.unwrap();
-        if let Some(i) = line.strip_prefix("child-id=") {
+        all.push(line.clone());
+        // The harness's "test kept_child ... " may start the first line.
+        if let Some((_, i)) = line.split_once("child-id=") {
             id = Some(i.to_string());
-        } else if let Some(l) = line.strip_prefix("child-log=") {
+        } else if let Some((_, l)) = line.split_once("child-log=") {
             log.push(l.to_string());
-        } else if line == "child-dropped" {
+        } else if line.ends_with("child-dropped") {
             break;
         }
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let id = id.expect("the child started a sandbox");
+    let id = id.unwrap_or_else(|| panic!("the child started no sandbox: {all:?}"));
     let cleanup = || rt.block_on(async { didx::inventory::remove(&Engine::connect_default().await.unwrap(), &id).await.unwrap() });
     if !(said(&log, "sandbox kept") && !said(&log, "sandbox removed")) {
         cleanup();
