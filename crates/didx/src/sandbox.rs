@@ -182,8 +182,9 @@ impl SandboxBuilder {
         self.ssh_agent = on;
         self
     }
-    /// The directory relative host paths of `volume` and `copy` start from. Default: the
-    /// process's current directory.
+    /// The directory relative host paths of `volume` and `copy` start from (itself made
+    /// absolute against the process's current directory: the engine would take a relative
+    /// bind source for a volume name). Default: the process's current directory.
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
         self
@@ -814,5 +815,39 @@ impl Drop for Sandbox {
             Ok(Err(_)) => tracing::error!("the thread removing a dropped sandbox panicked; didx --clean all removes it"),
             Err(e) => tracing::error!(error = %e, "cannot start a thread to remove a dropped sandbox; didx --clean all removes it"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every host path handed to the engine as a bind source is absolute, however it was
+    /// spelled; a relative agent socket is refused (it would be a volume name to the engine).
+    #[test]
+    fn bind_sources_are_absolute_and_a_relative_agent_socket_is_refused() {
+        crate::cache::tests::with_cache(|_| {
+            let o = Sandbox::builder().cwd(".").volume("./:/t").volume(".:/u").options().unwrap();
+            for v in &o.volumes {
+                match &v.source {
+                    VolumeSource::Host(p) => assert!(p.is_absolute(), "{p:?}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+            let here = std::env::current_dir().unwrap();
+            let sock = format!("didx-unit-agent-{}.sock", std::process::id());
+            let _l = std::os::unix::net::UnixListener::bind(here.join(&sock)).unwrap();
+            // SAFETY: with_cache holds the lock of the tests that touch the environment.
+            unsafe { std::env::set_var("SSH_AUTH_SOCK", &sock) };
+            let refused = Sandbox::builder().ssh_agent(true).options();
+            unsafe { std::env::set_var("SSH_AUTH_SOCK", here.join(&sock)) };
+            let accepted = Sandbox::builder().ssh_agent(true).options();
+            unsafe { std::env::remove_var("SSH_AUTH_SOCK") };
+            std::fs::remove_file(here.join(&sock)).unwrap();
+            let e = refused.unwrap_err();
+            assert!(e.is_usage() && e.to_string().contains("SSH_AUTH_SOCK is a relative path"), "{e}");
+            let bound = accepted.unwrap().volumes.into_iter().find(|v| v.target == SSH_AGENT_SOCK).unwrap();
+            assert_eq!(bound.source, VolumeSource::Host(here.join(&sock)));
+        });
     }
 }
