@@ -8,8 +8,9 @@
 //! (so `$(didx …)` is not held open), and reads lines from a pipe:
 //!
 //! - `env ID`: the run is starting (or claimed) environment ID and holds it.
-//! - `refill SIZE IDLE`: a claim took a pooled environment; top the pool up (the library's
-//!   [`didx::pool::Refill`]), now, while the run goes on.
+//! - `refill SIZE IDLE DOWNS`: a claim took a pooled environment; top the pool up (the
+//!   library's [`didx::pool::refill`]), now, while the run goes on, unless a `pool down` ran
+//!   since the claim (`DOWNS` is [`didx::pool::Refill::downs_seen`]): then it starts nothing.
 //! - `done`: the run reached its end (removed or kept its environment as its policy says).
 //!
 //! End of input — the run's exit, however it exits — ends the helper once a refill is done.
@@ -68,7 +69,7 @@ impl Helper {
     /// Top the pool up as `refill` says.
     pub fn refill(&mut self, refill: &didx::pool::Refill) {
         let idle = refill.idle_timeout().map(|d| d.as_secs()).unwrap_or(0);
-        self.say(&format!("refill {} {idle}", refill.size()));
+        self.say(&format!("refill {} {idle} {}", refill.size(), refill.downs_seen()));
     }
 
     /// The run reached its end: nothing to remove on its behalf.
@@ -79,19 +80,19 @@ impl Helper {
 
 enum Line {
     Env(String),
-    Refill(usize, Option<std::time::Duration>),
+    Refill(usize, Option<std::time::Duration>, u64),
     Done,
 }
 
 fn parse(line: &str) -> Option<Line> {
     let mut w = line.split_whitespace();
-    match (w.next()?, w.next(), w.next()) {
-        ("env", Some(id), None) => Some(Line::Env(id.to_string())),
-        ("refill", Some(size), Some(idle)) => {
+    match (w.next()?, w.next(), w.next(), w.next(), w.next()) {
+        ("env", Some(id), None, None, None) => Some(Line::Env(id.to_string())),
+        ("refill", Some(size), Some(idle), Some(downs), None) => {
             let idle: u64 = idle.parse().ok()?;
-            Some(Line::Refill(size.parse().ok()?, (idle > 0).then(|| std::time::Duration::from_secs(idle))))
+            Some(Line::Refill(size.parse().ok()?, (idle > 0).then(|| std::time::Duration::from_secs(idle)), downs.parse().ok()?))
         }
-        ("done", None, None) => Some(Line::Done),
+        ("done", None, None, None, None) => Some(Line::Done),
         _ => None,
     }
 }
@@ -137,7 +138,7 @@ fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
             match line {
                 Line::Env(id) => envs.push(id),
                 Line::Done => done = true,
-                Line::Refill(size, idle) => {
+                Line::Refill(size, idle, downs) => {
                     let options = options.clone();
                     let engine = engine().await;
                     refills.push(tokio::spawn(async move {
@@ -148,8 +149,12 @@ fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
                                 crate::say(format!("refill: a pooled environment is ready after {:.2} s", elapsed.as_secs_f64()));
                             }
                         };
-                        let r = didx::pool::up(&engine, &options, size, idle, &Cancel::new(), &on).await?;
-                        crate::say(format!("refill: pool {}: {} started, {} failed", r.key, r.started.len(), r.failed.len()));
+                        let r = didx::pool::refill(&engine, &options, size, idle, downs, &Cancel::new(), &on).await?;
+                        if r.downed {
+                            crate::say(format!("refill: pool {}: brought down after this refill was queued; nothing started", r.key));
+                        } else {
+                            crate::say(format!("refill: pool {}: {} started, {} failed", r.key, r.started.len(), r.failed.len()));
+                        }
                         Ok::<(), didx::Error>(())
                     }));
                 }
@@ -196,10 +201,12 @@ mod tests {
     #[test]
     fn lines_are_read_strictly() {
         assert!(matches!(parse("env abc123"), Some(Line::Env(id)) if id == "abc123"));
-        assert!(matches!(parse("refill 3 1800"), Some(Line::Refill(3, Some(d))) if d.as_secs() == 1800));
-        assert!(matches!(parse("refill 2 0"), Some(Line::Refill(2, None))));
+        assert!(matches!(parse("refill 3 1800 0"), Some(Line::Refill(3, Some(d), 0)) if d.as_secs() == 1800));
+        assert!(matches!(parse("refill 2 0 7"), Some(Line::Refill(2, None, 7))));
         assert!(matches!(parse("done"), Some(Line::Done)));
-        for bad in ["", "env", "env a b", "refill x 1", "refill 1", "done now", "rm -rf /"] {
+        for bad in
+            ["", "env", "env a b", "refill x 1 0", "refill 1", "refill 1 0", "refill 1 0 x", "refill 1 0 0 0", "done now", "rm -rf /"]
+        {
             assert!(parse(bad).is_none(), "{bad:?}");
         }
     }

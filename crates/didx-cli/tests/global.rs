@@ -147,3 +147,98 @@ fn double_dash_forces_the_command_reading_of_a_verb_name() {
         assert_gone(&r.env_id().unwrap());
     });
 }
+
+/// Containers made by the didx process `pid` (their owner label), still on the engine.
+fn containers_of_pid(pid: u32) -> Vec<String> {
+    rt().block_on(async {
+        let filter = std::collections::HashMap::from([("label".to_string(), vec![didx::labels::OWNER.to_string()])]);
+        let cs = engine().await.containers(filter).await.unwrap();
+        cs.into_iter()
+            .filter(|c| c.labels.as_ref().and_then(|l| l.get(didx::labels::OWNER)).is_some_and(|o| o.ends_with(&format!(" pid {pid}"))))
+            .map(|c| format!("{:?}", c.names))
+            .collect()
+    })
+}
+
+/// The names in `dir` (empty when it is absent or unreadable).
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The cache directory holds client keys and the engine proxy's sockets: one others may write,
+/// another user's, a link to such, or a relative one (which the engine would take for a volume
+/// name) is refused before anything is made: exit 2, one line naming it and the fix, nothing
+/// written into it, no container of that didx process on the engine.
+#[test]
+fn an_unfit_cache_directory_is_refused_and_nothing_is_created() {
+    use std::os::unix::fs::PermissionsExt;
+    // Its last run makes an environment: not while another test here checks the engine clean.
+    let _g = serial();
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            if let Err(e) = std::fs::remove_dir_all(&self.0) {
+                eprintln!("removing {}: {e}", self.0.display());
+            }
+        }
+    }
+    let base = std::env::temp_dir().join(format!("didx-test-unfit-cache-{}", std::process::id()));
+    private_dir(&base);
+    let _rm = Rm(base.clone());
+    let made = |name: &str, mode: u32| {
+        let d = base.join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+        // Something in it, so an unchanged listing means something.
+        std::fs::write(d.join("isolation-x"), "caps\n").ok();
+        d
+    };
+    let open = made("open", 0o777);
+    let group = made("group", 0o770);
+    let foreign = made("foreign", 0o700);
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).expect("chown (the tests run as root)");
+    let link = base.join("link");
+    std::os::unix::fs::symlink(&open, &link).unwrap();
+    let cases: [(&std::path::Path, &str); 5] = [
+        (&open, "writable by its group or others (mode 0777)"),
+        (&group, "(mode 0770)"),
+        (&foreign, "owned by uid 65534"),
+        (&link, "(mode 0777)"),
+        (std::path::Path::new("rel-cache"), "DIDX_CACHE_DIR is a relative path"),
+    ];
+    let runs: [&[&str]; 3] = [&["--clean", "anycase", "true"], &["--engine", "host", "--clean", "anycase", "true"], &["pool", "up", "1"]];
+    for (dir, says) in cases {
+        for args in runs {
+            let before = names_in(&base.join(dir));
+            let child = didx_cmd(args)
+                .env("DIDX_CACHE_DIR", dir)
+                .current_dir(&base)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            let r = from_output(child.wait_with_output().unwrap());
+            let what = format!("DIDX_CACHE_DIR={} didx {args:?}", dir.display());
+            assert_eq!(r.code, 2, "{what}: {}", r.show());
+            let lines: Vec<&str> = r.stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{what}: not one line: {}", r.show());
+            assert!(lines[0].contains("invalid cache directory") && lines[0].contains(says), "{what}: {}", r.show());
+            assert!(lines[0].contains(&dir.display().to_string()), "{what}: names it: {}", r.show());
+            assert_eq!(names_in(&base.join(dir)), before, "{what}: something was written into it");
+            assert!(!base.join("rel-cache").exists(), "{what}: made the relative one");
+            assert_eq!(r.env_id(), None, "{what}: {}", r.show());
+            assert!(containers_of_pid(pid).is_empty(), "{what}: left {:?}", containers_of_pid(pid));
+        }
+    }
+    // The same directory made private again is used (and so was refused for what it was).
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let r = from_output(didx_cmd(&["--engine", "host", "--clean", "anycase", "true"]).env("DIDX_CACHE_DIR", &link).output().unwrap());
+    assert_eq!(r.code, 0, "{}", r.show());
+    if let Some(id) = r.env_id() {
+        assert_gone(&id);
+    }
+}

@@ -77,6 +77,49 @@ fn usage_errors_create_nothing() {
     }
 }
 
+/// A relative `SSH_AUTH_SOCK` naming a real socket in the current directory: the engine would
+/// take it for a volume name (an empty named volume at the agent's place, no agent, the volume
+/// left behind). Refused, one line, exit 2, no volume of that name and no environment.
+#[test]
+fn a_relative_agent_socket_is_refused_and_makes_no_volume() {
+    let dir = temp_dir("relsock");
+    let _c = Cleanup(dir.clone());
+    let name = format!("didx-agent-{}.sock", std::process::id());
+    let _listener = std::os::unix::net::UnixListener::bind(dir.join(&name)).unwrap();
+    let volumes_named = || {
+        rt().block_on(async {
+            let filter = std::collections::HashMap::from([("name".to_string(), vec![name.clone()])]);
+            engine().await.volumes(filter).await.unwrap().into_iter().filter(|v| *v == name).collect::<Vec<_>>()
+        })
+    };
+    assert!(volumes_named().is_empty(), "a volume {name} is already there");
+    let mut c = didx_cmd(&["--ssh-agent", "--clean", "anycase", "true"]);
+    c.env("SSH_AUTH_SOCK", &name).current_dir(&dir);
+    let r = from_output(c.output().unwrap());
+    let left = volumes_named();
+    with_cleanup(r, |r| {
+        assert_eq!(r.code, 2, "{}", r.show());
+        assert_eq!(r.stderr.trim().lines().count(), 1, "one line: {}", r.show());
+        assert!(
+            r.stderr.contains(&name) && r.stderr.contains("SSH_AUTH_SOCK is a relative path") && r.stderr.contains("absolute"),
+            "{}",
+            r.show()
+        );
+        assert_eq!(r.env_id(), None, "nothing started: {}", r.show());
+        assert!(left.is_empty(), "the relative socket became volume {left:?}");
+    });
+    // The same socket by its absolute path is accepted (the refusal was for the spelling).
+    let mut c = didx_cmd(&["--ssh-agent", "--clean", "anycase", "sh -c 'test -S $SSH_AUTH_SOCK && echo socket'"]);
+    c.env("SSH_AUTH_SOCK", dir.join(&name)).current_dir(&dir);
+    let r = from_output(c.output().unwrap());
+    with_cleanup(r, |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stdout.contains("socket"), "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+    assert!(volumes_named().is_empty());
+}
+
 /// The contract's proof, as whoever runs the tests (root here): a file made in /work is the
 /// host user's, `id -G` shows every host gid, `whoami` and `~` work, and the client's docker
 /// CLI still reaches the inner engine as that user.

@@ -101,7 +101,7 @@ struct TempCache(std::path::PathBuf);
 impl TempCache {
     fn new(tag: &str) -> TempCache {
         let d = std::env::temp_dir().join(format!("didx-test-pool-{tag}-{}", EnvId::generate()));
-        std::fs::create_dir_all(&d).unwrap();
+        private_dir(&d);
         TempCache(d)
     }
     fn cmd(&self, args: &[&str]) -> std::process::Command {
@@ -561,5 +561,71 @@ fn a_killed_filler_leaves_no_starting_environment_and_its_ready_ones_stay() {
         let up = from_output(mine.cmd(&["pool", "up", "2"]).output().unwrap());
         assert_eq!(up.code, 0, "{}", up.show());
         assert_eq!(ready_ids().len(), 2, "{}", up.show());
+    });
+}
+
+/// The state `didx ls --json` (with `cache`) gives environment `id`.
+fn ls_state(cache: &TempCache, id: &str) -> Option<String> {
+    let r = from_output(cache.cmd(&["ls", "--json"]).output().unwrap());
+    assert_eq!(r.code, 0, "{}", r.show());
+    let all: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    all.as_array().unwrap().iter().find(|e| e["id"] == id).map(|e| e["state"].as_str().unwrap().to_string())
+}
+
+/// Wait (bounded) for a line of the helper's refill log (in `cache`) containing `what`.
+fn refill_log_line(cache: &TempCache, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let log = std::fs::read_to_string(cache.0.join("pool-refill.log")).unwrap_or_default();
+        if let Some(l) = log.lines().find(|l| l.contains(what)) {
+            return l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no {what:?} in the refill log within 180 s: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `didx ls` tells a ready pooled environment (`ready`) from a claimed one (`running`); and a
+/// refill queued by a claim before `pool down` does not repopulate the pool after `down`
+/// returned. The refill is held at the bad moment: the pool lock is this test's while the
+/// run claims (so the helper's refill waits for it), the helper is stopped (SIGSTOP) while
+/// the lock goes to `pool down`, and continued once `down` returned.
+#[test]
+fn ls_shows_ready_and_claimed_and_a_refill_queued_before_pool_down_starts_nothing() {
+    let _g = serial();
+    guarded(|| {
+        let cache = TempCache::new("race");
+        let up = from_output(cache.cmd(&["pool", "up", "1"]).output().unwrap());
+        assert_eq!(up.code, 0, "{}", up.show());
+        let pooled = started_ids(&up);
+        assert_eq!(pooled.len(), 1, "{}", up.show());
+        let id = pooled[0].clone();
+        seen(&id);
+        assert_eq!(ls_state(&cache, &id).as_deref(), Some("ready"), "an unclaimed pooled environment");
+
+        let held = std::fs::OpenOptions::new().write(true).open(cache.0.join("pool.lock")).unwrap();
+        held.lock().unwrap();
+        let run = from_output(cache.cmd(&["--pool", "--clean", "none", "true"]).output().unwrap());
+        assert_eq!(run.code, 0, "{}", run.show());
+        assert_eq!(run.env_id().as_ref(), Some(&id), "the run did not claim it: {}", run.show());
+        assert_eq!(ls_state(&cache, &id).as_deref(), Some("running"), "a claimed environment");
+
+        // The refill the claim queued, waiting for the lock: stopped, so `down` takes the lock.
+        let line = refill_log_line(&cache, "refill: topping the pool up");
+        let pid: i32 = line.rsplit("(pid ").next().and_then(|p| p.trim_end_matches(')').parse().ok()).expect("the helper's pid");
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "{line}");
+        drop(held);
+        let down = from_output(cache.cmd(&["pool", "down"]).output().unwrap());
+        let continued = unsafe { libc::kill(pid, libc::SIGCONT) };
+        assert_eq!(down.code, 0, "{}", down.show());
+        assert_eq!(continued, 0);
+        let outcome = refill_log_line(&cache, "refill: pool ");
+        assert!(outcome.contains("brought down after this refill was queued; nothing started"), "{outcome}");
+        // Nothing of the pool after `down` but the claimed one, which is the run's.
+        let left: Vec<(String, String)> = pool_list().into_iter().filter(|(e, _)| *e != id).collect();
+        assert!(left.is_empty(), "the refill repopulated the pool: {left:?}");
+        assert_eq!(pool_list(), [(id.clone(), "claimed".to_string())]);
+        rt().block_on(async { didx::env::remove(&engine().await, &id).await.unwrap() });
+        assert_gone(&id);
     });
 }

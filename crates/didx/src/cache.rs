@@ -1,6 +1,14 @@
 //! didx's local files: the cache directory where per-engine facts are remembered (isolation
 //! outcome, failed pulls, the pool lock, the refill log), and fresh private work directories.
 //!
+//! The cache directory holds client certificates (private keys) and the engine proxy's
+//! sockets, so didx uses only one that is private to the user running it: an absolute path
+//! (a relative one would reach the engine as a volume name when a path under it is bound
+//! into a container), a directory owned by this user and writable by no group or other user
+//! (a symbolic link to one is fine; the link itself must be this user's or root's). Anything
+//! else is refused with one line saying why and how to fix it ([`checked`]); made when
+//! missing, it is made mode 0700.
+//!
 //! Nothing here follows a symbolic link planted where didx writes: facts are written to a new
 //! file (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600) renamed over the old one (a rename replaces a
 //! link, it never writes through it), read and appended with `O_NOFOLLOW`, and the cache
@@ -9,30 +17,122 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Where didx remembers per-engine facts: `DIDX_CACHE_DIR`, else `$XDG_CACHE_HOME/didx`, else
-/// `~/.cache/didx`.
-pub fn dir() -> Option<PathBuf> {
+/// What [`checked`] calls the cache directory in its refusals.
+const WHAT: &str = "cache directory";
+
+/// Where the cache directory is, unchecked: `DIDX_CACHE_DIR` (which must be absolute), else
+/// `$XDG_CACHE_HOME/didx` (a relative `XDG_CACHE_HOME` is ignored, as the XDG specification
+/// says), else `$HOME/.cache/didx` (`HOME` absolute).
+fn location() -> Result<PathBuf> {
+    let absolute = |var: &str, d: std::ffi::OsString, fix: &str| {
+        let p = PathBuf::from(d);
+        if p.is_absolute() {
+            Ok(p)
+        } else {
+            Err(Error::invalid(
+                WHAT,
+                p.display().to_string(),
+                format!("{var} is a relative path, which the engine would take for a volume name; {fix}"),
+            ))
+        }
+    };
     if let Some(d) = std::env::var_os("DIDX_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d));
+        return absolute("DIDX_CACHE_DIR", d, "give an absolute path (e.g. DIDX_CACHE_DIR=\"$PWD/cache\")");
     }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d).join("didx"));
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty() && Path::new(d).is_absolute()) {
+        return Ok(PathBuf::from(d).join("didx"));
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("didx"))
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Ok(absolute("HOME", h, "set HOME to an absolute path, or DIDX_CACHE_DIR to one")?.join(".cache").join("didx")),
+        None => Err(Error::Io {
+            what: "finding didx's cache directory".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "set DIDX_CACHE_DIR, XDG_CACHE_HOME or HOME"),
+        }),
+    }
 }
 
-/// The cache directory, created (mode 0700) if missing.
+/// This process's effective user id.
+fn euid() -> u32 {
+    // SAFETY: a plain libc call without pointers.
+    unsafe { libc::geteuid() }
+}
+
+/// Why the directory `meta` describes (as followed) may not hold didx's secrets, if it may not;
+/// `link_owner` is the owner of the symbolic link `path` is, if it is one. Pure.
+fn unsafe_because(meta: (bool, u32, u32), link_owner: Option<u32>, me: u32) -> Option<String> {
+    let (is_dir, uid, mode) = meta;
+    if let Some(owner) = link_owner.filter(|o| *o != me && *o != 0) {
+        return Some(format!(
+            "it is a symbolic link owned by uid {owner}, not by you (uid {me}) or root; remove it, or set DIDX_CACHE_DIR to a directory of your own"
+        ));
+    }
+    if !is_dir {
+        return Some("it is not a directory; remove it, or set DIDX_CACHE_DIR to a directory of your own".into());
+    }
+    if uid != me {
+        return Some(format!(
+            "it is owned by uid {uid}, not by you (uid {me}), and it holds client keys and sockets; set DIDX_CACHE_DIR to a directory of your own"
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "it is writable by its group or others (mode {:04o}), and it holds client keys and sockets; chmod go-w it (chmod 700), or set DIDX_CACHE_DIR to a private directory",
+            mode & 0o7777
+        ));
+    }
+    None
+}
+
+/// Check the cache directory at `path`: `Ok(false)` when absent, `Ok(true)` when fit to use,
+/// else the refusal.
+fn check(path: &Path) -> Result<bool> {
+    let link = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    let link_owner = link.file_type().is_symlink().then(|| link.uid());
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        // A dangling link: refused (making its target would follow it).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::invalid(WHAT, path.display().to_string(), "it is a symbolic link to nothing; remove it"));
+        }
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    match unsafe_because((meta.is_dir(), meta.uid(), meta.mode()), link_owner, euid()) {
+        Some(why) => Err(Error::invalid(WHAT, path.display().to_string(), why)),
+        None => Ok(true),
+    }
+}
+
+/// The cache directory, checked (see the module doc) but not made: a refusal ([`Error::Invalid`],
+/// a usage error) when it is unfit. What a start checks before it creates anything.
+pub fn checked() -> Result<PathBuf> {
+    let d = location()?;
+    check(&d)?;
+    Ok(d)
+}
+
+/// Where didx remembers per-engine facts (see [`checked`]); `None` when it cannot be used
+/// (unset, or refused: then nothing is read from it).
+pub fn dir() -> Option<PathBuf> {
+    checked().ok()
+}
+
+/// The cache directory, created (mode 0700) if missing; refused as [`checked`] says.
 pub fn ensure_dir() -> Result<PathBuf> {
-    let d = dir().ok_or_else(|| Error::Io {
-        what: "finding didx's cache directory".into(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "set DIDX_CACHE_DIR, XDG_CACHE_HOME or HOME"),
-    })?;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+    let d = location()?;
+    if !check(&d)? {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+        // Made by someone else meanwhile, or under a umask that opened it: checked again.
+        check(&d)?;
+    }
     Ok(d)
 }
 
@@ -64,11 +164,8 @@ pub fn modified(kind: &str, key: &str) -> Option<std::time::SystemTime> {
 /// Remember a fact: written to a fresh file in the cache directory, then renamed over the old
 /// one, so a symbolic link planted at that name is replaced, never written through.
 pub fn write(kind: &str, key: &str, content: &str) -> Result<()> {
-    let target = file(kind, key).ok_or_else(|| Error::Io {
-        what: "finding didx's cache directory".into(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "set DIDX_CACHE_DIR, XDG_CACHE_HOME or HOME"),
-    })?;
-    ensure_dir()?;
+    let safe: String = key.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let target = ensure_dir()?.join(format!("{kind}-{safe}"));
     let tmp = target.with_file_name(format!(".{}.{}", random_suffix(), std::process::id()));
     let io = |e| Error::io(format!("writing {}", target.display()), e);
     let written = (|| {
@@ -251,6 +348,72 @@ pub(crate) mod tests {
             std::os::unix::fs::symlink(&victim, cache.join("pool.lock")).unwrap();
             assert!(open_lock("pool.lock").is_err());
             assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        });
+    }
+
+    #[test]
+    fn only_a_private_directory_of_this_user_is_fit() {
+        let me = 1000;
+        // (is a directory, owner, mode), the link's owner if a link.
+        assert_eq!(unsafe_because((true, me, 0o40700), None, me), None);
+        assert_eq!(unsafe_because((true, me, 0o40755), None, me), None, "readable is fine: its files are 0600");
+        assert_eq!(unsafe_because((true, me, 0o41700), Some(0), me), None, "a root-owned link to one's own");
+        assert_eq!(unsafe_because((true, me, 0o40700), Some(me), me), None);
+        for (meta, link, want) in [
+            ((true, me, 0o40770), None, "writable by its group or others (mode 0770)"),
+            ((true, me, 0o40777), None, "(mode 0777)"),
+            ((true, me, 0o41777), None, "(mode 1777)"),
+            ((true, me, 0o40702), None, "writable"),
+            ((true, 65534, 0o40700), None, "owned by uid 65534, not by you (uid 1000)"),
+            ((true, 0, 0o40700), None, "owned by uid 0"),
+            ((false, me, 0o100600), None, "not a directory"),
+            ((true, me, 0o40700), Some(65534), "symbolic link owned by uid 65534"),
+        ] {
+            let why = unsafe_because(meta, link, me).unwrap_or_default();
+            assert!(why.contains(want), "{meta:?} {link:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn an_unfit_cache_directory_is_refused_and_a_missing_one_made_private() {
+        with_cache(|cache| {
+            // Missing: fine to check, made 0700 (whatever the umask lets through).
+            assert_eq!(checked().unwrap(), cache);
+            assert!(!cache.exists());
+            assert_eq!(ensure_dir().unwrap(), cache);
+            assert_eq!(std::fs::metadata(cache).unwrap().permissions().mode() & 0o777, 0o700);
+            // Opened to others: refused everywhere, and nothing is read from it.
+            write("k", "a", "x").unwrap();
+            std::fs::set_permissions(cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+            for e in [checked().unwrap_err(), ensure_dir().unwrap_err(), write("k", "b", "y").unwrap_err(), open_lock("pool.lock").unwrap_err()] {
+                assert!(e.is_usage(), "{e}");
+                assert!(e.to_string().contains("mode 0777"), "{e}");
+            }
+            assert_eq!(read("k", "a"), None);
+            assert!(!cache.join("k-b").exists() && !cache.join("pool.lock").exists());
+            // Foreign-owned (this test runs as root, or cannot chown: then the mode case above is it).
+            std::fs::set_permissions(cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+            if std::os::unix::fs::chown(cache, Some(65534), None).is_ok() {
+                assert!(ensure_dir().unwrap_err().to_string().contains("owned by uid 65534"));
+                std::os::unix::fs::chown(cache, Some(euid()), None).unwrap();
+            }
+            assert!(ensure_dir().is_ok());
+            // A link to a directory opened to others: refused; to a private one: fine.
+            let open = cache.parent().unwrap().join("open");
+            std::fs::create_dir(&open).unwrap();
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let link = cache.parent().unwrap().join("link");
+            std::os::unix::fs::symlink(&open, &link).unwrap();
+            unsafe { std::env::set_var("DIDX_CACHE_DIR", &link) };
+            assert!(ensure_dir().unwrap_err().to_string().contains("mode 0777"));
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o700)).unwrap();
+            assert_eq!(ensure_dir().unwrap(), link);
+            // Relative: refused, nothing made.
+            unsafe { std::env::set_var("DIDX_CACHE_DIR", "rel-cache") };
+            let e = ensure_dir().unwrap_err();
+            assert!(e.is_usage() && e.to_string().contains("DIDX_CACHE_DIR is a relative path"), "{e}");
+            assert!(!Path::new("rel-cache").exists());
+            assert_eq!(dir(), None);
         });
     }
 

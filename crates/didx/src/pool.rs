@@ -38,6 +38,34 @@ pub async fn up(
     cancel: &Cancel,
     on: &(dyn Fn(&Event<'_>) + Send + Sync),
 ) -> Result<UpReport> {
+    up_or_refill(engine, options, size, idle_timeout, None, cancel, on).await
+}
+
+/// [`up`] as a refill queued by a claim ([`Refill::downs_seen`] is `downs_seen`): when the
+/// pool was brought down ([`down`]) after the claim, nothing is started and the report says
+/// so ([`UpReport::downed`]), so a refill still queued never repopulates a pool `down` emptied.
+/// (Seen through the cache directory: a `down` using another one, or on another host, is not.)
+pub async fn refill(
+    engine: &Engine,
+    options: &SandboxOptions,
+    size: usize,
+    idle_timeout: Option<Duration>,
+    downs_seen: u64,
+    cancel: &Cancel,
+    on: &(dyn Fn(&Event<'_>) + Send + Sync),
+) -> Result<UpReport> {
+    up_or_refill(engine, options, size, idle_timeout, Some(downs_seen), cancel, on).await
+}
+
+async fn up_or_refill(
+    engine: &Engine,
+    options: &SandboxOptions,
+    size: usize,
+    idle_timeout: Option<Duration>,
+    downs_seen: Option<u64>,
+    cancel: &Cancel,
+    on: &(dyn Fn(&Event<'_>) + Send + Sync),
+) -> Result<UpReport> {
     check_size(size)?;
     crate::env::sweep_logged(engine).await;
     // `pool up --store --load IMAGE`: the images go into the store first (pooled servers get
@@ -50,14 +78,19 @@ pub async fn up(
     // `--store`: pooled servers mount the store too (its images as of each one's start).
     options.use_store(engine, &mut spec, &seeds, cancel, on).await?;
     spec.policy = "pool".into();
-    crate::env::pool::up(engine, &spec, size, idle_timeout, cancel, &|e| on(&Event::Start(e))).await
+    let on = |e: crate::env::Event<'_>| on(&Event::Start(e));
+    match downs_seen {
+        None => crate::env::pool::up(engine, &spec, size, idle_timeout, cancel, &on).await,
+        Some(seen) => crate::env::pool::refill(engine, &spec, size, idle_timeout, seen, cancel, &on).await,
+    }
 }
 
 /// How long a pooled environment waits for a claim by default (`pool up --idle-timeout`).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Remove every pooled environment no run has claimed (a starting one only when its filler is
-/// provably gone); says what it left and why.
+/// provably gone); says what it left and why. Counted in the cache directory first (holding
+/// the pool lock), so a [`refill`] queued before and not yet begun starts nothing.
 pub async fn down(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<DownReport> {
     crate::env::sweep_logged(engine).await;
     crate::env::pool::down(engine, cancel, &|e| on(&Event::Start(e))).await
@@ -93,11 +126,17 @@ pub struct Refill {
     template: EnvSpec,
     size: usize,
     idle_timeout: Option<Duration>,
+    downs_seen: u64,
 }
 
 impl Refill {
-    pub(crate) fn new(template: EnvSpec, size: usize, idle_timeout: Option<u64>) -> Refill {
-        Refill { template, size, idle_timeout: idle_timeout.map(Duration::from_secs) }
+    pub(crate) fn new(template: EnvSpec, size: usize, idle_timeout: Option<u64>, downs_seen: u64) -> Refill {
+        Refill { template, size, idle_timeout: idle_timeout.map(Duration::from_secs), downs_seen }
+    }
+    /// How many `pool down`s had run (with this cache directory) before the claim: a refill
+    /// given it ([`refill`]) starts nothing once another has run.
+    pub fn downs_seen(&self) -> u64 {
+        self.downs_seen
     }
     /// The size the pool is topped up to.
     pub fn size(&self) -> usize {
@@ -107,8 +146,10 @@ impl Refill {
     pub fn idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
     }
-    /// Top the pool up (as [`up`] does, with the claimed environment's options).
+    /// Top the pool up (as [`up`] does, with the claimed environment's options), unless it was
+    /// brought down since the claim (see [`refill`]).
     pub async fn run(&self, engine: &Engine, cancel: &Cancel, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<UpReport> {
-        crate::env::pool::up(engine, &self.template, self.size, self.idle_timeout, cancel, &|e| on(&Event::Start(e))).await
+        let on = |e: crate::env::Event<'_>| on(&Event::Start(e));
+        crate::env::pool::refill(engine, &self.template, self.size, self.idle_timeout, self.downs_seen, cancel, &on).await
     }
 }

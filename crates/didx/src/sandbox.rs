@@ -18,8 +18,12 @@ use crate::session::Event;
 use crate::spec::{AddressRange, EngineMode, IsolationMode, PublishSpec, Version, VolumeSource, VolumeSpec};
 
 /// The variable that keeps every [`Sandbox`] a program drops (for looking at it afterwards):
-/// `DIDX_KEEP=1`. [`Sandbox::rm`] still removes.
+/// `DIDX_KEEP=1`. Read once, when a sandbox starts: a sandbox started with it takes no lease
+/// and is kept when dropped; one started without it is removed when dropped, whatever the
+/// variable says by then. [`Sandbox::rm`] still removes.
 pub const KEEP_VAR: &str = "DIDX_KEEP";
+/// The policy label of a sandbox started with [`KEEP_VAR`] set.
+const KEEP_POLICY: &str = "keep";
 
 /// Builds a [`Sandbox`]. Every option of the `didx` command that shapes an environment has a
 /// method here, taking the same grammar; values are checked by [`SandboxBuilder::options`]
@@ -178,8 +182,9 @@ impl SandboxBuilder {
         self.ssh_agent = on;
         self
     }
-    /// The directory relative host paths of `volume` and `copy` start from. Default: the
-    /// process's current directory.
+    /// The directory relative host paths of `volume` and `copy` start from (itself made
+    /// absolute against the process's current directory: the engine would take a relative
+    /// bind source for a volume name). Default: the process's current directory.
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
         self
@@ -223,8 +228,10 @@ impl SandboxBuilder {
             Some(i) => Wanted { image: i.clone(), explicit: true, versioned: None },
             None => Wanted { image: mapped, explicit: false, versioned: v.offline_image() },
         };
+        // Absolute, so `./x` sources reach the engine as paths (a relative bind source is a
+        // volume name to the engine).
         let cwd = match &self.cwd {
-            Some(d) => d.clone(),
+            Some(d) => std::path::absolute(d).map_err(|e| Error::io(format!("resolving {}", d.display()), e))?,
             None => std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?,
         };
         let mut volumes: Vec<VolumeSpec> = self.volumes.iter().map(|v| VolumeSpec::parse(v, &cwd)).collect::<Result<_>>()?;
@@ -285,6 +292,11 @@ impl SandboxBuilder {
         if self.store {
             crate::store::prefix()?;
         }
+        // The cache directory holds the client keys and the engine proxy's sockets: one that is
+        // not this user's alone is refused here, before anything is created.
+        if let Err(e @ Error::Invalid { .. }) = crate::cache::checked() {
+            return Err(e);
+        }
         if self.engine_mode == EngineMode::Host && !publish.is_empty() {
             return Err(Error::invalid(
                 "--publish",
@@ -295,7 +307,7 @@ impl SandboxBuilder {
         Ok(SandboxOptions {
             engine_mode: self.engine_mode,
             store: self.store,
-            policy: if keep_from_env() { "keep" } else { "drop" },
+            policy: if keep_from_env() { KEEP_POLICY } else { "drop" },
             address_range,
             network: self.network.clone(),
             server_image: wanted(&self.server_image, sv.server_image(), &sv),
@@ -340,9 +352,10 @@ impl SandboxBuilder {
     ) -> Result<Sandbox> {
         let opts = self.options()?;
         let seeds = opts.check(engine).await?;
-        // Held by this process unless DIDX_KEEP asks to keep what is dropped: then a killed
-        // test leaves its sandbox to look at, too.
-        let launched = opts.launch(engine, pooled, !keep_from_env(), &seeds, cancel, on).await?;
+        // Held by this process unless DIDX_KEEP asked (when the options were read, once) to keep
+        // what is dropped: then a killed test leaves its sandbox to look at, too.
+        let keep = opts.policy == KEEP_POLICY;
+        let launched = opts.launch(engine, pooled, !keep, &seeds, cancel, on).await?;
         let mut env = launched.env;
         let filled = tokio::select! {
             r = opts.fill(&mut env, &seeds, on) => r,
@@ -354,7 +367,7 @@ impl SandboxBuilder {
             }
             return Err(e);
         }
-        Ok(Sandbox { env: Some(env), kept: false, refill: launched.refill, access: tokio::sync::OnceCell::new() })
+        Ok(Sandbox { env: Some(env), kept: keep, refill: launched.refill, access: tokio::sync::OnceCell::new() })
     }
 }
 
@@ -387,13 +400,22 @@ pub struct SandboxOptions {
     pub(crate) store: bool,
 }
 
-/// The host's ssh agent socket, from `SSH_AUTH_SOCK`: it must name a socket.
+/// The host's ssh agent socket, from `SSH_AUTH_SOCK`: it must be an absolute path (the engine
+/// takes a relative bind source for a volume name, so a relative one would mount an empty
+/// volume, not the agent) naming a socket.
 fn agent_socket() -> Result<PathBuf> {
     use std::os::unix::fs::FileTypeExt;
     let sock = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()).ok_or_else(|| {
         Error::invalid("--ssh-agent", "", "SSH_AUTH_SOCK is not set: start an agent (eval \"$(ssh-agent)\"; ssh-add) or drop --ssh-agent")
     })?;
     let path = PathBuf::from(sock);
+    if !path.is_absolute() {
+        return Err(Error::invalid(
+            "--ssh-agent",
+            path.display().to_string(),
+            "SSH_AUTH_SOCK is a relative path, which the engine would take for a volume name: set it to the socket's absolute path (e.g. SSH_AUTH_SOCK=\"$PWD/$SSH_AUTH_SOCK\")",
+        ));
+    }
     match std::fs::metadata(&path) {
         Ok(m) if m.file_type().is_socket() => Ok(path),
         _ => Err(Error::invalid(
@@ -549,8 +571,10 @@ impl SandboxOptions {
         if pooled {
             on(&Event::Starting { id: spec.id.as_str(), names: &[spec.server_name(), spec.client_name()], pooled: true });
             let template = spec.clone();
+            // Before the claim: a `pool down` from here on stops the refill it queues.
+            let downs = crate::env::pool::downs();
             if let Some((env, size, idle)) = crate::env::pool::claim(engine, &mut spec, cancel, &fwd).await? {
-                let refill = Refill::new(template, size, idle);
+                let refill = Refill::new(template, size, idle, downs);
                 on(&Event::Claimed { id: env.id().as_str(), refill: &refill });
                 return Ok(Launched { env, refill: Some(refill) });
             }
@@ -642,11 +666,12 @@ impl ExecOutput {
 ///
 /// Removed by [`rm`](Sandbox::rm), or when dropped (the removal then runs on a thread of its
 /// own, so dropping is safe in any runtime or none; a failure is logged, never a panic), unless
-/// [`keep`](Sandbox::keep) was called or `DIDX_KEEP=1` was set when it started.
+/// [`keep`](Sandbox::keep) was called or `DIDX_KEEP=1` was set when it started (set or unset
+/// later, it changes nothing: what is logged on drop is what happens).
 ///
 /// A sandbox is held by its process (a *lease*): if the process ends without removing it —
 /// a panic that aborts, SIGKILL, an OOM kill — the sandbox ends itself within seconds and the
-/// engine removes it. `keep()` releases the lease; with `DIDX_KEEP=1` none is taken.
+/// engine removes it. `keep()` releases the lease; with `DIDX_KEEP=1` at start none is taken.
 #[derive(Debug)]
 pub struct Sandbox {
     env: Option<Environment>,
@@ -775,6 +800,12 @@ impl Sandbox {
         }
     }
 
+    /// Whether dropping this handle keeps the sandbox: [`keep`](Self::keep) was called, or
+    /// `DIDX_KEEP=1` was set when it started (decided then; it holds no lease either way).
+    pub fn is_kept(&self) -> bool {
+        self.kept
+    }
+
     /// When the pool served this sandbox: what tops the pool up again (run it, or spawn it).
     pub fn take_refill(&mut self) -> Option<Refill> {
         self.refill.take()
@@ -795,8 +826,9 @@ fn keep_from_env() -> bool {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let Some(env) = self.env.take() else { return };
-        if self.kept || keep_from_env() {
-            // Kept: its lease was released by keep(), or never taken (DIDX_KEEP at start).
+        if self.kept {
+            // Kept: its lease was released by keep(), or never taken (DIDX_KEEP at start). Not
+            // read again here: a lease taken at start would end it after all.
             tracing::info!(env = %env.id(), "sandbox kept");
             env.forget();
             return;
@@ -809,7 +841,9 @@ impl Drop for Sandbox {
         // Its lease closes here too, so the sandbox would end itself anyway; removing it now
         // makes that immediate and certain.
         env.forget();
+        let thread_id = id.clone();
         let removal = std::thread::Builder::new().name(format!("didx-drop-{id}")).spawn(move || {
+            let id = thread_id;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::io("starting a runtime", e))?;
             rt.block_on(async {
                 let engine = Engine::connect(Some(&host)).await?;
@@ -817,10 +851,44 @@ impl Drop for Sandbox {
             })
         });
         match removal.map(|t| t.join()) {
-            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Ok(()))) => tracing::info!(env = %id, "sandbox removed"),
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "removing a dropped sandbox failed; didx --clean all removes it"),
             Ok(Err(_)) => tracing::error!("the thread removing a dropped sandbox panicked; didx --clean all removes it"),
             Err(e) => tracing::error!(error = %e, "cannot start a thread to remove a dropped sandbox; didx --clean all removes it"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every host path handed to the engine as a bind source is absolute, however it was
+    /// spelled; a relative agent socket is refused (it would be a volume name to the engine).
+    #[test]
+    fn bind_sources_are_absolute_and_a_relative_agent_socket_is_refused() {
+        crate::cache::tests::with_cache(|_| {
+            let o = Sandbox::builder().cwd(".").volume("./:/t").volume(".:/u").options().unwrap();
+            for v in &o.volumes {
+                match &v.source {
+                    VolumeSource::Host(p) => assert!(p.is_absolute(), "{p:?}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+            let here = std::env::current_dir().unwrap();
+            let sock = format!("didx-unit-agent-{}.sock", std::process::id());
+            let _l = std::os::unix::net::UnixListener::bind(here.join(&sock)).unwrap();
+            // SAFETY: with_cache holds the lock of the tests that touch the environment.
+            unsafe { std::env::set_var("SSH_AUTH_SOCK", &sock) };
+            let refused = Sandbox::builder().ssh_agent(true).options();
+            unsafe { std::env::set_var("SSH_AUTH_SOCK", here.join(&sock)) };
+            let accepted = Sandbox::builder().ssh_agent(true).options();
+            unsafe { std::env::remove_var("SSH_AUTH_SOCK") };
+            std::fs::remove_file(here.join(&sock)).unwrap();
+            let e = refused.unwrap_err();
+            assert!(e.is_usage() && e.to_string().contains("SSH_AUTH_SOCK is a relative path"), "{e}");
+            let bound = accepted.unwrap().volumes.into_iter().find(|v| v.target == SSH_AGENT_SOCK).unwrap();
+            assert_eq!(bound.source, VolumeSource::Host(here.join(&sock)));
+        });
     }
 }

@@ -10,11 +10,19 @@ use didx::labels;
 pub const BIN: &str = env!("CARGO_BIN_EXE_didx");
 
 /// A cache dir shared by the tests of one binary, so only the first run on this engine pays
-/// for the privileged→caps discovery (the fallback test uses its own).
+/// for the privileged→caps discovery (the fallback test uses its own). Private (0700), as
+/// didx refuses a cache directory others may write.
 pub fn cache_dir() -> String {
     let d = std::env::temp_dir().join("didx-test-cache");
-    std::fs::create_dir_all(&d).unwrap();
+    private_dir(&d);
     d.display().to_string()
+}
+
+/// Make `d` (and missing parents) a directory didx accepts as its cache: mode 0700.
+pub fn private_dir(d: &std::path::Path) {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d).unwrap();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
 
 pub fn didx_cmd(args: &[&str]) -> Command {

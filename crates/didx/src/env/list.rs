@@ -56,16 +56,33 @@ pub struct EnvSummary {
 }
 
 impl EnvSummary {
-    /// One word for its state: `running` (every container running), `ready` (a pooled one
-    /// waiting for a claim: its client paused), else the first container not running's state
-    /// (`exited`, `created`, …), or `partial` when a member is missing.
+    /// One word for its state. A pooled environment no run has claimed (its client still under
+    /// a pool-only name, see [`super::pool`]) is `ready` (server and client running: a run may
+    /// claim it), `starting` (no client yet, or one still being made), or the state of its
+    /// first container that stopped (`exited`, …). Any other is `running` (every container
+    /// running: a claimed pooled one included), else the first container not running's state
+    /// (`exited`, `created`, `paused`, …), or `partial` when a member is missing.
     pub fn state(&self) -> String {
         let not_running = self.members.iter().find(|m| m.state != "running");
+        let clients: Vec<&Member> = self.members.iter().filter(|m| m.role == labels::Role::Client.as_str()).collect();
+        if self.pool.is_some() {
+            let stages: Vec<Option<bool>> = clients.iter().map(|c| super::pool::unclaimed_client(&self.id, &c.name)).collect();
+            if stages.iter().all(Option::is_some) {
+                let has_server = self.members.iter().any(|m| m.role == labels::Role::Server.as_str());
+                let stopped = self.members.iter().find(|m| matches!(m.state.as_str(), "exited" | "dead" | "removing"));
+                return match (stopped, not_running) {
+                    (Some(m), _) => m.state.clone(),
+                    (None, None) if has_server && stages.contains(&Some(true)) => "ready".into(),
+                    (None, None) if !has_server => "partial".into(),
+                    (None, Some(m)) if m.state != "created" => m.state.clone(),
+                    (None, _) => "starting".into(),
+                };
+            }
+        }
         let complete = if self.engine.is_some() { 1 } else { 2 };
         match not_running {
             None if self.members.len() == complete => "running".into(),
             None => "partial".into(),
-            Some(m) if self.pool.is_some() && m.role == "client" && m.state == "paused" => "ready".into(),
             Some(m) => m.state.clone(),
         }
     }
@@ -301,15 +318,42 @@ mod tests {
 
     #[test]
     fn state_says_running_ready_or_what_is_wrong() {
-        let m = |role: &str, state: &str| Member { role: role.into(), name: String::new(), state: state.into() };
-        let e = |members: Vec<Member>, pool: Option<&str>| EnvSummary { members, pool: pool.map(String::from), ..Default::default() };
-        assert_eq!(e(vec![m("server", "running"), m("client", "running")], None).state(), "running");
-        assert_eq!(e(vec![m("server", "running"), m("client", "paused")], Some("k")).state(), "ready");
-        assert_eq!(e(vec![m("server", "running"), m("client", "paused")], None).state(), "paused");
-        assert_eq!(e(vec![m("server", "exited"), m("client", "running")], None).state(), "exited");
-        assert_eq!(e(vec![m("server", "running")], None).state(), "partial");
+        let m = |role: &str, name: &str, state: &str| Member { role: role.into(), name: name.into(), state: state.into() };
+        let e = |members: Vec<Member>, pool: Option<&str>| EnvSummary { id: "e1".into(), members, pool: pool.map(String::from), ..Default::default() };
+        let server = |state: &str| m("server", "dind_e1_server_latest", state);
+        let run = |state: &str| m("client", "dind_e1_client_latest", state);
+        let pooled = |state: &str| m("client", "dind_e1_pooled_latest", state);
+        let pooling = |state: &str| m("client", "dind_e1_pooling_latest", state);
+        let k = Some("k");
+        for (members, pool, want) in [
+            // Not pooled.
+            (vec![server("running"), run("running")], None, "running"),
+            (vec![server("running"), run("paused")], None, "paused"),
+            (vec![server("exited"), run("running")], None, "exited"),
+            (vec![server("running")], None, "partial"),
+            // Pooled and unclaimed: the client runs under its pool-only name.
+            (vec![server("running"), pooled("running")], k, "ready"),
+            (vec![server("running"), pooled("created")], k, "starting"),
+            (vec![server("running"), pooling("running")], k, "starting"),
+            (vec![server("running"), pooling("created")], k, "starting"),
+            (vec![server("running")], k, "starting"),
+            (vec![server("created")], k, "starting"),
+            (vec![server("exited"), pooled("running")], k, "exited"),
+            (vec![server("running"), pooled("exited")], k, "exited"),
+            (vec![server("running"), pooled("paused")], k, "paused"),
+            (vec![pooled("running")], k, "partial"),
+            // Claimed (renamed to its run name): a run's, as any other.
+            (vec![server("running"), run("running")], k, "running"),
+            (vec![server("running"), run("paused")], k, "paused"),
+            (vec![server("exited"), run("exited")], k, "exited"),
+            // Another environment's pooled name is not this one's: claimed.
+            (vec![server("running"), m("client", "dind_e2_pooled_latest", "running")], k, "running"),
+        ] {
+            let shown = format!("{members:?} pool {pool:?}");
+            assert_eq!(e(members, pool).state(), want, "{shown}");
+        }
         let host = |members: Vec<Member>| EnvSummary { members, engine: Some("host".into()), ..Default::default() };
-        assert_eq!(host(vec![m("client", "running")]).state(), "running");
-        assert_eq!(host(vec![m("client", "exited")]).state(), "exited");
+        assert_eq!(host(vec![m("client", "c", "running")]).state(), "running");
+        assert_eq!(host(vec![m("client", "c", "exited")]).state(), "exited");
     }
 }

@@ -31,6 +31,18 @@
 //! [`up`] and [`down`] hold a lock file in didx's cache directory for their whole length (one
 //! filler per host and cache directory at a time; waiting for it answers cancellation). It is
 //! opened without following a symbolic link planted in its place.
+//!
+//! A claim queues a [`refill`] (run detached by the CLI's helper, perhaps long after). So that
+//! one still queued never repopulates a pool that `pool down` emptied after the claim, [`down`]
+//! counts itself in the cache directory (`pool-downs`, [`downs`]) first thing under the lock;
+//! the claim reads the count before it claims, and the refill compares, under the lock, before
+//! it starts anything: moved, it starts nothing. Under one lock, a refill either ran wholly
+//! before the `down` (which removes what it made) or sees it. Only a `down` sharing the cache
+//! directory is seen.
+//!
+//! `didx ls` shows the same states from the names ([`unclaimed_client`]): an unclaimed
+//! environment is `ready` or `starting` (or its stopped container's state), a claimed one is a
+//! run's (`running`).
 
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
@@ -106,6 +118,19 @@ fn pooling_name(spec: &EnvSpec) -> String {
     format!("dind_{}{POOLING}{}", spec.id, spec.cv.as_str())
 }
 
+/// What a client's name says of its pooled environment `env_id` (as [`entries_of`] reads it):
+/// `Some(true)` under the pool-only name (ready once running), `Some(false)` still being made
+/// (`_pooling_`), `None` under any other name (claimed). Pure.
+pub(super) fn unclaimed_client(env_id: &str, client_name: &str) -> Option<bool> {
+    if client_name.starts_with(&format!("dind_{env_id}{POOLED}")) {
+        Some(true)
+    } else if client_name.starts_with(&format!("dind_{env_id}{POOLING}")) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// The run name a pooled client is renamed to when claimed.
 fn claimed_name(pooled: &str) -> String {
     pooled.replacen(POOLED, CLIENT, 1)
@@ -164,9 +189,11 @@ fn key_at(recipe_version: u32, spec: &EnvSpec, server_image_id: &str, client_ima
 /// unclaimed one ends when its containers stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolState {
-    /// No client yet (its dockerd has not answered), or its client is not yet paused.
+    /// No client yet (its dockerd has not answered), or its client is still being made (under
+    /// `_pooling_`) or not yet running.
     Starting,
-    /// Its client is paused under its pool-only name: a run may claim it.
+    /// Its client runs under its pool-only name (`_pooled_`), as does its server: a run may
+    /// claim it.
     Ready,
     /// Its client was renamed to its run name: it belongs to that run (or to a `pool down`
     /// removing it), whatever state its containers are in.
@@ -345,6 +372,18 @@ pub struct UpReport {
     pub started: Vec<String>,
     /// Starts that failed (their resources removed), with the reason.
     pub failed: Vec<String>,
+    /// A [`refill`] found the pool brought down ([`down`]) after it was queued, so it started
+    /// nothing.
+    pub downed: bool,
+}
+
+/// The file in didx's cache directory counting [`down`]s (`pool-downs`).
+const DOWNS: (&str, &str) = ("pool", "downs");
+
+/// How many times [`down`] has run with this cache directory: what a [`refill`] is queued
+/// with, and compares (holding the pool lock, as `down` bumps it) before it starts anything.
+pub fn downs() -> u64 {
+    crate::cache::read(DOWNS.0, DOWNS.1).and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Top the pool of `template`'s key up to `size` (1 to [`MAX_SIZE`]) ready environments, at
@@ -360,12 +399,46 @@ pub async fn up(
     cancel: &Cancel,
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<UpReport> {
+    fill(engine, template, size, idle_timeout, None, cancel, on).await
+}
+
+/// [`up`] for a refill queued after a claim when [`downs`] was `downs_seen`: if a [`down`] ran
+/// since (the count moved), the pool was brought down after the refill was queued and nothing
+/// is started ([`UpReport::downed`]). Checked holding the pool lock, which `down` holds while
+/// it counts and empties: so a refill either ran wholly before that `down` (which then removes
+/// what it made) or sees it. (A `down` with another cache directory, or on another host, takes
+/// another lock and count: it is not seen.)
+pub async fn refill(
+    engine: &Engine,
+    template: &EnvSpec,
+    size: usize,
+    idle_timeout: Option<Duration>,
+    downs_seen: u64,
+    cancel: &Cancel,
+    on: &(dyn Fn(Event<'_>) + Send + Sync),
+) -> Result<UpReport> {
+    fill(engine, template, size, idle_timeout, Some(downs_seen), cancel, on).await
+}
+
+async fn fill(
+    engine: &Engine,
+    template: &EnvSpec,
+    size: usize,
+    idle_timeout: Option<Duration>,
+    downs_seen: Option<u64>,
+    cancel: &Cancel,
+    on: &(dyn Fn(Event<'_>) + Send + Sync),
+) -> Result<UpReport> {
     if size == 0 || size > MAX_SIZE {
         return Err(Error::invalid("pool size", size.to_string(), format!("give 1 to {MAX_SIZE}; didx pool down empties the pool")));
     }
     let lock = lock(cancel, on).await?;
     let key = key(engine, template).await?;
     let mut report = UpReport { key: key.clone(), ..Default::default() };
+    if downs_seen.is_some_and(|seen| seen != downs()) {
+        report.downed = true;
+        return Ok(report);
+    }
     let now = now_secs();
     for e in entries(engine, Some(&key)).await? {
         match (e.state, dead(&e, &lock.filler, now)) {
@@ -419,7 +492,8 @@ pub async fn up(
 }
 
 /// Start one pooled environment: the server under its final name with the pool's labels, then,
-/// once its dockerd answers, the client under its pool-only name, started and paused (ready).
+/// once its dockerd answers, the client, created and started under `_pooling_` and then renamed
+/// to its pool-only name `_pooled_` (ready). It runs from then on: nothing is paused.
 async fn start_pooled(
     engine: &Engine,
     spec: &EnvSpec,
@@ -508,7 +582,7 @@ pub async fn claim(
     Ok(None)
 }
 
-/// The claimed environment as the run wants it: its client unpaused, or, when `spec` has
+/// The claimed environment as the run wants it: its client as it runs, or, when `spec` has
 /// client mounts, a client made anew with them. The new one is made under a third name first
 /// and takes the run name only once the old one is removed, so the environment always has a
 /// client under a non-pooled name (it reads as claimed throughout).
@@ -548,6 +622,9 @@ pub struct DownReport {
 /// way, answering `cancel` meanwhile.
 pub async fn down(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<DownReport> {
     let lock = lock(cancel, on).await?;
+    // Counted first, under the lock: a refill queued before this (by a claim) and not yet
+    // begun then sees it and starts nothing.
+    crate::cache::write(DOWNS.0, DOWNS.1, &(downs() + 1).to_string())?;
     let now = now_secs();
     let entries = entries(engine, None).await?;
     let outcomes = futures_util::future::join_all(entries.iter().map(|e| {
