@@ -766,53 +766,241 @@ mod tests {
         assert_eq!(t.translate("relative/x"), None);
     }
 
+    fn ours() -> HashMap<String, String> {
+        HashMap::from([("io.didx.env".to_string(), "e1".to_string())])
+    }
+
+    /// `prepare_create` on `body`, with the labels [`ours`].
+    fn prepare(body: &mut Value) -> std::result::Result<Vec<ImplicitVolume>, String> {
+        prepare_create(body, &table(), &ours())
+    }
+
     #[test]
     fn binds_and_bind_mounts_are_translated_and_volumes_left() {
         let mut body = serde_json::json!({
             "Image": "x",
             "HostConfig": {
-                "Binds": ["/work/src:/src:ro", "named:/data", "/work"],
+                "Binds": ["/work/src:/src:ro", "named:/data", "/work:/w", "/anon"],
                 "Mounts": [
                     {"Type": "bind", "Source": "/work/cache/a", "Target": "/a"},
                     {"Type": "volume", "Source": "vol", "Target": "/v"}
                 ]
             }
         });
-        translate_binds(&mut body, &table()).unwrap();
-        assert_eq!(body["HostConfig"]["Binds"], serde_json::json!(["/home/u/proj/src:/src:ro", "named:/data", "/home/u/proj"]));
+        prepare(&mut body).unwrap();
+        assert_eq!(body["HostConfig"]["Binds"], serde_json::json!(["/home/u/proj/src:/src:ro", "named:/data", "/home/u/proj:/w", "/anon"]));
         assert_eq!(body["HostConfig"]["Mounts"][0]["Source"], "/srv/cache/a");
         assert_eq!(body["HostConfig"]["Mounts"][1]["Source"], "vol");
+        assert_eq!(body["Labels"], serde_json::json!({"io.didx.env": "e1"}));
+    }
+
+    #[test]
+    fn a_lone_binds_destination_is_an_anonymous_volume_left_untranslated() {
+        // docker-py sends `-v /data` this way; it names no source, so nothing is translated.
+        let mut body = serde_json::json!({"HostConfig": {"Binds": ["/data", "/tmp"]}});
+        assert_eq!(prepare(&mut body), Ok(vec![]));
+        assert_eq!(body["HostConfig"]["Binds"], serde_json::json!(["/data", "/tmp"]));
     }
 
     #[test]
     fn a_bind_of_a_path_on_no_client_mount_is_refused_naming_it() {
         let mut body = serde_json::json!({"HostConfig": {"Binds": ["/tmp/made-in-client:/x"]}});
-        let err = translate_binds(&mut body, &table()).unwrap_err();
+        let err = prepare(&mut body).unwrap_err();
         assert!(err.contains("/tmp/made-in-client") && err.contains("-v"), "{err}");
         let mut body = serde_json::json!({"HostConfig": {"Mounts": [{"Type": "bind", "Source": "/etc", "Target": "/e"}]}});
-        assert!(translate_binds(&mut body, &table()).is_err());
+        assert!(prepare(&mut body).is_err());
+    }
+
+    #[test]
+    fn keys_in_another_case_are_read_as_the_engine_reads_them() {
+        let mut body = serde_json::json!({
+            "hostconfig": {"binds": ["/work/a:/a", "vol1:/v"], "MOUNTS": [{"type": "bind", "source": "/work/b", "Target": "/b"}]},
+            "labels": {"mine": "1"}
+        });
+        let vols = prepare(&mut body).unwrap();
+        assert_eq!(body["HostConfig"]["Binds"], serde_json::json!(["/home/u/proj/a:/a", "vol1:/v"]));
+        assert_eq!(body["HostConfig"]["Mounts"][0]["Source"], "/home/u/proj/b");
+        assert_eq!(body["Labels"], serde_json::json!({"mine": "1", "io.didx.env": "e1"}), "merged into the key the engine reads");
+        assert!(body.get("labels").is_none() && body.get("hostconfig").is_none(), "{body}");
+        assert_eq!(vols.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["vol1"]);
+        // Go folds `ſ` to `s` and the Kelvin sign to `k`: `Labelſ` is `Labels` to the engine.
+        let mut body = serde_json::json!({"Labelſ": {"mine": "1"}, "HostConfig": {"Binds": ["/etc:/e"]}});
+        assert!(prepare(&mut body).is_err(), "the bind is read, and refused");
+        let mut body = serde_json::json!({"Labelſ": {"mine": "1"}});
+        prepare(&mut body).unwrap();
+        assert_eq!(body["Labels"], serde_json::json!({"mine": "1", "io.didx.env": "e1"}));
+        assert_eq!(fold("\u{212A}ind"), "kind");
+    }
+
+    #[test]
+    fn keys_the_engine_reads_as_one_are_refused_wherever_they_are() {
+        for (body, place) in [
+            (serde_json::json!({"HostConfig": {}, "hostconfig": {"Binds": ["/etc:/e"]}}), "the request"),
+            (serde_json::json!({"Labels": {}, "labels": {"a": "b"}}), "the request"),
+            (serde_json::json!({"HostConfig": {"Binds": [], "binds": ["/etc:/e"]}}), "HostConfig"),
+            (serde_json::json!({"HostConfig": {"Mounts": [{"Type": "volume", "type": "bind", "Source": "/etc"}]}}), "HostConfig.Mounts[0]"),
+            (
+                serde_json::json!({"HostConfig": {"Mounts": [{"Type": "volume", "Source": "v", "VolumeOptions": {"Labels": {}, "LABELS": {}}}]}}),
+                "HostConfig.Mounts[0].VolumeOptions",
+            ),
+        ] {
+            let mut b = body.clone();
+            let err = prepare(&mut b).unwrap_err();
+            assert!(err.contains(place) && err.contains("which the engine reads as one field"), "{body}: {err}");
+        }
+        let mut body = serde_json::json!({"Labels": {"a": "1"}, "LABELS": {"b": "2"}});
+        assert!(label_body(&mut body, &ours()).is_err(), "a volume's or network's labels too");
+        // Label names are map keys the engine keeps as they are: not folded.
+        let mut body = serde_json::json!({"Labels": {"a": "1", "A": "2"}});
+        prepare(&mut body).unwrap();
+    }
+
+    #[test]
+    fn without_a_host_config_the_top_level_fields_the_engine_still_reads_are_translated() {
+        let mut body = serde_json::json!({"Image": "x", "Binds": ["/work/a:/a", "/etc:/e"]});
+        assert!(prepare(&mut body).is_err(), "/etc is on no client mount");
+        let mut body = serde_json::json!({"Image": "x", "binds": ["/work/a:/a"], "HostConfig": null});
+        prepare(&mut body).unwrap();
+        assert_eq!(body["Binds"], serde_json::json!(["/home/u/proj/a:/a"]));
+    }
+
+    #[test]
+    fn named_volumes_come_with_the_driver_options_and_labels_the_engine_would_use() {
+        let mut body = serde_json::json!({"HostConfig": {
+            "VolumeDriver": "drv",
+            "Binds": ["b1:/b1", "b1:/again:ro"],
+            "Mounts": [
+                {"Type": "volume", "Source": "m1", "Target": "/m1", "VolumeOptions": {
+                    "labels": {"mine": "1", "io.didx.env": "spoofed"},
+                    "driverconfig": {"name": "local", "options": {"type": "tmpfs", "device": "tmpfs"}}}},
+                {"Type": "volume", "Target": "/anon"},
+                {"Type": "tmpfs", "Target": "/t"}
+            ]}});
+        let vols = prepare(&mut body).unwrap();
+        assert_eq!(vols.len(), 3, "{vols:?}");
+        assert_eq!((vols[0].name.as_str(), vols[0].driver.as_deref()), ("b1", Some("drv")));
+        assert_eq!(vols[0].labels, ours());
+        assert_eq!((vols[2].name.as_str(), vols[2].driver.as_deref()), ("m1", Some("local")));
+        assert_eq!(vols[2].options, HashMap::from([("type".into(), "tmpfs".into()), ("device".into(), "tmpfs".into())]));
+        assert_eq!(vols[2].labels, HashMap::from([("mine".into(), "1".into()), ("io.didx.env".into(), "e1".into())]));
     }
 
     #[test]
     fn labels_are_added_beside_the_callers_own() {
         let mut body = serde_json::json!({"Labels": {"mine": "1"}});
-        add_labels(&mut body, &HashMap::from([("io.didx.env".to_string(), "e1".to_string())]));
+        label_body(&mut body, &ours()).unwrap();
         assert_eq!(body["Labels"], serde_json::json!({"mine": "1", "io.didx.env": "e1"}));
         let mut body = serde_json::json!({"Name": "n", "Labels": null});
-        add_labels(&mut body, &HashMap::from([("k".to_string(), "v".to_string())]));
-        assert_eq!(body["Labels"], serde_json::json!({"k": "v"}));
+        label_body(&mut body, &ours()).unwrap();
+        assert_eq!(body["Labels"], serde_json::json!({"io.didx.env": "e1"}));
+        assert!(label_body(&mut serde_json::json!([1]), &ours()).is_err());
     }
 
     #[test]
     fn requests_are_routed_to_their_rewrite_with_or_without_a_version() {
-        assert_eq!(rewrite_for(&Method::POST, "/v1.41/containers/create"), Rewrite::CreateContainer);
-        assert_eq!(rewrite_for(&Method::POST, "/containers/create"), Rewrite::CreateContainer);
-        assert_eq!(rewrite_for(&Method::POST, "/v1.45/volumes/create"), Rewrite::Label);
-        assert_eq!(rewrite_for(&Method::POST, "/networks/create"), Rewrite::Label);
-        assert_eq!(rewrite_for(&Method::POST, "/v1.41/containers/abc/start"), Rewrite::Start);
-        assert_eq!(rewrite_for(&Method::GET, "/v1.41/containers/create"), Rewrite::None);
-        assert_eq!(rewrite_for(&Method::POST, "/v1.41/containers/abc/attach"), Rewrite::None);
-        assert_eq!(rewrite_for(&Method::POST, "/volumes/prune"), Rewrite::None);
+        let r = |m: &Method, p: &str| rewrite_for(m, p).unwrap();
+        assert_eq!(r(&Method::POST, "/v1.41/containers/create"), Rewrite::CreateContainer);
+        assert_eq!(r(&Method::POST, "/containers/create"), Rewrite::CreateContainer);
+        assert_eq!(r(&Method::POST, "/v1.45/volumes/create"), Rewrite::Label);
+        assert_eq!(r(&Method::POST, "/networks/create"), Rewrite::Label);
+        assert_eq!(r(&Method::POST, "/v1.41/containers/abc/start"), Rewrite::Start);
+        assert_eq!(r(&Method::GET, "/v1.41/containers/create"), Rewrite::None);
+        assert_eq!(r(&Method::POST, "/v1.41/containers/abc/attach"), Rewrite::None);
+        assert_eq!(r(&Method::POST, "/volumes/prune"), Rewrite::None);
+    }
+
+    #[test]
+    fn requests_are_routed_on_the_path_the_engine_decodes() {
+        let r = |p: &str| rewrite_for(&Method::POST, p).unwrap();
+        for p in [
+            "/containers%2Fcreate",
+            "/containers%2fcreate",
+            "/v1.41/containers%2fcreate",
+            "/v1.41%2Fcontainers%2Fcreate",
+            "/%63ontainers/create",
+            "//containers/create",
+            "/./containers/create",
+            "/v1.41//containers/./create",
+            "/volumes/../containers/create",
+            "/v.41/containers/create",
+        ] {
+            assert_eq!(r(p), Rewrite::CreateContainer, "{p}");
+        }
+        assert_eq!(r("/v1.41/volumes%2Fcreate"), Rewrite::Label);
+        assert_eq!(r("/networks/./create"), Rewrite::Label);
+        assert_eq!(r("/containers/a%2Fb/start"), Rewrite::Start);
+        assert_eq!(r("/containers/create/"), Rewrite::None, "the engine has no such route");
+        assert_eq!(r("/vx/containers/create"), Rewrite::None);
+        assert!(rewrite_for(&Method::POST, "/containers%2").is_err());
+        assert!(rewrite_for(&Method::GET, "/containers/%zz/json").is_err());
+        assert_eq!(engine_path("/a/%2e%2E/b/").as_deref(), Some("/b/"));
+        assert_eq!(unversioned("/v1.41"), "/v1.41");
+    }
+
+    #[test]
+    fn the_connection_bound_leaves_descriptors_for_the_rest_of_didx() {
+        assert_eq!(connection_bound(256), 96);
+        assert_eq!(connection_bound(1024), 384);
+        assert_eq!(connection_bound(64), 16);
+        assert_eq!(connection_bound(1 << 20), 16384);
+    }
+
+    /// A fresh directory for one test.
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("didx-dood-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_link_or_a_directory_others_may_write_is_refused_as_the_proxy_s_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = scratch("private");
+        let target = d.join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::os::unix::fs::symlink(&target, d.join("link")).unwrap();
+        let err = open_private_dir(&d.join("link")).unwrap_err().to_string();
+        assert!(err.contains("symbolic link") && err.contains("remove it"), "{err}");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = open_private_dir(&target).unwrap_err().to_string();
+        assert!(err.contains("writable by group or others"), "{err}");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let dir = open_private_dir(&target).unwrap();
+        std::fs::write(at(&dir, "f"), "x").unwrap();
+        assert!(target.join("f").exists(), "a path through the open descriptor reaches the directory");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_directories_of_gone_proxies_of_this_kernel_are_swept() {
+        let d = scratch("sweep");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let mk = |id: &str, kernel: Option<&str>| {
+            let p = d.join(id);
+            std::fs::create_dir(&p).unwrap();
+            if let Some(k) = kernel {
+                std::fs::write(p.join(KERNEL_FILE), k).unwrap();
+            }
+            p
+        };
+        let dead = mk("dead", Some(&boot_id()));
+        drop(std::os::unix::net::UnixListener::bind(dead.join("docker.sock")).unwrap()); // its listener is gone
+        let live = mk("live", Some(&boot_id()));
+        let _listener = std::os::unix::net::UnixListener::bind(live.join("docker.sock")).unwrap();
+        let nosocket = mk("nosocket", None);
+        let elsewhere = mk("elsewhere", Some("another-machine"));
+        let young = mk("young", Some(&boot_id()));
+        let keep = mk("mine", Some(&boot_id()));
+        for p in [&dead, &live, &nosocket, &elsewhere, &keep] {
+            std::fs::File::open(p).unwrap().set_modified(old).unwrap();
+        }
+        let dood = open_private_dir(&d).unwrap();
+        let mut swept = sweep_dirs(&dood, "mine").await;
+        swept.sort();
+        assert_eq!(swept, ["dead", "nosocket"]);
+        assert!(live.exists() && elsewhere.exists() && young.exists() && keep.exists());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
