@@ -652,7 +652,7 @@ impl Engine {
         let req = bollard::models::VolumeCreateRequest {
             name: Some(name.to_string()),
             driver: driver.map(str::to_string),
-            driver_opts: Some(options),
+            driver_opts: (!options.is_empty()).then_some(options),
             labels: Some(labels),
             ..Default::default()
         };
