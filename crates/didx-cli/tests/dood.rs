@@ -268,7 +268,8 @@ fn what_a_killed_runs_client_started_is_swept_by_the_next_start() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     // The proxy's directory, whose Drop never runs under SIGKILL (the live proxy's is never swept).
-    let proxy_dirs: Vec<PathBuf> = std::fs::read_dir(PathBuf::from(cache_dir()).join("dood")).unwrap().flatten().map(|e| e.path()).collect();
+    let proxy_dirs: Vec<PathBuf> =
+        std::fs::read_dir(PathBuf::from(cache_dir()).join("dood")).unwrap().flatten().map(|e| e.path()).collect();
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let out = child.wait_with_output().unwrap();
     let id = env_id_in(&String::from_utf8_lossy(&out.stderr)).expect("env id");
@@ -440,9 +441,14 @@ print("vol-env", (json.loads(b).get("Labels") or {{}}).get("io.didx.env"), flush
             let l = line(out, tag);
             assert!(l.contains("status=400") && l.contains("/etc is a path in the client container on none of its mounts"), "{l}");
         }
-        for (tag, place) in [("dup-hc", "the request"), ("dup-labels", "the request"), ("dup-binds", "HostConfig"), ("dup-mount", "HostConfig.Mounts[0]")] {
+        for (tag, place) in
+            [("dup-hc", "the request"), ("dup-labels", "the request"), ("dup-binds", "HostConfig"), ("dup-mount", "HostConfig.Mounts[0]")]
+        {
             let l = line(out, tag);
-            assert!(l.contains("status=400") && l.contains(&format!("{place} has both")) && l.contains("which the engine reads as one field"), "{l}");
+            assert!(
+                l.contains("status=400") && l.contains(&format!("{place} has both")) && l.contains("which the engine reads as one field"),
+                "{l}"
+            );
         }
         assert!(line(out, "vol").contains("status=201"), "{}", run.show());
         assert_eq!(line(out, "vol-env"), format!("vol-env {id}"), "{}", run.show());
@@ -600,7 +606,11 @@ show("after", *req("GET", "/version", timeout=20))
         share = (cpu_seconds(pid) - c0) / 3.0;
     }
     let out = child.wait_with_output().unwrap();
-    let run = Run { code: out.status.code().unwrap_or(-1), stdout: reader.join().unwrap(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() };
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: reader.join().unwrap(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
     (run, share)
 }
 
@@ -660,7 +670,8 @@ fn a_link_planted_at_the_proxy_s_directory_is_refused_and_nothing_appears_where_
         let pid = child.id();
         let run = from_output(child.wait_with_output().unwrap());
         assert_ne!(run.code, 0, "{}", run.show());
-        let said: Vec<&str> = run.stderr.lines().filter(|l| l.contains(&format!("securing the engine proxy's directory {}", dood.display()))).collect();
+        let said: Vec<&str> =
+            run.stderr.lines().filter(|l| l.contains(&format!("securing the engine proxy's directory {}", dood.display()))).collect();
         assert_eq!(said.len(), 1, "{}", run.show());
         assert!(said[0].contains(needle), "{}", run.show());
         assert!(made_by(pid).is_empty(), "created {:?}", made_by(pid));

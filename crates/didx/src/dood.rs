@@ -425,7 +425,7 @@ fn raise_open_files() -> u64 {
                 tracing::debug!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
             }
         }
-        now.rlim_cur as u64
+        now.rlim_cur
     })
 }
 
