@@ -448,29 +448,29 @@ fn boot_id() -> String {
 /// swap in what the proxy's socket then appears through). The error names the path and fix.
 fn open_private_dir(path: &Path) -> Result<std::fs::File> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let bad = |why: String| Error::io(format!("securing the engine proxy's directory {}", path.display()), std::io::Error::other(why));
+    let bad = |why: String| Error::ProxyDirUnsafe { path: path.display().to_string(), why };
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && meta.file_type().is_symlink()
     {
         let to = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
-        return Err(bad(format!("it is a symbolic link (to {to}), which didx does not follow; remove it")));
+        return Err(bad(format!("is a symbolic link (to {to}), which didx does not follow; remove it")));
     }
     let dir = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) | Some(libc::ENOTDIR) => bad("it is not a directory (a symbolic link?), which didx does not follow; remove it".into()),
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => bad("is not a directory (a symbolic link?), which didx does not follow; remove it".into()),
             _ => Error::io(format!("opening the engine proxy's directory {}", path.display()), e),
         })?;
     let meta = dir.metadata().map_err(|e| Error::io(format!("inspecting {}", path.display()), e))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
-        return Err(bad(format!("it belongs to user {}, not to didx's user {me}; remove it", meta.uid())));
+        return Err(bad(format!("belongs to user {}, not to didx's user {me}; remove it", meta.uid())));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(bad(format!("it is writable by group or others (mode {:o}); remove it or chmod go-w it", meta.mode() & 0o7777)));
+        return Err(bad(format!("is writable by group or others (mode {:o}); remove it or chmod go-w it", meta.mode() & 0o7777)));
     }
     Ok(dir)
 }
