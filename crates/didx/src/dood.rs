@@ -557,23 +557,36 @@ impl Proxy {
         let dood = open_private_dir(parent)?;
         sweep_dirs(&dood, id).await;
         std::fs::DirBuilder::new().mode(0o700).create(at(&dood, id)).map_err(|e| Error::io(format!("making {}", dir.display()), e))?;
-        let own = open_private_dir(&at(&dood, id))?;
-        own.set_permissions(std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(format!("securing {}", dir.display()), e))?;
-        let record = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(at(&own, KERNEL_FILE))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, boot_id().as_bytes()));
-        record.map_err(|e| Error::io(format!("writing {}", dir.join(KERNEL_FILE).display()), e))?;
-        let socket = dir.join("docker.sock");
-        // Bound through the open directory: a link swapped in on the way is not followed.
-        let listener = tokio::net::UnixListener::bind(at(&own, "docker.sock")).map_err(|e| Error::io(format!("listening on {}", socket.display()), e))?;
-        // Open to every user of the client (`--user`): on this machine the 0700 directory
-        // keeps everyone but didx's user out; in the client the socket is bound by itself.
-        std::fs::set_permissions(at(&own, "docker.sock"), std::fs::Permissions::from_mode(0o666))
-            .map_err(|e| Error::io(format!("opening {} to the client's users", socket.display()), e))?;
+        // What follows is undone on failure (no Proxy, no Drop to remove the directory).
+        let made = (|| {
+            let own = open_private_dir(&at(&dood, id))?;
+            own.set_permissions(std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(format!("securing {}", dir.display()), e))?;
+            let record = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(at(&own, KERNEL_FILE))
+                .and_then(|mut f| std::io::Write::write_all(&mut f, boot_id().as_bytes()));
+            record.map_err(|e| Error::io(format!("writing {}", dir.join(KERNEL_FILE).display()), e))?;
+            let socket = dir.join("docker.sock");
+            // Bound through the open directory: a link swapped in on the way is not followed.
+            let listener = tokio::net::UnixListener::bind(at(&own, "docker.sock")).map_err(|e| Error::io(format!("listening on {}", socket.display()), e))?;
+            // Open to every user of the client (`--user`): on this machine the 0700 directory
+            // keeps everyone but didx's user out; in the client the socket is bound by itself.
+            std::fs::set_permissions(at(&own, "docker.sock"), std::fs::Permissions::from_mode(0o666))
+                .map_err(|e| Error::io(format!("opening {} to the client's users", socket.display()), e))?;
+            Ok(listener)
+        })();
+        let listener = match made {
+            Ok(l) => l,
+            Err(e) => {
+                if let Err(rm) = std::fs::remove_dir_all(at(&dood, id)) {
+                    tracing::warn!(dir = %dir.display(), error = %rm, "cannot remove the engine proxy's directory after a failed start");
+                }
+                return Err(e);
+            }
+        };
         let bound = connection_bound(raise_open_files());
         let ctx = Arc::new(Ctx { upstream, engine: engine.clone(), client: client.to_string(), env: env.to_string() });
         let task = tokio::spawn(serve(listener, ctx, bound));
