@@ -12,6 +12,15 @@
 //! clean-up by policy removes them with the client. A start that fails because a host port is
 //! taken gets what holds it added to the engine's message ([`crate::publish::port_holder`]).
 //!
+//! The proxy reads a request as the engine does, so a hostile or careless client cannot slip
+//! past it: it routes on the percent-decoded, cleaned path without its `/v1.NN` prefix
+//! ([`rewrite_for`]), matches JSON keys ignoring case as Go's decoder does and refuses two keys
+//! the engine would read as one ([`prepare_create`]), and makes the named volumes a container
+//! create would make the engine create implicitly itself, labelled. It raises the process's
+//! open-file limit, serves a bounded number of connections (`503` beyond), never spins on a
+//! failed accept, makes its directory without following links, and sweeps the directories of
+//! proxies that are gone ([`Proxy::start`]).
+//!
 //! When didx itself runs in a container on the same engine (a CI job with the socket mounted),
 //! paths didx hands the engine (`-v` sources, the proxy's socket) are translated the same way
 //! through didx's own container's mounts ([`own_mounts`]).
