@@ -14,8 +14,8 @@
 //!
 //! The proxy reads a request as the engine does, so a hostile or careless client cannot slip
 //! past it: it routes on the percent-decoded, cleaned path without its `/v1.NN` prefix
-//! ([`rewrite_for`]), matches JSON keys ignoring case as Go's decoder does and refuses two keys
-//! the engine would read as one ([`prepare_create`]), and makes the named volumes a container
+//! (`rewrite_for`), matches JSON keys ignoring case as Go's decoder does and refuses two keys
+//! the engine would read as one (`prepare_create`), and makes the named volumes a container
 //! create would make the engine create implicitly itself, labelled. It raises the process's
 //! open-file limit, serves a bounded number of connections (`503` beyond), never spins on a
 //! failed accept, makes its directory without following links, and sweeps the directories of
@@ -546,9 +546,9 @@ impl Proxy {
     ///
     /// `dir`'s parent is made (mode 0700) or opened without following a link and must be this
     /// user's and not writable by others; `dir` is made anew, mode 0700, through it (an existing
-    /// one is refused). Directories of proxies that are gone are swept first ([`sweep_dirs`]).
+    /// one is refused). Directories of proxies that are gone are swept first (`sweep_dirs`).
     /// The process's open-file soft limit is raised to its hard limit once
-    /// ([`raise_open_files`]); at most [`connection_bound`] client connections are served at
+    /// (`raise_open_files`); at most `connection_bound` client connections are served at
     /// once, a further one is answered `503` with a message saying so.
     pub async fn start(engine: &Engine, env: &str, client: &str, dir: PathBuf) -> Result<Proxy> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
