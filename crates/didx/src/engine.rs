@@ -639,6 +639,26 @@ impl Engine {
         quick("create volume", name, self.docker.create_volume(req)).await.map(|_| ())
     }
 
+    /// Create a named volume with `driver` (the engine's default when `None`), its `options`
+    /// and `labels`: what the engine would make implicitly for a container's volume source,
+    /// labelled (the engine returns the existing one unchanged when the name is taken).
+    pub async fn create_volume_with(
+        &self,
+        name: &str,
+        driver: Option<&str>,
+        options: HashMap<String, String>,
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
+        let req = bollard::models::VolumeCreateRequest {
+            name: Some(name.to_string()),
+            driver: driver.map(str::to_string),
+            driver_opts: (!options.is_empty()).then_some(options),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        quick("create volume", name, self.docker.create_volume(req)).await.map(|_| ())
+    }
+
     /// A volume's labels and creation time (as the engine writes it); `None` when there is no
     /// such volume.
     pub async fn volume(&self, name: &str) -> Result<Option<(HashMap<String, String>, String)>> {

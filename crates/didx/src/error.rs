@@ -189,6 +189,16 @@ pub enum Error {
         /// The engine's address.
         host: String,
     },
+    /// The directory the `--engine host` proxy's socket goes in is a symbolic link, not a
+    /// directory, another user's, or writable by others: didx would not know where its socket
+    /// (root on the engine's host) appears. Nothing was made.
+    #[error("the engine proxy's directory {path} {why}")]
+    ProxyDirUnsafe {
+        /// The directory.
+        path: String,
+        /// What is wrong with it, and the fix.
+        why: String,
+    },
     /// Certificate generation failed.
     #[error("cannot generate TLS material: {0}")]
     Tls(#[from] rcgen::Error),
