@@ -202,6 +202,8 @@ server() {
 		wait "$dockerd" && status=0 || status=$?
 		kill -0 "$dockerd" 2>/dev/null || break
 	done
+	# dockerd is gone: this container ends whatever its lease says.
+	trap - CHLD
 	if [ -e "$LEASE_DIR/ended" ]; then
 		# Ended by its lease or idle timeout: give the client (which follows) a moment to go
 		# first, so the volume it shares with us is free when the engine removes ours.
@@ -356,12 +358,16 @@ listening() {
 	grep -qE ':0948 [0-9A-F]+:0000 0A ' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
-# hold: read stdin until a "release" line (the container is handed over: return) or its end
-# (the owning didx is gone: end this container). The server ends by its dockerd's death (its
-# PID 1 then exits), the client by PID 1's own exit.
+# hold: read stdin until a "release" line (the container is handed over: mark it released and
+# return) or its end (the owning didx is gone: end this container). The server ends by its
+# dockerd's death (its PID 1 then exits), the client by PID 1's own exit.
 hold() {
 	while IFS= read -r line; do
-		[ "$line" = release ] && return 0
+		if [ "$line" = release ]; then
+			mkdir -p "$LEASE_DIR"
+			: >"$LEASE_DIR/released"
+			return 0
+		fi
 	done
 	log "lease lost: the didx process that owned this environment is gone; ending it"
 	mkdir -p "$LEASE_DIR"
@@ -373,12 +379,34 @@ hold() {
 	fi
 }
 
-# watch_stdin: hold on this container's own stdin, in the background (an asynchronous list
-# would get /dev/null as stdin unless told otherwise, hence fd 3).
+# watch_stdin: hold on this container's own stdin, in the background, for as long as it takes.
+# The reader is a child of PID 1 (an asynchronous list would get /dev/null as stdin unless told
+# otherwise, hence fd 3, which PID 1 keeps): any process in the container may kill it (`kill -9
+# -1`, `pkill sh` in a command), but not PID 1 (the kernel does not deliver SIGKILL or an
+# untrapped signal to a PID namespace's init from inside it). So PID 1 traps SIGCHLD and starts
+# a new reader whenever the last one ended without a "release" line or an end of input: the
+# stream stays open in PID 1 meanwhile, and its end is a state (every later read sees it), so
+# nothing said while no reader ran is lost. The trap runs builtins only (a command it forked
+# would end with another SIGCHLD).
+HOLDER=""
 watch_stdin() {
 	exec 3<&0
 	hold <&3 &
-	exec 3<&-
+	HOLDER=$!
+	trap 'rehold' CHLD
+}
+
+rehold() {
+	if [ -z "$HOLDER" ] || kill -0 "$HOLDER" 2>/dev/null; then return 0; fi
+	if [ -e "$LEASE_DIR/released" ] || [ -e "$LEASE_DIR/ended" ]; then
+		HOLDER=""
+		trap - CHLD
+		exec 3<&-
+		return 0
+	fi
+	hold <&3 &
+	HOLDER=$!
+	return 0
 }
 
 lease() {
@@ -410,9 +438,11 @@ client() {
 			}
 		done
 	fi
+	# One idle child at a time: a wait that a SIGCHLD (see watch_stdin) interrupts waits again.
 	while :; do
 		sleep 2147483647 &
-		wait $! || true
+		idle=$!
+		while kill -0 "$idle" 2>/dev/null; do wait "$idle" || true; done
 	done
 }
 
