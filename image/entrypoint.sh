@@ -7,6 +7,8 @@
 #   entrypoint lease                      (run by didx as an exec with stdin attached) hold this
 #                                         running container for the didx process that owns it
 #                                         (a claim of a pooled environment); marks it claimed
+#   entrypoint reap                       (a --engine host environment's reaper, held by didx) on
+#                                         lease loss remove everything of DIDX_ENV but itself
 #   entrypoint store-fill [DOCKERD ARGS...] PID 1 of a store's filler: dockerd on the store volume
 #                                         (/didx/store); once committed and ended, a snapshot
 #   entrypoint store-commit               (an exec in the filler) list the images, mark the fill
@@ -446,16 +448,52 @@ client() {
 	done
 }
 
+# reap: PID 1 of a `--engine host` environment's reaper (the engine's socket bound, DIDX_ENV its
+# environment; held from its start, see watch_stdin's lease). PID 1 reads the lease itself
+# (nothing else runs here, and nothing in the container can kill PID 1): a "release" line ends
+# it, leaving all as it is; the end of input (its didx gone) removes every container, volume
+# and network labelled with the environment but this reaper, then ends it (the engine's
+# auto-removal takes it). Tried again for a few seconds while something stays (a container
+# still being removed holds its volume or network).
+reap() {
+	trap 'exit 0' TERM INT
+	while IFS= read -r line; do
+		[ "$line" = release ] && exit 0
+	done
+	log "lease lost: removing what environment $DIDX_ENV holds"
+	f="label=io.didx.env=$DIDX_ENV"
+	n=0
+	while :; do
+		ids=$(docker ps -a --no-trunc --filter "$f" --format '{{.ID}} {{.Label "io.didx.role"}}' | awk '$2 != "reaper" { print $1 }') || true
+		vols=$(docker volume ls -q --filter "$f") || true
+		nets=$(docker network ls -q --filter "$f") || true
+		[ -z "$ids$vols$nets" ] && exit 0
+		n=$((n + 1))
+		if [ "$n" -gt 25 ]; then
+			log "could not remove all of environment $DIDX_ENV: $ids $vols $nets"
+			exit 1
+		fi
+		# shellcheck disable=SC2086
+		if [ -n "$ids" ]; then docker rm -f -v $ids >/dev/null 2>&1 || true; fi
+		# shellcheck disable=SC2086
+		if [ -n "$vols" ]; then docker volume rm -f $vols >/dev/null 2>&1 || true; fi
+		# shellcheck disable=SC2086
+		if [ -n "$nets" ]; then docker network rm $nets >/dev/null 2>&1 || true; fi
+		sleep 0.2
+	done
+}
+
 role="${1:-}"
 [ $# -gt 0 ] && shift
 case "$role" in
 server) server "$@" ;;
 client) client ;;
 lease) lease ;;
+reap) reap ;;
 store-fill) store_fill "$@" ;;
 store-commit) store_commit ;;
 *)
-	log "usage: entrypoint server [DOCKERD ARGS...] | entrypoint client | entrypoint lease | entrypoint store-fill [DOCKERD ARGS...] | entrypoint store-commit"
+	log "usage: entrypoint server [DOCKERD ARGS...] | entrypoint client | entrypoint lease | entrypoint reap | entrypoint store-fill [DOCKERD ARGS...] | entrypoint store-commit"
 	exit 2
 	;;
 esac

@@ -67,6 +67,9 @@ pub enum Role {
     Source,
     /// A container, volume or network the client created on the engine (`--engine host`).
     Started,
+    /// The container that removes what a `--engine host` client started once the didx
+    /// holding the environment is gone (see `env::reaper`).
+    Reaper,
 }
 
 impl Role {
@@ -78,6 +81,7 @@ impl Role {
             Role::Data => "data",
             Role::Source => "source",
             Role::Started => "started",
+            Role::Reaper => "reaper",
         }
     }
 }

@@ -136,6 +136,8 @@ pub async fn list(engine: &Engine) -> Result<Vec<EnvSummary>> {
                 entry.started += 1;
                 continue;
             }
+            // A `--engine host` environment's reaper: not a member either.
+            Some(r) if r == labels::Role::Reaper.as_str() => continue,
             _ => {}
         }
         entry.members.push(Member {

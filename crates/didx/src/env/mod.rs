@@ -13,6 +13,7 @@ mod endpoint;
 mod list;
 pub mod pool;
 mod reach;
+mod reaper;
 mod recipe;
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
@@ -446,10 +447,23 @@ async fn start_host(engine: &Engine, spec: &EnvSpec, on: &(dyn Fn(Event<'_>) + S
     let proxy = crate::dood::Proxy::start(engine, spec.id.as_str(), &client_name, dir).await?;
     let socket = crate::dood::translate_own(own.as_ref(), "the engine proxy's socket", &proxy.socket())?;
     let socket = socket.to_string_lossy();
+    let created = now_secs();
+    // Held: a reaper first, so that nothing the client starts outlives this process unheld.
+    let reaper = match (spec.lease, reaper::socket_of(engine.host())) {
+        (false, _) => None,
+        (true, Some(s)) => {
+            let s = crate::dood::translate_own(own.as_ref(), "the engine's socket", std::path::Path::new(s))?;
+            Some(reaper::start(engine, spec, &s.to_string_lossy(), created).await?.1)
+        }
+        (true, None) => {
+            tracing::warn!(env = %spec.id, host = engine.host(), "no reaper: the engine is not reached by a unix socket; what the client starts stays if didx is killed");
+            None
+        }
+    };
     let client = recipe::Client {
         spec,
         server_name: "",
-        created: now_secs(),
+        created,
         files: ClientFiles::EntrypointOnly,
         pool_key: None,
         engine_socket: Some(&socket),
@@ -464,7 +478,7 @@ async fn start_host(engine: &Engine, spec: &EnvSpec, on: &(dyn Fn(Event<'_>) + S
         client: Container { name: client_name, id: client_id },
         client_cert_dir: recipe::CLIENT_CERT_PATH,
         settled: false,
-        leases: lease.into_iter().collect(),
+        leases: reaper.into_iter().chain(lease).collect(),
         exec_as: ExecAs::default(),
         proxy: Some(proxy),
     })
