@@ -456,6 +456,7 @@ client() {
 # auto-removal takes it). Tried again for a few seconds while something stays (a container
 # still being removed holds its volume or network).
 reap() {
+	mkdir -p "$LEASE_DIR"
 	trap 'exit 0' TERM INT
 	while IFS= read -r line; do
 		[ "$line" = release ] && exit 0
@@ -464,21 +465,23 @@ reap() {
 	f="label=io.didx.env=$DIDX_ENV"
 	n=0
 	while :; do
-		ids=$(docker ps -a --no-trunc --filter "$f" --format '{{.ID}} {{.Label "io.didx.role"}}' | awk '$2 != "reaper" { print $1 }') || true
-		vols=$(docker volume ls -q --filter "$f") || true
-		nets=$(docker network ls -q --filter "$f") || true
-		[ -z "$ids$vols$nets" ] && exit 0
+		# Containers first (their anonymous volumes with them), then volumes and networks at
+		# once; again while a removal fails (a container still being removed holds its volume
+		# or network).
+		ok=1
+		ids=$(docker ps -a --no-trunc --filter "$f" --format '{{.ID}} {{.Label "io.didx.role"}}' | awk '$2 != "reaper" { print $1 }') || ok=0
+		# shellcheck disable=SC2086
+		if [ -n "$ids" ]; then docker rm -f -v $ids >/dev/null 2>&1 || ok=0; fi
+		{ docker volume ls -q --filter "$f" | xargs -r docker volume rm -f >/dev/null 2>&1 && : >"$LEASE_DIR/reap-v"; } &
+		{ docker network ls -q --filter "$f" | xargs -r docker network rm >/dev/null 2>&1 && : >"$LEASE_DIR/reap-n"; } &
+		wait
+		if [ "$ok" = 1 ] && [ -e "$LEASE_DIR/reap-v" ] && [ -e "$LEASE_DIR/reap-n" ]; then exit 0; fi
+		rm -f "$LEASE_DIR/reap-v" "$LEASE_DIR/reap-n"
 		n=$((n + 1))
-		if [ "$n" -gt 25 ]; then
-			log "could not remove all of environment $DIDX_ENV: $ids $vols $nets"
+		if [ "$n" -ge 25 ]; then
+			log "could not remove all of environment $DIDX_ENV"
 			exit 1
 		fi
-		# shellcheck disable=SC2086
-		if [ -n "$ids" ]; then docker rm -f -v $ids >/dev/null 2>&1 || true; fi
-		# shellcheck disable=SC2086
-		if [ -n "$vols" ]; then docker volume rm -f $vols >/dev/null 2>&1 || true; fi
-		# shellcheck disable=SC2086
-		if [ -n "$nets" ]; then docker network rm $nets >/dev/null 2>&1 || true; fi
 		sleep 0.2
 	done
 }

@@ -173,29 +173,34 @@ fn follow_log(container: &str) -> std::thread::JoinHandle<String> {
 
 #[test]
 fn a_live_host_engine_run_s_old_never_started_container_survives_another_start_s_sweep() {
-    let (mut child, id, _) = spawn_until(&["--engine", "host", "--clean", "anycase", "sh -c 'echo live=1 >&2; sleep 120'"], "live=");
-    // The sweep reads only labels and states: a never-started container with this live
-    // environment's labels, as its client's `docker create` through the proxy makes them, but
-    // an hour old (the proxy stamps the time of the create, so it is made here); and a decoy
-    // of the same age whose environment has no container at all, which the sweep must take.
-    let old = now_secs() - 3600;
+    // The sweep's age is lowered for the sweeping run only (DIDX_SWEEP_AFTER_SECS), so that
+    // what it must leave is old to it but young to the sweeps of other didx processes on this
+    // shared engine (a minute). The live run's client makes a never-started container itself,
+    // through the proxy; a decoy of the same age whose environment has no container at all
+    // must be taken.
+    const AGE: u64 = 20;
     let tag = format!("reap-sweep-{}-{}", std::process::id(), now_secs());
+    let live_create = format!("{tag}-live");
+    let create = format!("docker create --name {live_create} --entrypoint true {IMG}");
+    let (mut child, id, _) =
+        spawn_until(&["--engine", "host", "--clean", "anycase", &create, "sh -c 'echo live=1 >&2; sleep 120'"], "live=");
     let decoy_env = format!("gone{}", std::process::id());
-    let (live_create, decoy) = (format!("{tag}-live"), format!("{tag}-decoy"));
+    let decoy = format!("{tag}-decoy");
     rt().block_on(async {
-        let e = engine().await;
-        for (name, env, role) in [(&live_create, &id, didx::labels::Role::Started), (&decoy, &decoy_env, didx::labels::Role::Client)] {
-            let body = bollard::models::ContainerCreateBody {
-                image: Some(IMG.into()),
-                entrypoint: Some(vec!["true".into()]),
-                labels: Some(didx::labels::for_resource(env, role, old)),
-                ..Default::default()
-            };
-            e.create_container(name, body).await.unwrap();
-        }
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(IMG.into()),
+            entrypoint: Some(vec!["true".into()]),
+            labels: Some(didx::labels::for_resource(&decoy_env, didx::labels::Role::Client, now_secs())),
+            ..Default::default()
+        };
+        engine().await.create_container(&decoy, body).await.unwrap();
     });
+    std::thread::sleep(Duration::from_secs(AGE + 1));
     // Another start: its sweep runs beside its launch and is done when it ends.
-    let other = didx(&["--engine", "host", "--clean", "anycase", "true"]);
+    let age = AGE.to_string();
+    let other = from_output(
+        didx_cmd(&["--engine", "host", "--clean", "anycase", "true"]).env("DIDX_SWEEP_AFTER_SECS", &age).output().expect("run didx"),
+    );
     let exists = |name: &str| rt().block_on(async { engine().await.inspect_if_exists(name).await.unwrap().is_some() });
     let (live_kept, decoy_kept) = (exists(&live_create), exists(&decoy));
     kill_invocation(&mut child);

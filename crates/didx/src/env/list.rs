@@ -195,6 +195,13 @@ async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String
 /// moment before the container that uses it, and must not be taken in between.
 const SWEEP_AFTER_SECS: u64 = 60;
 
+/// [`SWEEP_AFTER_SECS`], or `DIDX_SWEEP_AFTER_SECS` when set (for tests: it lets a test make
+/// what the sweep considers old in seconds, while the sweeps of other didx processes on the
+/// same engine still leave it alone).
+fn sweep_after_secs() -> u64 {
+    std::env::var("DIDX_SWEEP_AFTER_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(SWEEP_AFTER_SECS)
+}
+
 /// Remove what no lease can: containers of didx created and never started whose environment
 /// has no live container, and volumes of didx that no container uses and whose environment has
 /// no container left (an engine restart removes didx's AutoRemove containers but leaves their
@@ -205,8 +212,9 @@ const SWEEP_AFTER_SECS: u64 = 60;
 pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
     sweep_started(engine).await?;
     let now = super::now_secs();
+    let after = sweep_after_secs();
     let old = |l: Option<&std::collections::HashMap<String, String>>| {
-        l.and_then(|l| l.get(labels::CREATED)).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + SWEEP_AFTER_SECS <= now)
+        l.and_then(|l| l.get(labels::CREATED)).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + after <= now)
     };
     // Created and never started: what a didx killed while its create request was in flight
     // leaves (the engine API has no create-and-start; every other moment of a start is held).
