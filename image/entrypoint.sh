@@ -470,8 +470,11 @@ reap() {
 		# or network).
 		ok=1
 		ids=$(docker ps -a --no-trunc --filter "$f" --format '{{.ID}} {{.Label "io.didx.role"}}' | awk '$2 != "reaper" { print $1 }') || ok=0
+		# One already gone or being removed (the client, by its own lease) is not a failure.
 		# shellcheck disable=SC2086
-		if [ -n "$ids" ]; then docker rm -f -v $ids >/dev/null 2>&1 || ok=0; fi
+		if [ -n "$ids" ] && ! out=$(docker rm -f -v $ids 2>&1 >/dev/null); then
+			if printf '%s\n' "$out" | grep -v -e 'already in progress' -e 'No such container' | grep -q .; then ok=0; fi
+		fi
 		{ docker volume ls -q --filter "$f" | xargs -r docker volume rm -f >/dev/null 2>&1 && : >"$LEASE_DIR/reap-v"; } &
 		{ docker network ls -q --filter "$f" | xargs -r docker network rm >/dev/null 2>&1 && : >"$LEASE_DIR/reap-n"; } &
 		wait

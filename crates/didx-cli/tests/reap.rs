@@ -73,12 +73,13 @@ fn kill_invocation(child: &mut Child) {
 }
 
 /// Poll the engine until nothing labelled with `id` is left; a panic naming what stayed past
-/// `within` (removed then, so the engine is left as found).
+/// `within` (removed then, so the engine is left as found). Says how long it took.
 fn reaped_within(id: &str, within: Duration) {
     let t0 = Instant::now();
     loop {
         let left = rt().block_on(leftovers(Some(id)));
         if left.is_empty() {
+            eprintln!("environment {id} gone {:.2} s after the kill", t0.elapsed().as_secs_f64());
             return;
         }
         if t0.elapsed() > within {
