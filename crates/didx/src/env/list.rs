@@ -219,7 +219,7 @@ pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
     // Created and never started: what a didx killed while its create request was in flight
     // leaves (the engine API has no create-and-start; every other moment of a start is held).
     let all = engine.containers(labels::filter(None)).await?;
-    let stale = abandoned_creates(&all, &old);
+    let stale = abandoned_creates(&all, now, after);
     for (id, r) in stale.iter().zip(join_all(stale.iter().map(|c| engine.remove_container(c))).await) {
         if let Err(e) = r {
             tracing::warn!(container = %id, error = %e, "cannot remove a never-started didx container");
@@ -249,10 +249,13 @@ pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
 }
 
 /// The ids of `containers` (didx's, listed with their labels and states) created and never
-/// started, made long enough ago (`old`, on their labels), whose environment has no live
-/// container: none running, paused or restarting. A create of an environment whose owner lives
-/// is that owner's business.
-fn abandoned_creates(containers: &[bollard::models::ContainerSummary], old: &dyn Fn(Option<&HashMap<String, String>>) -> bool) -> Vec<String> {
+/// started, made (their [`labels::CREATED`]) at least `after` seconds before `now`, whose
+/// environment has no live container: none running, paused or restarting. A create of an
+/// environment whose owner lives is that owner's business.
+fn abandoned_creates(containers: &[bollard::models::ContainerSummary], now: u64, after: u64) -> Vec<String> {
+    let old = |l: Option<&HashMap<String, String>>| {
+        l.and_then(|l| l.get(labels::CREATED)).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + after <= now)
+    };
     use bollard::models::ContainerSummaryStateEnum as S;
     let env = |c: &bollard::models::ContainerSummary| c.labels.as_ref().and_then(|l| l.get(labels::ENV)).cloned();
     let live: HashSet<String> =
@@ -354,10 +357,7 @@ mod tests {
             // No environment label: only its age counts.
             c("unlabelled-create", None, S::CREATED, 10),
         ];
-        let old = |l: Option<&HashMap<String, String>>| {
-            l.and_then(|l| l.get(labels::CREATED)).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + 60 <= 100)
-        };
-        assert_eq!(abandoned_creates(&all, &old), ["gone-create", "unlabelled-create"]);
+        assert_eq!(abandoned_creates(&all, 100, 60), ["gone-create", "unlabelled-create"]);
     }
 
     #[test]
