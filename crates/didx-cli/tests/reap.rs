@@ -264,3 +264,27 @@ async fn pool_envs_with_option(option: &str) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn a_kept_host_engine_environment_releases_its_reaper_and_keeps_what_the_client_started() {
+    // `--clean failure` whose commands succeed keeps the environment: the reaper's lease is
+    // released (it ends, removing nothing), the client and what it started stay.
+    let tag = format!("reap-kept-{}-{}", std::process::id(), now_secs());
+    let run = format!("docker run -d --name {tag}-run --entrypoint sleep {IMG} 1000");
+    let r = didx(&["--engine", "host", "--clean", "failure", &run]);
+    let id = r.env_id().expect("env id");
+    let deadline = Instant::now() + scaled(REAP);
+    let left = loop {
+        let left = rt().block_on(leftovers(Some(&id)));
+        if !left.iter().any(|l| l.contains("_reaper")) || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    rt().block_on(async { didx::env::remove(&engine().await, &id).await.unwrap() });
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert!(!left.iter().any(|l| l.contains("_reaper")), "the released reaper stays: {left:?}");
+    assert!(left.iter().any(|l| l.contains(&format!("{tag}-run"))), "what the client started is kept: {left:?}");
+    assert!(left.iter().any(|l| l.contains("_client_")), "the client is kept: {left:?}");
+    assert_gone(&id);
+}
