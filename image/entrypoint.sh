@@ -7,6 +7,8 @@
 #   entrypoint lease                      (run by didx as an exec with stdin attached) hold this
 #                                         running container for the didx process that owns it
 #                                         (a claim of a pooled environment); marks it claimed
+#   entrypoint reap                       (a --engine host environment's reaper, held by didx) on
+#                                         lease loss remove everything of DIDX_ENV but itself
 #   entrypoint store-fill [DOCKERD ARGS...] PID 1 of a store's filler: dockerd on the store volume
 #                                         (/didx/store); once committed and ended, a snapshot
 #   entrypoint store-commit               (an exec in the filler) list the images, mark the fill
@@ -204,6 +206,8 @@ server() {
 		wait "$dockerd" && status=0 || status=$?
 		kill -0 "$dockerd" 2>/dev/null || break
 	done
+	# dockerd is gone: this container ends whatever its lease says.
+	trap - CHLD
 	if [ -e "$LEASE_DIR/ended" ]; then
 		# Ended by its lease or idle timeout: give the client (which follows) a moment to go
 		# first, so the volume it shares with us is free when the engine removes ours.
@@ -402,6 +406,8 @@ store_fill() {
 		wait "$dockerd" && status=0 || status=$?
 		kill -0 "$dockerd" 2>/dev/null || break
 	done
+	# dockerd is gone: no reader is started again (the snapshot below forks many commands).
+	trap - CHLD
 	if [ -e "$LEASE_DIR/commit" ] && [ ! -e "$LEASE_DIR/ended" ]; then
 		if store_snapshot "$STORE"; then
 			# Published: stay (holding the filler's name, so no other fill starts) until didx
@@ -457,12 +463,16 @@ listening() {
 	grep -qE ':0948 [0-9A-F]+:0000 0A ' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
-# hold: read stdin until a "release" line (the container is handed over: return) or its end
-# (the owning didx is gone: end this container). The server ends by its dockerd's death (its
-# PID 1 then exits), the client by PID 1's own exit.
+# hold: read stdin until a "release" line (the container is handed over: mark it released and
+# return) or its end (the owning didx is gone: end this container). The server ends by its
+# dockerd's death (its PID 1 then exits), the client by PID 1's own exit.
 hold() {
 	while IFS= read -r line; do
-		[ "$line" = release ] && return 0
+		if [ "$line" = release ]; then
+			mkdir -p "$LEASE_DIR"
+			: >"$LEASE_DIR/released"
+			return 0
+		fi
 	done
 	log "lease lost: the didx process that owned this environment is gone; ending it"
 	mkdir -p "$LEASE_DIR"
@@ -474,12 +484,34 @@ hold() {
 	fi
 }
 
-# watch_stdin: hold on this container's own stdin, in the background (an asynchronous list
-# would get /dev/null as stdin unless told otherwise, hence fd 3).
+# watch_stdin: hold on this container's own stdin, in the background, for as long as it takes.
+# The reader is a child of PID 1 (an asynchronous list would get /dev/null as stdin unless told
+# otherwise, hence fd 3, which PID 1 keeps): any process in the container may kill it (`kill -9
+# -1`, `pkill sh` in a command), but not PID 1 (the kernel does not deliver SIGKILL or an
+# untrapped signal to a PID namespace's init from inside it). So PID 1 traps SIGCHLD and starts
+# a new reader whenever the last one ended without a "release" line or an end of input: the
+# stream stays open in PID 1 meanwhile, and its end is a state (every later read sees it), so
+# nothing said while no reader ran is lost. The trap runs builtins only (a command it forked
+# would end with another SIGCHLD).
+HOLDER=""
 watch_stdin() {
 	exec 3<&0
 	hold <&3 &
-	exec 3<&-
+	HOLDER=$!
+	trap 'rehold' CHLD
+}
+
+rehold() {
+	if [ -z "$HOLDER" ] || kill -0 "$HOLDER" 2>/dev/null; then return 0; fi
+	if [ -e "$LEASE_DIR/released" ] || [ -e "$LEASE_DIR/ended" ]; then
+		HOLDER=""
+		trap - CHLD
+		exec 3<&-
+		return 0
+	fi
+	hold <&3 &
+	HOLDER=$!
+	return 0
 }
 
 lease() {
@@ -511,9 +543,52 @@ client() {
 			}
 		done
 	fi
+	# One idle child at a time: a wait that a SIGCHLD (see watch_stdin) interrupts waits again.
 	while :; do
 		sleep 2147483647 &
-		wait $! || true
+		idle=$!
+		while kill -0 "$idle" 2>/dev/null; do wait "$idle" || true; done
+	done
+}
+
+# reap: PID 1 of a `--engine host` environment's reaper (the engine's socket bound, DIDX_ENV its
+# environment; held from its start, see watch_stdin's lease). PID 1 reads the lease itself
+# (nothing else runs here, and nothing in the container can kill PID 1): a "release" line ends
+# it, leaving all as it is; the end of input (its didx gone) removes every container, volume
+# and network labelled with the environment but this reaper, then ends it (the engine's
+# auto-removal takes it). Tried again for a few seconds while something stays (a container
+# still being removed holds its volume or network).
+reap() {
+	mkdir -p "$LEASE_DIR"
+	trap 'exit 0' TERM INT
+	while IFS= read -r line; do
+		[ "$line" = release ] && exit 0
+	done
+	log "lease lost: removing what environment $DIDX_ENV holds"
+	f="label=io.didx.env=$DIDX_ENV"
+	n=0
+	while :; do
+		# Containers first (their anonymous volumes with them), then volumes and networks at
+		# once; again while a removal fails (a container still being removed holds its volume
+		# or network).
+		ok=1
+		ids=$(docker ps -a --no-trunc --filter "$f" --format '{{.ID}} {{.Label "io.didx.role"}}' | awk '$2 != "reaper" { print $1 }') || ok=0
+		# One already gone or being removed (the client, by its own lease) is not a failure.
+		# shellcheck disable=SC2086
+		if [ -n "$ids" ] && ! out=$(docker rm -f -v $ids 2>&1 >/dev/null); then
+			if printf '%s\n' "$out" | grep -v -e 'already in progress' -e 'No such container' | grep -q .; then ok=0; fi
+		fi
+		{ docker volume ls -q --filter "$f" | xargs -r docker volume rm -f >/dev/null 2>&1 && : >"$LEASE_DIR/reap-v"; } &
+		{ docker network ls -q --filter "$f" | xargs -r docker network rm >/dev/null 2>&1 && : >"$LEASE_DIR/reap-n"; } &
+		wait
+		if [ "$ok" = 1 ] && [ -e "$LEASE_DIR/reap-v" ] && [ -e "$LEASE_DIR/reap-n" ]; then exit 0; fi
+		rm -f "$LEASE_DIR/reap-v" "$LEASE_DIR/reap-n"
+		n=$((n + 1))
+		if [ "$n" -ge 25 ]; then
+			log "could not remove all of environment $DIDX_ENV"
+			exit 1
+		fi
+		sleep 0.2
 	done
 }
 
@@ -523,12 +598,13 @@ case "$role" in
 server) server "$@" ;;
 client) client ;;
 lease) lease ;;
+reap) reap ;;
 store-fill) store_fill "$@" ;;
 store-commit) store_commit ;;
 store-published) store_published ;;
 store-sealed) : >"$LEASE_DIR/sealed" ;;
 *)
-	log "usage: entrypoint server [DOCKERD ARGS...] | entrypoint client | entrypoint lease | entrypoint store-fill [DOCKERD ARGS...] | entrypoint store-commit | entrypoint store-published | entrypoint store-sealed"
+	log "usage: entrypoint server [DOCKERD ARGS...] | entrypoint client | entrypoint lease | entrypoint reap | entrypoint store-fill [DOCKERD ARGS...] | entrypoint store-commit | entrypoint store-published | entrypoint store-sealed"
 	exit 2
 	;;
 esac

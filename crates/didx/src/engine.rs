@@ -828,6 +828,11 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
+    /// The id (or name) of the container held.
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+
     /// Tell a container held from before its start ([`Engine::attach_lease`]) that its files
     /// are in place: its PID 1 goes on to the entrypoint.
     pub async fn go(&mut self) -> Result<()> {

@@ -74,6 +74,9 @@ pub enum Role {
     Source,
     /// A container, volume or network the client created on the engine (`--engine host`).
     Started,
+    /// The container that removes what a `--engine host` client started once the didx
+    /// holding the environment is gone (see `env::reaper`).
+    Reaper,
 }
 
 impl Role {
@@ -85,6 +88,7 @@ impl Role {
             Role::Data => "data",
             Role::Source => "source",
             Role::Started => "started",
+            Role::Reaper => "reaper",
         }
     }
 }

@@ -153,6 +153,8 @@ pub async fn list(engine: &Engine) -> Result<Vec<EnvSummary>> {
                 entry.started += 1;
                 continue;
             }
+            // A `--engine host` environment's reaper: not a member either.
+            Some(r) if r == labels::Role::Reaper.as_str() => continue,
             _ => {}
         }
         entry.members.push(Member {
@@ -210,22 +212,31 @@ async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String
 /// moment before the container that uses it, and must not be taken in between.
 const SWEEP_AFTER_SECS: u64 = 60;
 
-/// Remove what no lease can: containers of didx created and never started, and volumes of didx
-/// that no container uses and whose environment has no container left (an engine restart
-/// removes didx's AutoRemove containers but leaves their volumes), each made more than a
-/// minute ago. Run by every didx start and by `pool up` and `pool down`. Returns the volumes
-/// removed.
+/// [`SWEEP_AFTER_SECS`], or `DIDX_SWEEP_AFTER_SECS` when set (for tests: it lets a test make
+/// what the sweep considers old in seconds, while the sweeps of other didx processes on the
+/// same engine still leave it alone).
+fn sweep_after_secs() -> u64 {
+    std::env::var("DIDX_SWEEP_AFTER_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(SWEEP_AFTER_SECS)
+}
+
+/// Remove what no lease can: containers of didx created and never started whose environment
+/// has no live container, and volumes of didx that no container uses and whose environment has
+/// no container left (an engine restart removes didx's AutoRemove containers but leaves their
+/// volumes), each made more than a minute ago. Nothing of an environment with a live owner (its
+/// server, client or reaper running) is taken: a `--engine host` client's `docker create`
+/// stays created as long as it likes. Run by every didx start and by `pool up` and `pool down`.
+/// Returns the volumes removed.
 pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
     sweep_started(engine).await?;
     let now = super::now_secs();
+    let after = sweep_after_secs();
     let old = |l: Option<&std::collections::HashMap<String, String>>| {
-        l.and_then(|l| l.get(labels::CREATED)).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + SWEEP_AFTER_SECS <= now)
+        l.and_then(|l| l.get(labels::CREATED)).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + after <= now)
     };
     // Created and never started: what a didx killed while its create request was in flight
     // leaves (the engine API has no create-and-start; every other moment of a start is held).
-    let mut created = labels::filter(None);
-    created.insert("status".to_string(), vec!["created".to_string()]);
-    let stale: Vec<String> = engine.containers(created).await?.into_iter().filter(|c| old(c.labels.as_ref())).filter_map(|c| c.id).collect();
+    let all = engine.containers(labels::filter(None)).await?;
+    let stale = abandoned_creates(&all, now, after);
     for (id, r) in stale.iter().zip(join_all(stale.iter().map(|c| engine.remove_container(c))).await) {
         if let Err(e) = r {
             tracing::warn!(container = %id, error = %e, "cannot remove a never-started didx container");
@@ -252,6 +263,26 @@ pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+/// The ids of `containers` (didx's, listed with their labels and states) created and never
+/// started, made (their [`labels::CREATED`]) at least `after` seconds before `now`, whose
+/// environment has no live container: none running, paused or restarting. A create of an
+/// environment whose owner lives is that owner's business.
+fn abandoned_creates(containers: &[bollard::models::ContainerSummary], now: u64, after: u64) -> Vec<String> {
+    let old = |l: Option<&HashMap<String, String>>| {
+        l.and_then(|l| l.get(labels::CREATED)).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + after <= now)
+    };
+    use bollard::models::ContainerSummaryStateEnum as S;
+    let env = |c: &bollard::models::ContainerSummary| c.labels.as_ref().and_then(|l| l.get(labels::ENV)).cloned();
+    let live: HashSet<String> =
+        containers.iter().filter(|c| matches!(c.state, Some(S::RUNNING | S::PAUSED | S::RESTARTING))).filter_map(env).collect();
+    containers
+        .iter()
+        .filter(|c| c.state == Some(S::CREATED) && old(c.labels.as_ref()))
+        .filter(|c| env(c).is_none_or(|e| !live.contains(&e)))
+        .filter_map(|c| c.id.clone())
+        .collect()
 }
 
 /// Remove what `--engine host` clients started (labelled [`labels::Role::Started`]) whose
@@ -314,6 +345,36 @@ mod tests {
         assert_eq!(endpoint.as_deref(), Some("tcp://127.0.0.1:40001"));
         let shown: Vec<String> = published.iter().map(|p| format!("{}:{}->{}/{}", p.ip, p.host_port, p.env_port, p.proto.as_str())).collect();
         assert_eq!(shown, ["127.0.0.1:5353->53/udp", "0.0.0.0:8080->80/tcp"]);
+    }
+
+    #[test]
+    fn only_old_creates_of_environments_with_no_live_container_are_abandoned() {
+        use bollard::models::{ContainerSummary, ContainerSummaryStateEnum as S};
+        let c = |id: &str, env: Option<&str>, state: S, created: u64| ContainerSummary {
+            id: Some(id.into()),
+            state: Some(state),
+            labels: Some(
+                env.map(|e| labels::for_resource(e, labels::Role::Started, created))
+                    .unwrap_or_else(|| HashMap::from([(labels::CREATED.to_string(), created.to_string())])),
+            ),
+            ..Default::default()
+        };
+        let all = [
+            // A live `--engine host` run: its client runs, its `docker create` is old.
+            c("live-client", Some("e1"), S::RUNNING, 10),
+            c("live-create", Some("e1"), S::CREATED, 10),
+            // An environment whose every container is gone or ended: its create is abandoned.
+            c("gone-create", Some("e2"), S::CREATED, 10),
+            c("gone-exited", Some("e2"), S::EXITED, 10),
+            // A paused one is live too.
+            c("paused", Some("e3"), S::PAUSED, 10),
+            c("paused-create", Some("e3"), S::CREATED, 10),
+            // Too young, whatever its environment.
+            c("young-create", Some("e4"), S::CREATED, 95),
+            // No environment label: only its age counts.
+            c("unlabelled-create", None, S::CREATED, 10),
+        ];
+        assert_eq!(abandoned_creates(&all, 100, 60), ["gone-create", "unlabelled-create"]);
     }
 
     #[test]

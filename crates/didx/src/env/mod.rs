@@ -13,6 +13,7 @@ mod endpoint;
 mod list;
 pub mod pool;
 mod reach;
+mod reaper;
 mod recipe;
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
@@ -319,8 +320,16 @@ impl Environment {
                 None => Ok(()),
             }
         };
-        let (s, c) = tokio::join!(server, self.engine.remove_container(&self.client.id));
-        s.and(c)?;
+        // Any other container held (a `--engine host` environment's reaper) at the same time.
+        let others: Vec<String> = self
+            .leases
+            .iter()
+            .map(|l| l.container().to_string())
+            .filter(|c| *c != self.client.id && self.server.as_ref().is_none_or(|s| s.id != *c))
+            .collect();
+        let others = async { futures_util::future::join_all(others.iter().map(|c| self.engine.remove_container(c))).await.into_iter().collect::<Result<Vec<()>>>() };
+        let (s, c, o) = tokio::join!(server, self.engine.remove_container(&self.client.id), others);
+        s.and(c).and(o.map(|_| ()))?;
         remove(&self.engine, self.id.as_str()).await.map(|_| ())
     }
 
@@ -449,15 +458,32 @@ async fn start_host(engine: &Engine, spec: &EnvSpec, on: &(dyn Fn(Event<'_>) + S
     let proxy = crate::dood::Proxy::start(engine, spec.id.as_str(), &client_name, dir).await?;
     let socket = crate::dood::translate_own(own.as_ref(), "the engine proxy's socket", &proxy.socket())?;
     let socket = socket.to_string_lossy();
+    let created = now_secs();
+    // Held: a reaper beside the client (see `reaper`), both in place before any command can
+    // have the client start something; made at once, so the start takes no longer.
+    let reaper_socket = match (spec.lease, reaper::socket_of(engine.host())) {
+        (false, _) => None,
+        (true, Some(s)) => Some(crate::dood::translate_own(own.as_ref(), "the engine's socket", std::path::Path::new(s))?),
+        (true, None) => {
+            tracing::warn!(env = %spec.id, host = engine.host(), "no reaper: the engine is not reached by a unix socket; what the client starts stays if didx is killed");
+            None
+        }
+    };
+    let reaper_start = async {
+        match &reaper_socket {
+            Some(s) => Ok(Some(reaper::start(engine, spec, &s.to_string_lossy(), created).await?.1)),
+            None => Ok(None),
+        }
+    };
     let client = recipe::Client {
         spec,
         server_name: "",
-        created: now_secs(),
+        created,
         files: ClientFiles::EntrypointOnly,
         pool_key: None,
         engine_socket: Some(&socket),
     };
-    let (client_id, lease) = start_client(engine, &client_name, &client, spec.lease).await?;
+    let (reaper, (client_id, lease)) = tokio::try_join!(reaper_start, start_client(engine, &client_name, &client, spec.lease))?;
     on(Event::ClientStarted { name: &client_name, image: &spec.client_image });
     tracing::debug!(elapsed = ?t0.elapsed(), "client of the host engine started");
     Ok(Environment {
@@ -467,7 +493,7 @@ async fn start_host(engine: &Engine, spec: &EnvSpec, on: &(dyn Fn(Event<'_>) + S
         client: Container { name: client_name, id: client_id },
         client_cert_dir: recipe::CLIENT_CERT_PATH,
         settled: false,
-        leases: lease.into_iter().collect(),
+        leases: reaper.into_iter().chain(lease).collect(),
         exec_as: ExecAs::default(),
         proxy: Some(proxy),
     })
