@@ -44,6 +44,10 @@ fn field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
 /// bridge) and the subnet of a network it creates (its pool).
 const REPORT: &str = r#"sh -c 'didx-busybox-image bb >/dev/null && echo ADDR $(docker run --rm bb ip -o -4 addr show eth0 | awk "{print \$4}") && docker network create n >/dev/null && echo POOL $(docker network inspect n -f "{{range .IPAM.Config}}{{.Subnet}}{{end}}")'"#;
 
+/// [`REPORT`]'s address, then a wait (at most 2 min) until four clients have reported into the
+/// shared `/sync`: `MET N` says how many had.
+const REPORT_AND_MEET: &str = r#"sh -c 'didx-busybox-image bb >/dev/null && echo ADDR $(docker run --rm bb ip -o -4 addr show eth0 | awk "{print \$4}") && touch /sync/$(hostname) && i=0 && while [ $(ls /sync | wc -l) -lt 4 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; echo MET $(ls /sync | wc -l)'"#;
+
 #[test]
 fn six_environments_started_at_once_by_separate_processes_get_distinct_inner_addresses_clear_of_host_networks() {
     let children: Vec<_> = (0..6)
@@ -232,6 +236,12 @@ fn processes_not_sharing_the_claim_lock_still_end_with_distinct_blocks() {
     // must give its block up and claim another.
     let range = "10.252.0.0/17";
     let dirs: Vec<_> = (0..4).map(|i| std::env::temp_dir().join(format!("didx-test-net-{i}-{}", didx::env::EnvId::generate()))).collect();
+    // A rendezvous: each command reports its address, then waits until all four have, so the
+    // four servers certainly coexist (a run that ended first would free its block for a later
+    // one to take, rightly: only live servers must not share one).
+    let sync = std::env::temp_dir().join(format!("didx-test-net-sync-{}", didx::env::EnvId::generate()));
+    std::fs::create_dir_all(&sync).unwrap();
+    let mount = format!("{}:/sync", sync.display());
     let children: Vec<_> = dirs
         .iter()
         .map(|d| {
@@ -244,7 +254,7 @@ fn processes_not_sharing_the_claim_lock_still_end_with_distinct_blocks() {
                     std::fs::copy(f.path(), d.join(name)).unwrap();
                 }
             }
-            didx_cmd(&["--address-range", range, "--clean", "anycase", REPORT])
+            didx_cmd(&["--address-range", range, "-v", &mount, "--clean", "anycase", REPORT_AND_MEET])
                 .env("DIDX_CACHE_DIR", d)
                 .env("DIDX_LOG", "didx=debug")
                 .stdout(Stdio::piped())
@@ -254,12 +264,13 @@ fn processes_not_sharing_the_claim_lock_still_end_with_distinct_blocks() {
         })
         .collect();
     let runs: Vec<Run> = children.into_iter().map(|c| from_output(c.wait_with_output().unwrap())).collect();
-    for d in &dirs {
+    for d in dirs.iter().chain([&sync]) {
         let _ = std::fs::remove_dir_all(d);
     }
     let mut blocks = HashSet::new();
     for r in &runs {
         assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stdout.contains("MET 4"), "the four servers did not all run at once: {}", r.show());
         assert_gone(&r.env_id().expect("an environment"));
         let addr = cidr(field(&r.stdout, "ADDR").unwrap_or_else(|| panic!("{}", r.show())));
         assert!(overlaps(cidr(range), addr), "{}", r.show());
