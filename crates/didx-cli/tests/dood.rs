@@ -12,13 +12,17 @@ use std::path::PathBuf;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use common::*;
 
-/// A fresh directory under the system's temp dir, for one test; removed when dropped.
+/// A fresh directory under the system's temp dir, for one test; removed when dropped. Each is
+/// its own (a counter, not only the tag, names it): two tests running at once with one tag
+/// once shared a directory and the first to end removed the other's scripts.
 struct TempDir(PathBuf);
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("didx-dood-{tag}-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("didx-dood-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        std::fs::create_dir(&d).unwrap();
         TempDir(d)
     }
     fn path(&self) -> &str {
