@@ -288,7 +288,7 @@ impl Drop for PrivateDir {
 }
 
 fn random_suffix() -> String {
-    crate::env::EnvId::generate().to_string()
+    crate::util::token()
 }
 
 #[cfg(test)]

@@ -739,7 +739,7 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<Body> {
 /// (an existing one is the user's and is left as it is).
 async fn rewritten(ctx: &Ctx, rewrite: &Rewrite, bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let mut body: Value = serde_json::from_slice(bytes).map_err(|e| format!("didx engine proxy: the request is not JSON: {e}"))?;
-    let labels = labels::for_resource(&ctx.env, Role::Started, crate::env::now_secs());
+    let labels = labels::for_resource(&ctx.env, Role::Started, crate::util::now_secs());
     if *rewrite == Rewrite::CreateContainer {
         let client = ctx.engine.inspect(&ctx.client).await.map_err(|e| format!("didx engine proxy: inspecting the client: {e}"))?;
         for v in prepare_create(&mut body, &MountTable::of(&client), &labels)? {

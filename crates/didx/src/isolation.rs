@@ -92,7 +92,7 @@ impl Isolation {
         let body = bollard::models::ContainerCreateBody {
             image: Some(image.to_string()),
             entrypoint: Some(vec!["cat".into(), "/proc/1/status".into()]),
-            labels: Some(crate::labels::for_resource(env, crate::labels::Role::Source, crate::env::now_secs())),
+            labels: Some(crate::labels::for_resource(env, crate::labels::Role::Source, crate::util::now_secs())),
             host_config: Some(HostConfig { pid_mode: Some("host".into()), ..Default::default() }),
             ..Default::default()
         };

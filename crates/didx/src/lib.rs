@@ -54,15 +54,18 @@ internal!(archive, build, cache, command, copy, dood, engine, env, images, isola
 mod cancel;
 mod context;
 pub mod error;
+mod event;
 pub mod image;
 pub mod inventory;
 mod launcher;
+mod ops;
 pub mod pool;
 mod publish;
 mod sandbox;
 pub mod session;
 pub mod spec;
 pub mod store;
+mod util;
 
 pub use cancel::Cancel;
 pub use engine::Engine;

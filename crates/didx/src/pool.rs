@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use crate::cancel::Cancel;
 use crate::engine::Engine;
-use crate::env::EnvSpec;
 use crate::error::{Error, Result};
-use crate::sandbox::SandboxOptions;
-use crate::session::Event;
+use crate::event::Event;
+use crate::ops::start::SandboxOptions;
 
-pub use crate::env::pool::{DownReport, MAX_SIZE, MAX_STARTING, PoolEntry, PoolState, UpReport};
+pub use crate::env::pool::{DownReport, MAX_SIZE, MAX_STARTING, PoolEntry, PoolState, Refill, UpReport};
 
 /// Top the pool for `options`' server options up to `size` (1 to [`MAX_SIZE`]) ready
 /// environments, at most [`MAX_STARTING`] starting at a time, and wait until the new ones
@@ -119,20 +118,7 @@ pub fn check_size(size: usize) -> Result<()> {
     Ok(())
 }
 
-/// What tops a pool up again after a claim took one of its environments: the claimed
-/// environment's server options and the pool's size.
-#[derive(Debug, Clone)]
-pub struct Refill {
-    template: EnvSpec,
-    size: usize,
-    idle_timeout: Option<Duration>,
-    downs_seen: u64,
-}
-
 impl Refill {
-    pub(crate) fn new(template: EnvSpec, size: usize, idle_timeout: Option<u64>, downs_seen: u64) -> Refill {
-        Refill { template, size, idle_timeout: idle_timeout.map(Duration::from_secs), downs_seen }
-    }
     /// How many `pool down`s had run (with this cache directory) before the claim: a refill
     /// given it ([`refill`]) starts nothing once another has run.
     pub fn downs_seen(&self) -> u64 {

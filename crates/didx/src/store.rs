@@ -27,7 +27,7 @@ use futures_util::TryStreamExt;
 use crate::archive::{Entry, tar_of};
 use crate::cancel::Cancel;
 use crate::engine::{Engine, Lease, message_of, status_of};
-use crate::env::{ENTRYPOINT, ENTRYPOINT_PATH, EnvId, EnvSpec, STORE_PATH};
+use crate::env::{ENTRYPOINT, ENTRYPOINT_PATH, EnvSpec, STORE_PATH};
 use crate::error::{Error, Result};
 use crate::isolation::{self, Isolation};
 use crate::labels;
@@ -260,7 +260,7 @@ async fn seal_snapshot(engine: &Engine, store: &Store, index: &Index) -> Result<
         (labels::STORE_SNAPSHOT.to_string(), index.snapshot.clone()),
         (labels::STORE_DIGEST.to_string(), index.seal.clone()),
     ]);
-    engine.create_volume(&format!("{}-seal-{}", store.prefix, EnvId::generate()), labels).await?;
+    engine.create_volume(&format!("{}-seal-{}", store.prefix, crate::util::token()), labels).await?;
     for (name, _) in older {
         engine.remove_volume(&name).await?;
     }
@@ -348,7 +348,7 @@ async fn probe_version(engine: &Engine, image: &str) -> Result<String> {
         host_config: Some(HostConfig { network_mode: Some("none".to_string()), ..Default::default() }),
         ..Default::default()
     };
-    let id = engine.create_container(&format!("{prefix}-probe-{}", EnvId::generate()), body).await?;
+    let id = engine.create_container(&format!("{prefix}-probe-{}", crate::util::token()), body).await?;
     let ran = async {
         engine.start(&id).await?;
         let code = engine.wait(&id).await?;
@@ -438,7 +438,7 @@ async fn read_index_from_volume(engine: &Engine, store: &Store) -> Result<Index>
         }),
         ..Default::default()
     };
-    let id = engine.create_container(&format!("{}-reader-{}", store.name, EnvId::generate()), body).await?;
+    let id = engine.create_container(&format!("{}-reader-{}", store.name, crate::util::token()), body).await?;
     let read: Result<Vec<bytes::Bytes>> = engine.download(&id, &format!("{STORE_PATH}/index")).try_collect().await;
     if let Err(e) = engine.remove_container(&id).await {
         tracing::warn!(container = %id, error = %e, "cannot remove a store reader");

@@ -141,7 +141,7 @@ pub async fn check_sources(engine: &Engine, specs: &[CpSpec]) -> Result<()> {
                     return Err(Error::invalid("--cp source", image.clone(), "no such image on the engine; pull or load it first"));
                 }
                 // No environment yet: the reader is labelled with an id of its own.
-                let check = format!("check{}", crate::env::EnvId::generate());
+                let check = format!("check{}", crate::util::token());
                 let found = with_reader(engine, &check, image, |reader| async move { engine.stat_is_dir(&reader, path).await }).await?;
                 if found.is_none() {
                     return Err(Error::invalid("--cp source", format!("{image}::{path}"), "no such path in that image"));
@@ -181,7 +181,7 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let name = format!("didx_{env}_source_{}", crate::env::EnvId::generate());
+    let name = format!("didx_{env}_source_{}", crate::util::token());
     let body = bollard::models::ContainerCreateBody {
         image: Some(image.to_string()),
         entrypoint: Some(vec!["/didx-never-started".into()]),

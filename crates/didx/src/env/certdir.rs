@@ -50,7 +50,7 @@ fn private(dir: &Path) -> std::io::Result<()> {
 
 /// Write `content` as `dir/name` (mode `mode`): a fresh file renamed into place.
 fn put(dir: &Path, name: &str, content: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.{}.{}", super::EnvId::generate(), std::process::id()));
+    let tmp = dir.join(format!(".{name}.{}.{}", crate::util::token(), std::process::id()));
     let r = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
         f.write_all(content)?;

@@ -228,7 +228,7 @@ fn sweep_after_secs() -> u64 {
 /// Returns the volumes removed.
 pub async fn sweep(engine: &Engine) -> Result<Vec<String>> {
     sweep_started(engine).await?;
-    let now = super::now_secs();
+    let now = crate::util::now_secs();
     let after = sweep_after_secs();
     let old = |l: Option<&std::collections::HashMap<String, String>>| {
         l.and_then(|l| l.get(labels::CREATED)).and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c + after <= now)

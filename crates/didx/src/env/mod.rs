@@ -51,21 +51,7 @@ pub struct EnvId(String);
 impl EnvId {
     /// A fresh random id.
     pub fn generate() -> EnvId {
-        const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-        let mut bytes = [0u8; 10];
-        if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| {
-            use std::io::Read;
-            f.read_exact(&mut bytes)
-        }) {
-            // Not expected on Linux; fall back to time and pid, still unique enough per host.
-            tracing::warn!(error = %e, "no /dev/urandom; id from time and pid");
-            let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-                ^ ((std::process::id() as u128) << 64);
-            for (i, b) in bytes.iter_mut().enumerate() {
-                *b = (seed >> (i * 8)) as u8;
-            }
-        }
-        EnvId(bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
+        EnvId(crate::util::token())
     }
 
     /// The id as text.
@@ -243,10 +229,6 @@ pub struct Environment {
     proxy: Option<crate::dood::Proxy>,
 }
 
-pub(crate) fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 impl Environment {
     /// Start server and client and wait until the inner engine answers over TLS. A start that
     /// fails or is cancelled removes everything it created.
@@ -390,7 +372,7 @@ pub(crate) fn lease_argv() -> Vec<String> {
 
 async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<Environment> {
     let t0 = Instant::now();
-    let created = now_secs();
+    let created = crate::util::now_secs();
     let server_name = spec.server_name();
     let client_name = spec.client_name();
     let tls = TlsMaterial::generate(&[server_name.as_str()])?;
@@ -458,7 +440,7 @@ async fn start_host(engine: &Engine, spec: &EnvSpec, on: &(dyn Fn(Event<'_>) + S
     let proxy = crate::dood::Proxy::start(engine, spec.id.as_str(), &client_name, dir).await?;
     let socket = crate::dood::translate_own(own.as_ref(), "the engine proxy's socket", &proxy.socket())?;
     let socket = socket.to_string_lossy();
-    let created = now_secs();
+    let created = crate::util::now_secs();
     // Held: a reaper beside the client (see `reaper`), both in place before any command can
     // have the client start something; made at once, so the start takes no longer.
     let reaper_socket = match (spec.lease, reaper::socket_of(engine.host())) {

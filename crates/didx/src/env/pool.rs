@@ -53,7 +53,7 @@ use sha2::{Digest, Sha256};
 
 use super::list::container_name;
 use super::recipe::{self, CLIENT_CERT_PATH, ClientFiles};
-use super::{Cancel, Container, EnvId, EnvSpec, Environment, Event, create_client, now_secs, remove, start_server, wait_ready};
+use super::{Cancel, Container, EnvId, EnvSpec, Environment, Event, create_client, remove, start_server, wait_ready};
 use crate::engine::{Engine, status_of};
 use crate::error::{Error, Result};
 use crate::labels;
@@ -439,7 +439,7 @@ async fn fill(
         report.downed = true;
         return Ok(report);
     }
-    let now = now_secs();
+    let now = crate::util::now_secs();
     for e in entries(engine, Some(&key)).await? {
         match (e.state, dead(&e, &lock.filler, now)) {
             (PoolState::Claimed, _) => {}
@@ -501,7 +501,7 @@ async fn start_pooled(
     cancel: &Cancel,
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<()> {
-    let created = now_secs();
+    let created = crate::util::now_secs();
     let tag = PoolTag { deadline: created + spec.ready_timeout.as_secs() + DEADLINE_MARGIN_SECS, ..tag.clone() };
     let name = spec.server_name();
     let tls = TlsMaterial::generate(&[name.as_str()])?;
@@ -511,7 +511,7 @@ async fn start_pooled(
     // No client yet: the probe goes straight to the server.
     let server = Container { name: name.clone(), id: id.clone() };
     wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
-    let client = recipe::Client { spec, server_name: &name, created: now_secs(), files: ClientFiles::Upload(&tls), engine_socket: None, pool_key: Some(&tag.key) };
+    let client = recipe::Client { spec, server_name: &name, created: crate::util::now_secs(), files: ClientFiles::Upload(&tls), engine_socket: None, pool_key: Some(&tag.key) };
     let client = create_client(engine, &pooling_name(spec), &client).await?;
     engine.start(&client).await?;
     engine.rename(&client, &pooled_name(spec)).await?;
@@ -592,7 +592,7 @@ async fn take(engine: &Engine, spec: &EnvSpec, mut env: Environment, key: &str) 
     }
     let server_name = env.inner_server()?.name.clone();
     let client =
-        recipe::Client { spec, server_name: &server_name, created: now_secs(), files: ClientFiles::Copied, pool_key: Some(key), engine_socket: None };
+        recipe::Client { spec, server_name: &server_name, created: crate::util::now_secs(), files: ClientFiles::Copied, pool_key: Some(key), engine_socket: None };
     let swapping = format!("dind_{}_claiming_{}", spec.id, spec.cv.as_str());
     let id = create_client(engine, &swapping, &client).await?;
     // Its entrypoint and certificates, from the client it replaces (archives of a few KB).
@@ -625,7 +625,7 @@ pub async fn down(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Se
     // Counted first, under the lock: a refill queued before this (by a claim) and not yet
     // begun then sees it and starts nothing.
     crate::cache::write(DOWNS.0, DOWNS.1, &(downs() + 1).to_string())?;
-    let now = now_secs();
+    let now = crate::util::now_secs();
     let entries = entries(engine, None).await?;
     let outcomes = futures_util::future::join_all(entries.iter().map(|e| {
         let me = &lock.filler;
@@ -693,6 +693,22 @@ pub(super) fn hostname() -> String {
     }
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).replace('/', "_")
+}
+
+/// What tops a pool up again after a claim took one of its environments: the claimed
+/// environment's server options and the pool's size.
+#[derive(Debug, Clone)]
+pub struct Refill {
+    pub(crate) template: EnvSpec,
+    pub(crate) size: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) downs_seen: u64,
+}
+
+impl Refill {
+    pub(crate) fn new(template: EnvSpec, size: usize, idle_timeout: Option<u64>, downs_seen: u64) -> Refill {
+        Refill { template, size, idle_timeout: idle_timeout.map(Duration::from_secs), downs_seen }
+    }
 }
 
 #[cfg(test)]
