@@ -7,9 +7,11 @@ README length and the library's public item count (from `cargo doc`).
 Each source file of a crate is a node (`env/mod.rs` is `env`, `env/pool.rs` is `env::pool`);
 an edge A -> B is a path `crate::B…` (or `super::…`, resolved) in A's code, to the longest
 module prefix that is a file. A parent and its child importing each other is a cycle too.
-Exit 1 on a cycle, on a source file over LIMIT lines (600; the CLI's main.rs over 300) or a
-README over 200 lines. --doc also builds the docs (RUSTDOCFLAGS=-D warnings) and counts the
-public items `cargo doc` lists for the library.
+With --strict, exit 1 on a cycle, on a source file over LIMIT lines (600; the CLI's main.rs
+over 300) or a README over 200 lines; without, those are printed as targets not yet met (the
+house is being rebuilt: issue 22). --doc also builds the library's docs with
+RUSTDOCFLAGS=-D warnings (a warning always fails) and counts the public items `cargo doc`
+lists for the library.
 """
 import os, re, subprocess, sys
 
@@ -60,7 +62,7 @@ def targets(code, mod):
     return out
 
 
-def edges(mods):
+def edges(mods, root_is_node):
     e = {m: set() for m in mods}
     for mod, path in mods.items():
         code = strip(open(path).read())
@@ -74,7 +76,7 @@ def edges(mods):
             for n in range(len(t), -1, -1):
                 cand = "::".join(t[:n])
                 if cand in mods:
-                    if cand != mod and cand != "":
+                    if cand != mod and (cand != "" or root_is_node):
                         e[mod].add(cand)
                     break
     return e
@@ -114,10 +116,10 @@ def cycles(e):
 
 
 def main():
-    bad = 0
+    bad = unmet = 0
     for crate, src in CRATES.items():
         mods = modules(os.path.join(ROOT, src))
-        e = edges(mods)
+        e = edges(mods, crate == "didx-cli")  # the library's root only re-exports
         if "--edges" in sys.argv:
             for m in sorted(e):
                 print(f"  {crate}::{m or '(root)'} -> {', '.join(sorted(e[m])) or '-'}")
@@ -126,16 +128,16 @@ def main():
         for c in cyc:
             inner = [f"{a} -> {b}" for a in c for b in sorted(e[a]) if b in c]
             print(f"house:   cycle: {' · '.join(inner)}")
-            bad = 1
+            unmet = 1
         for m, path in sorted(mods.items()):
             n = sum(1 for _ in open(path))
             limit = MAIN_LIMIT if (crate, m) == ("didx-cli", "") else LIMIT
             if n > limit:
                 print(f"house:   {os.path.relpath(path, ROOT)}: {n} lines (over {limit})")
-                bad = 1
+                unmet = 1
     n = sum(1 for _ in open(os.path.join(ROOT, "README.md")))
     print(f"house: README.md: {n} lines (limit {README_LIMIT})")
-    bad |= n > README_LIMIT
+    unmet |= n > README_LIMIT
     if "--doc" in sys.argv:
         env = dict(os.environ, RUSTDOCFLAGS="-D warnings")
         r = subprocess.run(["cargo", "doc", "--locked", "--no-deps", "-p", "didx"], cwd=ROOT, env=env)
@@ -147,7 +149,9 @@ def main():
             html = open(os.path.join(target, "doc", "didx", "all.html")).read()
             items = re.findall(r'<li><a href="[^"]+">([^<]+)</a></li>', html)
             print(f"house: the library's public items (cargo doc's all.html): {len(items)}")
-    sys.exit(bad)
+    if unmet:
+        print("house: targets not met (above)" + (": failing (--strict)" if "--strict" in sys.argv else ""))
+    sys.exit(1 if bad or (unmet and "--strict" in sys.argv) else 0)
 
 
 main()

@@ -33,7 +33,7 @@ const CLI_IN_DOCKER_IO: &[&str] = &["stretch", "buster", "bullseye", "bookworm"]
 /// CLI plugin: their image also gets [`COMPOSE_V1_PLUGIN`], so `docker compose` works as well as
 /// `docker-compose`. From trixie on, `docker-compose` is v2 (Go) and is itself the CLI plugin.
 const COMPOSE_V1: &[&str] = &["stretch", "buster", "bullseye", "bookworm"];
-/// A docker CLI plugin running Debian's docker-compose v1, for the suites in [`COMPOSE_V1`].
+/// A docker CLI plugin running Debian's docker-compose v1, for the suites in `COMPOSE_V1`.
 pub const COMPOSE_V1_PLUGIN: &str = include_str!("../../../image/compose-v1-plugin.sh");
 /// Where that plugin lives in the image (a directory the docker CLI searches for plugins).
 pub const IMAGE_COMPOSE_V1_PLUGIN: &str = "/usr/local/lib/docker/cli-plugins/docker-compose";
@@ -80,7 +80,7 @@ pub struct BuildReport {
     pub elapsed: Duration,
 }
 
-/// The packages for `suite`: [`PACKAGES`], plus `docker-cli` where docker.io no longer holds
+/// The packages for `suite`: `PACKAGES`, plus `docker-cli` where docker.io no longer holds
 /// the `docker` command (trixie and later; without it every COMMAND would fail with 126).
 pub fn packages(suite: &str) -> Vec<&'static str> {
     let mut p = PACKAGES.to_vec();

@@ -10,7 +10,7 @@
 //! message saying so, never passed on to mean something else on the host. Containers, volumes
 //! and networks the client creates are labelled with the environment ([`Role::Started`]), so
 //! clean-up by policy removes them with the client. A start that fails because a host port is
-//! taken gets what holds it added to the engine's message ([`crate::publish::port_holder`]).
+//! taken gets what holds it added to the engine's message (`port_holder`).
 //!
 //! The proxy reads a request as the engine does, so a hostile or careless client cannot slip
 //! past it: it routes on the percent-decoded, cleaned path without its `/v1.NN` prefix

@@ -542,7 +542,7 @@ impl Engine {
 
     /// Hold a `container` whose PID 1 reads its stdin (the recipe's bootstrap, see the
     /// entrypoint), just started: attach to its stdin, stdout and stderr (its output is read
-    /// and dropped, so the container never blocks on it); then [`Lease::go`]. When the attached connection closes without a `release` line — this
+    /// and dropped, so the container never blocks on it); then `Lease::go`. When the attached connection closes without a `release` line — this
     /// process ended, however — the container ends itself.
     pub async fn attach_lease(&self, container: &str) -> Result<Lease> {
         let opts = qp::AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
@@ -554,7 +554,7 @@ impl Engine {
 
     /// Hold `container` for this process: an exec of `argv` (the entrypoint's `lease` mode)
     /// with its stdin attached to a connection of this process. When the connection closes
-    /// without [`Lease::release`] — this process ended, however — the container ends itself.
+    /// without `Lease::release` — this process ended, however — the container ends itself.
     pub async fn lease(&self, container: &str, argv: &[String]) -> Result<Lease> {
         // stdout and stderr attached too: engines (20.10 seen) that attach stdin alone never
         // read the connection, so never see it close.

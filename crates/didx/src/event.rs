@@ -33,7 +33,7 @@ pub enum Event<'a> {
     /// No pooled environment matched: a fresh one starts instead.
     PoolEmpty,
     /// A pooled environment was claimed: what tops the pool up again (also in the
-    /// [`Report`]), said at once so a caller can start the refill while the run goes on.
+    /// [`Report`](crate::session::Report)), said at once so a caller can start the refill while the run goes on.
     Claimed {
         /// The claimed environment's id.
         id: &'a str,

@@ -74,7 +74,7 @@ fn mask(prefix: u8) -> u32 {
 pub struct AddressRange(Cidr);
 
 impl AddressRange {
-    /// Parse `A.B.C.D/N`, N at most [`BLOCK_PREFIX`], host bits zero.
+    /// Parse `A.B.C.D/N`, N at most `BLOCK_PREFIX`, host bits zero.
     pub fn parse(s: &str) -> Result<AddressRange> {
         let fix = format!("give an IPv4 network of /{BLOCK_PREFIX} or larger, e.g. {DEFAULT_RANGE}");
         let Some(c) = Cidr::parse(s) else {
@@ -89,7 +89,7 @@ impl AddressRange {
         Ok(AddressRange(c))
     }
 
-    /// The default, [`DEFAULT_RANGE`].
+    /// The default, `DEFAULT_RANGE`.
     pub fn default_range() -> AddressRange {
         AddressRange::parse(DEFAULT_RANGE).expect("the default range parses")
     }

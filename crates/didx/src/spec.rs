@@ -328,7 +328,7 @@ pub enum EngineMode {
     #[default]
     Dind,
     /// The engine didx itself uses, through didx's engine-API proxy (Docker-outside-of-Docker;
-    /// see [`crate::dood`] with the `internals` feature): no server, and the client has root
+    /// see the engine proxy with the `internals` feature): no server, and the client has root
     /// on the engine's host.
     Host,
 }

@@ -2,7 +2,7 @@
 //! sandbox whose inner engine is of the same version.
 //!
 //! A store is one volume per (engine, inner engine version, storage driver), named
-//! `<prefix>-<version>-overlay2` and labelled [`labels::STORE`] `=<prefix>` (never
+//! `<prefix>-<version>-overlay2` and labelled the `io.didx.store` label `=<prefix>` (never
 //! `io.didx.managed`: `--clean all` and the sweep leave it). Its `root/` is the data root of a
 //! **filler**, a container of the server image whose dockerd runs only while the store is
 //! filled or changed: it is given the images the way `--load` gives them (the host's export

@@ -38,7 +38,7 @@ pub struct EnvSummary {
     pub versions: (Option<String>, Option<String>),
     /// Server and client images, as the engine names them.
     pub images: (Option<String>, Option<String>),
-    /// What removes it (see [`labels::POLICY`]); `None` for one made by an older didx.
+    /// What removes it (see the `io.didx.policy` label); `None` for one made by an older didx.
     pub policy: Option<String>,
     /// Who made it, `USER@HOST pid PID`.
     pub owner: Option<String>,
@@ -57,7 +57,7 @@ pub struct EnvSummary {
 
 impl EnvSummary {
     /// One word for its state. A pooled environment no run has claimed (its client still under
-    /// a pool-only name, see [`super::pool`]) is `ready` (server and client running: a run may
+    /// a pool-only name, see the pool) is `ready` (server and client running: a run may
     /// claim it), `starting` (no client yet, or one still being made), or the state of its
     /// first container that stopped (`exited`, …). Any other is `running` (every container
     /// running: a claimed pooled one included), else the first container not running's state

@@ -40,7 +40,7 @@
 //! before the `down` (which removes what it made) or sees it. Only a `down` sharing the cache
 //! directory is seen.
 //!
-//! `didx ls` shows the same states from the names ([`unclaimed_client`]): an unclaimed
+//! `didx ls` shows the same states from the names (`unclaimed_client`): an unclaimed
 //! environment is `ready` or `starting` (or its stopped container's state), a claimed one is a
 //! run's (`running`).
 
@@ -372,7 +372,7 @@ pub struct UpReport {
     pub started: Vec<String>,
     /// Starts that failed (their resources removed), with the reason.
     pub failed: Vec<String>,
-    /// A [`refill`] found the pool brought down ([`down`]) after it was queued, so it started
+    /// A [`refill`](crate::pool::refill) found the pool brought down ([`down`](crate::pool::down)) after it was queued, so it started
     /// nothing.
     pub downed: bool,
 }

@@ -102,7 +102,7 @@ impl Environment {
     }
 }
 
-/// [`Environment::host_access`] for the running environment `id` — its id or its server's or
+/// `Environment::host_access` for the running environment `id` — its id or its server's or
 /// client's container name — on `engine`. First sweeps the certificate directories of this
 /// engine's environments that no longer exist (gone without didx: reaped, `docker rm -f`).
 pub async fn host_access(engine: &Engine, id: &str) -> Result<HostAccess> {
