@@ -126,7 +126,7 @@ def main():
         cyc = cycles(e)
         print(f"house: {crate}: {len(mods)} modules, {sum(len(v) for v in e.values())} import edges, {len(cyc)} cycles")
         for c in cyc:
-            inner = [f"{a} -> {b}" for a in c for b in sorted(e[a]) if b in c]
+            inner = [f"{a or '(root)'} -> {b or '(root)'}" for a in c for b in sorted(e[a]) if b in c]
             print(f"house:   cycle: {' · '.join(inner)}")
             unmet = 1
         for m, path in sorted(mods.items()):

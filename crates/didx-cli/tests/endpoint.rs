@@ -9,7 +9,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use common::*;
-use didx::env::{Cancel, ClientCerts, EnvId, Environment, pool};
+use didx::Cancel;
+use didx::env::{ClientCerts, EnvId, Environment, pool};
 
 /// A private (0700) directory holding `ca.pem`, `cert.pem` and `key.pem` (0600), removed on drop.
 struct CertDir(PathBuf);

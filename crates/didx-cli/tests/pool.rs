@@ -12,9 +12,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
+use didx::Cancel;
 use didx::engine::Engine;
+use didx::env::EnvId;
 use didx::env::pool::{self, PoolState};
-use didx::env::{Cancel, EnvId};
 use didx::labels;
 
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -13,9 +13,10 @@ use crate::env::pool::Refill;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::images::Wanted;
-use crate::launcher::{Launch, SSH_AGENT_SOCK, UserSpec, WORKDIR};
+use crate::launcher::Launch;
 pub use crate::ops::start::SandboxOptions;
 use crate::spec::{AddressRange, EngineMode, IsolationMode, PublishSpec, Version, VolumeSource, VolumeSpec};
+use crate::spec::{SSH_AGENT_SOCK, UserSpec, WORKDIR};
 
 /// The variable that keeps every [`Sandbox`] a program drops (for looking at it afterwards):
 /// `DIDX_KEEP=1`. Read once, when a sandbox starts: a sandbox started with it takes no lease

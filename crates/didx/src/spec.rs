@@ -6,7 +6,6 @@
 
 pub use crate::command::{HostForm, Step};
 pub use crate::copy::{CpSource, CpSpec};
-pub use crate::launcher::{SSH_AGENT_SOCK, UserSpec, WORKDIR};
 pub use crate::net::AddressRange;
 pub use crate::publish::{Proto, PublishSpec, Published};
 
@@ -492,5 +491,45 @@ mod tests {
         for bad in ["", "0", "x", "5h", "-1"] {
             assert!(parse_duration("t", bad).is_err(), "{bad}");
         }
+    }
+}
+
+/// Where `--workdir-here` mounts the current directory, and the working directory of every
+/// COMMAND with it.
+pub const WORKDIR: &str = "/work";
+/// Where `--ssh-agent` mounts the host's agent socket (`SSH_AUTH_SOCK` in the client).
+pub const SSH_AGENT_SOCK: &str = "/run/didx/ssh-agent.sock";
+
+/// Who COMMANDs run as (`--user`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserSpec {
+    /// The user running didx: its uid, gid and every supplementary gid (`--user host`).
+    Host,
+    /// These ids: `gid` defaults to the host passwd entry's for `uid`, else `uid`; `groups`
+    /// are supplementary gids (`--user UID[:GID]` gives none).
+    Ids {
+        /// The user id.
+        uid: u32,
+        /// The primary group id.
+        gid: Option<u32>,
+        /// Supplementary group ids.
+        groups: Vec<u32>,
+    },
+}
+
+impl UserSpec {
+    /// Parse a `--user` value: `host` or `UID[:GID]` (numbers).
+    pub fn parse(s: &str) -> Result<UserSpec> {
+        if s == "host" {
+            return Ok(UserSpec::Host);
+        }
+        let bad = || Error::invalid("--user value", s, "expected host or UID[:GID] (numbers), e.g. --user host or --user 1000:1000");
+        let (uid, gid) = match s.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (s, None),
+        };
+        let uid: u32 = uid.parse().map_err(|_| bad())?;
+        let gid: Option<u32> = gid.map(|g| g.parse().map_err(|_| bad())).transpose()?;
+        Ok(UserSpec::Ids { uid, gid, groups: Vec::new() })
     }
 }

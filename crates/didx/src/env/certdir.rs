@@ -13,7 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::ClientCerts;
+use super::endpoint::ClientCerts;
 use crate::error::{Error, Result};
 
 /// The directory under the cache directory that holds one directory per environment.

@@ -3,7 +3,7 @@
 
 use futures_util::StreamExt;
 
-use super::Environment;
+use super::handle::Environment;
 use super::recipe::{PUBLISHED_IP, TLS_PORT, published_port};
 use crate::error::{Error, Result};
 

@@ -66,7 +66,7 @@ impl EnvSummary {
         let not_running = self.members.iter().find(|m| m.state != "running");
         let clients: Vec<&Member> = self.members.iter().filter(|m| m.role == labels::Role::Client.as_str()).collect();
         if self.pool.is_some() {
-            let stages: Vec<Option<bool>> = clients.iter().map(|c| super::pool::unclaimed_client(&self.id, &c.name)).collect();
+            let stages: Vec<Option<bool>> = clients.iter().map(|c| super::id::unclaimed_client(&self.id, &c.name)).collect();
             if stages.iter().all(Option::is_some) {
                 let has_server = self.members.iter().any(|m| m.role == labels::Role::Server.as_str());
                 let stopped = self.members.iter().find(|m| matches!(m.state.as_str(), "exited" | "dead" | "removing"));
@@ -100,7 +100,7 @@ fn ports(ports: &[bollard::models::PortSummary]) -> (Option<String>, Vec<Publish
             Some(PortSummaryTypeEnum::TCP | PortSummaryTypeEnum::EMPTY) | None => Proto::Tcp,
             Some(_) => continue,
         };
-        if p.private_port == super::TLS_PORT && ip == super::PUBLISHED_IP && proto == Proto::Tcp {
+        if p.private_port == super::recipe::TLS_PORT && ip == super::recipe::PUBLISHED_IP && proto == Proto::Tcp {
             endpoint = Some(format!("tcp://{ip}:{host_port}"));
         } else if !published.iter().any(|q: &Published| q.ip == *ip && q.host_port == host_port && q.proto == proto) {
             published.push(Published { ip: ip.clone(), host_port, env_port: p.private_port, proto });

@@ -53,7 +53,14 @@ use sha2::{Digest, Sha256};
 
 use super::list::container_name;
 use super::recipe::{self, CLIENT_CERT_PATH, ClientFiles};
-use super::{Cancel, Container, EnvId, EnvSpec, Environment, Event, create_client, remove, start_server, wait_ready};
+use super::event::Event;
+use super::handle::Environment;
+use super::id::{CLIENT, Container, EnvId, POOLED, POOLING, hostname};
+pub use super::spec::PoolTag;
+use super::list::remove;
+use super::spec::EnvSpec;
+use super::start::{create_client, start_server, wait_ready};
+use crate::cancel::Cancel;
 use crate::engine::{Engine, status_of};
 use crate::error::{Error, Result};
 use crate::labels;
@@ -70,27 +77,7 @@ const DEADLINE_MARGIN_SECS: u64 = 120;
 const LOCK_FILE: &str = "pool.lock";
 /// Between two tries of the pool lock.
 const LOCK_POLL: Duration = Duration::from_millis(50);
-/// The middle part of a pooled client's name until it is claimed.
-const POOLED: &str = "_pooled_";
-/// The middle part of a pooled client's name while its filler still makes it ready.
-const POOLING: &str = "_pooling_";
-/// The middle part of a claimed (run) client's name.
-const CLIENT: &str = "_client_";
 
-/// Marks a server as a pool member: its labels.
-#[derive(Debug, Clone)]
-pub struct PoolTag {
-    /// The pool key ([`key`]).
-    pub key: String,
-    /// How many environments the pool keeps ready (what a refill tops up to).
-    pub size: usize,
-    /// Who is starting it: `<host>/<lock id>/<pid>/<token>` (see [`PoolEntry::filler`]).
-    pub filler: String,
-    /// Unix time after which, if still starting, it is dead.
-    pub deadline: u64,
-    /// Seconds after which the server ends itself unless claimed (`pool up --idle-timeout`).
-    pub idle_timeout: Option<u64>,
-}
 
 impl PoolTag {
     /// The server's labels for this tag.
@@ -118,18 +105,6 @@ fn pooling_name(spec: &EnvSpec) -> String {
     format!("dind_{}{POOLING}{}", spec.id, spec.cv.as_str())
 }
 
-/// What a client's name says of its pooled environment `env_id` (as [`entries_of`] reads it):
-/// `Some(true)` under the pool-only name (ready once running), `Some(false)` still being made
-/// (`_pooling_`), `None` under any other name (claimed). Pure.
-pub(super) fn unclaimed_client(env_id: &str, client_name: &str) -> Option<bool> {
-    if client_name.starts_with(&format!("dind_{env_id}{POOLED}")) {
-        Some(true)
-    } else if client_name.starts_with(&format!("dind_{env_id}{POOLING}")) {
-        Some(false)
-    } else {
-        None
-    }
-}
 
 /// The run name a pooled client is renamed to when claimed.
 fn claimed_name(pooled: &str) -> String {
@@ -681,19 +656,6 @@ async fn lock(cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result
     Ok(PoolLock { _file: f, filler })
 }
 
-/// This host's name ('/' never occurs in one; replaced all the same, it separates the filler
-/// label's fields).
-pub(super) fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and we stop at the first NUL or the end.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown-host".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).replace('/', "_")
-}
 
 /// What tops a pool up again after a claim took one of its environments: the claimed
 /// environment's server options and the pool's size.

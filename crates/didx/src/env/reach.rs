@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use super::list::container_name;
 use super::recipe::{CLIENT_CERT_PATH, PUBLISHED_IP, TLS_PORT, published_port};
-use super::{Container, EnvId, Environment, certdir};
+use super::certdir;
+use super::handle::Environment;
+use super::id::{Container, EnvId};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::labels;

@@ -14,7 +14,7 @@
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 
-use super::EnvSpec;
+use super::spec::EnvSpec;
 use super::recipe::{self, ENTRYPOINT, ENTRYPOINT_PATH};
 use crate::archive::{Entry, tar_of};
 use crate::engine::{Engine, Lease};

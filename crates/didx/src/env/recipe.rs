@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, Mount, MountType, MountVolumeOptions, PortBinding, PortMap};
 
-use super::EnvSpec;
-use super::pool::PoolTag;
+use super::spec::EnvSpec;
+use super::spec::PoolTag;
 use crate::archive::Entry;
 use crate::isolation::Isolation;
 use crate::labels::{self, Role};
@@ -536,7 +536,7 @@ mod tests {
     #[test]
     fn a_server_with_the_store_mounts_it_read_only_and_is_told_where() {
         let (mut s, tls) = (spec(), tls());
-        s.store = Some(super::super::StoreMount {
+        s.store = Some(super::super::spec::StoreMount {
             volume: "didx-store-20.10.24_dfsg1-overlay2".into(),
             engine: "Docker version 20.10.24+dfsg1, build 5d6db84".into(),
             seal: Some(crate::store::Seal { snapshot: "snap-2".into(), digest: "ab".repeat(32) }),

@@ -1,0 +1,149 @@
+//! A running environment as a handle: its containers, exec, leases, removal.
+
+use super::id::{Container, EnvId};
+use super::list::remove;
+use super::recipe::ENTRYPOINT_PATH;
+use crate::engine::{Engine, ExecAs, Lease};
+use crate::error::{Error, Result};
+use crate::labels;
+
+/// A running environment. Remove it with [`Environment::rm`] or leave it running with
+/// [`Environment::keep`]; dropping it does neither and only logs.
+#[derive(Debug)]
+pub struct Environment {
+    pub(super) engine: Engine,
+    pub(super) id: EnvId,
+    /// `None` with `--engine host`, which has no server.
+    pub(super) server: Option<Container>,
+    pub(super) client: Container,
+    /// Where the client's certificates are (a real directory, not the link a pooled client has).
+    pub(super) client_cert_dir: &'static str,
+    pub(super) settled: bool,
+    /// The leases holding server and client for this process (empty when not leased).
+    pub(super) leases: Vec<Lease>,
+    /// How COMMANDs run in the client (user, working directory, variables; see
+    /// [`crate::launcher`]): the client's defaults until [`Environment::set_exec_as`].
+    pub(super) exec_as: ExecAs,
+    /// The engine-API proxy the client talks to (`--engine host`); it ends when this does.
+    #[expect(dead_code, reason = "held, not read: dropping it ends the proxy")]
+    pub(super) proxy: Option<crate::dood::Proxy>,
+}
+
+impl Environment {
+    /// The environment's id.
+    pub fn id(&self) -> &EnvId {
+        &self.id
+    }
+    /// The server container (`None` with `--engine host`: the client talks to the engine
+    /// itself).
+    pub fn server(&self) -> Option<&Container> {
+        self.server.as_ref()
+    }
+    /// The server, or [`Error::NoInnerEngine`] with `--engine host`.
+    pub(crate) fn inner_server(&self) -> Result<&Container> {
+        self.server.as_ref().ok_or_else(|| Error::NoInnerEngine { id: self.id.to_string(), host: self.engine.host().to_string() })
+    }
+
+    /// The client container.
+    pub fn client(&self) -> &Container {
+        &self.client
+    }
+    /// The engine it runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Run `argv` in the client, streaming output; returns the exit code.
+    pub async fn exec(
+        &self,
+        argv: &[String],
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        err: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<i64> {
+        self.engine.exec_as(&self.client.id, argv, &self.exec_as, out, err).await
+    }
+
+    /// Run every later [`exec`](Self::exec) as `shape` says.
+    pub fn set_exec_as(&mut self, shape: ExecAs) {
+        self.exec_as = shape;
+    }
+
+    /// Remove server, client, their anonymous volumes and anything else labelled with this
+    /// environment, at once (no graceful stop: the engine is throwaway).
+    pub async fn rm(mut self) -> Result<()> {
+        self.settled = true;
+        // Both containers at once, by id (no list first); then whatever else carries the
+        // environment's label (volumes shared between them, `--cp IMAGE::` readers, …).
+        let server = async {
+            match &self.server {
+                Some(s) => self.engine.remove_container(&s.id).await,
+                None => Ok(()),
+            }
+        };
+        // Any other container held (a `--engine host` environment's reaper) at the same time.
+        let others: Vec<String> = self
+            .leases
+            .iter()
+            .map(|l| l.container().to_string())
+            .filter(|c| *c != self.client.id && self.server.as_ref().is_none_or(|s| s.id != *c))
+            .collect();
+        let others = async { futures_util::future::join_all(others.iter().map(|c| self.engine.remove_container(c))).await.into_iter().collect::<Result<Vec<()>>>() };
+        let (s, c, o) = tokio::join!(server, self.engine.remove_container(&self.client.id), others);
+        s.and(c).and(o.map(|_| ()))?;
+        remove(&self.engine, self.id.as_str()).await.map(|_| ())
+    }
+
+    /// When this environment's certificates expire (Unix seconds), from its server's
+    /// `io.didx.expires` label; `None` for a server made before didx bounded them.
+    pub async fn certificates_expire(&self) -> Result<Option<u64>> {
+        let Some(server) = &self.server else { return Ok(None) };
+        let labels = self.engine.inspect(&server.id).await?.config.and_then(|c| c.labels).unwrap_or_default();
+        Ok(labels.get(labels::EXPIRES).and_then(|v| v.parse().ok()))
+    }
+
+    /// Take leases on server and client (none are held yet), so that the environment ends
+    /// itself when this process ends without [`Environment::release`].
+    pub async fn lease(&mut self) -> Result<()> {
+        let argv = lease_argv();
+        if let Some(server) = &self.server {
+            self.leases.push(self.engine.lease(&server.id, &argv).await?);
+        }
+        self.leases.push(self.engine.lease(&self.client.id, &argv).await?);
+        Ok(())
+    }
+
+    /// Release the leases: the environment stays when this process ends.
+    pub async fn release(&mut self) -> Result<()> {
+        let released = futures_util::future::join_all(self.leases.drain(..).map(Lease::release)).await;
+        released.into_iter().collect()
+    }
+
+    /// Leave the environment running (`--clean none`): its leases released first.
+    pub async fn keep(mut self) -> Result<()> {
+        self.settled = true;
+        self.release().await
+    }
+
+    /// Let go of the handle without removing or releasing: a leased environment ends itself
+    /// (its leases close), an unleased one keeps running.
+    pub fn forget(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        if !self.settled {
+            if self.leases.is_empty() {
+                tracing::warn!(env = %self.id, client = %self.client.name, "environment dropped without rm() or keep(); it keeps running");
+            } else {
+                tracing::warn!(env = %self.id, client = %self.client.name, "environment dropped without rm() or keep(); its lease ends it");
+            }
+        }
+    }
+}
+
+/// The lease's command: the entrypoint's `lease` mode.
+pub(crate) fn lease_argv() -> Vec<String> {
+    vec![ENTRYPOINT_PATH.to_string(), "lease".to_string()]
+}
