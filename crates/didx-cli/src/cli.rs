@@ -249,6 +249,13 @@ pub enum Shell {
     Fish,
 }
 
+impl RunArgs {
+    /// Whether the run is a version matrix: `--sv` holds a comma-separated list.
+    pub fn is_matrix(&self) -> bool {
+        self.env.sv.contains(',')
+    }
+}
+
 /// clap's colours: never when NO_COLOR is set and not empty (<https://no-color.org>); else
 /// only on a terminal (clap checks each stream).
 pub fn color_choice() -> ColorChoice {

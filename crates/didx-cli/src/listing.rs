@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use didx::inventory::EnvSummary;
 use didx::pool::{self, PoolEntry};
+use didx::spec::CleanPolicy;
 use didx::{Engine, Error};
 use serde_json::{Value, json};
 
@@ -28,9 +29,9 @@ pub fn choose_json(json: bool) {
 /// it is a usage error, said before anything is created. Takes `--json` for the listing.
 pub fn check_run(args: &RunArgs) -> Result<(), Error> {
     // An unparsable --clean is reported by the run's own validation.
-    let lists = args.clean.parse::<didx::spec::CleanPolicy>().map_or(true, |c| c == didx::spec::CleanPolicy::Rpt);
+    let lists = args.clean.parse::<CleanPolicy>().map_or(true, |c| c == CleanPolicy::Rpt);
     // A matrix (a --sv list) prints its summary as JSON.
-    if args.json && !lists && !crate::matrix::is_matrix(args) {
+    if args.json && !lists && !args.is_matrix() {
         return Err(Error::Invalid {
             what: "option",
             value: "--json".into(),

@@ -1,5 +1,8 @@
 //! The `didx` command: parses arguments, wires signals to the library's cancellation, prints
 //! its events, and maps outcomes to exit codes. All logic lives in the `didx` library.
+//!
+//! Modules import downward only (nothing imports main): run and matrix share the helpers in
+//! engine, options, events, stream and exit rather than reaching into main or each other.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -8,31 +11,32 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches};
 use didx::image::{BuildEvent, BuildSpec};
 use didx::session::{Event, StartEvent};
-use didx::spec::{CleanPolicy, IsolationMode, parse_duration};
-use didx::{Cancel, Engine, Error, Sandbox, SandboxOptions};
+use didx::spec::{CleanPolicy, parse_duration};
+use didx::{Cancel, Error, SandboxOptions};
 
 mod cli;
 mod completions;
+mod engine;
+mod events;
+mod exit;
 mod helper;
 mod listing;
 mod matrix;
+mod options;
 mod output;
 mod run;
 mod signals;
+mod stream;
 
-use cli::{Cli, EnvArgs, ImageCmd, PoolCmd, RunArgs, StoreCmd, Verb};
+use cli::{Cli, ImageCmd, PoolCmd, StoreCmd, Verb};
+use engine::connect;
+use events::{say_images, say_start_event, say_store_event};
+use exit::{EXIT_DIDX, EXIT_USAGE, report};
 use helper::Helper;
+use options::{builder, run_builder};
 use output::say;
 use run::RunJob;
 use signals::{Signals, cancelled_by_signal};
-
-const EXIT_USAGE: u8 = 2;
-const EXIT_DIDX: u8 = 125;
-const EXIT_SIGHUP: u8 = 129;
-const EXIT_SIGINT: u8 = 130;
-const EXIT_SIGTERM: u8 = 143;
-/// Said once when `auto` isolation falls back to the caps profile.
-const ISOLATION_FALLBACK: &str = "the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)";
 
 fn main() -> ExitCode {
     output::STARTED.get_or_init(std::time::Instant::now);
@@ -150,14 +154,6 @@ fn host_flag(args: impl Iterator<Item = String>) -> Option<String> {
     })
 }
 
-/// `-H`, else what the docker CLI would use (DOCKER_HOST, the docker context, the socket).
-async fn connect(host: Option<&str>) -> didx::Result<Engine> {
-    match host {
-        Some(h) => Engine::connect(Some(h)).await,
-        None => Engine::connect_default().await,
-    }
-}
-
 /// clap's error as one line, with the fix: its first line plus a pointer to --help.
 fn usage_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
@@ -177,30 +173,6 @@ fn usage_line(e: &clap::Error) -> String {
         _ => "; see didx --help",
     };
     format!("{first}{tip}")
-}
-
-/// The exit code of an outcome, the error said once (with the command's advice for it).
-fn report(r: anyhow::Result<u8>) -> u8 {
-    match r {
-        Ok(code) => code,
-        Err(e) => {
-            let lib = e.chain().find_map(|c| c.downcast_ref::<Error>());
-            let advice = lib.map(advice).unwrap_or_default();
-            say(format!("error: {e:#}{advice}"));
-            if lib.is_some_and(Error::is_usage) { EXIT_USAGE } else { EXIT_DIDX }
-        }
-    }
-}
-
-/// What the command adds to a library error: how to act on it from the command line.
-fn advice(e: &Error) -> &'static str {
-    match e {
-        Error::Unreachable { .. } => " (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)",
-        Error::NotReady { .. } => " (raise --ready-timeout)",
-        Error::PrivilegedRefused { .. } => "; use --isolation auto or caps",
-        Error::PortTaken { .. } => " (another --publish HOSTPORT, or 0 for a free one; nothing was left)",
-        _ => "",
-    }
 }
 
 /// What the command line asks for, validated.
@@ -286,7 +258,7 @@ impl Job {
                     // Validated as a run's options would be, though only the engine is used.
                     run_builder(&cli.run)?.options()?;
                     Job::Report { host, clean }
-                } else if matrix::is_matrix(&cli.run) {
+                } else if cli.run.is_matrix() {
                     Job::Matrix(Box::new(matrix::Matrix::of(host, cli.run, clean)?))
                 } else {
                     matrix::jobs(&cli.run)?;
@@ -295,55 +267,6 @@ impl Job {
             }
         })
     }
-}
-
-/// The builder for the options shared by runs and `pool up`.
-fn builder(a: &EnvArgs) -> didx::Result<didx::SandboxBuilder> {
-    let mut b = Sandbox::builder()
-        .server_version(&a.sv)
-        .pull(a.pull)
-        .isolation(a.isolation.parse::<IsolationMode>()?)
-        .ready_timeout(parse_duration("--ready-timeout value", &a.ready_timeout)?);
-    if let Some(cv) = &a.cv {
-        b = b.client_version(cv);
-    }
-    if let Some(d) = &a.storage_driver {
-        b = b.storage_driver(d);
-    }
-    for o in &a.dkropts {
-        b = b.dockerd_opts(o);
-    }
-    if let Some(i) = &a.server_image {
-        b = b.server_image(i);
-    }
-    if let Some(i) = &a.client_image {
-        b = b.client_image(i);
-    }
-    b = b.address_range(&a.address_range);
-    if let Some(n) = &a.network {
-        b = b.network(n);
-    }
-    for p in &a.publish {
-        b = b.publish(p);
-    }
-    Ok(b.store(a.store))
-}
-
-fn run_builder(a: &RunArgs) -> didx::Result<didx::SandboxBuilder> {
-    let mut b = builder(&a.env)?;
-    for v in &a.volumes {
-        b = b.volume(v);
-    }
-    for c in &a.cp {
-        b = b.copy(c);
-    }
-    for l in &a.load {
-        b = b.load(l);
-    }
-    if let Some(u) = &a.user {
-        b = b.user(didx::spec::UserSpec::parse(u)?);
-    }
-    Ok(b.workdir_here(a.workdir_here).ssh_agent(a.ssh_agent).engine(a.engine.parse::<didx::spec::EngineMode>()?))
 }
 
 async fn image_build(host: Option<&str>, spec: BuildSpec) -> anyhow::Result<u8> {
@@ -371,42 +294,6 @@ async fn image_build(host: Option<&str>, spec: BuildSpec) -> anyhow::Result<u8> 
         r.elapsed.as_secs_f64()
     ));
     Ok(0)
-}
-
-/// The messages every start prints, whoever starts.
-fn say_start_event(e: &StartEvent<'_>) {
-    match e {
-        StartEvent::IsolationFallback { .. } => say(ISOLATION_FALLBACK),
-        StartEvent::CapabilitiesUnknown { names } => {
-            say(format!("the engine does not know {}; the caps profile goes without them", names.join(", ")))
-        }
-        StartEvent::EngineHost { host } => say(format!(
-            "WARNING: --engine host gives the client the engine at {host} itself: whatever runs in the client has root on that \
-             engine's host. Use it only for code you trust."
-        )),
-        StartEvent::PoolLockWait { path } => {
-            say(format!("waiting for the pool lock {} (another pool up or down holds it)", path.display()))
-        }
-        _ => {}
-    }
-}
-
-/// The image store's messages (`--store`), whoever uses it.
-fn say_store_event(e: &didx::store::StoreEvent<'_>) {
-    use didx::store::StoreEvent;
-    match e {
-        StoreEvent::NotUsed { reason } => say(format!("the image store is not used: {reason}; --load loads into the sandbox as without")),
-        StoreEvent::Waiting { store } => say(format!("waiting for another filler of the image store {store}")),
-        StoreEvent::Filling { store, images } => say(format!("putting {} into the image store {store}", images.join(", "))),
-        StoreEvent::Filled { store, images, elapsed } => {
-            say(format!("put {} into the image store {store} in {:.2} s", images.join(", "), elapsed.as_secs_f64()))
-        }
-        StoreEvent::Using { store } => say(format!("the server mounts the image store {store} (read-only)")),
-        StoreEvent::Refused { store, why } => say(format!(
-            "WARNING: the image store {store} no longer matches its seal ({why}): no sandbox seeds from it until --store --load fills it anew"
-        )),
-        _ => {}
-    }
 }
 
 /// `didx store`, `didx store rm`, `didx store prune`.
@@ -445,30 +332,6 @@ async fn store(host: Option<&str>, cmd: StoreJob) -> anyhow::Result<u8> {
         say("nothing to remove");
     }
     Ok(0)
-}
-
-fn say_images(resolved: &didx::image::Resolved) {
-    if !resolved.fell_back.is_empty() {
-        let retry = match resolved.not_retried.iter().map(|(_, ago)| ago.as_secs()).max() {
-            Some(ago) => format!(
-                " (a pull failed {ago} s ago; not retried for {} min, --pull retries now)",
-                didx::image::PULL_RETRY_AFTER.as_secs() / 60
-            ),
-            None => String::new(),
-        };
-        // One line: the mapped images, and what stands in for them.
-        let mut used: Vec<&str> = Vec::new();
-        for (_, u) in &resolved.fell_back {
-            if !used.contains(&u.as_str()) {
-                used.push(u);
-            }
-        }
-        let mapped: Vec<&str> = resolved.fell_back.iter().map(|(m, _)| m.as_str()).collect();
-        say(format!("{} not on the engine and cannot be pulled; using {}{retry}", mapped.join(" and "), used.join(" and ")));
-    }
-    for s in &resolved.stale {
-        say(format!("warning: pull of {s} failed; using the copy on the engine"));
-    }
 }
 
 async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
@@ -604,14 +467,5 @@ mod tests {
         // A COMMAND is left alone, as is anything after other options.
         assert_eq!(host_after_verb(v(&["didx", "-H", "unix:///s", "version"]), &verbs), v(&["didx", "-H", "unix:///s", "version"]));
         assert_eq!(host_after_verb(v(&["didx", "--clean", "none", "pool"]), &verbs), v(&["didx", "--clean", "none", "pool"]));
-    }
-
-    #[test]
-    fn removal_command_names_containers_and_the_volume_label() {
-        let c = run::removal_command(didx::inventory::DEFAULT_HOST, "abc", &["s".into(), "c".into()]);
-        assert!(c.starts_with("docker rm -fv s c;"), "{c}");
-        assert!(c.contains("label=io.didx.env=abc"), "{c}");
-        let c = run::removal_command("tcp://h:2376", "abc", &["s".into()]);
-        assert!(c.contains("docker -H tcp://h:2376"), "{c}");
     }
 }
