@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::error::ErrorKind;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches};
 
 mod cli;
@@ -176,8 +176,18 @@ fn host_flag(args: impl Iterator<Item = String>) -> Option<String> {
     })
 }
 
-/// clap's error as one line, with the fix: its first line plus a pointer to --help.
+/// clap's error as one line, with the fix: its first line plus a pointer to --help; for a
+/// word not among an option's, the words (as the library words its own invalid values).
 fn usage_line(e: &clap::Error) -> String {
+    if let (ErrorKind::InvalidValue, Some(ContextValue::String(arg)), Some(ContextValue::String(value)), Some(ContextValue::Strings(words))) =
+        (e.kind(), e.get(ContextKind::InvalidArg), e.get(ContextKind::InvalidValue), e.get(ContextKind::ValidValue))
+        && !value.is_empty()
+    {
+        // "--clean <WHEN>" → --clean; "<SHELL>" → SHELL. (An empty value is clap's "a value is
+        // required", said as clap says it.)
+        let name = arg.split(' ').next().unwrap_or(arg).trim_matches(['<', '>']);
+        return format!("error: invalid {name} value '{value}': expected one of {}", words.join(", "));
+    }
     let text = e.render().to_string();
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid arguments");
@@ -221,5 +231,24 @@ mod tests {
         // A COMMAND is left alone, as is anything after other options.
         assert_eq!(host_after_verb(v(&["didx", "-H", "unix:///s", "version"]), &verbs), v(&["didx", "-H", "unix:///s", "version"]));
         assert_eq!(host_after_verb(v(&["didx", "--clean", "none", "pool"]), &verbs), v(&["didx", "--clean", "none", "pool"]));
+    }
+
+    #[test]
+    fn a_word_not_among_an_option_s_is_one_line_naming_them() {
+        let line = |args: &[&str]| usage_line(&Cli::command().try_get_matches_from(args).unwrap_err());
+        assert_eq!(
+            line(&["didx", "--clean", "sometimes", "true"]),
+            "error: invalid --clean value 'sometimes': expected one of none, success, failure, anycase, all, rpt"
+        );
+        assert_eq!(
+            line(&["didx", "--isolation", "maybe"]),
+            "error: invalid --isolation value 'maybe': expected one of auto, privileged, caps"
+        );
+        assert_eq!(line(&["didx", "--engine", "hots"]), "error: invalid --engine value 'hots': expected one of dind, host");
+        assert_eq!(
+            line(&["didx", "completions", "powershell"]),
+            "error: invalid SHELL value 'powershell': expected one of bash, zsh, fish"
+        );
+        assert_eq!(line(&["didx", "--clean"]), "error: a value is required for '--clean <WHEN>' but none was supplied; see didx --help");
     }
 }

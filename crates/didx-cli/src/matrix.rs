@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use didx::Error;
-use didx::spec::{CleanPolicy, Version};
+use didx::spec::{CleanPolicy, EngineMode, Version};
 
-use crate::cli::RunArgs;
+use crate::cli::{ClientEngine, RunArgs};
 use crate::exit::report;
 use crate::helper::Helper;
 use crate::output::{self, PREFIX, say};
@@ -94,10 +94,10 @@ impl Matrix {
         if a.pool {
             return Err(usage("option", "--pool", "a matrix starts its own environments; drop --pool or give one --sv value"));
         }
-        if a.engine != "dind" {
+        if a.engine != ClientEngine::Dind {
             return Err(usage(
                 "option",
-                format!("--engine {}", a.engine),
+                format!("--engine {}", EngineMode::from(a.engine).as_str()),
                 "a matrix runs one inner engine per version; drop --engine or give one --sv value",
             ));
         }

@@ -2,7 +2,7 @@
 //! they are read, for runs, matrices, `--clean rpt|all` and `pool up` alike. The builder
 //! validates; nothing here re-checks strings.
 
-use didx::spec::{EngineMode, IsolationMode, UserSpec, parse_duration};
+use didx::spec::{UserSpec, parse_duration};
 use didx::{Sandbox, SandboxBuilder};
 
 use crate::cli::{EnvArgs, RunArgs};
@@ -12,7 +12,7 @@ pub fn builder(a: &EnvArgs) -> didx::Result<SandboxBuilder> {
     let mut b = Sandbox::builder()
         .server_version(&a.sv)
         .pull(a.pull)
-        .isolation(a.isolation.parse::<IsolationMode>()?)
+        .isolation(a.isolation.into())
         .ready_timeout(parse_duration("--ready-timeout value", &a.ready_timeout)?);
     if let Some(cv) = &a.cv {
         b = b.client_version(cv);
@@ -55,5 +55,5 @@ pub fn run_builder(a: &RunArgs) -> didx::Result<SandboxBuilder> {
     if let Some(u) = &a.user {
         b = b.user(UserSpec::parse(u)?);
     }
-    Ok(b.workdir_here(a.workdir_here).ssh_agent(a.ssh_agent).engine(a.engine.parse::<EngineMode>()?))
+    Ok(b.workdir_here(a.workdir_here).ssh_agent(a.ssh_agent).engine(a.engine.into()))
 }

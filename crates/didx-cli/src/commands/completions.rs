@@ -1,5 +1,6 @@
 //! `didx completions SHELL`: a shell completion script, generated from the clap definitions in
-//! `cli.rs`, so it never drifts from `--help`.
+//! `cli.rs`, so it never drifts from `--help` (the options that take one of a few words
+//! complete those words).
 
 use clap::CommandFactory;
 
@@ -38,6 +39,16 @@ mod tests {
             // The shell names after `completions` (clap_complete's fish script has no positionals).
             if shell != Shell::Fish {
                 assert!(s.contains("bash zsh fish") || s.contains(r"bash\:"), "{shell:?} script lacks the shell names");
+            }
+        }
+    }
+
+    #[test]
+    fn every_shell_completes_the_words_of_clean_isolation_and_engine() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let s = script(shell);
+            for word in ["anycase", "failure", "rpt", "privileged", "caps", "dind"] {
+                assert!(s.contains(word), "{shell:?} script lacks the value {word}");
             }
         }
     }

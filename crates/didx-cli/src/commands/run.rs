@@ -27,12 +27,12 @@ impl Plan {
     /// Validate the whole run before the engine is touched: a usage error creates nothing.
     pub fn of(host: Option<String>, a: RunArgs) -> anyhow::Result<Plan> {
         listing::check_run(&a)?;
-        let clean: CleanPolicy = a.clean.parse()?;
+        let clean = CleanPolicy::from(a.clean);
         if matches!(clean, CleanPolicy::All | CleanPolicy::Rpt) {
             if !a.commands.is_empty() {
                 return Err(Error::Invalid {
                     what: "--clean value",
-                    value: a.clean.clone(),
+                    value: clean.as_str().to_string(),
                     fix: format!("--clean {} runs no commands; drop the COMMANDs or use anycase", clean.as_str()),
                 }
                 .into());
