@@ -1,7 +1,9 @@
-//! The command line, as clap reads it: options and verbs exactly as typed. `main.rs` turns
-//! them into the library's validated types.
+//! The command line, as clap reads it: options and verbs as typed, the options that take one
+//! of a few words as enums (so --help and the completions list them). `options.rs` and the
+//! verbs under `commands/` turn them into the library's validated types.
 
 use clap::{Args, ColorChoice, Parser, Subcommand, ValueEnum};
+use didx::spec::{CleanPolicy, EngineMode, IsolationMode};
 
 pub const AFTER_HELP: &str = "\
 COMMAND: each argument is one command, split into words as a POSIX shell splits it (no
@@ -86,10 +88,11 @@ pub struct RunArgs {
     /// (skipped when already there with the same ID). Repeatable
     #[arg(long = "load", value_name = "IMAGE")]
     pub load: Vec<String>,
-    /// After the commands: none | success | failure | anycase remove this environment by
-    /// outcome; all removes every didx environment; rpt lists them (both run no commands)
-    #[arg(long, default_value = "none", value_name = "WHEN")]
-    pub clean: String,
+    /// After the commands: none leaves this environment running; success, failure, anycase
+    /// remove it by outcome; all removes every didx environment; rpt lists them (both run no
+    /// commands)
+    #[arg(long, value_enum, default_value_t = Clean::None, value_name = "WHEN")]
+    pub clean: Clean,
     /// Host variable holding the client's container name, for 'docker exec $VAR …' commands
     #[arg(long = "cv-env", default_value = "DIND_CLIENT_NAME", value_name = "NAME")]
     pub cv_env: String,
@@ -124,8 +127,8 @@ pub struct RunArgs {
     /// host (the engine didx uses, Docker-outside-of-Docker: no server; the client gets root
     /// on the host; its bind sources are translated to host paths and what it creates is
     /// removed with it)
-    #[arg(long, default_value = "dind", value_name = "ENGINE")]
-    pub engine: String,
+    #[arg(long, value_enum, default_value_t = ClientEngine::Dind, value_name = "ENGINE")]
+    pub engine: ClientEngine,
     /// Commands to run in the client (see below)
     #[arg(value_name = "COMMAND")]
     pub commands: Vec<String>,
@@ -153,9 +156,9 @@ pub struct EnvArgs {
     #[arg(long, value_name = "OPTS", allow_hyphen_values = true)]
     pub dkropts: Vec<String>,
     /// How the server gets dockerd's privileges: auto (privileged, else the caps profile),
-    /// privileged, caps
-    #[arg(long, default_value = "auto", value_name = "MODE")]
-    pub isolation: String,
+    /// privileged (only), caps (only the capability profile)
+    #[arg(long, value_enum, default_value_t = Isolation::Auto, value_name = "MODE")]
+    pub isolation: Isolation,
     /// How long to wait for the inner engine to answer (e.g. 60, 90s, 2m)
     #[arg(long = "ready-timeout", default_value = "60s", value_name = "DURATION")]
     pub ready_timeout: String,
@@ -249,6 +252,85 @@ pub enum Shell {
     Fish,
 }
 
+/// `--clean`: what to remove after the commands. The words are the library's
+/// [`CleanPolicy`] values, spelled as it spells them.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clean {
+    // Plain comments, not doc comments: a described value would turn all of --help into the
+    // long layout.
+    // Leave the environment running.
+    None,
+    // Remove it when every command succeeded.
+    Success,
+    // Remove it when a command failed (or didx was interrupted).
+    Failure,
+    // Always remove it.
+    Anycase,
+    // Remove every didx environment on the engine; runs no commands.
+    All,
+    // List every didx environment on the engine; runs no commands.
+    Rpt,
+}
+
+impl From<Clean> for CleanPolicy {
+    fn from(c: Clean) -> CleanPolicy {
+        match c {
+            Clean::None => CleanPolicy::None,
+            Clean::Success => CleanPolicy::Success,
+            Clean::Failure => CleanPolicy::Failure,
+            Clean::Anycase => CleanPolicy::Anycase,
+            Clean::All => CleanPolicy::All,
+            Clean::Rpt => CleanPolicy::Rpt,
+        }
+    }
+}
+
+/// `--isolation`: how the server gets dockerd's privileges (the library's [`IsolationMode`]).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    // Privileged where the engine grants it, else the caps profile.
+    Auto,
+    // --privileged only; fail where refused.
+    Privileged,
+    // The explicit capability profile only.
+    Caps,
+}
+
+impl From<Isolation> for IsolationMode {
+    fn from(i: Isolation) -> IsolationMode {
+        match i {
+            Isolation::Auto => IsolationMode::Auto,
+            Isolation::Privileged => IsolationMode::Privileged,
+            Isolation::Caps => IsolationMode::Caps,
+        }
+    }
+}
+
+/// `--engine`: which engine the client's docker talks to (the library's [`EngineMode`]).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientEngine {
+    // Its own inner engine in a server container.
+    Dind,
+    // The engine didx uses (Docker-outside-of-Docker).
+    Host,
+}
+
+impl From<ClientEngine> for EngineMode {
+    fn from(e: ClientEngine) -> EngineMode {
+        match e {
+            ClientEngine::Dind => EngineMode::Dind,
+            ClientEngine::Host => EngineMode::Host,
+        }
+    }
+}
+
+impl RunArgs {
+    /// Whether the run is a version matrix: `--sv` holds a comma-separated list.
+    pub fn is_matrix(&self) -> bool {
+        self.env.sv.contains(',')
+    }
+}
+
 /// clap's colours: never when NO_COLOR is set and not empty (<https://no-color.org>); else
 /// only on a terminal (clap checks each stream).
 pub fn color_choice() -> ColorChoice {
@@ -313,4 +395,35 @@ pub enum ImageCmd {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every word clap accepts is one the library reads as the same value, and every word the
+    /// library reads, clap accepts: the accepted spellings are the library's.
+    fn same_words<A: ValueEnum + Copy + Into<L>, L: std::str::FromStr + PartialEq + std::fmt::Debug>(library: &[&str]) {
+        let words: Vec<String> = A::value_variants().iter().map(|v| v.to_possible_value().unwrap().get_name().to_string()).collect();
+        assert_eq!(words, library);
+        for v in A::value_variants() {
+            let word = v.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(word.parse::<L>().ok(), Some((*v).into()), "{word}");
+        }
+    }
+
+    #[test]
+    fn the_option_words_are_the_library_s() {
+        same_words::<Clean, CleanPolicy>(&["none", "success", "failure", "anycase", "all", "rpt"]);
+        same_words::<Isolation, IsolationMode>(&["auto", "privileged", "caps"]);
+        same_words::<ClientEngine, EngineMode>(&["dind", "host"]);
+    }
+
+    #[test]
+    fn the_defaults_are_the_library_s() {
+        let cli = Cli::try_parse_from(["didx", "true"]).unwrap();
+        assert_eq!(CleanPolicy::from(cli.run.clean), CleanPolicy::None);
+        assert_eq!(IsolationMode::from(cli.run.env.isolation), IsolationMode::default());
+        assert_eq!(EngineMode::from(cli.run.engine), EngineMode::default());
+    }
 }

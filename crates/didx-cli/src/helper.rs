@@ -25,6 +25,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use didx::session::Event;
 use didx::{Cancel, Engine, SandboxOptions};
 
+use crate::output::say;
+
 /// The run's end of the pipe to its helper.
 pub struct Helper(std::fs::File);
 
@@ -35,7 +37,7 @@ impl Helper {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two descriptors into the array it is given.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            crate::say(format!("warning: no helper process ({})", std::io::Error::last_os_error()));
+            say(format!("warning: no helper process ({})", std::io::Error::last_os_error()));
             return None;
         }
         // SAFETY: both descriptors were just made and are owned here only.
@@ -44,7 +46,7 @@ impl Helper {
         // anything a fresh single-threaded process may.
         match unsafe { libc::fork() } {
             -1 => {
-                crate::say(format!("warning: no helper process ({})", std::io::Error::last_os_error()));
+                say(format!("warning: no helper process ({})", std::io::Error::last_os_error()));
                 None
             }
             0 => {
@@ -57,7 +59,7 @@ impl Helper {
 
     fn say(&mut self, line: &str) {
         if let Err(e) = writeln!(self.0, "{line}") {
-            crate::say(format!("warning: the helper process is gone ({e}); no refill or last removal by it"));
+            say(format!("warning: the helper process is gone ({e}); no refill or last removal by it"));
         }
     }
 
@@ -117,7 +119,7 @@ fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            crate::say(format!("helper: cannot start the async runtime: {e}"));
+            say(format!("helper: cannot start the async runtime: {e}"));
             return 1;
         }
     };
@@ -143,17 +145,17 @@ fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
                     let engine = engine().await;
                     refills.push(tokio::spawn(async move {
                         let engine = engine?;
-                        crate::say(format!("refill: topping the pool up to {size} (pid {})", std::process::id()));
+                        say(format!("refill: topping the pool up to {size} (pid {})", std::process::id()));
                         let on = |e: &Event<'_>| {
                             if let Event::Start(didx::session::StartEvent::Ready { elapsed }) = e {
-                                crate::say(format!("refill: a pooled environment is ready after {:.2} s", elapsed.as_secs_f64()));
+                                say(format!("refill: a pooled environment is ready after {:.2} s", elapsed.as_secs_f64()));
                             }
                         };
                         let r = didx::pool::refill(&engine, &options, size, idle, downs, &Cancel::new(), &on).await?;
                         if r.downed {
-                            crate::say(format!("refill: pool {}: brought down after this refill was queued; nothing started", r.key));
+                            say(format!("refill: pool {}: brought down after this refill was queued; nothing started", r.key));
                         } else {
-                            crate::say(format!("refill: pool {}: {} started, {} failed", r.key, r.started.len(), r.failed.len()));
+                            say(format!("refill: pool {}: {} started, {} failed", r.key, r.started.len(), r.failed.len()));
                         }
                         Ok::<(), didx::Error>(())
                     }));
@@ -166,13 +168,13 @@ fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
                 Ok(engine) => {
                     for id in &envs {
                         if let Err(e) = didx::inventory::remove(&engine, id).await {
-                            crate::say(format!("helper: removing environment {id} of a run that died failed: {e}"));
+                            say(format!("helper: removing environment {id} of a run that died failed: {e}"));
                             code = 1;
                         }
                     }
                 }
                 Err(e) => {
-                    crate::say(format!("helper: error: {e}"));
+                    say(format!("helper: error: {e}"));
                     code = 1;
                 }
             }
@@ -181,11 +183,11 @@ fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
             match r.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    crate::say(format!("refill: error: {e}"));
+                    say(format!("refill: error: {e}"));
                     code = 1;
                 }
                 Err(e) => {
-                    crate::say(format!("refill: the task failed: {e}"));
+                    say(format!("refill: the task failed: {e}"));
                     code = 1;
                 }
             }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use didx::inventory::EnvSummary;
 use didx::pool::{self, PoolEntry};
+use didx::spec::CleanPolicy;
 use didx::{Engine, Error};
 use serde_json::{Value, json};
 
@@ -27,14 +28,13 @@ pub fn choose_json(json: bool) {
 /// `--json` on a run is accepted only with `--clean rpt`, the one run that lists: anywhere else
 /// it is a usage error, said before anything is created. Takes `--json` for the listing.
 pub fn check_run(args: &RunArgs) -> Result<(), Error> {
-    // An unparsable --clean is reported by the run's own validation.
-    let lists = args.clean.parse::<didx::spec::CleanPolicy>().map_or(true, |c| c == didx::spec::CleanPolicy::Rpt);
+    let clean = CleanPolicy::from(args.clean);
     // A matrix (a --sv list) prints its summary as JSON.
-    if args.json && !lists && !crate::matrix::is_matrix(args) {
+    if args.json && clean != CleanPolicy::Rpt && !args.is_matrix() {
         return Err(Error::Invalid {
             what: "option",
             value: "--json".into(),
-            fix: format!("it formats listings only (didx --clean rpt --json, didx pool --json), not a run with --clean {}", args.clean),
+            fix: format!("it formats listings only (didx --clean rpt --json, didx pool --json), not a run with --clean {}", clean.as_str()),
         });
     }
     choose_json(args.json);

@@ -1,38 +1,38 @@
-//! The `didx` command: parses arguments, wires signals to the library's cancellation, prints
-//! its events, and maps outcomes to exit codes. All logic lives in the `didx` library.
+//! The `didx` command: parses arguments, picks the verb (each in `commands/`), forks the
+//! helpers a run needs while the process has one thread, runs the verb on an async runtime,
+//! and maps its outcome to an exit code (the table in `exit.rs` and `--help`). All logic
+//! lives in the `didx` library.
+//!
+//! Modules import downward only: main → commands/* → run, matrix, listing, options, events,
+//! stream, helper, signals, engine → exit, output, cli. Nothing imports main.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches};
-use didx::image::{BuildEvent, BuildSpec};
-use didx::session::{Event, StartEvent};
-use didx::spec::{CleanPolicy, IsolationMode, parse_duration};
-use didx::{Cancel, Engine, Error, Sandbox, SandboxOptions};
 
 mod cli;
-mod completions;
+mod commands;
+mod engine;
+mod events;
+mod exit;
 mod helper;
 mod listing;
 mod matrix;
+mod options;
 mod output;
 mod run;
 mod signals;
+mod stream;
 
-use cli::{Cli, EnvArgs, ImageCmd, PoolCmd, RunArgs, StoreCmd, Verb};
-use helper::Helper;
+use cli::{Cli, Verb};
+use commands::pool::PoolJob;
+use commands::run::Plan;
+use commands::store::StoreJob;
+use exit::{EXIT_DIDX, EXIT_USAGE, report};
 use output::say;
-use run::RunJob;
-use signals::{Signals, cancelled_by_signal};
-
-const EXIT_USAGE: u8 = 2;
-const EXIT_DIDX: u8 = 125;
-const EXIT_SIGHUP: u8 = 129;
-const EXIT_SIGINT: u8 = 130;
-const EXIT_SIGTERM: u8 = 143;
-/// Said once when `auto` isolation falls back to the caps profile.
-const ISOLATION_FALLBACK: &str = "the engine refuses --privileged (runc: unable to apply caps); using the caps profile instead (remembered for this engine; see --isolation)";
 
 fn main() -> ExitCode {
     output::STARTED.get_or_init(std::time::Instant::now);
@@ -52,13 +52,9 @@ fn main() -> ExitCode {
         Err(e) => return ExitCode::from(report(Err(e))),
     };
     // A run that may claim from the pool or holds its environment forks its helper now, while
-    // the process has one thread.
-    let helper = match &job {
-        Job::Run(run) if run.pooled || run.leased() => Helper::fork(run.host.clone(), run.options.clone()),
-        _ => None,
-    };
+    // the process has one thread (a matrix, one per such version).
     let helpers = match &job {
-        Job::Matrix(m) => m.fork_helpers(),
+        Job::Run(plan) => plan.fork_helpers(),
         _ => vec![],
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -70,20 +66,50 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         report(match job {
-            Job::Build { host, spec } => image_build(host.as_deref(), spec).await,
-            Job::Pool { host, cmd } => pool(host.as_deref(), cmd).await,
-            Job::Report { host, clean } => inventory(host.as_deref(), clean).await,
-            Job::Ls { host } => ls(host.as_deref()).await,
-            Job::Completions(shell) => Ok(completions::completions(shell)),
-            Job::Man => completions::man(),
-            Job::Env { host, id, json } => env_vars(host.as_deref(), &id, json).await,
-            Job::Store { host, cmd } => store(host.as_deref(), cmd).await,
-            Job::Run(run) => run.go(helper).await,
-            Job::Matrix(m) => m.go(helpers).await,
+            Job::Build { host, spec } => commands::image::build(host.as_deref(), spec).await,
+            Job::Pool { host, cmd } => commands::pool::pool(host.as_deref(), cmd).await,
+            Job::Ls { host } => commands::ls::ls(host.as_deref()).await,
+            Job::Completions(shell) => Ok(commands::completions::completions(shell)),
+            Job::Man => commands::man::man(),
+            Job::Env { host, id, json } => commands::env::env_vars(host.as_deref(), &id, json).await,
+            Job::Store { host, cmd } => commands::store::store(host.as_deref(), cmd).await,
+            Job::Run(plan) => plan.go(helpers).await,
         })
     });
     runtime.shutdown_timeout(Duration::from_millis(100));
     ExitCode::from(code)
+}
+
+/// What the command line asks for, validated: the verb and what it needs.
+enum Job {
+    Build { host: Option<String>, spec: didx::image::BuildSpec },
+    Pool { host: Option<String>, cmd: PoolJob },
+    Ls { host: Option<String> },
+    Completions(cli::Shell),
+    Man,
+    Env { host: Option<String>, id: String, json: bool },
+    Store { host: Option<String>, cmd: StoreJob },
+    Run(Box<Plan>),
+}
+
+impl Job {
+    /// The verb's own validation, before anything is created.
+    fn of(cli: Cli) -> anyhow::Result<Job> {
+        let host = cli.host;
+        Ok(match cli.verb {
+            Some(Verb::Image(cmd)) => Job::Build { host, spec: commands::image::of(cmd) },
+            Some(Verb::Completions { shell }) => Job::Completions(shell),
+            Some(Verb::Man) => Job::Man,
+            Some(Verb::Ls { json }) => {
+                commands::ls::of(json);
+                Job::Ls { host }
+            }
+            Some(Verb::Env { id, json }) => Job::Env { host, id, json },
+            Some(Verb::Store { cmd, json }) => Job::Store { host, cmd: StoreJob::of(cmd, json)? },
+            Some(Verb::Pool { cmd, json }) => Job::Pool { host, cmd: PoolJob::of(cmd, json)? },
+            None => Job::Run(Box::new(Plan::of(host, cli.run)?)),
+        })
+    }
 }
 
 /// The command line, or the exit code when it is help, a version, or a usage error (said).
@@ -121,7 +147,7 @@ fn host_driver() -> Option<String> {
     let host = host_flag(std::env::args());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
     rt.block_on(async {
-        let probe = async { connect(host.as_deref()).await.ok()?.info().await.ok()?.driver };
+        let probe = async { engine::connect(host.as_deref()).await.ok()?.info().await.ok()?.driver };
         tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten()
     })
 }
@@ -150,16 +176,18 @@ fn host_flag(args: impl Iterator<Item = String>) -> Option<String> {
     })
 }
 
-/// `-H`, else what the docker CLI would use (DOCKER_HOST, the docker context, the socket).
-async fn connect(host: Option<&str>) -> didx::Result<Engine> {
-    match host {
-        Some(h) => Engine::connect(Some(h)).await,
-        None => Engine::connect_default().await,
-    }
-}
-
-/// clap's error as one line, with the fix: its first line plus a pointer to --help.
+/// clap's error as one line, with the fix: its first line plus a pointer to --help; for a
+/// word not among an option's, the words (as the library words its own invalid values).
 fn usage_line(e: &clap::Error) -> String {
+    if let (ErrorKind::InvalidValue, Some(ContextValue::String(arg)), Some(ContextValue::String(value)), Some(ContextValue::Strings(words))) =
+        (e.kind(), e.get(ContextKind::InvalidArg), e.get(ContextKind::InvalidValue), e.get(ContextKind::ValidValue))
+        && !value.is_empty()
+    {
+        // "--clean <WHEN>" → --clean; "<SHELL>" → SHELL. (An empty value is clap's "a value is
+        // required", said as clap says it.)
+        let name = arg.split(' ').next().unwrap_or(arg).trim_matches(['<', '>']);
+        return format!("error: invalid {name} value '{value}': expected one of {}", words.join(", "));
+    }
     let text = e.render().to_string();
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid arguments");
@@ -169,415 +197,14 @@ fn usage_line(e: &clap::Error) -> String {
         _ => first.to_string(),
     };
     let tip = match e.kind() {
-        clap::error::ErrorKind::UnknownArgument => "; see didx --help (put '--' before a COMMAND that starts with '-')",
-        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::UnknownArgument => "; see didx --help (put '--' before a COMMAND that starts with '-')",
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             return "a verb needs its subcommand, e.g. didx image build; to run 'docker image' as a COMMAND write didx -- image"
                 .to_string();
         }
         _ => "; see didx --help",
     };
     format!("{first}{tip}")
-}
-
-/// The exit code of an outcome, the error said once (with the command's advice for it).
-fn report(r: anyhow::Result<u8>) -> u8 {
-    match r {
-        Ok(code) => code,
-        Err(e) => {
-            let lib = e.chain().find_map(|c| c.downcast_ref::<Error>());
-            let advice = lib.map(advice).unwrap_or_default();
-            say(format!("error: {e:#}{advice}"));
-            if lib.is_some_and(Error::is_usage) { EXIT_USAGE } else { EXIT_DIDX }
-        }
-    }
-}
-
-/// What the command adds to a library error: how to act on it from the command line.
-fn advice(e: &Error) -> &'static str {
-    match e {
-        Error::Unreachable { .. } => " (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)",
-        Error::NotReady { .. } => " (raise --ready-timeout)",
-        Error::PrivilegedRefused { .. } => "; use --isolation auto or caps",
-        Error::PortTaken { .. } => " (another --publish HOSTPORT, or 0 for a free one; nothing was left)",
-        _ => "",
-    }
-}
-
-/// What the command line asks for, validated.
-enum Job {
-    Build { host: Option<String>, spec: BuildSpec },
-    Pool { host: Option<String>, cmd: PoolJob },
-    Report { host: Option<String>, clean: CleanPolicy },
-    Ls { host: Option<String> },
-    Completions(cli::Shell),
-    Man,
-    Env { host: Option<String>, id: String, json: bool },
-    Store { host: Option<String>, cmd: StoreJob },
-    Run(Box<RunJob>),
-    Matrix(Box<matrix::Matrix>),
-}
-
-enum StoreJob {
-    List(bool),
-    Rm(Vec<String>),
-    Prune,
-}
-
-enum PoolJob {
-    List,
-    Up(usize, Option<Duration>, Box<SandboxOptions>),
-    Down,
-}
-
-impl Job {
-    fn of(cli: Cli) -> anyhow::Result<Job> {
-        let host = cli.host;
-        Ok(match cli.verb {
-            Some(Verb::Image(ImageCmd::Build { suite, mirror, force })) => Job::Build { host, spec: BuildSpec { suite, mirror, force } },
-            Some(Verb::Completions { shell }) => Job::Completions(shell),
-            Some(Verb::Man) => Job::Man,
-            Some(Verb::Ls { json }) => {
-                listing::choose_json(json);
-                Job::Ls { host }
-            }
-            Some(Verb::Env { id, json }) => Job::Env { host, id, json },
-            Some(Verb::Store { cmd, json }) => {
-                didx::store::prefix()?;
-                Job::Store {
-                    host,
-                    cmd: match cmd {
-                        None => StoreJob::List(json),
-                        Some(StoreCmd::Rm { images }) => StoreJob::Rm(images),
-                        Some(StoreCmd::Prune) => StoreJob::Prune,
-                    },
-                }
-            }
-            Some(Verb::Pool { cmd, json }) => Job::Pool {
-                host,
-                cmd: match cmd {
-                    None => {
-                        listing::choose_json(json);
-                        PoolJob::List
-                    }
-                    Some(PoolCmd::Down) => PoolJob::Down,
-                    Some(PoolCmd::Up { n, idle_timeout, load, env }) => {
-                        didx::pool::check_size(n)?;
-                        let idle = match idle_timeout.as_str() {
-                            "0" => None,
-                            d => Some(parse_duration("--idle-timeout value", d)?),
-                        };
-                        let b = load.iter().fold(builder(&env)?, |b, l| b.load(l));
-                        PoolJob::Up(n, idle, Box::new(b.options()?))
-                    }
-                },
-            },
-            None => {
-                listing::check_run(&cli.run)?;
-                let clean: CleanPolicy = cli.run.clean.parse()?;
-                if matches!(clean, CleanPolicy::All | CleanPolicy::Rpt) {
-                    if !cli.run.commands.is_empty() {
-                        return Err(Error::Invalid {
-                            what: "--clean value",
-                            value: cli.run.clean.clone(),
-                            fix: format!("--clean {} runs no commands; drop the COMMANDs or use anycase", cli.run.clean),
-                        }
-                        .into());
-                    }
-                    // Validated as a run's options would be, though only the engine is used.
-                    run_builder(&cli.run)?.options()?;
-                    Job::Report { host, clean }
-                } else if matrix::is_matrix(&cli.run) {
-                    Job::Matrix(Box::new(matrix::Matrix::of(host, cli.run, clean)?))
-                } else {
-                    matrix::jobs(&cli.run)?;
-                    Job::Run(Box::new(RunJob::of(host, cli.run, clean)?))
-                }
-            }
-        })
-    }
-}
-
-/// The builder for the options shared by runs and `pool up`.
-fn builder(a: &EnvArgs) -> didx::Result<didx::SandboxBuilder> {
-    let mut b = Sandbox::builder()
-        .server_version(&a.sv)
-        .pull(a.pull)
-        .isolation(a.isolation.parse::<IsolationMode>()?)
-        .ready_timeout(parse_duration("--ready-timeout value", &a.ready_timeout)?);
-    if let Some(cv) = &a.cv {
-        b = b.client_version(cv);
-    }
-    if let Some(d) = &a.storage_driver {
-        b = b.storage_driver(d);
-    }
-    for o in &a.dkropts {
-        b = b.dockerd_opts(o);
-    }
-    if let Some(i) = &a.server_image {
-        b = b.server_image(i);
-    }
-    if let Some(i) = &a.client_image {
-        b = b.client_image(i);
-    }
-    b = b.address_range(&a.address_range);
-    if let Some(n) = &a.network {
-        b = b.network(n);
-    }
-    for p in &a.publish {
-        b = b.publish(p);
-    }
-    Ok(b.store(a.store))
-}
-
-fn run_builder(a: &RunArgs) -> didx::Result<didx::SandboxBuilder> {
-    let mut b = builder(&a.env)?;
-    for v in &a.volumes {
-        b = b.volume(v);
-    }
-    for c in &a.cp {
-        b = b.copy(c);
-    }
-    for l in &a.load {
-        b = b.load(l);
-    }
-    if let Some(u) = &a.user {
-        b = b.user(didx::spec::UserSpec::parse(u)?);
-    }
-    Ok(b.workdir_here(a.workdir_here).ssh_agent(a.ssh_agent).engine(a.engine.parse::<didx::spec::EngineMode>()?))
-}
-
-async fn image_build(host: Option<&str>, spec: BuildSpec) -> anyhow::Result<u8> {
-    let engine = connect(host).await?;
-    let tty = std::io::stderr().is_terminal();
-    let target = if didx::image::tags_local(&spec.suite) { didx::image::LOCAL_IMAGE } else { "didx/dind:<its docker.io version>" };
-    say(format!("building {target} from Debian {} ({})", spec.suite, spec.mirror));
-    let on = move |e: BuildEvent<'_>| match e {
-        BuildEvent::Log(line) => output::err(&format!("  {line}\n")),
-        BuildEvent::Streamed(n) if tty => output::err(&format!("\r  streamed {:.1} MB into the engine ", n as f64 / 1e6)),
-        BuildEvent::Streamed(n) => output::err(&format!("  streamed {:.1} MB into the engine\n", n as f64 / 1e6)),
-        _ => {}
-    };
-    let r = didx::image::build(&engine, &spec, &on).await?;
-    if tty {
-        output::err("\n");
-    }
-    let what = if r.reused { "reused (recipe unchanged; --force rebuilds)" } else { "built" };
-    say(format!(
-        "Debian {} image {what}: {} ({}), {:.0} MB, in {:.1} s",
-        spec.suite,
-        r.tags.join(", "),
-        &r.id.trim_start_matches("sha256:")[..12.min(r.id.len())],
-        r.size as f64 / 1e6,
-        r.elapsed.as_secs_f64()
-    ));
-    Ok(0)
-}
-
-/// The messages every start prints, whoever starts.
-fn say_start_event(e: &StartEvent<'_>) {
-    match e {
-        StartEvent::IsolationFallback { .. } => say(ISOLATION_FALLBACK),
-        StartEvent::CapabilitiesUnknown { names } => {
-            say(format!("the engine does not know {}; the caps profile goes without them", names.join(", ")))
-        }
-        StartEvent::EngineHost { host } => say(format!(
-            "WARNING: --engine host gives the client the engine at {host} itself: whatever runs in the client has root on that \
-             engine's host. Use it only for code you trust."
-        )),
-        StartEvent::PoolLockWait { path } => {
-            say(format!("waiting for the pool lock {} (another pool up or down holds it)", path.display()))
-        }
-        _ => {}
-    }
-}
-
-/// The image store's messages (`--store`), whoever uses it.
-fn say_store_event(e: &didx::store::StoreEvent<'_>) {
-    use didx::store::StoreEvent;
-    match e {
-        StoreEvent::NotUsed { reason } => say(format!("the image store is not used: {reason}; --load loads into the sandbox as without")),
-        StoreEvent::Waiting { store } => say(format!("waiting for another filler of the image store {store}")),
-        StoreEvent::Filling { store, images } => say(format!("putting {} into the image store {store}", images.join(", "))),
-        StoreEvent::Filled { store, images, elapsed } => {
-            say(format!("put {} into the image store {store} in {:.2} s", images.join(", "), elapsed.as_secs_f64()))
-        }
-        StoreEvent::Using { store } => say(format!("the server mounts the image store {store} (read-only)")),
-        StoreEvent::Refused { store, why } => say(format!(
-            "WARNING: the image store {store} no longer matches its seal ({why}): no sandbox seeds from it until --store --load fills it anew"
-        )),
-        _ => {}
-    }
-}
-
-/// `didx store`, `didx store rm`, `didx store prune`.
-async fn store(host: Option<&str>, cmd: StoreJob) -> anyhow::Result<u8> {
-    let engine = connect(host).await?;
-    let cancel = Cancel::new();
-    let on = |e: didx::store::StoreEvent<'_>| say_store_event(&e);
-    let removed = match cmd {
-        StoreJob::List(json) => return listing::stores(&engine, json).await,
-        StoreJob::Rm(images) => {
-            let mut signals = Signals::install()?;
-            match cancelled_by_signal(didx::store::remove(&engine, &images, &cancel, &on), &cancel, &mut signals).await {
-                (Err(Error::Cancelled), Some(sig)) => return Ok(sig.code()),
-                (r, _) => r?,
-            }
-        }
-        StoreJob::Prune => {
-            let mut signals = Signals::install()?;
-            match cancelled_by_signal(didx::store::prune(&engine, &cancel, &on), &cancel, &mut signals).await {
-                (Err(Error::Cancelled), Some(sig)) => return Ok(sig.code()),
-                (r, _) => r?,
-            }
-        }
-    };
-    let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
-    for r in &removed {
-        match r {
-            didx::store::Removed::Store { store, kib } => say(format!("removed the image store {store} ({:.1} MB)", mb(*kib))),
-            didx::store::Removed::Images { store, images, kib: (before, after) } => {
-                say(format!("removed {} from the image store {store}: {:.1} MB -> {:.1} MB", images.join(", "), mb(*before), mb(*after)))
-            }
-            _ => {}
-        }
-    }
-    if removed.is_empty() {
-        say("nothing to remove");
-    }
-    Ok(0)
-}
-
-fn say_images(resolved: &didx::image::Resolved) {
-    if !resolved.fell_back.is_empty() {
-        let retry = match resolved.not_retried.iter().map(|(_, ago)| ago.as_secs()).max() {
-            Some(ago) => format!(
-                " (a pull failed {ago} s ago; not retried for {} min, --pull retries now)",
-                didx::image::PULL_RETRY_AFTER.as_secs() / 60
-            ),
-            None => String::new(),
-        };
-        // One line: the mapped images, and what stands in for them.
-        let mut used: Vec<&str> = Vec::new();
-        for (_, u) in &resolved.fell_back {
-            if !used.contains(&u.as_str()) {
-                used.push(u);
-            }
-        }
-        let mapped: Vec<&str> = resolved.fell_back.iter().map(|(m, _)| m.as_str()).collect();
-        say(format!("{} not on the engine and cannot be pulled; using {}{retry}", mapped.join(" and "), used.join(" and ")));
-    }
-    for s in &resolved.stale {
-        say(format!("warning: pull of {s} failed; using the copy on the engine"));
-    }
-}
-
-async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
-    let engine = connect(host).await?;
-    let on = |e: &Event<'_>| match e {
-        Event::Images { resolved } => say_images(resolved),
-        Event::Start(StartEvent::ServerStarted { name, .. }) => say(format!("dind server named: '{name}' started for the pool")),
-        Event::Start(s) => say_start_event(s),
-        Event::Store(s) => say_store_event(s),
-        _ => {}
-    };
-    let cancel = Cancel::new();
-    match cmd {
-        PoolJob::Up(n, idle, options) => {
-            let mut signals = Signals::install()?;
-            let up = didx::pool::up(&engine, &options, n, idle, &cancel, &on);
-            let r = match cancelled_by_signal(up, &cancel, &mut signals).await {
-                (Err(Error::Cancelled), Some(sig)) => {
-                    say("interrupted; removed the environments being started (ready ones stay in the pool)");
-                    return Ok(sig.code());
-                }
-                (r, _) => r?,
-            };
-            for (id, why) in &r.removed {
-                say(format!("removed pooled environment {id}: {why}"));
-            }
-            for id in &r.started {
-                say(format!("pooled environment {id} ready"));
-            }
-            for f in &r.failed {
-                say(format!("error: a pooled environment failed to start: {f}"));
-            }
-            say(format!(
-                "pool {}: {} ready ({} already, {} started now{}{})",
-                r.key,
-                r.existing + r.started.len(),
-                r.existing,
-                r.started.len(),
-                if r.starting == 0 { String::new() } else { format!(", {} starting by another filler", r.starting) },
-                if r.failed.is_empty() { String::new() } else { format!(", {} failed", r.failed.len()) }
-            ));
-            Ok(if r.failed.is_empty() { 0 } else { EXIT_DIDX })
-        }
-        PoolJob::Down => {
-            let mut signals = Signals::install()?;
-            let down = didx::pool::down(&engine, &cancel, &on);
-            let r = match cancelled_by_signal(down, &cancel, &mut signals).await {
-                (Err(Error::Cancelled), Some(sig)) => {
-                    say("interrupted while waiting for the pool lock; nothing removed");
-                    return Ok(sig.code());
-                }
-                (r, _) => r?,
-            };
-            for (id, why) in &r.left {
-                say(format!("left pooled environment {id}: {why}"));
-            }
-            say(format!(
-                "removed {} pooled environment(s){}",
-                r.removed.len(),
-                if r.left.is_empty() { String::new() } else { format!(", left {}", r.left.len()) }
-            ));
-            Ok(0)
-        }
-        PoolJob::List => listing::pool(&engine).await,
-    }
-}
-
-/// `didx ls`.
-async fn ls(host: Option<&str>) -> anyhow::Result<u8> {
-    listing::ls(&connect(host).await?).await
-}
-
-/// `didx env ID [--json]`: how a host tool reaches a running environment's inner engine.
-async fn env_vars(host: Option<&str>, id: &str, json: bool) -> anyhow::Result<u8> {
-    // Said before trying to reach an engine elsewhere (the library checks again after
-    // connecting, for an engine named by a docker context).
-    if let Some(h) = host.map(str::to_string).or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
-        && !didx::inventory::is_on_this_machine(&h)
-    {
-        return Err(Error::EndpointElsewhere { host: h }.into());
-    }
-    let engine = connect(host).await?;
-    let access = didx::inventory::host_access(&engine, id).await?;
-    output::out(&format!("{}\n", if json { listing::host_access_json(&access) } else { export_line(&access) }));
-    Ok(0)
-}
-
-/// `export DOCKER_HOST='…' DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH='…'`, quoted for a POSIX shell.
-fn export_line(access: &didx::inventory::HostAccess) -> String {
-    let vars: Vec<String> = access
-        .docker_env()
-        .into_iter()
-        .map(|(k, v)| if v == "1" { format!("{k}=1") } else { format!("{k}='{}'", v.replace('\'', r"'\''")) })
-        .collect();
-    format!("export {}", vars.join(" "))
-}
-
-/// `--clean rpt` (list) and `--clean all` (remove everything didx made).
-async fn inventory(host: Option<&str>, clean: CleanPolicy) -> anyhow::Result<u8> {
-    let engine = connect(host).await?;
-    if clean == CleanPolicy::All {
-        let removed = didx::inventory::remove_all(&engine).await?;
-        for name in &removed {
-            say(format!("{name} terminated & destroyed"));
-        }
-        say(format!("removed {} container(s) and every didx volume and network", removed.len()));
-        return Ok(0);
-    }
-    listing::environments(&engine).await
 }
 
 #[cfg(test)]
@@ -607,11 +234,21 @@ mod tests {
     }
 
     #[test]
-    fn removal_command_names_containers_and_the_volume_label() {
-        let c = run::removal_command(didx::inventory::DEFAULT_HOST, "abc", &["s".into(), "c".into()]);
-        assert!(c.starts_with("docker rm -fv s c;"), "{c}");
-        assert!(c.contains("label=io.didx.env=abc"), "{c}");
-        let c = run::removal_command("tcp://h:2376", "abc", &["s".into()]);
-        assert!(c.contains("docker -H tcp://h:2376"), "{c}");
+    fn a_word_not_among_an_option_s_is_one_line_naming_them() {
+        let line = |args: &[&str]| usage_line(&Cli::command().try_get_matches_from(args).unwrap_err());
+        assert_eq!(
+            line(&["didx", "--clean", "sometimes", "true"]),
+            "error: invalid --clean value 'sometimes': expected one of none, success, failure, anycase, all, rpt"
+        );
+        assert_eq!(
+            line(&["didx", "--isolation", "maybe"]),
+            "error: invalid --isolation value 'maybe': expected one of auto, privileged, caps"
+        );
+        assert_eq!(line(&["didx", "--engine", "hots"]), "error: invalid --engine value 'hots': expected one of dind, host");
+        assert_eq!(
+            line(&["didx", "completions", "powershell"]),
+            "error: invalid SHELL value 'powershell': expected one of bash, zsh, fish"
+        );
+        assert_eq!(line(&["didx", "--clean"]), "error: a value is required for '--clean <WHEN>' but none was supplied; see didx --help");
     }
 }

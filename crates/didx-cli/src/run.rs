@@ -12,10 +12,14 @@ use didx::spec::{CleanPolicy, EnvVarName, Step};
 use didx::{Cancel, Error, SandboxOptions};
 
 use crate::cli::RunArgs;
+use crate::engine::connect;
+use crate::events::{say_images, say_start_event, say_store_event};
+use crate::exit::{EXIT_DIDX, advice};
 use crate::helper::Helper;
+use crate::options::run_builder;
 use crate::output::{self, Timings, say, utc_date};
 use crate::signals::{Sig, Signals, Source};
-use crate::{EXIT_DIDX, advice, connect, run_builder, say_images, say_start_event};
+use crate::stream::streams;
 
 /// A run: the library's session, with the command's printing and signals.
 pub struct RunJob {
@@ -169,7 +173,7 @@ impl RunJob {
                 if matches!(s, didx::store::StoreEvent::Using { .. } | didx::store::StoreEvent::NotUsed { .. }) {
                     timings.mark("stored");
                 }
-                crate::say_store_event(s)
+                say_store_event(s)
             }
             Event::Load(l) => match l {
                 didx::session::LoadEvent::Skipped(name) => say(format!("{name} already in the inner engine (same ID); not loaded")),
@@ -241,7 +245,7 @@ impl RunJob {
             }
             _ => {}
         };
-        let (mut stdout, mut stderr) = crate::matrix::streams(self.matrix.as_ref());
+        let (mut stdout, mut stderr) = streams(self.matrix.as_ref());
         let result = {
             let run = self.session.run(&engine, &cancel, &on, &mut stdout, &mut stderr);
             tokio::pin!(run);
@@ -369,4 +373,18 @@ fn left_behind(host: &str, sig: Sig, id: &str, names: &[String]) {
 /// lease ends with didx, so it removes itself.
 fn ends_itself() {
     say("it was held by this run: it ends itself and the engine removes it within seconds of didx exiting (its lease)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removal_command_names_containers_and_the_volume_label() {
+        let c = removal_command(didx::inventory::DEFAULT_HOST, "abc", &["s".into(), "c".into()]);
+        assert!(c.starts_with("docker rm -fv s c;"), "{c}");
+        assert!(c.contains("label=io.didx.env=abc"), "{c}");
+        let c = removal_command("tcp://h:2376", "abc", &["s".into()]);
+        assert!(c.contains("docker -H tcp://h:2376"), "{c}");
+    }
 }

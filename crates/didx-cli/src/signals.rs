@@ -4,7 +4,7 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM};
+use crate::exit::{EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM};
 
 /// Which signal arrived.
 #[derive(Clone, Copy, Debug)]

@@ -1,5 +1,6 @@
-//! `didx completions SHELL` and `didx man`: a shell completion script and the man page, both
-//! generated from the clap definitions in `cli.rs`, so they never drift from `--help`.
+//! `didx completions SHELL`: a shell completion script, generated from the clap definitions in
+//! `cli.rs`, so it never drifts from `--help` (the options that take one of a few words
+//! complete those words).
 
 use clap::CommandFactory;
 
@@ -18,25 +19,10 @@ pub fn script(shell: Shell) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// The man page, section 1, in roff.
-pub fn man_page() -> Result<String, std::io::Error> {
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
 /// `didx completions SHELL`: the script on stdout.
 pub fn completions(shell: Shell) -> u8 {
     output::out(&script(shell));
     0
-}
-
-/// `didx man`: the page on stdout.
-pub fn man() -> anyhow::Result<u8> {
-    use anyhow::Context;
-    let page = man_page().context("rendering the man page")?;
-    output::out(&page);
-    Ok(0)
 }
 
 #[cfg(test)]
@@ -58,10 +44,12 @@ mod tests {
     }
 
     #[test]
-    fn the_man_page_is_roff_and_names_the_options() {
-        let page = man_page().unwrap();
-        assert!(page.starts_with(".ie") || page.starts_with(".TH"), "{}", &page[..80.min(page.len())]);
-        assert!(page.contains(".TH didx 1"), "no .TH line");
-        assert!(page.contains("\\-\\-clean"));
+    fn every_shell_completes_the_words_of_clean_isolation_and_engine() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let s = script(shell);
+            for word in ["anycase", "failure", "rpt", "privileged", "caps", "dind"] {
+                assert!(s.contains(word), "{shell:?} script lacks the value {word}");
+            }
+        }
     }
 }

@@ -1,0 +1,84 @@
+//! `didx [OPTIONS] COMMAND…`, the verb with no name: one run, a version matrix (a `--sv`
+//! list), or `--clean rpt|all` (list or remove every didx environment; runs no commands).
+
+use didx::Error;
+use didx::spec::CleanPolicy;
+
+use crate::cli::RunArgs;
+use crate::engine::connect;
+use crate::helper::Helper;
+use crate::listing;
+use crate::matrix::{self, Matrix};
+use crate::options::run_builder;
+use crate::output::say;
+use crate::run::RunJob;
+
+/// What a run's command line asks for, validated (nothing created yet).
+pub enum Plan {
+    /// `--clean rpt` (list) or `--clean all` (remove everything didx made).
+    Report { host: Option<String>, clean: CleanPolicy },
+    /// One environment and its COMMANDs.
+    Single(Box<RunJob>),
+    /// One environment per version.
+    Matrix(Box<Matrix>),
+}
+
+impl Plan {
+    /// Validate the whole run before the engine is touched: a usage error creates nothing.
+    pub fn of(host: Option<String>, a: RunArgs) -> anyhow::Result<Plan> {
+        listing::check_run(&a)?;
+        let clean = CleanPolicy::from(a.clean);
+        if matches!(clean, CleanPolicy::All | CleanPolicy::Rpt) {
+            if !a.commands.is_empty() {
+                return Err(Error::Invalid {
+                    what: "--clean value",
+                    value: clean.as_str().to_string(),
+                    fix: format!("--clean {} runs no commands; drop the COMMANDs or use anycase", clean.as_str()),
+                }
+                .into());
+            }
+            // Validated as a run's options would be, though only the engine is used.
+            run_builder(&a)?.options()?;
+            Ok(Plan::Report { host, clean })
+        } else if a.is_matrix() {
+            Ok(Plan::Matrix(Box::new(Matrix::of(host, a, clean)?)))
+        } else {
+            matrix::jobs(&a)?;
+            Ok(Plan::Single(Box::new(RunJob::of(host, a, clean)?)))
+        }
+    }
+
+    /// The helper processes the plan's runs need (see [`Helper`]), forked now, while the
+    /// process has one thread: one for a run that may claim from the pool or holds its
+    /// environment; one per such version of a matrix, in list order.
+    pub fn fork_helpers(&self) -> Vec<Option<Helper>> {
+        match self {
+            Plan::Single(run) if run.pooled || run.leased() => vec![Helper::fork(run.host.clone(), run.options.clone())],
+            Plan::Matrix(m) => m.fork_helpers(),
+            _ => vec![],
+        }
+    }
+
+    /// Run the plan with the helpers [`Plan::fork_helpers`] forked; the exit code.
+    pub async fn go(self, helpers: Vec<Option<Helper>>) -> anyhow::Result<u8> {
+        match self {
+            Plan::Report { host, clean } => inventory(host.as_deref(), clean).await,
+            Plan::Single(run) => run.go(helpers.into_iter().next().flatten()).await,
+            Plan::Matrix(m) => m.go(helpers).await,
+        }
+    }
+}
+
+/// `--clean rpt` (list) and `--clean all` (remove everything didx made).
+async fn inventory(host: Option<&str>, clean: CleanPolicy) -> anyhow::Result<u8> {
+    let engine = connect(host).await?;
+    if clean == CleanPolicy::All {
+        let removed = didx::inventory::remove_all(&engine).await?;
+        for name in &removed {
+            say(format!("{name} terminated & destroyed"));
+        }
+        say(format!("removed {} container(s) and every didx volume and network", removed.len()));
+        return Ok(0);
+    }
+    listing::environments(&engine).await
+}
