@@ -157,7 +157,7 @@ pub struct StoreMount {
 /// This process as an environment's owner: `USER@HOST pid PID` (`USER` from `$USER`, else
 /// `uid N`).
 pub fn owner() -> String {
-    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }));
+    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| format!("uid {}", rustix::process::getuid().as_raw()));
     format!("{user}@{} pid {}", pool::hostname(), std::process::id())
 }
 

@@ -684,15 +684,8 @@ async fn lock(cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result
 /// This host's name ('/' never occurs in one; replaced all the same, it separates the filler
 /// label's fields).
 pub(super) fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and we stop at the first NUL or the end.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown-host".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).replace('/', "_")
+    // uname's nodename, which is what gethostname reads on Linux; it cannot fail.
+    rustix::system::uname().nodename().to_string_lossy().replace('/', "_")
 }
 
 #[cfg(test)]
