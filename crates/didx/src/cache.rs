@@ -17,7 +17,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -249,22 +249,18 @@ pub async fn lock(name: &str, poll: std::time::Duration, cancel: &crate::Cancel,
 }
 
 /// A private work directory: a new directory with a random name under the system's temporary
-/// directory, created mode 0700 by a `mkdir` that fails rather than reuse anything already there.
-/// Removed (with its contents) when the returned guard drops.
+/// directory, created mode 0700 by a `mkdir` that fails rather than reuse anything already there
+/// (tempfile's, which tries another name when one is taken). Removed (with its contents) when
+/// the returned guard drops.
 pub fn private_dir(prefix: &str) -> Result<PrivateDir> {
     let base = std::env::temp_dir();
-    for _ in 0..16 {
-        let path = base.join(format!("{prefix}-{}", random_suffix()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-            Ok(()) => return Ok(PrivateDir(path)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
-        }
-    }
-    Err(Error::io(
-        format!("creating a private directory in {}", base.display()),
-        std::io::Error::new(std::io::ErrorKind::AlreadyExists, "every random name tried was taken"),
-    ))
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(&base)
+        .map_err(|e| Error::io(format!("creating a private directory in {}", base.display()), e))?;
+    // Removed by PrivateDir's Drop, which says when it cannot.
+    Ok(PrivateDir(dir.keep()))
 }
 
 /// A directory made by [`private_dir`], removed on drop.
