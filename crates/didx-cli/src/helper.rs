@@ -20,7 +20,7 @@
 //! started, and nothing inside it can end it: this is what removes it.
 
 use std::io::{BufRead, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use didx::session::Event;
 use didx::{Cancel, Engine, SandboxOptions};
@@ -34,14 +34,13 @@ impl Helper {
     /// Fork the helper for runs on `host` with `options`. `None` (said once) when it cannot be
     /// forked: the run goes on, without a refill or that last removal.
     pub fn fork(host: Option<String>, options: SandboxOptions) -> Option<Helper> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two descriptors into the array it is given.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            say(format!("warning: no helper process ({})", std::io::Error::last_os_error()));
-            return None;
-        }
-        // SAFETY: both descriptors were just made and are owned here only.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+            Ok(fds) => fds,
+            Err(e) => {
+                say(format!("warning: no helper process ({})", std::io::Error::from(e)));
+                return None;
+            }
+        };
         // SAFETY: called before any other thread exists (no runtime yet): the child may run
         // anything a fresh single-threaded process may.
         match unsafe { libc::fork() } {
@@ -101,20 +100,17 @@ fn parse(line: &str) -> Option<Line> {
 
 /// The helper: detach, read lines, act. Returns its exit code.
 fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
-    // SAFETY: plain system calls on descriptors this process owns.
-    unsafe {
-        libc::setsid();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            libc::dup2(null, 0);
-            libc::dup2(null, 1);
-            libc::dup2(null, 2);
-            libc::close(null);
-        }
-        if let Ok(log) = didx::pool::open_refill_log() {
-            libc::dup2(log.as_raw_fd(), 1);
-            libc::dup2(log.as_raw_fd(), 2);
-        }
+    // Each best effort: a helper that cannot detach or redirect still does its work.
+    use rustix::stdio::{dup2_stderr, dup2_stdin, dup2_stdout};
+    rustix::process::setsid().ok();
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        dup2_stdin(&null).ok();
+        dup2_stdout(&null).ok();
+        dup2_stderr(&null).ok();
+    }
+    if let Ok(log) = didx::pool::open_refill_log() {
+        dup2_stdout(&log).ok();
+        dup2_stderr(&log).ok();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(r) => r,

@@ -17,7 +17,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -58,8 +58,7 @@ fn location() -> Result<PathBuf> {
 
 /// This process's effective user id.
 fn euid() -> u32 {
-    // SAFETY: a plain libc call without pointers.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Why the directory `meta` describes (as followed) may not hold didx's secrets, if it may not;
@@ -250,22 +249,18 @@ pub async fn lock(name: &str, poll: std::time::Duration, cancel: &crate::Cancel,
 }
 
 /// A private work directory: a new directory with a random name under the system's temporary
-/// directory, created mode 0700 by a `mkdir` that fails rather than reuse anything already there.
-/// Removed (with its contents) when the returned guard drops.
+/// directory, created mode 0700 by a `mkdir` that fails rather than reuse anything already there
+/// (tempfile's, which tries another name when one is taken). Removed (with its contents) when
+/// the returned guard drops.
 pub fn private_dir(prefix: &str) -> Result<PrivateDir> {
     let base = std::env::temp_dir();
-    for _ in 0..16 {
-        let path = base.join(format!("{prefix}-{}", random_suffix()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-            Ok(()) => return Ok(PrivateDir(path)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
-        }
-    }
-    Err(Error::io(
-        format!("creating a private directory in {}", base.display()),
-        std::io::Error::new(std::io::ErrorKind::AlreadyExists, "every random name tried was taken"),
-    ))
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(&base)
+        .map_err(|e| Error::io(format!("creating a private directory in {}", base.display()), e))?;
+    // Removed by PrivateDir's Drop, which says when it cannot.
+    Ok(PrivateDir(dir.keep()))
 }
 
 /// A directory made by [`private_dir`], removed on drop.
@@ -304,11 +299,24 @@ pub(crate) mod tests {
         let _g = ENV.lock().unwrap_or_else(|p| p.into_inner());
         let d = private_dir("didx-cache-test").unwrap();
         let cache = d.path().join("cache");
-        // SAFETY: tests that touch the environment hold ENV.
-        unsafe { std::env::set_var("DIDX_CACHE_DIR", &cache) };
+        set_env("DIDX_CACHE_DIR", Some(cache.as_os_str()));
         let r = f(&cache);
-        unsafe { std::env::remove_var("DIDX_CACHE_DIR") };
+        set_env("DIDX_CACHE_DIR", None);
         r
+    }
+
+    /// Set (or, with `None`, remove) environment variable `key`, for a test inside
+    /// [`with_cache`]. The one unsafe call in the crate, and in its unit tests only: nothing
+    /// safe replaces `set_var`, unsafe since edition 2024.
+    #[allow(unsafe_code)]
+    pub(crate) fn set_env(key: &str, value: Option<&std::ffi::OsStr>) {
+        // SAFETY: tests that touch the environment run inside with_cache, which holds ENV.
+        unsafe {
+            match value {
+                Some(v) => std::env::set_var(key, v),
+                None => std::env::remove_var(key),
+            }
+        }
     }
 
     #[test]
@@ -404,12 +412,12 @@ pub(crate) mod tests {
             std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
             let link = cache.parent().unwrap().join("link");
             std::os::unix::fs::symlink(&open, &link).unwrap();
-            unsafe { std::env::set_var("DIDX_CACHE_DIR", &link) };
+            set_env("DIDX_CACHE_DIR", Some(link.as_os_str()));
             assert!(ensure_dir().unwrap_err().to_string().contains("mode 0777"));
             std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o700)).unwrap();
             assert_eq!(ensure_dir().unwrap(), link);
             // Relative: refused, nothing made.
-            unsafe { std::env::set_var("DIDX_CACHE_DIR", "rel-cache") };
+            set_env("DIDX_CACHE_DIR", Some("rel-cache".as_ref()));
             let e = ensure_dir().unwrap_err();
             assert!(e.is_usage() && e.to_string().contains("DIDX_CACHE_DIR is a relative path"), "{e}");
             assert!(!Path::new("rel-cache").exists());

@@ -417,24 +417,22 @@ const KERNEL_FILE: &str = "kernel";
 fn raise_open_files() -> u64 {
     static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *LIMIT.get_or_init(|| {
-        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit only writes the struct it is given, which lives for the call.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) } != 0 {
-            return 1024;
-        }
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        // None is RLIM_INFINITY.
+        let now = getrlimit(Resource::Nofile);
+        let (cur, max) = (now.current.unwrap_or(u64::MAX), now.maximum.unwrap_or(u64::MAX));
         // The kernel refuses more than fs.nr_open (2^20 by default), RLIM_INFINITY included.
-        let target = now.rlim_max.min(1 << 20);
-        if now.rlim_cur < target {
-            let want = libc::rlimit { rlim_cur: target, rlim_max: now.rlim_max };
-            // SAFETY: setrlimit only reads the struct it is given, which lives for the call.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-                tracing::debug!(from = now.rlim_cur, to = target, "open-file limit raised for the engine proxy");
-                now.rlim_cur = target;
-            } else {
-                tracing::debug!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+        let target = max.min(1 << 20);
+        if cur < target {
+            match setrlimit(Resource::Nofile, Rlimit { current: Some(target), maximum: now.maximum }) {
+                Ok(()) => {
+                    tracing::debug!(from = cur, to = target, "open-file limit raised for the engine proxy");
+                    return target;
+                }
+                Err(e) => tracing::debug!(error = %std::io::Error::from(e), "cannot raise the open-file limit"),
             }
         }
-        now.rlim_cur
+        cur
     })
 }
 
@@ -473,8 +471,7 @@ fn open_private_dir(path: &Path) -> Result<std::fs::File> {
             _ => Error::io(format!("opening the engine proxy's directory {}", path.display()), e),
         })?;
     let meta = dir.metadata().map_err(|e| Error::io(format!("inspecting {}", path.display()), e))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Err(bad(format!("belongs to user {}, not to didx's user {me}; remove it", meta.uid())));
     }

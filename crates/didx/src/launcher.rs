@@ -13,7 +13,6 @@
 //! or `setpriv` needed in the image.
 
 use std::collections::HashSet;
-use std::ffi::CStr;
 
 use crate::engine::ExecAs;
 use crate::env::Environment;
@@ -31,8 +30,7 @@ impl UserSpec {
     pub(crate) fn resolve(&self) -> Result<User> {
         let (uid, gid, mut gids) = match self {
             UserSpec::Host => {
-                // SAFETY: plain libc calls without pointers.
-                let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+                let (uid, gid) = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
                 (uid, gid, host_groups()?)
             }
             UserSpec::Ids { uid, gid, groups } => {
@@ -66,45 +64,21 @@ fn entry_safe(n: &str) -> bool {
 
 /// The supplementary groups of this process.
 fn host_groups() -> Result<Vec<u32>> {
-    // SAFETY: a count query, then a buffer of that count.
-    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    if n < 0 {
-        return Err(Error::io("reading this process's groups", std::io::Error::last_os_error()));
-    }
-    let mut v: Vec<libc::gid_t> = vec![0; n as usize];
-    let got = unsafe { libc::getgroups(n, v.as_mut_ptr()) };
-    if got < 0 {
-        return Err(Error::io("reading this process's groups", std::io::Error::last_os_error()));
-    }
-    v.truncate(got as usize);
-    Ok(v)
+    let groups = rustix::process::getgroups().map_err(|e| Error::io("reading this process's groups", e.into()))?;
+    Ok(groups.into_iter().map(|g| g.as_raw()).collect())
 }
 
 /// This machine's passwd entry for `uid`: name and primary gid.
 fn passwd_of(uid: u32) -> Option<(String, u32)> {
-    let mut buf = vec![0 as libc::c_char; 1 << 16];
-    // SAFETY: zeroed plain-data struct filled by getpwuid_r from our buffer; read only on success.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if r != 0 || out.is_null() {
-        return None;
-    }
-    let name = unsafe { CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned();
-    Some((name, pw.pw_gid))
+    // getpwuid_r; an entry that cannot be read counts as none.
+    let pw = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    Some((pw.name, pw.gid.as_raw()))
 }
 
 /// This machine's name for group `gid`.
 fn group_name(gid: u32) -> Option<String> {
-    let mut buf = vec![0 as libc::c_char; 1 << 16];
-    // SAFETY: as in passwd_of.
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::group = std::ptr::null_mut();
-    let r = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if r != 0 || out.is_null() {
-        return None;
-    }
-    Some(unsafe { CStr::from_ptr(gr.gr_name) }.to_string_lossy().into_owned())
+    // getgrgid_r; as in passwd_of.
+    Some(nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)).ok()??.name)
 }
 
 /// The client's `/etc/passwd` with `user`'s entry: every line naming the same user or uid
@@ -434,7 +408,7 @@ mod tests {
     #[test]
     fn the_host_user_resolves_to_this_process_s_ids_and_groups() {
         let u = UserSpec::Host.resolve().unwrap();
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
         assert_eq!((u.uid, u.gid), (uid, gid));
         assert_eq!(u.groups[0].0, gid);
         let mut want: Vec<u32> = host_groups().unwrap();

@@ -32,6 +32,10 @@
 //! commands, clean-up by policy, cancellation) is a [`session::Session`]; the warm pool is
 //! [`pool`]; what didx left on an engine is in [`inventory`]; the offline image is [`image`].
 #![deny(missing_docs)]
+// No unsafe code in the library. Its unit tests alone set environment variables (unsafe since
+// edition 2024), in one helper that allows it (cache::tests::set_env).
+#![cfg_attr(not(test), forbid(unsafe_code))]
+#![cfg_attr(test, deny(unsafe_code))]
 
 /// The bollard version didx is built with, so a [`Sandbox::docker`] client and your own calls
 /// agree.

@@ -641,12 +641,11 @@ mod tests {
             let here = std::env::current_dir().unwrap();
             let sock = format!("didx-unit-agent-{}.sock", std::process::id());
             let _l = std::os::unix::net::UnixListener::bind(here.join(&sock)).unwrap();
-            // SAFETY: with_cache holds the lock of the tests that touch the environment.
-            unsafe { std::env::set_var("SSH_AUTH_SOCK", &sock) };
+            crate::cache::tests::set_env("SSH_AUTH_SOCK", Some(sock.as_ref()));
             let refused = Sandbox::builder().ssh_agent(true).options();
-            unsafe { std::env::set_var("SSH_AUTH_SOCK", here.join(&sock)) };
+            crate::cache::tests::set_env("SSH_AUTH_SOCK", Some(here.join(&sock).as_os_str()));
             let accepted = Sandbox::builder().ssh_agent(true).options();
-            unsafe { std::env::remove_var("SSH_AUTH_SOCK") };
+            crate::cache::tests::set_env("SSH_AUTH_SOCK", None);
             std::fs::remove_file(here.join(&sock)).unwrap();
             let e = refused.unwrap_err();
             assert!(e.is_usage() && e.to_string().contains("SSH_AUTH_SOCK is a relative path"), "{e}");

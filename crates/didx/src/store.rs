@@ -970,13 +970,13 @@ mod tests {
     fn the_prefix_is_a_volume_name_s() {
         crate::cache::tests::with_cache(|_| {
             assert_eq!(prefix().unwrap(), DEFAULT_PREFIX);
-            unsafe { std::env::set_var(PREFIX_VAR, "t-1.x_y") };
+            crate::cache::tests::set_env(PREFIX_VAR, Some("t-1.x_y".as_ref()));
             assert_eq!(prefix().unwrap(), "t-1.x_y");
-            unsafe { std::env::set_var(PREFIX_VAR, "-bad") };
+            crate::cache::tests::set_env(PREFIX_VAR, Some("-bad".as_ref()));
             assert!(prefix().is_err());
-            unsafe { std::env::set_var(PREFIX_VAR, "a/b") };
+            crate::cache::tests::set_env(PREFIX_VAR, Some("a/b".as_ref()));
             assert!(prefix().is_err());
-            unsafe { std::env::remove_var(PREFIX_VAR) };
+            crate::cache::tests::set_env(PREFIX_VAR, None);
         });
     }
 }

@@ -1000,7 +1000,7 @@ mod tests {
             vec![("x/tree".into(), 0o755), ("x/tree/l".into(), 0o777), ("x/tree/sub".into(), 0o755), ("x/tree/sub/f".into(), 0o4755)]
         );
         let fifo = d.join("tree/fifo");
-        assert_eq!(unsafe { libc::mkfifo(std::ffi::CString::new(fifo.to_str().unwrap()).unwrap().as_ptr(), 0o644) }, 0);
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o644)).unwrap();
         let e = validate_host(&d.join("tree"), b"tree", at("x"), None).unwrap_err();
         assert!(e.to_string().contains("fifo"), "{e}");
         std::fs::remove_dir_all(&d).ok();

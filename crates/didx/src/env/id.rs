@@ -33,7 +33,7 @@ pub struct Container {
 /// This process as an environment's owner: `USER@HOST pid PID` (`USER` from `$USER`, else
 /// `uid N`).
 pub fn owner() -> String {
-    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }));
+    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| format!("uid {}", rustix::process::getuid().as_raw()));
     format!("{user}@{} pid {}", hostname(), std::process::id())
 }
 
@@ -60,15 +60,8 @@ pub(super) fn unclaimed_client(env_id: &str, client_name: &str) -> Option<bool> 
 /// This host's name ('/' never occurs in one; replaced all the same, it separates the filler
 /// label's fields).
 pub(super) fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and we stop at the first NUL or the end.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown-host".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).replace('/', "_")
+    // uname's nodename, which is what gethostname reads on Linux; it cannot fail.
+    rustix::system::uname().nodename().to_string_lossy().replace('/', "_")
 }
 
 #[cfg(test)]
