@@ -211,7 +211,7 @@ pub enum StoreEvent<'a> {
 /// A snapshot's seal, as the host engine keeps it (the labels of a volume that holds no data,
 /// out of every sandbox's reach): the entrypoint seeds a server from the snapshot only when the
 /// digest of its `seal` file is this one and the snapshot and every layer still match what that
-/// file lists (see `image/entrypoint.sh`, and README, "The image store", for the threat model).
+/// file lists (see `image/entrypoint.sh`, and the book, docs/src/security.md, "The image store and its seal", for the threat model).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Seal {
     /// The snapshot (`snap-N`).
