@@ -7,7 +7,8 @@
 # 3. writes docs/src/reference/cli.md from the binary's --help, for the top level and every
 #    subcommand (walked from each help's "Commands:" list), so the reference cannot lag the code;
 # 4. checks internal links: every SUMMARY.md entry exists, and every relative .md link in
-#    docs/src (with its #anchor, against the headings of the page it names) resolves;
+#    docs/src (with its #anchor, against the headings of the page it names) resolves, and so
+#    does every README.md link into docs/;
 # 5. runs mdbook build docs.
 # Exit 0 only if all of that passed. Needs no engine and no network but crates.io for step 1.
 set -euo pipefail
@@ -145,6 +146,14 @@ for root, _, files in os.walk(src):
                 bad.append(f"{where}: no such page {target}")
             elif frag and frag not in anchors(dest):
                 bad.append(f"{where}: no heading #{frag} in {os.path.relpath(dest, src)}")
+
+# The README links into the book: those must resolve too.
+for m in re.finditer(r"\]\((docs/[^)\s]+)\)", open("README.md", encoding="utf-8").read()):
+    path, _, frag = m.group(1).partition("#")
+    if not os.path.exists(path):
+        bad.append(f"README.md: no such file {m.group(1)}")
+    elif frag and path.endswith(".md") and frag not in anchors(path):
+        bad.append(f"README.md: no heading #{frag} in {path}")
 
 for b in bad:
     print(f"book: broken link: {b}", file=sys.stderr)
