@@ -100,7 +100,7 @@ pub struct RunArgs {
     /// server options; a background refill replaces it. Starts a fresh one if none is ready
     #[arg(long)]
     pub pool: bool,
-    /// With --clean rpt: print the listing as JSON on stdout (see the README for its keys);
+    /// With --clean rpt: print the listing as JSON on stdout (keys: the book, docs/src/reference/json.md);
     /// with a --sv list: the matrix summary as JSON on stdout (command output goes to stderr)
     #[arg(long)]
     pub json: bool,
@@ -200,14 +200,14 @@ pub enum Verb {
     Pool {
         #[command(subcommand)]
         cmd: Option<PoolCmd>,
-        /// Print the listing as JSON on stdout (see the README for its keys)
+        /// Print the listing as JSON on stdout (keys: the book, docs/src/reference/json.md)
         #[arg(long)]
         json: bool,
     },
     /// List every didx environment on the engine: id, state, versions, images, age, policy,
     /// owner, inner address block, published ports, engine endpoint
     Ls {
-        /// Print the listing as JSON on stdout (see the README for its keys)
+        /// Print the listing as JSON on stdout (keys: the book, docs/src/reference/json.md)
         #[arg(long)]
         json: bool,
     },
@@ -218,7 +218,7 @@ pub enum Verb {
         /// client's container name
         #[arg(value_name = "ID")]
         id: String,
-        /// Print a JSON object instead (see the README for its keys)
+        /// Print a JSON object instead (keys: the book, docs/src/reference/json.md)
         #[arg(long)]
         json: bool,
     },
@@ -227,7 +227,7 @@ pub enum Verb {
     Store {
         #[command(subcommand)]
         cmd: Option<StoreCmd>,
-        /// Print the listing as JSON on stdout (see the README for its keys)
+        /// Print the listing as JSON on stdout (keys: the book, docs/src/reference/json.md)
         #[arg(long)]
         json: bool,
     },

@@ -3,7 +3,7 @@
 //! to stderr, as every status line does.
 //!
 //! The JSON is an array of objects with snake_case keys; times are Unix seconds, `null` when
-//! unknown. The README documents the schema; the unit tests below pin it.
+//! unknown. The book documents the schema (docs/src/reference/json.md); the unit tests below pin it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

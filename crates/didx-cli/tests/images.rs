@@ -3,7 +3,7 @@
 //! made from such an image must behave as with didx's own Debian image. didx/dind-busybox:local
 //! is that image, built offline by scripts/busybox-dind-image.sh (scripts/setup.sh runs it):
 //! busybox-static, with Docker's binaries and iptables copied from didx/dind:local. Both lanes
-//! run these (README, "Tested where").
+//! run these (the book, docs/src/testing.md, "Tested where").
 
 mod common;
 

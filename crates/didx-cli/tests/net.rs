@@ -211,7 +211,7 @@ fn a_route_from_the_host_to_an_environments_block_reaches_its_inner_containers()
             let o = Command::new("docker").args(["inspect", "-f", f, &server]).output().unwrap();
             String::from_utf8_lossy(&o.stdout).trim().to_string()
         };
-        // The commands README gives.
+        // The commands the book gives (docs/src/concepts/networking.md, "A route from the host").
         let block = inspect(r#"{{index .Config.Labels "io.didx.net"}}"#);
         let via = inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
         assert!(block.ends_with("/20") && !via.is_empty(), "block {block:?} via {via:?}");

@@ -538,7 +538,7 @@ fn a_killed_filler_leaves_no_starting_environment_and_its_ready_ones_stay() {
         // is held by the filler from its start until ready (its lease), so it ends itself.
         // (Killed once it said a server started: `pool up` has no helper process, so a kill
         // while a create request is in flight leaves a never-started container for the next
-        // didx command's sweep; see README, Reaping.)
+        // didx command's sweep; see the book, docs/src/concepts/cleanup.md, "The run's helper".)
         let mut dead =
             mine.cmd(&["pool", "up", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
         let mut lines = std::io::BufReader::new(dead.stderr.take().unwrap()).lines();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The reaping allowance the README promises ("gone within ~5 s").
+/// The reaping allowance the book promises ("within ~5 s", docs/src/concepts/cleanup.md).
 const REAP: Duration = Duration::from_secs(5);
 
 /// Spawn didx in a process group of its own with stderr piped; return the child once a line

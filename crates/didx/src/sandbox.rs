@@ -139,7 +139,7 @@ impl SandboxBuilder {
     }
     /// The range the inner engine's addresses come from (`--address-range`): an IPv4 network
     /// of /20 or larger, of which the sandbox's dockerd gets its own /20 (default bridge and
-    /// network pool; see the README); `none` leaves them to dockerd. Default
+    /// network pool; see the book, docs/src/concepts/networking.md); `none` leaves them to dockerd. Default
     /// `10.200.0.0/13`. Ignored when `dockerd_opts` set `--bip`, `--default-address-pool` or
     /// `--fixed-cidr`.
     pub fn address_range(mut self, range: impl Into<String>) -> Self {

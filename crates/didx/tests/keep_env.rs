@@ -131,7 +131,7 @@ fn keep_is_decided_at_start_and_the_log_says_what_happens() {
         cleanup();
         panic!("the drop did not say kept: {log:?}");
     }
-    // A lease would end it within 5 s of the SIGKILL (the README's bound); twice that, still there.
+    // A lease would end it within 5 s of the SIGKILL (the book's bound, docs/src/concepts/cleanup.md); twice that, still there.
     std::thread::sleep(Duration::from_secs(10));
     let left = rt.block_on(leftovers(&host, &id));
     cleanup();
