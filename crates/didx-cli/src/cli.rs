@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// seeing where the time goes (bench/speed.py reads them)
     #[arg(long)]
     pub timings: bool,
+    /// Also write every event of the run as one JSON object per line on stderr
+    /// ({"didx_event": KIND, "ms": MS, ...}), for programs that follow a run
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub events: Option<EventFormat>,
     /// Mount the current directory at /work in the client and run every COMMAND there (a
     /// -v targeting /work is then refused)
     #[arg(long = "workdir-here")]
@@ -239,6 +243,13 @@ pub enum Verb {
     },
     /// Print didx's man page (roff) to stdout, e.g. didx man > /usr/local/share/man/man1/didx.1
     Man,
+}
+
+/// `--events`: how a run's events are written for programs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventFormat {
+    /// One JSON object per line on stderr
+    Json,
 }
 
 /// The shells `didx completions` writes for.

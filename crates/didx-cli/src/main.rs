@@ -16,6 +16,7 @@ use clap::{CommandFactory, FromArgMatches};
 mod cli;
 mod commands;
 mod engine;
+mod event_json;
 mod events;
 mod exit;
 mod helper;

@@ -120,7 +120,7 @@ impl RunJob {
         let last_line = Mutex::new(std::time::Instant::now());
         let pooled = self.pooled;
         let leased = self.leased();
-        let on = |e: &Event<'_>| match e {
+        let on_prose = |e: &Event<'_>| match e {
             Event::Images { resolved } => say_images(resolved),
             Event::Resolved => timings.mark("resolved"),
             Event::Starting { id, names, pooled } => {
@@ -247,6 +247,10 @@ impl RunJob {
         };
         let (mut stdout, mut stderr) = streams(self.matrix.as_ref());
         let result = {
+            let on = |e: &Event<'_>| {
+                crate::event_json::emit(e);
+                on_prose(e)
+            };
             let run = self.session.run(&engine, &cancel, &on, &mut stdout, &mut stderr);
             tokio::pin!(run);
             // The first signal cancels (the session winds down and cleans up by policy); one during

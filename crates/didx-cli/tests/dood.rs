@@ -144,17 +144,6 @@ fn a_taken_host_port_is_reported_with_what_holds_it() {
     });
 }
 
-/// Containers a didx process made (its `io.didx.owner` label names its pid).
-fn made_by(pid: u32) -> Vec<String> {
-    rt().block_on(async {
-        let cs = engine().await.containers(didx::labels::filter(None)).await.unwrap();
-        cs.into_iter()
-            .filter(|c| c.labels.as_ref().and_then(|l| l.get(didx::labels::OWNER)).is_some_and(|o| o.ends_with(&format!(" pid {pid}"))))
-            .map(|c| format!("{:?}", c.names))
-            .collect()
-    })
-}
-
 #[test]
 fn usage_errors_create_nothing() {
     for (args, needle) in [

@@ -27,6 +27,9 @@ impl Plan {
     /// Validate the whole run before the engine is touched: a usage error creates nothing.
     pub fn of(host: Option<String>, a: RunArgs) -> anyhow::Result<Plan> {
         listing::check_run(&a)?;
+        if a.events == Some(crate::cli::EventFormat::Json) {
+            crate::event_json::enable();
+        }
         let clean = CleanPolicy::from(a.clean);
         if matches!(clean, CleanPolicy::All | CleanPolicy::Rpt) {
             if !a.commands.is_empty() {

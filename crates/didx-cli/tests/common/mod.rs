@@ -38,9 +38,22 @@ pub struct Run {
 }
 
 impl Run {
-    /// The environment id didx reported (from the server's name), if it started one.
+    /// The environment id didx reported: from its `starting` event with `--events json`, else
+    /// from the server's name in its prose.
     pub fn env_id(&self) -> Option<String> {
-        env_id_in(&self.stderr)
+        self.events()
+            .iter()
+            .find(|e| e["didx_event"] == "starting")
+            .and_then(|e| e["id"].as_str().map(String::from))
+            .or_else(|| env_id_in(&self.stderr))
+    }
+    /// The run's events (`--events json`): the JSON lines of its stderr, in order.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("{\"didx_event\""))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("an event line that is not JSON ({e}): {l}")))
+            .collect()
     }
     pub fn show(&self) -> String {
         format!("exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
@@ -287,4 +300,15 @@ pub fn scaled(d: std::time::Duration) -> std::time::Duration {
         Err(_) => 1,
     };
     d * factor
+}
+
+/// Containers a didx process made (its `io.didx.owner` label names its pid).
+pub fn made_by(pid: u32) -> Vec<String> {
+    rt().block_on(async {
+        let cs = engine().await.containers(didx::labels::filter(None)).await.unwrap();
+        cs.into_iter()
+            .filter(|c| c.labels.as_ref().and_then(|l| l.get(didx::labels::OWNER)).is_some_and(|o| o.ends_with(&format!(" pid {pid}"))))
+            .map(|c| format!("{:?}", c.names))
+            .collect()
+    })
 }
