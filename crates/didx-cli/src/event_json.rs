@@ -47,23 +47,6 @@ fn line(mut v: Value) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_event_line_starts_with_its_kind_and_is_one_json_object() {
-        let v = to_json(&Event::Starting { id: "abc", names: &["s".into(), "c".into()], pooled: false }).unwrap();
-        let l = line(v);
-        assert!(l.starts_with("{\"didx_event\":\"starting\","), "{l}");
-        assert!(l.ends_with('\n') && l.matches('\n').count() == 1, "{l}");
-        let back: Value = serde_json::from_str(&l).unwrap();
-        assert_eq!(back["didx_event"], "starting");
-        assert_eq!(back["client"], "c");
-        assert_eq!(line(to_json(&Event::Resolved).unwrap()), "{\"didx_event\":\"resolved\"}\n");
-    }
-}
-
 fn kind(k: &str, mut fields: Value) -> Value {
     fields["didx_event"] = json!(k);
     fields
@@ -136,4 +119,21 @@ pub fn to_json(e: &Event<'_>) -> Option<Value> {
         Event::Kept { id, names, expires } => kind("kept", json!({"id": id, "server": names[0], "client": names[1], "expires": expires})),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_line_starts_with_its_kind_and_is_one_json_object() {
+        let v = to_json(&Event::Starting { id: "abc", names: &["s".into(), "c".into()], pooled: false }).unwrap();
+        let l = line(v);
+        assert!(l.starts_with("{\"didx_event\":\"starting\","), "{l}");
+        assert!(l.ends_with('\n') && l.matches('\n').count() == 1, "{l}");
+        let back: Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(back["didx_event"], "starting");
+        assert_eq!(back["client"], "c");
+        assert_eq!(line(to_json(&Event::Resolved).unwrap()), "{\"didx_event\":\"resolved\"}\n");
+    }
 }
