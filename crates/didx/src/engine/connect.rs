@@ -1,0 +1,147 @@
+//! The [`Engine`] handle: connecting to an engine (an address, `DOCKER_HOST` or the docker
+//! context), the address as a docker CLI wants it, and the engine's `/info`.
+
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::SystemInfo;
+
+use super::call::quick;
+use crate::error::{Error, Result};
+
+/// Default engine address when neither `-H` nor `DOCKER_HOST` is given.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// bollard's client-wide timeout, which would cut an upload at that length whatever its
+/// progress: none (tokio treats an unrepresentable deadline as none); each call is bounded here.
+const BOLLARD_TIMEOUT: Duration = Duration::from_secs(u64::MAX);
+
+/// How long the first contact may take before the engine counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to one Docker engine.
+#[derive(Clone)]
+pub struct Engine {
+    pub(super) docker: Docker,
+    host: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("host", &self.host).finish()
+    }
+}
+
+impl Engine {
+    /// Connect to `host` (`unix://`, `tcp://`, `https://`), else `DOCKER_HOST`, else the local
+    /// socket. `tcp://` uses TLS when `DOCKER_TLS_VERIFY` is set, with the certificates in
+    /// `DOCKER_CERT_PATH` (default `~/.docker`). Fails with [`Error::Unreachable`] when the
+    /// engine does not answer.
+    pub async fn connect(host: Option<&str>) -> Result<Engine> {
+        let host = match host {
+            Some(h) => h.to_string(),
+            None => std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| DEFAULT_HOST.to_string()),
+        };
+        let known = ["unix://", "tcp://", "http://", "https://"];
+        if !known.iter().any(|p| host.starts_with(p)) {
+            return Err(Error::invalid(
+                "engine address",
+                host,
+                "expected unix:///path/docker.sock or tcp://HOST:PORT (set by -H or DOCKER_HOST)",
+            ));
+        }
+        let docker = Docker::connect_with_host(&host).map_err(|source| Error::Unreachable { host: host.clone(), source })?;
+        Engine::negotiated(docker, host).await
+    }
+
+    /// Connect to the engine the docker CLI would use: `DOCKER_HOST`, else the current docker
+    /// context (`DOCKER_CONTEXT`, else `currentContext` in `$DOCKER_CONFIG/config.json`, with
+    /// the context's TLS files when it has them), else the local socket. (The `didx` command's
+    /// `-H` comes first: it calls [`Engine::connect`] with it.)
+    ///
+    /// ```no_run
+    /// # async fn demo() -> didx::Result<()> {
+    /// let engine = didx::Engine::connect_default().await?;
+    /// println!("{}", engine.host());
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_default() -> Result<Engine> {
+        let target = crate::context::resolve(&|k| std::env::var(k).ok(), &|p| std::fs::read_to_string(p).ok())?;
+        match &target.tls_dir {
+            None => Engine::connect(Some(&target.host)).await,
+            Some(dir) => {
+                let https = target.host.replacen("tcp://", "https://", 1);
+                let docker = Docker::connect_with_ssl(
+                    &https,
+                    &dir.join("key.pem"),
+                    &dir.join("cert.pem"),
+                    &dir.join("ca.pem"),
+                    u64::MAX,
+                    bollard::API_DEFAULT_VERSION,
+                )
+                .map_err(|source| Error::Unreachable { host: target.host.clone(), source })?;
+                Engine::negotiated(docker, https).await
+            }
+        }
+    }
+
+    async fn negotiated(docker: Docker, host: String) -> Result<Engine> {
+        let docker = docker.with_timeout(BOLLARD_TIMEOUT);
+        match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+            Ok(Ok(docker)) => Ok(Engine { docker, host }),
+            Ok(Err(source)) => Err(Error::Unreachable { host, source }),
+            Err(_) => Err(Error::Unreachable { host, source: BollardError::RequestTimeoutError }),
+        }
+    }
+
+    /// The address connected to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The environment a docker CLI needs to talk to this same engine: `DOCKER_HOST` (an
+    /// `http://`/`https://` address in the CLI's `tcp://` form) and, for `https://`,
+    /// `DOCKER_TLS_VERIFY=1`. `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`, when they applied to a
+    /// `tcp://` address, came from this process's environment and are inherited as they are.
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        cli_env_for(&self.host)
+    }
+
+    /// True when the engine runs on this machine (a unix socket), so container addresses on its
+    /// default bridge are normally routable from here.
+    pub fn is_local(&self) -> bool {
+        self.host.starts_with("unix://")
+    }
+
+    /// The engine's `/info`.
+    pub async fn info(&self) -> Result<SystemInfo> {
+        quick("info", "engine", self.docker.info()).await
+    }
+}
+
+/// [`Engine::cli_env`] for the engine at `host` (an address as [`Engine::host`] gives it).
+pub fn cli_env_for(host: &str) -> Vec<(String, String)> {
+    let var = |k: &str, v: String| (k.to_string(), v);
+    if let Some(addr) = host.strip_prefix("https://") {
+        vec![var("DOCKER_HOST", format!("tcp://{addr}")), var("DOCKER_TLS_VERIFY", "1".into())]
+    } else if let Some(addr) = host.strip_prefix("http://") {
+        vec![var("DOCKER_HOST", format!("tcp://{addr}"))]
+    } else {
+        vec![var("DOCKER_HOST", host.to_string())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_gets_the_engine_address_in_its_own_form() {
+        let env = |h: &str| cli_env_for(h).into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+        assert_eq!(env("unix:///var/run/docker.sock"), ["DOCKER_HOST=unix:///var/run/docker.sock"]);
+        assert_eq!(env("tcp://h:2376"), ["DOCKER_HOST=tcp://h:2376"]);
+        assert_eq!(env("http://h:2375"), ["DOCKER_HOST=tcp://h:2375"]);
+        assert_eq!(env("https://h:2376"), ["DOCKER_HOST=tcp://h:2376", "DOCKER_TLS_VERIFY=1"]);
+    }
+}
