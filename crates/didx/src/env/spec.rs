@@ -43,9 +43,9 @@ pub struct EnvSpec {
     pub address_range: Option<AddressRange>,
     /// The engine network the server joins (`--network`), instead of the default bridge.
     pub network: Option<String>,
-    /// What removes it, as `didx ls` shows it (see [`labels::POLICY`]).
+    /// What removes it, as `didx ls` shows it (the `io.didx.policy` label).
     pub policy: String,
-    /// Who makes it, `USER@HOST pid PID` (see [`owner`]).
+    /// Who makes it, `USER@HOST pid PID` (see [`owner`](super::id::owner)).
     pub owner: String,
     /// Which engine the client talks to: its own server's, or (`--engine host`) the engine
     /// itself through didx's proxy, with no server.
