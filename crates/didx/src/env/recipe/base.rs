@@ -1,0 +1,69 @@
+//! What every container of the recipe agrees on: the entrypoint and the paths it uses, the
+//! TLS port and where it is published, and the recipe's revision.
+
+use bollard::models::PortMap;
+
+/// The entrypoint script placed at [`ENTRYPOINT_PATH`] in every container didx creates.
+pub const ENTRYPOINT: &str = include_str!("../../../../../image/entrypoint.sh");
+
+/// Where the entrypoint is placed.
+pub const ENTRYPOINT_PATH: &str = "/didx/entrypoint";
+
+/// Port of the inner engine's TLS listener.
+pub const TLS_PORT: u16 = 2376;
+
+/// Where the client finds its certificates (docker:dind's convention).
+pub const CLIENT_CERT_PATH: &str = "/certs/client";
+
+/// The host address the server's TLS port is published on (never all addresses).
+pub const PUBLISHED_IP: &str = "127.0.0.1";
+
+/// The recipe's revision, part of the pool key: bumped whenever servers are made differently in
+/// a way that matters to whoever claims one, so an environment pooled by an older didx is never
+/// served. 2: the TLS port published on [`PUBLISHED_IP`]. 3: servers and clients auto-removed
+/// and leased, pooled clients running and following their server, no shared files volume. 4:
+/// servers in a private cgroup namespace; the caps profile allows every device.
+pub(crate) const VERSION: u32 = 4;
+
+pub(super) const SERVER_CERT_DIR: &str = "/didx/certs/server";
+
+/// Where a server with `--store` (read-only) and a store's filler (read-write) mount the store.
+pub const STORE_PATH: &str = "/didx/store";
+
+/// The engine's key for the TLS port, `2376/tcp`.
+pub(super) fn tls_port_key() -> String {
+    format!("{TLS_PORT}/tcp")
+}
+
+/// The host port the engine chose for the server's TLS port on [`PUBLISHED_IP`], from the
+/// server's inspected `NetworkSettings.Ports`; `None` when it publishes none there.
+pub(crate) fn published_port(ports: Option<&PortMap>) -> Option<u16> {
+    ports?
+        .get(&tls_port_key())?
+        .as_ref()?
+        .iter()
+        .filter(|b| b.host_ip.as_deref() == Some(PUBLISHED_IP))
+        .find_map(|b| b.host_port.as_deref().and_then(|p| p.parse().ok()).filter(|p| *p != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::PortBinding;
+
+    #[test]
+    fn the_published_port_is_the_loopback_binding_of_the_tls_port() {
+        let b = |ip: &str, port: &str| PortBinding { host_ip: Some(ip.into()), host_port: Some(port.into()) };
+        let map = |k: &str, v: Option<Vec<PortBinding>>| PortMap::from([(k.to_string(), v)]);
+        assert_eq!(published_port(Some(&map("2376/tcp", Some(vec![b("127.0.0.1", "32768")])))), Some(32768));
+        assert_eq!(published_port(Some(&map("2376/tcp", Some(vec![b("0.0.0.0", "1"), b("::", "2"), b("127.0.0.1", "3")])))), Some(3));
+        // Absent, not published (an older didx), elsewhere only, another port, not yet chosen.
+        assert_eq!(published_port(None), None);
+        assert_eq!(published_port(Some(&PortMap::new())), None);
+        assert_eq!(published_port(Some(&map("2376/tcp", None))), None);
+        assert_eq!(published_port(Some(&map("2376/tcp", Some(vec![b("0.0.0.0", "32768")])))), None);
+        assert_eq!(published_port(Some(&map("2375/tcp", Some(vec![b("127.0.0.1", "32768")])))), None);
+        assert_eq!(published_port(Some(&map("2376/tcp", Some(vec![b("127.0.0.1", "")])))), None);
+        assert_eq!(published_port(Some(&map("2376/tcp", Some(vec![b("127.0.0.1", "0")])))), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! [`Sandbox`], the handle of a running sandbox: its inner engine reached from Rust, commands
+//! run in its client, kept or removed (by `rm`, or on drop on a thread of its own); and
+//! [`ExecOutput`].
+
+use std::time::Duration;
+
+use crate::engine::Engine;
+use crate::env::Environment;
+use crate::env::pool::Refill;
+use crate::error::{Error, Result};
+
+/// What a command run by [`Sandbox::exec`] left: its exit code and everything it printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit code (128 + N when killed by signal N).
+    pub code: i64,
+    /// Everything written to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    /// True when the exit code is 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+    /// stdout as text (invalid UTF-8 replaced).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    /// stderr as text (invalid UTF-8 replaced).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// A running sandbox: a Docker-in-Docker server with its own engine and storage, and a client
+/// container wired to it. Made by [`Sandbox::builder`].
+///
+/// Removed by [`rm`](Sandbox::rm), or when dropped (the removal then runs on a thread of its
+/// own, so dropping is safe in any runtime or none; a failure is logged, never a panic), unless
+/// [`keep`](Sandbox::keep) was called or `DIDX_KEEP=1` was set when it started (set or unset
+/// later, it changes nothing: what is logged on drop is what happens).
+///
+/// A sandbox is held by its process (a *lease*): if the process ends without removing it —
+/// a panic that aborts, SIGKILL, an OOM kill — the sandbox ends itself within seconds and the
+/// engine removes it. `keep()` releases the lease; with `DIDX_KEEP=1` at start none is taken.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub(super) env: Option<Environment>,
+    pub(super) kept: bool,
+    pub(super) refill: Option<Refill>,
+    /// How host tools reach it: the client certificate files [`Sandbox::docker`] connects
+    /// with, in a private directory removed with the sandbox.
+    pub(super) access: tokio::sync::OnceCell<crate::inventory::HostAccess>,
+}
+
+impl Sandbox {
+    fn env(&self) -> &Environment {
+        // Only `rm` and `Drop` take it, and both consume the sandbox.
+        self.env.as_ref().expect("a sandbox holds its environment until rm or drop")
+    }
+
+    /// The sandbox's id (the `<id>` of its container names and of its `io.didx.env` label).
+    pub fn id(&self) -> &str {
+        self.env().id().as_str()
+    }
+    /// The server container's name (`None` with `--engine host`, which has no server).
+    pub fn server_name(&self) -> Option<&str> {
+        self.env().server().map(|s| s.name.as_str())
+    }
+    /// The client container's name.
+    pub fn client_name(&self) -> &str {
+        &self.env().client().name
+    }
+
+    /// A client of the sandbox's *inner* engine, from this process: mutual TLS with the
+    /// sandbox's own client certificate, verification on, to the server's TLS port published
+    /// on 127.0.0.1 only (nothing listens on other addresses). The engine must be local to
+    /// this machine (a unix socket, or a tcp address on it).
+    ///
+    /// ```no_run
+    /// # async fn demo(sb: &didx::Sandbox) -> Result<(), Box<dyn std::error::Error>> {
+    /// let docker = sb.docker().await?;
+    /// let version = docker.version().await?;
+    /// println!("inner engine {}", version.version.unwrap_or_default());
+    /// # Ok(()) }
+    /// ```
+    pub async fn docker(&self) -> Result<bollard::Docker> {
+        let endpoint = self.env().endpoint().await?;
+        let dir = self.cert_dir().await?;
+        let unreachable = |source| Error::Unreachable { host: endpoint.host.clone(), source };
+        let docker = bollard::Docker::connect_with_ssl(
+            &endpoint.host,
+            &dir.join("key.pem"),
+            &dir.join("cert.pem"),
+            &dir.join("ca.pem"),
+            120,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(unreachable)?;
+        match tokio::time::timeout(Duration::from_secs(30), docker.negotiate_version()).await {
+            Ok(r) => r.map_err(unreachable),
+            Err(_) => Err(unreachable(bollard::errors::Error::RequestTimeoutError)),
+        }
+    }
+
+    /// Where the inner engine listens on this machine: `tcp://127.0.0.1:PORT` (mutual TLS; the
+    /// certificate files are in [`docker_env`](Self::docker_env)'s `DOCKER_CERT_PATH`).
+    pub async fn endpoint(&self) -> Result<crate::Endpoint> {
+        self.env().endpoint().await
+    }
+
+    /// The variables that point a docker client of this machine at the sandbox's inner engine,
+    /// as [`docker`](Self::docker) reaches it: `DOCKER_HOST` (`tcp://127.0.0.1:PORT`),
+    /// `DOCKER_TLS_VERIFY=1` and `DOCKER_CERT_PATH` (a private 0700 directory in didx's cache
+    /// directory, `env/<id>`, holding the client certificate; removed with the sandbox). The
+    /// docker CLI, the Python SDK, docker-compose and testcontainers read them.
+    pub async fn docker_env(&self) -> Result<Vec<(String, String)>> {
+        Ok(self.host_access().await?.docker_env())
+    }
+
+    /// How a host tool reaches the sandbox's inner engine ([`docker_env`](Self::docker_env)),
+    /// and the ports it publishes
+    /// ([`SandboxBuilder::publish`](crate::SandboxBuilder::publish)), as bound. What
+    /// `didx env ID` prints. The certificate files are written on first use.
+    pub async fn host_access(&self) -> Result<crate::inventory::HostAccess> {
+        self.access.get_or_try_init(|| self.env().host_access()).await.cloned()
+    }
+
+    /// The private directory holding the client certificate files, made on first use.
+    async fn cert_dir(&self) -> Result<std::path::PathBuf> {
+        Ok(self.host_access().await?.cert_path)
+    }
+
+    /// Run `argv` in the client (no shell: `["sh", "-c", "…"]` for one) and capture its output.
+    /// A command that fails is not an error: look at [`ExecOutput::code`]. It runs as the
+    /// builder said: in `/work` with
+    /// [`SandboxBuilder::workdir_here`](crate::SandboxBuilder::workdir_here), as
+    /// [`SandboxBuilder::user`](crate::SandboxBuilder::user), with the agent of
+    /// [`SandboxBuilder::ssh_agent`](crate::SandboxBuilder::ssh_agent).
+    pub async fn exec<I, S>(&self, argv: I) -> Result<ExecOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let code = self.env().exec(&argv, &mut stdout, &mut stderr).await?;
+        Ok(ExecOutput { code, stdout, stderr })
+    }
+
+    /// Run `argv` in the client, streaming its output to `out` and `err`; returns its exit code.
+    pub async fn exec_streaming(
+        &self,
+        argv: &[String],
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        err: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<i64> {
+        self.env().exec(argv, out, err).await
+    }
+
+    /// Keep the sandbox running after this handle is dropped and after this process ends (as
+    /// `--clean none` does): its lease is released. Remove it later with `didx --clean all` or
+    /// by its label.
+    pub async fn keep(&mut self) -> Result<()> {
+        self.kept = true;
+        match self.env.as_mut() {
+            Some(env) => env.release().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether dropping this handle keeps the sandbox: [`keep`](Self::keep) was called, or
+    /// `DIDX_KEEP=1` was set when it started (decided then; it holds no lease either way).
+    pub fn is_kept(&self) -> bool {
+        self.kept
+    }
+
+    /// When the pool served this sandbox: what tops the pool up again (run it, or spawn it).
+    pub fn take_refill(&mut self) -> Option<Refill> {
+        self.refill.take()
+    }
+
+    /// Remove the sandbox now: server, client, the server's storage, anonymous volumes and
+    /// anything else labelled with it. Removes even when kept.
+    pub async fn rm(mut self) -> Result<()> {
+        let env = self.env.take().expect("a sandbox holds its environment until rm or drop");
+        env.rm().await
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let Some(env) = self.env.take() else { return };
+        if self.kept {
+            // Kept: its lease was released by keep(), or never taken (DIDX_KEEP at start). Not
+            // read again here: a lease taken at start would end it after all.
+            tracing::info!(env = %env.id(), "sandbox kept");
+            env.forget();
+            return;
+        }
+        // The removal is async and Drop is not: run it on a thread with a runtime of its own,
+        // reconnecting there (the handle's connections belong to the caller's runtime, which
+        // may be single-threaded and blocked right here), and wait for it.
+        let host = env.engine().host().to_string();
+        let id = env.id().to_string();
+        // Its lease closes here too, so the sandbox would end itself anyway; removing it now
+        // makes that immediate and certain.
+        env.forget();
+        let thread_id = id.clone();
+        let removal = std::thread::Builder::new().name(format!("didx-drop-{id}")).spawn(move || {
+            let id = thread_id;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::io("starting a runtime", e))?;
+            rt.block_on(async {
+                let engine = Engine::connect(Some(&host)).await?;
+                crate::env::remove(&engine, &id).await.map(|_| ())
+            })
+        });
+        match removal.map(|t| t.join()) {
+            Ok(Ok(Ok(()))) => tracing::info!(env = %id, "sandbox removed"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "removing a dropped sandbox failed; didx --clean all removes it"),
+            Ok(Err(_)) => tracing::error!("the thread removing a dropped sandbox panicked; didx --clean all removes it"),
+            Err(e) => tracing::error!(error = %e, "cannot start a thread to remove a dropped sandbox; didx --clean all removes it"),
+        }
+    }
+}
