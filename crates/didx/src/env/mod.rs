@@ -6,7 +6,7 @@
 //! file) without a network of its own. The server publishes that port on the host's
 //! 127.0.0.1 only ([`Environment::endpoint`]), for host processes holding the client
 //! certificate ([`Environment::client_certificates`]). What the containers are made of is the
-//! pure recipe in `recipe.rs`; this module and [`pool`] only sequence engine calls over it.
+//! pure recipe in `recipe/`; this module and [`pool`] only sequence engine calls over it.
 mod certdir;
 mod endpoint;
 mod event;
