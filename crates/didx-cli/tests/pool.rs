@@ -285,7 +285,7 @@ fn a_claimed_environment_paused_again_is_never_claimed_again() {
         assert_eq!(first.code, 0, "{}", first.show());
         assert!(pooled.contains(&id), "the run did not claim the pooled one: {}", first.show());
         let client = format!("dind_{id}_client_latest");
-        // Its client paused again, as a ready one is: it stays claimed.
+        // Its client paused (as ready ones were by didx before pooled clients ran): it stays claimed.
         rt().block_on(async { engine().await.pause(&client).await.unwrap() });
         assert!(pool_list().contains(&(id.clone(), "claimed".to_string())), "{:?}", pool_list());
         // Twice: the second run may take the refill of the first, never the paused one.
