@@ -70,7 +70,7 @@ pub(super) async fn start(engine: &Engine, spec: &EnvSpec, socket: &str, created
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{IsolationMode, Version};
+
 
     #[test]
     fn the_socket_is_the_unix_path_of_the_engine_address() {
@@ -82,25 +82,10 @@ mod tests {
     #[test]
     fn a_reaper_binds_the_engine_socket_has_no_network_and_is_labelled_and_held() {
         let spec = EnvSpec {
-            id: crate::env::EnvId("e1".into()),
-            sv: Version::parse("--sv", "latest").unwrap(),
-            cv: Version::parse("--cv", "latest").unwrap(),
-            server_image: "didx/dind:local".into(),
-            client_image: "didx/dind:local".into(),
             storage_driver: "overlay2".into(),
-            dockerd_opts: vec![],
-            isolation: IsolationMode::Auto,
-            engine_id: String::new(),
-            ready_timeout: std::time::Duration::from_secs(1),
-            volumes: vec![],
-            publish: vec![],
             lease: true,
-            address_range: None,
-            network: None,
-            policy: "anycase".into(),
-            owner: String::new(),
             engine_mode: crate::spec::EngineMode::Host,
-            store: None,
+            ..EnvSpec::example()
         };
         let b = recipe::held(body(&spec, "/run/host.sock", 7));
         let hc = b.host_config.as_ref().unwrap();

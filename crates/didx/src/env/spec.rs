@@ -105,20 +105,18 @@ pub struct PoolTag {
     pub idle_timeout: Option<u64>,
 }
 
+/// The unit tests' environment spec: one literal, which each test varies with `..`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_didx_sh() {
-        let spec = EnvSpec {
-            id: EnvId("abc".into()),
+impl EnvSpec {
+    pub(crate) fn example() -> EnvSpec {
+        EnvSpec {
+            id: EnvId("e1".into()),
             sv: Version::parse("--sv", "latest").unwrap(),
-            cv: Version::parse("--cv", "24.0").unwrap(),
-            server_image: String::new(),
-            client_image: String::new(),
+            cv: Version::parse("--cv", "latest").unwrap(),
+            server_image: "didx/dind:local".into(),
+            client_image: "didx/dind:local".into(),
             storage_driver: "vfs".into(),
-            dockerd_opts: vec!["--debug".into()],
+            dockerd_opts: vec![],
             isolation: IsolationMode::Auto,
             engine_id: String::new(),
             ready_timeout: Duration::from_secs(1),
@@ -131,6 +129,20 @@ mod tests {
             owner: String::new(),
             engine_mode: Default::default(),
             store: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_didx_sh() {
+        let spec = EnvSpec {
+            id: EnvId("abc".into()),
+            cv: Version::parse("--cv", "24.0").unwrap(),
+            ..EnvSpec::example()
         };
         assert_eq!(spec.server_name(), "dind_abc_server_latest");
         assert_eq!(spec.client_name(), "dind_abc_client_24.0");

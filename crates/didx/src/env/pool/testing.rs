@@ -5,29 +5,13 @@ use bollard::models::{ContainerSummary, ContainerSummaryStateEnum as CState};
 use crate::env::id::EnvId;
 use crate::env::spec::EnvSpec;
 use crate::labels;
-use crate::spec::{IsolationMode, Version};
 
 pub(super) fn spec() -> EnvSpec {
     EnvSpec {
         id: EnvId::generate(),
-        sv: Version::parse("--sv", "latest").unwrap(),
-        cv: Version::parse("--cv", "latest").unwrap(),
-        server_image: "didx/dind:local".into(),
-        client_image: "didx/dind:local".into(),
         storage_driver: "overlay2".into(),
-        dockerd_opts: vec![],
-        isolation: IsolationMode::Auto,
-        engine_id: String::new(),
         ready_timeout: std::time::Duration::from_secs(60),
-        volumes: vec![],
-        publish: vec![],
-        lease: false,
-        address_range: None,
-        network: None,
-        policy: "anycase".into(),
-        owner: String::new(),
-        engine_mode: Default::default(),
-        store: None,
+        ..EnvSpec::example()
     }
 }
 
