@@ -386,7 +386,11 @@ fn store_rm_and_prune_free_the_space_and_nothing_else_and_leave_a_store_in_use()
     let mut fx = Fixture::new();
     let keep = fx.image("keep", "kept", 1);
     let big = fx.image("big", "big", 20);
-    ok(&fx.didx(&["--sv", "local", "--store", "--load", &keep, "--load", &big, "--clean", "anycase", "true"]));
+    let filled = fx.didx(&["--sv", "local", "--store", "--load", &keep, "--load", &big, "--clean", "anycase", "true"]);
+    ok(&filled);
+    // The store was filled and used (a run whose fill failed goes on without it, and the
+    // listing below would find nothing: say so here, with the run's account of why).
+    assert!(filled.stderr.contains("into the image store") && filled.stderr.contains("mounts the image store"), "{}", filled.show());
     let store = fx.store_of("didx/dind:local");
     // A decoy: another prefix's store volume, and the host's own images, stay.
     let decoy = format!("{}-decoy", fx.prefix);
@@ -399,7 +403,7 @@ fn store_rm_and_prune_free_the_space_and_nothing_else_and_leave_a_store_in_use()
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1, "{}", listed.stdout);
     let kib_before = v[0]["disk_kib"].as_u64().unwrap();
-    assert_eq!(v[0]["images"].as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["images"].as_array().unwrap().len(), 2, "{}\n{}", listed.show(), filled.show());
     assert!(v[0]["last_used"].as_u64().is_some_and(|t| t + 600 > now_secs()), "used just now: {}", listed.stdout);
     let table = fx.didx(&["store"]);
     ok(&table);
