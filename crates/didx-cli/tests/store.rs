@@ -135,6 +135,8 @@ impl Drop for Fixture {
                 for v in volumes_of(&e, &prefix).await {
                     e.remove_volume(&v).await.ok();
                 }
+                // The decoy one test makes carries another prefix's label on purpose: by name.
+                e.remove_volume(&format!("{prefix}-decoy")).await.ok();
                 for i in images {
                     e.remove_image(&i).await.ok();
                 }
