@@ -92,17 +92,21 @@ pub fn translate_own(own: Option<&MountTable>, what: &str, path: &Path) -> Resul
     own.translate(&path.to_string_lossy()).ok_or_else(|| Error::NotOnAMount { what: what.to_string(), path: path.display().to_string() })
 }
 
+/// The unit tests' mount table (this module's and the rewrite's): a project, a nested cache
+/// and the proxy's socket.
+#[cfg(test)]
+pub(super) fn example_table() -> MountTable {
+    MountTable::new([
+        ("/work".into(), "/home/u/proj".into()),
+        ("/work/cache".into(), "/srv/cache".into()),
+        ("/var/run/docker.sock".into(), "/root/.cache/didx/dood/e1/docker.sock".into()),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
+    use super::example_table as table;
     use super::*;
-
-    fn table() -> MountTable {
-        MountTable::new([
-            ("/work".into(), "/home/u/proj".into()),
-            ("/work/cache".into(), "/srv/cache".into()),
-            ("/var/run/docker.sock".into(), "/root/.cache/didx/dood/e1/docker.sock".into()),
-        ])
-    }
 
     #[test]
     fn client_paths_translate_through_the_longest_mount_holding_them() {

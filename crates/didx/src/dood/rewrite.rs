@@ -178,14 +178,7 @@ pub(super) fn with_message(body: &[u8], more: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    // As in `mounts`.
-    fn table() -> MountTable {
-        MountTable::new([
-            ("/work".into(), "/home/u/proj".into()),
-            ("/work/cache".into(), "/srv/cache".into()),
-            ("/var/run/docker.sock".into(), "/root/.cache/didx/dood/e1/docker.sock".into()),
-        ])
-    }
+    use super::super::mounts::example_table as table;
 
     fn ours() -> HashMap<String, String> {
         HashMap::from([("io.didx.env".to_string(), "e1".to_string())])
