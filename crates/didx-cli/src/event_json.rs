@@ -24,7 +24,7 @@ pub fn emit(e: &Event<'_>) {
     if !ON.load(Ordering::Relaxed) {
         return;
     }
-    let Some(mut v) = to_json(e) else { return };
+    let Some((kind, mut v)) = to_json(e) else { return };
     let ms = STARTED.get().map(|t| t.elapsed().as_millis() as u64).unwrap_or(0);
     v["ms"] = json!(ms);
     if let Ok(p) = PREFIX.try_with(Clone::clone) {
@@ -33,27 +33,26 @@ pub fn emit(e: &Event<'_>) {
             v["sv"] = json!(sv);
         }
     }
-    err(&line(v));
+    err(&line(kind, &v));
 }
 
 /// The event as its line: `didx_event` first (so a reader can tell an event line by its
-/// start), then the other fields.
-fn line(mut v: Value) -> String {
-    let kind = v.as_object_mut().and_then(|o| o.remove("didx_event")).unwrap_or(Value::Null);
-    let rest = v.to_string();
+/// start), then the other fields (an object).
+fn line(kind: &str, fields: &Value) -> String {
+    let kind = json!(kind);
+    let rest = fields.to_string();
     match rest.strip_prefix('{').filter(|r| *r != "}") {
         Some(fields) => format!("{{\"didx_event\":{kind},{fields}\n"),
         None => format!("{{\"didx_event\":{kind}}}\n"),
     }
 }
 
-fn kind(k: &str, mut fields: Value) -> Value {
-    fields["didx_event"] = json!(k);
-    fields
+fn kind(k: &'static str, fields: Value) -> (&'static str, Value) {
+    (k, fields)
 }
 
-/// The JSON of one event (`None` for progress ticks, which would flood the stream).
-pub fn to_json(e: &Event<'_>) -> Option<Value> {
+/// The kind and fields of one event (`None` for progress ticks, which would flood the stream).
+pub fn to_json(e: &Event<'_>) -> Option<(&'static str, Value)> {
     Some(match e {
         Event::Images { resolved } => kind(
             "images",
@@ -127,13 +126,14 @@ mod tests {
 
     #[test]
     fn an_event_line_starts_with_its_kind_and_is_one_json_object() {
-        let v = to_json(&Event::Starting { id: "abc", names: &["s".into(), "c".into()], pooled: false }).unwrap();
-        let l = line(v);
+        let (k, v) = to_json(&Event::Starting { id: "abc", names: &["s".into(), "c".into()], pooled: false }).unwrap();
+        let l = line(k, &v);
         assert!(l.starts_with("{\"didx_event\":\"starting\","), "{l}");
         assert!(l.ends_with('\n') && l.matches('\n').count() == 1, "{l}");
         let back: Value = serde_json::from_str(&l).unwrap();
         assert_eq!(back["didx_event"], "starting");
         assert_eq!(back["client"], "c");
-        assert_eq!(line(to_json(&Event::Resolved).unwrap()), "{\"didx_event\":\"resolved\"}\n");
+        let (k, v) = to_json(&Event::Resolved).unwrap();
+        assert_eq!(line(k, &v), "{\"didx_event\":\"resolved\"}\n");
     }
 }
