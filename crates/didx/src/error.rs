@@ -183,6 +183,15 @@ pub enum Error {
         /// The engine's address.
         host: String,
     },
+    /// What was asked is made only on the Docker backend so far (a published port, the image
+    /// store, `--engine host`'s proxy), and this environment runs elsewhere.
+    #[error("{what} is not available on the {backend} backend yet; use a Docker engine for it")]
+    Unsupported {
+        /// What was asked.
+        what: &'static str,
+        /// The backend the environment runs on.
+        backend: &'static str,
+    },
     /// `--engine host` needs an engine reached through a unix socket (the proxy forwards to it).
     #[error("--engine host needs the engine's unix socket (DOCKER_HOST=unix:///…), not {host}; run didx on the engine's machine")]
     EngineHostNeedsSocket {

@@ -177,7 +177,7 @@ impl Launch {
             return Ok(());
         }
         if let Some(user) = &self.user {
-            let engine = env.engine();
+            let backend = env.backend();
             let client = &env.client().id;
             let (passwd, group) = read_accounts(env).await?;
             let home = self.home(user);
@@ -195,11 +195,11 @@ impl Launch {
             // host` has none: its engine socket is open to every user of the client.)
             if env.server().is_some() {
                 let certs = crate::env::CLIENT_CERT_PATH;
-                let tar: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(engine.download(client, certs)).await?;
+                let tar = crate::backend::read_tar(backend.as_ref(), client, certs).await?;
                 let parent = std::path::Path::new(certs).parent().map(|p| p.display().to_string()).unwrap_or_default();
-                files.extend(reowned(&tar.concat(), parent.trim_start_matches('/'), user.uid, user.gid)?);
+                files.extend(reowned(&tar, parent.trim_start_matches('/'), user.uid, user.gid)?);
             }
-            engine.upload(client, "/", owned_tar(&files)?).await?;
+            crate::backend::write_tar(backend.as_ref(), client, "/", owned_tar(&files)?).await?;
         }
         let mut shape = self.exec_as();
         if self.docker_check
@@ -214,9 +214,8 @@ impl Launch {
 
 /// A container's `PATH` (from its configuration; the engine's default when it sets none).
 async fn path_of(env: &Environment, container: &str) -> Result<String> {
-    let inspect = env.engine().inspect(container).await?;
-    let vars = inspect.config.and_then(|c| c.env).unwrap_or_default();
-    Ok(vars.iter().find_map(|v| v.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string())
+    let config = env.backend().config(container).await?;
+    Ok(config.var("PATH").unwrap_or(DEFAULT_PATH).to_string())
 }
 
 /// Where `docker` is in a container: the first `DIR/docker` of `path` that exists and is not
@@ -224,7 +223,7 @@ async fn path_of(env: &Environment, container: &str) -> Result<String> {
 async fn find_docker(env: &Environment, container: &str, path: &str) -> Result<Option<String>> {
     for dir in path.split(':').filter(|d| d.starts_with('/')) {
         let file = format!("{}/docker", dir.trim_end_matches('/'));
-        if env.engine().stat_is_dir(container, &file).await? == Some(false) {
+        if env.backend().is_dir(container, &file).await? == Some(false) {
             return Ok(Some(file));
         }
     }
@@ -250,13 +249,13 @@ async fn inject_docker(env: &Environment) -> Result<Option<String>> {
     let server = server.id;
     tracing::info!(client = %env.client().name, %source, "the client image has no docker CLI; copying the server's");
     let dir = Owned { path: INJECTED_BIN.trim_start_matches('/').to_string(), mode: 0o755, uid: 0, gid: 0, data: None };
-    env.engine().upload(&client, "/", owned_tar(&[dir])?).await?;
-    // The download borrows its engine; the upload wants a stream of its own: a task forwards.
+    crate::backend::write_tar(env.backend().as_ref(), &client, "/", owned_tar(&[dir])?).await?;
+    // The download borrows its backend; the upload wants a stream of its own: a task forwards.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
-    let engine = env.engine().clone();
+    let backend = env.backend().clone();
     let forward = tokio::spawn(async move {
         use futures_util::StreamExt;
-        let download = engine.download(&server, &source);
+        let download = backend.copy_out(&server, &source);
         futures_util::pin_mut!(download);
         while let Some(chunk) = download.next().await {
             let failed = chunk.is_err();
@@ -266,7 +265,7 @@ async fn inject_docker(env: &Environment) -> Result<Option<String>> {
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    let uploaded = env.engine().upload_stream(&client, INJECTED_BIN, stream).await;
+    let uploaded = env.backend().copy_in(&client, INJECTED_BIN, Box::pin(stream)).await;
     forward.await.map_err(|e| Error::Task { what: "copying the docker CLI", source: e })?;
     uploaded?;
     Ok(Some(format!("{INJECTED_BIN}:{client_path}")))
@@ -275,12 +274,11 @@ async fn inject_docker(env: &Environment) -> Result<Option<String>> {
 /// The client's `/etc/passwd` and `/etc/group` as text (empty when absent), from one
 /// download of `/etc` (each archive call costs tens of milliseconds).
 async fn read_accounts(env: &Environment) -> Result<(String, String)> {
-    let (engine, client) = (env.engine(), &env.client().id);
-    if engine.stat_is_dir(client, "/etc").await? != Some(true) {
+    let (backend, client) = (env.backend().as_ref(), &env.client().id);
+    if backend.is_dir(client, "/etc").await? != Some(true) {
         return Ok((String::new(), String::new()));
     }
-    let tar: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(engine.download(client, "/etc")).await?;
-    let data = tar.concat();
+    let data = crate::backend::read_tar(backend, client, "/etc").await?;
     accounts_in(&data).map_err(|e| Error::io("reading /etc/passwd and /etc/group of the client", e))
 }
 

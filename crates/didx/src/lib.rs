@@ -55,6 +55,7 @@ macro_rules! internal {
 
 internal!(archive, build, cache, command, copy, dood, engine, env, images, isolation, labels, load, net, ready, run, tls);
 
+mod backend;
 mod cancel;
 mod context;
 pub mod error;

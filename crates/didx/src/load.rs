@@ -70,10 +70,11 @@ pub async fn check(engine: &Engine, names: &[String]) -> Result<Vec<HostImage>> 
     Ok(out)
 }
 
-/// Seed `env`'s inner engine with `images`.
-pub async fn load(env: &Environment, images: &[HostImage], on: &(dyn Fn(LoadEvent<'_>) + Send + Sync)) -> Result<LoadReport> {
-    let engine = env.engine();
+/// Seed `env`'s inner engine with `images`, exported from `engine` (where
+/// [`check`] found them).
+pub async fn load(engine: &Engine, env: &Environment, images: &[HostImage], on: &(dyn Fn(LoadEvent<'_>) + Send + Sync)) -> Result<LoadReport> {
     let client = &env.client().id;
+    let backend = env.backend();
     // Which are there already: one exec asking the inner engine for every ID.
     let mut argv: Vec<String> =
         ["sh", "-c", r#"for i in "$@"; do docker image inspect --format '{{.Id}}' "$i" 2>/dev/null || echo -; done"#, "sh"]
@@ -83,7 +84,7 @@ pub async fn load(env: &Environment, images: &[HostImage], on: &(dyn Fn(LoadEven
     argv.extend(images.iter().map(|i| i.name.clone()));
     let mut ids = Vec::new();
     let mut sink = tokio::io::sink();
-    engine.exec(client, &argv, &[], &mut ids, &mut sink).await?;
+    backend.exec(client, &argv, &Default::default(), &mut ids, &mut sink).await?;
     let inner: Vec<String> = String::from_utf8_lossy(&ids).lines().map(str::to_string).collect();
     let (mut skipped, mut todo) = (Vec::new(), Vec::new());
     for (i, img) in images.iter().enumerate() {
@@ -112,7 +113,7 @@ pub async fn load(env: &Environment, images: &[HostImage], on: &(dyn Fn(LoadEven
     let mut out = Vec::new();
     let mut err = Vec::new();
     let code = {
-        let transfer = engine.exec_with_input(client, &argv, export, &mut out, &mut err);
+        let transfer = backend.exec_with_input(client, &argv, Box::pin(export), &mut out, &mut err);
         tokio::pin!(transfer);
         loop {
             tokio::select! {

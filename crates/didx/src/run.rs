@@ -85,7 +85,7 @@ pub async fn run_steps(
                 }
                 let sandbox = access.as_ref().map(HostAccess::docker_env).unwrap_or_default();
                 let mut vars: Vec<(String, String)> = match form {
-                    HostForm::DockerExec => env.engine().cli_env(),
+                    HostForm::DockerExec => env.docker("a `docker exec` COMMAND")?.cli_env(),
                     HostForm::Sandbox => sandbox.clone(),
                 };
                 vars.extend(sandbox.into_iter().map(|(k, v)| (format!("DIDX_{k}"), v)));

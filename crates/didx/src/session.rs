@@ -180,7 +180,7 @@ impl Session {
             return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
         }
         let filled = tokio::select! {
-            r = self.options.fill(&mut env, &seeds, on) => r,
+            r = self.options.fill(engine, &mut env, &seeds, on) => r,
             () = cancel.cancelled() => {
                 on(&Event::Interrupted { phase: Phase::Preparing });
                 return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);

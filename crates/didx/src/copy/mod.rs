@@ -22,6 +22,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
+use crate::backend::Backend;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::labels::{self, Role};
@@ -153,10 +154,11 @@ pub async fn check_sources(engine: &Engine, specs: &[CpSpec]) -> Result<()> {
     Ok(())
 }
 
-/// Apply `specs` to the client `client` in order; returns warnings (entries skipped, e.g. a
-/// socket in a host tree). `env` labels the short-lived reader containers of image sources,
-/// so they are found and removed with the environment if didx dies mid-copy.
-pub async fn copy_all(engine: &Engine, client: &str, env: &str, specs: &[CpSpec]) -> Result<Vec<String>> {
+/// Apply `specs` to the client `client`, a member on `target`, in order; returns warnings
+/// (entries skipped, e.g. a socket in a host tree). Container and image sources are read from
+/// `engine` (the user's own engine); `env` labels the short-lived reader containers of image
+/// sources there, so they are found and removed with the environment if didx dies mid-copy.
+pub(crate) async fn copy_all(engine: &Engine, target: &dyn Backend, client: &str, env: &str, specs: &[CpSpec]) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     for spec in specs {
         let what = match &spec.source {
@@ -165,7 +167,7 @@ pub async fn copy_all(engine: &Engine, client: &str, env: &str, specs: &[CpSpec]
             CpSource::Container { container, path } => format!("{container}:{path}"),
             CpSource::Image { image, path } => format!("{image}::{path}"),
         };
-        let report = copy_one(engine, client, env, spec).await.map_err(|e| match e {
+        let report = copy_one(engine, target, client, env, spec).await.map_err(|e| match e {
             Error::Refused { entry, why, .. } => Error::Refused { source_name: format!("--cp {what}"), entry, why },
             other => other,
         })?;
@@ -197,9 +199,9 @@ where
     }
 }
 
-async fn placement(engine: &Engine, client: &str, target: &str, contents_only: bool) -> Result<Placement> {
+async fn placement(backend: &dyn Backend, client: &str, target: &str, contents_only: bool) -> Result<Placement> {
     let rel = target.trim_start_matches('/').trim_end_matches('/').to_string();
-    let into = target.ends_with('/') || rel.is_empty() || engine.stat_is_dir(client, target).await? == Some(true);
+    let into = target.ends_with('/') || rel.is_empty() || backend.is_dir(client, target).await? == Some(true);
     if into || contents_only {
         return Ok(Placement { dir: rel, rename_top: None });
     }
@@ -210,23 +212,23 @@ async fn placement(engine: &Engine, client: &str, target: &str, contents_only: b
     Ok(Placement { dir, rename_top: Some(name) })
 }
 
-async fn copy_one(engine: &Engine, client: &str, env: &str, spec: &CpSpec) -> Result<Report> {
+async fn copy_one(engine: &Engine, target: &dyn Backend, client: &str, env: &str, spec: &CpSpec) -> Result<Report> {
     match &spec.source {
         CpSource::Host { path, contents } => {
-            let place = placement(engine, client, &spec.target, *contents && path.is_dir()).await?;
-            copy_host(engine, client, path.clone(), *contents, place).await
+            let place = placement(target, client, &spec.target, *contents && path.is_dir()).await?;
+            copy_host(target, client, path.clone(), *contents, place).await
         }
         CpSource::Stdin => {
             // docker cp -: the stream is extracted into the target directory.
             let place = Placement { dir: spec.target.trim_matches('/').to_string(), rename_top: None };
             let validated = tokio::task::spawn_blocking(move || spool(std::io::stdin().lock(), place)).await;
-            upload_spool(engine, client, validated).await
+            upload_spool(target, client, validated).await
         }
         CpSource::Container { container, path } => {
-            let place = placement(engine, client, &spec.target, path.ends_with("/.")).await?;
+            let place = placement(target, client, &spec.target, path.ends_with("/.")).await?;
             let input = engine.download(container, path).map(|r| r.map_err(std::io::Error::other)).boxed();
             let validated = spool_stream(input, place).await;
-            upload_spool(engine, client, Ok(validated)).await
+            upload_spool(target, client, Ok(validated)).await
         }
         CpSource::Image { image, path } => {
             // A created, never started container gives access to the image's files; it is
@@ -235,19 +237,19 @@ async fn copy_one(engine: &Engine, client: &str, env: &str, spec: &CpSpec) -> Re
                 if engine.stat_is_dir(&reader, path).await?.is_none() {
                     return Err(Error::invalid("--cp source", format!("{image}::{path}"), "no such path in that image"));
                 }
-                let place = placement(engine, client, &spec.target, path.ends_with("/.")).await?;
+                let place = placement(target, client, &spec.target, path.ends_with("/.")).await?;
                 let input = engine.download(&reader, path).map(|r| r.map_err(std::io::Error::other)).boxed();
                 spool_stream(input, place).await
             })
             .await;
-            upload_spool(engine, client, Ok(validated)).await
+            upload_spool(target, client, Ok(validated)).await
         }
     }
 }
 
 /// A host file or tree: pre-scanned (metadata only, so a refusal comes before the engine sees
 /// a byte), then streamed through the validator into the upload.
-async fn copy_host(engine: &Engine, client: &str, src: PathBuf, contents: bool, place: Placement) -> Result<Report> {
+async fn copy_host(target: &dyn Backend, client: &str, src: PathBuf, contents: bool, place: Placement) -> Result<Report> {
     use std::os::unix::ffi::OsStrExt;
     let top: Vec<u8> = match &src.file_name() {
         _ if contents && src.is_dir() => Vec::new(),
@@ -267,7 +269,7 @@ async fn copy_host(engine: &Engine, client: &str, src: PathBuf, contents: bool, 
         }
         r
     });
-    let uploaded = engine.upload_stream(client, "/", stream).await;
+    let uploaded = target.copy_in(client, "/", Box::pin(stream)).await;
     let produced = producer.await.map_err(|e| Error::Task { what: "the copy task", source: e })?;
     // The producer's error (e.g. a file that changed) explains an aborted upload best.
     produced?;
@@ -319,13 +321,13 @@ async fn spool_stream(
 
 /// Upload a validated spool file (nothing is sent when validation failed).
 async fn upload_spool(
-    engine: &Engine,
+    target: &dyn Backend,
     client: &str,
     validated: std::result::Result<Result<(std::fs::File, Report)>, tokio::task::JoinError>,
 ) -> Result<Report> {
     let (file, report) = validated.map_err(|e| Error::Task { what: "the copy task", source: e })??;
     let stream = crate::engine::body_from(tokio::fs::File::from_std(file), CHUNK);
-    engine.upload_stream(client, "/", stream).await?;
+    target.copy_in(client, "/", Box::pin(stream)).await?;
     Ok(report)
 }
 

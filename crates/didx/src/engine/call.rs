@@ -116,11 +116,13 @@ impl Progress {
     /// Returns once nothing has moved for [`IDLE_TIMEOUT`] while the engine had data to take.
     pub(super) async fn stalled(&self) {
         loop {
+            // The guard is dropped before any await (it is not Send).
             let deadline = match self.0.lock() {
-                Ok(m) if m.waiting_on_source => tokio::time::Instant::now() + IDLE_TIMEOUT,
-                Ok(m) => m.at + IDLE_TIMEOUT,
-                Err(_) => return std::future::pending().await,
+                Ok(m) if m.waiting_on_source => Some(tokio::time::Instant::now() + IDLE_TIMEOUT),
+                Ok(m) => Some(m.at + IDLE_TIMEOUT),
+                Err(_) => None,
             };
+            let Some(deadline) = deadline else { return std::future::pending().await };
             if tokio::time::Instant::now() >= deadline {
                 return;
             }

@@ -13,7 +13,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::endpoint::ClientCerts;
 use crate::error::{Error, Result};
 
 /// The directory under the cache directory that holds one directory per environment.
@@ -117,6 +116,28 @@ pub fn sweep(engine_host: &str, live: &HashSet<String>, listed: SystemTime) -> V
         }
     }
     swept
+}
+
+/// The environment's client certificate, its key and the CA that signed them and the server's
+/// certificate, as PEM. `Debug` leaves the key out.
+#[derive(Clone)]
+pub struct ClientCerts {
+    /// The environment's CA certificate (trust it, and only it, for the inner engine).
+    pub ca_pem: String,
+    /// The client certificate.
+    pub cert_pem: String,
+    /// The client certificate's private key.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ClientCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCerts")
+            .field("ca_pem", &self.ca_pem)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use futures_util::StreamExt;
 
+use super::certdir::ClientCerts;
 use super::handle::Environment;
 use super::recipe::{PUBLISHED_IP, TLS_PORT, published_port};
 use crate::error::{Error, Result};
@@ -19,28 +20,6 @@ pub struct Endpoint {
     pub port: u16,
 }
 
-/// The environment's client certificate, its key and the CA that signed them and the server's
-/// certificate, as PEM. `Debug` leaves the key out.
-#[derive(Clone)]
-pub struct ClientCerts {
-    /// The environment's CA certificate (trust it, and only it, for the inner engine).
-    pub ca_pem: String,
-    /// The client certificate.
-    pub cert_pem: String,
-    /// The client certificate's private key.
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for ClientCerts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCerts")
-            .field("ca_pem", &self.ca_pem)
-            .field("cert_pem", &self.cert_pem)
-            .field("key_pem", &"<redacted>")
-            .finish()
-    }
-}
-
 /// The largest certificate archive read back (three PEM files are a few kilobytes).
 const MAX_CERTS_ARCHIVE: usize = 1 << 20;
 
@@ -49,7 +28,7 @@ impl Environment {
     /// [`Error::NoEndpoint`] for a server that publishes none (made by an older didx).
     pub async fn endpoint(&self) -> Result<Endpoint> {
         let server = self.inner_server()?;
-        let inspect = self.engine.inspect(&server.id).await?;
+        let inspect = self.docker("an inner engine's published port")?.inspect(&server.id).await?;
         let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());
         let port = published_port(ports).ok_or_else(|| Error::NoEndpoint {
             server: server.name.clone(),
@@ -66,7 +45,7 @@ impl Environment {
         let dir = self.client_cert_dir;
         let what = || format!("reading the client certificates of {} from {dir}", self.client.name);
         let mut tar = Vec::new();
-        let mut stream = std::pin::pin!(self.engine.download(&self.client.id, dir));
+        let mut stream = std::pin::pin!(self.backend.copy_out(&self.client.id, dir));
         while let Some(chunk) = stream.next().await {
             tar.extend_from_slice(&chunk?);
             if tar.len() > MAX_CERTS_ARCHIVE {

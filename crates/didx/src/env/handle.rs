@@ -1,8 +1,10 @@
 //! A running environment as a handle: its containers, exec, leases, removal.
 
+use std::sync::Arc;
+
 use super::id::{Container, EnvId};
-use super::list::remove;
 use super::recipe::ENTRYPOINT_PATH;
+use crate::backend::Backend;
 use crate::engine::{Engine, ExecAs, Lease};
 use crate::error::{Error, Result};
 use crate::labels;
@@ -11,7 +13,8 @@ use crate::labels;
 /// [`Environment::keep`]; dropping it does neither and only logs.
 #[derive(Debug)]
 pub struct Environment {
-    pub(super) engine: Engine,
+    /// Where it runs: everything done to its members goes through this.
+    pub(super) backend: Arc<dyn Backend>,
     pub(super) id: EnvId,
     /// `None` with `--engine host`, which has no server.
     pub(super) server: Option<Container>,
@@ -41,16 +44,27 @@ impl Environment {
     }
     /// The server, or [`Error::NoInnerEngine`] with `--engine host`.
     pub(crate) fn inner_server(&self) -> Result<&Container> {
-        self.server.as_ref().ok_or_else(|| Error::NoInnerEngine { id: self.id.to_string(), host: self.engine.host().to_string() })
+        self.server.as_ref().ok_or_else(|| Error::NoInnerEngine { id: self.id.to_string(), host: self.backend.location().to_string() })
     }
 
     /// The client container.
     pub fn client(&self) -> &Container {
         &self.client
     }
-    /// The engine it runs on.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// Where it runs.
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Where it runs, for messages: the engine's address.
+    pub fn location(&self) -> &str {
+        self.backend.location()
+    }
+
+    /// The Docker engine it runs on, for `what`, made only on Docker so far;
+    /// [`Error::Unsupported`] on another backend.
+    pub(crate) fn docker(&self, what: &'static str) -> Result<&Engine> {
+        self.backend.as_engine().ok_or(Error::Unsupported { what, backend: self.backend.kind() })
     }
 
     /// Run `argv` in the client, streaming output; returns the exit code.
@@ -60,7 +74,7 @@ impl Environment {
         out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
         err: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
     ) -> Result<i64> {
-        self.engine.exec_as(&self.client.id, argv, &self.exec_as, out, err).await
+        self.backend.exec(&self.client.id, argv, &self.exec_as, out, err).await
     }
 
     /// Run every later [`exec`](Self::exec) as `shape` says.
@@ -76,7 +90,7 @@ impl Environment {
         // environment's label (volumes shared between them, `--cp IMAGE::` readers, …).
         let server = async {
             match &self.server {
-                Some(s) => self.engine.remove_container(&s.id).await,
+                Some(s) => self.backend.remove_member(&s.id).await,
                 None => Ok(()),
             }
         };
@@ -87,17 +101,20 @@ impl Environment {
             .map(|l| l.container().to_string())
             .filter(|c| *c != self.client.id && self.server.as_ref().is_none_or(|s| s.id != *c))
             .collect();
-        let others = async { futures_util::future::join_all(others.iter().map(|c| self.engine.remove_container(c))).await.into_iter().collect::<Result<Vec<()>>>() };
-        let (s, c, o) = tokio::join!(server, self.engine.remove_container(&self.client.id), others);
+        let others = async { futures_util::future::join_all(others.iter().map(|c| self.backend.remove_member(c))).await.into_iter().collect::<Result<Vec<()>>>() };
+        let (s, c, o) = tokio::join!(server, self.backend.remove_member(&self.client.id), others);
         s.and(c).and(o.map(|_| ()))?;
-        remove(&self.engine, self.id.as_str()).await.map(|_| ())
+        self.backend.remove_labelled(self.id.as_str()).await?;
+        // The client certificates host tools were given (`didx env`, `host:` commands).
+        super::certdir::remove(self.id.as_str());
+        Ok(())
     }
 
     /// When this environment's certificates expire (Unix seconds), from its server's
     /// `io.didx.expires` label; `None` for a server made before didx bounded them.
     pub async fn certificates_expire(&self) -> Result<Option<u64>> {
         let Some(server) = &self.server else { return Ok(None) };
-        let labels = self.engine.inspect(&server.id).await?.config.and_then(|c| c.labels).unwrap_or_default();
+        let labels = self.backend.config(&server.id).await?.labels;
         Ok(labels.get(labels::EXPIRES).and_then(|v| v.parse().ok()))
     }
 
@@ -106,9 +123,9 @@ impl Environment {
     pub async fn lease(&mut self) -> Result<()> {
         let argv = lease_argv();
         if let Some(server) = &self.server {
-            self.leases.push(self.engine.lease(&server.id, &argv).await?);
+            self.leases.push(self.backend.hold(&server.id, &argv).await?);
         }
-        self.leases.push(self.engine.lease(&self.client.id, &argv).await?);
+        self.leases.push(self.backend.hold(&self.client.id, &argv).await?);
         Ok(())
     }
 

@@ -111,9 +111,7 @@ fn ports(ports: &[bollard::models::PortSummary]) -> (Option<String>, Vec<Publish
 }
 
 /// A listed container's name, without the engine's leading `/`.
-pub(super) fn container_name(c: &bollard::models::ContainerSummary) -> String {
-    c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default()
-}
+pub(super) use crate::backend::container_name;
 
 /// Every didx environment on the engine, oldest first.
 pub async fn list(engine: &Engine) -> Result<Vec<EnvSummary>> {
@@ -185,19 +183,7 @@ pub async fn remove_all(engine: &Engine) -> Result<Vec<String>> {
 
 async fn remove_matching(engine: &Engine, id: Option<&str>) -> Result<Vec<String>> {
     let listed = std::time::SystemTime::now();
-    let containers = engine.containers(labels::filter(id)).await?;
-    let names: Vec<String> = containers.iter().map(container_name).collect();
-    let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
-    for r in join_all(ids.iter().map(|c| engine.remove_container(c))).await {
-        r?;
-    }
-    let (volumes, networks) = tokio::join!(engine.volumes(labels::filter(id)), engine.networks(labels::filter(id)));
-    let (volumes, networks) = (volumes?, networks?);
-    let removals = join_all(volumes.iter().map(|v| engine.remove_volume(v)));
-    let (vs, ns) = tokio::join!(removals, join_all(networks.iter().map(|n| engine.remove_network(n))));
-    for r in vs.into_iter().chain(ns) {
-        r?;
-    }
+    let names = engine.remove_labelled_with(id).await?;
     // The client certificates host tools were given (`didx env`, `host:` commands).
     match id {
         Some(id) => super::certdir::remove(id),

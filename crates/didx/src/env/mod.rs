@@ -21,7 +21,9 @@ mod spec;
 mod start;
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
-pub use endpoint::{ClientCerts, Endpoint};
+pub use certdir::ClientCerts;
+#[cfg_attr(not(feature = "internals"), allow(unused_imports))]
+pub use endpoint::Endpoint;
 pub use event::Event;
 pub use handle::Environment;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]

@@ -82,12 +82,13 @@ impl Environment {
     /// certificate written to `$DIDX_CACHE_DIR/env/<id>/` (0700; removed with the
     /// environment). [`Error::EndpointElsewhere`] when the engine is not on this machine.
     pub async fn host_access(&self) -> Result<HostAccess> {
-        let host = self.engine.host();
+        let engine = self.docker("reaching an inner engine from the host")?;
+        let host = engine.host();
         if !is_on_this_machine(host) {
             return Err(Error::EndpointElsewhere { host: host.to_string() });
         }
         let server = self.inner_server()?;
-        let inspect = self.engine.inspect(&server.id).await?;
+        let inspect = engine.inspect(&server.id).await?;
         let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());
         let port = published_port(ports).ok_or_else(|| Error::NoEndpoint { server: server.name.clone(), ip: PUBLISHED_IP, port: TLS_PORT })?;
         let published = all_bound(ports);
@@ -99,7 +100,7 @@ impl Environment {
     /// The ports this environment's server publishes (`--publish`), as bound.
     pub async fn published(&self) -> Result<Vec<Published>> {
         let Some(server) = &self.server else { return Ok(Vec::new()) };
-        let inspect = self.engine.inspect(&server.id).await?;
+        let inspect = self.docker("published ports")?.inspect(&server.id).await?;
         Ok(all_bound(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref())))
     }
 }
@@ -143,7 +144,7 @@ pub async fn host_access(engine: &Engine, id: &str) -> Result<HostAccess> {
         return Err(Error::NotRunning { id: env_id, server: container_name(server), state: state(Some(server)) });
     }
     let env = Environment {
-        engine: engine.clone(),
+        backend: crate::backend::docker(engine),
         id: EnvId(env_id),
         server: Some(Container { name: container_name(server), id: server.id.clone().unwrap_or_default() }),
         client: Container { name: container_name(client), id: client.id.clone().unwrap_or_default() },

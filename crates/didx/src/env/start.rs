@@ -65,7 +65,7 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     let server = recipe::Server { spec, name: &server_name, tls: &tls, created, pool: None, net: None };
     let (server_id, server_lease) = start_server(engine, &server, spec.lease, cancel, on).await?;
     let mut env = Environment {
-        engine: engine.clone(),
+        backend: crate::backend::docker(engine),
         id: spec.id.clone(),
         server: Some(Container { name: server_name.clone(), id: server_id.clone() }),
         client: Container { name: client_name, id: String::new() },
@@ -149,7 +149,7 @@ async fn start_host(engine: &Engine, spec: &EnvSpec, on: &(dyn Fn(Event<'_>) + S
     on(Event::ClientStarted { name: &client_name, image: &spec.client_image });
     tracing::debug!(elapsed = ?t0.elapsed(), "client of the host engine started");
     Ok(Environment {
-        engine: engine.clone(),
+        backend: crate::backend::docker(engine),
         id: spec.id.clone(),
         server: None,
         client: Container { name: client_name, id: client_id },

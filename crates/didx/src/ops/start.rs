@@ -211,7 +211,8 @@ impl SandboxOptions {
     /// logged: the sandbox itself has its images either way.
     async fn check_store_refused(&self, env: &Environment, on: &(dyn Fn(&Event<'_>) + Send + Sync)) {
         let Ok(server) = env.inner_server() else { return };
-        let engine = env.engine();
+        // The store is made on Docker only: nothing to check elsewhere.
+        let Ok(engine) = env.docker("the image store") else { return };
         let logs = match engine.logs_tail(&server.id, 200).await {
             Ok(l) => l,
             Err(e) => return tracing::warn!(error = %e, "cannot read the server's log for the store's seal check"),
@@ -234,17 +235,24 @@ impl SandboxOptions {
         on(&Event::Store(crate::store::StoreEvent::Refused { store: &volume, why: &why }));
     }
 
-    /// Copy and load into a started environment, in that order.
-    pub(crate) async fn fill(&self, env: &mut Environment, seeds: &[HostImage], on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<()> {
+    /// Copy and load into a started environment, in that order, from `source` (the user's
+    /// own engine: `--cp CONTAINER:`, `--cp IMAGE::` and `--load` read it).
+    pub(crate) async fn fill(
+        &self,
+        source: &Engine,
+        env: &mut Environment,
+        seeds: &[HostImage],
+        on: &(dyn Fn(&Event<'_>) + Send + Sync),
+    ) -> Result<()> {
         self.launch.prepare(env).await?;
         if !self.copies.is_empty() {
-            for warning in crate::copy::copy_all(env.engine(), &env.client().id, env.id().as_str(), &self.copies).await? {
+            for warning in crate::copy::copy_all(source, env.backend().as_ref(), &env.client().id, env.id().as_str(), &self.copies).await? {
                 on(&Event::CopyWarning { warning: &warning });
             }
             on(&Event::Copied { sources: self.copies.len() });
         }
         if !seeds.is_empty() {
-            let r = crate::load::load(env, seeds, &|e| on(&Event::Load(e))).await?;
+            let r = crate::load::load(source, env, seeds, &|e| on(&Event::Load(e))).await?;
             if self.store && !r.loaded.is_empty() {
                 self.check_store_refused(env, on).await;
             }

@@ -365,7 +365,7 @@ impl SandboxBuilder {
         let launched = opts.launch(engine, pooled, !keep, &seeds, cancel, on).await?;
         let mut env = launched.env;
         let filled = tokio::select! {
-            r = opts.fill(&mut env, &seeds, on) => r,
+            r = opts.fill(engine, &mut env, &seeds, on) => r,
             () = cancel.cancelled() => Err(Error::Cancelled),
         };
         if let Err(e) = filled {

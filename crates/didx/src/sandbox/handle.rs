@@ -204,7 +204,7 @@ impl Drop for Sandbox {
         // The removal is async and Drop is not: run it on a thread with a runtime of its own,
         // reconnecting there (the handle's connections belong to the caller's runtime, which
         // may be single-threaded and blocked right here), and wait for it.
-        let host = env.engine().host().to_string();
+        let host = env.location().to_string();
         let id = env.id().to_string();
         // Its lease closes here too, so the sandbox would end itself anyway; removing it now
         // makes that immediate and certain.

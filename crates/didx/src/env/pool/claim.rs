@@ -42,7 +42,7 @@ pub async fn claim(
         spec.id = EnvId(cand.id.clone());
         let client = Container { name: run_name, id: pooled.id };
         let env = Environment {
-            engine: engine.clone(),
+            backend: crate::backend::docker(engine),
             id: spec.id.clone(),
             server: Some(cand.server.clone()),
             client,

@@ -1,0 +1,145 @@
+//! Where environments run: the seam between what is done to an environment and the engine
+//! that runs it.
+//!
+//! An environment is made of *members*: the server (its own dockerd) and the client (the docker
+//! CLI wired to it); with `--engine host` the client alone. Everything the layers above do to a
+//! running environment — run a program in a member, copy files in and out of it, read its
+//! configured defaults, hold it with a lease, remove it and whatever else
+//! carries its label — goes through [`Backend`], and none of them asks which backend it is.
+//! Members are named by the string the backend gave them ([`crate::env::Container::id`]).
+//!
+//! One backend exists today: a Docker Engine API, local or tcp+TLS ([`docker`]: the engine
+//! wrapper itself implements the trait; Podman's Docker-compatible socket and, later, an ssh
+//! transport are this same backend). What is still Docker-only, below this seam and not yet
+//! behind it: *making* an environment (`env/start.rs`, the recipe's container bodies, address
+//! blocks, isolation profiles), the warm pool, the image store's volume and the engine-API
+//! proxy of `--engine host`. A Kubernetes backend (one pod per environment: a member is a
+//! container of the pod, exec the `pods/exec` subresource, files a tar through exec, a lease an
+//! attached exec whose stream closing ends the pod, removal a label-selected delete) implements
+//! this trait and adds its own way of making an environment beside `env/start.rs`.
+//!
+//! The trait is object-safe (an environment holds an `Arc<dyn Backend>`), so its methods
+//! return boxed futures and streams.
+
+mod docker;
+
+pub(crate) use docker::container_name;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use tokio::io::AsyncWrite;
+
+use crate::engine::{ExecAs, Lease};
+use crate::error::Result;
+
+/// Where a member's output goes.
+pub(crate) type Sink<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
+
+/// What a member was configured with (its image's and its own settings): how a program run in
+/// it is found and run by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MemberConfig {
+    /// Its environment, `NAME=value`.
+    pub env: Vec<String>,
+    /// Its user, empty for the image's default (root).
+    pub user: String,
+    /// Its working directory, empty for `/`.
+    pub working_dir: String,
+    /// Its labels.
+    pub labels: std::collections::HashMap<String, String>,
+}
+
+impl MemberConfig {
+    /// A variable's value, if set.
+    pub(crate) fn var(&self, name: &str) -> Option<&str> {
+        self.env.iter().find_map(|kv| kv.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+    }
+}
+
+/// What an environment needs from where it runs. See the module documentation.
+pub(crate) trait Backend: Send + Sync + fmt::Debug {
+    /// The backend's name, for messages: `docker`.
+    fn kind(&self) -> &'static str;
+
+    /// Where it runs, for messages: the engine's address.
+    fn location(&self) -> &str;
+
+    /// Run `argv` in `member` as `how` says, its output streamed to `out` and `err` as it
+    /// comes; the program's exit code. The program's own length is not bounded.
+    fn exec<'a>(&'a self, member: &'a str, argv: &'a [String], how: &'a ExecAs, out: Sink<'a>, err: Sink<'a>)
+    -> BoxFuture<'a, Result<i64>>;
+
+    /// Run `argv` in `member` with `input` on its stdin (closed at its end).
+    fn exec_with_input<'a>(
+        &'a self,
+        member: &'a str,
+        argv: &'a [String],
+        input: BoxStream<'a, Result<Bytes>>,
+        out: Sink<'a>,
+        err: Sink<'a>,
+    ) -> BoxFuture<'a, Result<i64>>;
+
+    /// Extract the tar stream `tar` at directory `dir` in `member` (never replacing a
+    /// directory with a non-directory).
+    fn copy_in<'a>(&'a self, member: &'a str, dir: &'a str, tar: BoxStream<'static, std::io::Result<Bytes>>) -> BoxFuture<'a, Result<()>>;
+
+    /// `path` in `member` as a tar stream (its last component at the archive's top).
+    fn copy_out<'a>(&'a self, member: &'a str, path: &'a str) -> BoxStream<'a, Result<Bytes>>;
+
+    /// Whether `path` in `member` is a directory; `None` when nothing is there.
+    fn is_dir<'a>(&'a self, member: &'a str, path: &'a str) -> BoxFuture<'a, Result<Option<bool>>>;
+
+    /// What `member` was configured with.
+    fn config<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<MemberConfig>>;
+
+    /// Hold `member` for this process by running `argv` (the entrypoint's `lease` mode) with
+    /// its stdin on a connection of this process: when the connection closes without
+    /// [`Lease::release`], the member ends itself.
+    fn hold<'a>(&'a self, member: &'a str, argv: &'a [String]) -> BoxFuture<'a, Result<Lease>>;
+
+    /// Remove `member` now (no graceful stop: it is throwaway); gone already is not an error.
+    fn remove_member<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// Remove whatever else carries environment `env`'s label (volumes, networks, helpers).
+    fn remove_labelled<'a>(&'a self, env: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// The Docker engine behind this backend, for what is made only on Docker so far (see the
+    /// module documentation); `None` elsewhere.
+    fn as_engine(&self) -> Option<&crate::engine::Engine>;
+}
+
+/// A member's tar of `path`, whole (for small files: certificates, `/etc`).
+pub(crate) async fn read_tar(backend: &dyn Backend, member: &str, path: &str) -> Result<Vec<u8>> {
+    use futures_util::TryStreamExt;
+    let chunks: Vec<Bytes> = backend.copy_out(member, path).try_collect().await?;
+    Ok(chunks.concat())
+}
+
+/// Extract `tar` (whole, in memory) at `dir` in `member`.
+pub(crate) async fn write_tar(backend: &dyn Backend, member: &str, dir: &str, tar: Vec<u8>) -> Result<()> {
+    let once = futures_util::stream::once(async move { Ok(Bytes::from(tar)) });
+    backend.copy_in(member, dir, Box::pin(once)).await
+}
+
+/// The Docker backend on `engine`.
+pub(crate) fn docker(engine: &crate::engine::Engine) -> Arc<dyn Backend> {
+    Arc::new(engine.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_s_variable_is_found_by_its_whole_name() {
+        let config = MemberConfig { env: vec!["PATHS=x".into(), "PATH=/bin:/usr/bin".into(), "EMPTY=".into()], ..Default::default() };
+        assert_eq!(config.var("PATH"), Some("/bin:/usr/bin"));
+        assert_eq!(config.var("EMPTY"), Some(""));
+        assert_eq!(config.var("PAT"), None);
+        assert_eq!(config.var("HOME"), None);
+    }
+}
