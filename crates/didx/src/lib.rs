@@ -76,4 +76,4 @@ pub use cancel::Cancel;
 pub use engine::Engine;
 pub use env::Endpoint;
 pub use error::{Error, Result};
-pub use sandbox::{DEFAULT_READY_TIMEOUT, ExecOutput, KEEP_VAR, Sandbox, SandboxBuilder, SandboxOptions};
+pub use sandbox::{DEFAULT_READY_TIMEOUT, ExecOutput, KEEP_VAR, Sandbox, SandboxBuilder, SandboxOptions, StartFrom};

@@ -80,6 +80,17 @@ impl Sandbox {
     }
 }
 
+/// Where [`SandboxBuilder::start_with`] gets its environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// A fresh one, started now ([`SandboxBuilder::start`]).
+    #[default]
+    Fresh,
+    /// A ready one of the warm pool when one matches, else a fresh one
+    /// ([`SandboxBuilder::start_pooled`]).
+    PoolOrFresh,
+}
+
 impl SandboxBuilder {
     /// Server version (`--sv`): `latest` → `docker:dind`, `X` → `docker:X-dind`. Default `latest`.
     pub fn server_version(mut self, v: impl Into<String>) -> Self {
@@ -337,23 +348,23 @@ impl SandboxBuilder {
     /// Start a fresh sandbox on `engine`: server and client, then the copies and loads. A start
     /// that fails removes everything it created.
     pub async fn start(self, engine: &Engine) -> Result<Sandbox> {
-        self.start_with(engine, false, &Cancel::new(), &|_| {}).await
+        self.start_with(engine, StartFrom::Fresh, &Cancel::new(), &|_| {}).await
     }
 
     /// Like [`start`](Self::start), but claim a ready environment of the warm pool when one
     /// matches these server options (see [`pool::up`](crate::pool::up)), else start a fresh
     /// one. The pool is not refilled by this; [`Sandbox::take_refill`] says what would.
     pub async fn start_pooled(self, engine: &Engine) -> Result<Sandbox> {
-        self.start_with(engine, true, &Cancel::new(), &|_| {}).await
+        self.start_with(engine, StartFrom::PoolOrFresh, &Cancel::new(), &|_| {}).await
     }
 
-    /// [`start`](Self::start) or, with `pooled`, [`start_pooled`](Self::start_pooled), reporting
-    /// progress to `on` and answering `cancel` (what was created is removed and
+    /// [`start`](Self::start) or [`start_pooled`](Self::start_pooled), as `from` says,
+    /// reporting progress to `on` and answering `cancel` (what was created is removed and
     /// [`Error::Cancelled`] returned).
     pub async fn start_with(
         self,
         engine: &Engine,
-        pooled: bool,
+        from: StartFrom,
         cancel: &Cancel,
         on: &(dyn Fn(&Event<'_>) + Send + Sync),
     ) -> Result<Sandbox> {
@@ -362,7 +373,7 @@ impl SandboxBuilder {
         // Held by this process unless DIDX_KEEP asked (when the options were read, once) to keep
         // what is dropped: then a killed test leaves its sandbox to look at, too.
         let keep = opts.policy == KEEP_POLICY;
-        let launched = opts.launch(engine, pooled, !keep, &seeds, cancel, on).await?;
+        let launched = opts.launch(engine, from == StartFrom::PoolOrFresh, !keep, &seeds, cancel, on).await?;
         let mut env = launched.env;
         let filled = tokio::select! {
             r = opts.fill(engine, &mut env, &seeds, on) => r,

@@ -5,7 +5,7 @@
 mod builder;
 mod handle;
 
-pub use builder::{DEFAULT_READY_TIMEOUT, KEEP_VAR, SandboxBuilder};
+pub use builder::{DEFAULT_READY_TIMEOUT, KEEP_VAR, SandboxBuilder, StartFrom};
 pub use handle::{ExecOutput, Sandbox};
 
 pub use crate::ops::start::SandboxOptions;

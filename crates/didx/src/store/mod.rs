@@ -27,13 +27,24 @@ mod seal;
 mod version;
 mod volume;
 
-pub use admin::{Removed, StoreInfo, choose, exists, list, note_use, prune, remove};
+// What a user of the library manages stores with.
+pub use admin::{Removed, StoreInfo, list, prune, remove};
 pub use event::StoreEvent;
-pub use fill::fill;
-pub use filler::FillerShape;
-pub use index::{Index, StoredImage, read_index};
-pub use seal::{seal, withdraw};
-pub use version::{engine_line, engine_version, parse_version};
+pub use index::{Index, StoredImage};
+pub use version::engine_version;
 pub use volume::{DEFAULT_PREFIX, DRIVER, PREFIX_VAR, Store, prefix};
 
-pub use crate::env::Seal;
+// How a start uses a store: the crate's own (and, with `internals`, its tests').
+#[cfg(feature = "internals")]
+pub use internal::*;
+#[cfg(not(feature = "internals"))]
+#[allow(unused_imports)]
+pub(crate) use internal::*;
+#[allow(unused_imports)]
+mod internal {
+    pub use super::admin::{choose, exists, note_use};
+    pub use super::fill::fill;
+    pub use super::filler::FillerShape;
+    pub use super::seal::{seal, withdraw};
+    pub use super::version::engine_line;
+}

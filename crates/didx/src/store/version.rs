@@ -30,7 +30,7 @@ pub async fn engine_line(engine: &Engine, image: &str) -> Result<String> {
     Ok(line)
 }
 
-/// The inner engine version of server `image` (e.g. `20.10.24+dfsg1`; see [`engine_line`]).
+/// The inner engine version of server `image` (e.g. `20.10.24+dfsg1`, read from its `dockerd --version`).
 pub async fn engine_version(engine: &Engine, image: &str) -> Result<String> {
     let line = engine_line(engine, image).await?;
     Ok(parse_version(&line).unwrap_or_default())

@@ -239,7 +239,7 @@ mod tests {
         s.store = Some(crate::env::spec::StoreMount {
             volume: "didx-store-20.10.24_dfsg1-overlay2".into(),
             engine: "Docker version 20.10.24+dfsg1, build 5d6db84".into(),
-            seal: Some(crate::store::Seal { snapshot: "snap-2".into(), digest: "ab".repeat(32) }),
+            seal: Some(crate::env::Seal { snapshot: "snap-2".into(), digest: "ab".repeat(32) }),
         });
         let body = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None }.body(&Isolation::Privileged);
         assert_eq!(
