@@ -21,9 +21,7 @@ pub enum Error {
         fix: String,
     },
     /// The engine did not answer at all.
-    #[error(
-        "cannot reach the Docker engine at {host}: {source} (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)"
-    )]
+    #[error("cannot reach the Docker engine at {host}: {source}")]
     Unreachable {
         /// The address tried.
         host: String,
@@ -83,7 +81,7 @@ pub enum Error {
         logs: String,
     },
     /// The inner engine did not answer in time.
-    #[error("inner engine of {name} did not answer over TLS within {}s (raise --ready-timeout); last probe: {last_probe}; its last log lines:\n{logs}", .timeout.as_secs_f32())]
+    #[error("inner engine of {name} did not answer over TLS within {}s; last probe: {last_probe}; its last log lines:\n{logs}", .timeout.as_secs_f32())]
     NotReady {
         /// The server container's name.
         name: String,
@@ -108,7 +106,7 @@ pub enum Error {
     /// Every block of the address range is held by a live environment or overlaps a network
     /// of the engine.
     #[error(
-        "address range {range} is exhausted: {held} environments hold blocks of it and {overlapped} blocks overlap the engine's networks; remove environments (didx --clean rpt lists them) or give a larger or other --address-range"
+        "address range {range} is exhausted: {held} environments hold blocks of it and {overlapped} blocks overlap the engine's networks"
     )]
     AddressRangeExhausted {
         /// The range (`--address-range`).
@@ -119,7 +117,7 @@ pub enum Error {
         overlapped: usize,
     },
     /// No didx environment on the engine has this id or container name.
-    #[error("no didx environment '{id}' on the engine at {host} (didx --clean rpt lists them)")]
+    #[error("no didx environment '{id}' on the engine at {host}")]
     NoSuchEnvironment {
         /// The id or name asked for.
         id: String,
