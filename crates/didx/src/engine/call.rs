@@ -24,6 +24,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const EXPORT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The bound on a commit, which reports no progress.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))]
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The HTTP status of an engine error, if it carries one.

@@ -108,10 +108,12 @@ impl Engine {
         cli_env_for(&self.host)
     }
 
-    /// True when the engine runs on this machine (a unix socket), so container addresses on its
-    /// default bridge are normally routable from here.
-    pub fn is_local(&self) -> bool {
-        self.host.starts_with("unix://")
+    raw! {
+        /// True when the engine runs on this machine (a unix socket), so container addresses on its
+        /// default bridge are normally routable from here.
+        fn is_local(&self) -> bool {
+            self.host.starts_with("unix://")
+        }
     }
 
     /// The engine's `/info`.

@@ -2,7 +2,7 @@
 //! remove.
 
 use std::collections::HashMap;
-use std::time::Duration;
+
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary};
@@ -14,92 +14,119 @@ use super::connect::Engine;
 use crate::error::Result;
 
 impl Engine {
-    /// Create a container named `name`; returns its id.
-    pub async fn create_container(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
-        let opts = qp::CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };
-        let r = quick("create container", name, self.docker.create_container(Some(opts), body)).await?;
-        Ok(r.id)
-    }
-
-    /// Start a container.
-    pub async fn start(&self, container: &str) -> Result<()> {
-        quick("start container", container, self.docker.start_container(container, None::<qp::StartContainerOptions>)).await
-    }
-
-    /// Freeze a running container's processes.
-    pub async fn pause(&self, container: &str) -> Result<()> {
-        quick("pause container", container, self.docker.pause_container(container)).await
-    }
-
-    /// Thaw a paused container. The engine checks "paused" under the container's lock, so of
-    /// concurrent callers exactly one succeeds; the others get "is not paused".
-    pub async fn unpause(&self, container: &str) -> Result<()> {
-        quick("unpause container", container, self.docker.unpause_container(container)).await
-    }
-
-    /// Rename a container.
-    pub async fn rename(&self, container: &str, name: &str) -> Result<()> {
-        let opts = qp::RenameContainerOptions { name: name.to_string() };
-        quick("rename container", container, self.docker.rename_container(container, opts)).await
-    }
-
-    /// Inspect a container.
-    pub async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse> {
-        quick("inspect container", container, self.docker.inspect_container(container, None::<qp::InspectContainerOptions>)).await
-    }
-
-    /// Inspect a container; `None` when there is no such container (any more).
-    pub async fn inspect_if_exists(&self, container: &str) -> Result<Option<ContainerInspectResponse>> {
-        let inspect = self.docker.inspect_container(container, None::<qp::InspectContainerOptions>);
-        match within("inspect container", container, QUICK_TIMEOUT, inspect).await? {
-            Ok(i) => Ok(Some(i)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(call("inspect container", container)(e)),
+    raw! {
+        /// Create a container named `name`; returns its id.
+        async fn create_container(&self, name: &str, body: ContainerCreateBody) -> Result<String> {
+            let opts = qp::CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };
+            let r = quick("create container", name, self.docker.create_container(Some(opts), body)).await?;
+            Ok(r.id)
         }
     }
 
-    /// Remove a container at once (kill, no graceful stop) with its anonymous volumes.
-    /// Already gone is fine.
-    pub async fn remove_container(&self, container: &str) -> Result<()> {
-        let opts = qp::RemoveContainerOptions { force: true, v: true, ..Default::default() };
-        match within("remove container", container, REMOVE_TIMEOUT, self.docker.remove_container(container, Some(opts))).await? {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            // "removal already in progress": another remover got there first.
-            Err(BollardError::DockerResponseServerError { status_code: 409, message }) if message.contains("already in progress") => Ok(()),
-            Err(e) => Err(call("remove container", container)(e)),
+    raw! {
+        /// Start a container.
+        async fn start(&self, container: &str) -> Result<()> {
+            quick("start container", container, self.docker.start_container(container, None::<qp::StartContainerOptions>)).await
         }
     }
 
-    /// Wait for a container to stop; returns its exit code. Not bounded: that is the
-    /// container's program's length.
-    pub async fn wait(&self, container: &str) -> Result<i64> {
-        let mut stream = self.docker.wait_container(container, None::<qp::WaitContainerOptions>);
-        match stream.next().await {
-            Some(Ok(r)) => Ok(r.status_code),
-            // bollard reports a non-zero exit as an error carrying the code.
-            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
-            Some(Err(e)) => Err(call("wait container", container)(e)),
-            None => Err(call("wait container", container)(BollardError::RequestTimeoutError)),
+    raw! {
+        /// Freeze a running container's processes.
+        #[cfg(feature = "internals")]
+        async fn pause(&self, container: &str) -> Result<()> {
+            quick("pause container", container, self.docker.pause_container(container)).await
         }
     }
 
-    /// The last `lines` lines of a container's output.
-    pub async fn logs_tail(&self, container: &str, lines: usize) -> Result<String> {
-        let opts = qp::LogsOptions { stdout: true, stderr: true, tail: lines.to_string(), ..Default::default() };
-        let chunks: Vec<_> = quick("container logs", container, self.docker.logs(container, Some(opts)).try_collect()).await?;
-        Ok(chunks.iter().map(|c| String::from_utf8_lossy(&c.clone().into_bytes()).into_owned()).collect())
+    raw! {
+        /// Thaw a paused container. The engine checks "paused" under the container's lock, so of
+        /// concurrent callers exactly one succeeds; the others get "is not paused".
+        #[cfg(feature = "internals")]
+        async fn unpause(&self, container: &str) -> Result<()> {
+            quick("unpause container", container, self.docker.unpause_container(container)).await
+        }
     }
 
-    /// Containers (running or not) matching `filters`.
-    pub async fn containers(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<ContainerSummary>> {
-        let opts = qp::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        quick("list containers", "engine", self.docker.list_containers(Some(opts))).await
+    raw! {
+        /// Rename a container.
+        async fn rename(&self, container: &str, name: &str) -> Result<()> {
+            let opts = qp::RenameContainerOptions { name: name.to_string() };
+            quick("rename container", container, self.docker.rename_container(container, opts)).await
+        }
     }
 
-    /// Stop a container (SIGTERM, then SIGKILL after `grace`), keeping it; paused ones too.
-    pub async fn stop(&self, container: &str, grace: Duration) -> Result<()> {
-        let opts = qp::StopContainerOptions { t: Some(grace.as_secs() as i32), ..Default::default() };
-        self.docker.stop_container(container, Some(opts)).await.map_err(call("stop container", container))
+    raw! {
+        /// Inspect a container.
+        async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse> {
+            quick("inspect container", container, self.docker.inspect_container(container, None::<qp::InspectContainerOptions>)).await
+        }
+    }
+
+    raw! {
+        /// Inspect a container; `None` when there is no such container (any more).
+        async fn inspect_if_exists(&self, container: &str) -> Result<Option<ContainerInspectResponse>> {
+            let inspect = self.docker.inspect_container(container, None::<qp::InspectContainerOptions>);
+            match within("inspect container", container, QUICK_TIMEOUT, inspect).await? {
+                Ok(i) => Ok(Some(i)),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(call("inspect container", container)(e)),
+            }
+        }
+    }
+
+    raw! {
+        /// Remove a container at once (kill, no graceful stop) with its anonymous volumes.
+        /// Already gone is fine.
+        async fn remove_container(&self, container: &str) -> Result<()> {
+            let opts = qp::RemoveContainerOptions { force: true, v: true, ..Default::default() };
+            match within("remove container", container, REMOVE_TIMEOUT, self.docker.remove_container(container, Some(opts))).await? {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                // "removal already in progress": another remover got there first.
+                Err(BollardError::DockerResponseServerError { status_code: 409, message }) if message.contains("already in progress") => Ok(()),
+                Err(e) => Err(call("remove container", container)(e)),
+            }
+        }
+    }
+
+    raw! {
+        /// Wait for a container to stop; returns its exit code. Not bounded: that is the
+        /// container's program's length.
+        async fn wait(&self, container: &str) -> Result<i64> {
+            let mut stream = self.docker.wait_container(container, None::<qp::WaitContainerOptions>);
+            match stream.next().await {
+                Some(Ok(r)) => Ok(r.status_code),
+                // bollard reports a non-zero exit as an error carrying the code.
+                Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+                Some(Err(e)) => Err(call("wait container", container)(e)),
+                None => Err(call("wait container", container)(BollardError::RequestTimeoutError)),
+            }
+        }
+    }
+
+    raw! {
+        /// The last `lines` lines of a container's output.
+        async fn logs_tail(&self, container: &str, lines: usize) -> Result<String> {
+            let opts = qp::LogsOptions { stdout: true, stderr: true, tail: lines.to_string(), ..Default::default() };
+            let chunks: Vec<_> = quick("container logs", container, self.docker.logs(container, Some(opts)).try_collect()).await?;
+            Ok(chunks.iter().map(|c| String::from_utf8_lossy(&c.clone().into_bytes()).into_owned()).collect())
+        }
+    }
+
+    raw! {
+        /// Containers (running or not) matching `filters`.
+        async fn containers(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<ContainerSummary>> {
+            let opts = qp::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+            quick("list containers", "engine", self.docker.list_containers(Some(opts))).await
+        }
+    }
+
+    raw! {
+        /// Stop a container (SIGTERM, then SIGKILL after `grace`), keeping it; paused ones too.
+        #[cfg(feature = "internals")]
+        async fn stop(&self, container: &str, grace: std::time::Duration) -> Result<()> {
+            let opts = qp::StopContainerOptions { t: Some(grace.as_secs() as i32), ..Default::default() };
+            self.docker.stop_container(container, Some(opts)).await.map_err(call("stop container", container))
+        }
     }
 }

@@ -28,48 +28,52 @@ pub struct ExecAs {
 }
 
 impl Engine {
-    /// Run `argv` in a running container, streaming its stdout and stderr to `out` and `err`
-    /// as they come; returns its exit code. Its run is not bounded (the program's length);
-    /// creating, starting and inspecting it are. A sink that fails (a closed pipe) is no longer
-    /// written to, and the rest of the output is read and dropped, so the program is not
-    /// stopped by it.
-    pub async fn exec(
-        &self,
-        container: &str,
-        argv: &[String],
-        env: &[String],
-        out: &mut (dyn AsyncWrite + Unpin + Send),
-        err: &mut (dyn AsyncWrite + Unpin + Send),
-    ) -> Result<i64> {
-        let shape = ExecAs { env: env.to_vec(), ..ExecAs::default() };
-        self.exec_as(container, argv, &shape, out, err).await
+    raw! {
+        /// Run `argv` in a running container, streaming its stdout and stderr to `out` and `err`
+        /// as they come; returns its exit code. Its run is not bounded (the program's length);
+        /// creating, starting and inspecting it are. A sink that fails (a closed pipe) is no longer
+        /// written to, and the rest of the output is read and dropped, so the program is not
+        /// stopped by it.
+        async fn exec(
+            &self,
+            container: &str,
+            argv: &[String],
+            env: &[String],
+            out: &mut (dyn AsyncWrite + Unpin + Send),
+            err: &mut (dyn AsyncWrite + Unpin + Send),
+        ) -> Result<i64> {
+            let shape = ExecAs { env: env.to_vec(), ..ExecAs::default() };
+            self.exec_as(container, argv, &shape, out, err).await
+        }
     }
 
-    /// [`exec`](Self::exec) as `shape` says: its user, working directory and variables.
-    pub async fn exec_as(
-        &self,
-        container: &str,
-        argv: &[String],
-        shape: &ExecAs,
-        out: &mut (dyn AsyncWrite + Unpin + Send),
-        err: &mut (dyn AsyncWrite + Unpin + Send),
-    ) -> Result<i64> {
-        let config = CreateExecOptions {
-            cmd: Some(argv.to_vec()),
-            env: (!shape.env.is_empty()).then(|| shape.env.clone()),
-            user: shape.user.clone(),
-            working_dir: shape.working_dir.clone(),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..Default::default()
-        };
-        let created = quick("create exec", container, self.docker.create_exec(container, config)).await?;
-        match quick("start exec", container, self.docker.start_exec(&created.id, None)).await? {
-            StartExecResults::Attached { output, .. } => drain(output, container, out, err).await?,
-            StartExecResults::Detached => {}
+    raw! {
+        /// [`exec`](Self::exec) as `shape` says: its user, working directory and variables.
+        async fn exec_as(
+            &self,
+            container: &str,
+            argv: &[String],
+            shape: &ExecAs,
+            out: &mut (dyn AsyncWrite + Unpin + Send),
+            err: &mut (dyn AsyncWrite + Unpin + Send),
+        ) -> Result<i64> {
+            let config = CreateExecOptions {
+                cmd: Some(argv.to_vec()),
+                env: (!shape.env.is_empty()).then(|| shape.env.clone()),
+                user: shape.user.clone(),
+                working_dir: shape.working_dir.clone(),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            };
+            let created = quick("create exec", container, self.docker.create_exec(container, config)).await?;
+            match quick("start exec", container, self.docker.start_exec(&created.id, None)).await? {
+                StartExecResults::Attached { output, .. } => drain(output, container, out, err).await?,
+                StartExecResults::Detached => {}
+            }
+            let inspect = quick("inspect exec", container, self.docker.inspect_exec(&created.id)).await?;
+            Ok(inspect.exit_code.unwrap_or(-1))
         }
-        let inspect = quick("inspect exec", container, self.docker.inspect_exec(&created.id)).await?;
-        Ok(inspect.exit_code.unwrap_or(-1))
     }
 
     /// Create and start an exec of `argv` in `container` with stdin, stdout and stderr
@@ -89,39 +93,41 @@ impl Engine {
         }
     }
 
-    /// Run `argv` in a running container with `input` streamed to its stdin (closed at the
-    /// end), its output to `out`/`err`; returns its exit code. Fails when `input` stops moving
-    /// for `IDLE_TIMEOUT` (120 s) while it is fed; once fed, the program's own length is not bounded.
-    pub async fn exec_with_input(
-        &self,
-        container: &str,
-        argv: &[String],
-        input: impl Stream<Item = Result<Bytes>> + Send,
-        out: &mut (dyn AsyncWrite + Unpin + Send),
-        err: &mut (dyn AsyncWrite + Unpin + Send),
-    ) -> Result<i64> {
-        let (exec_id, output, mut stdin) = self.attached_exec(container, argv).await?;
-        let feed = async {
-            futures_util::pin_mut!(input);
-            loop {
-                // The input's source bounds its own waits; this bounds the engine taking it.
-                let chunk = match input.next().await {
-                    Some(chunk) => chunk?,
-                    None => break,
-                };
-                match tokio::time::timeout(IDLE_TIMEOUT, stdin.write_all(&chunk)).await {
-                    Ok(w) => w.map_err(|e| Error::io("streaming into the client", e))?,
-                    Err(_) => return Err(idle_error("exec input", container)),
+    raw! {
+        /// Run `argv` in a running container with `input` streamed to its stdin (closed at the
+        /// end), its output to `out`/`err`; returns its exit code. Fails when `input` stops moving
+        /// for `IDLE_TIMEOUT` (120 s) while it is fed; once fed, the program's own length is not bounded.
+        async fn exec_with_input(
+            &self,
+            container: &str,
+            argv: &[String],
+            input: impl Stream<Item = Result<Bytes>> + Send,
+            out: &mut (dyn AsyncWrite + Unpin + Send),
+            err: &mut (dyn AsyncWrite + Unpin + Send),
+        ) -> Result<i64> {
+            let (exec_id, output, mut stdin) = self.attached_exec(container, argv).await?;
+            let feed = async {
+                futures_util::pin_mut!(input);
+                loop {
+                    // The input's source bounds its own waits; this bounds the engine taking it.
+                    let chunk = match input.next().await {
+                        Some(chunk) => chunk?,
+                        None => break,
+                    };
+                    match tokio::time::timeout(IDLE_TIMEOUT, stdin.write_all(&chunk)).await {
+                        Ok(w) => w.map_err(|e| Error::io("streaming into the client", e))?,
+                        Err(_) => return Err(idle_error("exec input", container)),
+                    }
                 }
-            }
-            stdin.shutdown().await.map_err(|e| Error::io("closing the client's stdin", e))?;
-            Ok::<(), Error>(())
-        };
-        let (fed, drained) = tokio::join!(feed, drain(output, container, out, err));
-        drained?;
-        fed?;
-        let inspect = quick("inspect exec", container, self.docker.inspect_exec(&exec_id)).await?;
-        Ok(inspect.exit_code.unwrap_or(-1))
+                stdin.shutdown().await.map_err(|e| Error::io("closing the client's stdin", e))?;
+                Ok::<(), Error>(())
+            };
+            let (fed, drained) = tokio::join!(feed, drain(output, container, out, err));
+            drained?;
+            fed?;
+            let inspect = quick("inspect exec", container, self.docker.inspect_exec(&exec_id)).await?;
+            Ok(inspect.exit_code.unwrap_or(-1))
+        }
     }
 }
 

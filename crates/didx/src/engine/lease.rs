@@ -12,26 +12,30 @@ use super::exec::OutputStream;
 use crate::error::{Error, Result};
 
 impl Engine {
-    /// Hold a `container` whose PID 1 reads its stdin (the recipe's bootstrap, see the
-    /// entrypoint), just started: attach to its stdin, stdout and stderr (its output is read
-    /// and dropped, so the container never blocks on it); then `Lease::go`. When the attached connection closes without a `release` line — this
-    /// process ended, however — the container ends itself.
-    pub async fn attach_lease(&self, container: &str) -> Result<Lease> {
-        let opts = qp::AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
-        let attached = quick("attach container", container, self.docker.attach_container(container, Some(opts))).await?;
-        let mut output = attached.output;
-        let drain = tokio::spawn(async move { while let Some(Ok(_)) = output.next().await {} });
-        Ok(Lease { container: container.to_string(), input: attached.input, _output: None, drain: Some(drain) })
+    raw! {
+        /// Hold a `container` whose PID 1 reads its stdin (the recipe's bootstrap, see the
+        /// entrypoint), just started: attach to its stdin, stdout and stderr (its output is read
+        /// and dropped, so the container never blocks on it); then `Lease::go`. When the attached connection closes without a `release` line — this
+        /// process ended, however — the container ends itself.
+        async fn attach_lease(&self, container: &str) -> Result<Lease> {
+            let opts = qp::AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
+            let attached = quick("attach container", container, self.docker.attach_container(container, Some(opts))).await?;
+            let mut output = attached.output;
+            let drain = tokio::spawn(async move { while let Some(Ok(_)) = output.next().await {} });
+            Ok(Lease { container: container.to_string(), input: attached.input, _output: None, drain: Some(drain) })
+        }
     }
 
-    /// Hold `container` for this process: an exec of `argv` (the entrypoint's `lease` mode)
-    /// with its stdin attached to a connection of this process. When the connection closes
-    /// without `Lease::release` — this process ended, however — the container ends itself.
-    pub async fn lease(&self, container: &str, argv: &[String]) -> Result<Lease> {
-        // stdout and stderr attached too: engines (20.10 seen) that attach stdin alone never
-        // read the connection, so never see it close.
-        let (_, output, input) = self.attached_exec(container, argv).await?;
-        Ok(Lease { container: container.to_string(), input, _output: Some(output), drain: None })
+    raw! {
+        /// Hold `container` for this process: an exec of `argv` (the entrypoint's `lease` mode)
+        /// with its stdin attached to a connection of this process. When the connection closes
+        /// without `Lease::release` — this process ended, however — the container ends itself.
+        async fn lease(&self, container: &str, argv: &[String]) -> Result<Lease> {
+            // stdout and stderr attached too: engines (20.10 seen) that attach stdin alone never
+            // read the connection, so never see it close.
+            let (_, output, input) = self.attached_exec(container, argv).await?;
+            Ok(Lease { container: container.to_string(), input, _output: Some(output), drain: None })
+        }
     }
 }
 

@@ -25,6 +25,24 @@
 //! [`Error::Engine`]: crate::error::Error::Engine
 //! [`Error::TimedOut`]: crate::error::Error::TimedOut
 
+/// A raw engine method: the crate's own, and public only with the `internals` feature (for
+/// didx's tests and fuzz targets). A user of the library holds an [`Engine`] to start sandboxes
+/// on, not a second Docker client.
+macro_rules! raw {
+    ($(#[$m:meta])* async fn $($rest:tt)*) => {
+        #[cfg(feature = "internals")]
+        $(#[$m])* pub async fn $($rest)*
+        #[cfg(not(feature = "internals"))]
+        $(#[$m])* pub(crate) async fn $($rest)*
+    };
+    ($(#[$m:meta])* fn $($rest:tt)*) => {
+        #[cfg(feature = "internals")]
+        $(#[$m])* pub fn $($rest)*
+        #[cfg(not(feature = "internals"))]
+        $(#[$m])* pub(crate) fn $($rest)*
+    };
+}
+
 mod call;
 mod connect;
 mod container;
