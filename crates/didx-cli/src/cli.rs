@@ -370,12 +370,20 @@ pub enum PoolCmd {
         /// starts with it (skipped when the store holds its ID). Repeatable
         #[arg(long = "load", value_name = "IMAGE")]
         load: Vec<String>,
+        /// Also write every event as one JSON object per line on stderr (the run's kinds, and
+        /// pool_ready per environment and pool_up at the end)
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        events: Option<EventFormat>,
         #[command(flatten)]
         env: Box<EnvArgs>,
     },
     /// Remove every pooled environment not claimed by a run (starting ones only when their
     /// filler is provably gone); says what it left and why
-    Down,
+    Down {
+        /// Also write what was removed and left as one JSON object (pool_down) on stderr
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        events: Option<EventFormat>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

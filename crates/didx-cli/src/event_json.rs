@@ -21,10 +21,17 @@ pub fn enable() {
 
 /// Write `e` as a JSON line, when the lines are on.
 pub fn emit(e: &Event<'_>) {
+    if let Some((kind, v)) = to_json(e) {
+        emit_fields(kind, v);
+    }
+}
+
+/// Write an event of the command's own (not the library's: a pool's summary) as a JSON line,
+/// when the lines are on.
+pub fn emit_fields(kind: &str, mut v: Value) {
     if !ON.load(Ordering::Relaxed) {
         return;
     }
-    let Some((kind, mut v)) = to_json(e) else { return };
     let ms = STARTED.get().map(|t| t.elapsed().as_millis() as u64).unwrap_or(0);
     v["ms"] = json!(ms);
     if let Ok(p) = PREFIX.try_with(Clone::clone) {

@@ -100,14 +100,9 @@ fn busybox_pooled_environments_are_claimed_refilled_and_removed() {
     let cache = std::env::temp_dir().join(format!("didx-test-bbpool-{}", std::process::id()));
     std::fs::create_dir_all(&cache).unwrap();
     let run = |args: &[&str]| from_output(didx_cmd(args).env("DIDX_CACHE_DIR", &cache).output().unwrap());
-    let up = run(&["pool", "up", "--server-image", IMAGE, "--client-image", IMAGE, "1"]);
+    let up = run(&["pool", "up", "--events", "json", "--server-image", IMAGE, "--client-image", IMAGE, "1"]);
     assert_eq!(up.code, 0, "{}", up.show());
-    let id = up
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("didx: pooled environment ")?.strip_suffix(" ready"))
-        .unwrap_or_else(|| panic!("pool up named no ready environment: {}", up.show()))
-        .to_string();
+    let id = up.pool_ready().pop().unwrap_or_else(|| panic!("pool up named no ready environment: {}", up.show()));
     let claimed = run(&with_image(&["--pool", "--clean", "anycase", "sh -c 'readlink /bin/sh'", "version"]));
     // The claim starts a refill in the background: wait for it (bounded), then empty the pool.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);

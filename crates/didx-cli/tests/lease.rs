@@ -185,10 +185,9 @@ fn an_unclaimed_pooled_environment_ends_on_its_idle_timeout() {
     let opts = ["--dkropts", "--label=didx-test=lease-idle"];
     let idle = scaled(Duration::from_secs(8));
     let idle_arg = format!("{}s", idle.as_secs());
-    let up = didx(&["pool", "up", "1", "--idle-timeout", &idle_arg, opts[0], opts[1]]);
+    let up = didx(&["pool", "up", "1", "--events", "json", "--idle-timeout", &idle_arg, opts[0], opts[1]]);
     assert_eq!(up.code, 0, "{}", up.show());
-    let id =
-        up.stderr.lines().find_map(|l| l.strip_prefix("didx: pooled environment ")?.strip_suffix(" ready")).expect("an id").to_string();
+    let id = up.pool_ready().pop().expect("an id");
     assert_eq!(rt().block_on(leftovers(Some(&id))).iter().filter(|l| l.starts_with("container")).count(), 2);
     // 8 s after its start plus the reaping allowance (the server's dockerd, then its client,
     // which follows it, then the engine's auto-removal).

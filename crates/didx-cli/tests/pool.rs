@@ -120,9 +120,9 @@ impl Drop for TempCache {
     }
 }
 
-/// Ids a `pool up` reported as started.
+/// Ids a `pool up --events json` reported as started.
 fn started_ids(r: &Run) -> Vec<String> {
-    r.stderr.lines().filter_map(|l| l.strip_prefix("didx: pooled environment ")?.strip_suffix(" ready")).map(String::from).collect()
+    r.pool_ready()
 }
 
 /// Wait for a child, bounded: a child that does not end is killed and the test fails.
@@ -382,7 +382,7 @@ fn two_fillers_with_their_own_locks_never_remove_each_others_environments() {
         let (a_dir, b_dir) = (TempCache::new("a"), TempCache::new("b"));
         let piped =
             |mut c: std::process::Command| c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-        let a = piped(a_dir.cmd(&["pool", "up", "2"]));
+        let a = piped(a_dir.cmd(&["pool", "up", "2", "--events", "json"]));
         // B starts while A's environments are starting (or just ready): the moment it could
         // take them for its own dead ones. Both of A's must exist by then: B rightly counts
         // only the ones it sees (under load, A's second was once created after B counted, and
@@ -391,11 +391,14 @@ fn two_fillers_with_their_own_locks_never_remove_each_others_environments() {
         while pool_list().len() < 2 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let b = piped(b_dir.cmd(&["pool", "up", "3"]));
+        let b = piped(b_dir.cmd(&["pool", "up", "3", "--events", "json"]));
         let (a, b) = (wait_bounded(a, "filler A"), wait_bounded(b, "filler B"));
         for r in [&a, &b] {
             assert_eq!(r.code, 0, "{}", r.show());
-            assert!(!r.stderr.contains("removed") && !r.stderr.contains("error"), "{}", r.show());
+            let summary =
+                r.events().into_iter().find(|e| e["didx_event"] == "pool_up").unwrap_or_else(|| panic!("no pool_up event: {}", r.show()));
+            let none = |field: &str| summary[field].as_array().is_some_and(Vec::is_empty);
+            assert!(none("removed") && none("failed"), "a filler removed or failed environments: {}", r.show());
         }
         let (a_ids, b_ids) = (started_ids(&a), started_ids(&b));
         assert_eq!(a_ids.len(), 2, "{}", a.show());
@@ -420,7 +423,7 @@ fn stopped_pooled_environments_are_removed_by_the_engine() {
                 }
             })
         };
-        let up = didx(&["pool", "up", "1"]);
+        let up = didx(&["pool", "up", "1", "--events", "json"]);
         assert_eq!(up.code, 0, "{}", up.show());
         let old = started_ids(&up).pop().expect("started");
         stop(&old);
@@ -430,7 +433,7 @@ fn stopped_pooled_environments_are_removed_by_the_engine() {
         }
         assert_gone(&old);
         assert_eq!(pool_list(), vec![]);
-        let up = didx(&["pool", "up", "1"]);
+        let up = didx(&["pool", "up", "1", "--events", "json"]);
         assert_eq!(up.code, 0, "{}", up.show());
         let new = started_ids(&up).pop().expect("started");
         assert_eq!(ready_ids(), HashSet::from([new.clone()]));
@@ -507,7 +510,7 @@ fn pool_up_starts_at_most_a_few_at_a_time() {
     let _g = serial();
     guarded(|| {
         let n = pool::MAX_STARTING + 2;
-        let child = didx_cmd(&["pool", "up", &n.to_string()])
+        let child = didx_cmd(&["pool", "up", &n.to_string(), "--events", "json"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -561,7 +564,7 @@ fn a_killed_filler_leaves_no_starting_environment_and_its_ready_ones_stay() {
             assert_gone(id);
         }
         // Ready ones stay in the pool; the next filler of the same lock tops it up.
-        let up = from_output(mine.cmd(&["pool", "up", "2"]).output().unwrap());
+        let up = from_output(mine.cmd(&["pool", "up", "2", "--events", "json"]).output().unwrap());
         assert_eq!(up.code, 0, "{}", up.show());
         assert_eq!(ready_ids().len(), 2, "{}", up.show());
     });
@@ -598,7 +601,7 @@ fn ls_shows_ready_and_claimed_and_a_refill_queued_before_pool_down_starts_nothin
     let _g = serial();
     guarded(|| {
         let cache = TempCache::new("race");
-        let up = from_output(cache.cmd(&["pool", "up", "1"]).output().unwrap());
+        let up = from_output(cache.cmd(&["pool", "up", "1", "--events", "json"]).output().unwrap());
         assert_eq!(up.code, 0, "{}", up.show());
         let pooled = started_ids(&up);
         assert_eq!(pooled.len(), 1, "{}", up.show());

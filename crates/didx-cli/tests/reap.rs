@@ -221,10 +221,9 @@ fn a_pooled_claim_whose_command_kills_every_process_cannot_keep_its_environment_
     // every other process of the client but PID 1); the server's holds it, and the client
     // follows its server.
     let opts = ["--dkropts", "--label=didx-test=reap-claim"];
-    let up = didx(&["pool", "up", "1", "--idle-timeout", "0", opts[0], opts[1]]);
+    let up = didx(&["pool", "up", "1", "--events", "json", "--idle-timeout", "0", opts[0], opts[1]]);
     assert_eq!(up.code, 0, "{}", up.show());
-    let pooled =
-        up.stderr.lines().find_map(|l| l.strip_prefix("didx: pooled environment ")?.strip_suffix(" ready")).expect("an id").to_string();
+    let pooled = up.pool_ready().pop().expect("an id");
     let cmd = "sh -c 'kill -9 -1 && echo killed=1 >&2; sleep 120'";
     let (mut child, id, _) = spawn_until(&["--pool", "--clean", "anycase", opts[0], opts[1], cmd], "killed=");
     let claimed = id == pooled;

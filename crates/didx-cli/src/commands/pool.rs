@@ -6,7 +6,7 @@ use didx::session::{Event, StartEvent};
 use didx::spec::parse_duration;
 use didx::{Cancel, Error, SandboxOptions};
 
-use crate::cli::PoolCmd;
+use crate::cli::{EventFormat, PoolCmd};
 use crate::engine::connect;
 use crate::events::{say_images, say_start_event, say_store_event};
 use crate::exit::EXIT_DIDX;
@@ -33,8 +33,12 @@ impl PoolJob {
                 listing::choose_json(json);
                 PoolJob::List
             }
-            Some(PoolCmd::Down) => PoolJob::Down,
-            Some(PoolCmd::Up { n, idle_timeout, load, env }) => {
+            Some(PoolCmd::Down { events }) => {
+                enable_events(events);
+                PoolJob::Down
+            }
+            Some(PoolCmd::Up { n, idle_timeout, load, events, env }) => {
+                enable_events(events);
                 didx::pool::check_size(n)?;
                 let idle = match idle_timeout.as_str() {
                     "0" => None,
@@ -47,15 +51,25 @@ impl PoolJob {
     }
 }
 
+/// `--events json`: the event lines on.
+fn enable_events(format: Option<EventFormat>) {
+    if format == Some(EventFormat::Json) {
+        crate::event_json::enable();
+    }
+}
+
 /// Run `cmd`, saying what it did; a signal meanwhile cancels it (the exit code is the signal's).
 pub async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
     let engine = connect(host).await?;
-    let on = |e: &Event<'_>| match e {
-        Event::Images { resolved } => say_images(resolved),
-        Event::Start(StartEvent::ServerStarted { name, .. }) => say(format!("dind server named: '{name}' started for the pool")),
-        Event::Start(s) => say_start_event(s),
-        Event::Store(s) => say_store_event(s),
-        _ => {}
+    let on = |e: &Event<'_>| {
+        crate::event_json::emit(e);
+        match e {
+            Event::Images { resolved } => say_images(resolved),
+            Event::Start(StartEvent::ServerStarted { name, .. }) => say(format!("dind server named: '{name}' started for the pool")),
+            Event::Start(s) => say_start_event(s),
+            Event::Store(s) => say_store_event(s),
+            _ => {}
+        }
     };
     let cancel = Cancel::new();
     match cmd {
@@ -73,8 +87,18 @@ pub async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
                 say(format!("removed pooled environment {id}: {why}"));
             }
             for id in &r.started {
+                crate::event_json::emit_fields("pool_ready", serde_json::json!({ "env": id }));
                 say(format!("pooled environment {id} ready"));
             }
+            let failed: Vec<String> = r.failed.iter().map(ToString::to_string).collect();
+            crate::event_json::emit_fields(
+                "pool_up",
+                serde_json::json!({
+                    "key": r.key.to_string(), "existing": r.existing, "started": r.started, "starting": r.starting,
+                    "removed": r.removed.iter().map(|(id, why)| serde_json::json!({"env": id, "why": why})).collect::<Vec<_>>(),
+                    "failed": failed,
+                }),
+            );
             for f in &r.failed {
                 say(format!("error: a pooled environment failed to start: {f}"));
             }
@@ -102,6 +126,13 @@ pub async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
             for (id, why) in &r.left {
                 say(format!("left pooled environment {id}: {why}"));
             }
+            crate::event_json::emit_fields(
+                "pool_down",
+                serde_json::json!({
+                    "removed": r.removed,
+                    "left": r.left.iter().map(|(id, why)| serde_json::json!({"env": id, "why": why})).collect::<Vec<_>>(),
+                }),
+            );
             say(format!(
                 "removed {} pooled environment(s){}",
                 r.removed.len(),

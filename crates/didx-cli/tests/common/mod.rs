@@ -47,6 +47,10 @@ impl Run {
             .and_then(|e| e["id"].as_str().map(String::from))
             .or_else(|| env_id_in(&self.stderr))
     }
+    /// The environments a `pool up --events json` made ready (its `pool_ready` events).
+    pub fn pool_ready(&self) -> Vec<String> {
+        self.events().iter().filter(|e| e["didx_event"] == "pool_ready").filter_map(|e| e["env"].as_str().map(String::from)).collect()
+    }
     /// The run's events (`--events json`): the JSON lines of its stderr, in order.
     pub fn events(&self) -> Vec<serde_json::Value> {
         self.stderr
