@@ -17,6 +17,9 @@ pub const CREATED: &str = "io.didx.created";
 pub const VERSION: &str = "io.didx.version";
 /// On a pooled server: the pool key (see `env::pool::key`).
 pub const POOL: &str = "io.didx.pool";
+/// On a pooled server of a named pool (`DIDX_POOL_NAME`): the pool's name; absent in the
+/// default pool.
+pub const POOL_NAME: &str = "io.didx.pool.name";
 /// On a pooled server: the size of the pool it was started for (what refills top up to).
 pub const POOL_SIZE: &str = "io.didx.pool.size";
 /// On a server: when its environment's certificates expire (Unix seconds).

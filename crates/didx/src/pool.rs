@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::ops::start::SandboxOptions;
 
-pub use crate::env::pool::{DownReport, MAX_SIZE, MAX_STARTING, PoolEntry, PoolState, Refill, UpReport};
+pub use crate::env::pool::{DownReport, MAX_SIZE, MAX_STARTING, NAME_VAR, PoolEntry, PoolState, Refill, UpReport, name};
 
 /// Top the pool for `options`' server options up to `size` (1 to [`MAX_SIZE`]) ready
 /// environments, at most [`MAX_STARTING`] starting at a time, and wait until the new ones

@@ -103,6 +103,8 @@ pub struct PoolTag {
     pub deadline: u64,
     /// Seconds after which the server ends itself unless claimed (`pool up --idle-timeout`).
     pub idle_timeout: Option<u64>,
+    /// The pool's name (`DIDX_POOL_NAME`); `None` for the default pool.
+    pub name: Option<String>,
 }
 
 /// The unit tests' environment spec: one literal, which each test varies with `..`.

@@ -18,7 +18,7 @@ pub struct DownReport {
     pub left: Vec<(String, String)>,
 }
 
-/// The file in didx's cache directory counting [`down`]s (`pool-downs`).
+/// The file in didx's cache directory counting [`down`]s (`pool-downs`, `pool-downs-NAME`).
 const DOWNS: (&str, &str) = ("pool", "downs");
 
 /// How many times [`down`] has run with this cache directory: what a [`refill`] is queued
@@ -26,7 +26,13 @@ const DOWNS: (&str, &str) = ("pool", "downs");
 ///
 /// [`refill`]: super::fill::refill
 pub fn downs() -> u64 {
-    crate::cache::read(DOWNS.0, DOWNS.1).and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    crate::cache::read(DOWNS.0, &downs_key()).and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The count's key: each pool ([`name`](super::name)) counts its own `down`s (an invalid
+/// name fails earlier, at the lock).
+fn downs_key() -> String {
+    super::names::file_of(DOWNS.1, super::names::name().ok().flatten().as_deref())
 }
 
 /// Remove every pooled environment no run has claimed: each ready one only after claiming it
@@ -37,7 +43,7 @@ pub async fn down(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Se
     let lock = lock(cancel, on).await?;
     // Counted first, under the lock: a refill queued before this (by a claim) and not yet
     // begun then sees it and starts nothing.
-    crate::cache::write(DOWNS.0, DOWNS.1, &(downs() + 1).to_string())?;
+    crate::cache::write(DOWNS.0, &downs_key(), &(downs() + 1).to_string())?;
     let now = crate::util::now_secs();
     let entries = entries(engine, None).await?;
     let outcomes = futures_util::future::join_all(entries.iter().map(|e| {

@@ -66,18 +66,21 @@ pub struct PoolEntry {
     pub(super) client: Option<Container>,
 }
 
-/// Every pooled environment (all keys, or one), oldest first: one list request.
+/// Every pooled environment of this process's pool ([`name`](super::name)): all its keys, or
+/// one; oldest first; one list request.
 pub async fn entries(engine: &Engine, key: Option<&str>) -> Result<Vec<PoolEntry>> {
+    let name = super::names::name()?;
     let label = match key {
         Some(k) => format!("{}={k}", labels::POOL),
         None => labels::POOL.to_string(),
     };
     let filter = std::collections::HashMap::from([("label".to_string(), vec![label])]);
-    Ok(entries_of(&engine.containers(filter).await?))
+    Ok(entries_of(&engine.containers(filter).await?, name.as_deref()))
 }
 
-/// The pool as read from a container list: pure, the one place states are decided.
-pub(super) fn entries_of(containers: &[ContainerSummary]) -> Vec<PoolEntry> {
+/// The pool `name` (`None`: the default pool) as read from a container list: pure, the one
+/// place states are decided. A server of another pool is not this pool's.
+pub(super) fn entries_of(containers: &[ContainerSummary], name: Option<&str>) -> Vec<PoolEntry> {
     let label = |c: &ContainerSummary, k: &str| c.labels.as_ref().and_then(|l| l.get(k)).cloned();
     let is = |c: &ContainerSummary, r: labels::Role| label(c, labels::ROLE).as_deref() == Some(r.as_str());
     let state = |c: &ContainerSummary| c.state.unwrap_or(CState::EMPTY);
@@ -86,6 +89,9 @@ pub(super) fn entries_of(containers: &[ContainerSummary]) -> Vec<PoolEntry> {
     let mut out: Vec<PoolEntry> = Vec::new();
     for s in containers.iter().filter(|c| is(c, labels::Role::Server)) {
         let (Some(id), Some(key)) = (label(s, labels::ENV), label(s, labels::POOL)) else { continue };
+        if label(s, labels::POOL_NAME).as_deref() != name {
+            continue;
+        }
         let pooled_prefix = format!("dind_{id}{POOLED}");
         let pooling_prefix = format!("dind_{id}{POOLING}");
         let (pooled, claimed): (Vec<&ContainerSummary>, Vec<&ContainerSummary>) = containers
@@ -131,7 +137,7 @@ mod tests {
     use super::*;
 
     fn state_of(cs: &[ContainerSummary], env: &str) -> PoolState {
-        entries_of(cs).into_iter().find(|e| e.id == env).expect("entry").state
+        entries_of(cs, None).into_iter().find(|e| e.id == env).expect("entry").state
     }
 
     #[test]
@@ -159,14 +165,14 @@ mod tests {
         for c in [RUNNING, PAUSED, EXITED] {
             let cs = [server("e1", RUNNING, f, 0), client("dind_e1_client_latest", "e1", c)];
             assert_eq!(state_of(&cs, "e1"), PoolState::Claimed, "claimed client {c}");
-            let e = &entries_of(&cs)[0];
+            let e = &entries_of(&cs, None)[0];
             assert_eq!(e.client.as_ref().map(|c| c.name.as_str()), Some("dind_e1_client_latest"));
         }
         // A claim swapping in a client with mounts: both clients present, still claimed.
         let cs =
             [server("e1", RUNNING, f, 0), client("dind_e1_client_latest", "e1", PAUSED), client("dind_e1_claiming_latest", "e1", CREATED)];
         assert_eq!(state_of(&cs, "e1"), PoolState::Claimed);
-        assert_eq!(entries_of(&cs)[0].client.as_ref().unwrap().name, "dind_e1_client_latest");
+        assert_eq!(entries_of(&cs, None)[0].client.as_ref().unwrap().name, "dind_e1_client_latest");
         let cs = [server("e1", RUNNING, f, 0), client("dind_e1_claiming_latest", "e1", CREATED)];
         assert_eq!(state_of(&cs, "e1"), PoolState::Claimed);
         // Forging the old "starting" suffix in a --sv changes nothing: names of servers do not count.
@@ -188,7 +194,7 @@ mod tests {
         // Containers without the pool label on the server, or other roles, are no entries.
         let mut plain = server("e3", RUNNING, f, 0);
         plain.labels.as_mut().unwrap().remove(labels::POOL);
-        assert!(entries_of(&[plain, client("dind_e3_pooled_latest", "e3", PAUSED)]).is_empty());
+        assert!(entries_of(&[plain, client("dind_e3_pooled_latest", "e3", PAUSED)], None).is_empty());
     }
 
     #[test]
@@ -197,9 +203,22 @@ mod tests {
         let mut a = server("ea", CState::RUNNING, f, 1234);
         a.labels.as_mut().unwrap().insert(labels::CREATED.into(), "2000".into());
         let b = server("eb", CState::RUNNING, f, 99);
-        let es = entries_of(&[a, b]);
+        let es = entries_of(&[a, b], None);
         assert_eq!(es.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["eb", "ea"]);
         assert_eq!((es[1].size, es[1].deadline, es[1].filler.as_deref(), es[1].key.as_str()), (3, Some(1234), Some(f), "k1"));
         assert!(es[1].running);
+    }
+
+    #[test]
+    fn a_pool_sees_only_its_own_servers() {
+        let f = "host-b/ffffffffffff/7/tok";
+        let mut named = server("en", CState::RUNNING, f, 0);
+        named.labels.as_mut().unwrap().insert(labels::POOL_NAME.into(), "ci-1".into());
+        let plain = server("ed", CState::RUNNING, f, 0);
+        let cs = [named, plain];
+        let ids = |name| entries_of(&cs, name).into_iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(None), ["ed"], "the default pool");
+        assert_eq!(ids(Some("ci-1")), ["en"]);
+        assert!(ids(Some("ci-2")).is_empty());
     }
 }

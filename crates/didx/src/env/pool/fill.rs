@@ -121,7 +121,14 @@ async fn fill(
             }
         }
     }
-    let tag = PoolTag { key, size, filler: lock.filler.id.clone(), deadline: 0, idle_timeout: idle_timeout.map(|d| d.as_secs().max(1)) };
+    let tag = PoolTag {
+        key,
+        size,
+        filler: lock.filler.id.clone(),
+        deadline: 0,
+        idle_timeout: idle_timeout.map(|d| d.as_secs().max(1)),
+        name: super::names::name()?,
+    };
     let missing = size.saturating_sub(report.existing + report.starting);
     let tag = &tag;
     let results: Vec<(EnvId, Result<()>)> = futures_util::stream::iter(0..missing)

@@ -17,14 +17,17 @@ pub async fn key(engine: &Engine, spec: &EnvSpec) -> Result<String> {
     let (server, client) = tokio::join!(engine.image(&spec.server_image), engine.image(&spec.client_image));
     let id = |i: Option<bollard::models::ImageInspect>, name: &str| i.and_then(|i| i.id).unwrap_or_else(|| name.to_string());
     let (server, client) = (id(server?, &spec.server_image), id(client?, &spec.client_image));
-    Ok(key_of(spec, &server, &client))
+    Ok(key_at(recipe::VERSION, spec, super::names::name()?.as_deref(), &server, &client))
 }
 
+#[cfg(test)]
 fn key_of(spec: &EnvSpec, server_image_id: &str, client_image_id: &str) -> String {
-    key_at(recipe::VERSION, spec, server_image_id, client_image_id)
+    key_at(recipe::VERSION, spec, None, server_image_id, client_image_id)
 }
 
-fn key_at(recipe_version: u32, spec: &EnvSpec, server_image_id: &str, client_image_id: &str) -> String {
+/// The key in pool `name` (`None`: the default pool, whose keys do not hash a name, so they
+/// are what they were before pools had names).
+fn key_at(recipe_version: u32, spec: &EnvSpec, name: Option<&str>, server_image_id: &str, client_image_id: &str) -> String {
     let mut h = Sha256::new();
     let revision = format!("recipe {recipe_version}");
     let fixed =
@@ -42,6 +45,11 @@ fn key_at(recipe_version: u32, spec: &EnvSpec, server_image_id: &str, client_ima
     // (and those pooled before `--publish` existed, which publish none, still serve them).
     // `--store`: a pooled server without the store must never serve a run asking for it (nor
     // one with it a run that did not). Only when given, as `--publish`.
+    if let Some(name) = name {
+        h.update(b"name\0");
+        h.update(name.as_bytes());
+        h.update([0]);
+    }
     if let Some(store) = &spec.store {
         h.update(b"store\0");
         h.update(store.volume.as_bytes());
@@ -82,7 +90,11 @@ mod tests {
         e.storage_driver = "vfs".into();
         assert_ne!(key_of(&e, "sha256:1", "sha256:1"), k);
         // Another recipe revision (e.g. a server made before the TLS port was published).
-        assert_ne!(key_at(recipe::VERSION - 1, &a, "sha256:1", "sha256:1"), k, "an older recipe");
+        assert_ne!(key_at(recipe::VERSION - 1, &a, None, "sha256:1", "sha256:1"), k, "an older recipe");
+        // A named pool's keys are its own; the default pool's are unchanged by names.
+        let named = key_at(recipe::VERSION, &a, Some("ci-1"), "sha256:1", "sha256:1");
+        assert_ne!(named, k, "a named pool");
+        assert_ne!(key_at(recipe::VERSION, &a, Some("ci-2"), "sha256:1", "sha256:1"), named, "another name");
         let mut p = spec();
         p.publish = vec![crate::spec::PublishSpec::parse("8080:80").unwrap()];
         let kp = key_of(&p, "sha256:1", "sha256:1");

@@ -11,8 +11,9 @@ use crate::env::event::Event;
 use crate::env::id::{EnvId, hostname};
 use crate::error::{Error, Result};
 
-/// The pool lock's file in didx's cache directory.
-const LOCK_FILE: &str = "pool.lock";
+/// The pool lock's file in didx's cache directory: `pool.lock`, or `pool-NAME.lock` for a
+/// named pool.
+const LOCK_BASE: &str = "pool";
 
 /// Between two tries of the pool lock.
 const LOCK_POLL: Duration = Duration::from_millis(50);
@@ -48,8 +49,10 @@ pub(super) struct PoolLock {
 /// place is refused, not followed.
 pub(super) async fn lock(cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<PoolLock> {
     cancel.check()?;
-    let path = crate::cache::dir().unwrap_or_default().join(LOCK_FILE);
-    let f = crate::cache::lock(LOCK_FILE, LOCK_POLL, cancel, |path| on(Event::PoolLockWait { path })).await?;
+    // Each pool its own lock: fillers of different pools never wait for each other.
+    let file = format!("{}.lock", super::names::file_of(LOCK_BASE, super::names::name()?.as_deref()));
+    let path = crate::cache::dir().unwrap_or_default().join(&file);
+    let f = crate::cache::lock(&file, LOCK_POLL, cancel, |path| on(Event::PoolLockWait { path })).await?;
     let meta = f.metadata().map_err(|e| Error::Io { what: format!("locking {}", path.display()), source: e })?;
     let lock_id = Sha256::digest(format!("{}\0{}\0{}", path.display(), meta.dev(), meta.ino()).as_bytes());
     let site = format!("{}/{}", hostname(), &hex::encode(lock_id)[..12]);

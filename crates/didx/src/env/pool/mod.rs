@@ -40,6 +40,11 @@
 //! before the `down` (which removes what it made) or sees it. Only a `down` sharing the cache
 //! directory is seen.
 //!
+//! Pools have names (`DIDX_POOL_NAME`, [`name`]; none for the default pool): a pooled server
+//! carries its pool's name, the name is part of every key, and each pool has its own lock and
+//! `down` count. So pools of different names (CI projects on one engine, or tests running side
+//! by side) fill, list, empty and serve claims without seeing each other.
+//!
 //! `didx ls` shows the same states from the names (`unclaimed_client`): an unclaimed
 //! environment is `ready` or `starting` (or its stopped container's state), a claimed one is a
 //! run's (`running`).
@@ -64,6 +69,7 @@ pub use entry::{PoolEntry, PoolState, entries};
 pub use fill::{MAX_SIZE, MAX_STARTING, Refill, UpReport, refill, up};
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use key::key;
+pub use names::{NAME_VAR, name};
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use super::spec::PoolTag;

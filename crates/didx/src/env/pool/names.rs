@@ -3,6 +3,7 @@
 
 use crate::env::id::{CLIENT, POOLED, POOLING};
 use crate::env::spec::{EnvSpec, PoolTag};
+use crate::error::{Error, Result};
 use crate::labels;
 
 impl PoolTag {
@@ -17,7 +18,42 @@ impl PoolTag {
         if let Some(t) = self.idle_timeout {
             l.push((labels::POOL_IDLE.to_string(), t.to_string()));
         }
+        if let Some(n) = &self.name {
+            l.push((labels::POOL_NAME.to_string(), n.clone()));
+        }
         l
+    }
+}
+
+/// The variable naming the pool this process fills, lists, empties and claims from.
+pub const NAME_VAR: &str = "DIDX_POOL_NAME";
+
+/// The pool this process uses: `DIDX_POOL_NAME`, else the default pool (`None`). Pools of
+/// different names share an engine without seeing each other: each has its own keys, its own
+/// lock and `pool down` count in the cache directory, and `didx pool`, `pool up`, `pool down`
+/// and `--pool` claims see only their own. A name is letters, digits, `_ . -` (starting with a
+/// letter or digit), at most 40 of them.
+pub fn name() -> Result<Option<String>> {
+    match std::env::var(NAME_VAR) {
+        Ok(n) if !n.is_empty() => {
+            let ok = n.len() <= 40
+                && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !ok {
+                return Err(Error::invalid(NAME_VAR, n, "at most 40 letters, digits, '_', '.' and '-', starting with a letter or digit"));
+            }
+            Ok(Some(n))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A file of the pool `name` in the cache directory: `base` for the default pool,
+/// `base-NAME` for a named one.
+pub(super) fn file_of(base: &str, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("{base}-{n}"),
+        None => base.to_string(),
     }
 }
 

@@ -67,7 +67,7 @@ mod tests {
     fn only_provably_dead_environments_may_be_removed() {
         use CState::*;
         let now = 10_000;
-        let entry = |cs: &[ContainerSummary]| entries_of(cs).remove(0);
+        let entry = |cs: &[ContainerSummary]| entries_of(cs, None).remove(0);
         let pooled = |c| client("dind_e1_pooled_latest", "e1", c);
         // Another host's or another cache directory's filler, within its deadline: alive.
         for f in ["host-b/0123456789ab/100/tok", "host-a/ffffffffffff/100/tok"] {

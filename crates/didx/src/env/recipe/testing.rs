@@ -22,7 +22,7 @@ pub(super) fn tls() -> TlsMaterial {
 }
 
 pub(super) fn tag() -> PoolTag {
-    PoolTag { key: "k1".into(), size: 3, filler: "h/l/1/t".into(), deadline: 999, idle_timeout: Some(1800) }
+    PoolTag { key: "k1".into(), size: 3, filler: "h/l/1/t".into(), deadline: 999, idle_timeout: Some(1800), name: None }
 }
 
 pub(super) fn label<'m>(l: &'m HashMap<String, String>, k: &str) -> Option<&'m str> {
