@@ -96,6 +96,7 @@ fn pooled(run: &dyn Fn(&[&str]) -> Run) -> Vec<(String, String)> {
 
 #[test]
 fn busybox_pooled_environments_are_claimed_refilled_and_removed() {
+    let _pool = OwnPool::new("busybox");
     require_image();
     let cache = std::env::temp_dir().join(format!("didx-test-bbpool-{}", std::process::id()));
     std::fs::create_dir_all(&cache).unwrap();

@@ -306,6 +306,7 @@ fn a_client_image_without_docker_gets_the_server_s_cli() {
 /// bound, and the user is made in that client (files in /work are the user's).
 #[test]
 fn a_pooled_environment_serves_a_launcher_run() {
+    let _pool = OwnPool::new("launcher");
     let dir = temp_dir("pool");
     let _c = Cleanup(dir.clone());
     std::os::unix::fs::chown(&dir, Some(4321), Some(4321)).unwrap();

@@ -7,16 +7,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 /// The reaping allowance the issue sets.
 const REAP: Duration = Duration::from_secs(5);
-
-/// The pool is shared by name across the engine: pool tests here run one at a time.
-static POOL: Mutex<()> = Mutex::new(());
 
 /// Spawn didx with stderr piped; return the child and, once `marker` appears on stderr, the
 /// environment id it names.
@@ -148,7 +144,7 @@ fn no_container_of_ours_mounts_the_host_socket_or_any_host_path() {
 
 #[test]
 fn sigkill_right_after_a_pool_claim_leaves_nothing() {
-    let _g = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    let _pool = OwnPool::new("lease-claim");
     // A pool of its own (other dockerd options make another key), with no idle timeout.
     let opts = ["--dkropts", "--label=didx-test=lease-claim"];
     let up = didx(&["pool", "up", "1", "--idle-timeout", "0", opts[0], opts[1]]);
@@ -172,7 +168,7 @@ fn sigkill_right_after_a_pool_claim_leaves_nothing() {
 
 #[test]
 fn sigkill_of_pool_up_mid_fill_leaves_no_half_started_environment() {
-    let _g = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    let _pool = OwnPool::new("lease-mid-fill");
     let opts = ["--dkropts", "--label=didx-test=lease-fill"];
     let (mut child, id, _) = spawn_until(&["pool", "up", "1", "--idle-timeout", "0", opts[0], opts[1]], "started for the pool");
     sigkill(&mut child);
@@ -181,7 +177,7 @@ fn sigkill_of_pool_up_mid_fill_leaves_no_half_started_environment() {
 
 #[test]
 fn an_unclaimed_pooled_environment_ends_on_its_idle_timeout() {
-    let _g = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    let _pool = OwnPool::new("lease-idle");
     let opts = ["--dkropts", "--label=didx-test=lease-idle"];
     let idle = scaled(Duration::from_secs(8));
     let idle_arg = format!("{}s", idle.as_secs());

@@ -1,14 +1,15 @@
 //! The warm pool, end to end: `pool up`, `--pool` claims (never the same environment twice,
 //! even to concurrent runs or to a client paused again), refills, `pool down` racing claims,
-//! two fillers, stopped environments, the lock. Pools are engine-wide, so these tests run one
-//! at a time in their own binary; other tests share the engine, so each one checks (and, after
-//! a failure, sweeps) only pooled environments and the environments it saw, never everything.
+//! two fillers, stopped environments, the lock. Each test fills a pool of its own name
+//! (`DIDX_POOL_NAME`, see `common::OwnPool`), so they run side by side, here and beside the other
+//! test binaries (as cargo-nextest runs them); the one that drives the library in-process uses
+//! the default pool, which no other test of this binary uses. Each checks (and, after a
+//! failure, sweeps) only its own pool and the environments it saw, never everything.
 
 mod common;
 
 use std::collections::HashSet;
 use std::io::BufRead;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,16 +19,13 @@ use didx::env::EnvId;
 use didx::env::pool::{self, PoolState};
 use didx::labels;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-/// Every environment id a test saw (pool listings, runs), checked gone by its teardown.
-static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+thread_local! {
+    /// Every environment id this test saw (pool listings, runs), checked gone by its teardown.
+    static SEEN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn seen(id: &str) {
-    SEEN.lock().unwrap_or_else(|p| p.into_inner()).push(id.to_string());
+    SEEN.with(|s| s.borrow_mut().push(id.to_string()));
 }
 
 /// The pool as `didx pool` lists it: (env id, state) per line.
@@ -55,22 +53,30 @@ fn wait_ready(n: usize) -> HashSet<String> {
     }
 }
 
-/// Ids of environments with a pool-labelled container (any pool, any state).
-async fn pooled_ids(e: &Engine) -> HashSet<String> {
+/// Ids of environments with a pool-labelled container of pool `name` (`None`: the default
+/// pool), any state.
+async fn pooled_ids(e: &Engine, name: Option<&str>) -> HashSet<String> {
     let filter = std::collections::HashMap::from([("label".to_string(), vec![labels::POOL.to_string()])]);
-    e.containers(filter).await.unwrap().into_iter().filter_map(|c| c.labels?.get(labels::ENV).cloned()).collect()
+    e.containers(filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.labels)
+        .filter(|l| l.get(labels::POOL_NAME).map(String::as_str) == name)
+        .filter_map(|l| l.get(labels::ENV).cloned())
+        .collect()
 }
 
 /// Empty the pool, then assert nothing of it (nor of any environment the test saw) is left: a
 /// claimed environment still there is a leak to report, not to sweep. After a failed test
 /// (`strict` false) those are swept by id, so the next test starts clean; never `--clean all`,
 /// which would take other tests' environments.
-fn teardown(strict: bool) {
+fn teardown(name: Option<&str>, strict: bool) {
     let down = didx(&["pool", "down"]);
-    let seen_ids: Vec<String> = std::mem::take(&mut *SEEN.lock().unwrap_or_else(|p| p.into_inner()));
+    let seen_ids: Vec<String> = SEEN.with(|s| std::mem::take(&mut *s.borrow_mut()));
     let (pooled, left) = rt().block_on(async {
         let e = engine().await;
-        let pooled = pooled_ids(&e).await;
+        let pooled = pooled_ids(&e, name).await;
         let mut left = Vec::new();
         for id in pooled.iter().chain(&seen_ids) {
             left.extend(leftovers(Some(id)).await);
@@ -88,9 +94,21 @@ fn teardown(strict: bool) {
     }
 }
 
-fn guarded(f: impl FnOnce()) {
+/// Run `f` with a pool of this test's own (named `tag`), then tear that pool down.
+fn guarded(tag: &str, f: impl FnOnce(&OwnPool)) {
+    let pool = OwnPool::new(tag);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&pool)));
+    teardown(Some(&pool.name), result.is_ok());
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
+
+/// [`guarded`] with the default pool (for the test driving the library in-process, which reads
+/// no name; no other test here uses the default pool).
+fn guarded_default(f: impl FnOnce()) {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    teardown(result.is_ok());
+    teardown(None, result.is_ok());
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }
@@ -141,8 +159,7 @@ fn wait_bounded(mut child: std::process::Child, what: &str) -> Run {
 
 #[test]
 fn concurrent_runs_never_share_a_pooled_environment_and_the_pool_refills() {
-    let _g = serial();
-    guarded(|| {
+    guarded("concurrent", |_| {
         let up = didx(&["pool", "up", "2"]);
         assert_eq!(up.code, 0, "{}", up.show());
         assert!(up.stderr.contains("2 ready"), "{}", up.show());
@@ -191,8 +208,7 @@ fn concurrent_runs_never_share_a_pooled_environment_and_the_pool_refills() {
 
 #[test]
 fn runs_with_other_server_options_do_not_take_from_the_pool() {
-    let _g = serial();
-    guarded(|| {
+    guarded("other-opts", |_| {
         let up = didx(&["pool", "up", "1"]);
         assert_eq!(up.code, 0, "{}", up.show());
         let before = ready_ids();
@@ -220,8 +236,7 @@ fn runs_with_other_server_options_do_not_take_from_the_pool() {
 
 #[test]
 fn bad_pool_sizes_are_usage_errors_that_create_nothing() {
-    let _g = serial();
-    guarded(|| {
+    guarded("bad-sizes", |_| {
         let over = (pool::MAX_SIZE + 1).to_string();
         for args in [
             &["pool", "up", "0"][..],
@@ -242,8 +257,7 @@ fn bad_pool_sizes_are_usage_errors_that_create_nothing() {
 
 #[test]
 fn an_interrupted_pool_up_removes_what_it_was_starting() {
-    let _g = serial();
-    guarded(|| {
+    guarded("interrupted", |_| {
         let child =
             didx_cmd(&["pool", "up", "2"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
         // Signal it as soon as it has environments starting (an inner dockerd needs ~0.7 s at
@@ -273,8 +287,7 @@ fn an_interrupted_pool_up_removes_what_it_was_starting() {
 
 #[test]
 fn a_claimed_environment_paused_again_is_never_claimed_again() {
-    let _g = serial();
-    guarded(|| {
+    guarded("paused", |_| {
         let up = didx(&["pool", "up", "1"]);
         assert_eq!(up.code, 0, "{}", up.show());
         let pooled = ready_ids();
@@ -308,8 +321,7 @@ fn a_claimed_environment_paused_again_is_never_claimed_again() {
 
 #[test]
 fn pool_down_racing_claims_never_removes_a_claimed_environment() {
-    let _g = serial();
-    guarded(|| {
+    guarded_default(|| {
         rt().block_on(async {
             let e = engine().await;
             let template = spec(&e, vec![]).await;
@@ -368,7 +380,7 @@ fn pool_down_racing_claims_never_removes_a_claimed_environment() {
                 for id in &removed {
                     assert!(leftovers(Some(id)).await.is_empty(), "round {round}: removed {id} left {:?}", leftovers(Some(id)).await);
                 }
-                assert!(pooled_ids(&e).await.is_empty(), "round {round}");
+                assert!(pooled_ids(&e, None).await.is_empty(), "round {round}");
             }
             assert!(contended > 0, "claims and down never shared a round: the race was not run");
         });
@@ -377,8 +389,7 @@ fn pool_down_racing_claims_never_removes_a_claimed_environment() {
 
 #[test]
 fn two_fillers_with_their_own_locks_never_remove_each_others_environments() {
-    let _g = serial();
-    guarded(|| {
+    guarded("two-fillers", |_| {
         let (a_dir, b_dir) = (TempCache::new("a"), TempCache::new("b"));
         let piped =
             |mut c: std::process::Command| c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
@@ -410,8 +421,7 @@ fn two_fillers_with_their_own_locks_never_remove_each_others_environments() {
 
 #[test]
 fn stopped_pooled_environments_are_removed_by_the_engine() {
-    let _g = serial();
-    guarded(|| {
+    guarded("stopped", |_| {
         // What an engine restart does to them: the containers stop. Pooled servers and clients
         // are made with AutoRemove, so the engine removes them (and their volumes) then: no
         // stopped member is left for a later didx call to clear.
@@ -446,11 +456,10 @@ fn stopped_pooled_environments_are_removed_by_the_engine() {
 
 #[test]
 fn pool_up_and_down_waiting_for_the_lock_answer_signals() {
-    let _g = serial();
-    guarded(|| {
+    guarded("lock-signals", |pool| {
         let cache = TempCache::new("lock");
         // Held by this test, as a filler at work would.
-        let held = std::fs::File::create(cache.0.join("pool.lock")).unwrap();
+        let held = std::fs::File::create(cache.0.join(format!("pool-{}.lock", pool.name))).unwrap();
         held.lock().unwrap();
         let cases = [
             (&["pool", "up", "1"][..], libc::SIGTERM, 143),
@@ -489,16 +498,16 @@ fn pool_up_and_down_waiting_for_the_lock_answer_signals() {
 
 #[test]
 fn a_symbolic_link_planted_as_the_lock_is_not_followed() {
-    let _g = serial();
-    guarded(|| {
+    guarded("symlink", |pool| {
         let cache = TempCache::new("symlink");
         let target = cache.0.join("victim");
         std::fs::write(&target, "precious").unwrap();
-        std::os::unix::fs::symlink(&target, cache.0.join("pool.lock")).unwrap();
+        let lock = format!("pool-{}.lock", pool.name);
+        std::os::unix::fs::symlink(&target, cache.0.join(&lock)).unwrap();
         for args in [&["pool", "up", "1"][..], &["pool", "down"]] {
             let r = from_output(cache.cmd(args).output().unwrap());
             assert_eq!(r.code, 125, "{args:?}: {}", r.show());
-            assert!(r.stderr.contains("pool.lock") && r.stderr.contains("symbolic link"), "{}", r.show());
+            assert!(r.stderr.contains(&lock) && r.stderr.contains("symbolic link"), "{}", r.show());
             assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
             assert!(pool_list().is_empty(), "{args:?} created something");
         }
@@ -507,8 +516,7 @@ fn a_symbolic_link_planted_as_the_lock_is_not_followed() {
 
 #[test]
 fn pool_up_starts_at_most_a_few_at_a_time() {
-    let _g = serial();
-    guarded(|| {
+    guarded("few-at-a-time", |pool| {
         let n = pool::MAX_STARTING + 2;
         let child = didx_cmd(&["pool", "up", &n.to_string(), "--events", "json"])
             .stdout(std::process::Stdio::piped())
@@ -521,7 +529,7 @@ fn pool_up_starts_at_most_a_few_at_a_time() {
             let e = engine().await;
             let mut most = 0;
             while child.try_wait().unwrap().is_none() {
-                let entries = pool::entries(&e, None).await.unwrap();
+                let entries = pool::entries_named(&e, Some(&pool.name), None).await.unwrap();
                 most = most.max(entries.iter().filter(|x| x.state == PoolState::Starting).count());
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -536,8 +544,7 @@ fn pool_up_starts_at_most_a_few_at_a_time() {
 
 #[test]
 fn a_killed_filler_leaves_no_starting_environment_and_its_ready_ones_stay() {
-    let _g = serial();
-    guarded(|| {
+    guarded("killed-filler", |_| {
         let mine = TempCache::new("mine");
         // A filler killed outright (no clean-up) while its environments are starting: each
         // is held by the filler from its start until ready (its lease), so it ends itself.
@@ -578,6 +585,23 @@ fn ls_state(cache: &TempCache, id: &str) -> Option<String> {
     all.as_array().unwrap().iter().find(|e| e["id"] == id).map(|e| e["state"].as_str().unwrap().to_string())
 }
 
+/// Wait (bounded) until every thread of process `pid` is stopped (state `T`).
+fn wait_stopped(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let states: Vec<char> = tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .filter_map(|stat| stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()))
+            .collect();
+        if !states.is_empty() && states.iter().all(|s| *s == 'T' || *s == 't') {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} not stopped within 10 s: thread states {states:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Wait (bounded) for a line of the helper's refill log (in `cache`) containing `what`.
 fn refill_log_line(cache: &TempCache, what: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -598,8 +622,7 @@ fn refill_log_line(cache: &TempCache, what: &str) -> String {
 /// the lock goes to `pool down`, and continued once `down` returned.
 #[test]
 fn ls_shows_ready_and_claimed_and_a_refill_queued_before_pool_down_starts_nothing() {
-    let _g = serial();
-    guarded(|| {
+    guarded("refill-race", |pool| {
         let cache = TempCache::new("race");
         let up = from_output(cache.cmd(&["pool", "up", "1", "--events", "json"]).output().unwrap());
         assert_eq!(up.code, 0, "{}", up.show());
@@ -609,7 +632,7 @@ fn ls_shows_ready_and_claimed_and_a_refill_queued_before_pool_down_starts_nothin
         seen(&id);
         assert_eq!(ls_state(&cache, &id).as_deref(), Some("ready"), "an unclaimed pooled environment");
 
-        let held = std::fs::OpenOptions::new().write(true).open(cache.0.join("pool.lock")).unwrap();
+        let held = std::fs::OpenOptions::new().write(true).open(cache.0.join(format!("pool-{}.lock", pool.name))).unwrap();
         held.lock().unwrap();
         let run = from_output(cache.cmd(&["--pool", "--clean", "none", "true"]).output().unwrap());
         assert_eq!(run.code, 0, "{}", run.show());
@@ -620,6 +643,9 @@ fn ls_shows_ready_and_claimed_and_a_refill_queued_before_pool_down_starts_nothin
         let line = refill_log_line(&cache, "refill: topping the pool up");
         let pid: i32 = line.rsplit("(pid ").next().and_then(|p| p.trim_end_matches(')').parse().ok()).expect("the helper's pid");
         assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "{line}");
+        // Released only once every thread of the helper has stopped: a stop is delivered to
+        // each thread as it next runs, and a thread polling the lock then could take it first.
+        wait_stopped(pid);
         drop(held);
         let down = from_output(cache.cmd(&["pool", "down"]).output().unwrap());
         let continued = unsafe { libc::kill(pid, libc::SIGCONT) };

@@ -332,6 +332,8 @@ fn a_taken_host_port_fails_the_start_in_one_line_and_leaves_nothing() {
 /// without `--publish`); it starts a fresh one, which publishes.
 #[test]
 fn a_pooled_run_with_publish_is_not_served_a_server_without_its_ports() {
+    // A pool of its own: empty, so what is asserted is the key, not what others keep pooled.
+    let _pool = OwnPool::new("publish");
     let r = didx(&["--pool", "--clean", "anycase", "--publish", "8080", "true"]);
     with_cleanup(r, |r| {
         assert_eq!(r.code, 0, "{}", r.show());

@@ -216,6 +216,7 @@ fn a_live_host_engine_run_s_old_never_started_container_survives_another_start_s
 
 #[test]
 fn a_pooled_claim_whose_command_kills_every_process_cannot_keep_its_environment_past_didx() {
+    let _pool = OwnPool::new("reap-claim");
     // A pool of its own (other dockerd options make another key), with no idle timeout. A
     // claim holds server and client by an exec each; the command kills the client's (and
     // every other process of the client but PID 1); the server's holds it, and the client

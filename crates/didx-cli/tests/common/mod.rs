@@ -28,7 +28,40 @@ pub fn private_dir(d: &std::path::Path) {
 pub fn didx_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.args(args).env("DIDX_CACHE_DIR", cache_dir()).env_remove("DIDX_SERVER_IMAGE").env_remove("DIDX_CLIENT_IMAGE").stdin(Stdio::null());
+    match POOL_NAME.with(|n| n.borrow().clone()) {
+        Some(name) => c.env(didx::pool::NAME_VAR, name),
+        None => c.env_remove(didx::pool::NAME_VAR),
+    };
     c
+}
+
+thread_local! {
+    static POOL_NAME: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While held, every didx this thread runs uses a warm pool of its own (`DIDX_POOL_NAME`), so
+/// a test's pool is never another test's, in this binary or another running beside it (as
+/// cargo-nextest runs them).
+pub struct OwnPool {
+    pub name: String,
+}
+
+impl OwnPool {
+    pub fn new(tag: &str) -> OwnPool {
+        let name = format!("t{}-{tag}", std::process::id());
+        POOL_NAME.with(|n| *n.borrow_mut() = Some(name.clone()));
+        OwnPool { name }
+    }
+    /// Whether a container's labels say it belongs to this pool.
+    pub fn owns(&self, labels: &std::collections::HashMap<String, String>) -> bool {
+        labels.get(didx::labels::POOL_NAME) == Some(&self.name)
+    }
+}
+
+impl Drop for OwnPool {
+    fn drop(&mut self) {
+        POOL_NAME.with(|n| *n.borrow_mut() = None);
+    }
 }
 
 pub struct Run {

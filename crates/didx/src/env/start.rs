@@ -77,7 +77,7 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     };
     cancel.check().inspect_err(|_| env.settled = true)?;
     let server = Container { name: server_name, id: server_id };
-    let client = recipe::Client { spec, server_name: &server.name, created, files: ClientFiles::Upload(&tls), pool_key: None, engine_socket: None };
+    let client = recipe::Client { spec, server_name: &server.name, created, files: ClientFiles::Upload(&tls), pool_key: None, pool_name: None, engine_socket: None };
     // dockerd boots while the client is made and starts; the probe goes straight to the server.
     let client_start = async {
         match start_client(engine, &env.client.name, &client, spec.lease).await {
@@ -142,7 +142,7 @@ async fn start_host(engine: &Engine, spec: &EnvSpec, on: &(dyn Fn(Event<'_>) + S
         server_name: "",
         created,
         files: ClientFiles::EntrypointOnly,
-        pool_key: None,
+        pool_key: None, pool_name: None,
         engine_socket: Some(&socket),
     };
     let (reaper, (client_id, lease)) = tokio::try_join!(reaper_start, start_client(engine, &client_name, &client, spec.lease))?;

@@ -85,8 +85,16 @@ async fn take(engine: &Engine, spec: &EnvSpec, mut env: Environment, key: &str) 
         return Ok(env);
     }
     let server_name = env.inner_server()?.name.clone();
-    let client =
-        recipe::Client { spec, server_name: &server_name, created: crate::util::now_secs(), files: ClientFiles::Copied, pool_key: Some(key), engine_socket: None };
+    let name = super::names::name()?;
+    let client = recipe::Client {
+        spec,
+        server_name: &server_name,
+        created: crate::util::now_secs(),
+        files: ClientFiles::Copied,
+        pool_key: Some(key),
+        pool_name: name.as_deref(),
+        engine_socket: None,
+    };
     let swapping = format!("dind_{}_claiming_{}", spec.id, spec.cv.as_str());
     let id = create_client(engine, &swapping, &client).await?;
     // Its entrypoint and certificates, from the client it replaces (archives of a few KB).

@@ -69,13 +69,17 @@ pub struct PoolEntry {
 /// Every pooled environment of this process's pool ([`name`](super::name)): all its keys, or
 /// one; oldest first; one list request.
 pub async fn entries(engine: &Engine, key: Option<&str>) -> Result<Vec<PoolEntry>> {
-    let name = super::names::name()?;
+    entries_named(engine, super::names::name()?.as_deref(), key).await
+}
+
+/// [`entries`] of pool `name` (`None`: the default pool), whatever this process's is.
+pub async fn entries_named(engine: &Engine, name: Option<&str>, key: Option<&str>) -> Result<Vec<PoolEntry>> {
     let label = match key {
         Some(k) => format!("{}={k}", labels::POOL),
         None => labels::POOL.to_string(),
     };
     let filter = std::collections::HashMap::from([("label".to_string(), vec![label])]);
-    Ok(entries_of(&engine.containers(filter).await?, name.as_deref()))
+    Ok(entries_of(&engine.containers(filter).await?, name))
 }
 
 /// The pool `name` (`None`: the default pool) as read from a container list: pure, the one

@@ -186,7 +186,7 @@ async fn start_pooled(
     // No client yet: the probe goes straight to the server.
     let server = Container { name: name.clone(), id: id.clone() };
     wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
-    let client = recipe::Client { spec, server_name: &name, created: crate::util::now_secs(), files: ClientFiles::Upload(&tls), engine_socket: None, pool_key: Some(&tag.key) };
+    let client = recipe::Client { spec, server_name: &name, created: crate::util::now_secs(), files: ClientFiles::Upload(&tls), engine_socket: None, pool_key: Some(&tag.key), pool_name: tag.name.as_deref() };
     let client = create_client(engine, &pooling_name(spec), &client).await?;
     engine.start(&client).await?;
     engine.rename(&client, &pooled_name(spec)).await?;
