@@ -48,8 +48,12 @@ fn kept(extra: &[&str], commands: &[&str]) -> (String, Run) {
     (id, r)
 }
 
-/// Remove environment `id` as didx does (`Sandbox::rm`, `--clean all`, a session's clean-up).
+/// Remove environment `id` as didx does (`Sandbox::rm`, `--clean all`, a session's clean-up),
+/// in this process: with the tests' cache directory set first (it was set only by the first
+/// `cache()` call, so a test run alone, as cargo-nextest runs each, removed the certificates
+/// from the default cache directory and found the tests' copy left).
 fn remove(id: &str) {
+    cache();
     rt().block_on(async { didx::env::remove(&engine().await, id).await.unwrap() });
 }
 
