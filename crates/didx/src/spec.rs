@@ -202,11 +202,6 @@ fn is_mode(s: &str) -> bool {
         })
 }
 
-fn is_volume_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
-
 impl VolumeSpec {
     /// Parse a `-v` value. Relative host paths (`./x`, `../x`, `.`) are resolved against `cwd`
     /// and must exist, as a typo would otherwise create an empty root-owned directory.
@@ -241,7 +236,7 @@ impl VolumeSpec {
                 }
                 VolumeSource::Host(path)
             }
-            Some(src) if is_volume_name(src) => VolumeSource::Named(src.to_string()),
+            Some(src) if crate::util::is_engine_name(src) => VolumeSource::Named(src.to_string()),
             Some(_) => return Err(bad()),
         };
         Ok(VolumeSpec { source, target, mode: mode.map(str::to_string) })

@@ -1,4 +1,5 @@
-//! Small leaves every layer may use: the clock in whole seconds and random tokens.
+//! Small leaves every layer may use: the clock in whole seconds, random tokens, and the engine's
+//! rule for names.
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_secs() -> u64 {
@@ -23,6 +24,13 @@ pub(crate) fn token() -> String {
         }
     }
     bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+/// A name the engine accepts for a container or a volume (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), and
+/// the shape of every name didx makes from one (environment ids, store prefixes, pool names).
+pub(crate) fn is_engine_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 #[cfg(test)]

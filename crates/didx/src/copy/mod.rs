@@ -72,10 +72,6 @@ pub struct CpSpec {
 
 const CP_FIX: &str = "expected SOURCE:ABSOLUTE_CLIENT_PATH with SOURCE a host path (/abs or ./rel), '-' (tar on stdin), CONTAINER:/path or IMAGE[:TAG]::/path";
 
-fn is_container_name(s: &str) -> bool {
-    let mut c = s.chars();
-    c.next().is_some_and(|c| c.is_ascii_alphanumeric()) && c.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
 
 fn is_image_ref(s: &str) -> bool {
     !s.is_empty()
@@ -104,7 +100,7 @@ impl CpSpec {
             }
             CpSource::Image { image: image.to_string(), path: path.to_string() }
         } else if let Some((container, path)) = src.split_once(':') {
-            if !is_container_name(container) || !path.starts_with('/') {
+            if !crate::util::is_engine_name(container) || !path.starts_with('/') {
                 return Err(bad());
             }
             CpSource::Container { container: container.to_string(), path: path.to_string() }

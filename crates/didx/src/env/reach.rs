@@ -62,10 +62,7 @@ pub fn is_on_this_machine(host: &str) -> bool {
 
 /// An id or container name as didx makes them; anything else is a usage error.
 fn check_name(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 200
-        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    let ok = id.len() <= 200 && crate::util::is_engine_name(id);
     if ok {
         Ok(())
     } else {

@@ -24,9 +24,7 @@ pub const DRIVER: &str = "overlay2";
 /// characters only (letters, digits, `_ . -`, starting with a letter or digit).
 pub fn prefix() -> Result<String> {
     let p = std::env::var(PREFIX_VAR).ok().filter(|p| !p.is_empty()).unwrap_or_else(|| DEFAULT_PREFIX.to_string());
-    let ok =
-        p.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && p.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !ok {
+    if !crate::util::is_engine_name(&p) {
         return Err(Error::invalid(PREFIX_VAR, p, "letters, digits, '_', '.' and '-', starting with a letter or digit"));
     }
     Ok(p)

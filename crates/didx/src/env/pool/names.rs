@@ -36,10 +36,7 @@ pub const NAME_VAR: &str = "DIDX_POOL_NAME";
 pub fn name() -> Result<Option<String>> {
     match std::env::var(NAME_VAR) {
         Ok(n) if !n.is_empty() => {
-            let ok = n.len() <= 40
-                && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-                && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-            if !ok {
+            if n.len() > 40 || !crate::util::is_engine_name(&n) {
                 return Err(Error::invalid(NAME_VAR, n, "at most 40 letters, digits, '_', '.' and '-', starting with a letter or digit"));
             }
             Ok(Some(n))
