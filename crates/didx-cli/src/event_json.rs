@@ -54,14 +54,10 @@ fn line(kind: &str, fields: &Value) -> String {
     }
 }
 
-fn kind(k: &'static str, fields: Value) -> (&'static str, Value) {
-    (k, fields)
-}
-
 /// The kind and fields of one event (`None` for progress ticks, which would flood the stream).
 pub fn to_json(e: &Event<'_>) -> Option<(&'static str, Value)> {
     Some(match e {
-        Event::Images { resolved } => kind(
+        Event::Images { resolved } => (
             "images",
             json!({
                 "server": resolved.server, "client": resolved.client,
@@ -69,60 +65,58 @@ pub fn to_json(e: &Event<'_>) -> Option<(&'static str, Value)> {
                 "stale": resolved.stale,
             }),
         ),
-        Event::Resolved => kind("resolved", json!({})),
-        Event::Starting { id, names, pooled } => {
-            kind("starting", json!({"id": id, "server": names[0], "client": names[1], "pooled": pooled}))
-        }
-        Event::PoolEmpty => kind("pool_empty", json!({})),
-        Event::Claimed { id, refill } => kind("claimed", json!({"id": id, "pool_size": refill.size()})),
+        Event::Resolved => ("resolved", json!({})),
+        Event::Starting { id, names, pooled } => ("starting", json!({"id": id, "server": names[0], "client": names[1], "pooled": pooled})),
+        Event::PoolEmpty => ("pool_empty", json!({})),
+        Event::Claimed { id, refill } => ("claimed", json!({"id": id, "pool_size": refill.size()})),
         Event::Start(s) => match s {
-            StartEvent::IsolationFallback { reason } => kind("isolation_fallback", json!({"reason": reason})),
-            StartEvent::CapabilitiesUnknown { names } => kind("capabilities_unknown", json!({"names": names})),
+            StartEvent::IsolationFallback { reason } => ("isolation_fallback", json!({"reason": reason})),
+            StartEvent::CapabilitiesUnknown { names } => ("capabilities_unknown", json!({"names": names})),
             StartEvent::ServerStarted { name, image, isolation } => {
-                kind("server_started", json!({"name": name, "image": image, "isolation": isolation}))
+                ("server_started", json!({"name": name, "image": image, "isolation": isolation}))
             }
-            StartEvent::ClientStarted { name, image } => kind("client_started", json!({"name": name, "image": image})),
-            StartEvent::Ready { elapsed } => kind("ready", json!({"elapsed_ms": elapsed.as_millis() as u64})),
-            StartEvent::EngineHost { host } => kind("engine_host", json!({"host": host})),
-            StartEvent::PoolLockWait { path } => kind("pool_lock_wait", json!({"path": path.display().to_string()})),
+            StartEvent::ClientStarted { name, image } => ("client_started", json!({"name": name, "image": image})),
+            StartEvent::Ready { elapsed } => ("ready", json!({"elapsed_ms": elapsed.as_millis() as u64})),
+            StartEvent::EngineHost { host } => ("engine_host", json!({"host": host})),
+            StartEvent::PoolLockWait { path } => ("pool_lock_wait", json!({"path": path.display().to_string()})),
             _ => return None,
         },
-        Event::Published { ports } => kind(
+        Event::Published { ports } => (
             "published",
             json!({"ports": ports.iter().map(|p| json!({"ip": p.ip, "host_port": p.host_port, "env_port": p.env_port, "proto": p.proto.as_str()})).collect::<Vec<_>>()}),
         ),
-        Event::CopyWarning { warning } => kind("copy_warning", json!({"warning": warning})),
-        Event::Copied { sources } => kind("copied", json!({"sources": sources})),
+        Event::CopyWarning { warning } => ("copy_warning", json!({"warning": warning})),
+        Event::Copied { sources } => ("copied", json!({"sources": sources})),
         Event::Store(s) => match s {
-            StoreEvent::NotUsed { reason } => kind("store_not_used", json!({"reason": reason})),
-            StoreEvent::Waiting { store } => kind("store_waiting", json!({"store": store})),
-            StoreEvent::Filling { store, images } => kind("store_filling", json!({"store": store, "images": images})),
+            StoreEvent::NotUsed { reason } => ("store_not_used", json!({"reason": reason})),
+            StoreEvent::Waiting { store } => ("store_waiting", json!({"store": store})),
+            StoreEvent::Filling { store, images } => ("store_filling", json!({"store": store, "images": images})),
             StoreEvent::Filled { store, images, elapsed } => {
-                kind("store_filled", json!({"store": store, "images": images, "elapsed_ms": elapsed.as_millis() as u64}))
+                ("store_filled", json!({"store": store, "images": images, "elapsed_ms": elapsed.as_millis() as u64}))
             }
-            StoreEvent::Using { store } => kind("store_using", json!({"store": store})),
-            StoreEvent::Refused { store, why } => kind("store_refused", json!({"store": store, "why": why})),
+            StoreEvent::Using { store } => ("store_using", json!({"store": store})),
+            StoreEvent::Refused { store, why } => ("store_refused", json!({"store": store, "why": why})),
             _ => return None,
         },
-        Event::Load(LoadEvent::Skipped(name)) => kind("load_skipped", json!({"image": name})),
+        Event::Load(LoadEvent::Skipped(name)) => ("load_skipped", json!({"image": name})),
         Event::Load(_) => return None,
-        Event::Loaded { report } => kind("loaded", json!({"loaded": report.loaded, "skipped": report.skipped})),
+        Event::Loaded { report } => ("loaded", json!({"loaded": report.loaded, "skipped": report.skipped})),
         Event::Step(StepEvent::Started { index, total, display }) => {
-            kind("step_started", json!({"index": index, "total": total, "command": display}))
+            ("step_started", json!({"index": index, "total": total, "command": display}))
         }
         Event::Step(StepEvent::Ended { index, total, code, elapsed }) => {
-            kind("step_ended", json!({"index": index, "total": total, "code": code, "elapsed_ms": elapsed.as_millis() as u64}))
+            ("step_ended", json!({"index": index, "total": total, "code": code, "elapsed_ms": elapsed.as_millis() as u64}))
         }
         Event::Step(_) => return None,
-        Event::Interrupted { phase } => kind(
+        Event::Interrupted { phase } => (
             "interrupted",
             json!({"phase": match phase { Phase::Preparing => "preparing", Phase::Commands => "commands", Phase::Started => "started", _ => "other" }}),
         ),
-        Event::Failed { error } => kind("failed", json!({"error": error.to_string()})),
-        Event::CommandsDone => kind("commands_done", json!({})),
-        Event::Removing { id, names } => kind("removing", json!({"id": id, "server": names[0], "client": names[1]})),
-        Event::Removed { names } => kind("removed", json!({"server": names[0], "client": names[1]})),
-        Event::Kept { id, names, expires } => kind("kept", json!({"id": id, "server": names[0], "client": names[1], "expires": expires})),
+        Event::Failed { error } => ("failed", json!({"error": error.to_string()})),
+        Event::CommandsDone => ("commands_done", json!({})),
+        Event::Removing { id, names } => ("removing", json!({"id": id, "server": names[0], "client": names[1]})),
+        Event::Removed { names } => ("removed", json!({"server": names[0], "client": names[1]})),
+        Event::Kept { id, names, expires } => ("kept", json!({"id": id, "server": names[0], "client": names[1], "expires": expires})),
         _ => return None,
     })
 }
