@@ -78,7 +78,7 @@ pub enum Role {
     /// A container, volume or network the client created on the engine (`--engine host`).
     Started,
     /// The container that removes what a `--engine host` client started once the didx
-    /// holding the environment is gone (see `env::reaper`).
+    /// holding the environment is gone (see `backend/docker/reaper.rs`).
     Reaper,
 }
 

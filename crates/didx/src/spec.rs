@@ -5,7 +5,7 @@
 //! downstream re-checks strings.
 
 pub use crate::command::{HostForm, Step};
-pub use crate::copy::{CpSource, CpSpec};
+pub use crate::copy::spec::{CpSource, CpSpec};
 pub use crate::net::AddressRange;
 pub use crate::publish::{Proto, PublishSpec, Published};
 

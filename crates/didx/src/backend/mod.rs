@@ -2,28 +2,30 @@
 //! that runs it.
 //!
 //! An environment is made of *members*: the server (its own dockerd) and the client (the docker
-//! CLI wired to it); with `--engine host` the client alone. Everything the layers above do to a
-//! running environment — run a program in a member, copy files in and out of it, read its
-//! configured defaults, hold it with a lease, remove it and whatever else
-//! carries its label — goes through [`Backend`], and none of them asks which backend it is.
-//! Members are named by the string the backend gave them ([`crate::env::Container::id`]).
+//! CLI wired to it); with `--engine host` the client alone. Everything the layers above do
+//! with an environment — make it from its spec ([`Backend::place`]), run a program in a member,
+//! copy files in and out of it, read its configured defaults, hold it with a lease, list the
+//! environments there, remove one or all, sweep what ended runs left — goes through
+//! [`Backend`], and none of them asks which backend it is. Members are named by the string the
+//! backend gave them ([`crate::env::Container::id`]).
 //!
 //! One backend exists today: a Docker Engine API, local or tcp+TLS ([`docker`]: the engine
 //! wrapper itself implements the trait; Podman's Docker-compatible socket and, later, an ssh
-//! transport are this same backend). What is still Docker-only, below this seam and not yet
-//! behind it: *making* an environment (`env/start.rs`, the recipe's container bodies, address
-//! blocks, isolation profiles), the warm pool, the image store's volume and the engine-API
-//! proxy of `--engine host`. A Kubernetes backend (one pod per environment: a member is a
-//! container of the pod, exec the `pods/exec` subresource, files a tar through exec, a lease an
-//! attached exec whose stream closing ends the pod, removal a label-selected delete) implements
-//! this trait and adds its own way of making an environment beside `env/start.rs`.
+//! transport are this same backend). Its way of making an environment is `docker/start.rs`
+//! (the recipe's container bodies, address blocks, isolation profiles, the engine-API proxy of
+//! `--engine host`), of finding, removing and sweeping them `docker/list.rs`. What still asks
+//! for the Docker engine itself ([`Backend::as_engine`]; `Environment::docker(what)` says
+//! [`crate::Error::Unsupported`] elsewhere): the warm pool, the image store's volume, the
+//! published endpoint, `--cp IMAGE::` readers and `--load`. A Kubernetes backend (one pod per
+//! environment: `place` a pod watched until its dockerd answers, a member a container of the
+//! pod, exec the `pods/exec` subresource, files a tar through exec, a lease an attached exec
+//! whose stream closing ends the pod, list and removal label-selected) implements this trait:
+//! see ARCHITECTURE.md.
 //!
 //! The trait is object-safe (an environment holds an `Arc<dyn Backend>`), so its methods
 //! return boxed futures and streams.
 
-mod docker;
-
-pub(crate) use docker::container_name;
+pub(crate) mod docker;
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,8 +35,42 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use tokio::io::AsyncWrite;
 
+use crate::cancel::Cancel;
 use crate::engine::{ExecAs, Lease};
+use crate::env::event::Event;
+use crate::env::id::Container;
+use crate::env::spec::EnvSpec;
+use crate::env::summary::EnvSummary;
 use crate::error::Result;
+
+/// Where a start's progress goes.
+pub(crate) type OnEvent<'a> = &'a (dyn Fn(Event<'_>) + Send + Sync);
+
+/// What a backend made of an environment ([`Backend::place`]): its members, the leases
+/// holding them for this process, and whatever must live as long as the environment (the
+/// engine-API proxy of `--engine host`).
+#[derive(Debug)]
+pub(crate) struct Placed {
+    /// `None` with `--engine host`, which has no server.
+    pub server: Option<Container>,
+    /// The client.
+    pub client: Container,
+    /// What holds the members (empty when the spec asks for no lease).
+    pub leases: Vec<Lease>,
+    /// Kept with the environment, ended with it.
+    pub guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// What [`Backend::sweep`] took and saw.
+#[derive(Debug)]
+pub(crate) struct Swept {
+    /// The volumes it removed.
+    pub volumes: Vec<String>,
+    /// The environments with a member left, as it listed them.
+    pub live: std::collections::HashSet<String>,
+    /// When it listed them (what appeared since is not known to it).
+    pub listed: std::time::SystemTime,
+}
 
 /// Where a member's output goes.
 pub(crate) type Sink<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
@@ -67,6 +103,24 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
 
     /// Where it runs, for messages: the engine's address.
     fn location(&self) -> &str;
+
+    /// Make the environment `spec` describes: its members started (held from their start when
+    /// `spec.lease`), its inner engine answering, progress told to `on`. A start that fails or
+    /// is cancelled removes whatever it made before it returns.
+    fn place<'a>(&'a self, spec: &'a EnvSpec, cancel: &'a Cancel, on: OnEvent<'a>) -> BoxFuture<'a, Result<Placed>>;
+
+    /// Every didx environment here, oldest first.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<EnvSummary>>>;
+
+    /// Remove environment `env` whole — its members and whatever else carries its label
+    /// (volumes, networks, helpers) — or every didx environment with `None`; the names of the
+    /// members removed. Gone already is not an error.
+    fn remove_env<'a>(&'a self, env: Option<&'a str>) -> BoxFuture<'a, Result<Vec<String>>>;
+
+    /// Remove what no lease can (members made and never started, volumes no member uses, of
+    /// environments with no live member), made long enough ago; never anything of a live
+    /// environment.
+    fn sweep(&self) -> BoxFuture<'_, Result<Swept>>;
 
     /// Run `argv` in `member` as `how` says, its output streamed to `out` and `err` as it
     /// comes; the program's exit code. The program's own length is not bounded.
@@ -103,9 +157,6 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
 
     /// Remove `member` now (no graceful stop: it is throwaway); gone already is not an error.
     fn remove_member<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<()>>;
-
-    /// Remove whatever else carries environment `env`'s label (volumes, networks, helpers).
-    fn remove_labelled<'a>(&'a self, env: &'a str) -> BoxFuture<'a, Result<()>>;
 
     /// The Docker engine behind this backend, for what is made only on Docker so far (see the
     /// module documentation); `None` elsewhere.

@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
+use super::event::Event;
 use super::id::{Container, EnvId};
-use super::recipe::ENTRYPOINT_PATH;
-use crate::backend::Backend;
+use super::recipe::{CLIENT_CERT_PATH, ENTRYPOINT_PATH};
+use super::spec::EnvSpec;
+use crate::backend::{Backend, OnEvent};
+use crate::cancel::Cancel;
 use crate::engine::{Engine, ExecAs, Lease};
 use crate::error::{Error, Result};
 use crate::labels;
@@ -27,9 +30,34 @@ pub struct Environment {
     /// How COMMANDs run in the client (user, working directory, variables; see
     /// [`crate::launcher`]): the client's defaults until [`Environment::set_exec_as`].
     pub(super) exec_as: ExecAs,
-    /// The engine-API proxy the client talks to (`--engine host`); it ends when this does.
-    #[expect(dead_code, reason = "held, not read: dropping it ends the proxy")]
-    pub(super) proxy: Option<crate::dood::Proxy>,
+    /// What the backend keeps with the environment (the engine-API proxy the client of
+    /// `--engine host` talks to); it ends when this does.
+    #[expect(dead_code, reason = "held, not read: dropping it ends it")]
+    pub(super) guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Environment {
+    /// Start server and client on `engine` and wait until the inner engine answers over TLS.
+    /// A start that fails or is cancelled removes everything it created.
+    pub async fn start(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<Environment> {
+        Self::start_on(crate::backend::docker(engine), spec, cancel, on).await
+    }
+
+    /// Start it on `backend` (see [`Backend::place`]).
+    pub(crate) async fn start_on(backend: Arc<dyn Backend>, spec: &EnvSpec, cancel: &Cancel, on: OnEvent<'_>) -> Result<Environment> {
+        let placed = backend.place(spec, cancel, on).await?;
+        Ok(Environment {
+            backend,
+            id: spec.id.clone(),
+            server: placed.server,
+            client: placed.client,
+            client_cert_dir: CLIENT_CERT_PATH,
+            settled: false,
+            leases: placed.leases,
+            exec_as: ExecAs::default(),
+            guard: placed.guard,
+        })
+    }
 }
 
 impl Environment {
@@ -104,10 +132,8 @@ impl Environment {
         let others = async { futures_util::future::join_all(others.iter().map(|c| self.backend.remove_member(c))).await.into_iter().collect::<Result<Vec<()>>>() };
         let (s, c, o) = tokio::join!(server, self.backend.remove_member(&self.client.id), others);
         s.and(c).and(o.map(|_| ()))?;
-        self.backend.remove_labelled(self.id.as_str()).await?;
-        // The client certificates host tools were given (`didx env`, `host:` commands).
-        super::certdir::remove(self.id.as_str());
-        Ok(())
+        // Then whatever else carries its label, and what stays of it on this machine.
+        super::list::remove_on(&*self.backend, self.id.as_str()).await.map(|_| ())
     }
 
     /// When this environment's certificates expire (Unix seconds), from its server's

@@ -6,19 +6,19 @@
 //! file) without a network of its own. The server publishes that port on the host's
 //! 127.0.0.1 only ([`Environment::endpoint`]), for host processes holding the client
 //! certificate ([`Environment::client_certificates`]). What the containers are made of is the
-//! pure recipe in `recipe/`; this module and [`pool`] only sequence engine calls over it.
+//! pure recipe in `recipe/`; the backend makes them from it ([`crate::backend::Backend::place`]:
+//! on Docker, `backend/docker/start.rs`), and [`pool`] sequences engine calls over it.
 mod certdir;
 mod endpoint;
-mod event;
+pub(crate) mod event;
 mod handle;
-mod id;
+pub(crate) mod id;
 mod list;
 pub mod pool;
 mod reach;
-mod reaper;
-mod recipe;
-mod spec;
-mod start;
+pub(crate) mod recipe;
+pub(crate) mod spec;
+pub(crate) mod summary;
 
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use certdir::ClientCerts;
@@ -28,10 +28,10 @@ pub use event::Event;
 pub use handle::Environment;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use id::{Container, EnvId, owner};
-pub use list::{EnvSummary, Member, list, remove, remove_all, sweep, sweep_logged};
+pub use list::{list, remove, remove_all, sweep, sweep_logged};
 pub use reach::{HostAccess, host_access, is_on_this_machine};
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, STORE_PATH, TLS_PORT};
 pub(crate) use recipe::{Filler, held};
 pub use spec::{EnvSpec, Seal, StoreMount};
-pub(crate) use start::first_isolation;
+pub use summary::{EnvSummary, Member};

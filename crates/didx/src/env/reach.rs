@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use super::list::container_name;
+use crate::backend::docker::container_name;
 use super::recipe::{CLIENT_CERT_PATH, PUBLISHED_IP, TLS_PORT, published_port};
 use super::certdir;
 use super::handle::Environment;
@@ -150,7 +150,7 @@ pub async fn host_access(engine: &Engine, id: &str) -> Result<HostAccess> {
         settled: true,
         leases: Vec::new(),
         exec_as: crate::engine::ExecAs::default(),
-        proxy: None,
+        guard: None,
     };
     env.host_access().await
 }

@@ -153,7 +153,8 @@ pub(super) async fn run_filler(
 async fn start_filler(engine: &Engine, store: &Store, shape: &FillerShape, drain: bool) -> Result<Option<(String, Lease)>> {
     let filler = crate::env::Filler { store: &store.name, prefix: &store.prefix, image: &store.image, drain };
     let name = store.filler_name();
-    let mut iso = crate::env::first_isolation(engine, shape.isolation, &shape.engine_id, &store.image, &store.name).await?;
+    let mut iso =
+        crate::backend::docker::start::first_isolation(engine, shape.isolation, &shape.engine_id, &store.image, &store.name).await?;
     let files = tar_of(&[Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() }])?;
     loop {
         let id = match engine.create_container(&name, crate::env::held(filler.body(&iso))).await {

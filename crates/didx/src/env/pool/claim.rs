@@ -13,7 +13,7 @@ use crate::env::id::{Container, EnvId};
 use crate::env::list::remove;
 use crate::env::recipe::{self, CLIENT_CERT_PATH, ClientFiles};
 use crate::env::spec::EnvSpec;
-use crate::env::start::create_client;
+use crate::backend::docker::start::create_client;
 use crate::error::Result;
 
 /// Claim a ready pooled environment matching `spec`'s key and give it to the caller, its
@@ -50,7 +50,7 @@ pub async fn claim(
             settled: false,
             leases: Vec::new(),
             exec_as: crate::engine::ExecAs::default(),
-            proxy: None,
+            guard: None,
         };
         match take(engine, spec, env, &key).await {
             Ok(mut env) => {

@@ -5,7 +5,7 @@ use bollard::models::{ContainerSummary, ContainerSummaryStateEnum as CState};
 
 use crate::engine::Engine;
 use crate::env::id::{CLIENT, Container, POOLED, POOLING};
-use crate::env::list::container_name;
+use crate::backend::docker::container_name;
 use crate::error::Result;
 use crate::labels;
 

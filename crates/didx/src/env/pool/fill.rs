@@ -18,7 +18,7 @@ use crate::env::id::{Container, EnvId};
 use crate::env::list::remove;
 use crate::env::recipe::{self, ClientFiles};
 use crate::env::spec::{EnvSpec, PoolTag};
-use crate::env::start::{create_client, start_server, wait_ready};
+use crate::backend::docker::start::{create_client, start_server, wait_ready};
 use crate::error::{Error, Result};
 use crate::tls::TlsMaterial;
 

@@ -1,7 +1,8 @@
 //! The environment's recipe: what its server and client containers are made of (labels,
 //! mounts, dockerd's arguments, the published port, the client's environment, the files placed
-//! in them) as pure code, with no engine and no I/O. `env` and `env::pool` only sequence
-//! engine calls over it; another backend (e.g. Kubernetes pods) would read the same recipe.
+//! in them) as pure code, with no engine and no I/O. The Docker backend's start
+//! (`backend/docker/start.rs`) and `env::pool` only sequence engine calls over it; another
+//! backend (e.g. Kubernetes pods) would read the same recipe.
 
 mod base;
 mod client;
@@ -13,8 +14,8 @@ mod server;
 mod testing;
 
 pub use base::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, STORE_PATH, TLS_PORT};
-pub(super) use base::{VERSION, published_port};
-pub(super) use client::{Client, ClientFiles};
+pub(crate) use base::{VERSION, published_port};
+pub(crate) use client::{Client, ClientFiles};
 pub(crate) use filler::Filler;
 pub(crate) use held::held;
-pub(super) use server::Server;
+pub(crate) use server::Server;

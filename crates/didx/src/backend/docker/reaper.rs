@@ -14,10 +14,10 @@
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 
-use super::spec::EnvSpec;
-use super::recipe::{self, ENTRYPOINT, ENTRYPOINT_PATH};
 use crate::archive::{Entry, tar_of};
 use crate::engine::{Engine, Lease};
+use crate::env::recipe::{self, ENTRYPOINT, ENTRYPOINT_PATH};
+use crate::env::spec::EnvSpec;
 use crate::error::Result;
 use crate::labels::{self, Role};
 
@@ -71,7 +71,6 @@ pub(super) async fn start(engine: &Engine, spec: &EnvSpec, socket: &str, created
 mod tests {
     use super::*;
 
-
     #[test]
     fn the_socket_is_the_unix_path_of_the_engine_address() {
         assert_eq!(socket_of("unix:///var/run/docker.sock"), Some("/var/run/docker.sock"));
@@ -81,12 +80,8 @@ mod tests {
 
     #[test]
     fn a_reaper_binds_the_engine_socket_has_no_network_and_is_labelled_and_held() {
-        let spec = EnvSpec {
-            storage_driver: "overlay2".into(),
-            lease: true,
-            engine_mode: crate::spec::EngineMode::Host,
-            ..EnvSpec::example()
-        };
+        let spec =
+            EnvSpec { storage_driver: "overlay2".into(), lease: true, engine_mode: crate::spec::EngineMode::Host, ..EnvSpec::example() };
         let b = recipe::held(body(&spec, "/run/host.sock", 7));
         let hc = b.host_config.as_ref().unwrap();
         assert_eq!(hc.binds.as_deref(), Some(&["/run/host.sock:/var/run/docker.sock".to_string()][..]));

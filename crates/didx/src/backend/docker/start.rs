@@ -4,16 +4,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::event::Event;
-use super::handle::Environment;
-use super::id::Container;
-use super::list::remove;
 use super::reaper;
-use super::recipe::{self, ClientFiles, TLS_PORT};
-use super::spec::EnvSpec;
 use crate::archive::tar_of;
+use crate::backend::{OnEvent, Placed};
 use crate::cancel::Cancel;
-use crate::engine::{Engine, ExecAs, Lease, message_of};
+use crate::engine::{Engine, Lease, message_of};
+use crate::env::event::Event;
+use crate::env::id::Container;
+use crate::env::recipe::{self, ClientFiles, TLS_PORT};
+use crate::env::spec::EnvSpec;
 use crate::error::{Error, Result};
 use crate::isolation::{self, Isolation};
 use crate::labels;
@@ -26,31 +25,30 @@ use crate::tls::TlsMaterial;
 /// few milliseconds after it listens: probing often costs nothing and saves up to an interval.
 const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(500);
-impl Environment {
-    /// Start server and client and wait until the inner engine answers over TLS. A start that
-    /// fails or is cancelled removes everything it created.
-    pub async fn start(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<Environment> {
-        use tracing::Instrument;
-        let span = tracing::info_span!("start", env = %spec.id);
-        let started = async {
-            match spec.engine_mode {
-                crate::spec::EngineMode::Dind => start_inner(engine, spec, cancel, on).await,
-                crate::spec::EngineMode::Host => start_host(engine, spec, on).await,
+/// Start server and client and wait until the inner engine answers over TLS (see
+/// [`crate::backend::Backend::place`]). A start that fails or is cancelled removes everything
+/// it created, by label.
+pub(super) async fn place(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: OnEvent<'_>) -> Result<Placed> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("start", env = %spec.id);
+    let started = async {
+        match spec.engine_mode {
+            crate::spec::EngineMode::Dind => start_inner(engine, spec, cancel, on).await,
+            crate::spec::EngineMode::Host => start_host(engine, spec, on).await,
+        }
+    };
+    match started.instrument(span).await {
+        Ok(placed) => Ok(placed),
+        Err(e) => {
+            if let Err(rm) = engine.remove_labelled_with(Some(spec.id.as_str())).await {
+                tracing::warn!(env = %spec.id, error = %rm, "rollback of a failed start failed");
             }
-        };
-        match started.instrument(span).await {
-            Ok(env) => Ok(env),
-            Err(e) => {
-                if let Err(rm) = remove(engine, spec.id.as_str()).await {
-                    tracing::warn!(env = %spec.id, error = %rm, "rollback of a failed start failed");
-                }
-                Err(e)
-            }
+            Err(e)
         }
     }
 }
 
-async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<Environment> {
+async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: OnEvent<'_>) -> Result<Placed> {
     let t0 = Instant::now();
     let created = crate::util::now_secs();
     let server_name = spec.server_name();
@@ -64,20 +62,24 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     // killed run for more than the few milliseconds between a create and its attach.
     let server = recipe::Server { spec, name: &server_name, tls: &tls, created, pool: None, net: None };
     let (server_id, server_lease) = start_server(engine, &server, spec.lease, cancel, on).await?;
-    let mut env = Environment {
-        backend: crate::backend::docker(engine),
-        id: spec.id.clone(),
+    // Dropped on a failure below, the lease ends the server (the caller's rollback removes it).
+    let mut env = Placed {
         server: Some(Container { name: server_name.clone(), id: server_id.clone() }),
         client: Container { name: client_name, id: String::new() },
-        client_cert_dir: recipe::CLIENT_CERT_PATH,
-        settled: false,
         leases: server_lease.into_iter().collect(),
-        exec_as: ExecAs::default(),
-        proxy: None,
+        guard: None,
     };
-    cancel.check().inspect_err(|_| env.settled = true)?;
+    cancel.check()?;
     let server = Container { name: server_name, id: server_id };
-    let client = recipe::Client { spec, server_name: &server.name, created, files: ClientFiles::Upload(&tls), pool_key: None, pool_name: None, engine_socket: None };
+    let client = recipe::Client {
+        spec,
+        server_name: &server.name,
+        created,
+        files: ClientFiles::Upload(&tls),
+        pool_key: None,
+        pool_name: None,
+        engine_socket: None,
+    };
     // dockerd boots while the client is made and starts; the probe goes straight to the server.
     let client_start = async {
         match start_client(engine, &env.client.name, &client, spec.lease).await {
@@ -92,8 +94,7 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
     };
     let (started, ready) =
         tokio::join!(client_start, wait_ready(engine, &server, Some(&env.client.name), &tls, spec.ready_timeout, cancel));
-    // From here on the handle owns the containers; on failure the caller's rollback removes
-    // them by label, so let go of the handle quietly.
+    // On failure the caller's rollback removes the containers by label.
     match (started, ready) {
         (Ok((client_id, client_lease)), Ok(())) => {
             env.client.id = client_id;
@@ -101,16 +102,13 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: &(dyn
             on(Event::Ready { elapsed: t0.elapsed() });
             Ok(env)
         }
-        (Err(e), _) | (_, Err(e)) => {
-            env.forget();
-            Err(e)
-        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
     }
 }
 
 /// `--engine host`: no server; the client gets the engine-API proxy's socket (see
 /// [`crate::dood`]). Said loudly first: the client has root on the engine's host.
-async fn start_host(engine: &Engine, spec: &EnvSpec, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<Environment> {
+async fn start_host(engine: &Engine, spec: &EnvSpec, on: OnEvent<'_>) -> Result<Placed> {
     let t0 = Instant::now();
     on(Event::EngineHost { host: engine.host() });
     // The socket is this process's path: the engine's machine may name it otherwise.
@@ -142,34 +140,30 @@ async fn start_host(engine: &Engine, spec: &EnvSpec, on: &(dyn Fn(Event<'_>) + S
         server_name: "",
         created,
         files: ClientFiles::EntrypointOnly,
-        pool_key: None, pool_name: None,
+        pool_key: None,
+        pool_name: None,
         engine_socket: Some(&socket),
     };
     let (reaper, (client_id, lease)) = tokio::try_join!(reaper_start, start_client(engine, &client_name, &client, spec.lease))?;
     on(Event::ClientStarted { name: &client_name, image: &spec.client_image });
     tracing::debug!(elapsed = ?t0.elapsed(), "client of the host engine started");
-    Ok(Environment {
-        backend: crate::backend::docker(engine),
-        id: spec.id.clone(),
+    Ok(Placed {
         server: None,
         client: Container { name: client_name, id: client_id },
-        client_cert_dir: recipe::CLIENT_CERT_PATH,
-        settled: false,
         leases: reaper.into_iter().chain(lease).collect(),
-        exec_as: ExecAs::default(),
-        proxy: Some(proxy),
+        guard: Some(Box::new(proxy)),
     })
 }
 
 /// Create, fill and start the server, switching `auto` isolation to the caps profile when the
 /// engine refuses `--privileged`. With `lease` (or for the pool, whose filler holds what it
 /// starts) the server is held from its start: the lease comes back with its id.
-pub(super) async fn start_server(
+pub(crate) async fn start_server(
     engine: &Engine,
     server: &recipe::Server<'_>,
     lease: bool,
     cancel: &Cancel,
-    on: &(dyn Fn(Event<'_>) + Send + Sync),
+    on: OnEvent<'_>,
 ) -> Result<(String, Option<Lease>)> {
     let (spec, name) = (server.spec, server.name);
     let caps = || Isolation::caps_profile_on(engine, &spec.engine_id, &spec.server_image, spec.id.as_str());
@@ -232,7 +226,9 @@ pub(crate) async fn first_isolation(engine: &Engine, mode: IsolationMode, engine
     Ok(match mode {
         IsolationMode::Privileged => Isolation::Privileged,
         IsolationMode::Caps => Isolation::caps_profile_on(engine, engine_id, image, env).await?,
-        IsolationMode::Auto if isolation::remembered_refusal(engine_id) => Isolation::caps_profile_on(engine, engine_id, image, env).await?,
+        IsolationMode::Auto if isolation::remembered_refusal(engine_id) => {
+            Isolation::caps_profile_on(engine, engine_id, image, env).await?
+        }
         IsolationMode::Auto => Isolation::Privileged,
     })
 }
@@ -286,11 +282,8 @@ async fn net_lock() -> Result<std::fs::File> {
 async fn choose_block(engine: &Engine, range: net::AddressRange, lost: &[net::Cidr], env: &str) -> Result<net::Block> {
     let filter = std::collections::HashMap::from([("label".to_string(), vec![labels::NET.to_string()])]);
     let (servers, subnets) = tokio::join!(engine.containers(filter), engine.network_subnets());
-    let held: Vec<net::Cidr> = servers?
-        .iter()
-        .filter_map(|c| c.labels.as_ref()?.get(labels::NET))
-        .filter_map(|b| net::Cidr::parse(b))
-        .collect();
+    let held: Vec<net::Cidr> =
+        servers?.iter().filter_map(|c| c.labels.as_ref()?.get(labels::NET)).filter_map(|b| net::Cidr::parse(b)).collect();
     let networks: Vec<net::Cidr> = subnets?.iter().filter_map(|s| net::Cidr::parse(s)).collect();
     let taken: Vec<net::Cidr> = held.iter().chain(&networks).chain(lost).copied().collect();
     let free = net::free_blocks(range, &taken);
@@ -364,7 +357,7 @@ async fn start_client(engine: &Engine, name: &str, client: &recipe::Client<'_>, 
 }
 
 /// Create a client without starting it, its files uploaded (a pool's, started by the caller).
-pub(super) async fn create_client(engine: &Engine, name: &str, client: &recipe::Client<'_>) -> Result<String> {
+pub(crate) async fn create_client(engine: &Engine, name: &str, client: &recipe::Client<'_>) -> Result<String> {
     let id = engine.create_container(name, client.body()).await?;
     let files = client.files();
     if !files.is_empty() {
@@ -384,7 +377,9 @@ async fn server_exit(engine: &Engine, id: &str, name: &str) -> Result<Option<Err
     let state = engine.inspect(id).await?.state;
     let logs = engine.logs_tail(id, 20).await.unwrap_or_default();
     match state {
-        Some(s) if s.running != Some(true) => Ok(Some(Error::ServerExited { name: name.to_string(), code: s.exit_code.unwrap_or(-1), logs })),
+        Some(s) if s.running != Some(true) => {
+            Ok(Some(Error::ServerExited { name: name.to_string(), code: s.exit_code.unwrap_or(-1), logs }))
+        }
         _ => Ok(dockerd_exit_status(&logs).map(|code| Error::ServerExited { name: name.to_string(), code, logs })),
     }
 }
@@ -403,7 +398,7 @@ enum Probe {
 
 /// Wait until `server`'s dockerd answers over TLS. `client` (absent while a pooled server
 /// starts) is where the fallback probe runs.
-pub(super) async fn wait_ready(
+pub(crate) async fn wait_ready(
     engine: &Engine,
     server: &Container,
     client: Option<&str>,

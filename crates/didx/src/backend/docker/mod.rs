@@ -1,15 +1,27 @@
 //! The Docker backend: an engine reached through its API (local socket, tcp+TLS, Podman's
 //! compatible socket). The engine wrapper is the backend; a member is a container.
+//!
+//! How an environment is made here is `start.rs` (server, client, readiness, rollback) with
+//! the `--engine host` reaper in `reaper.rs`; how environments are found, removed and swept by
+//! their labels is `list.rs`.
+
+mod list;
+
+pub(crate) use list::container_name;
+mod reaper;
+pub(crate) mod start;
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, join_all};
+use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 
-use super::{Backend, MemberConfig, Sink};
+use super::{Backend, MemberConfig, OnEvent, Placed, Sink, Swept};
+use crate::cancel::Cancel;
 use crate::engine::{Engine, ExecAs, Lease};
+use crate::env::spec::EnvSpec;
+use crate::env::summary::EnvSummary;
 use crate::error::Result;
-use crate::labels;
 
 impl Backend for Engine {
     fn kind(&self) -> &'static str {
@@ -18,6 +30,22 @@ impl Backend for Engine {
 
     fn location(&self) -> &str {
         self.host()
+    }
+
+    fn place<'a>(&'a self, spec: &'a EnvSpec, cancel: &'a Cancel, on: OnEvent<'a>) -> BoxFuture<'a, Result<Placed>> {
+        start::place(self, spec, cancel, on).boxed()
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<EnvSummary>>> {
+        list::list(self).boxed()
+    }
+
+    fn remove_env<'a>(&'a self, env: Option<&'a str>) -> BoxFuture<'a, Result<Vec<String>>> {
+        self.remove_labelled_with(env).boxed()
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<Swept>> {
+        list::sweep(self).boxed()
     }
 
     fn exec<'a>(
@@ -75,37 +103,7 @@ impl Backend for Engine {
         self.remove_container(member).boxed()
     }
 
-    fn remove_labelled<'a>(&'a self, env: &'a str) -> BoxFuture<'a, Result<()>> {
-        self.remove_labelled_with(Some(env)).map(|r| r.map(|_| ())).boxed()
-    }
-
     fn as_engine(&self) -> Option<&Engine> {
         Some(self)
     }
-}
-
-impl Engine {
-    /// Remove every container, volume and network labelled with environment `env` (every one
-    /// didx manages when `None`), containers first; the removed containers' names.
-    pub(crate) async fn remove_labelled_with(&self, env: Option<&str>) -> Result<Vec<String>> {
-        let containers = self.containers(labels::filter(env)).await?;
-        let names: Vec<String> = containers.iter().map(container_name).collect();
-        let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
-        for r in join_all(ids.iter().map(|c| self.remove_container(c))).await {
-            r?;
-        }
-        let (volumes, networks) = tokio::join!(self.volumes(labels::filter(env)), self.networks(labels::filter(env)));
-        let (volumes, networks) = (volumes?, networks?);
-        let removals = join_all(volumes.iter().map(|v| self.remove_volume(v)));
-        let (vs, ns) = tokio::join!(removals, join_all(networks.iter().map(|n| self.remove_network(n))));
-        for r in vs.into_iter().chain(ns) {
-            r?;
-        }
-        Ok(names)
-    }
-}
-
-/// A listed container's name, without the engine's leading `/`.
-pub(crate) fn container_name(c: &bollard::models::ContainerSummary) -> String {
-    c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default()
 }
