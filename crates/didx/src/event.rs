@@ -4,8 +4,8 @@
 use crate::env::Event as StartEvent;
 use crate::error::Error;
 use crate::images::Resolved;
-use crate::load::{LoadEvent, LoadReport};
-use crate::run::StepEvent;
+use crate::ops::load::{LoadEvent, LoadReport};
+use crate::ops::run::StepEvent;
 
 /// Progress of a session (and of [`SandboxBuilder::start_with`]), in the order it happens.
 ///

@@ -49,11 +49,16 @@ macro_rules! internal {
         #[doc(hidden)]
         pub mod $name;
         #[cfg(not(feature = "internals"))]
-        mod $name;
+        pub(crate) mod $name;
     )*};
 }
 
-internal!(archive, build, cache, command, copy, dood, engine, env, images, isolation, labels, load, net, ready, run, tls);
+internal!(archive, build, cache, command, dood, engine, env, images, isolation, labels, net, ready, tls);
+
+// The operations' modules didx's own tests and fuzz targets reach (see `ops`).
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use ops::{copy, load, run};
 
 mod backend;
 mod cancel;
@@ -62,7 +67,6 @@ pub mod error;
 mod event;
 pub mod image;
 pub mod inventory;
-mod launcher;
 mod ops;
 pub mod pool;
 mod publish;

@@ -72,7 +72,7 @@ async fn up_or_refill(
     if !options.loads.is_empty() && !options.store {
         return Err(Error::invalid("--load", options.loads.join(" "), "pooled servers get images from the image store only: add --store"));
     }
-    let seeds = crate::load::check(engine, &options.loads).await?;
+    let seeds = crate::ops::load::check(engine, &options.loads).await?;
     let mut spec = options.spec(engine, false, on).await?;
     // `--store`: pooled servers mount the store too (its images as of each one's start).
     options.use_store(engine, &mut spec, &seeds, cancel, on).await?;

@@ -29,10 +29,10 @@ use crate::engine::Engine;
 use crate::env::Environment;
 use crate::env::pool::Refill;
 use crate::error::{Error, Result};
-pub use crate::load::{LoadEvent, LoadReport};
+pub use crate::ops::load::{LoadEvent, LoadReport};
+pub use crate::ops::run::StepEvent;
+use crate::ops::run::run_steps;
 use crate::ops::start::SandboxOptions;
-pub use crate::run::StepEvent;
-use crate::run::run_steps;
 use crate::spec::{CleanPolicy, EnvVarName};
 
 pub use crate::env::Event as StartEvent;

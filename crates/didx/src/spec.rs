@@ -5,8 +5,8 @@
 //! downstream re-checks strings.
 
 pub use crate::command::{HostForm, Step};
-pub use crate::copy::spec::{CpSource, CpSpec};
 pub use crate::net::AddressRange;
+pub use crate::ops::copy::spec::{CpSource, CpSpec};
 pub use crate::publish::{Proto, PublishSpec, Published};
 
 use std::path::{Path, PathBuf};

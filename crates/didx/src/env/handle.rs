@@ -28,7 +28,7 @@ pub struct Environment {
     /// The leases holding server and client for this process (empty when not leased).
     pub(super) leases: Vec<Lease>,
     /// How COMMANDs run in the client (user, working directory, variables; see
-    /// [`crate::launcher`]): the client's defaults until [`Environment::set_exec_as`].
+    /// [`crate::ops::launcher`]): the client's defaults until [`Environment::set_exec_as`].
     pub(super) exec_as: ExecAs,
     /// What the backend keeps with the environment (the engine-API proxy the client of
     /// `--engine host` talks to); it ends when this does.

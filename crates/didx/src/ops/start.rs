@@ -5,15 +5,15 @@
 use std::time::Duration;
 
 use crate::cancel::Cancel;
-use crate::copy::CpSpec;
 use crate::engine::Engine;
 use crate::env::pool::Refill;
 use crate::env::{EnvId, EnvSpec, Environment};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::images::{self, Wanted};
-use crate::launcher::Launch;
-use crate::load::HostImage;
+use crate::ops::copy::CpSpec;
+use crate::ops::launcher::Launch;
+use crate::ops::load::HostImage;
 use crate::spec::{AddressRange, EngineMode, IsolationMode, PublishSpec, Version, VolumeSource, VolumeSpec};
 
 /// Validated sandbox options ([`SandboxBuilder::options`](crate::SandboxBuilder::options)): nothing downstream re-checks them.
@@ -55,8 +55,8 @@ impl SandboxOptions {
     /// The images and the client mounts copied and loaded need: each source must exist before
     /// anything starts (a usage error otherwise).
     pub(crate) async fn check(&self, engine: &Engine) -> Result<Vec<HostImage>> {
-        crate::copy::check_sources(engine, &self.copies).await?;
-        crate::load::check(engine, &self.loads).await
+        crate::ops::copy::check_sources(engine, &self.copies).await?;
+        crate::ops::load::check(engine, &self.loads).await
     }
 
     /// The environment spec: the engine's storage driver and ID, images resolved (pulled, or
@@ -246,13 +246,15 @@ impl SandboxOptions {
     ) -> Result<()> {
         self.launch.prepare(env).await?;
         if !self.copies.is_empty() {
-            for warning in crate::copy::copy_all(source, env.backend().as_ref(), &env.client().id, env.id().as_str(), &self.copies).await? {
+            for warning in
+                crate::ops::copy::copy_all(source, env.backend().as_ref(), &env.client().id, env.id().as_str(), &self.copies).await?
+            {
                 on(&Event::CopyWarning { warning: &warning });
             }
             on(&Event::Copied { sources: self.copies.len() });
         }
         if !seeds.is_empty() {
-            let r = crate::load::load(source, env, seeds, &|e| on(&Event::Load(e))).await?;
+            let r = crate::ops::load::load(source, env, seeds, &|e| on(&Event::Load(e))).await?;
             if self.store && !r.loaded.is_empty() {
                 self.check_store_refused(env, on).await;
             }

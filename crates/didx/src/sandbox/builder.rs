@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use super::handle::Sandbox;
 use crate::cancel::Cancel;
-use crate::copy::{CpSource, CpSpec};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::images::Wanted;
-use crate::launcher::Launch;
+use crate::ops::copy::{CpSource, CpSpec};
+use crate::ops::launcher::Launch;
 use crate::ops::start::SandboxOptions;
 use crate::spec::{AddressRange, EngineMode, IsolationMode, PublishSpec, Version, VolumeSource, VolumeSpec};
 use crate::spec::{SSH_AGENT_SOCK, UserSpec, WORKDIR};

@@ -11,7 +11,7 @@ use super::volume::{Store, users};
 use crate::cancel::Cancel;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::load::HostImage;
+use crate::ops::load::HostImage;
 
 /// How long a fill waits for another process's filler of the same store to finish.
 const CLAIM_WAIT: Duration = Duration::from_secs(30 * 60);

@@ -13,7 +13,7 @@ use crate::engine::{Engine, Lease, message_of, status_of};
 use crate::env::{ENTRYPOINT, ENTRYPOINT_PATH, EnvSpec};
 use crate::error::{Error, Result};
 use crate::isolation::{self, Isolation};
-use crate::load::HostImage;
+use crate::ops::load::HostImage;
 use crate::spec::IsolationMode;
 
 /// What starts a filler: the isolation to try first and the engine's ID (under which a refusal
