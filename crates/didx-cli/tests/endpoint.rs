@@ -101,10 +101,12 @@ fn a_claimed_pooled_environment_is_reachable_from_the_host_with_its_client_certi
     let id = rt().block_on(async {
         let engine = engine().await;
         let template = spec(&engine, vec![label]).await;
-        let up = pool::up(&engine, &template, 1, None, &Cancel::default(), &|_| {}).await.expect("pool up");
+        // And a pool of its own, which no other test's `pool down` empties.
+        let name = format!("t{}-endpoint", std::process::id());
+        let up = pool::up(&engine, Some(&name), &template, 1, None, &Cancel::default(), &|_| {}).await.expect("pool up");
         assert_eq!(up.started.len(), 1, "{up:?}");
         let mut run = template.clone();
-        let claimed = pool::claim(&engine, &mut run, &Cancel::default(), &|_| {}).await;
+        let claimed = pool::claim(&engine, Some(&name), &mut run, &Cancel::default(), &|_| {}).await;
         let (env, _, _) = match claimed {
             Ok(Some(c)) => c,
             other => {

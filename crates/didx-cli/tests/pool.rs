@@ -2,9 +2,9 @@
 //! even to concurrent runs or to a client paused again), refills, `pool down` racing claims,
 //! two fillers, stopped environments, the lock. Each test fills a pool of its own name
 //! (`DIDX_POOL_NAME`, see `common::OwnPool`), so they run side by side, here and beside the other
-//! test binaries (as cargo-nextest runs them); the one that drives the library in-process uses
-//! the default pool, which no other test of this binary uses. Each checks (and, after a
-//! failure, sweeps) only its own pool and the environments it saw, never everything.
+//! test binaries (as cargo-nextest runs them); the one that drives the library in-process names
+//! its pool in each call. Each checks (and, after a failure, sweeps) only its own pool and the
+//! environments it saw, never everything.
 
 mod common;
 
@@ -99,16 +99,6 @@ fn guarded(tag: &str, f: impl FnOnce(&OwnPool)) {
     let pool = OwnPool::new(tag);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&pool)));
     teardown(Some(&pool.name), result.is_ok());
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
-    }
-}
-
-/// [`guarded`] with the default pool (for the test driving the library in-process, which reads
-/// no name; no other test here uses the default pool).
-fn guarded_default(f: impl FnOnce()) {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    teardown(None, result.is_ok());
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }
@@ -321,32 +311,38 @@ fn a_claimed_environment_paused_again_is_never_claimed_again() {
 
 #[test]
 fn pool_down_racing_claims_never_removes_a_claimed_environment() {
-    guarded_default(|| {
+    guarded("racing", |pool| {
+        let name = Some(pool.name.as_str());
         rt().block_on(async {
             let e = engine().await;
             let template = spec(&e, vec![]).await;
             let none = Cancel::default();
             let mut contended = 0;
             for round in 0..8 {
-                let up = pool::up(&e, &template, 3, None, &none, &|_| {}).await.unwrap();
+                let up = pool::up(&e, name, &template, 3, None, &none, &|_| {}).await.unwrap();
                 assert!(up.failed.is_empty(), "{up:?}");
-                let before: HashSet<String> =
-                    pool::entries(&e, None).await.unwrap().into_iter().filter(|x| x.state == PoolState::Ready).map(|x| x.id).collect();
+                let before: HashSet<String> = pool::entries(&e, name, None)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|x| x.state == PoolState::Ready)
+                    .map(|x| x.id)
+                    .collect();
                 before.iter().for_each(|id| seen(id));
                 assert_eq!(before.len(), 3, "round {round}: {up:?}");
                 // 1 to 3 claimers against one down, down first or last.
                 let claimers = 1 + round % 3;
                 let claim = || async {
                     let mut s = template.clone();
-                    pool::claim(&e, &mut s, &none, &|_| {}).await.unwrap().map(|(env, _, _)| env)
+                    pool::claim(&e, name, &mut s, &none, &|_| {}).await.unwrap().map(|(env, _, _)| env)
                 };
                 // In odd rounds down first does what a claim does before it lists (the key), so
                 // both list at about the same moment and race for the same clients.
                 let down = async {
                     if round % 2 == 1 {
-                        pool::key(&e, &template).await.unwrap();
+                        pool::key(&e, name, &template).await.unwrap();
                     }
-                    pool::down(&e, &none, &|_| {}).await.unwrap()
+                    pool::down(&e, name, &none, &|_| {}).await.unwrap()
                 };
                 let claims = futures_util::future::join_all((0..claimers).map(|_| claim()));
                 let (down, claimed) = if round % 4 < 2 {
@@ -529,7 +525,7 @@ fn pool_up_starts_at_most_a_few_at_a_time() {
             let e = engine().await;
             let mut most = 0;
             while child.try_wait().unwrap().is_none() {
-                let entries = pool::entries_named(&e, Some(&pool.name), None).await.unwrap();
+                let entries = pool::entries(&e, Some(&pool.name), None).await.unwrap();
                 most = most.max(entries.iter().filter(|x| x.state == PoolState::Starting).count());
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -3,6 +3,9 @@
 //! [`Session`](crate::session::Session) with `pooled(true)`). [`up`] fills it, [`down`] empties
 //! it, [`entries`] lists it; a [`Refill`] tops it up after a claim.
 //!
+//! Which pool: this process's, [`name`] (`DIDX_POOL_NAME`), read once by each call here and
+//! by each pooled start; a [`Refill`] tops up the pool its claim came from.
+//!
 //! A pooled environment moves one way only — starting → ready → claimed — and a claim is an
 //! atomic rename on the engine, so any number of processes or hosts can share one pool.
 //!
@@ -66,6 +69,7 @@ async fn up_or_refill(
     on: &(dyn Fn(&Event<'_>) + Send + Sync),
 ) -> Result<UpReport> {
     check_size(size)?;
+    let name = name()?;
     crate::env::sweep_logged(engine).await;
     // `pool up --store --load IMAGE`: the images go into the store first (pooled servers get
     // images from the store only; a claim's own `--load` loads the rest).
@@ -79,8 +83,11 @@ async fn up_or_refill(
     spec.policy = "pool".into();
     let on = |e: crate::env::Event<'_>| on(&Event::Start(e));
     match downs_seen {
-        None => crate::env::pool::up(engine, &spec, size, idle_timeout, cancel, &on).await,
-        Some(seen) => crate::env::pool::refill(engine, &spec, size, idle_timeout, seen, cancel, &on).await,
+        None => crate::env::pool::up(engine, name.as_deref(), &spec, size, idle_timeout, cancel, &on).await,
+        Some(downs_seen) => {
+            let refill = Refill { name, template: spec, size, idle_timeout, downs_seen };
+            crate::env::pool::refill(engine, &refill, cancel, &on).await
+        }
     }
 }
 
@@ -91,13 +98,14 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// provably gone); says what it left and why. Counted in the cache directory first (holding
 /// the pool lock), so a [`refill`] queued before and not yet begun starts nothing.
 pub async fn down(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<DownReport> {
+    let name = name()?;
     crate::env::sweep_logged(engine).await;
-    crate::env::pool::down(engine, cancel, &|e| on(&Event::Start(e))).await
+    crate::env::pool::down(engine, name.as_deref(), cancel, &|e| on(&Event::Start(e))).await
 }
 
 /// Every pooled environment on the engine, oldest first.
 pub async fn entries(engine: &Engine) -> Result<Vec<PoolEntry>> {
-    crate::env::pool::entries(engine, None).await
+    crate::env::pool::entries(engine, name()?.as_deref(), None).await
 }
 
 /// The refill log in didx's cache directory (`pool-refill.log`), opened for appending: where a
@@ -136,6 +144,6 @@ impl Refill {
     /// brought down since the claim (see [`refill`]).
     pub async fn run(&self, engine: &Engine, cancel: &Cancel, on: &(dyn Fn(&Event<'_>) + Send + Sync)) -> Result<UpReport> {
         let on = |e: crate::env::Event<'_>| on(&Event::Start(e));
-        crate::env::pool::refill(engine, &self.template, self.size, self.idle_timeout, self.downs_seen, cancel, &on).await
+        crate::env::pool::refill(engine, self, cancel, &on).await
     }
 }

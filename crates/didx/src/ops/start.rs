@@ -191,9 +191,10 @@ impl SandboxOptions {
             on(&Event::Starting { id: spec.id.as_str(), names: &[spec.server_name(), spec.client_name()], pooled: true });
             let template = spec.clone();
             // Before the claim: a `pool down` from here on stops the refill it queues.
-            let downs = crate::env::pool::downs();
-            if let Some((env, size, idle)) = crate::env::pool::claim(engine, &mut spec, cancel, &fwd).await? {
-                let refill = Refill::new(template, size, idle, downs);
+            let name = crate::env::pool::name()?;
+            let downs = crate::env::pool::downs(name.as_deref());
+            if let Some((env, size, idle)) = crate::env::pool::claim(engine, name.as_deref(), &mut spec, cancel, &fwd).await? {
+                let refill = Refill::new(name, template, size, idle, downs);
                 on(&Event::Claimed { id: env.id().as_str(), refill: &refill });
                 return Ok(Launched { env, refill: Some(refill) });
             }

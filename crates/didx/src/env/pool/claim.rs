@@ -16,19 +16,21 @@ use crate::env::spec::EnvSpec;
 use crate::backend::docker::start::create_client;
 use crate::error::Result;
 
-/// Claim a ready pooled environment matching `spec`'s key and give it to the caller, its
-/// client running under its run name (replaced by one with `spec`'s mounts if it has any).
+/// Claim a ready environment of pool `name` (`None`: the default pool) matching `spec`'s key
+/// and give it to the caller, its client running under its run name (replaced by one with
+/// `spec`'s mounts if it has any).
 /// `spec.id` becomes the claimed environment's id. `None`: none is ready. Returns the
 /// environment and the pool size to refill to.
 pub async fn claim(
     engine: &Engine,
+    name: Option<&str>,
     spec: &mut EnvSpec,
     cancel: &Cancel,
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<Option<(Environment, usize, Option<u64>)>> {
     let t0 = std::time::Instant::now();
-    let key = key(engine, spec).await?;
-    let candidates: Vec<PoolEntry> = entries(engine, Some(&key)).await?.into_iter().filter(|e| e.state == PoolState::Ready).collect();
+    let key = key(engine, name, spec).await?;
+    let candidates: Vec<PoolEntry> = entries(engine, name, Some(&key)).await?.into_iter().filter(|e| e.state == PoolState::Ready).collect();
     for cand in candidates {
         cancel.check()?;
         let Some(pooled) = cand.client.clone() else { continue };
@@ -52,7 +54,7 @@ pub async fn claim(
             exec_as: crate::engine::ExecAs::default(),
             guard: None,
         };
-        match take(engine, spec, env, &key).await {
+        match take(engine, name, spec, env, &key).await {
             Ok(mut env) => {
                 // Held from here: a run killed right after its claim leaves nothing. Taking the
                 // lease also marks the server claimed (its idle timeout stops); a run that keeps
@@ -80,19 +82,18 @@ pub async fn claim(
 /// client mounts, a client made anew with them. The new one is made under a third name first
 /// and takes the run name only once the old one is removed, so the environment always has a
 /// client under a non-pooled name (it reads as claimed throughout).
-async fn take(engine: &Engine, spec: &EnvSpec, mut env: Environment, key: &str) -> Result<Environment> {
+async fn take(engine: &Engine, name: Option<&str>, spec: &EnvSpec, mut env: Environment, key: &str) -> Result<Environment> {
     if spec.volumes.is_empty() {
         return Ok(env);
     }
     let server_name = env.inner_server()?.name.clone();
-    let name = super::names::name()?;
     let client = recipe::Client {
         spec,
         server_name: &server_name,
         created: crate::util::now_secs(),
         files: ClientFiles::Copied,
         pool_key: Some(key),
-        pool_name: name.as_deref(),
+        pool_name: name,
         engine_socket: None,
     };
     let swapping = format!("dind_{}_claiming_{}", spec.id, spec.cv.as_str());

@@ -21,31 +21,30 @@ pub struct DownReport {
 /// The file in didx's cache directory counting [`down`]s (`pool-downs`, `pool-downs-NAME`).
 const DOWNS: (&str, &str) = ("pool", "downs");
 
-/// How many times [`down`] has run with this cache directory: what a [`refill`] is queued
+/// How many times [`down`] has run on pool `name` with this cache directory: what a [`refill`] is queued
 /// with, and compares (holding the pool lock, as `down` bumps it) before it starts anything.
 ///
 /// [`refill`]: super::fill::refill
-pub fn downs() -> u64 {
-    crate::cache::read(DOWNS.0, &downs_key()).and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+pub fn downs(name: Option<&str>) -> u64 {
+    crate::cache::read(DOWNS.0, &downs_key(name)).and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
-/// The count's key: each pool ([`name`](super::name)) counts its own `down`s (an invalid
-/// name fails earlier, at the lock).
-fn downs_key() -> String {
-    super::names::file_of(DOWNS.1, super::names::name().ok().flatten().as_deref())
+/// The count's key: each pool (`name`, `None` for the default one) counts its own `down`s.
+fn downs_key(name: Option<&str>) -> String {
+    super::names::file_of(DOWNS.1, name)
 }
 
-/// Remove every pooled environment no run has claimed: each ready one only after claiming it
+/// Remove every pooled environment of pool `name` no run has claimed: each ready one only after claiming it
 /// (so one a run claims at the same moment is left to that run), each starting one only when
 /// provably dead (see the module doc). Waits for the pool lock, so for a local `pool up` under
 /// way, answering `cancel` meanwhile.
-pub async fn down(engine: &Engine, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<DownReport> {
-    let lock = lock(cancel, on).await?;
+pub async fn down(engine: &Engine, name: Option<&str>, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<DownReport> {
+    let lock = lock(name, cancel, on).await?;
     // Counted first, under the lock: a refill queued before this (by a claim) and not yet
     // begun then sees it and starts nothing.
-    crate::cache::write(DOWNS.0, &downs_key(), &(downs() + 1).to_string())?;
+    crate::cache::write(DOWNS.0, &downs_key(name), &(downs(name) + 1).to_string())?;
     let now = crate::util::now_secs();
-    let entries = entries(engine, None).await?;
+    let entries = entries(engine, name, None).await?;
     let outcomes = futures_util::future::join_all(entries.iter().map(|e| {
         let me = &lock.filler;
         async move {

@@ -66,14 +66,9 @@ pub struct PoolEntry {
     pub(super) client: Option<Container>,
 }
 
-/// Every pooled environment of this process's pool ([`name`](super::name)): all its keys, or
-/// one; oldest first; one list request.
-pub async fn entries(engine: &Engine, key: Option<&str>) -> Result<Vec<PoolEntry>> {
-    entries_named(engine, super::names::name()?.as_deref(), key).await
-}
-
-/// [`entries`] of pool `name` (`None`: the default pool), whatever this process's is.
-pub async fn entries_named(engine: &Engine, name: Option<&str>, key: Option<&str>) -> Result<Vec<PoolEntry>> {
+/// Every pooled environment of pool `name` (`None`: the default pool): all its keys, or one;
+/// oldest first; one list request.
+pub async fn entries(engine: &Engine, name: Option<&str>, key: Option<&str>) -> Result<Vec<PoolEntry>> {
     let label = match key {
         Some(k) => format!("{}={k}", labels::POOL),
         None => labels::POOL.to_string(),

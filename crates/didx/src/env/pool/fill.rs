@@ -52,23 +52,24 @@ pub struct UpReport {
     pub downed: bool,
 }
 
-/// Top the pool of `template`'s key up to `size` (1 to [`MAX_SIZE`]) ready environments, at
+/// Top pool `name` (`None`: the default pool) for `template`'s key up to `size` (1 to [`MAX_SIZE`]) ready environments, at
 /// most [`MAX_STARTING`] at a time, and wait until the new ones answer. `template`'s id,
 /// volumes and copies are ignored; each new environment gets a fresh id. Dead unclaimed members
 /// (stopped, or left starting by a filler that ended) are removed first. On cancellation the
 /// environments being started are removed and [`Error::Cancelled`] returned.
 pub async fn up(
     engine: &Engine,
+    name: Option<&str>,
     template: &EnvSpec,
     size: usize,
     idle_timeout: Option<Duration>,
     cancel: &Cancel,
     on: &(dyn Fn(Event<'_>) + Send + Sync),
 ) -> Result<UpReport> {
-    fill(engine, template, size, idle_timeout, None, cancel, on).await
+    fill(engine, name, template, size, idle_timeout, None, cancel, on).await
 }
 
-/// [`up`] for a refill queued after a claim when [`downs`] was `downs_seen`: if a [`down`] ran
+/// [`up`] for a refill queued after a claim, when [`downs`] was `refill.downs_seen`: if a [`down`] ran
 /// since (the count moved), the pool was brought down after the refill was queued and nothing
 /// is started ([`UpReport::downed`]). Checked holding the pool lock, which `down` holds while
 /// it counts and empties: so a refill either ran wholly before that `down` (which then removes
@@ -76,20 +77,15 @@ pub async fn up(
 /// another lock and count: it is not seen.)
 ///
 /// [`down`]: super::down::down
-pub async fn refill(
-    engine: &Engine,
-    template: &EnvSpec,
-    size: usize,
-    idle_timeout: Option<Duration>,
-    downs_seen: u64,
-    cancel: &Cancel,
-    on: &(dyn Fn(Event<'_>) + Send + Sync),
-) -> Result<UpReport> {
-    fill(engine, template, size, idle_timeout, Some(downs_seen), cancel, on).await
+pub async fn refill(engine: &Engine, refill: &Refill, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<UpReport> {
+    let r = refill;
+    fill(engine, r.name.as_deref(), &r.template, r.size, r.idle_timeout, Some(r.downs_seen), cancel, on).await
 }
 
+#[expect(clippy::too_many_arguments, reason = "up's and refill's arguments, and which of them")]
 async fn fill(
     engine: &Engine,
+    name: Option<&str>,
     template: &EnvSpec,
     size: usize,
     idle_timeout: Option<Duration>,
@@ -100,15 +96,15 @@ async fn fill(
     if size == 0 || size > MAX_SIZE {
         return Err(Error::invalid("pool size", size.to_string(), format!("give 1 to {MAX_SIZE}; didx pool down empties the pool")));
     }
-    let lock = lock(cancel, on).await?;
-    let key = key(engine, template).await?;
+    let lock = lock(name, cancel, on).await?;
+    let key = key(engine, name, template).await?;
     let mut report = UpReport { key: key.clone(), ..Default::default() };
-    if downs_seen.is_some_and(|seen| seen != downs()) {
+    if downs_seen.is_some_and(|seen| seen != downs(name)) {
         report.downed = true;
         return Ok(report);
     }
     let now = crate::util::now_secs();
-    for e in entries(engine, Some(&key)).await? {
+    for e in entries(engine, name, Some(&key)).await? {
         match (e.state, dead(&e, &lock.filler, now)) {
             (PoolState::Claimed, _) => {}
             (PoolState::Ready, _) => report.existing += 1,
@@ -127,7 +123,7 @@ async fn fill(
         filler: lock.filler.id.clone(),
         deadline: 0,
         idle_timeout: idle_timeout.map(|d| d.as_secs().max(1)),
-        name: super::names::name()?,
+        name: name.map(String::from),
     };
     let missing = size.saturating_sub(report.existing + report.starting);
     let tag = &tag;
@@ -201,6 +197,7 @@ async fn start_pooled(
 /// environment's server options and the pool's size.
 #[derive(Debug, Clone)]
 pub struct Refill {
+    pub(crate) name: Option<String>,
     pub(crate) template: EnvSpec,
     pub(crate) size: usize,
     pub(crate) idle_timeout: Option<Duration>,
@@ -208,7 +205,7 @@ pub struct Refill {
 }
 
 impl Refill {
-    pub(crate) fn new(template: EnvSpec, size: usize, idle_timeout: Option<u64>, downs_seen: u64) -> Refill {
-        Refill { template, size, idle_timeout: idle_timeout.map(Duration::from_secs), downs_seen }
+    pub(crate) fn new(name: Option<String>, template: EnvSpec, size: usize, idle_timeout: Option<u64>, downs_seen: u64) -> Refill {
+        Refill { name, template, size, idle_timeout: idle_timeout.map(Duration::from_secs), downs_seen }
     }
 }

@@ -8,16 +8,16 @@ use crate::env::recipe;
 use crate::env::spec::EnvSpec;
 use crate::error::Result;
 
-/// The pool key of a spec: everything that must match for a pooled environment to serve it
+/// The pool key of a spec in pool `name`: everything that must match for a pooled environment to serve it
 /// (the recipe's revision, so one pooled by an older didx making servers differently is never
 /// served; server and client image, by ID, so a rebuilt image is never served from an older
 /// pool; `--sv`, `--cv`, storage driver, dockerd options, isolation). The client's mounts,
 /// copies and environment are applied at claim time and are not part of it.
-pub async fn key(engine: &Engine, spec: &EnvSpec) -> Result<String> {
+pub async fn key(engine: &Engine, name: Option<&str>, spec: &EnvSpec) -> Result<String> {
     let (server, client) = tokio::join!(engine.image(&spec.server_image), engine.image(&spec.client_image));
     let id = |i: Option<bollard::models::ImageInspect>, name: &str| i.and_then(|i| i.id).unwrap_or_else(|| name.to_string());
     let (server, client) = (id(server?, &spec.server_image), id(client?, &spec.client_image));
-    Ok(key_at(recipe::VERSION, spec, super::names::name()?.as_deref(), &server, &client))
+    Ok(key_at(recipe::VERSION, spec, name, &server, &client))
 }
 
 #[cfg(test)]

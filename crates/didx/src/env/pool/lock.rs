@@ -44,13 +44,13 @@ pub(super) struct PoolLock {
     pub(super) filler: Filler,
 }
 
-/// Take the pool lock in didx's cache directory, polling so that `cancel` is answered while
+/// Take pool `name`'s lock in didx's cache directory, polling so that `cancel` is answered while
 /// another process holds it. A symbolic link (or anything but a regular file) planted in its
 /// place is refused, not followed.
-pub(super) async fn lock(cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<PoolLock> {
+pub(super) async fn lock(name: Option<&str>, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<PoolLock> {
     cancel.check()?;
     // Each pool its own lock: fillers of different pools never wait for each other.
-    let file = format!("{}.lock", super::names::file_of(LOCK_BASE, super::names::name()?.as_deref()));
+    let file = format!("{}.lock", super::names::file_of(LOCK_BASE, name));
     let path = crate::cache::dir().unwrap_or_default().join(&file);
     let f = crate::cache::lock(&file, LOCK_POLL, cancel, |path| on(Event::PoolLockWait { path })).await?;
     let meta = f.metadata().map_err(|e| Error::Io { what: format!("locking {}", path.display()), source: e })?;

@@ -65,8 +65,6 @@ mod testing;
 
 pub use claim::claim;
 pub use down::{DownReport, down, downs};
-#[cfg_attr(not(feature = "internals"), allow(unused_imports))]
-pub use entry::entries_named;
 pub use entry::{PoolEntry, PoolState, entries};
 pub use fill::{MAX_SIZE, MAX_STARTING, Refill, UpReport, refill, up};
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
