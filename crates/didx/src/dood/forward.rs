@@ -96,7 +96,7 @@ pub(super) async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Respons
         let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let msg = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v.get("message")?.as_str().map(str::to_string)).unwrap_or_default();
         let holder = match crate::publish::refused_port(&msg) {
-            Some(port) => crate::publish::port_holder(&ctx.engine, port).await.map(|h| format!("host port {port} is held by {h}")),
+            Some(port) => crate::engine::port_holder(&ctx.engine, port).await.map(|h| format!("host port {port} is held by {h}")),
             None => None,
         };
         let bytes = holder.and_then(|h| with_message(&bytes, &h)).map(Bytes::from).unwrap_or(bytes);

@@ -51,6 +51,7 @@ mod files;
 mod image;
 mod lease;
 mod network;
+mod ports;
 mod volume;
 
 pub(crate) use call::body_from;
@@ -63,3 +64,4 @@ pub use connect::{DEFAULT_HOST, Engine, cli_env_for};
 pub use exec::ExecAs;
 pub use image::split_reference;
 pub use lease::Lease;
+pub(crate) use ports::port_holder;

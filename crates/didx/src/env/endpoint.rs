@@ -5,7 +5,7 @@ use futures_util::StreamExt;
 
 use super::certdir::ClientCerts;
 use super::handle::Environment;
-use super::recipe::{PUBLISHED_IP, TLS_PORT, published_port};
+use crate::backend::docker::recipe::{PUBLISHED_IP, TLS_PORT, published_port};
 use crate::error::{Error, Result};
 
 /// Where the inner engine listens on the engine's host: 127.0.0.1 (loopback only) and a

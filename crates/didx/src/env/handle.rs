@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::event::Event;
 use super::id::{Container, EnvId};
-use super::recipe::{CLIENT_CERT_PATH, ENTRYPOINT_PATH};
+use crate::backend::docker::recipe::{CLIENT_CERT_PATH, ENTRYPOINT_PATH};
 use super::spec::EnvSpec;
 use crate::backend::{Backend, OnEvent};
 use crate::cancel::Cancel;

@@ -5,9 +5,9 @@
 //! it reaches the inner engine as `docker:2376` (`docker` → 127.0.0.1 in the server's hosts
 //! file) without a network of its own. The server publishes that port on the host's
 //! 127.0.0.1 only ([`Environment::endpoint`]), for host processes holding the client
-//! certificate ([`Environment::client_certificates`]). What the containers are made of is the
-//! pure recipe in `recipe/`; the backend makes them from it ([`crate::backend::Backend::place`]:
-//! on Docker, `backend/docker/start.rs`), and [`pool`] sequences engine calls over it.
+//! certificate ([`Environment::client_certificates`]). The backend makes the members
+//! ([`crate::backend::Backend::place`]; on Docker, `backend/docker/start.rs` over the pure
+//! recipe in `backend/docker/recipe/`); [`pool`] sequences engine calls over the same recipe.
 mod certdir;
 mod endpoint;
 pub(crate) mod event;
@@ -16,7 +16,6 @@ pub(crate) mod id;
 mod list;
 pub mod pool;
 mod reach;
-pub(crate) mod recipe;
 pub(crate) mod spec;
 pub(crate) mod summary;
 
@@ -31,7 +30,6 @@ pub use id::{Container, EnvId, owner};
 pub use list::{list, remove, remove_all, sweep, sweep_logged};
 pub use reach::{HostAccess, host_access, is_on_this_machine};
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
-pub use recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, STORE_PATH, TLS_PORT};
-pub(crate) use recipe::{Filler, held};
+pub use crate::backend::docker::recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, STORE_PATH, TLS_PORT};
 pub use spec::{EnvSpec, Seal, StoreMount};
 pub use summary::{EnvSummary, Member};

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use crate::backend::docker::container_name;
-use super::recipe::{CLIENT_CERT_PATH, PUBLISHED_IP, TLS_PORT, published_port};
+use crate::backend::docker::recipe::{CLIENT_CERT_PATH, PUBLISHED_IP, TLS_PORT, published_port};
 use super::certdir;
 use super::handle::Environment;
 use super::id::{Container, EnvId};

@@ -151,13 +151,13 @@ pub(super) async fn run_filler(
 /// name is taken (another filler runs). `auto` isolation falls back to the caps profile as a
 /// server's does.
 async fn start_filler(engine: &Engine, store: &Store, shape: &FillerShape, drain: bool) -> Result<Option<(String, Lease)>> {
-    let filler = crate::env::Filler { store: &store.name, prefix: &store.prefix, image: &store.image, drain };
+    let filler = crate::backend::docker::recipe::Filler { store: &store.name, prefix: &store.prefix, image: &store.image, drain };
     let name = store.filler_name();
     let mut iso =
         crate::backend::docker::start::first_isolation(engine, shape.isolation, &shape.engine_id, &store.image, &store.name).await?;
     let files = tar_of(&[Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() }])?;
     loop {
-        let id = match engine.create_container(&name, crate::env::held(filler.body(&iso))).await {
+        let id = match engine.create_container(&name, crate::backend::docker::recipe::held(filler.body(&iso))).await {
             Ok(id) => id,
             Err(e) if status_of(&e) == Some(409) => return Ok(None),
             Err(e) => match message_of(&e).and_then(|m| iso.drop_unknown(m)) {

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::future::join_all;
 
+use super::recipe;
 use crate::backend::Swept;
 use crate::engine::Engine;
-use crate::env::recipe;
 use crate::env::summary::{EnvSummary, Member};
 use crate::error::Result;
 use crate::labels;

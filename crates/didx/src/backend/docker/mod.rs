@@ -9,6 +9,7 @@ mod list;
 
 pub(crate) use list::container_name;
 mod reaper;
+pub(crate) mod recipe;
 pub(crate) mod start;
 
 use bytes::Bytes;

@@ -14,9 +14,9 @@
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 
+use super::recipe::{self, ENTRYPOINT, ENTRYPOINT_PATH};
 use crate::archive::{Entry, tar_of};
 use crate::engine::{Engine, Lease};
-use crate::env::recipe::{self, ENTRYPOINT, ENTRYPOINT_PATH};
 use crate::env::spec::EnvSpec;
 use crate::error::Result;
 use crate::labels::{self, Role};

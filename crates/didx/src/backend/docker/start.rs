@@ -5,13 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::reaper;
+use super::recipe::{self, ClientFiles, TLS_PORT};
 use crate::archive::tar_of;
 use crate::backend::{OnEvent, Placed};
 use crate::cancel::Cancel;
 use crate::engine::{Engine, Lease, message_of};
 use crate::env::event::Event;
 use crate::env::id::Container;
-use crate::env::recipe::{self, ClientFiles, TLS_PORT};
 use crate::env::spec::EnvSpec;
 use crate::error::{Error, Result};
 use crate::isolation::{self, Isolation};
@@ -207,7 +207,7 @@ pub(crate) async fn start_server(
                 }
                 if let Some(reason) = crate::publish::bind_refusal(&msg) {
                     let holder = match crate::publish::refused_port(&msg) {
-                        Some(port) => crate::publish::port_holder(engine, port).await.map(|h| format!(" (held by {h})")),
+                        Some(port) => crate::engine::port_holder(engine, port).await.map(|h| format!(" (held by {h})")),
                         None => None,
                     };
                     return Err(Error::PortTaken { server: name.to_string(), reason: format!("{reason}{}", holder.unwrap_or_default()) });

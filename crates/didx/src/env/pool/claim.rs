@@ -11,7 +11,7 @@ use crate::env::event::Event;
 use crate::env::handle::Environment;
 use crate::env::id::{Container, EnvId};
 use crate::env::list::remove;
-use crate::env::recipe::{self, CLIENT_CERT_PATH, ClientFiles};
+use crate::backend::docker::recipe::{self, CLIENT_CERT_PATH, ClientFiles};
 use crate::env::spec::EnvSpec;
 use crate::backend::docker::start::create_client;
 use crate::error::Result;

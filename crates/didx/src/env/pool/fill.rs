@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::env::event::Event;
 use crate::env::id::{Container, EnvId};
 use crate::env::list::remove;
-use crate::env::recipe::{self, ClientFiles};
+use crate::backend::docker::recipe::{self, ClientFiles};
 use crate::env::spec::{EnvSpec, PoolTag};
 use crate::backend::docker::start::{create_client, start_server, wait_ready};
 use crate::error::{Error, Result};

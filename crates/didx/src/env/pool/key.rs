@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::engine::Engine;
-use crate::env::recipe;
+use crate::backend::docker::recipe;
 use crate::env::spec::EnvSpec;
 use crate::error::Result;
 

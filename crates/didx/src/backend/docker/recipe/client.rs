@@ -120,17 +120,17 @@ impl<'a> Client<'a> {
     /// The variables that point the client's docker at its inner engine.
     fn inner_engine_env(&self) -> Vec<String> {
         vec![
-                format!("DOCKER_HOST=tcp://{}:{TLS_PORT}", tls::SERVER_NAME),
-                "DOCKER_TLS_VERIFY=1".to_string(),
-                format!("DOCKER_CERT_PATH={CLIENT_CERT_PATH}"),
-                "DOCKER_TLS_CERTDIR=/certs".to_string(),
-                format!("DIDX_ENV={}", self.spec.id),
-            ]
-            .into_iter()
-            // A pooled (or claimed) client follows its server: it ends when the server's
-            // dockerd no longer listens (see the entrypoint).
-            .chain(self.pool_key.map(|_| "DIDX_FOLLOW=1".to_string()))
-            .collect()
+            format!("DOCKER_HOST=tcp://{}:{TLS_PORT}", tls::SERVER_NAME),
+            "DOCKER_TLS_VERIFY=1".to_string(),
+            format!("DOCKER_CERT_PATH={CLIENT_CERT_PATH}"),
+            "DOCKER_TLS_CERTDIR=/certs".to_string(),
+            format!("DIDX_ENV={}", self.spec.id),
+        ]
+        .into_iter()
+        // A pooled (or claimed) client follows its server: it ends when the server's
+        // dockerd no longer listens (see the entrypoint).
+        .chain(self.pool_key.map(|_| "DIDX_FOLLOW=1".to_string()))
+        .collect()
     }
 
     /// The files uploaded at `/` before the client starts (none when copied from another).
@@ -161,7 +161,15 @@ mod tests {
         s.volumes =
             ["/cache", "/data:ro", "/tmp:/work:ro", "named:/n"].iter().map(|v| VolumeSpec::parse(v, Path::new("/")).unwrap()).collect();
         let tls = tls();
-        let client = Client { spec: &s, server_name: "dind_e1_server_latest", created: 77, files: ClientFiles::Upload(&tls), pool_key: None, pool_name: None, engine_socket: None };
+        let client = Client {
+            spec: &s,
+            server_name: "dind_e1_server_latest",
+            created: 77,
+            files: ClientFiles::Upload(&tls),
+            pool_key: None,
+            pool_name: None,
+            engine_socket: None,
+        };
         let body = client.body();
         assert_eq!(body.image.as_deref(), Some("client:img"));
         assert_eq!(body.entrypoint, Some(vec!["/didx/entrypoint".to_string(), "client".to_string()]));
@@ -208,7 +216,18 @@ mod tests {
         );
         // Without -v: no binds or mounts at all.
         let bare = spec();
-        let hc = Client { spec: &bare, server_name: "s", created: 1, files: ClientFiles::Upload(&tls), pool_key: None, pool_name: None, engine_socket: None }.body().host_config.unwrap();
+        let hc = Client {
+            spec: &bare,
+            server_name: "s",
+            created: 1,
+            files: ClientFiles::Upload(&tls),
+            pool_key: None,
+            pool_name: None,
+            engine_socket: None,
+        }
+        .body()
+        .host_config
+        .unwrap();
         assert_eq!((hc.binds, hc.mounts), (None, None));
     }
 
@@ -216,12 +235,28 @@ mod tests {
     fn a_pooled_client_is_labelled_follows_its_server_and_a_claiming_one_gets_copies() {
         let mut s = spec();
         let tls = tls();
-        let pooled = Client { spec: &s, server_name: "dind_e1_server_latest", created: 5, files: ClientFiles::Upload(&tls), pool_key: Some("k1"), pool_name: None, engine_socket: None };
+        let pooled = Client {
+            spec: &s,
+            server_name: "dind_e1_server_latest",
+            created: 5,
+            files: ClientFiles::Upload(&tls),
+            pool_key: Some("k1"),
+            pool_name: None,
+            engine_socket: None,
+        };
         assert_eq!(pooled.files().len(), 4, "its certificates uploaded, as a fresh client's");
         let body = pooled.body();
         assert_eq!(label(body.labels.as_ref().unwrap(), labels::POOL), Some("k1"));
         assert_eq!(label(body.labels.as_ref().unwrap(), labels::POOL_NAME), None, "the default pool");
-        let named = Client { spec: &s, server_name: "x", created: 5, files: ClientFiles::Upload(&tls), pool_key: Some("k1"), pool_name: Some("ci-1"), engine_socket: None };
+        let named = Client {
+            spec: &s,
+            server_name: "x",
+            created: 5,
+            files: ClientFiles::Upload(&tls),
+            pool_key: Some("k1"),
+            pool_name: Some("ci-1"),
+            engine_socket: None,
+        };
         assert_eq!(label(&named.labels(), labels::POOL_NAME), Some("ci-1"), "a named pool's client says whose it is");
         let env = body.env.unwrap();
         assert!(env.contains(&"DIDX_FOLLOW=1".to_string()), "{env:?}");
@@ -231,11 +266,31 @@ mod tests {
         assert_eq!(hc.network_mode.as_deref(), Some("container:dind_e1_server_latest"));
         assert_eq!(hc.mounts, None);
         // A fresh client does not follow (its own lease ends it).
-        let fresh = Client { pool_key: None, pool_name: None, ..Client { spec: &s, server_name: "x", created: 5, files: ClientFiles::Upload(&tls), pool_key: None, pool_name: None, engine_socket: None } };
+        let fresh = Client {
+            pool_key: None,
+            pool_name: None,
+            ..Client {
+                spec: &s,
+                server_name: "x",
+                created: 5,
+                files: ClientFiles::Upload(&tls),
+                pool_key: None,
+                pool_name: None,
+                engine_socket: None,
+            }
+        };
         assert!(!fresh.body().env.unwrap().contains(&"DIDX_FOLLOW=1".to_string()));
         // Claimed with -v: the run's mounts; its files are copied from the client it replaces.
         s.volumes = vec![VolumeSpec::parse("/cache", Path::new("/")).unwrap()];
-        let claiming = Client { spec: &s, server_name: "x", created: 6, files: ClientFiles::Copied, pool_key: Some("k1"), pool_name: None, engine_socket: None };
+        let claiming = Client {
+            spec: &s,
+            server_name: "x",
+            created: 6,
+            files: ClientFiles::Copied,
+            pool_key: Some("k1"),
+            pool_name: None,
+            engine_socket: None,
+        };
         assert!(claiming.files().is_empty());
         let mounts = claiming.body().host_config.unwrap().mounts.unwrap();
         assert_eq!(mounts.iter().map(|m| m.target.as_deref().unwrap()).collect::<Vec<_>>(), ["/cache"]);

@@ -4,7 +4,7 @@
 use bollard::models::PortMap;
 
 /// The entrypoint script placed at [`ENTRYPOINT_PATH`] in every container didx creates.
-pub const ENTRYPOINT: &str = include_str!("../../../../../image/entrypoint.sh");
+pub const ENTRYPOINT: &str = include_str!("../../../../../../image/entrypoint.sh");
 
 /// Where the entrypoint is placed.
 pub const ENTRYPOINT_PATH: &str = "/didx/entrypoint";

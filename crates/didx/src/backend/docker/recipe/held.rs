@@ -55,7 +55,18 @@ mod tests {
         assert_eq!((h.open_stdin, h.stdin_once, h.attach_stdin), (Some(true), Some(true), Some(true)));
         assert_eq!(h.env, Some(vec!["DIDX_LEASE=stdin".to_string(), format!("DIDX_GO_WITHIN={GO_WITHIN_SECS}")]));
         assert_eq!((h.labels, h.host_config.map(|c| c.auto_remove)), (plain.labels, Some(Some(true))));
-        let c = held(Client { spec: &s, server_name: "n", created: 1, files: ClientFiles::Upload(&tls), pool_key: None, pool_name: None, engine_socket: None }.body());
+        let c = held(
+            Client {
+                spec: &s,
+                server_name: "n",
+                created: 1,
+                files: ClientFiles::Upload(&tls),
+                pool_key: None,
+                pool_name: None,
+                engine_socket: None,
+            }
+            .body(),
+        );
         assert!(c.env.unwrap().ends_with(&["DIDX_LEASE=stdin".to_string(), format!("DIDX_GO_WITHIN={GO_WITHIN_SECS}")]));
         // The script: waits for "go" (bounded), exits quietly on anything else or on end of input.
         assert!(BOOTSTRAP.contains("IFS= read -r go <&3; [ \"$go\" = go ]") && BOOTSTRAP.contains("exec \"$@\""));

@@ -59,7 +59,12 @@ impl Filler<'_> {
             image: Some(self.image.to_string()),
             entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "store-fill".to_string()]),
             cmd: Some(Self::dockerd_args()),
-            env: Some([Some(format!("DIDX_STORE={STORE_PATH}")), self.drain.then(|| "DIDX_STORE_DRAIN=1".to_string())].into_iter().flatten().collect()),
+            env: Some(
+                [Some(format!("DIDX_STORE={STORE_PATH}")), self.drain.then(|| "DIDX_STORE_DRAIN=1".to_string())]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            ),
             labels: Some(HashMap::from([
                 (labels::STORE.to_string(), self.prefix.to_string()),
                 (labels::STORE_ROLE.to_string(), "filler".to_string()),
