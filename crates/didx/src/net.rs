@@ -171,25 +171,11 @@ pub fn free_blocks(range: AddressRange, taken: &[Cidr]) -> Vec<Block> {
     range.blocks().filter(|b| !taken.iter().any(|t| t.overlaps(b.0))).collect()
 }
 
-/// Of several claims of one block, which stands: the earliest created, ties broken by the
-/// engine's container id. Every claimant computes the same answer from the same listing.
-pub fn winner(claims: &[(String, String)]) -> Option<&str> {
-    claims.iter().min_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0))).map(|(id, _)| id.as_str())
-}
-
 /// An index below `len`, spread by `seed` (an environment's random id) and `attempt`.
 pub fn pick(seed: &str, attempt: usize, len: usize) -> usize {
     use sha2::{Digest, Sha256};
     let h = Sha256::digest(format!("{seed}/{attempt}").as_bytes());
     (u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) % len.max(1) as u64) as usize
-}
-
-/// An engine's RFC 3339 time (`…T12:00:00.5Z`: UTC, the fraction with trailing zeros dropped, or
-/// none) with its fraction padded to nine digits, so that two such strings order as the times.
-pub fn sortable_time(t: &str) -> String {
-    let Some(body) = t.strip_suffix('Z') else { return t.to_string() };
-    let (secs, frac) = body.split_once('.').unwrap_or((body, ""));
-    format!("{secs}.{frac:0<9}Z")
 }
 
 #[cfg(test)]
@@ -251,27 +237,8 @@ mod tests {
     }
 
     #[test]
-    fn engine_times_order_as_the_times_once_padded() {
-        let (a, b, c) = ("2026-11-29T12:00:00Z", "2026-11-29T12:00:00.05Z", "2026-11-29T12:00:00.1Z");
-        assert!(sortable_time(a) < sortable_time(b) && sortable_time(b) < sortable_time(c));
-        assert_eq!(sortable_time(b), "2026-11-29T12:00:00.050000000Z");
-    }
-
-    #[test]
     fn picks_stay_in_bounds() {
         assert!((0..50).all(|i| pick(&format!("id{i}"), i, 7) < 7));
         assert_eq!(pick("x", 0, 0), 0);
-    }
-
-    #[test]
-    fn every_claimant_agrees_on_the_winner() {
-        let claims = vec![
-            ("bbb".to_string(), "2026-11-29T12:00:00.000000002Z".to_string()),
-            ("aaa".to_string(), "2026-11-29T12:00:00.000000002Z".to_string()),
-            ("ccc".to_string(), "2026-11-29T12:00:00.000000001Z".to_string()),
-        ];
-        assert_eq!(winner(&claims), Some("ccc"));
-        assert_eq!(winner(&claims[..2]), Some("aaa"));
-        assert_eq!(winner(&[]), None);
     }
 }

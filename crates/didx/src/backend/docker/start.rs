@@ -241,8 +241,8 @@ pub(crate) async fn first_isolation(engine: &Engine, mode: IsolationMode, engine
 /// blocks are held (no state file; a removed server frees its block). Processes sharing
 /// didx's cache directory choose and create under a lock file (the kernel releases it whatever
 /// ends the process), so they never choose alike; for any others (another user, another
-/// machine on the same engine) the claim is checked once the server exists: of two servers
-/// holding one block, the later-created removes itself and claims another.
+/// machine on the same engine) the claim is checked once the server exists: a server that
+/// finds another claiming its block removes itself and claims another ([`holds_block`]).
 async fn create_server(engine: &Engine, server: &recipe::Server<'_>, lease: bool, iso: &mut Isolation) -> Result<(String, Vec<String>)> {
     let Some(range) = server.spec.address_range else {
         return create_server_as(engine, server, lease, iso).await;
@@ -295,25 +295,15 @@ async fn choose_block(engine: &Engine, range: net::AddressRange, lost: &[net::Ci
     Ok(free[net::pick(env, lost.len(), free.len())])
 }
 
-/// Whether server `id` stands as the holder of `block`: of the servers labelled with it, the
-/// earliest created (ties: the smallest id). Every claimant computes the same answer.
+/// Whether server `id` holds `block`: no other server claims it at this check (made and listed
+/// after `id` was made, so any claimant this one could miss made its own check later, and sees
+/// this one). A claimant that sees another gives the block up, even when both see each other:
+/// the time a server was made cannot decide, as the engine stamps it before the container
+/// appears in its list, so an earlier-stamped claimant may appear after a later one checked.
 async fn holds_block(engine: &Engine, id: &str, block: net::Block) -> Result<bool> {
     let filter = std::collections::HashMap::from([("label".to_string(), vec![format!("{}={block}", labels::NET)])]);
     let claims = engine.containers(filter).await?;
-    if claims.iter().all(|c| c.id.as_deref() == Some(id)) {
-        return Ok(true);
-    }
-    let mut created = Vec::new();
-    for c in claims.iter().filter_map(|c| c.id.as_deref()) {
-        // Gone meanwhile (a loser that removed itself, an environment that ended): no claim.
-        if let Some(i) = engine.inspect_if_exists(c).await? {
-            // As JSON, the RFC 3339 string the engine sent, whichever type bollard's features
-            // give the field.
-            let at = serde_json::to_value(i.created).ok().and_then(|v| v.as_str().map(net::sortable_time)).unwrap_or_default();
-            created.push((c.to_string(), at));
-        }
-    }
-    Ok(net::winner(&created) == Some(id))
+    Ok(claims.iter().all(|c| c.id.as_deref() == Some(id)))
 }
 
 /// Create the server as `server` says (its block, if any, chosen).
