@@ -304,8 +304,17 @@ fn an_image_stored_once_is_in_later_sandboxes_which_run_and_build_on_it_and_cann
 fn another_engine_version_gets_its_own_store_and_a_store_of_another_version_is_never_used() {
     let mut fx = Fixture::new();
     let img = fx.image("v", "versions", 0);
-    ok(&fx.didx(&["--sv", "local", "--store", "--load", &img, "--clean", "anycase", "true"]));
+    let first = fx.didx(&["--sv", "local", "--store", "--load", &img, "--clean", "anycase", "true"]);
+    ok(&first);
     let old = fx.store_of("didx/dind:local");
+    // Filled, sealed and used: what the library part below relies on (its seal).
+    assert!(
+        first.stderr.contains(&format!("into the image store {old} in"))
+            && !first.stderr.contains("is not used")
+            && !first.stderr.contains("WARNING"),
+        "{}",
+        first.show()
+    );
     let before = store_state(&old);
     // docker 26's sandbox fills a store of its own; 20.10's is untouched.
     let r = fx.didx(&[
