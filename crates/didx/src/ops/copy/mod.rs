@@ -96,18 +96,25 @@ where
     Fut: std::future::Future<Output = Result<T>>,
 {
     let name = format!("didx_{env}_source_{}", crate::util::token());
-    let body = bollard::models::ContainerCreateBody {
-        image: Some(image.to_string()),
-        entrypoint: Some(vec!["/didx-never-started".into()]),
-        labels: Some(labels::for_resource(env, Role::Source, 0)),
-        ..Default::default()
-    };
-    let reader = engine.create_container(&name, body).await?;
+    let reader = engine.create_container(&name, reader_body(env, image, crate::util::now_secs())).await?;
     let result = f(reader.clone()).await;
     let removed = engine.remove_container(&reader).await;
     match (result, removed) {
         (Ok(t), Ok(())) => Ok(t),
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// A reader of `image` for environment `env`, made at `now`: never started, so labelled with
+/// the time it was made like every other create, which keeps every didx start's sweep (it takes
+/// never-started containers of environments with no live member, made over a minute ago) off it
+/// while it is read, before the environment exists.
+fn reader_body(env: &str, image: &str, now: u64) -> bollard::models::ContainerCreateBody {
+    bollard::models::ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec!["/didx-never-started".into()]),
+        labels: Some(labels::for_resource(env, Role::Source, now)),
+        ..Default::default()
     }
 }
 
@@ -303,5 +310,22 @@ impl Read for ChannelReader {
         out[..n].copy_from_slice(&self.buf[..n]);
         self.buf = self.buf.slice(n..);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_is_labelled_with_the_time_it_was_made_so_no_sweep_takes_it_while_it_is_read() {
+        // Labelled as made at the epoch, a reader was "abandoned" at once to the sweep every
+        // other didx start runs: one started beside a run checking its `--cp IMAGE::` source
+        // removed the reader under it ("no such path in that image").
+        let body = reader_body("e1", "img:1", 1_700_000_000);
+        let l = body.labels.unwrap();
+        assert_eq!(l.get(labels::CREATED).map(String::as_str), Some("1700000000"));
+        assert_eq!(l.get(labels::ENV).map(String::as_str), Some("e1"));
+        assert_eq!(body.image.as_deref(), Some("img:1"));
     }
 }
