@@ -209,9 +209,9 @@ server() {
 	# dockerd is gone: this container ends whatever its lease says.
 	trap - CHLD
 	if [ -e "$LEASE_DIR/ended" ]; then
-		# Ended by its lease or idle timeout: give the client (which follows) a moment to go
-		# first, so the volume it shares with us is free when the engine removes ours.
-		sleep 2
+		# Ended by its lease or idle timeout: at once (the client shares no volume with this
+		# container; it ends by its own lease, or follows), so the engine's auto-removal takes
+		# the environment within moments of its owner letting go.
 		exit 0
 	fi
 	# dockerd ended by itself (a bad option, a crash): say so where didx looks (this log), and

@@ -116,6 +116,7 @@ pub fn to_json(e: &Event<'_>) -> Option<(&'static str, Value)> {
         Event::CommandsDone => ("commands_done", json!({})),
         Event::Removing { id, names } => ("removing", json!({"id": id, "server": names[0], "client": names[1]})),
         Event::Removed { names } => ("removed", json!({"server": names[0], "client": names[1]})),
+        Event::Ending { id, names } => ("ending", json!({"id": id, "server": names[0], "client": names[1]})),
         Event::Kept { id, names, expires } => ("kept", json!({"id": id, "server": names[0], "client": names[1], "expires": expires})),
         _ => return None,
     })

@@ -234,6 +234,11 @@ impl RunJob {
                 }
                 say(format!("dind client named: '{client}' terminated & destroyed"));
             }
+            Event::Ending { names: [server, client], .. } => {
+                timings.mark("ending");
+                say(format!("dind server named: '{server}' ends with its lease (the engine removes it within 2 s)"));
+                say(format!("dind client named: '{client}' ends with its lease (the engine removes it within 2 s)"));
+            }
             Event::Kept { id, names: [server, client], expires } => {
                 let expires = expires.map(|t| format!("; its TLS certificates expire on {} UTC", utc_date(t))).unwrap_or_default();
                 if !server.is_empty() {

@@ -116,7 +116,7 @@ fn busybox_pooled_environments_are_claimed_refilled_and_removed() {
         assert_eq!(r.code, 0, "{}", r.show());
         assert!(r.stdout.contains("/bin/busybox"), "{}", r.show());
         assert_eq!(r.env_id().as_deref(), Some(id.as_str()), "the run did not take the pooled environment: {}", r.show());
-        assert_gone(&id);
+        assert_ends(&id);
     });
     assert_eq!(down.code, 0, "{}", down.show());
     assert!(refilled.iter().any(|(_, state)| state == "ready"), "no refill: {refilled:?}");

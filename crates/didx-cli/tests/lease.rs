@@ -45,43 +45,26 @@ fn sigkill(child: &mut Child) {
     assert_eq!(status.signal(), Some(libc::SIGKILL));
 }
 
-/// Poll the engine until nothing labelled with `id` is left; the time it took, or a panic
-/// naming what stayed past `within` (removed then, so the engine is left as found).
-fn reaped_within(id: &str, within: Duration) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        let left = rt().block_on(leftovers(Some(id)));
-        if left.is_empty() {
-            return t0.elapsed();
-        }
-        if t0.elapsed() > within {
-            rt().block_on(async { didx::env::remove(&engine().await, id).await.unwrap() });
-            panic!("left {:?} after {:?}: {left:?}", within, t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn sigkill_while_starting_leaves_nothing() {
     // The server runs, its dockerd has not answered yet.
     let (mut child, id, _) = spawn_until(&["--clean", "anycase", "true"], "successfully started (");
     sigkill(&mut child);
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
 }
 
 #[test]
 fn sigkill_during_a_command_leaves_nothing() {
     let (mut child, id, _) = spawn_until(&["--clean", "anycase", "sleep 60"], "[1/1] sleep 60");
     sigkill(&mut child);
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
 }
 
 #[test]
 fn sigkill_under_failure_policy_counts_as_failure() {
     let (mut child, id, _) = spawn_until(&["--clean", "failure", "sleep 60"], "[1/1] sleep 60");
     sigkill(&mut child);
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
 }
 
 #[test]
@@ -98,7 +81,7 @@ fn sigkill_during_copy_and_load_leaves_nothing() {
     std::thread::sleep(Duration::from_millis(150));
     sigkill(&mut child);
     std::fs::remove_dir_all(&dir).unwrap();
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
 }
 
 #[test]
@@ -107,7 +90,7 @@ fn sigkill_during_teardown_leaves_nothing() {
     let (mut child, id, _) = spawn_until(&["--clean", "anycase", "true"], "[1/1] succeeded");
     std::thread::sleep(Duration::from_millis(20));
     sigkill(&mut child);
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
 }
 
 #[test]
@@ -139,7 +122,7 @@ fn no_container_of_ours_mounts_the_host_socket_or_any_host_path() {
         assert!(hc.binds.unwrap_or_default().is_empty());
     }
     sigkill(&mut child);
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
 }
 
 #[test]
@@ -151,7 +134,7 @@ fn sigkill_right_after_a_pool_claim_leaves_nothing() {
     assert_eq!(up.code, 0, "{}", up.show());
     let (mut child, id, _) = spawn_until(&["--pool", "--clean", "anycase", opts[0], opts[1], "sleep 60"], "[1/1] sleep 60");
     sigkill(&mut child);
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
     // The refill the claim asked for is a pool member of its own: empty the pool, then check.
     let deadline = Instant::now() + scaled(Duration::from_secs(90));
     loop {
@@ -172,7 +155,7 @@ fn sigkill_of_pool_up_mid_fill_leaves_no_half_started_environment() {
     let opts = ["--dkropts", "--label=didx-test=lease-fill"];
     let (mut child, id, _) = spawn_until(&["pool", "up", "1", "--idle-timeout", "0", opts[0], opts[1]], "started for the pool");
     sigkill(&mut child);
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
 }
 
 #[test]
@@ -187,7 +170,7 @@ fn an_unclaimed_pooled_environment_ends_on_its_idle_timeout() {
     assert_eq!(rt().block_on(leftovers(Some(&id))).iter().filter(|l| l.starts_with("container")).count(), 2);
     // 8 s after its start plus the reaping allowance (the server's dockerd, then its client,
     // which follows it, then the engine's auto-removal).
-    reaped_within(&id, idle + scaled(REAP) + scaled(REAP));
+    gone_within(&id, idle + scaled(REAP) + scaled(REAP));
 }
 
 #[test]
@@ -217,5 +200,5 @@ fn a_container_created_and_never_started_is_removed_by_the_run_s_helper() {
         engine().await.create_container(&orphan, body).await.unwrap();
     });
     sigkill(&mut child);
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
 }

@@ -173,13 +173,23 @@ fn concurrent_runs_never_share_a_pooled_environment_and_the_pool_refills() {
             let id = r.stdout.trim().strip_prefix("env=").expect("env line").to_string();
             seen(&id);
             assert_eq!(Some(&id), r.env_id().as_ref(), "{}", r.show());
-            assert_gone(&id);
             used.push(id);
         }
         let distinct: HashSet<&String> = used.iter().collect();
         assert_eq!(distinct.len(), 4, "two runs got the same environment: {used:?}");
         let claimed = used.iter().filter(|id| pooled.contains(*id)).count();
         assert_eq!(claimed, 2, "pool {pooled:?}, runs {used:?}");
+        // The claimed ones end by their lease (the run did not wait), the fresh ones were
+        // removed before their run returned.
+        for (r, id) in runs.iter().zip(&used) {
+            if pooled.contains(id) {
+                assert!(r.stderr.contains("ends with its lease") && !r.stderr.contains("terminated & destroyed"), "{}", r.show());
+                assert_ends(id);
+            } else {
+                assert!(r.stderr.contains("terminated & destroyed"), "{}", r.show());
+                assert_gone(id);
+            }
+        }
         let fresh = runs.iter().filter(|r| r.stderr.contains("starting a fresh one")).count();
         assert_eq!(fresh, 2, "{}", runs.iter().map(Run::show).collect::<Vec<_>>().join("\n"));
 
@@ -220,7 +230,7 @@ fn runs_with_other_server_options_do_not_take_from_the_pool() {
         assert_eq!(r.code, 0, "{}", r.show());
         assert_eq!(r.env_id().as_ref(), Some(id), "{}", r.show());
         assert!(r.stdout.contains("key.pem"), "{}", r.show());
-        assert_gone(id);
+        assert_ends(id);
     });
 }
 

@@ -2,7 +2,8 @@
 //! a job's cgroup does) after a command attacked the lease: a command that kills every process
 //! it can see (`kill -9 -1`, or every `sh` but itself) cannot keep its environment past didx;
 //! what a `--engine host` client started is removed by the environment's reaper with no later
-//! didx call; and another didx's sweep never takes what a live `--engine host` run created.
+//! didx call; another didx's sweep never takes what a live `--engine host` run created; and a
+//! run the pool served, killed the moment its commands are done, leaves nothing after 2 s.
 //! Each test asserts the engine is left as found.
 
 mod common;
@@ -72,24 +73,6 @@ fn kill_invocation(child: &mut Child) {
     assert_eq!(status.signal(), Some(libc::SIGKILL));
 }
 
-/// Poll the engine until nothing labelled with `id` is left; a panic naming what stayed past
-/// `within` (removed then, so the engine is left as found). Says how long it took.
-fn reaped_within(id: &str, within: Duration) {
-    let t0 = Instant::now();
-    loop {
-        let left = rt().block_on(leftovers(Some(id)));
-        if left.is_empty() {
-            eprintln!("environment {id} gone {:.2} s after the kill", t0.elapsed().as_secs_f64());
-            return;
-        }
-        if t0.elapsed() > within {
-            rt().block_on(async { didx::env::remove(&engine().await, id).await.unwrap() });
-            panic!("left {:?} after {:?}: {left:?}", within, t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The count a command printed as `killed=N` on stderr.
 fn killed(seen: &str) -> usize {
     seen.lines().find_map(|l| l.strip_prefix("killed=")?.trim().parse().ok()).unwrap_or_else(|| panic!("no killed= line:\n{seen}"))
@@ -104,7 +87,7 @@ fn a_command_that_kills_every_process_cannot_keep_its_environment_past_didx() {
     let cmd = "sh -c 'kill -9 -1 && echo killed=1 >&2; sleep 120'";
     let (mut child, id, seen) = spawn_until(&["--clean", "anycase", cmd], "killed=");
     kill_invocation(&mut child);
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
     assert!(killed(&seen) >= 1, "the command killed nothing: {seen}");
 }
 
@@ -115,7 +98,7 @@ fn a_command_that_kills_every_shell_cannot_keep_its_environment_past_didx() {
     let cmd = r#"sh -c 'n=0; for d in /proc/[0-9]*; do p=${d#/proc/}; [ "$p" = 1 ] || [ "$p" = $$ ] && continue; case "$(cat $d/comm 2>/dev/null)" in sh|entrypoint) kill -9 "$p" && n=$((n + 1)) ;; esac; done; echo killed=$n >&2; sleep 120'"#;
     let (mut child, id, seen) = spawn_until(&["--clean", "anycase", cmd], "killed=");
     kill_invocation(&mut child);
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
     assert!(killed(&seen) >= 1, "the command killed no shell: {seen}");
 }
 
@@ -137,7 +120,7 @@ fn what_a_host_engine_client_started_is_gone_within_the_bound_when_the_whole_inv
     let said = follow_log(&format!("dind_{id}_reaper"));
     kill_invocation(&mut child);
     // No later didx call: the environment's reaper alone.
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
     for what in ["-run", "-created", "-vol", "-net"] {
         assert!(left.iter().any(|l| l.contains(&format!("{tag}{what}"))), "the client made {tag}{what}: {left:?}");
     }
@@ -205,7 +188,7 @@ fn a_live_host_engine_run_s_old_never_started_container_survives_another_start_s
     let exists = |name: &str| rt().block_on(async { engine().await.inspect_if_exists(name).await.unwrap().is_some() });
     let (live_kept, decoy_kept) = (exists(&live_create), exists(&decoy));
     kill_invocation(&mut child);
-    reaped_within(&id, scaled(REAP));
+    gone_within(&id, scaled(REAP));
     rt().block_on(async { didx::env::remove(&engine().await, &decoy_env).await.unwrap() });
     assert_eq!(other.code, 0, "{}", other.show());
     assert_gone(&other.env_id().expect("env id"));
@@ -229,13 +212,43 @@ fn a_pooled_claim_whose_command_kills_every_process_cannot_keep_its_environment_
     let (mut child, id, _) = spawn_until(&["--pool", "--clean", "anycase", opts[0], opts[1], cmd], "killed=");
     let claimed = id == pooled;
     kill_invocation(&mut child);
-    let reaped = std::panic::catch_unwind(|| reaped_within(&id, scaled(REAP)));
+    let reaped = std::panic::catch_unwind(|| gone_within(&id, scaled(REAP)));
     // The refill the claim asked for (its helper killed with the run, it ends itself, or is
-    // removed here): only this pool's environments, found by their dockerd option (`pool down`
-    // would take every pool on the engine).
+    // removed here): only this pool's environments, found by their dockerd option.
+    remove_pool_with_option(opts[1]);
+    assert!(claimed, "the run claimed {id}, not the pooled {pooled}");
+    if let Err(e) = reaped {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn a_pooled_run_killed_right_after_its_commands_leaves_nothing_within_2_s() {
+    let _pool = OwnPool::new("reap-ending");
+    // A run the pool served ends by its lease once its commands are done: killed at that very
+    // moment (its `commands_done` event, before it closes the leases itself), the kernel closes
+    // them, and the environment must be gone within the same 2 s as when it returns.
+    let opts = ["--dkropts", "--label=didx-test=reap-ending"];
+    let up = didx(&["pool", "up", "1", "--events", "json", "--idle-timeout", "0", opts[0], opts[1]]);
+    assert_eq!(up.code, 0, "{}", up.show());
+    let pooled = up.pool_ready().pop().expect("an id");
+    let args = ["--events", "json", "--pool", "--clean", "anycase", opts[0], opts[1], "true"];
+    let (mut child, id, said) = spawn_until(&args, "{\"didx_event\":\"commands_done\"");
+    kill_invocation(&mut child);
+    let ended = std::panic::catch_unwind(|| gone_within(&id, scaled(ENDING_WITHIN)));
+    remove_pool_with_option(opts[1]);
+    assert_eq!(id, pooled, "the run did not take the pooled environment:\n{said}");
+    if let Err(e) = ended {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// Remove every environment of the pool whose servers were given dockerd `option` (the
+/// refill a claim queued included), waiting a while for one still starting.
+fn remove_pool_with_option(option: &str) {
     let deadline = Instant::now() + scaled(Duration::from_secs(90));
     loop {
-        let mine = rt().block_on(pool_envs_with_option(opts[1]));
+        let mine = rt().block_on(pool_envs_with_option(option));
         if mine.is_empty() {
             break;
         }
@@ -244,10 +257,6 @@ fn a_pooled_claim_whose_command_kills_every_process_cannot_keep_its_environment_
             rt().block_on(async { didx::env::remove(&engine().await, env).await.unwrap() });
         }
         std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(claimed, "the run claimed {id}, not the pooled {pooled}");
-    if let Err(e) = reaped {
-        std::panic::resume_unwind(e);
     }
 }
 

@@ -89,6 +89,14 @@ pub enum Event<'a> {
         /// Its server and client names (the server's empty with `--engine host`).
         names: &'a [String; 2],
     },
+    /// The environment's leases were closed (one the pool served): it ends itself within
+    /// moments, the run not waiting for it.
+    Ending {
+        /// Its id.
+        id: &'a str,
+        /// Its server and client names.
+        names: &'a [String; 2],
+    },
     /// The environment was removed.
     Removed {
         /// Its server and client names (the server's empty with `--engine host`).

@@ -70,6 +70,10 @@ impl Outcome {
 pub enum Removal {
     /// Removed, with everything labelled with it.
     Removed,
+    /// Handed to its lease (an environment the pool served): its members end themselves and
+    /// the engine removes them, everything labelled with it included, within moments (2 s) of
+    /// the run's end, with no further call; the run does not wait for it.
+    Ending,
     /// Left running, by policy.
     Kept,
     /// The removal failed; what is left carries the environment's label.
@@ -218,7 +222,16 @@ impl Session {
         // With `--engine host` there is no server: its name is empty.
         let server = env.server().map_or_else(String::new, |s| s.name.clone());
         let names = [server, env.client().name.clone()];
-        let removal = if self.clean.removes(outcome.succeeded()) {
+        // An environment the pool served ends by its lease, off the run's critical path: its
+        // members stop themselves and the engine's auto-removal takes them (all it has:
+        // anonymous volumes only, no network of its own).
+        let removal = if self.clean.removes(outcome.succeeded()) && refill.is_some() && env.is_held() {
+            on(&Event::Ending { id: &id, names: &names });
+            match env.end().await {
+                Ok(()) => Removal::Ending,
+                Err(e) => Removal::Failed(e),
+            }
+        } else if self.clean.removes(outcome.succeeded()) {
             on(&Event::Removing { id: &id, names: &names });
             match env.rm().await {
                 Ok(()) => {

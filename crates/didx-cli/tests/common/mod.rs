@@ -140,6 +140,34 @@ pub fn assert_gone(id: &str) {
     assert!(left.is_empty(), "environment {id} left: {left:?}");
 }
 
+/// Wait until nothing of environment `id` is left, at most `within` (polled every 100 ms);
+/// how long it took. Past `within`, removes what is left and panics naming it.
+pub fn gone_within(id: &str, within: std::time::Duration) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    loop {
+        let left = rt().block_on(leftovers(Some(id)));
+        if left.is_empty() {
+            eprintln!("environment {id} gone {:.2} s after", t0.elapsed().as_secs_f64());
+            return t0.elapsed();
+        }
+        if t0.elapsed() > within {
+            rt().block_on(async { didx::env::remove(&engine().await, id).await.unwrap() });
+            panic!("environment {id} left {:?} after {:?}: {left:?}", within, t0.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// How soon an environment handed to its lease (a run the pool served) is gone: the book's
+/// promise (docs/src/concepts/cleanup.md), scaled on slow lanes.
+pub const ENDING_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Assert that environment `id`, which a run the pool served handed to its lease, is gone
+/// within [`ENDING_WITHIN`] (scaled) of now.
+pub fn assert_ends(id: &str) {
+    gone_within(id, scaled(ENDING_WITHIN));
+}
+
 /// Assert environment `id` is still there (both containers running), then remove it and
 /// assert it is gone.
 pub fn assert_running_then_remove(id: &str) {

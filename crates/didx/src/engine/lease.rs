@@ -80,6 +80,13 @@ impl Lease {
         self.tell(b"release\n", true, "release lease", "releasing the lease on").await
     }
 
+    /// Let go of the container now: its stdin closed without a release, so it ends itself (as
+    /// when this process dies), at once rather than when this value happens to drop. Bounded
+    /// by [`QUICK_TIMEOUT`]; the connection closes with it whatever the answer.
+    pub async fn end(mut self) -> Result<()> {
+        self.tell(b"", true, "end lease", "ending the lease on").await
+    }
+
     /// Write `line` to the held container's stdin (then close it, with `close`), bounded by
     /// [`QUICK_TIMEOUT`]; `op` and `doing` name the step in an error.
     async fn tell(&mut self, line: &[u8], close: bool, op: &'static str, doing: &str) -> Result<()> {

@@ -161,6 +161,25 @@ impl Environment {
         released.into_iter().collect()
     }
 
+    /// Whether every member is held by a lease of this process (so [`Environment::end`] ends
+    /// it whole).
+    pub(crate) fn is_held(&self) -> bool {
+        let held = |id: &str| self.leases.iter().any(|l| l.container() == id);
+        self.server.as_ref().is_none_or(|s| held(&s.id)) && held(&self.client.id)
+    }
+
+    /// Let the environment end itself: what stays of it on this machine (its client
+    /// certificates) removed, then its leases closed without a release, so each member stops
+    /// and the engine's auto-removal takes it with its anonymous volumes, moments later, with
+    /// no further call (as when this process dies). The caller checks [`Environment::is_held`]
+    /// first: a member no lease holds would stay.
+    pub(crate) async fn end(mut self) -> Result<()> {
+        self.settled = true;
+        super::certdir::remove(self.id.as_str());
+        let ended = futures_util::future::join_all(self.leases.drain(..).map(Lease::end)).await;
+        ended.into_iter().collect()
+    }
+
     /// Leave the environment running (`--clean none`): its leases released first.
     pub async fn keep(mut self) -> Result<()> {
         self.settled = true;
