@@ -409,7 +409,7 @@ store_fill() {
 	# dockerd is gone: no reader is started again (the snapshot below forks many commands).
 	trap - CHLD
 	if [ -e "$LEASE_DIR/commit" ] && [ ! -e "$LEASE_DIR/ended" ]; then
-		if store_snapshot "$STORE"; then
+		if store_snapshot "$STORE" 2>"$LEASE_DIR/snapshot.err"; then
 			# Published: stay (holding the filler's name, so no other fill starts) until didx
 			# has read the index (store-published) and kept its seal on the host engine
 			# (store-sealed), at most a minute: a snapshot whose didx died first stays unsealed
@@ -422,19 +422,31 @@ store_fill() {
 			done
 			exit 0
 		fi
-		: >"$LEASE_DIR/failed"
-		log "store: the snapshot failed; the store keeps its previous one"
-		exit 1
+		store_failed "the snapshot failed ($(tail -n 3 "$LEASE_DIR/snapshot.err" | tr '\n' ' ')); the store keeps its previous one"
 	fi
-	log "store: the filler ended uncommitted (dockerd status $status); nothing published"
+	[ -e "$LEASE_DIR/commit" ] && committed=yes || committed=no
+	[ -e "$LEASE_DIR/ended" ] && lease=lost || lease=held
+	store_failed "the filler ended uncommitted (dockerd status $status, commit $committed, lease $lease); nothing published"
+}
+
+# store_failed WHY: PID 1 of a filler fails: WHY in its log and in $LEASE_DIR/failed, where
+# store-published (an exec didx waits on) reads it and says it, as this container's log is gone
+# with it (auto-removal) before didx could read it; a moment for that exec to read it, then out.
+store_failed() {
+	log "store: $1"
+	printf '%s\n' "$1" >"$LEASE_DIR/failed.tmp" && mv -f "$LEASE_DIR/failed.tmp" "$LEASE_DIR/failed"
+	sleep 1
 	exit 1
 }
 
 # store_published: (an exec in the filler, after its commit) wait until PID 1 has published the
-# snapshot (exit 1 if that failed), then print its index.
+# snapshot (exit 1, saying why on stderr, if that failed), then print its index.
 store_published() {
 	while [ ! -e "$LEASE_DIR/published" ]; do
-		[ -e "$LEASE_DIR/failed" ] && exit 1
+		if [ -e "$LEASE_DIR/failed" ]; then
+			cat "$LEASE_DIR/failed" >&2
+			exit 1
+		fi
 		sleep 0.05
 	done
 	cat "$STORE/index"

@@ -225,22 +225,34 @@ fn a_pooled_claim_whose_command_kills_every_process_cannot_keep_its_environment_
 #[test]
 fn a_pooled_run_killed_right_after_its_commands_leaves_nothing_within_2_s() {
     let _pool = OwnPool::new("reap-ending");
-    // A run the pool served ends by its lease once its commands are done: killed at that very
-    // moment (its `commands_done` event, before it closes the leases itself), the kernel closes
-    // them, and the environment must be gone within the same 2 s as when it returns.
+    // A run the pool served ends by its lease once its commands are done. Killed as its last
+    // command ends (its last line seen: didx is then ending the leases itself, or has, or has
+    // returned), the environment must be gone within the same 2 s as when it returns.
     let opts = ["--dkropts", "--label=didx-test=reap-ending"];
     let up = didx(&["pool", "up", "1", "--events", "json", "--idle-timeout", "0", opts[0], opts[1]]);
     assert_eq!(up.code, 0, "{}", up.show());
     let pooled = up.pool_ready().pop().expect("an id");
-    let args = ["--events", "json", "--pool", "--clean", "anycase", opts[0], opts[1], "true"];
-    let (mut child, id, said) = spawn_until(&args, "{\"didx_event\":\"commands_done\"");
-    kill_invocation(&mut child);
+    let args = ["--pool", "--clean", "anycase", opts[0], opts[1], "sh -c 'echo ended=1 >&2'"];
+    let (mut child, id, said) = spawn_until(&args, "ended=");
+    kill_what_is_left(&mut child);
     let ended = std::panic::catch_unwind(|| gone_within(&id, scaled(ENDING_WITHIN)));
     remove_pool_with_option(opts[1]);
     assert_eq!(id, pooled, "the run did not take the pooled environment:\n{said}");
     if let Err(e) = ended {
         std::panic::resume_unwind(e);
     }
+}
+
+/// SIGKILL what is left of an invocation that may be ending by itself: its helper, if any, and
+/// its process group (gone already is fine).
+fn kill_what_is_left(child: &mut Child) {
+    for h in children_of(child.id()) {
+        // SAFETY: kill(2) on a child of our own child.
+        unsafe { libc::kill(h, libc::SIGKILL) };
+    }
+    // SAFETY: kill(2) on the process group of our own child (it leads it; ESRCH once gone).
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    child.wait().unwrap();
 }
 
 /// Remove every environment of the pool whose servers were given dockerd `option` (the

@@ -109,7 +109,10 @@ pub(super) async fn run_filler(
         // on the name never sees the snapshot unsealed.
         let (mut index, mut err) = (Vec::new(), Vec::new());
         let argv = vec![ENTRYPOINT_PATH.to_string(), "store-published".to_string()];
-        if engine.exec(&id, &argv, &[], &mut index, &mut err).await? == 0 {
+        let published = engine.exec(&id, &argv, &[], &mut index, &mut err).await?;
+        // Why the fill failed, as PID 1 said it to this exec (its log is gone with it).
+        let why = String::from_utf8_lossy(&err).trim().to_string();
+        if published == 0 {
             let text = String::from_utf8_lossy(&index);
             let index = Index::parse(&text).ok_or_else(|| Error::Store {
                 store: store.name.clone(),
@@ -126,7 +129,8 @@ pub(super) async fn run_filler(
         let logs = if status == 0 { String::new() } else { engine.logs_tail(&id, 10).await.unwrap_or_default() };
         wait_gone(engine, &id, Instant::now() + Duration::from_secs(60), cancel).await?;
         if status != 0 {
-            return Err(Error::Store { store: store.name.clone(), why: format!("its filler exited {status}: {}", logs.trim()) });
+            let said = if logs.trim().is_empty() { why } else { logs.trim().to_string() };
+            return Err(Error::Store { store: store.name.clone(), why: format!("its filler exited {status}: {said}") });
         }
         if !in_use.is_empty() {
             return Err(Error::StoreInUse { store: store.name.clone(), containers: in_use });
