@@ -3,7 +3,7 @@
 //! verbs under `commands/` turn them into the library's validated types.
 
 use clap::{Args, ColorChoice, Parser, Subcommand, ValueEnum};
-use didx::spec::{CleanPolicy, EngineMode, IsolationMode};
+use didx::spec::{CleanPolicy, EngineMode, IsolationMode, Teardown};
 
 pub const AFTER_HELP: &str = "\
 COMMAND: each argument is one command, split into words as a POSIX shell splits it (no
@@ -97,6 +97,11 @@ pub struct RunArgs {
     /// Host variable holding the client's container name, for 'docker exec $VAR …' commands
     #[arg(long = "cv-env", default_value = "DIND_CLIENT_NAME", value_name = "NAME")]
     pub cv_env: String,
+    /// How a removal by --clean ends the environment: wait removes it before didx exits; lease
+    /// closes its leases and exits at once, the engine removing it within 2 s (needs --clean
+    /// anycase or failure). [default: lease for an environment the pool served, else wait]
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub teardown: Option<TeardownArg>,
     /// Take a ready environment from the warm pool (see 'didx pool up'), started with the same
     /// server options; a background refill replaces it. Starts a fresh one if none is ready
     #[arg(long)]
@@ -297,6 +302,24 @@ impl From<Clean> for CleanPolicy {
     }
 }
 
+/// `--teardown`: how a removal ends the environment (the library's [`Teardown`]).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeardownArg {
+    // Remove it before didx exits.
+    Wait,
+    // Close its leases and exit; the engine removes it within 2 s.
+    Lease,
+}
+
+impl From<TeardownArg> for Teardown {
+    fn from(t: TeardownArg) -> Teardown {
+        match t {
+            TeardownArg::Wait => Teardown::Wait,
+            TeardownArg::Lease => Teardown::Lease,
+        }
+    }
+}
+
 /// `--isolation`: how the server gets dockerd's privileges (the library's [`IsolationMode`]).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isolation {
@@ -437,6 +460,7 @@ mod tests {
         same_words::<Clean, CleanPolicy>(&["none", "success", "failure", "anycase", "all", "rpt"]);
         same_words::<Isolation, IsolationMode>(&["auto", "privileged", "caps"]);
         same_words::<ClientEngine, EngineMode>(&["dind", "host"]);
+        same_words::<TeardownArg, Teardown>(&["wait", "lease"]);
     }
 
     #[test]

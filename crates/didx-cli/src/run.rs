@@ -61,6 +61,10 @@ impl RunJob {
         let options = run_builder(&a)?.options()?;
         let steps: Vec<Step> = a.commands.iter().map(|c| Step::parse(c)).collect::<Result<_, _>>()?;
         let session = Session::new(options.clone()).steps(steps).clean(clean).client_name_var(EnvVarName::parse(&a.cv_env)?).pooled(a.pool);
+        let session = match a.teardown {
+            Some(t) => session.teardown(t.into()),
+            None => session,
+        };
         Ok(RunJob { host, options, session, clean, pooled: a.pool, timings: Timings(a.timings), matrix: None, fed: None })
     }
 

@@ -235,6 +235,22 @@ fn runs_with_other_server_options_do_not_take_from_the_pool() {
 }
 
 #[test]
+fn a_pooled_run_with_teardown_wait_removes_its_environment_before_it_returns() {
+    guarded("teardown-wait", |_| {
+        let up = didx(&["pool", "up", "1", "--events", "json"]);
+        assert_eq!(up.code, 0, "{}", up.show());
+        let pooled = up.pool_ready().pop().expect("a ready environment");
+        let r = didx(&["--pool", "--clean", "anycase", "--teardown", "wait", "true"]);
+        assert_eq!(r.code, 0, "{}", r.show());
+        let id = r.env_id().expect("an environment");
+        seen(&id);
+        assert_eq!(id, pooled, "{}", r.show());
+        assert!(r.stderr.contains("terminated & destroyed") && !r.stderr.contains("ends with its lease"), "{}", r.show());
+        assert_gone(&id);
+    });
+}
+
+#[test]
 fn bad_pool_sizes_are_usage_errors_that_create_nothing() {
     guarded("bad-sizes", |_| {
         let over = (pool::MAX_SIZE + 1).to_string();

@@ -35,6 +35,26 @@ fn success_policy_removes_only_after_success() {
 }
 
 #[test]
+fn teardown_lease_returns_before_the_removal_which_the_engine_does_within_2_s() {
+    // Held (anycase): didx closes the leases and returns; the engine removes it.
+    with_cleanup(didx(&["--clean", "anycase", "--teardown", "lease", "true"]), |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stderr.contains("ends with its lease") && !r.stderr.contains("terminated & destroyed"), "{}", r.show());
+        assert_ends(&r.env_id().unwrap());
+    });
+    // Not held (success keeps what a killed run leaves): removed before didx returns.
+    with_cleanup(didx(&["--clean", "success", "--teardown", "lease", "true"]), |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stderr.contains("terminated & destroyed"), "{}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+    // A word it does not take: one line naming the ones it does, a usage exit, nothing made.
+    let r = didx(&["--clean", "anycase", "--teardown", "soon", "true"]);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("wait") && r.stderr.contains("lease") && r.env_id().is_none(), "{}", r.show());
+}
+
+#[test]
 fn failure_policy_removes_only_after_failure() {
     with_cleanup(didx(&["--clean", "failure", "true"]), |r| {
         assert_eq!(r.code, 0, "{}", r.show());

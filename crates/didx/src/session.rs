@@ -33,7 +33,7 @@ pub use crate::ops::load::{LoadEvent, LoadReport};
 pub use crate::ops::run::StepEvent;
 use crate::ops::run::run_steps;
 use crate::ops::start::SandboxOptions;
-use crate::spec::{CleanPolicy, EnvVarName};
+use crate::spec::{CleanPolicy, EnvVarName, Teardown};
 
 pub use crate::env::Event as StartEvent;
 pub use crate::event::{Event, Phase};
@@ -70,9 +70,9 @@ impl Outcome {
 pub enum Removal {
     /// Removed, with everything labelled with it.
     Removed,
-    /// Handed to its lease (an environment the pool served): its members end themselves and
-    /// the engine removes them, everything labelled with it included, within moments (2 s) of
-    /// the run's end, with no further call; the run does not wait for it.
+    /// Handed to its lease ([`Teardown::Lease`]; by default, an environment the pool served):
+    /// its members end themselves and the engine removes them, everything labelled with it
+    /// included, within 2 s of the run's end, with no further call; the run does not wait.
     Ending,
     /// Left running, by policy.
     Kept,
@@ -103,6 +103,7 @@ pub struct Session {
     options: SandboxOptions,
     steps: Vec<Step>,
     clean: CleanPolicy,
+    teardown: Option<Teardown>,
     cv_env: EnvVarName,
     pooled: bool,
 }
@@ -115,6 +116,7 @@ impl Session {
             options,
             steps: Vec::new(),
             clean: CleanPolicy::None,
+            teardown: None,
             cv_env: EnvVarName::parse("DIND_CLIENT_NAME").expect("a valid name"),
             pooled: false,
         }
@@ -139,6 +141,13 @@ impl Session {
     /// The host variable that names the client for `docker exec $VAR …` host commands.
     pub fn client_name_var(mut self, name: EnvVarName) -> Self {
         self.cv_env = name;
+        self
+    }
+    /// How an environment the policy removes is ended: [`Teardown::Wait`] (removed before
+    /// [`Session::run`] returns) or [`Teardown::Lease`] (its leases closed; the engine removes
+    /// it within 2 s). Unset: `Lease` for an environment the pool served, else `Wait`.
+    pub fn teardown(mut self, teardown: Teardown) -> Self {
+        self.teardown = Some(teardown);
         self
     }
     /// Claim a ready environment of the warm pool when one matches (else start fresh).
@@ -222,10 +231,11 @@ impl Session {
         // With `--engine host` there is no server: its name is empty.
         let server = env.server().map_or_else(String::new, |s| s.name.clone());
         let names = [server, env.client().name.clone()];
-        // An environment the pool served ends by its lease, off the run's critical path: its
-        // members stop themselves and the engine's auto-removal takes them (all it has:
-        // anonymous volumes only, no network of its own).
-        let removal = if self.clean.removes(outcome.succeeded()) && refill.is_some() && env.is_held() {
+        // By its lease (by default, an environment the pool served): off the run's critical
+        // path, its members stop themselves and the engine's auto-removal takes them (all it
+        // has: anonymous volumes only, no network of its own).
+        let by_lease = self.teardown.map_or(refill.is_some(), |t| t == Teardown::Lease);
+        let removal = if self.clean.removes(outcome.succeeded()) && by_lease && env.is_held() {
             on(&Event::Ending { id: &id, names: &names });
             match env.end().await {
                 Ok(()) => Removal::Ending,

@@ -79,6 +79,39 @@ impl FromStr for CleanPolicy {
     }
 }
 
+/// How a run whose policy removes its environment ends it (`--teardown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Teardown {
+    /// Remove it before the run returns: a command run after didx finds it gone.
+    Wait,
+    /// Close its leases and return at once: its members end themselves and the engine removes
+    /// them within 2 s, with no further call (even if didx is killed then). Needs the
+    /// environment held (`--clean anycase` or `failure`); one not held is removed as with
+    /// `Wait`.
+    Lease,
+}
+
+impl Teardown {
+    /// The word for it, as `--teardown` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Teardown::Wait => "wait",
+            Teardown::Lease => "lease",
+        }
+    }
+}
+
+impl FromStr for Teardown {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "wait" => Ok(Teardown::Wait),
+            "lease" => Ok(Teardown::Lease),
+            _ => Err(Error::invalid("--teardown value", s, "expected one of wait, lease")),
+        }
+    }
+}
+
 /// A `--sv` / `--cv` value: `latest`, a version such as `24.0`, or `X-dind`.
 ///
 /// It names containers (`dind_<id>_server_<ver>`) and images (`docker:<tag>`), so it is limited
