@@ -16,7 +16,13 @@ What it measures (median and min-max over RUNS runs, after one untimed warm-up r
   8. both offline engine versions (ENGINES, default bookworm's 20.10.24 and trixie's
      26.1.5, i.e. didx/dind:20.10.24 and didx/dind:26.1.5): `didx --sv V --clean anycase
      version`, interleaved, at least 3 runs each even with --short: didx's ready phase and
-     the inner engine's own answer time (its "answered over TLS after" line).
+     the inner engine's own answer time (its "answered over TLS after" line);
+  9. where one environment's CPU goes (`didx --clean none version`, then its removal): the
+     machine's busy time, split into the server container and the client container (their
+     cgroups' CPU accounting: the inner dockerd, containerd and entrypoint; the docker CLI),
+     the host's dockerd, containerd and shims (/proc), didx itself (its rusage: it and
+     the children it waited for), and the rest (the kernel's namespace and mount work, runc, everything else);
+     the removal's machine-wide cost beside it.
 It prints a Markdown table (measurements with targets and pass/fail marks) and a phase
 table (median ms since invocation at each phase, for didx, didx --pool and the floor) on
 stdout, writes them to bench/out/speed.md, and draws bench/out/speed.png with gnuplot
@@ -107,6 +113,7 @@ class Run:
     rss_kb: int
     lines: list                       # (ms since spawn, line)
     phases: dict = field(default_factory=dict)  # phase -> ms since invocation
+    cpu: float = 0.0                  # s, its own and its waited-for children's
 
     def tail(self, n=8):
         return "\n".join("    " + line for _, line in self.lines[-n:])
@@ -137,7 +144,8 @@ class Proc:
         wall = (time.monotonic() - self.t0) * 1000
         self.p.returncode = os.waitstatus_to_exitcode(status)
         self.reader.join(timeout=3)
-        return Run(self.argv, self.p.returncode, wall, usage.ru_maxrss, list(self.lines))
+        return Run(self.argv, self.p.returncode, wall, usage.ru_maxrss, list(self.lines),
+                   cpu=usage.ru_utime + usage.ru_stime)
 
 
 class Bench:
@@ -353,6 +361,39 @@ class Bench:
             r["floor_batch"][n] = [w for w in (self.run_floor_batch(n) for _ in range(self.runs)) if w]
         r["pool"] = self.measure_pool()
         r["engines"] = self.measure_engines()
+        r["cpu_parts"] = self.measure_cpu_parts()
+
+    def measure_cpu_parts(self):
+        """Part 9: one environment's CPU, by where it is spent; a dict of lists (seconds)."""
+        parts = {}
+        for i in range(self.runs):
+            log(f"CPU breakdown {i + 1}/{self.runs}: didx --clean none version, then removal")
+            host0, busy0 = host_engine_cpu(), busy_seconds()
+            proc = self.spawn([self.didx, "--clean", "none", "version"])
+            run = self.finish(proc)
+            busy1, host1 = busy_seconds(), host_engine_cpu()
+            ids = {m.group(1) for _, line in run.lines for m in [ENVID_RE.search(line)] if m}
+            if run.rc != 0 or len(ids) != 1:
+                self.fail("CPU breakdown: didx --clean none version", run)
+                continue
+            envid = ids.pop()
+            members = container_cpu(envid)
+            remove_env(envid)
+            busy2 = busy_seconds()
+            with self.lock:
+                self.envs_pending.discard(envid)
+            total = busy1 - busy0
+            known = {"server container (inner dockerd, containerd, entrypoint)": members.get("server", 0.0),
+                     "client container (docker CLI)": members.get("client", 0.0),
+                     "host dockerd": host1[0] - host0[0],
+                     "host containerd and shims": host1[1] - host0[1],
+                     "didx (its rusage: it and the children it waited for)": run.cpu}
+            for k, v in known.items():
+                parts.setdefault(k, []).append(v)
+            parts.setdefault("rest (kernel, runc, other processes)", []).append(total - sum(known.values()))
+            parts.setdefault("total, start and `version` (machine-wide)", []).append(total)
+            parts.setdefault("removal (machine-wide, `docker rm -fv`)", []).append(busy2 - busy1)
+        return parts
 
     def measure_engines(self):
         """Each offline engine version's start, interleaved (A, B, A, B...)."""
@@ -458,6 +499,54 @@ def busy_seconds():
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
     return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """A process's CPU seconds, its waited-for children's included (/proc/PID/stat)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return 0.0
+    f = stat.rsplit(")", 1)[1].split()
+    return sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def host_engine_cpu():
+    """CPU seconds of the host's dockerd, and of its containerd and shims (those alive now)."""
+    dockerd = containerd = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            comm = open(f"/proc/{entry}/comm").read().strip()
+        except OSError:
+            continue
+        if comm == "dockerd":
+            dockerd += proc_cpu(entry)
+        elif comm.startswith("containerd"):
+            containerd += proc_cpu(entry)
+    return dockerd, containerd
+
+
+def container_cpu(envid):
+    """CPU seconds of environment ENVID's containers by role (server, client), from their
+    cgroups: cgroup v1's cpuacct (docker/ID) or v2's cpu.stat (system.slice/docker-ID.scope)."""
+    out = {}
+    listed = subprocess.run(["docker", "ps", "-a", "--no-trunc", "--filter", f"label=io.didx.env={envid}",
+                             "--format", '{{.ID}} {{.Label "io.didx.role"}}'], capture_output=True, text=True)
+    for line in listed.stdout.splitlines():
+        cid, _, role = line.partition(" ")
+        for path, scale in ((f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage", 1e-9),
+                            (f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat", 1e-6)):
+            try:
+                text = open(path).read()
+            except OSError:
+                continue
+            if path.endswith("cpu.stat"):
+                text = next((l.split()[1] for l in text.splitlines() if l.startswith("usage_usec")), "0")
+            out[role] = out.get(role, 0.0) + int(text.strip()) * scale
+            break
+    return out
 
 
 def env_leftovers(envid):
@@ -584,6 +673,11 @@ def report(bench):
                         [top * c * 1000 / cores for c in cpu]))
     rows.append(row("peak RSS: didx, plain run", [x.rss_kb / 1024 for x in r["didx"]], "MB",
                     ("<", 25)))
+    parts = r.get("cpu_parts") or {}
+    if parts:
+        rows.append(["**CPU per environment, by where it goes** (ms; the parts add up to the machine-wide total)", "", "", "", ""])
+        for name, values in parts.items():
+            rows.append(row(f"CPU: {name}", [v * 1000 for v in values]))
     rows += engine_rows(bench)
     floor_med = statistics.median(x.wall for x in r["floor"]) if r["floor"] else None
     if bench.pool:
