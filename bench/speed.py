@@ -390,7 +390,7 @@ class Bench:
                      "didx (its rusage: it and the children it waited for)": run.cpu}
             for k, v in known.items():
                 parts.setdefault(k, []).append(v)
-            parts.setdefault("rest (kernel, runc, other processes)", []).append(total - sum(known.values()))
+            parts.setdefault("rest: total minus the parts (kernel, runc, others; below 0 when the exact cgroup counters exceed the tick-sampled total)", []).append(total - sum(known.values()))
             parts.setdefault("total, start and `version` (machine-wide)", []).append(total)
             parts.setdefault("removal (machine-wide, `docker rm -fv`)", []).append(busy2 - busy1)
         return parts
@@ -501,18 +501,21 @@ def busy_seconds():
     return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
 
 
-def proc_cpu(pid):
-    """A process's CPU seconds, its waited-for children's included (/proc/PID/stat)."""
+def proc_cpu(pid, children=True):
+    """A process's CPU seconds (/proc/PID/stat), with its waited-for children's unless told."""
     try:
         stat = open(f"/proc/{pid}/stat").read()
     except OSError:
         return 0.0
     f = stat.rsplit(")", 1)[1].split()
-    return sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for x in f[11:15 if children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 def host_engine_cpu():
-    """CPU seconds of the host's dockerd, and of its containerd and shims (those alive now)."""
+    """CPU seconds of the host's dockerd, and of its containerd and shims (those alive now).
+    dockerd and containerd with the children they reaped (dockerd's archive helpers, shim
+    launchers); a shim without: its reaped children are runc and the processes exec'd in a
+    container, whose time the container's cgroup counts already (runc outside it is "rest")."""
     dockerd = containerd = 0.0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -523,8 +526,10 @@ def host_engine_cpu():
             continue
         if comm == "dockerd":
             dockerd += proc_cpu(entry)
-        elif comm.startswith("containerd"):
+        elif comm == "containerd":
             containerd += proc_cpu(entry)
+        elif comm.startswith("containerd-shim"):
+            containerd += proc_cpu(entry, children=False)
     return dockerd, containerd
 
 
