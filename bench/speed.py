@@ -58,6 +58,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -114,6 +115,7 @@ class Run:
     lines: list                       # (ms since spawn, line)
     phases: dict = field(default_factory=dict)  # phase -> ms since invocation
     cpu: float = 0.0                  # s, its own and its waited-for children's
+    gone_after: Optional[float] = None  # s, exit to nothing left, for one handed to its lease
 
     def tail(self, n=8):
         return "\n".join("    " + line for _, line in self.lines[-n:])
@@ -687,7 +689,7 @@ def report(bench):
     floor_med = statistics.median(x.wall for x in r["floor"]) if r["floor"] else None
     if bench.pool:
         rows.append(row("pooled e2e `version`: didx --pool", [x.wall for x in r["pool"]]))
-        gone = [x.gone_after for x in r["pool"] if getattr(x, "gone_after", None) is not None]
+        gone = [x.gone_after for x in r["pool"] if x.gone_after is not None]
         rows.append(row("pooled: environment gone after the run's exit (its lease)",
                         [g * 1000 for g in gone], "ms", ("<=", ENDING_WITHIN_S * 1000)))
         rows.append(row("pooled e2e: didx --pool / floor median",

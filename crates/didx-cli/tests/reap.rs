@@ -62,15 +62,21 @@ fn children_of(pid: u32) -> Vec<i32> {
 fn kill_invocation(child: &mut Child) {
     let helpers = children_of(child.id());
     assert!(!helpers.is_empty(), "didx forked no helper process");
-    for h in &helpers {
+    let status = kill_all(child, &helpers);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+}
+
+/// SIGKILL `helpers` and `child`'s process group (which it leads; ESRCH once gone), then reap
+/// `child`.
+fn kill_all(child: &mut Child, helpers: &[i32]) -> std::process::ExitStatus {
+    for h in helpers {
         // SAFETY: kill(2) on a child of our own child.
         unsafe { libc::kill(*h, libc::SIGKILL) };
     }
-    // SAFETY: kill(2) on the process group of our own child (it leads it).
+    // SAFETY: kill(2) on the process group of our own child.
     unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-    let status = child.wait().unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    child.wait().unwrap()
 }
 
 /// The count a command printed as `killed=N` on stderr.
@@ -246,13 +252,8 @@ fn a_pooled_run_killed_right_after_its_commands_leaves_nothing_within_2_s() {
 /// SIGKILL what is left of an invocation that may be ending by itself: its helper, if any, and
 /// its process group (gone already is fine).
 fn kill_what_is_left(child: &mut Child) {
-    for h in children_of(child.id()) {
-        // SAFETY: kill(2) on a child of our own child.
-        unsafe { libc::kill(h, libc::SIGKILL) };
-    }
-    // SAFETY: kill(2) on the process group of our own child (it leads it; ESRCH once gone).
-    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-    child.wait().unwrap();
+    let helpers = children_of(child.id());
+    kill_all(child, &helpers);
 }
 
 /// Remove every environment of the pool whose servers were given dockerd `option` (the

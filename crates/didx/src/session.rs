@@ -234,14 +234,15 @@ impl Session {
         // By its lease (by default, an environment the pool served): off the run's critical
         // path, its members stop themselves and the engine's auto-removal takes them (all it
         // has: anonymous volumes only, no network of its own).
+        let removes = self.clean.removes(outcome.succeeded());
         let by_lease = self.teardown.map_or(refill.is_some(), |t| t == Teardown::Lease);
-        let removal = if self.clean.removes(outcome.succeeded()) && by_lease && env.is_held() {
+        let removal = if removes && by_lease && env.is_held() {
             on(&Event::Ending { id: &id, names: &names });
             match env.end().await {
                 Ok(()) => Removal::Ending,
                 Err(e) => Removal::Failed(e),
             }
-        } else if self.clean.removes(outcome.succeeded()) {
+        } else if removes {
             on(&Event::Removing { id: &id, names: &names });
             match env.rm().await {
                 Ok(()) => {

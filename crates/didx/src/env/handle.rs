@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::event::Event;
 use super::id::{Container, EnvId};
-use crate::backend::docker::recipe::{CLIENT_CERT_PATH, ENTRYPOINT_PATH};
 use super::spec::EnvSpec;
+use crate::backend::docker::recipe::{CLIENT_CERT_PATH, ENTRYPOINT_PATH};
 use crate::backend::{Backend, OnEvent};
 use crate::cancel::Cancel;
 use crate::engine::{Engine, ExecAs, Lease};
@@ -58,9 +58,7 @@ impl Environment {
             guard: placed.guard,
         })
     }
-}
 
-impl Environment {
     /// The environment's id.
     pub fn id(&self) -> &EnvId {
         &self.id

@@ -6,11 +6,11 @@
 //! their labels is `list.rs`.
 
 mod list;
-
-pub(crate) use list::container_name;
 mod reaper;
 pub(crate) mod recipe;
 pub(crate) mod start;
+
+pub(crate) use list::container_name;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;

@@ -21,8 +21,9 @@ pub struct DownReport {
 /// The file in didx's cache directory counting [`down`]s (`pool-downs`, `pool-downs-NAME`).
 const DOWNS: (&str, &str) = ("pool", "downs");
 
-/// How many times [`down`] has run on pool `name` with this cache directory: what a [`refill`] is queued
-/// with, and compares (holding the pool lock, as `down` bumps it) before it starts anything.
+/// How many times [`down`] has run on pool `name` with this cache directory: what a [`refill`]
+/// is queued with, and compares (holding the pool lock, as `down` bumps it) before it starts
+/// anything.
 ///
 /// [`refill`]: super::fill::refill
 pub fn downs(name: Option<&str>) -> u64 {
@@ -34,9 +35,9 @@ fn downs_key(name: Option<&str>) -> String {
     super::names::file_of(DOWNS.1, name)
 }
 
-/// Remove every pooled environment of pool `name` no run has claimed: each ready one only after claiming it
-/// (so one a run claims at the same moment is left to that run), each starting one only when
-/// provably dead (see the module doc). Waits for the pool lock, so for a local `pool up` under
+/// Remove every pooled environment of pool `name` no run has claimed: each ready one only after
+/// claiming it (so one a run claims at the same moment is left to that run), each starting one only
+/// when provably dead (see the module doc). Waits for the pool lock, so for a local `pool up` under
 /// way, answering `cancel` meanwhile.
 pub async fn down(engine: &Engine, name: Option<&str>, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<DownReport> {
     let lock = lock(name, cancel, on).await?;

@@ -52,11 +52,11 @@ pub struct UpReport {
     pub downed: bool,
 }
 
-/// Top pool `name` (`None`: the default pool) for `template`'s key up to `size` (1 to [`MAX_SIZE`]) ready environments, at
-/// most [`MAX_STARTING`] at a time, and wait until the new ones answer. `template`'s id,
-/// volumes and copies are ignored; each new environment gets a fresh id. Dead unclaimed members
-/// (stopped, or left starting by a filler that ended) are removed first. On cancellation the
-/// environments being started are removed and [`Error::Cancelled`] returned.
+/// Top pool `name` (`None`: the default pool) for `template`'s key up to `size` (1 to [`MAX_SIZE`])
+/// ready environments, at most [`MAX_STARTING`] at a time, and wait until the new ones answer.
+/// `template`'s id, volumes and copies are ignored; each new environment gets a fresh id. Dead
+/// unclaimed members (stopped, or left starting by a filler that ended) are removed first. On
+/// cancellation the environments being started are removed and [`Error::Cancelled`] returned.
 pub async fn up(
     engine: &Engine,
     name: Option<&str>,
@@ -69,12 +69,12 @@ pub async fn up(
     fill(engine, name, template, size, idle_timeout, None, cancel, on).await
 }
 
-/// [`up`] for a refill queued after a claim, when [`downs`] was `refill.downs_seen`: if a [`down`] ran
-/// since (the count moved), the pool was brought down after the refill was queued and nothing
-/// is started ([`UpReport::downed`]). Checked holding the pool lock, which `down` holds while
-/// it counts and empties: so a refill either ran wholly before that `down` (which then removes
-/// what it made) or sees it. (A `down` with another cache directory, or on another host, takes
-/// another lock and count: it is not seen.)
+/// [`up`] for a refill queued after a claim, when [`downs`] was `refill.downs_seen`: if a [`down`]
+/// ran since (the count moved), the pool was brought down after the refill was queued and nothing
+/// is started ([`UpReport::downed`]). Checked holding the pool lock, which `down` holds while it
+/// counts and empties: so a refill either ran wholly before that `down` (which then removes what it
+/// made) or sees it. (A `down` with another cache directory, or on another host, takes another lock
+/// and count: it is not seen.)
 ///
 /// [`down`]: super::down::down
 pub async fn refill(engine: &Engine, refill: &Refill, cancel: &Cancel, on: &(dyn Fn(Event<'_>) + Send + Sync)) -> Result<UpReport> {

@@ -8,11 +8,11 @@ use crate::backend::docker::recipe;
 use crate::env::spec::EnvSpec;
 use crate::error::Result;
 
-/// The pool key of a spec in pool `name`: everything that must match for a pooled environment to serve it
-/// (the recipe's revision, so one pooled by an older didx making servers differently is never
-/// served; server and client image, by ID, so a rebuilt image is never served from an older
-/// pool; `--sv`, `--cv`, storage driver, dockerd options, isolation). The client's mounts,
-/// copies and environment are applied at claim time and are not part of it.
+/// The pool key of a spec in pool `name`: everything that must match for a pooled environment to
+/// serve it (the recipe's revision, so one pooled by an older didx making servers differently is
+/// never served; server and client image, by ID, so a rebuilt image is never served from an older
+/// pool; `--sv`, `--cv`, storage driver, dockerd options, isolation). The client's mounts, copies
+/// and environment are applied at claim time and are not part of it.
 pub async fn key(engine: &Engine, name: Option<&str>, spec: &EnvSpec) -> Result<String> {
     let (server, client) = tokio::join!(engine.image(&spec.server_image), engine.image(&spec.client_image));
     let id = |i: Option<bollard::models::ImageInspect>, name: &str| i.and_then(|i| i.id).unwrap_or_else(|| name.to_string());
