@@ -22,7 +22,14 @@ What it measures (median and min-max over RUNS runs, after one untimed warm-up r
      cgroups' CPU accounting: the inner dockerd, containerd and entrypoint; the docker CLI),
      the host's dockerd, containerd and shims (/proc), didx itself (its rusage: it and
      the children it waited for), and the rest (the kernel's namespace and mount work, runc, everything else);
-     the removal's machine-wide cost beside it.
+     the removal's machine-wide cost beside it;
+ 10. the same, sampled whole: `perf record -a` over a `didx --clean anycase version` run and
+     a second after it (the engine's and kernel's deferred work), each sample given to the
+     process it landed in, grouped (host dockerd and containerd, shims, runc, the inner
+     dockerd and containerd, iptables, the client's docker CLI, didx, the containers' shells
+     and tools, kernel threads, the rest). Every busy sample lands in one group, so the
+     groups add up to the sampled total; perf's own samples are left out. Without a working
+     `perf` this part says so and is skipped.
 It prints a Markdown table (measurements with targets and pass/fail marks) and a phase
 table (median ms since invocation at each phase, for didx, didx --pool and the floor) on
 stdout, writes them to bench/out/speed.md, and draws bench/out/speed.png with gnuplot
@@ -163,6 +170,7 @@ class Bench:
         self.pool = None              # None: not probed; False: unsupported; True: supported
         self.pool_used = False
         self.pool_note = ""
+        self.cpu_sampled_note = ""
         self.floor_isolation = None
         self.failures = []
         self.live = set()             # running Procs (for clean-up on interruption)
@@ -364,6 +372,7 @@ class Bench:
         r["pool"] = self.measure_pool()
         r["engines"] = self.measure_engines()
         r["cpu_parts"] = self.measure_cpu_parts()
+        r["cpu_sampled"] = self.measure_cpu_sampled()
 
     def measure_cpu_parts(self):
         """Part 9: one environment's CPU, by where it is spent; a dict of lists (seconds)."""
@@ -395,6 +404,47 @@ class Bench:
             parts.setdefault("rest: total minus the parts (kernel, runc, others; below 0 when the exact cgroup counters exceed the tick-sampled total)", []).append(total - sum(known.values()))
             parts.setdefault("total, start and `version` (machine-wide)", []).append(total)
             parts.setdefault("removal (machine-wide, `docker rm -fv`)", []).append(busy2 - busy1)
+        return parts
+
+    def measure_cpu_sampled(self):
+        """Part 10: one whole environment's CPU (start, `version`, removal), sampled by perf
+        across the machine and grouped by process; a dict of lists (seconds), or None (with
+        a note) without a working perf."""
+        perf = shutil.which("perf")
+        if not perf:
+            self.cpu_sampled_note = "part 10 skipped: no `perf` on this machine (Debian: linux-perf)"
+            log(self.cpu_sampled_note)
+            return None
+        host = {"dockerd": pids_of("dockerd"), "containerd": pids_of("containerd")}
+        parts = {}
+        for i in range(self.runs):
+            log(f"CPU sampled {i + 1}/{self.runs}: perf record -a over didx --clean anycase version")
+            data = f"/tmp/didx-bench-perf-{os.getpid()}.data"
+            rec = subprocess.Popen([perf, "record", "-a", "-q", "-F", str(PERF_HZ), "-o", data],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            time.sleep(0.5)  # perf's own start, outside the window that counts
+            if rec.poll() is not None:
+                self.cpu_sampled_note = f"part 10 skipped: perf record failed: {rec.stderr.read().strip()[:200]}"
+                log(self.cpu_sampled_note)
+                return None
+            t0 = time.monotonic()
+            proc = self.spawn([self.didx, "--clean", "anycase", "version"])
+            didx_pid = proc.p.pid
+            run = self.finish(proc)
+            time.sleep(1.0)
+            window = time.monotonic() - t0
+            rec.send_signal(signal.SIGINT)
+            rec.wait()
+            if run.rc != 0:
+                self.fail("CPU sampled: didx --clean anycase version", run)
+                continue
+            script = subprocess.run([perf, "script", "-i", data, "-F", "time,pid,comm"],
+                                    capture_output=True, text=True)
+            os.unlink(data)
+            groups = group_samples(script.stdout, host, didx_pid)
+            for k, v in groups.items():
+                parts.setdefault(k, []).append(v / PERF_HZ)
+            parts.setdefault(f"window sampled (s of wall, {os.cpu_count()} cores)", []).append(window)
         return parts
 
     def measure_engines(self):
@@ -494,6 +544,66 @@ def didx_phases(run, timings):
                     phases[name] = ms
     phases["exit"] = run.wall
     return phases
+
+
+PERF_HZ = 999
+
+# Part 10's groups: the first that matches a sample's process (comm; host pids known).
+SAMPLE_GROUPS = [
+    ("host dockerd (API, networking)", lambda c, p, h, d: p in h["dockerd"]),
+    ("host containerd", lambda c, p, h, d: p in h["containerd"]),
+    ("didx", lambda c, p, h, d: p == d),
+    ("containerd shims, and re-exec'd helpers (comm `exe`: a shim's start, dockerd's netns setup)", lambda c, p, h, d: c.startswith("containerd-shim") or c == "exe"),
+    ("runc (create, start, exec, delete, init)", lambda c, p, h, d: c.startswith("runc")),
+    ("inner dockerd", lambda c, p, h, d: c == "dockerd"),
+    ("inner containerd", lambda c, p, h, d: c == "containerd"),
+    ("iptables (the inner engine's, the host's for the published port)", lambda c, p, h, d: c.startswith(("iptables", "ip6tables", "xtables"))),
+    ("docker CLI (the client's `version`, the entrypoints' checks)", lambda c, p, h, d: c == "docker"),
+    ("docker-proxy (the published TLS port)", lambda c, p, h, d: c == "docker-proxy"),
+    ("kernel threads (namespace and mount teardown, softirq, rcu)",
+     lambda c, p, h, d: c.startswith(("kworker", "ksoftirqd", "rcu", "kdamond", "migration", "khugepaged", "jbd2", "kswapd", "kcompactd", "netns", "cpuhp"))),
+    ("shells and tools in the containers (entrypoint, bootstrap, mount...)",
+     lambda c, p, h, d: c in ("sh", "dash", "entrypoint", "mount", "umount", "awk", "mawk", "cat", "sleep", "mkdir", "rm", "mknod", "chmod", "check", "docker-init", "tini", "ip", "modprobe", "sed", "grep", "head", "kill", "readlink", "tr", "cut", "ls", "ln", "find", "stat")),
+]
+
+
+def pids_of(comm):
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if open(f"/proc/{entry}/comm").read().strip() == comm:
+                    found.add(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def group_samples(script, host, didx_pid):
+    """Sample counts by group from `perf script -F time,pid,comm` lines (`COMM PID TIME:`);
+    idle (pid 0) and perf's own samples are left out, the unmatched are "rest"; "total" is
+    every busy sample."""
+    counts = {name: 0 for name, _ in SAMPLE_GROUPS}
+    rest = {}
+    total = 0
+    for line in script.splitlines():
+        m = re.match(r"\s*(.*?)\s+(\d+)\s+[\d.]+:\s*$", line)
+        if not m:
+            continue
+        comm, pid = m.group(1), int(m.group(2))
+        if pid == 0 or comm.startswith("perf"):
+            continue
+        total += 1
+        for name, match in SAMPLE_GROUPS:
+            if match(comm, pid, host, didx_pid):
+                counts[name] += 1
+                break
+        else:
+            rest[comm] = rest.get(comm, 0) + 1
+    top = ", ".join(f"{c} {n * 1000 // PERF_HZ} ms" for c, n in sorted(rest.items(), key=lambda x: -x[1])[:4])
+    counts[f"rest ({top or 'none'})"] = sum(rest.values())
+    counts["total, busy samples (machine-wide)"] = total
+    return counts
 
 
 def busy_seconds():
@@ -618,7 +728,7 @@ def median_phases(runs):
 def row(name, values, unit="ms", target=None):
     """A table row: median, min-max, target, mark. target = (op, bound) with op '<' or '<='."""
     fmt = {"ms": lambda v: f"{v:.0f} ms", "MB": lambda v: f"{v:.1f} MB",
-           "x": lambda v: f"{v:.2f}"}[unit]
+           "x": lambda v: f"{v:.2f}", "s": lambda v: f"{v:.2f} s"}[unit]
     tgt = "—" if target is None else f"{target[0]} {fmt(target[1])}"
     if not values:
         return [name, "n/a", "n/a", tgt, "n/a"]
@@ -685,6 +795,12 @@ def report(bench):
         rows.append(["**CPU per environment, by where it goes** (ms; the parts add up to the machine-wide total)", "", "", "", ""])
         for name, values in parts.items():
             rows.append(row(f"CPU: {name}", [v * 1000 for v in values]))
+    sampled = r.get("cpu_sampled") or {}
+    if sampled:
+        rows.append(["**CPU per environment, sampled by perf** (ms; start, `version`, removal and 1 s after; the groups add up to the total)", "", "", "", ""])
+        for name, values in sampled.items():
+            unit = "s" if name.startswith("window") else "ms"
+            rows.append(row(f"CPU sampled: {name}", [v * (1 if unit == "s" else 1000) for v in values], unit))
     rows += engine_rows(bench)
     floor_med = statistics.median(x.wall for x in r["floor"]) if r["floor"] else None
     if bench.pool:
@@ -701,6 +817,8 @@ def report(bench):
     out += ["", "didx/floor per pair: " + (", ".join(f"{x:.2f}" for x in r["pairs"]) or "n/a")]
     if bench.pool_note:
         out += ["", bench.pool_note]
+    if bench.cpu_sampled_note:
+        out += ["", bench.cpu_sampled_note]
 
     columns = [("didx" + src, r["didx"]), ("didx --pool", r["pool"]), ("floor", r["floor"])]
     columns = [(name, median_phases(runs)) for name, runs in columns if runs]

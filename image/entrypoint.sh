@@ -27,9 +27,10 @@
 # committed, so filling while servers use the store is safe (new layers are added beside).
 #
 # A container didx holds from its very start is created with stdin open and started under a
-# bootstrap (`sh -c 'read go && exec "$@"'`, see didx's recipe): didx attaches to its stdin
-# before starting it, uploads this file, then says "go". With DIDX_LEASE=stdin the server and
-# client below keep watching that stdin the same way the lease mode does.
+# bootstrap (a `sh -c` script, see didx's recipe): didx starts it, attaches to its stdin, writes
+# this file and the certificates there as text records the bootstrap turns into files, then
+# says "go". With DIDX_LEASE=stdin the server and client below keep watching that stdin the
+# same way the lease mode does.
 #
 # The lease: didx keeps one exec per container it must not outlive, reading its stdin. The
 # stream is a connection of the didx process, so the kernel closes it whatever ends that

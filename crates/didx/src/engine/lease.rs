@@ -69,10 +69,12 @@ impl Lease {
         &self.container
     }
 
-    /// Tell a container held from before its start ([`Engine::attach_lease`]) that its files
-    /// are in place: its PID 1 goes on to the entrypoint.
-    pub async fn go(&mut self) -> Result<()> {
-        self.tell(b"go\n", false, "start lease", "starting").await
+    /// Give a container held from its start ([`Engine::attach_lease`]) what its PID 1 reads
+    /// before its entrypoint (`handover`: its files, as the recipe's bootstrap reads them), then
+    /// "go": its PID 1 goes on to the entrypoint.
+    pub async fn go(&mut self, handover: &[u8]) -> Result<()> {
+        let said = [handover, b"go\n"].concat();
+        self.tell(&said, false, "start lease", "starting").await
     }
 
     /// Hand the container over: it stays when this process ends.

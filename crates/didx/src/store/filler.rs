@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::index::{Index, remember_index};
 use super::seal::seal_snapshot;
 use super::volume::{Store, users};
-use crate::archive::{Entry, tar_of};
+use crate::archive::Entry;
 use crate::cancel::Cancel;
 use crate::engine::{Engine, Lease, message_of, status_of};
 use crate::env::{ENTRYPOINT, ENTRYPOINT_PATH, EnvSpec};
@@ -159,7 +159,7 @@ async fn start_filler(engine: &Engine, store: &Store, shape: &FillerShape, drain
     let name = store.filler_name();
     let mut iso =
         crate::backend::docker::start::first_isolation(engine, shape.isolation, &shape.engine_id, &store.image, &store.name).await?;
-    let files = tar_of(&[Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() }])?;
+    let files = crate::backend::docker::recipe::handover(&[Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() }])?;
     loop {
         let id = match engine.create_container(&name, crate::backend::docker::recipe::held(filler.body(&iso))).await {
             Ok(id) => id,
@@ -172,8 +172,7 @@ async fn start_filler(engine: &Engine, store: &Store, shape: &FillerShape, drain
         let started = async {
             engine.start(&id).await?;
             let mut lease = engine.attach_lease(&id).await?;
-            engine.upload(&id, "/", files.clone()).await?;
-            lease.go().await?;
+            lease.go(&files).await?;
             Ok::<_, Error>(lease)
         }
         .await;

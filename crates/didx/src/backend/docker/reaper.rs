@@ -15,7 +15,7 @@
 use bollard::models::{ContainerCreateBody, HostConfig};
 
 use super::recipe::{self, ENTRYPOINT, ENTRYPOINT_PATH};
-use crate::archive::{Entry, tar_of};
+use crate::archive::Entry;
 use crate::engine::{Engine, Lease};
 use crate::env::spec::EnvSpec;
 use crate::error::Result;
@@ -61,9 +61,7 @@ pub(super) async fn start(engine: &Engine, spec: &EnvSpec, socket: &str, created
     let id = engine.create_container(&name(spec), recipe::held(body(spec, socket, created))).await?;
     engine.start(&id).await?;
     let mut lease = engine.attach_lease(&id).await?;
-    let files = tar_of(&[Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() }])?;
-    engine.upload(&id, "/", files).await?;
-    lease.go().await?;
+    lease.go(&recipe::handover(&[Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() }])?).await?;
     Ok((id, lease))
 }
 

@@ -168,7 +168,9 @@ pub(crate) async fn start_server(
     let (spec, name) = (server.spec, server.name);
     let caps = || Isolation::caps_profile_on(engine, &spec.engine_id, &spec.server_image, spec.id.as_str());
     let mut iso = first_isolation(engine, spec.isolation, &spec.engine_id, &spec.server_image, spec.id.as_str()).await?;
-    let files = tar_of(&server.files())?;
+    // Plain: an archive uploaded before the start. Held: the same files handed to the
+    // bootstrap over the lease (no upload; see recipe::BOOTSTRAP).
+    let files = if lease { recipe::handover(&server.files())? } else { tar_of(&server.files())? };
     loop {
         let (id, unknown) = create_server(engine, server, lease, &mut iso).await?;
         if !unknown.is_empty() {
@@ -184,8 +186,7 @@ pub(crate) async fn start_server(
             Ok(()) => {
                 let held = if lease {
                     let mut l = engine.attach_lease(&id).await?;
-                    engine.upload(&id, "/", files.clone()).await?;
-                    l.go().await?;
+                    l.go(&files).await?;
                     Some(l)
                 } else {
                     None
@@ -323,22 +324,19 @@ async fn create_server_as(engine: &Engine, server: &recipe::Server<'_>, lease: b
 }
 
 /// Create and start a client (its server running): held from its start with `lease`, its
-/// files uploaded before (plain) or right after (held) its start. Its id and lease.
+/// files uploaded before its start (plain) or handed over the lease right after it (held).
+/// Its id and lease.
 async fn start_client(engine: &Engine, name: &str, client: &recipe::Client<'_>, lease: bool) -> Result<(String, Option<Lease>)> {
     let body = if lease { recipe::held(client.body()) } else { client.body() };
     let id = engine.create_container(name, body).await?;
     let files = client.files();
-    let files = if files.is_empty() { None } else { Some(tar_of(&files)?) };
-    if let (false, Some(f)) = (lease, &files) {
-        engine.upload(&id, "/", f.clone()).await?;
+    if !lease && !files.is_empty() {
+        engine.upload(&id, "/", tar_of(&files)?).await?;
     }
     engine.start(&id).await?;
     let held = if lease {
         let mut l = engine.attach_lease(&id).await?;
-        if let Some(f) = files {
-            engine.upload(&id, "/", f).await?;
-        }
-        l.go().await?;
+        l.go(&recipe::handover(&files)?).await?;
         Some(l)
     } else {
         None

@@ -17,5 +17,5 @@ pub use base::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, STOR
 pub(crate) use base::{VERSION, published_port};
 pub(crate) use client::{Client, ClientFiles};
 pub(crate) use filler::Filler;
-pub(crate) use held::held;
+pub(crate) use held::{handover, held};
 pub(crate) use server::Server;
