@@ -240,7 +240,9 @@ impl RunJob {
             }
             Event::Ending { names: [server, client], .. } => {
                 timings.mark("ending");
-                say(format!("dind server named: '{server}' ends with its lease (the engine removes it within 2 s)"));
+                if !server.is_empty() {
+                    say(format!("dind server named: '{server}' ends with its lease (the engine removes it within 2 s)"));
+                }
                 say(format!("dind client named: '{client}' ends with its lease (the engine removes it within 2 s)"));
             }
             Event::Kept { id, names: [server, client], expires } => {

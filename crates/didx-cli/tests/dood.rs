@@ -88,6 +88,22 @@ fn a_client_bind_reaches_the_host_path_and_anycase_removes_what_the_client_start
 }
 
 #[test]
+fn teardown_lease_on_the_host_engine_ends_the_client_and_what_it_started_within_2_s() {
+    let name = format!("dood-lease-{}", std::process::id());
+    let start = format!("docker run -d --name {name} --entrypoint sleep {IMG} 300");
+    let run = didx(&["--engine", "host", "--clean", "anycase", "--teardown", "lease", &start]);
+    with_cleanup(run, |run| {
+        assert_eq!(run.code, 0, "{}", run.show());
+        assert!(run.stderr.contains("dind client named") && run.stderr.contains("ends with its lease"), "{}", run.show());
+        assert!(!run.stderr.contains("dind server named"), "no server in host mode: {}", run.show());
+        // The client ends with its lease; the reaper, with its own, removes what the client
+        // started (labelled with the environment, so counted here).
+        assert_ends(&run.env_id().expect("env id"));
+        assert!(named(&name).is_empty(), "{:?}", named(&name));
+    });
+}
+
+#[test]
 fn what_the_client_started_is_labelled_and_kept_with_a_kept_client() {
     let name = format!("dood-kept-{}", std::process::id());
     let start = format!("docker run -d --name {name} --entrypoint sleep {IMG} 300");
