@@ -377,12 +377,13 @@ class Bench:
     def measure_cpu_parts(self):
         """Part 9: one environment's CPU, by where it is spent; a dict of lists (seconds)."""
         parts = {}
+        host = {"dockerd": pids_of("dockerd"), "containerd": pids_of("containerd")}
         for i in range(self.runs):
             log(f"CPU breakdown {i + 1}/{self.runs}: didx --clean none version, then removal")
-            host0, busy0 = host_engine_cpu(), busy_seconds()
+            host0, busy0 = host_engine_cpu(host), busy_seconds()
             proc = self.spawn([self.didx, "--clean", "none", "version"])
             run = self.finish(proc)
-            busy1, host1 = busy_seconds(), host_engine_cpu()
+            busy1, host1 = busy_seconds(), host_engine_cpu(host)
             ids = {m.group(1) for _, line in run.lines for m in [ENVID_RE.search(line)] if m}
             if run.rc != 0 or len(ids) != 1:
                 self.fail("CPU breakdown: didx --clean none version", run)
@@ -623,11 +624,13 @@ def proc_cpu(pid, children=True):
     return sum(int(x) for x in f[11:15 if children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
-def host_engine_cpu():
+def host_engine_cpu(host):
     """CPU seconds of the host's dockerd, and of its containerd and shims (those alive now).
     dockerd and containerd with the children they reaped (dockerd's archive helpers, shim
     launchers); a shim without: its reaped children are runc and the processes exec'd in a
-    container, whose time the container's cgroup counts already (runc outside it is "rest")."""
+    container, whose time the container's cgroup counts already (runc outside it is "rest").
+    `host`: the host engine's pids by comm ({"dockerd": {...}, "containerd": {...}}), so that
+    an inner dockerd or containerd (same comm, seen from here too) is not counted twice."""
     dockerd = containerd = 0.0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -636,9 +639,9 @@ def host_engine_cpu():
             comm = open(f"/proc/{entry}/comm").read().strip()
         except OSError:
             continue
-        if comm == "dockerd":
+        if comm == "dockerd" and int(entry) in host["dockerd"]:
             dockerd += proc_cpu(entry)
-        elif comm == "containerd":
+        elif comm == "containerd" and int(entry) in host["containerd"]:
             containerd += proc_cpu(entry)
         elif comm.startswith("containerd-shim"):
             containerd += proc_cpu(entry, children=False)

@@ -1,13 +1,15 @@
 //! The run's helper process: it refills the warm pool after a claim without the run waiting,
 //! and it removes what a run killed in the middle of a start leaves that no lease can hold.
 //!
-//! Before the async runtime exists (a single thread, so forking is safe), a run that claims
-//! from the pool or holds its environment (`--clean anycase` or `failure`) forks a helper: it
+//! Before the async runtime exists (a single thread, so forking is safe), every run forks a
+//! helper (each start is held until its environment is in place, a kept one too): it
 //! leaves the terminal's session (so a signal to the run's process group does not reach it),
 //! points stdin at /dev/null and stdout/stderr at `pool-refill.log` in didx's cache directory
 //! (so `$(didx …)` is not held open), and reads lines from a pipe:
 //!
 //! - `env ID`: the run is starting (or claimed) environment ID and holds it.
+//! - `kept`: the environments told of so far are in place and released (`--clean none` or
+//!   `success`): they stay whatever ends the run, so the helper forgets them.
 //! - `refill SIZE IDLE DOWNS`: a claim took a pooled environment; top the pool up (the
 //!   library's [`didx::pool::refill`]), now, while the run goes on, unless a `pool down` ran
 //!   since the claim (`DOWNS` is [`didx::pool::Refill::downs_seen`]): then it starts nothing.
@@ -67,6 +69,11 @@ impl Helper {
         self.say(&format!("env {id}"));
     }
 
+    /// The environments told of are in place and kept: not to be removed if the run dies.
+    pub fn kept(&mut self) {
+        self.say("kept");
+    }
+
     /// Top the pool up as `refill` says.
     pub fn refill(&mut self, refill: &didx::pool::Refill) {
         let idle = refill.idle_timeout().map(|d| d.as_secs()).unwrap_or(0);
@@ -83,6 +90,7 @@ enum Line {
     Env(String),
     Refill(usize, Option<std::time::Duration>, u64),
     Done,
+    Kept,
 }
 
 fn parse(line: &str) -> Option<Line> {
@@ -94,6 +102,7 @@ fn parse(line: &str) -> Option<Line> {
             Some(Line::Refill(size.parse().ok()?, (idle > 0).then(|| std::time::Duration::from_secs(idle)), downs.parse().ok()?))
         }
         ("done", None, None, None, None) => Some(Line::Done),
+        ("kept", None, None, None, None) => Some(Line::Kept),
         _ => None,
     }
 }
@@ -136,6 +145,7 @@ fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
             match line {
                 Line::Env(id) => envs.push(id),
                 Line::Done => done = true,
+                Line::Kept => envs.clear(),
                 Line::Refill(size, idle, downs) => {
                     let options = options.clone();
                     let engine = engine().await;
@@ -202,9 +212,20 @@ mod tests {
         assert!(matches!(parse("refill 3 1800 0"), Some(Line::Refill(3, Some(d), 0)) if d.as_secs() == 1800));
         assert!(matches!(parse("refill 2 0 7"), Some(Line::Refill(2, None, 7))));
         assert!(matches!(parse("done"), Some(Line::Done)));
-        for bad in
-            ["", "env", "env a b", "refill x 1 0", "refill 1", "refill 1 0", "refill 1 0 x", "refill 1 0 0 0", "done now", "rm -rf /"]
-        {
+        assert!(matches!(parse("kept"), Some(Line::Kept)));
+        for bad in [
+            "",
+            "env",
+            "env a b",
+            "refill x 1 0",
+            "refill 1",
+            "refill 1 0",
+            "refill 1 0 x",
+            "refill 1 0 0 0",
+            "done now",
+            "kept x",
+            "rm -rf /",
+        ] {
             assert!(parse(bad).is_none(), "{bad:?}");
         }
     }

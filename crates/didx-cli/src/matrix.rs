@@ -132,14 +132,11 @@ impl Matrix {
         Ok(Matrix { members, jobs, json: a.json, signals })
     }
 
-    /// One helper per version whose run holds its environment (see [`Helper`]), in list
-    /// order; forked now, while the process has one thread.
+    /// One helper per version (see [`Helper`]), in list order; forked now, while the process
+    /// has one thread. A run that keeps its environment needs one too: its start is held until
+    /// the environment is in place.
     pub fn fork_helpers(&self) -> Vec<Option<Helper>> {
-        self.members
-            .iter()
-            .map(|m| &m.job)
-            .map(|r| if r.leased() { Helper::fork(r.host.clone(), r.options.clone()) } else { None })
-            .collect()
+        self.members.iter().map(|m| &m.job).map(|r| Helper::fork(r.host.clone(), r.options.clone())).collect()
     }
 
     /// Run every version, at most `jobs` at once, then print the summary; the exit code.

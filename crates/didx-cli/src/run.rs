@@ -128,23 +128,19 @@ impl RunJob {
             Event::Images { resolved } => say_images(resolved),
             Event::Resolved => timings.mark("resolved"),
             Event::Starting { id, names, pooled } => {
-                if leased {
-                    with_helper(&|h| h.guard(id));
-                }
+                // Kept or not, a fresh start is held until it is in place (`Placed`).
+                with_helper(&|h| h.guard(id));
                 if let Ok(mut w) = at.lock() {
                     *w = Where { env: Some((id.to_string(), (*names).clone())), pooled: *pooled, ..Where::default() };
                 }
             }
-            Event::Claimed { id, refill } => {
-                // The refill starts now, while the run goes on (the helper waits for the pool
-                // lock, so it never overshoots).
-                with_helper(&|h| {
-                    if leased {
-                        h.guard(id);
-                    }
-                    h.refill(refill);
-                });
-            }
+            // The refill starts now, while the run goes on (the helper waits for the pool lock,
+            // so it never overshoots). A kept claim refills as it did before every run had a
+            // helper: not at all.
+            Event::Claimed { id, refill } if leased => with_helper(&|h| {
+                h.guard(id);
+                h.refill(refill);
+            }),
             Event::PoolEmpty => say(
                 "no pooled environment for these options is left; starting a fresh one (didx pool up N, with the same options, keeps some ready)",
             ),
@@ -163,6 +159,8 @@ impl RunJob {
                         timings.mark("ready");
                         say(format!("inner engine answered over TLS after {:.2} s", elapsed.as_secs_f64()))
                     }
+                    // Released to be kept: nothing for the helper to remove if the run dies.
+                    StartEvent::Placed { held: false } => with_helper(&|h| h.kept()),
                     _ => {}
                 }
             }

@@ -54,6 +54,16 @@ fn sigkill_while_starting_leaves_nothing() {
 }
 
 #[test]
+fn sigkill_while_starting_an_environment_to_keep_leaves_nothing() {
+    // Kept once ready (none, success), but held until then: a start cut short leaves nothing.
+    for clean in ["none", "success"] {
+        let (mut child, id, _) = spawn_until(&["--clean", clean, "true"], "successfully started (");
+        sigkill(&mut child);
+        gone_within(&id, scaled(REAP));
+    }
+}
+
+#[test]
 fn sigkill_during_a_command_leaves_nothing() {
     let (mut child, id, _) = spawn_until(&["--clean", "anycase", "sleep 60"], "[1/1] sleep 60");
     sigkill(&mut child);

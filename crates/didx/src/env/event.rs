@@ -38,6 +38,14 @@ pub enum Event<'a> {
         /// Time since start was called.
         elapsed: Duration,
     },
+    /// The environment is in place (its members running; with a server, its engine
+    /// answering). `held`: whether this process still holds it. A start that keeps its
+    /// environment held it until now and has released it: from here it stays whatever ends
+    /// this process.
+    Placed {
+        /// Whether this process holds the environment.
+        held: bool,
+    },
     /// `--engine host`: the client is about to get the engine didx uses, i.e. root on its
     /// host. Said once per environment, before anything is created.
     EngineHost {

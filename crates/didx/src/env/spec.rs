@@ -35,7 +35,8 @@ pub struct EnvSpec {
     pub publish: Vec<PublishSpec>,
     /// Hold the environment for this process (see [`crate::engine::Engine::lease`]): when the
     /// process ends without releasing it — SIGKILL included — the environment ends itself and
-    /// the engine removes it. For environments the run would remove anyway.
+    /// the engine removes it. For environments the run would remove anyway. (Every start is
+    /// held until the environment is ready; without `lease` it is then released.)
     pub lease: bool,
     /// Where the inner engine's addresses come from: a block of this range is claimed for the
     /// server (see [`crate::net`]); `None` leaves them to dockerd (`--dkropts` chose them, or

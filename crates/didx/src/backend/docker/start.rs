@@ -38,7 +38,10 @@ pub(super) async fn place(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: 
         }
     };
     match started.instrument(span).await {
-        Ok(placed) => Ok(placed),
+        Ok(placed) => {
+            on(Event::Placed { held: !placed.leases.is_empty() });
+            Ok(placed)
+        }
         Err(e) => {
             if let Err(rm) = engine.remove_labelled_with(Some(spec.id.as_str())).await {
                 tracing::warn!(env = %spec.id, error = %rm, "rollback of a failed start failed");
@@ -56,17 +59,19 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: OnEve
     let tls = TlsMaterial::generate(&[server_name.as_str()])?;
     cancel.check()?;
 
-    // A leased environment is held from each container's start (see `recipe::held`): the
-    // client is made once the server runs (it joins the server's network namespace, so it
-    // could not start earlier), leaving no created-but-never-started container behind a
-    // killed run for more than the few milliseconds between a create and its attach.
+    // Every container is held from its start (see `recipe::held`), a kept one (no
+    // `spec.lease`) until it is ready, then released: a start cut short leaves nothing, and the
+    // files go over the lease. The client is made once the server runs (it joins the server's
+    // network namespace, so it could not start earlier), leaving no created-but-never-started
+    // container behind a killed run for more than the few milliseconds between a create and
+    // its attach.
     let server = recipe::Server { spec, name: &server_name, tls: &tls, created, pool: None, net: None };
-    let (server_id, server_lease) = start_server(engine, &server, spec.lease, cancel, on).await?;
+    let (server_id, server_lease) = start_server(engine, &server, cancel, on).await?;
     // Dropped on a failure below, the lease ends the server (the caller's rollback removes it).
     let mut env = Placed {
         server: Some(Container { name: server_name.clone(), id: server_id.clone() }),
         client: Container { name: client_name, id: String::new() },
-        leases: server_lease.into_iter().collect(),
+        leases: vec![server_lease],
         guard: None,
     };
     cancel.check()?;
@@ -82,7 +87,7 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: OnEve
     };
     // dockerd boots while the client is made and starts; the probe goes straight to the server.
     let client_start = async {
-        match start_client(engine, &env.client.name, &client, spec.lease).await {
+        match start_client(engine, &env.client.name, &client).await {
             Ok(started) => {
                 on(Event::ClientStarted { name: &env.client.name, image: &spec.client_image });
                 Ok(started)
@@ -98,7 +103,10 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: OnEve
     match (started, ready) {
         (Ok((client_id, client_lease)), Ok(())) => {
             env.client.id = client_id;
-            env.leases.extend(client_lease);
+            env.leases.push(client_lease);
+            if !spec.lease {
+                release_all(std::mem::take(&mut env.leases)).await?;
+            }
             on(Event::Ready { elapsed: t0.elapsed() });
             Ok(env)
         }
@@ -144,7 +152,13 @@ async fn start_host(engine: &Engine, spec: &EnvSpec, on: OnEvent<'_>) -> Result<
         pool_name: None,
         engine_socket: Some(&socket),
     };
-    let (reaper, (client_id, lease)) = tokio::try_join!(reaper_start, start_client(engine, &client_name, &client, spec.lease))?;
+    let (reaper, (client_id, lease)) = tokio::try_join!(reaper_start, start_client(engine, &client_name, &client))?;
+    let lease = if spec.lease {
+        Some(lease)
+    } else {
+        lease.release().await?;
+        None
+    };
     on(Event::ClientStarted { name: &client_name, image: &spec.client_image });
     tracing::debug!(elapsed = ?t0.elapsed(), "client of the host engine started");
     Ok(Placed {
@@ -155,42 +169,32 @@ async fn start_host(engine: &Engine, spec: &EnvSpec, on: OnEvent<'_>) -> Result<
     })
 }
 
-/// Create, fill and start the server, switching `auto` isolation to the caps profile when the
-/// engine refuses `--privileged`. With `lease` (or for the pool, whose filler holds what it
-/// starts) the server is held from its start: the lease comes back with its id.
+/// Create, start and fill the server, switching `auto` isolation to the caps profile when the
+/// engine refuses `--privileged`. It is held from its start: the lease comes back with its
+/// id (a caller keeping it releases it once it is ready).
 pub(crate) async fn start_server(
     engine: &Engine,
     server: &recipe::Server<'_>,
-    lease: bool,
     cancel: &Cancel,
     on: OnEvent<'_>,
-) -> Result<(String, Option<Lease>)> {
+) -> Result<(String, Lease)> {
     let (spec, name) = (server.spec, server.name);
     let caps = || Isolation::caps_profile_on(engine, &spec.engine_id, &spec.server_image, spec.id.as_str());
     let mut iso = first_isolation(engine, spec.isolation, &spec.engine_id, &spec.server_image, spec.id.as_str()).await?;
-    // Plain: an archive uploaded before the start. Held: the same files handed to the
-    // bootstrap over the lease (no upload; see recipe::BOOTSTRAP).
-    let files = if lease { recipe::handover(&server.files())? } else { tar_of(&server.files())? };
+    // The files go to the bootstrap over the lease (no archive upload: see recipe::BOOTSTRAP).
+    let files = recipe::handover(&server.files())?;
     loop {
-        let (id, unknown) = create_server(engine, server, lease, &mut iso).await?;
+        let (id, unknown) = create_server(engine, server, &mut iso).await?;
         if !unknown.is_empty() {
             on(Event::CapabilitiesUnknown { names: &unknown });
         }
         cancel.check()?;
         // Held: started at once (its bootstrap waits for "go"), then attached, then filled. A
         // created container is never removed by the engine; a started one ends itself.
-        if !lease {
-            engine.upload(&id, "/", files.clone()).await?;
-        }
         match engine.start(&id).await {
             Ok(()) => {
-                let held = if lease {
-                    let mut l = engine.attach_lease(&id).await?;
-                    l.go(&files).await?;
-                    Some(l)
-                } else {
-                    None
-                };
+                let mut held = engine.attach_lease(&id).await?;
+                held.go(&files).await?;
                 on(Event::ServerStarted { name, image: &spec.server_image, isolation: iso.name() });
                 return Ok((id, held));
             }
@@ -244,16 +248,16 @@ pub(crate) async fn first_isolation(engine: &Engine, mode: IsolationMode, engine
 /// ends the process), so they never choose alike; for any others (another user, another
 /// machine on the same engine) the claim is checked once the server exists: a server that
 /// finds another claiming its block removes itself and claims another ([`holds_block`]).
-async fn create_server(engine: &Engine, server: &recipe::Server<'_>, lease: bool, iso: &mut Isolation) -> Result<(String, Vec<String>)> {
+async fn create_server(engine: &Engine, server: &recipe::Server<'_>, iso: &mut Isolation) -> Result<(String, Vec<String>)> {
     let Some(range) = server.spec.address_range else {
-        return create_server_as(engine, server, lease, iso).await;
+        return create_server_as(engine, server, iso).await;
     };
     let mut lost: Vec<net::Cidr> = Vec::new();
     for _ in 0..CLAIM_TRIES {
         let lock = net_lock().await?;
         let block = choose_block(engine, range, &lost, server.spec.id.as_str()).await?;
         let claimed = recipe::Server { net: Some(block), ..*server };
-        let (id, unknown) = create_server_as(engine, &claimed, lease, iso).await?;
+        let (id, unknown) = create_server_as(engine, &claimed, iso).await?;
         drop(lock);
         if holds_block(engine, &id, block).await? {
             return Ok((id, unknown));
@@ -307,11 +311,11 @@ async fn holds_block(engine: &Engine, id: &str, block: net::Block) -> Result<boo
     Ok(claims.iter().all(|c| c.id.as_deref() == Some(id)))
 }
 
-/// Create the server as `server` says (its block, if any, chosen).
-async fn create_server_as(engine: &Engine, server: &recipe::Server<'_>, lease: bool, iso: &mut Isolation) -> Result<(String, Vec<String>)> {
+/// Create the server as `server` says (its block, if any, chosen), to be held from its start.
+async fn create_server_as(engine: &Engine, server: &recipe::Server<'_>, iso: &mut Isolation) -> Result<(String, Vec<String>)> {
     let mut unknown = Vec::new();
     loop {
-        let body = if lease { recipe::held(server.body(iso)) } else { server.body(iso) };
+        let body = recipe::held(server.body(iso));
         match engine.create_container(server.name, body).await {
             Ok(id) => return Ok((id, unknown)),
             // Engines reject capabilities newer than themselves: drop each one named and retry.
@@ -323,25 +327,21 @@ async fn create_server_as(engine: &Engine, server: &recipe::Server<'_>, lease: b
     }
 }
 
-/// Create and start a client (its server running): held from its start with `lease`, its
-/// files uploaded before its start (plain) or handed over the lease right after it (held).
-/// Its id and lease.
-async fn start_client(engine: &Engine, name: &str, client: &recipe::Client<'_>, lease: bool) -> Result<(String, Option<Lease>)> {
-    let body = if lease { recipe::held(client.body()) } else { client.body() };
-    let id = engine.create_container(name, body).await?;
-    let files = client.files();
-    if !lease && !files.is_empty() {
-        engine.upload(&id, "/", tar_of(&files)?).await?;
-    }
+/// Create and start a client (its server running), held from its start, its files handed
+/// over the lease. Its id and lease.
+async fn start_client(engine: &Engine, name: &str, client: &recipe::Client<'_>) -> Result<(String, Lease)> {
+    let files = recipe::handover(&client.files())?;
+    let id = engine.create_container(name, recipe::held(client.body())).await?;
     engine.start(&id).await?;
-    let held = if lease {
-        let mut l = engine.attach_lease(&id).await?;
-        l.go(&recipe::handover(&files)?).await?;
-        Some(l)
-    } else {
-        None
-    };
+    let mut held = engine.attach_lease(&id).await?;
+    held.go(&files).await?;
     Ok((id, held))
+}
+
+/// Hand over every container `leases` hold: they stay when this process ends.
+async fn release_all(leases: Vec<Lease>) -> Result<()> {
+    futures_util::future::try_join_all(leases.into_iter().map(Lease::release)).await?;
+    Ok(())
 }
 
 /// Create a client without starting it, its files uploaded (a pool's, started by the caller).

@@ -178,7 +178,7 @@ async fn start_pooled(
     let tls = TlsMaterial::generate(&[name.as_str()])?;
     let server = recipe::Server { spec, name: &name, tls: &tls, created, pool: Some(&tag), net: None };
     // Held from its start: if this filler dies, the half-started environment ends itself.
-    let (id, lease) = start_server(engine, &server, true, cancel, on).await?;
+    let (id, lease) = start_server(engine, &server, cancel, on).await?;
     // No client yet: the probe goes straight to the server.
     let server = Container { name: name.clone(), id: id.clone() };
     wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
@@ -187,10 +187,7 @@ async fn start_pooled(
     engine.start(&client).await?;
     engine.rename(&client, &pooled_name(spec)).await?;
     // Ready: the pool holds it now (its idle timeout bounds how long).
-    match lease {
-        Some(l) => l.release().await,
-        None => Ok(()),
-    }
+    lease.release().await
 }
 
 /// What tops a pool up again after a claim took one of its environments: the claimed
