@@ -52,8 +52,8 @@ fn main() -> ExitCode {
         Ok(job) => job,
         Err(e) => return ExitCode::from(report(Err(e))),
     };
-    // A run that may claim from the pool or holds its environment forks its helper now, while
-    // the process has one thread (a matrix, one per such version).
+    // A run forks its helper now, while the process has one thread (a matrix, one per
+    // version).
     let helpers = match &job {
         Job::Run(plan) => plan.fork_helpers(),
         _ => vec![],

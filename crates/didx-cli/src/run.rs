@@ -135,10 +135,11 @@ impl RunJob {
                 }
             }
             // The refill starts now, while the run goes on (the helper waits for the pool lock,
-            // so it never overshoots). A kept claim refills as it did before every run had a
-            // helper: not at all.
-            Event::Claimed { id, refill } if leased => with_helper(&|h| {
-                h.guard(id);
+            // so it never overshoots). A kept claim is not guarded: it is the run's to keep.
+            Event::Claimed { id, refill } => with_helper(&|h| {
+                if leased {
+                    h.guard(id);
+                }
                 h.refill(refill);
             }),
             Event::PoolEmpty => say(

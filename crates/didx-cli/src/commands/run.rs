@@ -52,13 +52,13 @@ impl Plan {
     }
 
     /// The helper processes the plan's runs need (see [`Helper`]), forked now, while the
-    /// process has one thread: one for a run that may claim from the pool or holds its
-    /// environment; one per such version of a matrix, in list order.
+    /// process has one thread: one per run (every start is held until it is in place, a kept
+    /// one too; a claim may refill the pool), one per version of a matrix, in list order.
     pub fn fork_helpers(&self) -> Vec<Option<Helper>> {
         match self {
-            Plan::Single(run) if run.pooled || run.leased() => vec![Helper::fork(run.host.clone(), run.options.clone())],
+            Plan::Single(run) => vec![Helper::fork(run.host.clone(), run.options.clone())],
             Plan::Matrix(m) => m.fork_helpers(),
-            _ => vec![],
+            Plan::Report { .. } => vec![],
         }
     }
 
