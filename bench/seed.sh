@@ -14,16 +14,19 @@
 # NENV sandboxes on the store use the disk of one copy, not NENV.
 # Needs: an engine, didx/dind:local (scripts/setup.sh). The docker CLI is used only for the
 # reference pipe, to make the test images and to read volume sizes.
-# Usage: bench/seed.sh [--short] [--store] (--store: only part 3)
+# Usage: bench/seed.sh [--short] [--store | --no-store] (--store: only part 3, which
+# bench/speed.py runs itself to print the store's ratio beside its own; --no-store: parts 1-2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}; SIZE_MB=${SIZE_MB:-200}; CP_MB=${CP_MB:-1024}; STORE_MB=${STORE_MB:-400}; NENV=${NENV:-8}
-ONLY_STORE=0
+ONLY_STORE=0; NO_STORE=0
 for a in "$@"; do
   case "$a" in
   --short) RUNS=1; SIZE_MB=20; CP_MB=64; STORE_MB=60; NENV=2 ;;
   --store) ONLY_STORE=1 ;;
+  --no-store) NO_STORE=1 ;;
+  *) echo "usage: bench/seed.sh [--short] [--store | --no-store] (unknown: $a)" >&2; exit 2 ;;
   esac
 done
 DIDX=${DIDX:-./target/release/didx}
@@ -89,6 +92,7 @@ read -r kb secs <"$work/rss"
 printf '\n| --cp of a %s MB directory | peak RSS | wall |\n|---|---|---|\n| didx | %.1f MB | %s s |\n' "$CP_MB" "$(echo "$kb / 1024" | bc -l)" "$secs"
 printf 'target: peak RSS < 64 MB\n'
 fi
+[ "$NO_STORE" = 1 ] && exit 0
 
 # 3. The image store. A multi-layer image from didx/dind:local's layer and three of its own.
 printf 'FROM didx/dind:local\nRUN head -c %d /dev/urandom > /l1\nRUN head -c 1048576 /dev/urandom > /l2\nRUN echo 3 > /l3\n' \

@@ -29,7 +29,13 @@ What it measures (median and min-max over RUNS runs, after one untimed warm-up r
      dockerd and containerd, iptables, the client's docker CLI, didx, the containers' shells
      and tools, kernel threads, the rest). Every busy sample lands in one group, so the
      groups add up to the sampled total; perf's own samples are left out. Without a working
-     `perf` this part says so and is skipped.
+     `perf` this part says so and is skipped;
+ 11. the image store's seeding ratio: bench/seed.sh --store (with --short here: --short),
+     its output appended.
+A headline table comes first: the figures issue 23 targets, side by side (didx/floor end to
+end, pooled/floor, CPU per environment machine-wide and perf-sampled, N at once against one
+and against the CPU bound, the store's seeding ratio). The stamp says the commit (and
+whether the tree had uncommitted changes), the machine and the date.
 It prints a Markdown table (measurements with targets and pass/fail marks) and a phase
 table (median ms since invocation at each phase, for didx, didx --pool and the floor) on
 stdout, writes them to bench/out/speed.md, and draws bench/out/speed.png with gnuplot
@@ -324,6 +330,10 @@ class Bench:
         profile = next((p for p in ("release", "debug") if p in parts), "unknown")
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                 capture_output=True, text=True).stdout.strip() or "?"
+        # Figures from code that is not HEAD's say so.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        commit += " with uncommitted changes" if dirty else ""
         return [
             f"- machine: {os.cpu_count()} cores ({cpu}), {mem / 1048576:.1f} GiB RAM, "
             f"kernel {platform.release()}",
@@ -373,6 +383,7 @@ class Bench:
         r["engines"] = self.measure_engines()
         r["cpu_parts"] = self.measure_cpu_parts()
         r["cpu_sampled"] = self.measure_cpu_sampled()
+        r["store"] = self.measure_store()
 
     def measure_cpu_parts(self):
         """Part 9: one environment's CPU, by where it is spent; a dict of lists (seconds)."""
@@ -447,6 +458,19 @@ class Bench:
                 parts.setdefault(k, []).append(v / PERF_HZ)
             parts.setdefault(f"window sampled (s of wall, {os.cpu_count()} cores)", []).append(window)
         return parts
+
+    def measure_store(self):
+        """Part 11: the image store's seeding ratio (bench/seed.sh's part 3, run here so that
+        it is printed beside the rest): its output, and the ratio (None when not printed)."""
+        log("store: bench/seed.sh --store" + (" --short" if self.short else ""))
+        argv = ["bash", str(ROOT / "bench" / "seed.sh"), "--store"] + (["--short"] if self.short else [])
+        done = subprocess.run(argv, cwd=ROOT, env={**os.environ, "DIDX": str(self.didx)},
+                              capture_output=True, text=True)
+        m = re.search(r"store/--load seeding ratio: ([0-9.]+)", done.stdout)
+        if done.returncode != 0 or not m:
+            self.fail(f"store: bench/seed.sh --store exited {done.returncode}: "
+                      + (done.stderr.strip().splitlines() or ["(no stderr)"])[-1])
+        return {"text": done.stdout, "ratio": float(m.group(1)) if m else None}
 
     def measure_engines(self):
         """Each offline engine version's start, interleaved (A, B, A, B...)."""
@@ -731,7 +755,7 @@ def median_phases(runs):
 def row(name, values, unit="ms", target=None):
     """A table row: median, min-max, target, mark. target = (op, bound) with op '<' or '<='."""
     fmt = {"ms": lambda v: f"{v:.0f} ms", "MB": lambda v: f"{v:.1f} MB",
-           "x": lambda v: f"{v:.2f}", "s": lambda v: f"{v:.2f} s"}[unit]
+           "x": lambda v: f"{v:.2f}" if v >= 0.1 else f"{v:.3f}", "s": lambda v: f"{v:.2f} s"}[unit]
     tgt = "—" if target is None else f"{target[0]} {fmt(target[1])}"
     if not values:
         return [name, "n/a", "n/a", tgt, "n/a"]
@@ -816,6 +840,8 @@ def report(bench):
                         ("<=", 0.2)))
 
     out = ["# didx speed", ""] + bench.machine() + [""]
+    out += ["## Headline", ""] + table(["figure", "median", "min–max", "target", ""], headline(bench)) + [""]
+    out += ["## All measurements", ""]
     out += table(["measurement", "median", "min–max", "target", ""], rows)
     out += ["", "didx/floor per pair: " + (", ".join(f"{x:.2f}" for x in r["pairs"]) or "n/a")]
     if bench.pool_note:
@@ -829,9 +855,43 @@ def report(bench):
     out += ["", "Phases: median ms since invocation (`exit`: the process's exit)", ""]
     out += table(["phase"] + [name for name, _ in columns],
                  [[p] + [f"{m[p]:.0f}" if p in m else "" for _, m in columns] for p in names])
+    store = r.get("store") or {}
+    if store.get("text"):
+        out += ["", "## The image store (bench/seed.sh --store)", "", store["text"].rstrip()]
     if bench.failures:
         out += ["", f"**{len(bench.failures)} failed run(s):**"] + [f"- {f}" for f in bench.failures]
     return "\n".join(out) + "\n", columns
+
+
+def headline(bench):
+    """The figures issue 23 sets targets on, side by side: didx/floor end to end, pooled/floor,
+    CPU per environment (machine-wide; perf-sampled beside it), N at once against one and
+    against the CPU bound, the store's seeding ratio."""
+    r = bench.results
+    rows = [row("e2e `version`: didx / floor, pair by pair", r["pairs"], "x", ("<=", 0.45))]
+    floor_med = statistics.median(x.wall for x in r["floor"]) if r["floor"] else None
+    if bench.pool and floor_med:
+        rows.append(row("pooled e2e: didx --pool / floor median", [x.wall / floor_med for x in r["pool"]],
+                        "x", ("<=", 0.10)))
+    cpu = r.get("cpu", {}).get(1, [])
+    rows.append(row("CPU per environment, machine-wide (/proc/stat)", [c * 1000 for c in cpu], "ms",
+                    ("<=", 500)))
+    sampled = next((v for k, v in (r.get("cpu_sampled") or {}).items() if k.startswith("total")), [])
+    rows.append(row("CPU per environment, perf-sampled (part 10)", [v * 1000 for v in sampled], "ms",
+                    ("<=", 500)))
+    top, batch = bench.levels[-1], r["batch"]
+    if batch.get(1) and batch.get(top):
+        one = statistics.median(batch[1])
+        rows.append(row(f"{top} at once / one (medians)", [statistics.median(batch[top]) / one], "x",
+                        ("<=", 2.5) if top == 8 else None))
+        if cpu:
+            bound = top * statistics.median(cpu) * 1000 / (os.cpu_count() or 1)
+            rows.append(row(f"{top} at once / its CPU bound ({top} × CPU per environment / cores)",
+                            [statistics.median(batch[top]) / bound], "x", ("<=", 1.10)))
+    ratio = (r.get("store") or {}).get("ratio")
+    rows.append(row("store seeding / --load seeding (bench/seed.sh --store)", [ratio] if ratio is not None else [],
+                    "x", ("<=", 0.05)))
+    return rows
 
 
 def engine_rows(bench):
