@@ -19,7 +19,8 @@
 //! End of input *without* `done` means the run died on the way: the helper removes every
 //! environment it was told of. Those hold themselves anyway (their lease ends them within
 //! seconds), but a container whose create request was in flight when the run died was never
-//! started, and nothing inside it can end it: this is what removes it.
+//! started, and nothing inside it can end it: this is what removes it (looking again 1 s and
+//! 3 s after, as such a request may land after the first look).
 
 use std::io::{BufRead, Write};
 use std::os::fd::OwnedFd;
@@ -28,6 +29,11 @@ use didx::session::Event;
 use didx::{Cancel, Engine, SandboxOptions};
 
 use crate::output::say;
+
+/// When the helper removes a dead run's environments: at once, then again after each pause
+/// (what a create request in flight at the run's death makes appears a little later).
+const LATE_PASSES: [std::time::Duration; 3] =
+    [std::time::Duration::ZERO, std::time::Duration::from_secs(1), std::time::Duration::from_secs(2)];
 
 /// The run's end of the pipe to its helper.
 pub struct Helper(std::fs::File);
@@ -172,10 +178,21 @@ fn child(read: OwnedFd, host: Option<String>, options: SandboxOptions) -> i32 {
         if !done && !envs.is_empty() {
             match engine().await {
                 Ok(engine) => {
-                    for id in &envs {
-                        if let Err(e) = didx::inventory::remove(&engine, id).await {
-                            say(format!("helper: removing environment {id} of a run that died failed: {e}"));
-                            code = 1;
+                    // Again after a pause, twice: a create request the run had in flight
+                    // when it died lands in the engine only after the first pass.
+                    for (pass, pause) in LATE_PASSES.iter().enumerate() {
+                        tokio::time::sleep(*pause).await;
+                        for id in &envs {
+                            match didx::inventory::remove(&engine, id).await {
+                                Ok(names) if pass > 0 && !names.is_empty() => {
+                                    say(format!("helper: {} of environment {id} appeared after the run died; removed", names.join(", ")))
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    say(format!("helper: removing environment {id} of a run that died failed: {e}"));
+                                    code = 1;
+                                }
+                            }
                         }
                     }
                 }

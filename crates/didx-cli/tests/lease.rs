@@ -196,10 +196,28 @@ fn a_container_created_and_never_started_is_removed_by_the_run_s_helper() {
     // that never started, so no lease holds it. Made here by hand, with the environment's
     // label, while the run holds the environment; then the run is killed.
     let (mut child, id, _) = spawn_until(&["--clean", "anycase", "sleep 60"], "[1/1] sleep 60");
+    create_never_started(&id);
+    sigkill(&mut child);
+    gone_within(&id, scaled(REAP));
+}
+
+#[test]
+fn a_container_whose_create_lands_after_the_run_died_is_removed_by_the_run_s_helper() {
+    // The same, but the create lands after the run died (a request in flight at the kill that
+    // the engine completes a little later): after the helper's first look.
+    let (mut child, id, _) = spawn_until(&["--clean", "anycase", "sleep 60"], "[1/1] sleep 60");
+    sigkill(&mut child);
+    std::thread::sleep(Duration::from_millis(400));
+    create_never_started(&id);
+    gone_within(&id, scaled(REAP));
+}
+
+/// Create (never start) a container labelled as a client of environment `id`, made now, so
+/// that only the run's helper (not a concurrent run's sweep of old leftovers) removes it.
+fn create_never_started(id: &str) {
     let orphan = format!("didx_test_never_started_{id}");
     rt().block_on(async {
-        // Created now, so only the helper (not a concurrent run's sweep of old leftovers) removes it.
-        let mut labels = didx::labels::for_resource(&id, didx::labels::Role::Client, now_secs());
+        let mut labels = didx::labels::for_resource(id, didx::labels::Role::Client, now_secs());
         labels.insert("didx-test".into(), "never-started".into());
         let body = bollard::models::ContainerCreateBody {
             image: Some("didx/dind:local".into()),
@@ -209,6 +227,4 @@ fn a_container_created_and_never_started_is_removed_by_the_run_s_helper() {
         };
         engine().await.create_container(&orphan, body).await.unwrap();
     });
-    sigkill(&mut child);
-    gone_within(&id, scaled(REAP));
 }
