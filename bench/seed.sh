@@ -100,7 +100,18 @@ printf 'FROM didx/dind:local\nRUN head -c %d /dev/urandom > /l1\nRUN head -c 104
 sbytes=$(docker image inspect -f '{{.Size}}' "$SIMG")
 slayers=$(docker image inspect -f '{{len .RootFS.Layers}}' "$SIMG")
 echo "store image: $SIMG, $((sbytes / 1000000)) MB in $slayers layers; store prefix $DIDX_STORE_PREFIX"
-wall() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>"$work/last.err"; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+# A run's wall time in seconds; a failed run ends the benchmark, saying why (its stderr's end).
+wall() {
+  local t0 t1 rc=0
+  t0=$(date +%s.%N)
+  "$@" >/dev/null 2>"$work/last.err" || rc=$?
+  t1=$(date +%s.%N)
+  if [ "$rc" != 0 ]; then
+    { echo "seed: $* exited $rc:"; tail -5 "$work/last.err"; } >&2
+    exit 1
+  fi
+  echo "$t1 - $t0" | bc -l
+}
 ready() { grep -o 'timing ready [0-9]*' "$work/last.err" | awk '{print $3 / 1000}'; }
 first=$(wall "$DIDX" --clean anycase --store --load "$SIMG" true)
 fill=$(grep -o 'into the image store [^ ]* in [0-9.]* s' "$work/last.err" | awk '{print $(NF-1)}')

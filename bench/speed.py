@@ -468,8 +468,9 @@ class Bench:
                               capture_output=True, text=True)
         m = re.search(r"store/--load seeding ratio: ([0-9.]+)", done.stdout)
         if done.returncode != 0 or not m:
-            self.fail(f"store: bench/seed.sh --store exited {done.returncode}: "
-                      + (done.stderr.strip().splitlines() or ["(no stderr)"])[-1])
+            self.fail(f"store: bench/seed.sh --store exited {done.returncode} without its ratio; "
+                      f"its stdout ended: {done.stdout.strip().splitlines()[-3:]}; "
+                      f"its stderr ended: {done.stderr.strip().splitlines()[-5:]}")
         return {"text": done.stdout, "ratio": float(m.group(1)) if m else None}
 
     def measure_engines(self):
