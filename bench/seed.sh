@@ -114,7 +114,11 @@ wall() {
 }
 ready() { grep -o 'timing ready [0-9]*' "$work/last.err" | awk '{print $3 / 1000}'; }
 first=$(wall "$DIDX" --clean anycase --store --load "$SIMG" true)
-fill=$(grep -o 'into the image store [^ ]* in [0-9.]* s' "$work/last.err" | awk '{print $(NF-1)}')
+fill=$(grep -o 'into the image store [^ ]* in [0-9.]* s' "$work/last.err" | awk '{print $(NF-1)}' || true)
+if [ -z "$fill" ]; then
+  { echo "seed: the first --store --load run did not fill the store; its stderr:"; cat "$work/last.err"; } >&2
+  exit 1
+fi
 store=$(grep -o 'into the image store [^ ]*' "$work/last.err" | head -1 | awk '{print $NF}')
 : >"$work/plain.t"; : >"$work/load.t"; : >"$work/store.t"; : >"$work/loadfig.t"; : >"$work/plain.r"; : >"$work/store.r"
 for i in $(seq 1 "$RUNS"); do

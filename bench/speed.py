@@ -466,7 +466,7 @@ class Bench:
         argv = ["bash", str(ROOT / "bench" / "seed.sh"), "--store"] + (["--short"] if self.short else [])
         done = subprocess.run(argv, cwd=ROOT, env={**os.environ, "DIDX": str(self.didx)},
                               capture_output=True, text=True)
-        m = re.search(r"store/--load seeding ratio: ([0-9.]+)", done.stdout)
+        m = re.search(r"store/--load seeding ratio: (-?[0-9.]+)", done.stdout)
         if done.returncode != 0 or not m:
             self.fail(f"store: bench/seed.sh --store exited {done.returncode} without its ratio; "
                       f"its stdout ended: {done.stdout.strip().splitlines()[-3:]}; "
