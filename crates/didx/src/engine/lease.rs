@@ -15,14 +15,19 @@ impl Engine {
     raw! {
         /// Hold a `container` whose PID 1 reads its stdin (the recipe's bootstrap, see the
         /// entrypoint), just started: attach to its stdin, stdout and stderr (its output is read
-        /// and dropped, so the container never blocks on it); then `Lease::go`. When the attached connection closes without a `release` line — this
-        /// process ended, however — the container ends itself.
-        async fn attach_lease(&self, container: &str) -> Result<Lease> {
+        /// and dropped, so the container never blocks on it), write `handover` (its files, as
+        /// the bootstrap reads them), then "go": its PID 1 goes on to the entrypoint. When the
+        /// attached connection closes without a `release` line — this process ended, however —
+        /// the container ends itself.
+        async fn attach_lease(&self, container: &str, handover: &[u8]) -> Result<Lease> {
             let opts = qp::AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
             let attached = quick("attach container", container, self.docker.attach_container(container, Some(opts))).await?;
             let mut output = attached.output;
             let drain = tokio::spawn(async move { while let Some(Ok(_)) = output.next().await {} });
-            Ok(Lease { container: container.to_string(), input: attached.input, _output: None, drain: Some(drain) })
+            let mut lease = Lease { container: container.to_string(), input: attached.input, _output: None, drain: Some(drain) };
+            let said = [handover, b"go\n"].concat();
+            lease.tell(&said, false, "start lease", "starting").await?;
+            Ok(lease)
         }
     }
 
@@ -67,14 +72,6 @@ impl Lease {
     /// The id (or name) of the container held.
     pub fn container(&self) -> &str {
         &self.container
-    }
-
-    /// Give a container held from its start ([`Engine::attach_lease`]) what its PID 1 reads
-    /// before its entrypoint (`handover`: its files, as the recipe's bootstrap reads them), then
-    /// "go": its PID 1 goes on to the entrypoint.
-    pub async fn go(&mut self, handover: &[u8]) -> Result<()> {
-        let said = [handover, b"go\n"].concat();
-        self.tell(&said, false, "start lease", "starting").await
     }
 
     /// Hand the container over: it stays when this process ends.

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 use super::index::{Index, remember_index};
 use super::seal::seal_snapshot;
 use super::volume::{Store, users};
-use crate::archive::Entry;
 use crate::cancel::Cancel;
 use crate::engine::{Engine, Lease, message_of, status_of};
-use crate::env::{ENTRYPOINT, ENTRYPOINT_PATH, EnvSpec};
+use crate::env::{ENTRYPOINT_PATH, EnvSpec};
 use crate::error::{Error, Result};
 use crate::isolation::{self, Isolation};
 use crate::ops::load::HostImage;
@@ -159,7 +158,7 @@ async fn start_filler(engine: &Engine, store: &Store, shape: &FillerShape, drain
     let name = store.filler_name();
     let mut iso =
         crate::backend::docker::start::first_isolation(engine, shape.isolation, &shape.engine_id, &store.image, &store.name).await?;
-    let files = crate::backend::docker::recipe::handover(&[Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() }])?;
+    let files = crate::backend::docker::recipe::handover(&[crate::backend::docker::recipe::ENTRYPOINT_FILE])?;
     loop {
         let id = match engine.create_container(&name, crate::backend::docker::recipe::held(filler.body(&iso))).await {
             Ok(id) => id,
@@ -171,8 +170,7 @@ async fn start_filler(engine: &Engine, store: &Store, shape: &FillerShape, drain
         };
         let started = async {
             engine.start(&id).await?;
-            let mut lease = engine.attach_lease(&id).await?;
-            lease.go(&files).await?;
+            let lease = engine.attach_lease(&id, &files).await?;
             Ok::<_, Error>(lease)
         }
         .await;

@@ -14,8 +14,7 @@
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 
-use super::recipe::{self, ENTRYPOINT, ENTRYPOINT_PATH};
-use crate::archive::Entry;
+use super::recipe::{self, ENTRYPOINT_PATH};
 use crate::engine::{Engine, Lease};
 use crate::env::spec::EnvSpec;
 use crate::error::Result;
@@ -60,8 +59,7 @@ pub(super) fn body(spec: &EnvSpec, socket: &str, created: u64) -> ContainerCreat
 pub(super) async fn start(engine: &Engine, spec: &EnvSpec, socket: &str, created: u64) -> Result<(String, Lease)> {
     let id = engine.create_container(&name(spec), recipe::held(body(spec, socket, created))).await?;
     engine.start(&id).await?;
-    let mut lease = engine.attach_lease(&id).await?;
-    lease.go(&recipe::handover(&[Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() }])?).await?;
+    let lease = engine.attach_lease(&id, &recipe::handover(&[recipe::ENTRYPOINT_FILE])?).await?;
     Ok((id, lease))
 }
 

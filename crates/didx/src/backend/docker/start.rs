@@ -193,8 +193,7 @@ pub(crate) async fn start_server(
         // created container is never removed by the engine; a started one ends itself.
         match engine.start(&id).await {
             Ok(()) => {
-                let mut held = engine.attach_lease(&id).await?;
-                held.go(&files).await?;
+                let held = engine.attach_lease(&id, &files).await?;
                 on(Event::ServerStarted { name, image: &spec.server_image, isolation: iso.name() });
                 return Ok((id, held));
             }
@@ -333,8 +332,7 @@ async fn start_client(engine: &Engine, name: &str, client: &recipe::Client<'_>) 
     let files = recipe::handover(&client.files())?;
     let id = engine.create_container(name, recipe::held(client.body())).await?;
     engine.start(&id).await?;
-    let mut held = engine.attach_lease(&id).await?;
-    held.go(&files).await?;
+    let held = engine.attach_lease(&id, &files).await?;
     Ok((id, held))
 }
 

@@ -9,6 +9,10 @@ pub const ENTRYPOINT: &str = include_str!("../../../../../../image/entrypoint.sh
 /// Where the entrypoint is placed.
 pub const ENTRYPOINT_PATH: &str = "/didx/entrypoint";
 
+/// The entrypoint as a file to place at `/` (its path [`ENTRYPOINT_PATH`], relative).
+pub(crate) const ENTRYPOINT_FILE: crate::archive::Entry<'static> =
+    crate::archive::Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() };
+
 /// Port of the inner engine's TLS listener.
 pub const TLS_PORT: u16 = 2376;
 
@@ -50,6 +54,12 @@ pub(crate) fn published_port(ports: Option<&PortMap>) -> Option<u16> {
 mod tests {
     use super::*;
     use bollard::models::PortBinding;
+
+    #[test]
+    fn the_entrypoint_file_lands_where_containers_run_it() {
+        assert_eq!(format!("/{}", ENTRYPOINT_FILE.path), ENTRYPOINT_PATH);
+        assert_eq!((ENTRYPOINT_FILE.mode, ENTRYPOINT_FILE.data), (0o755, ENTRYPOINT.as_bytes()));
+    }
 
     #[test]
     fn the_published_port_is_the_loopback_binding_of_the_tls_port() {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
 
-use super::base::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, TLS_PORT};
+use super::base::{CLIENT_CERT_PATH, ENTRYPOINT_FILE, ENTRYPOINT_PATH, TLS_PORT};
 use crate::archive::Entry;
 use crate::env::spec::EnvSpec;
 use crate::labels::{self, Role};
@@ -137,9 +137,9 @@ impl<'a> Client<'a> {
     pub fn files(&self) -> Vec<Entry<'a>> {
         match self.files {
             ClientFiles::Copied => vec![],
-            ClientFiles::EntrypointOnly => vec![Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() }],
+            ClientFiles::EntrypointOnly => vec![ENTRYPOINT_FILE],
             ClientFiles::Upload(tls) => vec![
-                Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
+                ENTRYPOINT_FILE,
                 Entry { path: "certs/client/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
                 Entry { path: "certs/client/cert.pem", mode: 0o644, data: tls.client_cert_pem.as_bytes() },
                 Entry { path: "certs/client/key.pem", mode: 0o600, data: tls.client_key_pem.as_bytes() },
@@ -154,6 +154,7 @@ mod tests {
 
     use super::super::testing::{label, spec, tls};
     use super::*;
+    use crate::backend::docker::recipe::ENTRYPOINT;
 
     #[test]
     fn a_fresh_client_joins_the_server_namespace_with_the_docker_env_and_gets_its_certificates_uploaded() {

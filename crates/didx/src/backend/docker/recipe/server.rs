@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, Mount, MountType, MountVolumeOptions, PortBinding};
 
-use super::base::{ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, SERVER_CERT_DIR, STORE_PATH, TLS_PORT, tls_port_key};
+use super::base::{ENTRYPOINT_FILE, ENTRYPOINT_PATH, PUBLISHED_IP, SERVER_CERT_DIR, STORE_PATH, TLS_PORT, tls_port_key};
 use crate::archive::Entry;
 use crate::env::spec::{EnvSpec, PoolTag};
 use crate::isolation::Isolation;
@@ -152,7 +152,7 @@ impl<'a> Server<'a> {
     pub fn files(&self) -> Vec<Entry<'a>> {
         let tls = self.tls;
         vec![
-            Entry { path: "didx/entrypoint", mode: 0o755, data: ENTRYPOINT.as_bytes() },
+            ENTRYPOINT_FILE,
             Entry { path: "didx/certs/server/ca.pem", mode: 0o644, data: tls.ca_pem.as_bytes() },
             Entry { path: "didx/certs/server/cert.pem", mode: 0o644, data: tls.server_cert_pem.as_bytes() },
             Entry { path: "didx/certs/server/key.pem", mode: 0o600, data: tls.server_key_pem.as_bytes() },
@@ -164,6 +164,7 @@ impl<'a> Server<'a> {
 mod tests {
     use super::super::testing::{label, spec, tag, tls};
     use super::*;
+    use crate::backend::docker::recipe::ENTRYPOINT;
 
     #[test]
     fn dockerd_listens_on_both_sockets_with_tls_then_takes_the_driver_and_dkropts_in_order() {
