@@ -10,7 +10,7 @@ What it measures (median and min-max over RUNS runs, after one untimed warm-up r
      after every didx run, no container/volume/network labelled io.didx.env=<ENVID> may
      remain (checked with the docker CLI; a leftover fails the benchmark);
   4. concurrency: wall time of 1, 2, 4, 8 `didx --clean anycase version` started at once;
-  5. peak RSS of the didx process for a plain run (from os.wait4's rusage);
+  5. peak RSS of the didx process for a plain run (its VmHWM, read from /proc while it runs);
   6. the floor, A/B interleaved with didx (didx, floor, didx, floor...), ratio per pair;
   7. pooled runs (`didx --pool`), when the binary has `didx pool`, against the floor;
   8. both offline engine versions (ENGINES, default bookworm's 20.10.24 and trixie's
@@ -74,6 +74,8 @@ from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import engine_floor  # noqa: E402  (bench/engine_floor.py, beside this file)
 OUT = ROOT / "bench" / "out"
 FLOOR = ROOT / "bench" / "floor.sh"
 
@@ -124,7 +126,7 @@ class Run:
     argv: list
     rc: int
     wall: float                       # ms, spawn to exit
-    rss_kb: int
+    rss_kb: int                       # peak RSS (VmHWM), when watched; else 0
     lines: list                       # (ms since spawn, line)
     phases: dict = field(default_factory=dict)  # phase -> ms since invocation
     cpu: float = 0.0                  # s, its own and its waited-for children's
@@ -135,17 +137,40 @@ class Run:
 
 
 class Proc:
-    """A running child whose stderr is read line by line, each line stamped on arrival."""
+    """A running child whose stderr is read line by line, each line stamped on arrival; with
+    watch_rss, its peak RSS read from /proc while it runs."""
 
-    def __init__(self, argv, env=None, on_line=None):
+    def __init__(self, argv, env=None, on_line=None, watch_rss=False):
         self.argv = argv
         self.lines = []
+        self.hwm_kb = 0
+        self.done = threading.Event()
         self.t0 = time.monotonic()
         self.p = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True, errors="replace")
         self.reader = threading.Thread(target=self._read, args=(on_line,), daemon=True)
         self.reader.start()
+        self.watcher = threading.Thread(target=self._watch_rss, daemon=True) if watch_rss else None
+        if self.watcher:
+            self.watcher.start()
+
+    def _watch_rss(self):
+        """VmHWM, the peak RSS of the process's own memory since its exec. (wait4's ru_maxrss
+        is not it: exec records the replaced image's peak there, and the image a child of
+        this script replaces is a copy of this Python process.) Peaks only grow, and a process
+        does not grow while it exits, so the last reading before the exit is the peak."""
+        path = f"/proc/{self.p.pid}/status"
+        while not self.done.is_set():
+            try:
+                with open(path) as f:
+                    hwm = next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), None)
+            except OSError:
+                hwm = None
+            if hwm is None and self.hwm_kb:
+                return  # exited (a zombie has no memory)
+            self.hwm_kb = max(self.hwm_kb, hwm or 0)
+            time.sleep(0.005)
 
     def _read(self, on_line):
         for line in self.p.stderr:
@@ -157,9 +182,12 @@ class Proc:
         """Waits for the exit (not for EOF: a detached grandchild may hold stderr open)."""
         _, status, usage = os.wait4(self.p.pid, 0)
         wall = (time.monotonic() - self.t0) * 1000
+        self.done.set()
         self.p.returncode = os.waitstatus_to_exitcode(status)
         self.reader.join(timeout=3)
-        return Run(self.argv, self.p.returncode, wall, usage.ru_maxrss, list(self.lines),
+        if self.watcher:
+            self.watcher.join(timeout=3)
+        return Run(self.argv, self.p.returncode, wall, self.hwm_kb, list(self.lines),
                    cpu=usage.ru_utime + usage.ru_stime)
 
 
@@ -187,7 +215,7 @@ class Bench:
 
     # -- processes ------------------------------------------------------------------------
 
-    def spawn(self, argv, env=None, track=True):
+    def spawn(self, argv, env=None, track=True, watch_rss=False):
         """Starts a child; with track, every ENVID it prints is removed at clean-up unless a
         check saw it gone (not for `didx pool`: pooled environments may be claimed by others)."""
         def on_line(line):
@@ -195,7 +223,7 @@ class Bench:
             if m:
                 with self.lock:
                     self.envs_pending.add(m.group(1))
-        proc = Proc(argv, env, on_line if track else None)
+        proc = Proc(argv, env, on_line if track else None, watch_rss)
         self.live.add(proc)
         return proc
 
@@ -243,8 +271,8 @@ class Bench:
                 self.envs_pending.discard(envid)
         return ok
 
-    def run_didx(self, what, cmds, pool=False, sv=None):
-        run = self.finish(self.spawn(self.didx_argv(cmds, pool, sv)))
+    def run_didx(self, what, cmds, pool=False, sv=None, watch_rss=False):
+        run = self.finish(self.spawn(self.didx_argv(cmds, pool, sv), watch_rss=watch_rss))
         return run if self.check_didx(run, what) else None
 
     def run_batch(self, n):
@@ -362,7 +390,7 @@ class Bench:
         r["didx"], r["floor"], r["pairs"] = [], [], []
         for i in range(self.runs):
             log(f"A/B {i + 1}/{self.runs}: didx --clean anycase version, then the floor")
-            d = self.run_didx("didx version", VERSION)
+            d = self.run_didx("didx version", VERSION, watch_rss=True)
             f = self.run_floor("floor")
             r["didx"] += [d] if d else []
             r["floor"] += [f] if f else []
@@ -384,6 +412,7 @@ class Bench:
         r["cpu_parts"] = self.measure_cpu_parts()
         r["cpu_sampled"] = self.measure_cpu_sampled()
         r["store"] = self.measure_store()
+        r["engine_floor"] = self.measure_engine_floor()
 
     def measure_cpu_parts(self):
         """Part 9: one environment's CPU, by where it is spent; a dict of lists (seconds)."""
@@ -458,6 +487,30 @@ class Bench:
                 parts.setdefault(k, []).append(v / PERF_HZ)
             parts.setdefault(f"window sampled (s of wall, {os.cpu_count()} cores)", []).append(window)
         return parts
+
+    def measure_engine_floor(self):
+        """Part 12: the engine's own CPU for the least a didx environment is, interleaved
+        with didx's `--clean anycase version` measured the same way (busy CPU over the run and
+        1 s after); a dict of lists (seconds) and the pairs' ratios."""
+        out = {"floor": [], "didx": [], "pairs": []}
+        prefix = f"didx-bench-ef-{os.getpid()}"
+        for i in range(self.runs):
+            log(f"engine floor {i + 1}/{self.runs}: bench/engine_floor.py's sandbox, then didx, CPU each")
+            try:
+                floor = engine_floor.measured(f"{prefix}-{i}")
+            except (RuntimeError, OSError) as e:
+                self.fail(f"engine floor: {e}")
+                continue
+            b0 = busy_seconds()
+            run = self.finish(self.spawn(self.didx_argv(VERSION)))
+            time.sleep(1.0)
+            cpu = busy_seconds() - b0
+            if not self.check_didx(run, "engine floor: didx"):
+                continue
+            out["floor"].append(floor)
+            out["didx"].append(cpu)
+            out["pairs"].append(cpu / floor)
+        return out
 
     def measure_store(self):
         """Part 11: the image store's seeding ratio (bench/seed.sh's part 3, run here so that
@@ -549,6 +602,9 @@ class Bench:
             if floor_leftovers(pid):
                 log(f"clean-up: removing floor-{pid}-*")
                 remove_floor(pid)
+        if engine_floor.mine(f"didx-bench-ef-{os.getpid()}-"):
+            log("clean-up: removing the engine floor's containers")
+            engine_floor.remove(f"didx-bench-ef-{os.getpid()}-")
         if self.pool_used:
             log("clean-up: didx pool down")
             subprocess.run([self.didx, "pool", "down"], cwd=ROOT, capture_output=True)
@@ -816,6 +872,20 @@ def report(bench):
                         [c * 1000 for c in cpu]))
         rows.append(row(f"CPU bound for {top} at once on {cores} cores: {top} × CPU / cores",
                         [top * c * 1000 / cores for c in cpu]))
+    for n in bench.levels[1:]:
+        at_n = r.get("cpu", {}).get(n, [])
+        if at_n and batch.get(n):
+            rows.append(row(f"CPU time per environment with {n} at once (machine-wide / {n})",
+                            [c * 1000 for c in at_n]))
+            rows.append(row(f"concurrency: {n} at once / the CPU they used ({n} × that CPU / cores)",
+                            [statistics.median(batch[n]) / (n * statistics.median(at_n) * 1000 / (os.cpu_count() or 1))], "x"))
+    ef = r.get("engine_floor") or {}
+    if ef.get("floor"):
+        rows.append(["**The engine's own floor** (part 12, bench/engine_floor.py; machine-wide busy CPU over the run and 1 s after)", "", "", "", ""])
+        rows.append(row("CPU: the engine's own, server with dockerd + client + one exec + removal (API only: no CLI, TLS, port, lease)",
+                        [v * 1000 for v in ef["floor"]]))
+        rows.append(row("CPU: didx --clean anycase version, measured the same way", [v * 1000 for v in ef["didx"]]))
+        rows.append(row("CPU: didx / the engine's own floor, pair by pair", ef["pairs"], "x"))
     rows.append(row("peak RSS: didx, plain run", [x.rss_kb / 1024 for x in r["didx"]], "MB",
                     ("<", 25)))
     parts = r.get("cpu_parts") or {}
@@ -889,6 +959,14 @@ def headline(bench):
             bound = top * statistics.median(cpu) * 1000 / (os.cpu_count() or 1)
             rows.append(row(f"{top} at once / its CPU bound ({top} × CPU per environment / cores)",
                             [statistics.median(batch[top]) / bound], "x", ("<=", 1.10)))
+        at_top = r.get("cpu", {}).get(top, [])
+        if at_top and top > 1:
+            used = top * statistics.median(at_top) * 1000 / (os.cpu_count() or 1)
+            rows.append(row(f"{top} at once / the CPU they used ({top} × their CPU per environment / cores)",
+                            [statistics.median(batch[top]) / used], "x"))
+    ef = r.get("engine_floor") or {}
+    if ef.get("pairs"):
+        rows.append(row("CPU per environment: didx / the engine's own floor of the design (part 12)", ef["pairs"], "x"))
     ratio = (r.get("store") or {}).get("ratio")
     rows.append(row("store seeding / --load seeding (bench/seed.sh --store)", [ratio] if ratio is not None else [],
                     "x", ("<=", 0.05)))
