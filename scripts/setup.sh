@@ -34,3 +34,7 @@ if [ "$profile" = release ]; then cargo build --release --locked; else cargo bui
 "./target/$profile/didx" image build --suite trixie
 # The docker:*-dind stand-in (busybox ash and tools) the image tests run servers and clients of.
 bash scripts/busybox-dind-image.sh
+# The second host the remote-engine tests (tests/remote.rs) reach over SSH: a network
+# namespace on this machine with its own sshd and dockerd, holding didx/dind:local.
+# `bash scripts/remote-host.sh down` removes it (.ci/run does, at its end).
+bash scripts/remote-host.sh up >/dev/null

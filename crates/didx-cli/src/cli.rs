@@ -64,9 +64,10 @@ pub struct Cli {
     pub verb: Option<Verb>,
     #[command(flatten)]
     pub run: RunArgs,
-    /// Docker engine to use (unix:///path or tcp://host:port) [default: $DOCKER_HOST, else the
-    /// current docker context's, else unix:///var/run/docker.sock]; tcp uses TLS when
-    /// DOCKER_TLS_VERIFY is set
+    /// Docker engine to use (unix:///path, tcp://host:port or ssh://[user@]host[:port])
+    /// [default: $DOCKER_HOST, else the current docker context's, else
+    /// unix:///var/run/docker.sock]; tcp uses TLS when DOCKER_TLS_VERIFY is set; ssh runs the
+    /// system ssh ($DIDX_SSH) and `docker system dial-stdio` there
     #[arg(short = 'H', long = "host", global = true, value_name = "ADDR")]
     pub host: Option<String>,
 }

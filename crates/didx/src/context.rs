@@ -13,6 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+/// Default engine address when neither `-H` nor `DOCKER_HOST` (nor a docker context) names one.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
 /// Where the address came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -45,7 +48,7 @@ pub(crate) fn resolve(var: &dyn Fn(&str) -> Option<String>, read: &dyn Fn(&Path)
     if let Some(host) = var("DOCKER_HOST").filter(|h| !h.is_empty()) {
         return Ok(Target { host, tls_dir: None, source: Source::DockerHost });
     }
-    let default = Target { host: crate::engine::DEFAULT_HOST.to_string(), tls_dir: None, source: Source::Default };
+    let default = Target { host: DEFAULT_HOST.to_string(), tls_dir: None, source: Source::Default };
     let Some(dir) = config_dir(var) else { return Ok(default) };
     let name = match var("DOCKER_CONTEXT").filter(|c| !c.is_empty()) {
         Some(n) => n,
@@ -110,7 +113,7 @@ mod tests {
     #[test]
     fn no_config_or_default_context_means_the_local_socket() {
         assert_eq!(run(&[("HOME", "/h")], &[]).unwrap().source, Source::Default);
-        assert_eq!(run(&[], &[]).unwrap().host, crate::engine::DEFAULT_HOST);
+        assert_eq!(run(&[], &[]).unwrap().host, DEFAULT_HOST);
         assert_eq!(
             run(&[("HOME", "/h")], &[("/h/.docker/config.json", r#"{"currentContext":"default"}"#)]).unwrap().source,
             Source::Default

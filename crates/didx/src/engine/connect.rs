@@ -10,8 +10,7 @@ use bollard::models::SystemInfo;
 use super::call::quick;
 use crate::error::{Error, Result};
 
-/// Default engine address when neither `-H` nor `DOCKER_HOST` is given.
-pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+pub use crate::context::DEFAULT_HOST;
 
 /// bollard's client-wide timeout, which would cut an upload at that length whatever its
 /// progress: none (tokio treats an unrepresentable deadline as none); each call is bounded here.
@@ -34,21 +33,26 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Connect to `host` (`unix://`, `tcp://`, `https://`), else `DOCKER_HOST`, else the local
-    /// socket. `tcp://` uses TLS when `DOCKER_TLS_VERIFY` is set, with the certificates in
-    /// `DOCKER_CERT_PATH` (default `~/.docker`). Fails with [`Error::Unreachable`] when the
-    /// engine does not answer.
+    /// Connect to `host` (`unix://`, `tcp://`, `https://`, `ssh://[user@]host[:port]`), else
+    /// `DOCKER_HOST`, else the local socket. `tcp://` uses TLS when `DOCKER_TLS_VERIFY` is set,
+    /// with the certificates in `DOCKER_CERT_PATH` (default `~/.docker`). `ssh://` runs the
+    /// system `ssh` (or `DIDX_SSH`) with the user's own ssh configuration, keys and known
+    /// hosts, and `docker system dial-stdio` on the remote machine, as the docker CLI does.
+    /// Fails with [`Error::Unreachable`] when the engine does not answer.
     pub async fn connect(host: Option<&str>) -> Result<Engine> {
         let host = match host {
             Some(h) => h.to_string(),
             None => std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| DEFAULT_HOST.to_string()),
         };
+        if host.starts_with("ssh://") {
+            return Engine::connect_ssh(host).await;
+        }
         let known = ["unix://", "tcp://", "http://", "https://"];
         if !known.iter().any(|p| host.starts_with(p)) {
             return Err(Error::invalid(
                 "engine address",
                 host,
-                "expected unix:///path/docker.sock or tcp://HOST:PORT (set by -H or DOCKER_HOST)",
+                "expected unix:///path/docker.sock, tcp://HOST:PORT or ssh://[USER@]HOST[:PORT] (set by -H or DOCKER_HOST)",
             ));
         }
         let docker = Docker::connect_with_host(&host).map_err(|source| Error::Unreachable { host: host.clone(), source })?;
@@ -83,6 +87,33 @@ impl Engine {
                 .map_err(|source| Error::Unreachable { host: target.host.clone(), source })?;
                 Engine::negotiated(docker, https).await
             }
+        }
+    }
+
+    /// An engine over SSH: one master connection for this handle (and its clones), each
+    /// engine connection a session over it.
+    async fn connect_ssh(host: String) -> Result<Engine> {
+        let addr = super::ssh::SshAddr::parse(&host).map_err(|why| Error::invalid("engine address", host.clone(), why))?;
+        let unreachable = |e: std::io::Error| Error::Unreachable { host: host.clone(), source: BollardError::IOError { err: e } };
+        let master = super::ssh::Master::open(&addr, CONNECT_TIMEOUT).await.map_err(unreachable)?;
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build::<_, super::ssh::Body>(super::ssh::Connector(std::sync::Arc::clone(&master)));
+        let transport = move |req: bollard::BollardRequest| {
+            let client = client.clone();
+            async move { client.request(req).await.map_err(BollardError::from) }
+        };
+        let docker = Docker::connect_with_custom_transport(transport, Some("http://docker"), u64::MAX, bollard::API_DEFAULT_VERSION)
+            .map_err(|source| Error::Unreachable { host: host.clone(), source })?;
+        match Engine::negotiated(docker, host.clone()).await {
+            // The master lives as long as the client's connector: this handle and its clones.
+            Ok(engine) => Ok(engine),
+            // The session's own words say more than a closed connection (no docker there, a
+            // docker that cannot reach its engine).
+            Err(Error::Unreachable { source, .. }) if !master.said().is_empty() => Err(unreachable(std::io::Error::other(format!(
+                "{source}; the remote `docker system dial-stdio` said: {}",
+                master.said()
+            )))),
+            Err(e) => Err(e),
         }
     }
 

@@ -52,6 +52,7 @@ mod image;
 mod lease;
 mod network;
 mod ports;
+mod ssh;
 mod volume;
 
 pub(crate) use call::body_from;

@@ -1,0 +1,357 @@
+//! An engine over SSH: the second host `scripts/remote-host.sh` builds on this machine (a
+//! network namespace with its own address, sshd and dockerd; `scripts/setup.sh` starts it), as
+//! `-H ssh://didx-remote`, `DOCKER_HOST=ssh://didx-remote` and the library's `Engine::connect`.
+//! didx's ssh is `DIDX_SSH` (the host's ssh configuration: the test key, the host's key in
+//! its known hosts, checking on). Each test checks the remote engine directly (its socket on
+//! this machine) for anything of the environment it ran, and the local engine too.
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use didx::engine::Engine;
+use didx::labels;
+
+/// The env file `scripts/remote-host.sh up` writes.
+const ENV_FILE: &str = "/run/didx-remote/env";
+
+/// The test that cuts the host's link holds it for writing, every other for reading: under
+/// `cargo test` (one process, tests on threads) no test runs while the link is down. (Under
+/// cargo-nextest, .config/nextest.toml runs that test alone.)
+static LINK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// The link held up for a test (a poisoned lock is fine: the panicking test restored it).
+fn link_up() -> std::sync::RwLockReadGuard<'static, ()> {
+    LINK.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The second host's settings. Panics, saying how to start it, when it is not up: these tests
+/// do not skip.
+fn remote() -> HashMap<String, String> {
+    let text = std::fs::read_to_string(ENV_FILE)
+        .unwrap_or_else(|e| panic!("{ENV_FILE}: {e}: start the test host with `bash scripts/remote-host.sh up` (scripts/setup.sh does)"));
+    // KEY='VALUE' lines (values hold no quote).
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string())).collect()
+}
+
+/// didx with the remote host's ssh settings, and a TMPDIR of its own (where its ssh control
+/// socket goes, so the test can tell its ssh processes from others').
+fn remote_cmd(r: &HashMap<String, String>, tmp: &std::path::Path, args: &[&str]) -> Command {
+    let mut c = didx_cmd(args);
+    c.env("DIDX_SSH", &r["DIDX_SSH"]).env("TMPDIR", tmp).env_remove("DOCKER_HOST").env_remove("DOCKER_CONTEXT");
+    c
+}
+
+/// The remote engine, reached directly through its socket on this machine.
+async fn remote_engine(r: &HashMap<String, String>) -> Engine {
+    Engine::connect(Some(&r["DIDX_REMOTE_SOCKET"])).await.expect("the remote engine's socket")
+}
+
+/// Everything of didx's on engine `e` labelled with environment `id`.
+async fn leftovers_on(e: &Engine, id: &str) -> Vec<String> {
+    let mut out: Vec<String> =
+        e.containers(labels::filter(Some(id))).await.unwrap().into_iter().map(|c| format!("container {:?}", c.names)).collect();
+    out.extend(e.volumes(labels::filter(Some(id))).await.unwrap().into_iter().map(|v| format!("volume {v}")));
+    out.extend(e.networks(labels::filter(Some(id))).await.unwrap().into_iter().map(|n| format!("network {n}")));
+    out
+}
+
+/// Processes whose command line mentions `needle` (the test's own TMPDIR: its ssh processes).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !entry.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                out.push(format!("{}: {cmd}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
+
+/// A private temporary directory for one test's didx (removed on drop).
+fn tmp(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("didx-remote-{tag}-")).tempdir().unwrap()
+}
+
+#[test]
+fn a_run_on_an_ssh_engine_runs_there_and_leaves_both_engines_as_found() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("run");
+    let out = remote_cmd(
+        &r,
+        t.path(),
+        &["-H", &r["DIDX_REMOTE_HOST"], "--clean", "anycase", "sh -c 'docker info --format inner={{.Name}}; echo hello-remote'"],
+    )
+    .output()
+    .unwrap();
+    let run = from_output(out);
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(run.stdout.contains("hello-remote") && run.stdout.contains("inner="), "{}", run.show());
+    let id = run.env_id().expect("an environment id");
+    rt().block_on(async {
+        assert_eq!(leftovers_on(&remote_engine(&r).await, &id).await, Vec::<String>::new(), "the remote engine keeps something");
+        assert_eq!(leftovers(Some(&id)).await, Vec::<String>::new(), "the local engine got something of a remote run");
+    });
+    // Its ssh master and sessions ended with it.
+    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new());
+}
+
+#[test]
+fn docker_host_ssh_is_the_engine_and_cp_goes_through_it() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("cp");
+    let file = t.path().join("greeting.txt");
+    std::fs::write(&file, "over ssh\n").unwrap();
+    let cp = format!("{}:/work/greeting.txt", file.display());
+    let out = remote_cmd(&r, t.path(), &["--clean", "none", "--cp", &cp, "cat /work/greeting.txt"])
+        .env("DOCKER_HOST", &r["DIDX_REMOTE_HOST"])
+        .output()
+        .unwrap();
+    let run = from_output(out);
+    assert_eq!(run.stdout, "over ssh\n", "{}", run.show());
+    assert_kept_there_then_remove(&r, run);
+}
+
+#[test]
+fn sigkill_of_didx_on_an_ssh_engine_leaves_nothing_there_within_seconds() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("kill");
+    let mut child = remote_cmd(
+        &r,
+        t.path(),
+        &["-H", &r["DIDX_REMOTE_HOST"], "--events", "json", "--clean", "anycase", "sh -c 'echo started; sleep 120'"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0)
+    .spawn()
+    .unwrap();
+    // The command runs once "started" is out.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "started\n");
+    let remote_engine = rt().block_on(remote_engine(&r));
+    let ours = rt().block_on(async { remote_engine.containers(labels::filter(None)).await.unwrap() });
+    let ids: Vec<String> = ours
+        .iter()
+        .filter_map(|c| c.labels.as_ref()?.get(labels::OWNER).filter(|o| o.ends_with(&format!(" pid {}", child.id())))?.clone().into())
+        .collect();
+    assert!(!ids.is_empty(), "no container of this didx on the remote engine");
+    let env_ids: Vec<String> = ours
+        .iter()
+        .filter(|c| c.labels.as_ref().and_then(|l| l.get(labels::OWNER)).is_some_and(|o| o.ends_with(&format!(" pid {}", child.id()))))
+        .filter_map(|c| c.labels.as_ref()?.get(labels::ENV).cloned())
+        .collect();
+    let id = env_ids[0].clone();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t0 = Instant::now();
+    let within = scaled(Duration::from_secs(10));
+    loop {
+        let left = rt().block_on(leftovers_on(&remote_engine, &id));
+        if left.is_empty() {
+            eprintln!("remote environment {id} gone {:.2} s after the SIGKILL", t0.elapsed().as_secs_f64());
+            break;
+        }
+        if t0.elapsed() > within {
+            rt().block_on(async { didx::env::remove(&remote_engine, &id).await.unwrap() });
+            panic!("remote environment {id} left after {within:?}: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Its ssh master ended with it (the kernel's parent-death signal), and the sessions with it.
+    let t0 = Instant::now();
+    while !processes_mentioning(&t.path().display().to_string()).is_empty() && t0.elapsed() < scaled(Duration::from_secs(5)) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new(), "ssh processes outlived didx");
+}
+
+#[test]
+fn the_library_connects_to_an_ssh_engine_and_sees_the_same_engine_as_its_socket() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("lib");
+    // The library reads DIDX_SSH from the process environment: set it for this test process
+    // (no other test in this binary reads a different value).
+    // SAFETY: the tests of this binary that read it set the same value.
+    unsafe {
+        std::env::set_var("DIDX_SSH", &r["DIDX_SSH"]);
+        std::env::set_var("TMPDIR", t.path());
+    }
+    rt().block_on(async {
+        let over_ssh = Engine::connect(Some(&r["DIDX_REMOTE_HOST"])).await.expect("connect over ssh");
+        assert_eq!(over_ssh.host(), r["DIDX_REMOTE_HOST"]);
+        let direct = remote_engine(&r).await;
+        let (a, b) = (over_ssh.info().await.unwrap(), direct.info().await.unwrap());
+        assert_eq!(a.id, b.id, "ssh:// reached another engine than the remote host's");
+        assert_ne!(a.id, engine().await.info().await.unwrap().id, "ssh:// reached the local engine");
+        drop(over_ssh);
+    });
+    let t0 = Instant::now();
+    while !processes_mentioning(&t.path().display().to_string()).is_empty() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new(), "the engine handle's ssh outlived it");
+}
+
+#[test]
+fn a_bad_ssh_address_is_a_usage_error_and_an_unreachable_one_says_what_ssh_said() {
+    let t = tmp("bad");
+    for bad in ["ssh://-oProxyCommand=touch", "ssh://me:pw@box", "ssh://box/path"] {
+        let mut c = didx_cmd(&["-H", bad, "--clean", "anycase", "true"]);
+        let run = from_output(c.env("TMPDIR", t.path()).output().unwrap());
+        assert_eq!(run.code, 2, "{bad}: {}", run.show());
+        assert_eq!(run.stderr.lines().count(), 1, "{bad}: {}", run.show());
+        assert!(run.stderr.contains("ssh://"), "{bad}: {}", run.show());
+    }
+    // Nothing listens on loopback port 1: ssh's own words come through.
+    let mut c = didx_cmd(&["-H", "ssh://127.0.0.1:1", "--clean", "anycase", "true"]);
+    let run = from_output(c.env("TMPDIR", t.path()).env_remove("DIDX_SSH").output().unwrap());
+    assert_eq!(run.code, 125, "{}", run.show());
+    assert!(run.stderr.contains("ssh:") && run.stderr.to_lowercase().contains("refused"), "{}", run.show());
+}
+
+/// Brings the namespace's end of the link down; up again when dropped (a panic too).
+struct LinkDown(String);
+
+impl LinkDown {
+    fn new(netns: &str) -> LinkDown {
+        let dev = format!("{netns}1");
+        let ok = Command::new("ip").args(["-n", netns, "link", "set", &dev, "down"]).status().unwrap().success();
+        assert!(ok, "ip -n {netns} link set {dev} down");
+        LinkDown(netns.to_string())
+    }
+}
+
+impl Drop for LinkDown {
+    fn drop(&mut self) {
+        let dev = format!("{}1", self.0);
+        let ok = Command::new("ip").args(["-n", &self.0, "link", "set", &dev, "up"]).status().is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("could not bring {dev} up again: run bash scripts/remote-host.sh down, then up");
+        }
+    }
+}
+
+#[test]
+fn a_cut_link_to_an_ssh_engine_ends_the_remote_environment_within_seconds_and_the_run_fails() {
+    let _link = LINK.write().unwrap_or_else(|e| e.into_inner());
+    let r = remote();
+    let t = tmp("cut");
+    let mut child = remote_cmd(&r, t.path(), &["-H", &r["DIDX_REMOTE_HOST"], "--clean", "anycase", "sh -c 'echo started; sleep 120'"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "started\n");
+    let remote_engine = rt().block_on(remote_engine(&r));
+    let pid = child.id();
+    let id = rt()
+        .block_on(remote_engine.containers(labels::filter(None)))
+        .unwrap()
+        .into_iter()
+        .find(|c| c.labels.as_ref().and_then(|l| l.get(labels::OWNER)).is_some_and(|o| o.ends_with(&format!(" pid {pid}"))))
+        .and_then(|c| c.labels?.get(labels::ENV).cloned())
+        .expect("this run's environment on the remote engine");
+    let cut = LinkDown::new(&r["DIDX_REMOTE_NETNS"]);
+    // The remote sshd drops a client that stops answering within 3 s (ClientAliveInterval 1,
+    // ClientAliveCountMax 3): its sessions end, the engine sees the lease's connection close.
+    let t0 = Instant::now();
+    let within = scaled(Duration::from_secs(10));
+    loop {
+        let left = rt().block_on(leftovers_on(&remote_engine, &id));
+        if left.is_empty() {
+            eprintln!("remote environment {id} gone {:.2} s after the cut", t0.elapsed().as_secs_f64());
+            break;
+        }
+        if t0.elapsed() > within {
+            drop(cut);
+            let _ = child.kill();
+            rt().block_on(async { didx::env::remove(&remote_engine, &id).await.unwrap() });
+            panic!("remote environment {id} left {within:?} after the link was cut: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(cut);
+    // The run, on this side, learns of it when its ssh gives up (ServerAliveInterval 5 ×
+    // ServerAliveCountMax 3) and fails.
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > scaled(Duration::from_secs(40)) {
+            let _ = child.kill();
+            panic!("didx still running 40 s after its ssh link was cut");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    eprintln!("didx ended {:.1} s after the link came back: {status}\n{err}", t0.elapsed().as_secs_f64());
+    assert!(!status.success(), "a run whose engine went away succeeded:\n{err}");
+    let t0 = Instant::now();
+    while !processes_mentioning(&t.path().display().to_string()).is_empty() && t0.elapsed() < scaled(Duration::from_secs(5)) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new(), "ssh processes outlived didx");
+}
+
+#[test]
+fn a_docker_context_with_an_ssh_endpoint_is_the_engine() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("context");
+    // A docker configuration of the test's own: context "far", current, whose endpoint is the
+    // remote host (the docker CLI keeps a context under the SHA-256 of its name).
+    let config = t.path().join("docker");
+    let digest = Command::new("sh").args(["-c", "printf far | sha256sum | cut -d' ' -f1"]).output().unwrap();
+    let digest = String::from_utf8(digest.stdout).unwrap().trim().to_string();
+    let meta = config.join("contexts/meta").join(&digest);
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(config.join("config.json"), r#"{"currentContext":"far"}"#).unwrap();
+    let endpoint = format!(
+        r#"{{"Name":"far","Metadata":{{}},"Endpoints":{{"docker":{{"Host":"{}","SkipTLSVerify":false}}}}}}"#,
+        r["DIDX_REMOTE_HOST"]
+    );
+    std::fs::write(meta.join("meta.json"), endpoint).unwrap();
+    let out = remote_cmd(&r, t.path(), &["--clean", "none", "version"]).env("DOCKER_CONFIG", &config).output().unwrap();
+    assert_kept_there_then_remove(&r, from_output(out));
+}
+
+/// A run kept its environment (`--clean none`) on the remote engine, not on the local one:
+/// checked, then removed, and both engines left as found.
+fn assert_kept_there_then_remove(r: &HashMap<String, String>, run: Run) {
+    assert_eq!(run.code, 0, "{}", run.show());
+    let id = run.env_id().expect("an environment id");
+    rt().block_on(async {
+        let there = remote_engine(r).await;
+        let on_remote = leftovers_on(&there, &id).await;
+        let on_local = leftovers(Some(&id)).await;
+        didx::env::remove(&there, &id).await.unwrap();
+        assert!(
+            on_remote.iter().filter(|l| l.starts_with("container")).count() == 2,
+            "not on the remote engine: {on_remote:?}\n{}",
+            run.show()
+        );
+        assert_eq!(on_local, Vec::<String>::new(), "on the local engine");
+        assert_eq!(leftovers_on(&there, &id).await, Vec::<String>::new());
+    });
+}
