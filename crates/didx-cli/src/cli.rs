@@ -232,6 +232,9 @@ pub enum Verb {
         /// Print a JSON object instead (keys: the book, docs/src/reference/json.md)
         #[arg(long)]
         json: bool,
+        /// (internal) hold the forwards of an engine over SSH until the environment ends
+        #[arg(long, hide = true)]
+        hold: bool,
     },
     /// The image store (--store): alone, lists each store, its images and disk use
     #[command(args_conflicts_with_subcommands = true)]

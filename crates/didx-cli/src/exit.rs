@@ -49,6 +49,9 @@ pub fn one_line(e: &anyhow::Error) -> String {
 /// What the command adds to a library error: how to act on it from the command line.
 pub fn advice(e: &Error) -> &'static str {
     match e {
+        Error::Unreachable { host, .. } if host.starts_with("ssh://") => {
+            " (check that `ssh HOST docker version` works with your keys: didx's ssh takes no password; DIDX_SSH adds ssh options)"
+        }
         Error::Unreachable { .. } => " (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)",
         Error::NotReady { .. } => " (raise --ready-timeout)",
         Error::PrivilegedRefused { .. } => "; use --isolation auto or caps",

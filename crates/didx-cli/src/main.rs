@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             Job::Ls { host } => commands::ls::ls(host.as_deref()).await,
             Job::Completions(shell) => Ok(commands::completions::completions(shell)),
             Job::Man => commands::man::man(),
-            Job::Env { host, id, json } => commands::env::env_vars(host.as_deref(), &id, json).await,
+            Job::Env { host, id, json, hold } => commands::env::env_vars(host.as_deref(), &id, json, hold).await,
             Job::Store { host, cmd } => commands::store::store(host.as_deref(), cmd).await,
             Job::Run(plan) => plan.go(helpers).await,
         })
@@ -88,7 +88,7 @@ enum Job {
     Ls { host: Option<String> },
     Completions(cli::Shell),
     Man,
-    Env { host: Option<String>, id: String, json: bool },
+    Env { host: Option<String>, id: String, json: bool, hold: bool },
     Store { host: Option<String>, cmd: StoreJob },
     Run(Box<Plan>),
 }
@@ -105,7 +105,7 @@ impl Job {
                 commands::ls::of(json);
                 Job::Ls { host }
             }
-            Some(Verb::Env { id, json }) => Job::Env { host, id, json },
+            Some(Verb::Env { id, json, hold }) => Job::Env { host, id, json, hold },
             Some(Verb::Store { cmd, json }) => Job::Store { host, cmd: StoreJob::of(cmd, json)? },
             Some(Verb::Pool { cmd, json }) => Job::Pool { host, cmd: PoolJob::of(cmd, json)? },
             None => Job::Run(Box::new(Plan::of(host, cli.run)?)),

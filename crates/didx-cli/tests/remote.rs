@@ -181,7 +181,7 @@ fn sigkill_of_didx_on_an_ssh_engine_leaves_nothing_there_within_seconds() {
 }
 
 #[test]
-fn the_library_connects_to_an_ssh_engine_and_sees_the_same_engine_as_its_socket() {
+fn the_library_connects_to_an_ssh_engine_and_a_sandbox_there_is_reached_through_its_forward() {
     let _link = link_up();
     let r = remote();
     let t = tmp("lib");
@@ -199,6 +199,14 @@ fn the_library_connects_to_an_ssh_engine_and_sees_the_same_engine_as_its_socket(
         let (a, b) = (over_ssh.info().await.unwrap(), direct.info().await.unwrap());
         assert_eq!(a.id, b.id, "ssh:// reached another engine than the remote host's");
         assert_ne!(a.id, engine().await.info().await.unwrap().id, "ssh:// reached the local engine");
+        // A sandbox there, and its inner engine from here through the sandbox's forward.
+        let sb = didx::Sandbox::builder().server_version("local").start(&over_ssh).await.expect("a sandbox over ssh");
+        let id = sb.id().to_string();
+        let inner = sb.docker().await.expect("the inner engine through the forward").info().await.unwrap();
+        assert!(inner.id.is_some() && inner.id != a.id, "sb.docker() reached {:?}, the remote engine is {:?}", inner.id, a.id);
+        assert!(leftovers_on(&direct, &id).await.iter().any(|l| l.starts_with("container")), "the sandbox is not on the remote engine");
+        sb.rm().await.unwrap();
+        assert_eq!(leftovers_on(&direct, &id).await, Vec::<String>::new());
         drop(over_ssh);
     });
     let t0 = Instant::now();
@@ -354,4 +362,90 @@ fn assert_kept_there_then_remove(r: &HashMap<String, String>, run: Run) {
         assert_eq!(on_local, Vec::<String>::new(), "on the local engine");
         assert_eq!(leftovers_on(&there, &id).await, Vec::<String>::new());
     });
+}
+
+#[test]
+fn didx_env_on_an_ssh_engine_gives_local_clients_the_inner_engine_until_the_environment_ends() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("env");
+    let run = from_output(remote_cmd(&r, t.path(), &["-H", &r["DIDX_REMOTE_HOST"], "--clean", "none", "version"]).output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.show());
+    let id = run.env_id().unwrap();
+    let there = rt().block_on(remote_engine(&r));
+    let env = from_output(remote_cmd(&r, t.path(), &["-H", &r["DIDX_REMOTE_HOST"], "env", "--json", &id]).output().unwrap());
+    let check = || -> Result<(), String> {
+        if env.code != 0 {
+            return Err(env.show());
+        }
+        let v: serde_json::Value = serde_json::from_str(env.stdout.trim()).map_err(|e| format!("{e}: {}", env.show()))?;
+        let (host, certs) = (v["docker_host"].as_str().unwrap_or_default(), v["docker_cert_path"].as_str().unwrap_or_default());
+        if !host.starts_with("tcp://127.0.0.1:") {
+            return Err(format!("not a local address: {}", env.show()));
+        }
+        // The local docker CLI, and the Python SDK (without the CA bundles that would override
+        // the environment's CA, see the book's host access guide), through the forward.
+        let cli = Command::new("docker")
+            .args(["info", "--format", "{{.ID}}"])
+            .env("DOCKER_HOST", host)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", certs)
+            .output()
+            .unwrap();
+        let inner = String::from_utf8_lossy(&cli.stdout).trim().to_string();
+        let py = Command::new("/usr/bin/python3")
+            .args(["-c", "import docker; print(docker.from_env().info()['ID'])"])
+            .env("DOCKER_HOST", host)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", certs)
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE")
+            .output()
+            .unwrap();
+        let by_python = String::from_utf8_lossy(&py.stdout).trim().to_string();
+        let (remote_id, local_id) = rt().block_on(async { (there.info().await.unwrap().id, engine().await.info().await.unwrap().id) });
+        if inner.is_empty() || inner != by_python || Some(&inner) == remote_id.as_ref() || Some(&inner) == local_id.as_ref() {
+            return Err(format!(
+                "cli {inner:?} ({}), python {by_python:?} ({}), remote engine {remote_id:?}, local engine {local_id:?}",
+                String::from_utf8_lossy(&cli.stderr),
+                String::from_utf8_lossy(&py.stderr)
+            ));
+        }
+        Ok(())
+    };
+    let checked = check();
+    rt().block_on(async { didx::env::remove(&there, &id).await.unwrap() });
+    checked.unwrap();
+    // The holder `didx env` left ends with the environment, and its ssh with it.
+    let t0 = Instant::now();
+    while !processes_mentioning(&format!("--hold -- {id}")).is_empty() && t0.elapsed() < scaled(Duration::from_secs(10)) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(processes_mentioning(&format!("--hold -- {id}")), Vec::<String>::new(), "the forward's holder outlived its environment");
+    let t0 = Instant::now();
+    while !processes_mentioning(&t.path().display().to_string()).is_empty() && t0.elapsed() < scaled(Duration::from_secs(5)) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new(), "ssh processes outlived the holder");
+}
+
+#[test]
+fn a_host_command_on_an_ssh_engine_reaches_the_inner_engine_through_the_run_s_forward() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("hostcmd");
+    let run = from_output(
+        remote_cmd(
+            &r,
+            t.path(),
+            &["-H", &r["DIDX_REMOTE_HOST"], "--clean", "anycase", "host: docker info --format inner={{.ID}}; echo at=$DOCKER_HOST"],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(run.stdout.contains("inner=") && run.stdout.contains("at=tcp://127.0.0.1:"), "{}", run.show());
+    let id = run.env_id().unwrap();
+    rt().block_on(async { assert_eq!(leftovers_on(&remote_engine(&r).await, &id).await, Vec::<String>::new()) });
+    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new());
 }

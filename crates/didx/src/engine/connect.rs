@@ -24,6 +24,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Engine {
     pub(super) docker: Docker,
     host: String,
+    /// An engine over SSH: the master connection its connections and forwards go over.
+    ssh: Option<std::sync::Arc<super::ssh::Master>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -105,8 +107,7 @@ impl Engine {
         let docker = Docker::connect_with_custom_transport(transport, Some("http://docker"), u64::MAX, bollard::API_DEFAULT_VERSION)
             .map_err(|source| Error::Unreachable { host: host.clone(), source })?;
         match Engine::negotiated(docker, host.clone()).await {
-            // The master lives as long as the client's connector: this handle and its clones.
-            Ok(engine) => Ok(engine),
+            Ok(engine) => Ok(Engine { ssh: Some(master), ..engine }),
             // The session's own words say more than a closed connection (no docker there, a
             // docker that cannot reach its engine).
             Err(Error::Unreachable { source, .. }) if !master.said().is_empty() => Err(unreachable(std::io::Error::other(format!(
@@ -120,7 +121,7 @@ impl Engine {
     async fn negotiated(docker: Docker, host: String) -> Result<Engine> {
         let docker = docker.with_timeout(BOLLARD_TIMEOUT);
         match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
-            Ok(Ok(docker)) => Ok(Engine { docker, host }),
+            Ok(Ok(docker)) => Ok(Engine { docker, host, ssh: None }),
             Ok(Err(source)) => Err(Error::Unreachable { host, source }),
             Err(_) => Err(Error::Unreachable { host, source: BollardError::RequestTimeoutError }),
         }
@@ -129,6 +130,24 @@ impl Engine {
     /// The address connected to.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Whether the engine is reached over SSH (`ssh://`): ports it publishes on its machine's
+    /// loopback are reached from here through [`Engine::forward`].
+    pub(crate) fn is_ssh(&self) -> bool {
+        self.ssh.is_some()
+    }
+
+    /// For an engine over SSH: a listener on this machine's loopback carrying each connection
+    /// over the SSH connection to `port` on the engine machine's loopback (where didx
+    /// publishes the inner engine's port, and `--publish` by default), held until dropped.
+    /// `None` for an engine reached otherwise.
+    pub(crate) async fn forward(&self, port: u16) -> Result<Option<super::ssh::Forward>> {
+        let Some(master) = &self.ssh else { return Ok(None) };
+        let fwd = super::ssh::Forward::open(std::sync::Arc::clone(master), port)
+            .await
+            .map_err(|e| Error::io(format!("forwarding a local port to port {port} on {}", self.host), e))?;
+        Ok(Some(fwd))
     }
 
     /// The environment a docker CLI needs to talk to this same engine: `DOCKER_HOST` (an

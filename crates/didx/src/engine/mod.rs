@@ -65,4 +65,5 @@ pub use connect::{DEFAULT_HOST, Engine, cli_env_for};
 pub use exec::ExecAs;
 pub use image::split_reference;
 pub use lease::Lease;
+pub(crate) use ssh::Forward;
 pub(crate) use ports::port_holder;

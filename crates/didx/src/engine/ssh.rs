@@ -186,7 +186,8 @@ impl Master {
                 if let Some(mut e) = child.stderr.take() {
                     let _ = e.read_to_string(&mut err).await;
                 }
-                return Err(io::Error::other(format!("ssh: {}", last_line(&err, || format!("exited with {status}")))));
+                let said = last_line(&err, || format!("exited with {status}"));
+                return Err(io::Error::other(if said.starts_with("ssh:") { said } else { format!("ssh: {said}") }));
             }
             if Instant::now() > deadline {
                 let _ = child.start_kill();
@@ -243,6 +244,71 @@ impl Master {
             });
         }
         Ok(SshStream { _child: child, stdin: Some(TokioIo::new(stdin)), stdout: TokioIo::new(stdout) })
+    }
+}
+
+impl Master {
+    /// A session carrying its stdin and stdout to `127.0.0.1:port` as the remote machine sees
+    /// it (`ssh -W`): one forwarded connection.
+    fn tunnel(&self, port: u16) -> io::Result<Child> {
+        let mut cmd = Command::new(&self.ssh[0]);
+        cmd.args(&self.ssh[1..])
+            .args(["-o", "ControlMaster=no", "-o"])
+            .arg(format!("ControlPath={}", self.ctl.display()))
+            .args(["-o", "BatchMode=yes", "-W"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(self.addr.args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        cmd.spawn()
+    }
+}
+
+/// A listener on this machine's loopback whose every connection is carried over the master
+/// to a port on the remote machine's loopback (where the engine publishes ports). Ends (its
+/// listener closed, its connections cut) when dropped.
+#[derive(Debug)]
+pub struct Forward {
+    local: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forward {
+    /// Listens on `127.0.0.1` (a port the system picks) and carries each connection to the
+    /// remote machine's `127.0.0.1:remote_port`.
+    pub(crate) async fn open(master: Arc<Master>, remote_port: u16) -> io::Result<Forward> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let local = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let mut open = tokio::task::JoinSet::new();
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let master = Arc::clone(&master);
+                open.spawn(async move {
+                    let Ok(mut child) = master.tunnel(remote_port) else { return };
+                    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else { return };
+                    let mut remote = tokio::io::join(stdout, stdin);
+                    let _ = tokio::io::copy_bidirectional(&mut sock, &mut remote).await;
+                });
+                // Reap the finished ones as it goes.
+                while open.try_join_next().is_some() {}
+            }
+        });
+        Ok(Forward { local, task })
+    }
+
+    /// The local address: `127.0.0.1:PORT`.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        // Aborting the task drops the listener and every connection's session (its ssh is
+        // killed on drop).
+        self.task.abort();
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Environment {
     /// `--engine host` talks to); it ends when this does.
     #[expect(dead_code, reason = "held, not read: dropping it ends it")]
     pub(super) guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// For an engine over SSH: the local forwards to ports published on the engine machine's
+    /// loopback, by that port, opened when first asked for and held as long as this handle.
+    pub(super) forwards: tokio::sync::Mutex<std::collections::HashMap<u16, crate::engine::Forward>>,
 }
 
 impl Environment {
@@ -56,6 +59,7 @@ impl Environment {
             leases: placed.leases,
             exec_as: ExecAs::default(),
             guard: placed.guard,
+            forwards: Default::default(),
         })
     }
 

@@ -77,18 +77,29 @@ fn check_name(id: &str) -> Result<()> {
 impl Environment {
     /// How a host tool reaches this environment's inner engine: its endpoint, and its client
     /// certificate written to `$DIDX_CACHE_DIR/env/<id>/` (0700; removed with the
-    /// environment). [`Error::EndpointElsewhere`] when the engine is not on this machine.
+    /// environment). For an engine over SSH, the ports are local forwards over its SSH
+    /// connection, held as long as this handle. [`Error::EndpointElsewhere`] when the engine
+    /// is on another machine and not reached over SSH.
     pub async fn host_access(&self) -> Result<HostAccess> {
         let engine = self.docker("reaching an inner engine from the host")?;
         let host = engine.host();
-        if !is_on_this_machine(host) {
+        if !is_on_this_machine(host) && !engine.is_ssh() {
             return Err(Error::EndpointElsewhere { host: host.to_string() });
         }
         let server = self.inner_server()?;
         let inspect = engine.inspect(&server.id).await?;
         let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());
         let port = published_port(ports).ok_or_else(|| Error::NoEndpoint { server: server.name.clone(), ip: PUBLISHED_IP, port: TLS_PORT })?;
-        let published = all_bound(ports);
+        let port = self.reach_port(port).await?;
+        let mut published = all_bound(ports);
+        if engine.is_ssh() {
+            // Over SSH, what the engine's machine publishes on its loopback (or on all its
+            // addresses) is reached through a forward to its loopback; the rest is said as bound.
+            for p in published.iter_mut().filter(|p| p.proto == crate::publish::Proto::Tcp && (p.ip == "127.0.0.1" || p.ip == "0.0.0.0")) {
+                p.host_port = self.reach_port(p.host_port).await?;
+                p.ip = PUBLISHED_IP.to_string();
+            }
+        }
         let certs = self.client_certificates().await?;
         let cert_path = certdir::write(host, self.id.as_str(), &certs)?;
         Ok(HostAccess { id: self.id.to_string(), docker_host: format!("tcp://{PUBLISHED_IP}:{port}"), cert_path, published })
@@ -105,7 +116,42 @@ impl Environment {
 /// `Environment::host_access` for the running environment `id` — its id or its server's or
 /// client's container name — on `engine`. First sweeps the certificate directories of this
 /// engine's environments that no longer exist (gone without didx: reaped, `docker rm -f`).
+/// For an engine over SSH the ports it names are forwards that end with this call: use
+/// [`hold_host_access`] there.
 pub async fn host_access(engine: &Engine, id: &str) -> Result<HostAccess> {
+    view(engine, id).await?.host_access().await
+}
+
+/// [`host_access`], with what it opened held: for an engine over SSH, the local forwards its
+/// ports are, until [`HeldAccess::until_gone`] returns (the environment ended) or it is
+/// dropped. (For an engine on this machine nothing needs holding.)
+pub async fn hold_host_access(engine: &Engine, id: &str) -> Result<HeldAccess> {
+    let env = view(engine, id).await?;
+    let access = env.host_access().await?;
+    Ok(HeldAccess { access, env })
+}
+
+/// What [`hold_host_access`] found, and the forwards it holds.
+#[derive(Debug)]
+pub struct HeldAccess {
+    /// How a host tool reaches the environment (its ports are the held forwards').
+    pub access: HostAccess,
+    env: Environment,
+}
+
+impl HeldAccess {
+    /// Waits until the environment's server stops (removed, reaped, its engine gone), then
+    /// ends the forwards.
+    pub async fn until_gone(self) -> Result<()> {
+        let server = self.env.inner_server()?;
+        // A stopped server (or a lost engine) ends the wait either way.
+        let _ = self.env.docker("waiting for an environment to end")?.wait(&server.id).await;
+        Ok(())
+    }
+}
+
+/// A handle on the running environment `id` (never removed or released from here).
+async fn view(engine: &Engine, id: &str) -> Result<Environment> {
     check_name(id)?;
     let listed = std::time::SystemTime::now();
     let containers = engine.containers(labels::filter(None)).await?;
@@ -151,8 +197,9 @@ pub async fn host_access(engine: &Engine, id: &str) -> Result<HostAccess> {
         leases: Vec::new(),
         exec_as: crate::engine::ExecAs::default(),
         guard: None,
+        forwards: Default::default(),
     };
-    env.host_access().await
+    Ok(env)
 }
 
 #[cfg(test)]

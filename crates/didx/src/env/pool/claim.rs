@@ -53,6 +53,7 @@ pub async fn claim(
             leases: Vec::new(),
             exec_as: crate::engine::ExecAs::default(),
             guard: None,
+            forwards: Default::default(),
         };
         match take(engine, name, spec, env, &key).await {
             Ok(mut env) => {
