@@ -480,14 +480,28 @@ listening() {
 # return) or its end (the owning didx is gone: end this container). The server ends by its
 # dockerd's death (its PID 1 then exits), the client by PID 1's own exit.
 hold() {
+	# Counted on from where a reader before this one (see rehold) left off: the count only grows.
+	beats=0
+	if [ -f "$LEASE_DIR/beat" ]; then read -r beats <"$LEASE_DIR/beat" || beats=0; fi
 	while IFS= read -r line; do
 		if [ "$line" = release ]; then
 			mkdir -p "$LEASE_DIR"
 			: >"$LEASE_DIR/released"
 			return 0
 		fi
+		# A word from didx (its `beat` over SSH): counted where watch_beat looks (builtins
+		# only: no process per beat).
+		if [ -n "${DIDX_LEASE_BEAT:-}" ]; then
+			beats=$((beats + 1))
+			echo "$beats" >"$LEASE_DIR/beat"
+		fi
 	done
-	log "lease lost: the didx process that owned this environment is gone; ending it"
+	lease_lost "the didx process that owned this environment is gone"
+}
+
+# lease_lost WHY: end this container (its dockerd, else PID 1), as its lease says.
+lease_lost() {
+	log "lease lost: $1; ending it"
 	mkdir -p "$LEASE_DIR"
 	: >"$LEASE_DIR/ended"
 	if [ -f "$LEASE_DIR/dockerd.pid" ]; then
@@ -495,6 +509,24 @@ hold() {
 	else
 		kill -TERM 1
 	fi
+}
+
+# watch_beat: with DIDX_LEASE_BEAT=N (didx on an engine over SSH says `beat` every second),
+# end this container when no word came for N seconds: a link that drops silently closes
+# nothing here until the sshd notices, if it is told to. Ends once the lease is released or
+# ended. One `sleep` every N seconds; the count is read with a builtin.
+watch_beat() {
+	last=-1
+	while sleep "$DIDX_LEASE_BEAT"; do
+		if [ -e "$LEASE_DIR/released" ] || [ -e "$LEASE_DIR/ended" ]; then return 0; fi
+		n=0
+		if [ -f "$LEASE_DIR/beat" ]; then read -r n <"$LEASE_DIR/beat" || n=0; fi
+		if [ "$n" = "$last" ]; then
+			lease_lost "no word from its didx for ${DIDX_LEASE_BEAT}s (its connection is lost)"
+			return 0
+		fi
+		last=$n
+	done
 }
 
 # watch_stdin: hold on this container's own stdin, in the background, for as long as it takes.
@@ -509,8 +541,10 @@ hold() {
 HOLDER=""
 watch_stdin() {
 	exec 3<&0
+	mkdir -p "$LEASE_DIR"
 	hold <&3 &
 	HOLDER=$!
+	if [ -n "${DIDX_LEASE_BEAT:-}" ]; then watch_beat </dev/null & fi
 	trap 'rehold' CHLD
 }
 

@@ -256,7 +256,7 @@ impl Drop for LinkDown {
 }
 
 #[test]
-fn a_cut_link_to_an_ssh_engine_ends_the_remote_environment_within_seconds_and_the_run_fails() {
+fn a_cut_link_to_an_ssh_engine_ends_the_remote_environment_by_its_beat_and_the_run_fails() {
     let _link = LINK.write().unwrap_or_else(|e| e.into_inner());
     let r = remote();
     let t = tmp("cut");
@@ -279,10 +279,11 @@ fn a_cut_link_to_an_ssh_engine_ends_the_remote_environment_within_seconds_and_th
         .and_then(|c| c.labels?.get(labels::ENV).cloned())
         .expect("this run's environment on the remote engine");
     let cut = LinkDown::new(&r["DIDX_REMOTE_NETNS"]);
-    // The remote sshd drops a client that stops answering within 3 s (ClientAliveInterval 1,
-    // ClientAliveCountMax 3): its sessions end, the engine sees the lease's connection close.
+    // The remote sshd, a stock one, does not notice (no ClientAliveInterval): the containers
+    // end themselves when didx's beat stops (a word every second; they give up after 6 s of
+    // silence, checking every 6 s: within 12 s, then the engine removes them).
     let t0 = Instant::now();
-    let within = scaled(Duration::from_secs(10));
+    let within = scaled(Duration::from_secs(16));
     loop {
         let left = rt().block_on(leftovers_on(&remote_engine, &id));
         if left.is_empty() {

@@ -6,6 +6,8 @@ use bollard::query_parameters as qp;
 use futures_util::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use std::sync::Arc;
+
 use super::call::{QUICK_TIMEOUT, quick};
 use super::connect::Engine;
 use super::exec::OutputStream;
@@ -19,14 +21,36 @@ impl Engine {
         /// the bootstrap reads them), then "go": its PID 1 goes on to the entrypoint. When the
         /// attached connection closes without a `release` line — this process ended, however —
         /// the container ends itself.
+        ///
+        /// On an engine over SSH it also says `beat` every [`BEAT_EVERY`]: a link that drops
+        /// silently closes nothing at the other end, and the container (made with
+        /// `DIDX_LEASE_BEAT`, see the recipe's `held`) ends itself when its didx falls silent.
         async fn attach_lease(&self, container: &str, handover: &[u8]) -> Result<Lease> {
             let opts = qp::AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
             let attached = quick("attach container", container, self.docker.attach_container(container, Some(opts))).await?;
             let mut output = attached.output;
             let drain = tokio::spawn(async move { while let Some(Ok(_)) = output.next().await {} });
-            let mut lease = Lease { container: container.to_string(), input: attached.input, _output: None, drain: Some(drain) };
+            let mut lease = Lease {
+                container: container.to_string(),
+                input: Arc::new(tokio::sync::Mutex::new(attached.input)),
+                _output: None,
+                drain: Some(drain),
+                beat: None,
+            };
             let said = [handover, b"go\n"].concat();
             lease.tell(&said, false, "start lease", "starting").await?;
+            if self.is_ssh() {
+                let input = Arc::clone(&lease.input);
+                lease.beat = Some(tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(BEAT_EVERY).await;
+                        let mut w = input.lock().await;
+                        if w.write_all(b"beat\n").await.is_err() || w.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
             Ok(lease)
         }
     }
@@ -39,7 +63,7 @@ impl Engine {
             // stdout and stderr attached too: engines (20.10 seen) that attach stdin alone never
             // read the connection, so never see it close.
             let (_, output, input) = self.attached_exec(container, argv).await?;
-            Ok(Lease { container: container.to_string(), input, _output: Some(output), drain: None })
+            Ok(Lease { container: container.to_string(), input: Arc::new(tokio::sync::Mutex::new(input)), _output: Some(output), drain: None, beat: None })
         }
     }
 }
@@ -48,16 +72,23 @@ impl Engine {
 /// process would); [`Lease::release`] hands the container over instead.
 pub struct Lease {
     container: String,
-    input: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
+    input: Arc<tokio::sync::Mutex<std::pin::Pin<Box<dyn AsyncWrite + Send>>>>,
     _output: Option<OutputStream>,
     /// Reads and drops an attached container's output.
     drain: Option<tokio::task::JoinHandle<()>>,
+    /// Says `beat` on the input (an engine over SSH).
+    beat: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// How often a lease over SSH says `beat` (the container gives up after the recipe's
+/// `BEAT_LIMIT_SECS` without a word).
+pub const BEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(d) = self.drain.take() {
-            d.abort();
+        // The beat first: it holds the input too, which must close with this value.
+        for task in [self.beat.take(), self.drain.take()].into_iter().flatten() {
+            task.abort();
         }
     }
 }
@@ -86,15 +117,30 @@ impl Lease {
         self.tell(b"", true, "end lease", "ending the lease on").await
     }
 
-    /// Write `line` to the held container's stdin (then close it, with `close`), bounded by
-    /// [`QUICK_TIMEOUT`]; `op` and `doing` name the step in an error.
+    /// Write `line` to the held container's stdin (then close it, with `close`: the beats stop
+    /// first, once none is half written), bounded by [`QUICK_TIMEOUT`]; `op` and `doing` name
+    /// the step in an error.
     async fn tell(&mut self, line: &[u8], close: bool, op: &'static str, doing: &str) -> Result<()> {
+        let shared = Arc::clone(&self.input);
+        let beat = if close { self.beat.take() } else { None };
+        let stop = beat.as_ref().map(|b| b.abort_handle());
         let said = async {
-            self.input.write_all(line).await?;
-            self.input.flush().await?;
-            if close { self.input.shutdown().await } else { Ok(()) }
+            // The lock waits for a beat being written; aborted after that, the beat task
+            // writes no more (it takes the lock for each one).
+            let mut input = shared.lock().await;
+            if let Some(b) = beat {
+                b.abort();
+            }
+            input.write_all(line).await?;
+            input.flush().await?;
+            if close { input.shutdown().await } else { Ok(()) }
         };
-        match tokio::time::timeout(QUICK_TIMEOUT, said).await {
+        let said = tokio::time::timeout(QUICK_TIMEOUT, said).await;
+        // Stopped whatever the answer (a timed-out close must not leave it beating).
+        if let Some(stop) = stop {
+            stop.abort();
+        }
+        match said {
             Ok(r) => r.map_err(|e| Error::io(format!("{doing} {}", self.container), e)),
             Err(_) => Err(Error::TimedOut { op, target: self.container.clone(), after: QUICK_TIMEOUT, idle: false }),
         }

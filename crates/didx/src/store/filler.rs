@@ -160,7 +160,7 @@ async fn start_filler(engine: &Engine, store: &Store, shape: &FillerShape, drain
         crate::backend::docker::start::first_isolation(engine, shape.isolation, &shape.engine_id, &store.image, &store.name).await?;
     let files = crate::backend::docker::recipe::handover(&[crate::backend::docker::recipe::ENTRYPOINT_FILE])?;
     loop {
-        let id = match engine.create_container(&name, crate::backend::docker::recipe::held(filler.body(&iso))).await {
+        let id = match engine.create_container(&name, crate::backend::docker::recipe::held(filler.body(&iso), engine.is_ssh())).await {
             Ok(id) => id,
             Err(e) if status_of(&e) == Some(409) => return Ok(None),
             Err(e) => match message_of(&e).and_then(|m| iso.drop_unknown(m)) {

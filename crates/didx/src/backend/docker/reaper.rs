@@ -57,7 +57,7 @@ pub(super) fn body(spec: &EnvSpec, socket: &str, created: u64) -> ContainerCreat
 /// Create and start the reaper of `spec`'s environment, held from its start; `socket` is the
 /// engine's socket as the engine's machine names it. Its lease comes back with its id.
 pub(super) async fn start(engine: &Engine, spec: &EnvSpec, socket: &str, created: u64) -> Result<(String, Lease)> {
-    let id = engine.create_container(&name(spec), recipe::held(body(spec, socket, created))).await?;
+    let id = engine.create_container(&name(spec), recipe::held(body(spec, socket, created), engine.is_ssh())).await?;
     engine.start(&id).await?;
     let lease = engine.attach_lease(&id, &recipe::handover(&[recipe::ENTRYPOINT_FILE])?).await?;
     Ok((id, lease))
@@ -78,7 +78,7 @@ mod tests {
     fn a_reaper_binds_the_engine_socket_has_no_network_and_is_labelled_and_held() {
         let spec =
             EnvSpec { storage_driver: "overlay2".into(), lease: true, engine_mode: crate::spec::EngineMode::Host, ..EnvSpec::example() };
-        let b = recipe::held(body(&spec, "/run/host.sock", 7));
+        let b = recipe::held(body(&spec, "/run/host.sock", 7), false);
         let hc = b.host_config.as_ref().unwrap();
         assert_eq!(hc.binds.as_deref(), Some(&["/run/host.sock:/var/run/docker.sock".to_string()][..]));
         assert_eq!((hc.auto_remove, hc.network_mode.as_deref()), (Some(true), Some("none")));

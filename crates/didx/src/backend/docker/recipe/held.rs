@@ -74,10 +74,17 @@ pub(crate) fn handover(files: &[Entry<'_>]) -> Result<Vec<u8>> {
 /// started by a didx that died before attaching to it stays.
 pub(super) const GO_WITHIN_SECS: u64 = 15;
 
+/// On an engine over SSH, the held container's stdin carries a `beat` line every
+/// `engine::BEAT_EVERY` (see [`crate::engine::Engine::attach_lease`]); with no word
+/// for this many seconds the entrypoint ends the container, as when its stdin closes. (A link
+/// that drops silently closes nothing until the remote sshd notices, if it is told to.)
+pub(crate) const BEAT_LIMIT_SECS: u64 = 6;
+
 /// `body` made to be held by its didx from its start: stdin open to one attach (closed when
 /// that attach ends), PID 1 the [`BOOTSTRAP`] running the body's entrypoint and command, and
-/// `DIDX_LEASE=stdin` so the entrypoint keeps watching stdin.
-pub(crate) fn held(mut body: ContainerCreateBody) -> ContainerCreateBody {
+/// `DIDX_LEASE=stdin` so the entrypoint keeps watching stdin; with `beat` (an engine over
+/// SSH), `DIDX_LEASE_BEAT` too: it also ends when its didx falls silent.
+pub(crate) fn held(mut body: ContainerCreateBody, beat: bool) -> ContainerCreateBody {
     let mut argv = body.entrypoint.take().unwrap_or_default();
     argv.extend(body.cmd.take().unwrap_or_default());
     body.entrypoint = Some(vec!["/bin/sh".to_string(), "-c".to_string(), BOOTSTRAP.to_string(), "didx-bootstrap".to_string()]);
@@ -85,7 +92,11 @@ pub(crate) fn held(mut body: ContainerCreateBody) -> ContainerCreateBody {
     body.open_stdin = Some(true);
     body.stdin_once = Some(true);
     body.attach_stdin = Some(true);
-    body.env.get_or_insert_with(Vec::new).extend(["DIDX_LEASE=stdin".to_string(), format!("DIDX_GO_WITHIN={GO_WITHIN_SECS}")]);
+    let env = body.env.get_or_insert_with(Vec::new);
+    env.extend(["DIDX_LEASE=stdin".to_string(), format!("DIDX_GO_WITHIN={GO_WITHIN_SECS}")]);
+    if beat {
+        env.push(format!("DIDX_LEASE_BEAT={BEAT_LIMIT_SECS}"));
+    }
     body
 }
 
@@ -101,7 +112,7 @@ mod tests {
     fn a_held_container_boots_through_stdin_into_the_same_entrypoint_and_command() {
         let (s, tls) = (spec(), tls());
         let plain = Server { spec: &s, name: "n", tls: &tls, created: 1, pool: None, net: None }.body(&Isolation::Privileged);
-        let h = held(plain.clone());
+        let h = held(plain.clone(), false);
         assert_eq!(h.entrypoint.as_deref().unwrap()[..2], ["/bin/sh".to_string(), "-c".to_string()]);
         assert_eq!(h.entrypoint.as_deref().unwrap()[2], BOOTSTRAP);
         let mut argv = plain.entrypoint.clone().unwrap();
@@ -121,8 +132,13 @@ mod tests {
                 engine_socket: None,
             }
             .body(),
+            true,
         );
-        assert!(c.env.unwrap().ends_with(&["DIDX_LEASE=stdin".to_string(), format!("DIDX_GO_WITHIN={GO_WITHIN_SECS}")]));
+        assert!(c.env.unwrap().ends_with(&[
+            "DIDX_LEASE=stdin".to_string(),
+            format!("DIDX_GO_WITHIN={GO_WITHIN_SECS}"),
+            format!("DIDX_LEASE_BEAT={BEAT_LIMIT_SECS}")
+        ]));
     }
 
     fn entry<'a>(path: &'a str, mode: u32, data: &'a [u8]) -> Entry<'a> {
