@@ -54,6 +54,9 @@ struct Where {
     pooled: bool,
     removing: bool,
     started: bool,
+    /// A kept environment (`--clean none`, `success`) in place and released: it stays when
+    /// didx ends. Until then every start is held, and ends itself if didx does.
+    released: bool,
 }
 
 impl RunJob {
@@ -161,7 +164,12 @@ impl RunJob {
                         say(format!("inner engine answered over TLS after {:.2} s", elapsed.as_secs_f64()))
                     }
                     // Released to be kept: nothing for the helper to remove if the run dies.
-                    StartEvent::Placed { held: false } => with_helper(&|h| h.kept()),
+                    StartEvent::Placed { held: false } => {
+                        if let Ok(mut w) = at.lock() {
+                            w.released = true;
+                        }
+                        with_helper(&|h| h.kept())
+                    }
                     _ => {}
                 }
             }
@@ -227,7 +235,14 @@ impl RunJob {
             }
             Event::Removing { id, names } => {
                 if let Ok(mut w) = at.lock() {
-                    *w = Where { env: Some((id.to_string(), (*names).clone())), removing: true, started: true, ..Where::default() };
+                    let released = w.released;
+                    *w = Where {
+                        env: Some((id.to_string(), (*names).clone())),
+                        removing: true,
+                        started: true,
+                        released,
+                        ..Where::default()
+                    };
                 }
             }
             Event::Removed { names: [server, client] } => {
@@ -274,21 +289,24 @@ impl RunJob {
                             f.get_or_insert(sig);
                         }
                         cancel.cancel();
-                        let w = at.lock().map(|w| (w.env.clone(), w.pooled, w.removing, w.started)).unwrap_or_default();
+                        let w = at.lock().map(|w| (w.env.clone(), w.pooled, w.removing, w.started, w.released)).unwrap_or_default();
+                        // Held by this run: its policy removes it, or it is a kept one not yet
+                        // in place (every start is held until then).
+                        let held = |released: bool| leased || !released;
                         match w {
-                            (Some((id, names)), _, true, _) => {
+                            (Some((id, names)), _, true, _, released) => {
                                 left_behind(engine.host(), sig, &id, &names);
-                                if leased {
+                                if held(released) {
                                     ends_itself();
                                 }
                                 return Ok(sig.code());
                             }
-                            (Some((id, names)), pooled, false, started) if again => {
+                            (Some((id, names)), pooled, false, started, released) if again => {
                                 if pooled && !started {
                                     say(format!("roll-back cut short by {}; what is left shows in: didx --clean rpt", sig.name()));
                                 } else {
                                     left_behind(engine.host(), sig, &id, &names);
-                                    if leased {
+                                    if held(released) {
                                         ends_itself();
                                     }
                                 }
