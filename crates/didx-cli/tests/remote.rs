@@ -450,3 +450,30 @@ fn a_host_command_on_an_ssh_engine_reaches_the_inner_engine_through_the_run_s_fo
     rt().block_on(async { assert_eq!(leftovers_on(&remote_engine(&r).await, &id).await, Vec::<String>::new()) });
     assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new());
 }
+
+#[test]
+fn load_on_an_ssh_engine_seeds_from_the_remote_engine_s_own_image() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("load");
+    let there = rt().block_on(remote_engine(&r));
+    // An image only the remote engine holds (made there, through its socket).
+    let image = format!("didx-remote-load-{}:t", std::process::id());
+    rt().block_on(busybox_image(&there, &image));
+    let local_has = rt().block_on(async { engine().await.image(&image).await.unwrap().is_some() });
+    let run = from_output(
+        remote_cmd(
+            &r,
+            t.path(),
+            &["-H", &r["DIDX_REMOTE_HOST"], "--clean", "anycase", "--load", &image, "images --format {{.Repository}}:{{.Tag}}"],
+        )
+        .output()
+        .unwrap(),
+    );
+    rt().block_on(async { there.remove_image(&image).await.ok() });
+    assert!(!local_has, "the local engine holds {image}: the test proves nothing");
+    assert_eq!(run.code, 0, "{}", run.show());
+    assert!(run.stdout.contains(&image), "{}", run.show());
+    let id = run.env_id().unwrap();
+    rt().block_on(async { assert_eq!(leftovers_on(&there, &id).await, Vec::<String>::new()) });
+}
