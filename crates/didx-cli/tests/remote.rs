@@ -77,6 +77,45 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     out
 }
 
+/// Waits up to `within` (scaled) until no process mentions `needle`, then asserts none does.
+fn assert_no_process_mentions(needle: &str, within: Duration, what: &str) {
+    let t0 = Instant::now();
+    while !processes_mentioning(needle).is_empty() && t0.elapsed() < scaled(within) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(processes_mentioning(needle), Vec::<String>::new(), "{what}");
+}
+
+/// Waits up to `within` (scaled) until nothing of environment `id` is on engine `e`; past it,
+/// removes what is left and panics. `after` names the event timed from now.
+fn assert_remote_gone_within(e: &Engine, id: &str, within: Duration, after: &str) {
+    let t0 = Instant::now();
+    loop {
+        let left = rt().block_on(leftovers_on(e, id));
+        if left.is_empty() {
+            eprintln!("remote environment {id} gone {:.2} s after {after}", t0.elapsed().as_secs_f64());
+            return;
+        }
+        if t0.elapsed() > scaled(within) {
+            rt().block_on(async { didx::env::remove(e, id).await.unwrap() });
+            panic!("remote environment {id} left {within:?} after {after}: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A run of `--clean anycase` on the remote host: it succeeded, and neither engine keeps
+/// anything of it, nor does any ssh process of its TMPDIR `t` live on.
+fn assert_ran_and_left_nothing(r: &HashMap<String, String>, t: &std::path::Path, run: &Run) {
+    assert_eq!(run.code, 0, "{}", run.show());
+    let id = run.env_id().expect("an environment id");
+    rt().block_on(async {
+        assert_eq!(leftovers_on(&remote_engine(r).await, &id).await, Vec::<String>::new(), "the remote engine keeps something");
+        assert_eq!(leftovers(Some(&id)).await, Vec::<String>::new(), "the local engine got something of a remote run");
+    });
+    assert_no_process_mentions(&t.display().to_string(), Duration::from_secs(5), "its ssh outlived it");
+}
+
 /// A private temporary directory for one test's didx (removed on drop).
 fn tmp(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("didx-remote-{tag}-")).tempdir().unwrap()
@@ -95,15 +134,8 @@ fn a_run_on_an_ssh_engine_runs_there_and_leaves_both_engines_as_found() {
     .output()
     .unwrap();
     let run = from_output(out);
-    assert_eq!(run.code, 0, "{}", run.show());
+    assert_ran_and_left_nothing(&r, t.path(), &run);
     assert!(run.stdout.contains("hello-remote") && run.stdout.contains("inner="), "{}", run.show());
-    let id = run.env_id().expect("an environment id");
-    rt().block_on(async {
-        assert_eq!(leftovers_on(&remote_engine(&r).await, &id).await, Vec::<String>::new(), "the remote engine keeps something");
-        assert_eq!(leftovers(Some(&id)).await, Vec::<String>::new(), "the local engine got something of a remote run");
-    });
-    // Its ssh master and sessions ended with it.
-    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new());
 }
 
 #[test]
@@ -158,26 +190,9 @@ fn sigkill_of_didx_on_an_ssh_engine_leaves_nothing_there_within_seconds() {
     let id = env_ids[0].clone();
     child.kill().unwrap();
     child.wait().unwrap();
-    let t0 = Instant::now();
-    let within = scaled(Duration::from_secs(10));
-    loop {
-        let left = rt().block_on(leftovers_on(&remote_engine, &id));
-        if left.is_empty() {
-            eprintln!("remote environment {id} gone {:.2} s after the SIGKILL", t0.elapsed().as_secs_f64());
-            break;
-        }
-        if t0.elapsed() > within {
-            rt().block_on(async { didx::env::remove(&remote_engine, &id).await.unwrap() });
-            panic!("remote environment {id} left after {within:?}: {left:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_remote_gone_within(&remote_engine, &id, Duration::from_secs(10), "the SIGKILL");
     // Its ssh master ended with it (the kernel's parent-death signal), and the sessions with it.
-    let t0 = Instant::now();
-    while !processes_mentioning(&t.path().display().to_string()).is_empty() && t0.elapsed() < scaled(Duration::from_secs(5)) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new(), "ssh processes outlived didx");
+    assert_no_process_mentions(&t.path().display().to_string(), Duration::from_secs(5), "ssh processes outlived didx");
 }
 
 #[test]
@@ -209,11 +224,7 @@ fn the_library_connects_to_an_ssh_engine_and_a_sandbox_there_is_reached_through_
         assert_eq!(leftovers_on(&direct, &id).await, Vec::<String>::new());
         drop(over_ssh);
     });
-    let t0 = Instant::now();
-    while !processes_mentioning(&t.path().display().to_string()).is_empty() && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new(), "the engine handle's ssh outlived it");
+    assert_no_process_mentions(&t.path().display().to_string(), Duration::from_secs(5), "the engine handle's ssh outlived it");
 }
 
 #[test]
@@ -282,21 +293,13 @@ fn a_cut_link_to_an_ssh_engine_ends_the_remote_environment_by_its_beat_and_the_r
     // The remote sshd, a stock one, does not notice (no ClientAliveInterval): the containers
     // end themselves when didx's beat stops (a word every second; they give up after 6 s of
     // silence, checking every 6 s: within 12 s, then the engine removes them).
-    let t0 = Instant::now();
-    let within = scaled(Duration::from_secs(16));
-    loop {
-        let left = rt().block_on(leftovers_on(&remote_engine, &id));
-        if left.is_empty() {
-            eprintln!("remote environment {id} gone {:.2} s after the cut", t0.elapsed().as_secs_f64());
-            break;
-        }
-        if t0.elapsed() > within {
-            drop(cut);
-            let _ = child.kill();
-            rt().block_on(async { didx::env::remove(&remote_engine, &id).await.unwrap() });
-            panic!("remote environment {id} left {within:?} after the link was cut: {left:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_remote_gone_within(&remote_engine, &id, Duration::from_secs(16), "the cut")
+    }));
+    if gone.is_err() {
+        drop(cut);
+        let _ = child.kill();
+        std::panic::resume_unwind(Box::new("the remote environment outlived the cut (above)"));
     }
     drop(cut);
     // The run, on this side, learns of it when its ssh gives up (ServerAliveInterval 5 ×
@@ -316,11 +319,7 @@ fn a_cut_link_to_an_ssh_engine_ends_the_remote_environment_by_its_beat_and_the_r
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     eprintln!("didx ended {:.1} s after the link came back: {status}\n{err}", t0.elapsed().as_secs_f64());
     assert!(!status.success(), "a run whose engine went away succeeded:\n{err}");
-    let t0 = Instant::now();
-    while !processes_mentioning(&t.path().display().to_string()).is_empty() && t0.elapsed() < scaled(Duration::from_secs(5)) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new(), "ssh processes outlived didx");
+    assert_no_process_mentions(&t.path().display().to_string(), Duration::from_secs(5), "ssh processes outlived didx");
 }
 
 #[test]
@@ -418,16 +417,8 @@ fn didx_env_on_an_ssh_engine_gives_local_clients_the_inner_engine_until_the_envi
     rt().block_on(async { didx::env::remove(&there, &id).await.unwrap() });
     checked.unwrap();
     // The holder `didx env` left ends with the environment, and its ssh with it.
-    let t0 = Instant::now();
-    while !processes_mentioning(&format!("--hold -- {id}")).is_empty() && t0.elapsed() < scaled(Duration::from_secs(10)) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(processes_mentioning(&format!("--hold -- {id}")), Vec::<String>::new(), "the forward's holder outlived its environment");
-    let t0 = Instant::now();
-    while !processes_mentioning(&t.path().display().to_string()).is_empty() && t0.elapsed() < scaled(Duration::from_secs(5)) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new(), "ssh processes outlived the holder");
+    assert_no_process_mentions(&format!("--hold -- {id}"), Duration::from_secs(10), "the forward's holder outlived its environment");
+    assert_no_process_mentions(&t.path().display().to_string(), Duration::from_secs(5), "ssh processes outlived the holder");
 }
 
 #[test]
@@ -444,11 +435,8 @@ fn a_host_command_on_an_ssh_engine_reaches_the_inner_engine_through_the_run_s_fo
         .output()
         .unwrap(),
     );
-    assert_eq!(run.code, 0, "{}", run.show());
+    assert_ran_and_left_nothing(&r, t.path(), &run);
     assert!(run.stdout.contains("inner=") && run.stdout.contains("at=tcp://127.0.0.1:"), "{}", run.show());
-    let id = run.env_id().unwrap();
-    rt().block_on(async { assert_eq!(leftovers_on(&remote_engine(&r).await, &id).await, Vec::<String>::new()) });
-    assert_eq!(processes_mentioning(&t.path().display().to_string()), Vec::<String>::new());
 }
 
 #[test]
@@ -472,8 +460,6 @@ fn load_on_an_ssh_engine_seeds_from_the_remote_engine_s_own_image() {
     );
     rt().block_on(async { there.remove_image(&image).await.ok() });
     assert!(!local_has, "the local engine holds {image}: the test proves nothing");
-    assert_eq!(run.code, 0, "{}", run.show());
+    assert_ran_and_left_nothing(&r, t.path(), &run);
     assert!(run.stdout.contains(&image), "{}", run.show());
-    let id = run.env_id().unwrap();
-    rt().block_on(async { assert_eq!(leftovers_on(&there, &id).await, Vec::<String>::new()) });
 }
