@@ -688,11 +688,8 @@ def group_samples(script, host, didx_pid):
     return counts
 
 
-def busy_seconds():
-    """CPU time the whole machine has spent busy (user, nice, system, irq, softirq), seconds."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
+# CPU time the whole machine has spent busy, seconds: the engine floor's measure, shared.
+busy_seconds = engine_floor.busy_seconds
 
 
 def proc_cpu(pid, children=True):

@@ -2,11 +2,11 @@
 //! entrypoint's `lease` mode, or the container's own stdin from before its start); when the
 //! connection closes without a `release` line, the container ends itself.
 
+use std::sync::Arc;
+
 use bollard::query_parameters as qp;
 use futures_util::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-
-use std::sync::Arc;
 
 use super::call::{QUICK_TIMEOUT, quick};
 use super::connect::Engine;

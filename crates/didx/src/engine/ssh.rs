@@ -5,9 +5,9 @@
 //! checked as ssh checks them) and multiplexes every connection over it, so a connection costs
 //! a session, not a handshake.
 //!
-//! The master ends with the engine handle, and with this process however it ends (the kernel
-//! signals it when its parent dies): its sessions close with it, and the remote engine sees
-//! every connection close, the leases' too.
+//! The master ends with the engine handle, and with this process however it ends (a small
+//! shell holding it ends it when its pipe from this process closes, see [`HOLD`]): its
+//! sessions close with it, and the remote engine sees every connection close, the leases' too.
 //!
 //! `DIDX_SSH` names the ssh program and any options to put first (split as a shell would,
 //! e.g. `ssh -F /path/config`); the default is `ssh` on the `PATH`.
@@ -123,26 +123,15 @@ pub(crate) struct Master {
     ssh: Vec<String>,
     addr: SshAddr,
     ctl: PathBuf,
-    /// The shell holding the master (see [`HOLD`]).
-    child: Mutex<Child>,
-    /// Its stdin: the master ends when this closes (the last handle dropped, or this process
-    /// gone).
-    hold: Mutex<Option<ChildStdin>>,
+    /// The shell holding the master (see [`HOLD`]); killed when dropped.
+    _shell: Child,
+    /// Its stdin: the master ends when this closes (dropped with the last handle, or this
+    /// process gone).
+    _hold: Option<ChildStdin>,
     /// What the last session's ssh said on stderr (its last line), for errors.
     said: Arc<Mutex<String>>,
     /// Holds the control socket's directory (removed on drop).
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        if let Ok(mut h) = self.hold.lock() {
-            h.take();
-        }
-        if let Ok(mut c) = self.child.lock() {
-            let _ = c.start_kill();
-        }
-    }
 }
 
 /// The shell that holds the master: ssh (its arguments) runs in the background; a watcher
@@ -202,7 +191,7 @@ impl Master {
                 let _ = e.read_to_end(&mut sink).await;
             });
         }
-        Ok(Arc::new(Master { ssh, addr: addr.clone(), ctl, child: Mutex::new(child), hold: Mutex::new(hold), said: Arc::default(), _dir: dir }))
+        Ok(Arc::new(Master { ssh, addr: addr.clone(), ctl, _shell: child, _hold: hold, said: Arc::default(), _dir: dir }))
     }
 
     /// What ssh last said on a session's stderr, if anything.
@@ -210,21 +199,27 @@ impl Master {
         self.said.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// A session running `docker system dial-stdio` on the remote machine: one engine
-    /// connection.
-    fn dial(&self) -> io::Result<SshStream> {
+    /// An ssh over the master (never a master itself): `options` before the destination,
+    /// `command` after it; stdin and stdout piped, killed when dropped.
+    fn session(&self, options: &[String], command: &[&str]) -> Command {
         let mut cmd = Command::new(&self.ssh[0]);
         cmd.args(&self.ssh[1..])
             .args(["-o", "ControlMaster=no", "-o"])
             .arg(format!("ControlPath={}", self.ctl.display()))
             .args(["-o", "BatchMode=yes"])
+            .args(options)
             .args(self.addr.args())
-            .args(["docker", "system", "dial-stdio"])
+            .args(command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn()?;
+        cmd
+    }
+
+    /// A session running `docker system dial-stdio` on the remote machine: one engine
+    /// connection.
+    fn dial(&self) -> io::Result<SshStream> {
+        let mut child = self.session(&[], &["docker", "system", "dial-stdio"]).stderr(Stdio::piped()).spawn()?;
         let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
             (Some(i), Some(o)) => (i, o),
             _ => return Err(io::Error::other("ssh session without its pipes")),
@@ -245,24 +240,11 @@ impl Master {
         }
         Ok(SshStream { _child: child, stdin: Some(TokioIo::new(stdin)), stdout: TokioIo::new(stdout) })
     }
-}
 
-impl Master {
     /// A session carrying its stdin and stdout to `127.0.0.1:port` as the remote machine sees
     /// it (`ssh -W`): one forwarded connection.
     fn tunnel(&self, port: u16) -> io::Result<Child> {
-        let mut cmd = Command::new(&self.ssh[0]);
-        cmd.args(&self.ssh[1..])
-            .args(["-o", "ControlMaster=no", "-o"])
-            .arg(format!("ControlPath={}", self.ctl.display()))
-            .args(["-o", "BatchMode=yes", "-W"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(self.addr.args())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        cmd.spawn()
+        self.session(&["-W".to_string(), format!("127.0.0.1:{port}")], &[]).stderr(Stdio::null()).spawn()
     }
 }
 

@@ -44,18 +44,19 @@ impl Environment {
     /// SSH, a forward over its SSH connection (opened the first time, held as long as this
     /// handle: it ends with the run, the sandbox, or `didx env`'s holder).
     pub(crate) async fn reach_port(&self, port: u16) -> Result<u16> {
-        let engine = self.docker("reaching a published port")?;
-        if !engine.is_ssh() {
-            return Ok(port);
-        }
         let mut forwards = self.forwards.lock().await;
         if let Some(f) = forwards.get(&port) {
             return Ok(f.local_addr().port());
         }
-        let Some(f) = engine.forward(port).await? else { return Ok(port) };
-        let local = f.local_addr().port();
-        forwards.insert(port, f);
-        Ok(local)
+        match self.docker("reaching a published port")?.forward(port).await? {
+            // An engine on this machine: the port itself.
+            None => Ok(port),
+            Some(f) => {
+                let local = f.local_addr().port();
+                forwards.insert(port, f);
+                Ok(local)
+            }
+        }
     }
 
     /// The client's `ca.pem`, `cert.pem` and `key.pem`, read back from the client container in
