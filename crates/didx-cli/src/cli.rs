@@ -207,7 +207,9 @@ pub enum Verb {
     #[command(subcommand)]
     Image(ImageCmd),
     /// The warm pool of ready environments; alone, lists it
-    #[command(args_conflicts_with_subcommands = true)]
+    // Not `args_conflicts_with_subcommands`: clap counts a global -H given before `pool` as
+    // this command's own and refuses every subcommand with it. `PoolJob::of` refuses --json
+    // with a subcommand instead.
     Pool {
         #[command(subcommand)]
         cmd: Option<PoolCmd>,
@@ -237,7 +239,7 @@ pub enum Verb {
         hold: bool,
     },
     /// The image store (--store): alone, lists each store, its images and disk use
-    #[command(args_conflicts_with_subcommands = true)]
+    // See `Pool`: `StoreJob::of` refuses --json with a subcommand.
     Store {
         #[command(subcommand)]
         cmd: Option<StoreCmd>,

@@ -41,6 +41,13 @@ pub fn check_run(args: &RunArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `--json` given with a verb's subcommand (`verb`), which lists nothing: the usage error
+/// naming the listing it belongs to (`listing`).
+pub fn json_alone(verb: &str, listing: &str) -> anyhow::Error {
+    Error::Invalid { what: "option", value: "--json".into(), fix: format!("it formats the listing ({listing}), not {verb}; drop it") }
+        .into()
+}
+
 /// Seconds since the Unix epoch, now.
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

@@ -58,12 +58,15 @@ fn the_man_page_is_roff_and_documents_the_options() {
 
 #[test]
 fn a_bad_shell_or_a_misplaced_json_is_a_one_line_usage_error() {
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 8] = [
         &["completions", "powershell"],
         &["--json"],
         &["--clean", "anycase", "--json", "version"],
         &["--clean", "all", "--json"],
         &["pool", "up", "1", "--json"],
+        &["pool", "--json", "up", "1"],
+        &["pool", "--json", "down"],
+        &["store", "--json", "prune"],
     ];
     for args in cases {
         let r = didx(args);
@@ -72,7 +75,25 @@ fn a_bad_shell_or_a_misplaced_json_is_a_one_line_usage_error() {
         assert!(r.stdout.is_empty(), "{args:?}: {}", r.show());
         assert!(r.env_id().is_none(), "{args:?} started something: {}", r.show());
     }
-    assert!(didx(&["pool", "--json", "up", "1"]).code == 2);
+}
+
+#[test]
+fn the_engine_address_goes_anywhere_on_the_line_even_before_a_verb_with_subcommands() {
+    let at = "unix:///nonexistent/didx.sock";
+    let cases: [&[&str]; 6] = [
+        &["-H", at, "pool", "up", "1"],
+        &["pool", "-H", at, "up", "1"],
+        &["pool", "up", "1", "-H", at],
+        &["-H", at, "pool", "down"],
+        &["-H", at, "store", "prune"],
+        &["store", "-H", at, "rm", "x"],
+    ];
+    for args in cases {
+        let r = didx(args);
+        // Not a usage error: the address was taken, and the engine there is not.
+        assert_ne!(r.code, 2, "{args:?}: {}", r.show());
+        assert!(r.stderr.contains("cannot reach the Docker engine at unix:///nonexistent/didx.sock"), "{args:?}: {}", r.show());
+    }
 }
 
 #[test]

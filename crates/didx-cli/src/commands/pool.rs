@@ -28,6 +28,13 @@ pub enum PoolJob {
 impl PoolJob {
     /// Validate `didx pool [CMD] [--json]` before the engine is touched.
     pub fn of(cmd: Option<PoolCmd>, json: bool) -> anyhow::Result<PoolJob> {
+        if json && let Some(cmd) = &cmd {
+            let verb = match cmd {
+                PoolCmd::Up { .. } => "didx pool up",
+                PoolCmd::Down { .. } => "didx pool down",
+            };
+            return Err(listing::json_alone(verb, "didx pool --json"));
+        }
         Ok(match cmd {
             None => {
                 listing::choose_json(json);

@@ -24,6 +24,13 @@ impl StoreJob {
     /// Validate `didx store [CMD] [--json]`: the store's name prefix must be readable first.
     pub fn of(cmd: Option<StoreCmd>, json: bool) -> anyhow::Result<StoreJob> {
         didx::store::prefix()?;
+        if json && let Some(cmd) = &cmd {
+            let verb = match cmd {
+                StoreCmd::Rm { .. } => "didx store rm",
+                StoreCmd::Prune => "didx store prune",
+            };
+            return Err(listing::json_alone(verb, "didx store --json"));
+        }
         Ok(match cmd {
             None => StoreJob::List(json),
             Some(StoreCmd::Rm { images }) => StoreJob::Rm(images),
