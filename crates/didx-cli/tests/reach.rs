@@ -8,10 +8,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -245,27 +243,6 @@ services:
 /// over the CA the SDK gives it (psf/requests#3829), and then trusts no sandbox.
 fn didx_without_ca_bundle(args: &[&str]) -> Run {
     from_output(didx_cmd(args).env_remove("REQUESTS_CA_BUNDLE").env_remove("CURL_CA_BUNDLE").output().unwrap())
-}
-
-/// `GET /` at `addr` until it answers (the inner httpd starts a moment after `docker run -d`).
-fn http_get(addr: &str) -> String {
-    let deadline = Instant::now() + scaled(Duration::from_secs(20));
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match std::net::TcpStream::connect(addr) {
-            Ok(mut s) => {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut reply = String::new();
-                if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok() && s.read_to_string(&mut reply).is_ok() && reply.contains("200") {
-                    return reply;
-                }
-                last = format!("reply {reply:?}");
-            }
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("no reply from {addr}: {last}");
 }
 
 #[test]

@@ -377,3 +377,25 @@ pub fn made_by(pid: u32) -> Vec<String> {
             .collect()
     })
 }
+
+/// `GET /` at `addr` until it answers (the inner httpd starts a moment after `docker run -d`).
+pub fn http_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + scaled(std::time::Duration::from_secs(20));
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        match std::net::TcpStream::connect(addr) {
+            Ok(mut s) => {
+                s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+                let mut reply = String::new();
+                if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok() && s.read_to_string(&mut reply).is_ok() && reply.contains("200") {
+                    return reply;
+                }
+                last = format!("reply {reply:?}");
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("no reply from {addr}: {last}");
+}

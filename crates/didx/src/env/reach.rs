@@ -92,24 +92,36 @@ impl Environment {
         let port = published_port(ports).ok_or_else(|| Error::NoEndpoint { server: server.name.clone(), ip: PUBLISHED_IP, port: TLS_PORT })?;
         let port = self.reach_port(port).await?;
         let mut published = all_bound(ports);
-        if engine.is_ssh() {
-            // Over SSH, what the engine's machine publishes on its loopback (or on all its
-            // addresses) is reached through a forward to its loopback; the rest is said as bound.
-            for p in published.iter_mut().filter(|p| p.proto == crate::publish::Proto::Tcp && (p.ip == "127.0.0.1" || p.ip == "0.0.0.0")) {
-                p.host_port = self.reach_port(p.host_port).await?;
-                p.ip = PUBLISHED_IP.to_string();
-            }
-        }
+        self.forward_published(&mut published).await?;
         let certs = self.client_certificates().await?;
         let cert_path = certdir::write(host, self.id.as_str(), &certs)?;
         Ok(HostAccess { id: self.id.to_string(), docker_host: format!("tcp://{PUBLISHED_IP}:{port}"), cert_path, published })
     }
 
-    /// The ports this environment's server publishes (`--publish`), as bound.
+    /// The ports this environment's server publishes (`--publish`), as bound; for an engine
+    /// over SSH, those reachable from here only through it are local forwards, held as long
+    /// as this handle.
     pub async fn published(&self) -> Result<Vec<Published>> {
         let Some(server) = &self.server else { return Ok(Vec::new()) };
         let inspect = self.docker("published ports")?.inspect(&server.id).await?;
-        Ok(all_bound(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref())))
+        let mut published = all_bound(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref()));
+        self.forward_published(&mut published).await?;
+        Ok(published)
+    }
+
+    /// Over SSH, what the engine's machine publishes on its loopback (or on all its
+    /// addresses) is reached through a forward to its loopback: `ports` say the forwards'
+    /// local addresses. The rest (UDP, a port on one of its other addresses) stays as bound.
+    /// Nothing changes for an engine reached otherwise.
+    async fn forward_published(&self, ports: &mut [Published]) -> Result<()> {
+        if !self.docker("published ports")?.is_ssh() {
+            return Ok(());
+        }
+        for p in ports.iter_mut().filter(|p| p.proto == crate::publish::Proto::Tcp && (p.ip == "127.0.0.1" || p.ip == "0.0.0.0")) {
+            p.host_port = self.reach_port(p.host_port).await?;
+            p.ip = PUBLISHED_IP.to_string();
+        }
+        Ok(())
     }
 }
 

@@ -122,7 +122,18 @@ pub(super) async fn run_filler(
                 remember_index(&store.name, &created, &index);
             }
             let argv = vec![ENTRYPOINT_PATH.to_string(), "store-sealed".to_string()];
-            engine.exec(&id, &argv, &[], &mut Vec::new(), &mut err).await?;
+            match engine.exec(&id, &argv, &[], &mut Vec::new(), &mut err).await {
+                // PID 1 ends the filler as soon as this exec has said it, and the engine forgets
+                // the exec with its container: asked for its exit code a moment later (a round
+                // trip over SSH), the engine no longer knows it. It ran: nothing else ends the
+                // filler this early.
+                Err(e) if crate::engine::status_of(&e) == Some(404) => {
+                    tracing::debug!(filler = %id, error = %e, "the filler ended before its store-sealed exec was inspected");
+                }
+                r => {
+                    r?;
+                }
+            }
         }
         let status = engine.wait(&id).await.unwrap_or(0);
         let logs = if status == 0 { String::new() } else { engine.logs_tail(&id, 10).await.unwrap_or_default() };
@@ -160,7 +171,7 @@ async fn start_filler(engine: &Engine, store: &Store, shape: &FillerShape, drain
         crate::backend::docker::start::first_isolation(engine, shape.isolation, &shape.engine_id, &store.image, &store.name).await?;
     let files = crate::backend::docker::recipe::handover(&[crate::backend::docker::recipe::ENTRYPOINT_FILE])?;
     loop {
-        let id = match engine.create_container(&name, crate::backend::docker::recipe::held(filler.body(&iso), engine.is_ssh())).await {
+        let id = match engine.create_container(&name, crate::backend::docker::recipe::held(filler.body(&iso), engine.beats())).await {
             Ok(id) => id,
             Err(e) if status_of(&e) == Some(409) => return Ok(None),
             Err(e) => match message_of(&e).and_then(|m| iso.drop_unknown(m)) {

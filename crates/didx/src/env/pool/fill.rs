@@ -164,7 +164,8 @@ async fn fill(
 
 /// Start one pooled environment: the server under its final name with the pool's labels, then,
 /// once its dockerd answers, the client, created and started under `_pooling_` and then renamed
-/// to its pool-only name `_pooled_` (ready). It runs from then on: nothing is paused.
+/// to its pool-only name `_pooled_` (ready). It runs from then on: nothing is paused. On an
+/// engine elsewhere (SSH, TCP) the client starts before the wait, which probes from it.
 async fn start_pooled(
     engine: &Engine,
     spec: &EnvSpec,
@@ -179,12 +180,22 @@ async fn start_pooled(
     let server = recipe::Server { spec, name: &name, tls: &tls, created, pool: Some(&tag), net: None };
     // Held from its start: if this filler dies, the half-started environment ends itself.
     let (id, lease) = start_server(engine, &server, cancel, on).await?;
-    // No client yet: the probe goes straight to the server.
     let server = Container { name: name.clone(), id: id.clone() };
-    wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
     let client = recipe::Client { spec, server_name: &name, created: crate::util::now_secs(), files: ClientFiles::Upload(&tls), engine_socket: None, pool_key: Some(&tag.key), pool_name: tag.name.as_deref() };
-    let client = create_client(engine, &pooling_name(spec), &client).await?;
-    engine.start(&client).await?;
+    let client = if engine.is_local() {
+        // The probe goes straight to the server; the client comes once it answers.
+        wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
+        let client = create_client(engine, &pooling_name(spec), &client).await?;
+        engine.start(&client).await?;
+        client
+    } else {
+        // The server's address is the engine machine's, not reachable from here: the client
+        // comes first and the probe runs in it.
+        let client = create_client(engine, &pooling_name(spec), &client).await?;
+        engine.start(&client).await?;
+        wait_ready(engine, &server, Some(&client), &tls, spec.ready_timeout, cancel).await?;
+        client
+    };
     engine.rename(&client, &pooled_name(spec)).await?;
     // Ready: the pool holds it now (its idle timeout bounds how long).
     lease.release().await
