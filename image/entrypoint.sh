@@ -477,23 +477,33 @@ listening() {
 }
 
 # hold: read stdin until a "release" line (the container is handed over: mark it released and
-# return) or its end (the owning didx is gone: end this container). The server ends by its
-# dockerd's death (its PID 1 then exits), the client by PID 1's own exit.
+# return), an "end" line or its end (the owning didx is gone, or let go: end this container).
+# "end" is said before the stream closes because an engine may not pass the close on (Podman
+# keeps a container's stdin open when the attach that fed it ends). The server ends by its
+# dockerd's death (its PID 1 then exits), the client by PID 1's own exit. Beats are counted in
+# $BEAT_FILE (default $LEASE_DIR/beat).
 hold() {
+	beat_file=${BEAT_FILE:-$LEASE_DIR/beat}
 	# Counted on from where a reader before this one (see rehold) left off: the count only grows.
 	beats=0
-	if [ -f "$LEASE_DIR/beat" ]; then read -r beats <"$LEASE_DIR/beat" || beats=0; fi
+	if [ -f "$beat_file" ]; then read -r beats <"$beat_file" || beats=0; fi
 	while IFS= read -r line; do
-		if [ "$line" = release ]; then
+		case "$line" in
+		release)
 			mkdir -p "$LEASE_DIR"
 			: >"$LEASE_DIR/released"
 			return 0
-		fi
-		# A word from didx (its `beat` over SSH): counted where watch_beat looks (builtins
-		# only: no process per beat).
+			;;
+		end)
+			lease_lost "its didx let go of it"
+			return 0
+			;;
+		esac
+		# A word from didx (its `beat`): counted where watch_beat looks (builtins only: no
+		# process per beat).
 		if [ -n "${DIDX_LEASE_BEAT:-}" ]; then
 			beats=$((beats + 1))
-			echo "$beats" >"$LEASE_DIR/beat"
+			echo "$beats" >"$beat_file"
 		fi
 	done
 	lease_lost "the didx process that owned this environment is gone"
@@ -511,16 +521,22 @@ lease_lost() {
 	fi
 }
 
-# watch_beat: with DIDX_LEASE_BEAT=N (didx on an engine over SSH says `beat` every second),
-# end this container when no word came for N seconds: a link that drops silently closes
-# nothing here until the sshd notices, if it is told to. Ends once the lease is released or
-# ended. One `sleep` every N seconds; the count is read with a builtin.
+# watch_beat FILE [PID]: with DIDX_LEASE_BEAT=N (didx says `beat` every second where the
+# engine may not pass the end of its connection on: over SSH, or Podman), end this container
+# when the count in FILE did not move for N seconds: a link that drops silently closes nothing
+# here until the sshd notices, if it is told to. Ends once the lease is released or ended, or,
+# given PID (an exec's lease), once that process is gone. One `sleep` every N seconds; the
+# count is read with a builtin.
 watch_beat() {
 	last=-1
 	while sleep "$DIDX_LEASE_BEAT"; do
-		if [ -e "$LEASE_DIR/released" ] || [ -e "$LEASE_DIR/ended" ]; then return 0; fi
+		if [ -n "${2:-}" ]; then
+			kill -0 "$2" 2>/dev/null || return 0
+		elif [ -e "$LEASE_DIR/released" ] || [ -e "$LEASE_DIR/ended" ]; then
+			return 0
+		fi
 		n=0
-		if [ -f "$LEASE_DIR/beat" ]; then read -r n <"$LEASE_DIR/beat" || n=0; fi
+		if [ -f "$1" ]; then read -r n <"$1" || n=0; fi
 		if [ "$n" = "$last" ]; then
 			lease_lost "no word from its didx for ${DIDX_LEASE_BEAT}s (its connection is lost)"
 			return 0
@@ -544,7 +560,7 @@ watch_stdin() {
 	mkdir -p "$LEASE_DIR"
 	hold <&3 &
 	HOLDER=$!
-	if [ -n "${DIDX_LEASE_BEAT:-}" ]; then watch_beat </dev/null & fi
+	if [ -n "${DIDX_LEASE_BEAT:-}" ]; then watch_beat "$LEASE_DIR/beat" </dev/null & fi
 	trap 'rehold' CHLD
 }
 
@@ -564,6 +580,10 @@ rehold() {
 lease() {
 	mkdir -p "$LEASE_DIR"
 	: >"$LEASE_DIR/claimed"
+	# Beats (DIDX_LEASE_BEAT in this exec's environment) are counted apart from the
+	# container's own lease, and watched while this process lives.
+	BEAT_FILE="$LEASE_DIR/beat.$$"
+	if [ -n "${DIDX_LEASE_BEAT:-}" ]; then watch_beat "$BEAT_FILE" $$ </dev/null & fi
 	hold
 }
 

@@ -14,6 +14,7 @@
 #   DIDX_REMOTE_SOCKET=unix://REMOTE_STATE/docker.sock   the remote engine on this machine,
 #                                             for checks (the test reads it without ssh)
 #   DIDX_REMOTE_NETNS=didx-remote             the namespace (a test can cut its link)
+#   DIDX_REMOTE_ADDR=10.254.231.2:22          its sshd (a test waits for it after the cut)
 # Traffic goes only between this machine and the namespace (a veth pair on 10.254.231.0/30).
 # Needs root, iproute2, openssh-server and -client (installed when missing) and an engine with
 # didx/dind:local (scripts/setup.sh).
@@ -140,6 +141,7 @@ DIDX_SSH='ssh -F $STATE/ssh_config'
 DIDX_REMOTE_HOST='ssh://$NAME'
 DIDX_REMOTE_SOCKET='unix://$SOCK'
 DIDX_REMOTE_NETNS='$NAME'
+DIDX_REMOTE_ADDR='$NS_IP:22'
 EOF
   # The whole path works: ssh with the test key, the remote docker CLI, its engine.
   ssh -F "$STATE/ssh_config" -o BatchMode=yes "$NAME" docker version --format '{{.Server.Version}}' >/dev/null ||

@@ -245,25 +245,52 @@ fn a_bad_ssh_address_is_a_usage_error_and_an_unreachable_one_says_what_ssh_said(
 }
 
 /// Brings the namespace's end of the link down; up again when dropped (a panic too).
-struct LinkDown(String);
+struct LinkDown {
+    netns: String,
+    /// The host's sshd, answering again once the link is back.
+    addr: std::net::SocketAddr,
+}
 
 impl LinkDown {
-    fn new(netns: &str) -> LinkDown {
+    fn new(r: &HashMap<String, String>) -> LinkDown {
+        let netns = r["DIDX_REMOTE_NETNS"].clone();
+        let addr = r["DIDX_REMOTE_ADDR"].parse().expect("DIDX_REMOTE_ADDR");
         let dev = format!("{netns}1");
-        let ok = Command::new("ip").args(["-n", netns, "link", "set", &dev, "down"]).status().unwrap().success();
+        let ok = Command::new("ip").args(["-n", &netns, "link", "set", &dev, "down"]).status().unwrap().success();
         assert!(ok, "ip -n {netns} link set {dev} down");
-        LinkDown(netns.to_string())
+        LinkDown { netns, addr }
     }
 }
 
 impl Drop for LinkDown {
+    /// The link up again, and waited for (bounded): the first connection after it comes up
+    /// can find the neighbour still unresolved ("No route to host").
     fn drop(&mut self) {
-        let dev = format!("{}1", self.0);
-        let ok = Command::new("ip").args(["-n", &self.0, "link", "set", &dev, "up"]).status().is_ok_and(|s| s.success());
+        let dev = format!("{}1", self.netns);
+        let ok = Command::new("ip").args(["-n", &self.netns, "link", "set", &dev, "up"]).status().is_ok_and(|s| s.success());
         if !ok {
             eprintln!("could not bring {dev} up again: run bash scripts/remote-host.sh down, then up");
+            return;
+        }
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_err() {
+            if t0.elapsed() > Duration::from_secs(20) {
+                eprintln!("{} does not answer 20 s after {dev} came up", self.addr);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// A run of `args` (its COMMAND says "started" first) on the remote host, read up to that line.
+fn started(r: &HashMap<String, String>, t: &std::path::Path, args: &[&str]) -> std::process::Child {
+    let mut child = remote_cmd(r, t, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "started\n");
+    child
 }
 
 #[test]
@@ -271,55 +298,66 @@ fn a_cut_link_to_an_ssh_engine_ends_the_remote_environment_by_its_beat_and_the_r
     let _link = LINK.write().unwrap_or_else(|e| e.into_inner());
     let r = remote();
     let t = tmp("cut");
-    let mut child = remote_cmd(&r, t.path(), &["-H", &r["DIDX_REMOTE_HOST"], "--clean", "anycase", "sh -c 'echo started; sleep 120'"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert_eq!(line, "started\n");
+    let host = r["DIDX_REMOTE_HOST"].as_str();
+    // Two runs: a fresh environment (held through its containers' own stdin) and one claimed
+    // from a warm pool (held through an exec of the entrypoint's lease mode).
+    let pool = OwnPool::new("cut");
+    let up = from_output(remote_cmd(&r, t.path(), &["-H", host, "pool", "up", "1", "--events", "json"]).output().unwrap());
+    assert_eq!(up.code, 0, "{}", up.show());
+    let pooled = up.pool_ready().pop().expect("a pooled environment");
+    let command = "sh -c 'echo started; sleep 120'";
+    let fresh_run = started(&r, t.path(), &["-H", host, "--clean", "anycase", command]);
+    let pooled_run = started(&r, t.path(), &["-H", host, "--pool", "--clean", "anycase", command]);
     let remote_engine = rt().block_on(remote_engine(&r));
-    let pid = child.id();
-    let id = rt()
+    let pid = fresh_run.id();
+    let fresh = rt()
         .block_on(remote_engine.containers(labels::filter(None)))
         .unwrap()
         .into_iter()
         .find(|c| c.labels.as_ref().and_then(|l| l.get(labels::OWNER)).is_some_and(|o| o.ends_with(&format!(" pid {pid}"))))
         .and_then(|c| c.labels?.get(labels::ENV).cloned())
         .expect("this run's environment on the remote engine");
-    let cut = LinkDown::new(&r["DIDX_REMOTE_NETNS"]);
+    let mut children = [fresh_run, pooled_run];
+    let cut = LinkDown::new(&r);
     // The remote sshd, a stock one, does not notice (no ClientAliveInterval): the containers
     // end themselves when didx's beat stops (a word every second; they give up after 6 s of
     // silence, checking every 6 s: within 12 s, then the engine removes them).
     let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        assert_remote_gone_within(&remote_engine, &id, Duration::from_secs(16), "the cut")
+        for id in [&fresh, &pooled] {
+            assert_remote_gone_within(&remote_engine, id, Duration::from_secs(16), "the cut")
+        }
     }));
-    if gone.is_err() {
-        drop(cut);
-        let _ = child.kill();
-        std::panic::resume_unwind(Box::new("the remote environment outlived the cut (above)"));
-    }
     drop(cut);
-    // The run, on this side, learns of it when its ssh gives up (ServerAliveInterval 5 ×
+    // The pool's refill, started by the claim, made another: emptied with the link back.
+    let down = from_output(remote_cmd(&r, t.path(), &["-H", host, "pool", "down"]).output().unwrap());
+    drop(pool);
+    if gone.is_err() {
+        for c in &mut children {
+            let _ = c.kill();
+        }
+        std::panic::resume_unwind(Box::new("a remote environment outlived the cut (above)"));
+    }
+    assert_eq!(down.code, 0, "{}", down.show());
+    // Each run, on this side, learns of it when its ssh gives up (ServerAliveInterval 5 ×
     // ServerAliveCountMax 3) and fails.
     let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > scaled(Duration::from_secs(40)) {
-            let _ = child.kill();
-            panic!("didx still running 40 s after its ssh link was cut");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    eprintln!("didx ended {:.1} s after the link came back: {status}\n{err}", t0.elapsed().as_secs_f64());
-    assert!(!status.success(), "a run whose engine went away succeeded:\n{err}");
-    assert_no_process_mentions(&t.path().display().to_string(), Duration::from_secs(5), "ssh processes outlived didx");
+    for mut child in children {
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed() > scaled(Duration::from_secs(40)) {
+                let _ = child.kill();
+                panic!("didx still running 40 s after its ssh link was cut");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        eprintln!("didx ended {:.1} s after the link came back: {status}\n{err}", t0.elapsed().as_secs_f64());
+        assert!(!status.success(), "a run whose engine went away succeeded:\n{err}");
+    }
+    assert_no_process_mentions(&t.path().display().to_string(), Duration::from_secs(30), "ssh processes outlived didx");
 }
 
 #[test]
@@ -462,4 +500,135 @@ fn load_on_an_ssh_engine_seeds_from_the_remote_engine_s_own_image() {
     assert!(!local_has, "the local engine holds {image}: the test proves nothing");
     assert_ran_and_left_nothing(&r, t.path(), &run);
     assert!(run.stdout.contains(&image), "{}", run.show());
+}
+
+#[test]
+fn a_warm_pool_on_an_ssh_engine_fills_there_serves_a_run_and_goes_down_leaving_nothing() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("pool");
+    let pool = OwnPool::new("remote");
+    let host = r["DIDX_REMOTE_HOST"].as_str();
+    let there = rt().block_on(remote_engine(&r));
+    let of_pool = || -> Vec<String> {
+        rt().block_on(async {
+            let all = there.containers(labels::filter(None)).await.unwrap();
+            all.into_iter().filter(|c| c.labels.as_ref().is_some_and(|l| pool.owns(l))).map(|c| format!("{:?}", c.names)).collect()
+        })
+    };
+    // -H before the verb: the address is the pool's engine.
+    let up = from_output(remote_cmd(&r, t.path(), &["-H", host, "pool", "up", "2", "--events", "json"]).output().unwrap());
+    assert_eq!(up.code, 0, "{}", up.show());
+    let ready = up.pool_ready();
+    assert_eq!(ready.len(), 2, "{}", up.show());
+    assert!(!of_pool().is_empty(), "the remote engine holds none of the pool: {}", up.show());
+    rt().block_on(async { assert_eq!(leftovers(Some(&ready[0])).await, Vec::<String>::new(), "the pool filled the local engine") });
+
+    let run = from_output(
+        remote_cmd(&r, t.path(), &["-H", host, "--pool", "--clean", "anycase", "--events", "json", "sh -c 'echo env=$DIDX_ENV'"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}", run.show());
+    let claimed = run.stdout.trim().strip_prefix("env=").unwrap_or_default().to_string();
+    assert!(ready.contains(&claimed), "the run did not get a pooled environment: {}", run.show());
+    assert!(run.events().iter().any(|e| e["didx_event"] == "claimed"), "{}", run.show());
+    // A pooled run's environment ends with its lease, over the link.
+    assert_remote_gone_within(&there, &claimed, Duration::from_secs(10), "the pooled run returned");
+
+    // The other, claimed by a didx on the engine's own socket, which does not beat: its lease
+    // clears the beat limit its containers were made with over SSH, so it outlives that limit.
+    let mut local = didx_cmd(&["--pool", "--clean", "anycase", "--events", "json", "sh -c 'sleep 14; echo env=$DIDX_ENV'"]);
+    local.env("DOCKER_HOST", &r["DIDX_REMOTE_SOCKET"]).env_remove("DOCKER_CONTEXT");
+    let run = from_output(local.output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.show());
+    let other = run.stdout.trim().strip_prefix("env=").unwrap_or_default().to_string();
+    assert!(ready.contains(&other) && other != claimed, "not the other pooled environment: {}", run.show());
+    assert_remote_gone_within(&there, &other, Duration::from_secs(10), "the second pooled run returned");
+
+    let down = from_output(remote_cmd(&r, t.path(), &["pool", "-H", host, "down"]).output().unwrap());
+    assert_eq!(down.code, 0, "{}", down.show());
+    // The background refill the claim started may still be filling: pool down ends it, and
+    // what it made.
+    let t0 = Instant::now();
+    while !of_pool().is_empty() && t0.elapsed() < scaled(Duration::from_secs(30)) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(of_pool(), Vec::<String>::new(), "the pool left something on the remote engine");
+    assert_no_process_mentions(&t.path().display().to_string(), Duration::from_secs(30), "an ssh or a refill outlived the pool");
+}
+
+#[test]
+fn a_published_port_on_an_ssh_engine_is_served_here_through_a_forward() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("publish");
+    let host = r["DIDX_REMOTE_HOST"].as_str();
+    let there = rt().block_on(remote_engine(&r));
+    let image = format!("didx-remote-pub-{}:t", std::process::id());
+    rt().block_on(busybox_image(&there, &image));
+    let serve = format!(
+        r#"run -d -p 8080:80 {image} busybox sh -c "busybox mkdir -p /www && echo remote-published > /www/index.html && exec busybox httpd -f -p 80 -h /www""#
+    );
+    let run = from_output(
+        remote_cmd(&r, t.path(), &["-H", host, "--clean", "none", "--publish", "8080", "--load", &image, &serve]).output().unwrap(),
+    );
+    rt().block_on(async { there.remove_image(&image).await.ok() });
+    assert_eq!(run.code, 0, "{}", run.show());
+    let id = run.env_id().unwrap();
+    let checked = (|| -> Result<(), String> {
+        // The run said a local address (its forward, ended with it).
+        let said = run.stderr.lines().find_map(|l| l.strip_prefix("didx: published ")?.strip_suffix(" -> 8080/tcp"));
+        if !said.is_some_and(|a| a.starts_with("127.0.0.1:")) {
+            return Err(format!("no local published address: {}", run.show()));
+        }
+        // didx env holds a forward of it here: a plain TCP client gets the inner container's page.
+        let env = from_output(remote_cmd(&r, t.path(), &["-H", host, "env", "--json", &id]).output().unwrap());
+        let v: serde_json::Value = serde_json::from_str(env.stdout.trim()).map_err(|e| format!("{e}: {}", env.show()))?;
+        let p = &v["published"][0];
+        if p["ip"] != "127.0.0.1" || p["env_port"] != 8080 {
+            return Err(format!("{v}"));
+        }
+        let reply = http_get(&format!("127.0.0.1:{}", p["host_port"]));
+        if !reply.contains("remote-published") {
+            return Err(reply);
+        }
+        Ok(())
+    })();
+    rt().block_on(async { didx::env::remove(&there, &id).await.unwrap() });
+    checked.unwrap();
+    assert_no_process_mentions(&format!("--hold -- {id}"), Duration::from_secs(10), "the forward's holder outlived its environment");
+    assert_no_process_mentions(&t.path().display().to_string(), Duration::from_secs(5), "ssh processes outlived the holder");
+    rt().block_on(async { assert_eq!(leftovers_on(&there, &id).await, Vec::<String>::new()) });
+}
+
+#[test]
+fn the_image_store_on_an_ssh_engine_is_filled_and_used_there_and_removed_by_store_rm() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("store");
+    let host = r["DIDX_REMOTE_HOST"].as_str();
+    let prefix = format!("didx-t-{}", didx::env::EnvId::generate());
+    let there = rt().block_on(remote_engine(&r));
+    let image = format!("didx-remote-store-{}:t", std::process::id());
+    rt().block_on(busybox_image(&there, &image));
+    let didx_store = |args: &[&str]| from_output(remote_cmd(&r, t.path(), args).env("DIDX_STORE_PREFIX", &prefix).output().unwrap());
+    let stores_on = |e: &Engine| -> Vec<String> {
+        rt().block_on(async { e.volumes(HashMap::new()).await.unwrap().into_iter().filter(|v| v.contains(&prefix)).collect() })
+    };
+    let first = didx_store(&["-H", host, "--store", "--load", &image, "--clean", "anycase", &format!("run --rm {image} ls /bin/ls")]);
+    rt().block_on(async { there.remove_image(&image).await.ok() });
+    // Later: from the store alone (the remote engine no longer holds the image).
+    let later = didx_store(&["-H", host, "--store", "--clean", "anycase", &format!("run --rm {image} ls /bin/ls")]);
+    let here = rt().block_on(engine());
+    let (stored_there, stored_here) = (stores_on(&there), stores_on(&here));
+    let rm = didx_store(&["-H", host, "store", "rm"]);
+    assert_ran_and_left_nothing(&r, t.path(), &first);
+    assert!(first.stderr.contains(&format!("put {image} into the image store")), "{}", first.show());
+    assert_ran_and_left_nothing(&r, t.path(), &later);
+    assert!(later.stdout.contains("/bin/ls") && !later.stderr.contains("into the image store"), "{}", later.show());
+    assert_eq!(stored_here, Vec::<String>::new(), "a store on the local engine");
+    assert!(!stored_there.is_empty(), "no store on the remote engine");
+    assert_eq!(rm.code, 0, "{}", rm.show());
+    assert_eq!(stores_on(&there), Vec::<String>::new(), "store rm left a store there");
 }

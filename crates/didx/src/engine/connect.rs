@@ -26,6 +26,8 @@ pub struct Engine {
     host: String,
     /// An engine over SSH: the master connection its connections and forwards go over.
     ssh: Option<std::sync::Arc<super::ssh::Master>>,
+    /// Podman's Docker-compatible service (its `/version` names a "Podman Engine" component).
+    podman: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -118,10 +120,17 @@ impl Engine {
         }
     }
 
+    /// The API version agreed, then which engine answers: `/version` twice (bollard's
+    /// negotiation keeps the answer to itself).
     async fn negotiated(docker: Docker, host: String) -> Result<Engine> {
         let docker = docker.with_timeout(BOLLARD_TIMEOUT);
-        match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
-            Ok(Ok(docker)) => Ok(Engine { docker, host, ssh: None }),
+        let agreed = async {
+            let docker = docker.negotiate_version().await?;
+            let version = docker.version().await?;
+            Ok::<_, BollardError>((docker, is_podman(&version)))
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, agreed).await {
+            Ok(Ok((docker, podman))) => Ok(Engine { docker, host, ssh: None, podman }),
             Ok(Err(source)) => Err(Error::Unreachable { host, source }),
             Err(_) => Err(Error::Unreachable { host, source: BollardError::RequestTimeoutError }),
         }
@@ -136,6 +145,20 @@ impl Engine {
     /// loopback are reached from here through [`Engine::forward`].
     pub(crate) fn is_ssh(&self) -> bool {
         self.ssh.is_some()
+    }
+
+    /// Whether the engine is Podman's Docker-compatible service.
+    pub(crate) fn is_podman(&self) -> bool {
+        self.podman
+    }
+
+    /// Whether a held container may not learn that its holder is gone from its connection
+    /// closing, so that leases here say `beat` and the container ends itself when they stop
+    /// (see [`Engine::attach_lease`]): over SSH a link that drops silently closes nothing at
+    /// the other end; Podman keeps a container's stdin open when the attach feeding it ends
+    /// (it has no `StdinOnce`).
+    pub(crate) fn beats(&self) -> bool {
+        self.is_ssh() || self.is_podman()
     }
 
     /// For an engine over SSH: a listener on this machine's loopback carrying each connection
@@ -170,6 +193,12 @@ impl Engine {
     pub async fn info(&self) -> Result<SystemInfo> {
         quick("info", "engine", self.docker.info()).await
     }
+}
+
+/// Whether `/version`'s answer is Podman's (a component named "Podman Engine"; Docker's is
+/// "Engine").
+fn is_podman(v: &bollard::models::SystemVersion) -> bool {
+    v.components.as_ref().is_some_and(|cs| cs.iter().any(|c| c.name == "Podman Engine"))
 }
 
 /// [`Engine::cli_env`] for the engine at `host` (an address as [`Engine::host`] gives it).

@@ -79,8 +79,19 @@ impl Engine {
     /// Create and start an exec of `argv` in `container` with stdin, stdout and stderr
     /// attached: its id, output and input.
     pub(super) async fn attached_exec(&self, container: &str, argv: &[String]) -> Result<(String, OutputStream, std::pin::Pin<Box<dyn AsyncWrite + Send>>)> {
+        self.attached_exec_with(container, argv, &[]).await
+    }
+
+    /// [`Engine::attached_exec`] with `env` (`NAME=VALUE`) in the exec's environment.
+    pub(super) async fn attached_exec_with(
+        &self,
+        container: &str,
+        argv: &[String],
+        env: &[String],
+    ) -> Result<(String, OutputStream, std::pin::Pin<Box<dyn AsyncWrite + Send>>)> {
         let config = CreateExecOptions {
             cmd: Some(argv.to_vec()),
+            env: (!env.is_empty()).then(|| env.to_vec()),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),

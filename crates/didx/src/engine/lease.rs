@@ -22,8 +22,8 @@ impl Engine {
         /// attached connection closes without a `release` line — this process ended, however —
         /// the container ends itself.
         ///
-        /// On an engine over SSH it also says `beat` every [`BEAT_EVERY`]: a link that drops
-        /// silently closes nothing at the other end, and the container (made with
+        /// Where the engine may not pass the connection's end on ([`Engine::beats`]: over SSH,
+        /// Podman) it also says `beat` every [`BEAT_EVERY`], and the container (made with
         /// `DIDX_LEASE_BEAT`, see the recipe's `held`) ends itself when its didx falls silent.
         async fn attach_lease(&self, container: &str, handover: &[u8]) -> Result<Lease> {
             let opts = qp::AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
@@ -39,17 +39,8 @@ impl Engine {
             };
             let said = [handover, b"go\n"].concat();
             lease.tell(&said, false, "start lease", "starting").await?;
-            if self.is_ssh() {
-                let input = Arc::clone(&lease.input);
-                lease.beat = Some(tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(BEAT_EVERY).await;
-                        let mut w = input.lock().await;
-                        if w.write_all(b"beat\n").await.is_err() || w.flush().await.is_err() {
-                            return;
-                        }
-                    }
-                }));
+            if self.beats() {
+                lease.beat_on();
             }
             Ok(lease)
         }
@@ -57,13 +48,20 @@ impl Engine {
 
     raw! {
         /// Hold `container` for this process: an exec of `argv` (the entrypoint's `lease` mode)
-        /// with its stdin attached to a connection of this process. When the connection closes
-        /// without `Lease::release` — this process ended, however — the container ends itself.
-        async fn lease(&self, container: &str, argv: &[String]) -> Result<Lease> {
+        /// with its stdin attached to a connection of this process, and `env` (the recipe's
+        /// `DIDX_LEASE_BEAT`, set or cleared). When the connection closes without
+        /// `Lease::release` — this process ended, however — the container ends itself; where
+        /// [`Engine::beats`], it beats as [`Engine::attach_lease`]'s does.
+        async fn lease(&self, container: &str, argv: &[String], env: &[String]) -> Result<Lease> {
             // stdout and stderr attached too: engines (20.10 seen) that attach stdin alone never
             // read the connection, so never see it close.
-            let (_, output, input) = self.attached_exec(container, argv).await?;
-            Ok(Lease { container: container.to_string(), input: Arc::new(tokio::sync::Mutex::new(input)), _output: Some(output), drain: None, beat: None })
+            let (_, output, input) = self.attached_exec_with(container, argv, env).await?;
+            let mut lease =
+                Lease { container: container.to_string(), input: Arc::new(tokio::sync::Mutex::new(input)), _output: Some(output), drain: None, beat: None };
+            if self.beats() {
+                lease.beat_on();
+            }
+            Ok(lease)
         }
     }
 }
@@ -110,11 +108,26 @@ impl Lease {
         self.tell(b"release\n", true, "release lease", "releasing the lease on").await
     }
 
-    /// Let go of the container now: its stdin closed without a release, so it ends itself (as
-    /// when this process dies), at once rather than when this value happens to drop. Bounded
-    /// by [`QUICK_TIMEOUT`]; the connection closes with it whatever the answer.
+    /// Let go of the container now: an `end` line and its stdin closed without a release, so
+    /// it ends itself (as when this process dies), at once rather than when this value happens
+    /// to drop. (The line is for engines that keep the stdin open: Podman.) Bounded by
+    /// [`QUICK_TIMEOUT`]; the connection closes with it whatever the answer.
     pub async fn end(mut self) -> Result<()> {
-        self.tell(b"", true, "end lease", "ending the lease on").await
+        self.tell(b"end\n", true, "end lease", "ending the lease on").await
+    }
+
+    /// Say `beat` every [`BEAT_EVERY`] until closed.
+    fn beat_on(&mut self) {
+        let input = Arc::clone(&self.input);
+        self.beat = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(BEAT_EVERY).await;
+                let mut w = input.lock().await;
+                if w.write_all(b"beat\n").await.is_err() || w.flush().await.is_err() {
+                    return;
+                }
+            }
+        }));
     }
 
     /// Write `line` to the held container's stdin (then close it, with `close`: the beats stop

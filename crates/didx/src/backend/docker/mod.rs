@@ -97,7 +97,7 @@ impl Backend for Engine {
     }
 
     fn hold<'a>(&'a self, member: &'a str, argv: &'a [String]) -> BoxFuture<'a, Result<Lease>> {
-        self.lease(member, argv).boxed()
+        async move { self.lease(member, argv, &recipe::lease_env(self.beats())).await }.boxed()
     }
 
     fn remove_member<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<()>> {

@@ -57,7 +57,7 @@ pub(super) fn body(spec: &EnvSpec, socket: &str, created: u64) -> ContainerCreat
 /// Create and start the reaper of `spec`'s environment, held from its start; `socket` is the
 /// engine's socket as the engine's machine names it. Its lease comes back with its id.
 pub(super) async fn start(engine: &Engine, spec: &EnvSpec, socket: &str, created: u64) -> Result<(String, Lease)> {
-    let id = engine.create_container(&name(spec), recipe::held(body(spec, socket, created), engine.is_ssh())).await?;
+    let id = engine.create_container(&name(spec), recipe::held(body(spec, socket, created), engine.beats())).await?;
     engine.start(&id).await?;
     let lease = engine.attach_lease(&id, &recipe::handover(&[recipe::ENTRYPOINT_FILE])?).await?;
     Ok((id, lease))

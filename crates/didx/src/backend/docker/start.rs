@@ -314,7 +314,7 @@ async fn holds_block(engine: &Engine, id: &str, block: net::Block) -> Result<boo
 async fn create_server_as(engine: &Engine, server: &recipe::Server<'_>, iso: &mut Isolation) -> Result<(String, Vec<String>)> {
     let mut unknown = Vec::new();
     loop {
-        let body = recipe::held(server.body(iso), engine.is_ssh());
+        let body = recipe::held(server.body(iso), engine.beats());
         match engine.create_container(server.name, body).await {
             Ok(id) => return Ok((id, unknown)),
             // Engines reject capabilities newer than themselves: drop each one named and retry.
@@ -330,7 +330,7 @@ async fn create_server_as(engine: &Engine, server: &recipe::Server<'_>, iso: &mu
 /// over the lease. Its id and lease.
 async fn start_client(engine: &Engine, name: &str, client: &recipe::Client<'_>) -> Result<(String, Lease)> {
     let files = recipe::handover(&client.files())?;
-    let id = engine.create_container(name, recipe::held(client.body(), engine.is_ssh())).await?;
+    let id = engine.create_container(name, recipe::held(client.body(), engine.beats())).await?;
     engine.start(&id).await?;
     let held = engine.attach_lease(&id, &files).await?;
     Ok((id, held))

@@ -74,16 +74,23 @@ pub(crate) fn handover(files: &[Entry<'_>]) -> Result<Vec<u8>> {
 /// started by a didx that died before attaching to it stays.
 pub(super) const GO_WITHIN_SECS: u64 = 15;
 
-/// On an engine over SSH, the held container's stdin carries a `beat` line every
-/// `engine::BEAT_EVERY` (see [`crate::engine::Engine::attach_lease`]); with no word
-/// for this many seconds the entrypoint ends the container, as when its stdin closes. (A link
-/// that drops silently closes nothing until the remote sshd notices, if it is told to.)
+/// Where the engine may not pass a lease's end on ([`crate::engine::Engine::beats`]: over SSH,
+/// Podman), the held container's stdin carries a `beat` line every `engine::BEAT_EVERY` (see
+/// [`crate::engine::Engine::attach_lease`]); with no word for this many seconds the entrypoint
+/// ends the container, as when its stdin closes. (A link that drops silently closes nothing
+/// until the remote sshd notices, if it is told to; Podman never closes it.)
 pub(crate) const BEAT_LIMIT_SECS: u64 = 6;
+
+/// The environment of an exec'd lease (the entrypoint's `lease` mode): `DIDX_LEASE_BEAT` set
+/// with `beat`, else cleared (the container's own, from a didx that beat, would else apply).
+pub(crate) fn lease_env(beat: bool) -> Vec<String> {
+    vec![format!("DIDX_LEASE_BEAT={}", if beat { BEAT_LIMIT_SECS.to_string() } else { String::new() })]
+}
 
 /// `body` made to be held by its didx from its start: stdin open to one attach (closed when
 /// that attach ends), PID 1 the [`BOOTSTRAP`] running the body's entrypoint and command, and
-/// `DIDX_LEASE=stdin` so the entrypoint keeps watching stdin; with `beat` (an engine over
-/// SSH), `DIDX_LEASE_BEAT` too: it also ends when its didx falls silent.
+/// `DIDX_LEASE=stdin` so the entrypoint keeps watching stdin; with `beat` (see
+/// [`BEAT_LIMIT_SECS`]), `DIDX_LEASE_BEAT` too: it also ends when its didx falls silent.
 pub(crate) fn held(mut body: ContainerCreateBody, beat: bool) -> ContainerCreateBody {
     let mut argv = body.entrypoint.take().unwrap_or_default();
     argv.extend(body.cmd.take().unwrap_or_default());

@@ -17,5 +17,5 @@ pub use base::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, STOR
 pub(crate) use base::{ENTRYPOINT_FILE, VERSION, published_port};
 pub(crate) use client::{Client, ClientFiles};
 pub(crate) use filler::Filler;
-pub(crate) use held::{handover, held};
+pub(crate) use held::{handover, held, lease_env};
 pub(crate) use server::Server;
