@@ -632,3 +632,34 @@ fn the_image_store_on_an_ssh_engine_is_filled_and_used_there_and_removed_by_stor
     assert_eq!(rm.code, 0, "{}", rm.show());
     assert_eq!(stores_on(&there), Vec::<String>::new(), "store rm left a store there");
 }
+
+#[test]
+fn load_of_an_image_only_this_machine_holds_is_a_usage_error_saying_how_to_carry_it_over() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("load-local");
+    let host = r["DIDX_REMOTE_HOST"].as_str();
+    // Only the local engine holds it (scripts/setup.sh builds it here alone).
+    let image = "didx/dind-busybox:local";
+    let there = rt().block_on(remote_engine(&r));
+    let (here_has, there_has) =
+        rt().block_on(async { (engine().await.image(image).await.unwrap().is_some(), there.image(image).await.unwrap().is_some()) });
+    assert!(here_has && !there_has, "{image}: here {here_has}, there {there_has}: the test proves nothing");
+    let child = remote_cmd(&r, t.path(), &["-H", host, "--load", image, "--clean", "anycase", "true"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let run = from_output(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 2, "{}", run.show());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.show());
+    assert!(run.stderr.contains(&format!("docker save {image} | docker -H {host} load")), "{}", run.show());
+    let made: Vec<_> = rt()
+        .block_on(there.containers(labels::filter(None)))
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.labels.as_ref().and_then(|l| l.get(labels::OWNER)).is_some_and(|o| o.ends_with(&format!(" pid {pid}"))))
+        .collect();
+    assert!(made.is_empty(), "the refused run made {made:?}");
+}

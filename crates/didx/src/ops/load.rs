@@ -59,11 +59,16 @@ pub async fn check(engine: &Engine, names: &[String]) -> Result<Vec<HostImage>> 
     let mut out = Vec::new();
     for name in names {
         let Some(img) = engine.image(name).await? else {
-            return Err(Error::invalid(
-                "--load image",
-                name.clone(),
-                "no such image on the host engine; build, pull or load it there first",
-            ));
+            let fix = if engine.is_ssh() {
+                // The engine is another machine's: what this one holds is not there.
+                format!(
+                    "no such image on the engine at {host}; build, pull or load it there first (one on this machine: docker save {name} | docker -H {host} load)",
+                    host = engine.host()
+                )
+            } else {
+                "no such image on the host engine; build, pull or load it there first".to_string()
+            };
+            return Err(Error::invalid("--load image", name.clone(), fix));
         };
         out.push(HostImage { name: name.clone(), id: img.id.unwrap_or_default(), size: img.size.unwrap_or(0).max(0) as u64 });
     }
