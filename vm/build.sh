@@ -22,7 +22,11 @@ suite=trixie
 # mmdebstrap skips Recommends: everything needed is named. docker.io 26 in trixie ships no
 # client (docker-cli). apparmor, which Debian's kernel recommends and installs, loads the host
 # engine's docker-default profile, as on users' Debian and Ubuntu hosts.
-packages=linux-image-amd64,initramfs-tools,zstd,systemd-sysv,apparmor,docker.io,docker-cli,iptables,ca-certificates,mount,iproute2,procps,kmod,e2fsprogs
+# Podman (5.x in trixie) is the second engine kind, driven through `podman system service`'s
+# Docker-compatible socket (vm/guest.sh starts it for a plan's `@engine podman` lines); its
+# systemd units stay masked so the docker lines see nothing of it. Its netavark sets the
+# firewall through nft (nftables); crun reaches systemd (its cgroup manager) over D-Bus (dbus).
+packages=linux-image-amd64,initramfs-tools,zstd,systemd-sysv,apparmor,docker.io,docker-cli,iptables,ca-certificates,mount,iproute2,procps,kmod,e2fsprogs,podman,crun,netavark,aardvark-dns,catatonit,nftables,dbus
 size="${DIDX_VM_DISK:-24G}"
 
 key="$(printf '%s\n' "$suite" "$mirror" "$packages" "$size" | cat - "$self" | sha256sum | cut -c1-16)"
@@ -71,7 +75,8 @@ echo o >/proc/sysrq-trigger
 RUN
 chmod 755 "$files/usr/local/sbin/didx-vm-run"
 for unit in getty@tty1.service serial-getty@ttyS0.service apt-daily.timer apt-daily-upgrade.timer \
-  e2scrub_all.timer e2scrub_reap.service fstrim.timer dpkg-db-backup.timer systemd-timesyncd.service; do
+  e2scrub_all.timer e2scrub_reap.service fstrim.timer dpkg-db-backup.timer systemd-timesyncd.service \
+  podman.socket podman.service podman-restart.service podman-auto-update.timer podman-clean-transient.service; do
   ln -s /dev/null "$files/etc/systemd/system/$unit"
 done
 echo didx-vm >"$files/etc/hostname"

@@ -6,7 +6,8 @@
 #
 # Payload (/payload, read-only): lane.env (REPO=, the repository's absolute path on the host,
 # so the test binaries' compiled-in paths hold), repo/ (tracked files and the built binaries),
-# images.tar (docker save), plan (lines: NAME TIMEOUT_SECONDS COMMAND...).
+# images.tar (docker save), plan (lines: NAME TIMEOUT_SECONDS COMMAND..., and `@engine KIND`
+# lines: docker or podman for the lines after it).
 set -u
 P=/payload
 R=/results
@@ -55,19 +56,82 @@ docker version --format 'engine: {{.Server.Version}} (API {{.Server.APIVersion}}
 docker info --format 'cgroup driver: {{.CgroupDriver}} v{{.CgroupVersion}}; security: {{.SecurityOptions}}' >>"$R/facts"
 say "engine up: $(tail -n 2 "$R/facts" | tr '\n' ' ')"
 
-say "loading images"
-if ! docker load -i "$P/images.tar" >"$R/load.log" 2>&1; then
-	say "docker load failed"
-	cat "$R/load.log" >/dev/console
-	finish
-fi
-say "images loaded: $(docker images --format '{{.Repository}}:{{.Tag}}' | tr '\n' ' ')"
+# The engine the plan's lines use: docker (the VM's docker.service; until a line says
+# otherwise) or podman (`podman system service` as root: its Docker-compatible socket). Each
+# gets the run's images the first time it is used. Fails (said) when the engine cannot serve.
+ENGINES=""
+use_engine() {
+	case " $ENGINES " in *" $1 "*) ;; *)
+		case "$1" in
+		docker) ;;
+		podman)
+			say "starting podman system service"
+			mkdir -p /run/podman
+			setsid podman system service --time=0 unix:///run/podman/podman.sock >"$R/podman.log" 2>&1 </dev/null &
+			i=0
+			until docker -H unix:///run/podman/podman.sock version >/dev/null 2>&1; do
+				i=$((i + 1))
+				if [ $i -gt 120 ]; then
+					say "podman's service did not answer"
+					return 1
+				fi
+				sleep 1
+			done
+			podman version --format 'podman: {{.Server.Version}}, API {{.Server.APIVersion}}' >>"$R/facts" 2>&1
+			podman info --format 'podman: cgroup {{.Host.CgroupsVersion}} {{.Host.CgroupManager}}, runtime {{.Host.OCIRuntime.Name}}, network {{.Host.NetworkBackend}}' >>"$R/facts" 2>&1
+			say "engine up: $(tail -n 2 "$R/facts" | tr '\n' ' ')"
+			;;
+		esac
+		say "loading images into $1"
+		if ! engine_cli "$1" load -i "$P/images.tar" >"$R/load.$1.log" 2>&1; then
+			say "loading images into $1 failed"
+			cat "$R/load.$1.log" >/dev/console
+			return 1
+		fi
+		say "images loaded into $1: $(engine_cli "$1" images --format '{{.Repository}}:{{.Tag}}' | tr '\n' ' ')"
+		ENGINES="$ENGINES $1"
+		;;
+	esac
+	case "$1" in
+	docker) unset DOCKER_HOST ;;
+	podman) export DOCKER_HOST=unix:///run/podman/podman.sock ;;
+	esac
+}
+# The docker CLI for engine $1 (podman's own CLI for podman: it names loaded images as it
+# stores them).
+engine_cli() {
+	kind=$1
+	shift
+	case "$kind" in
+	docker) docker -H unix:///var/run/docker.sock "$@" ;;
+	podman) podman "$@" ;;
+	esac
+}
 
 cd "$REPO"
 : >"$R/summary"
+engine=""
+broken=""
 while read -r name limit cmd; do
 	case "$name" in '' | '#'*) continue ;; esac
-	say "$name: running"
+	if [ "$name" = @engine ]; then
+		engine=$limit
+		broken=""
+		use_engine "$engine" || broken=$engine
+		continue
+	fi
+	if [ -z "$engine" ]; then
+		engine=docker
+		use_engine docker || broken=docker
+	fi
+	if [ -n "$broken" ]; then
+		# Its engine could not serve: the line fails without running.
+		echo "$name 125 0" >>"$R/summary"
+		echo "not run: the $broken engine could not be set up" >"$R/$name.log"
+		say "$name: not run ($broken engine down)"
+		continue
+	fi
+	say "$name: running on $engine"
 	s=$(cut -d. -f1 /proc/uptime)
 	timeout -k 10 "$limit" sh -c "$cmd" >"$R/$name.log" 2>&1 </dev/null
 	rc=$?
@@ -78,8 +142,14 @@ while read -r name limit cmd; do
 	[ "$rc" = 0 ] || grep -E '^test .* FAILED$|panicked at' -A2 "$R/$name.log" | head -n 40 >/dev/console
 done <"$P/plan"
 
-# What the tests left on the VM's engine (they assert it themselves; this is the lane's view).
-docker ps -aq --filter label=io.didx.env | wc -l >"$R/left.containers"
-docker volume ls -q --filter label=io.didx.env | wc -l >"$R/left.volumes"
+# What the tests left on the VM's engines (they assert it themselves; this is the lane's view).
+c=0
+v=0
+for e in $ENGINES; do
+	c=$((c + $(engine_cli "$e" ps -aq --filter label=io.didx.env | wc -l)))
+	v=$((v + $(engine_cli "$e" volume ls -q --filter label=io.didx.env | wc -l)))
+done
+echo "$c" >"$R/left.containers"
+echo "$v" >"$R/left.volumes"
 journalctl -u docker -u containerd --no-pager >"$R/dockerd.log" 2>&1
 finish

@@ -6,7 +6,8 @@
 #
 #   --short      vm/plans/short (what CI runs) instead of vm/plans/full
 #   --accel A    kvm, tcg or auto (default: KVM if a 15 s probe boots the kernel, else TCG)
-#   --plan FILE  another plan (lines: NAME TIMEOUT_SECONDS PACKAGE/TARGET [LIBTEST ARGS])
+#   --plan FILE  another plan (lines: NAME TIMEOUT_SECONDS PACKAGE/TARGET [LIBTEST ARGS], and
+#                `@engine docker|podman`: the engine the lines after it use; docker first)
 #
 # Needs: qemu-system-x86 (installed if missing), mmdebstrap (vm/build.sh), the host engine
 # with didx/dind:local (scripts/setup.sh) for `docker save`; the host engine is only read.
@@ -77,6 +78,11 @@ total=0
 : >"$payload/plan"
 while read -r name limit target args; do
   case "$name" in '' | '#'*) continue ;; esac
+  # `@engine KIND`: the lines after it run against that engine (vm/guest.sh sets it up).
+  if [ "$name" = @engine ]; then
+    case "$limit" in docker | podman) echo "@engine $limit" >>"$payload/plan"; continue ;; esac
+    echo "vm/run.sh: $plan: '@engine $limit': the engines are docker and podman" >&2; exit 2
+  fi
   exe="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' "$exes" "$target")"
   if [ -z "$exe" ]; then echo "vm/run.sh: $plan names test target '$target', which cargo did not build" >&2; exit 2; fi
   case "$exe" in "$repo"/*) rel="${exe#"$repo"/}" ;; *) echo "vm/run.sh: $exe is outside the repository (CARGO_TARGET_DIR is not supported here)" >&2; exit 2 ;; esac

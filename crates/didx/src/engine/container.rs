@@ -11,7 +11,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use super::call::{QUICK_TIMEOUT, REMOVE_TIMEOUT, call, is_not_found, quick, within};
 use super::connect::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 impl Engine {
     raw! {
@@ -115,9 +115,22 @@ impl Engine {
 
     raw! {
         /// Containers (running or not) matching `filters`.
+        ///
+        /// Podman (5.4 seen; fixed upstream in podman#28390) lists a container that has ended
+        /// and awaits its clean-up as `stopped`, a state outside Docker's API that fails the
+        /// whole answer: the state passes within moments, so on Podman the list is asked again
+        /// for a few seconds before the error stands.
         async fn containers(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<ContainerSummary>> {
-            let opts = qp::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-            quick("list containers", "engine", self.docker.list_containers(Some(opts))).await
+            let deadline = std::time::Instant::now() + PODMAN_STOPPED_PATIENCE;
+            loop {
+                let opts = qp::ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
+                match quick("list containers", "engine", self.docker.list_containers(Some(opts))).await {
+                    Err(e) if self.is_podman() && lists_podman_stopped(&e) && std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    r => return r,
+                }
+            }
         }
     }
 
@@ -128,5 +141,34 @@ impl Engine {
             let opts = qp::StopContainerOptions { t: Some(grace.as_secs() as i32), ..Default::default() };
             self.docker.stop_container(container, Some(opts)).await.map_err(call("stop container", container))
         }
+    }
+}
+
+/// How long a list on Podman is asked again while it names a container `stopped`.
+const PODMAN_STOPPED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a list failed on Podman's `stopped`, a state Docker's API does not have.
+fn lists_podman_stopped(e: &Error) -> bool {
+    matches!(e, Error::Engine { source: BollardError::JsonDataError { message, .. }, .. } if message.contains("unknown variant `stopped`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn podman_s_stopped_state_is_told_from_other_failures() {
+        let json = |message: &str| Error::Engine {
+            op: "list containers",
+            target: "engine".into(),
+            source: BollardError::JsonDataError { message: message.into(), column: 7 },
+        };
+        assert!(lists_podman_stopped(&json("unknown variant `stopped`, expected one of ``, `created`, `running`")));
+        assert!(!lists_podman_stopped(&json("unknown variant `frozen`, expected one of ``")));
+        assert!(!lists_podman_stopped(&Error::Engine {
+            op: "list containers",
+            target: "engine".into(),
+            source: BollardError::RequestTimeoutError
+        }));
     }
 }
