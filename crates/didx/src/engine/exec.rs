@@ -76,14 +76,9 @@ impl Engine {
         }
     }
 
-    /// Create and start an exec of `argv` in `container` with stdin, stdout and stderr
-    /// attached: its id, output and input.
-    pub(super) async fn attached_exec(&self, container: &str, argv: &[String]) -> Result<(String, OutputStream, std::pin::Pin<Box<dyn AsyncWrite + Send>>)> {
-        self.attached_exec_with(container, argv, &[]).await
-    }
-
-    /// [`Engine::attached_exec`] with `env` (`NAME=VALUE`) in the exec's environment.
-    pub(super) async fn attached_exec_with(
+    /// Create and start an exec of `argv` in `container`, with `env` (`NAME=VALUE`) in its
+    /// environment and stdin, stdout and stderr attached: its id, output and input.
+    pub(super) async fn attached_exec(
         &self,
         container: &str,
         argv: &[String],
@@ -116,7 +111,7 @@ impl Engine {
             out: &mut (dyn AsyncWrite + Unpin + Send),
             err: &mut (dyn AsyncWrite + Unpin + Send),
         ) -> Result<i64> {
-            let (exec_id, output, mut stdin) = self.attached_exec(container, argv).await?;
+            let (exec_id, output, mut stdin) = self.attached_exec(container, argv, &[]).await?;
             let feed = async {
                 futures_util::pin_mut!(input);
                 loop {

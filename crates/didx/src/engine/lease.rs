@@ -55,7 +55,7 @@ impl Engine {
         async fn lease(&self, container: &str, argv: &[String], env: &[String]) -> Result<Lease> {
             // stdout and stderr attached too: engines (20.10 seen) that attach stdin alone never
             // read the connection, so never see it close.
-            let (_, output, input) = self.attached_exec_with(container, argv, env).await?;
+            let (_, output, input) = self.attached_exec(container, argv, env).await?;
             let mut lease =
                 Lease { container: container.to_string(), input: Arc::new(tokio::sync::Mutex::new(input)), _output: Some(output), drain: None, beat: None };
             if self.beats() {

@@ -127,7 +127,7 @@ pub(super) async fn run_filler(
                 // the exec with its container: asked for its exit code a moment later (a round
                 // trip over SSH), the engine no longer knows it. It ran: nothing else ends the
                 // filler this early.
-                Err(e) if crate::engine::status_of(&e) == Some(404) => {
+                Err(e) if status_of(&e) == Some(404) => {
                     tracing::debug!(filler = %id, error = %e, "the filler ended before its store-sealed exec was inspected");
                 }
                 r => {

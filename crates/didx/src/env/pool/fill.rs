@@ -182,20 +182,18 @@ async fn start_pooled(
     let (id, lease) = start_server(engine, &server, cancel, on).await?;
     let server = Container { name: name.clone(), id: id.clone() };
     let client = recipe::Client { spec, server_name: &name, created: crate::util::now_secs(), files: ClientFiles::Upload(&tls), engine_socket: None, pool_key: Some(&tag.key), pool_name: tag.name.as_deref() };
-    let client = if engine.is_local() {
-        // The probe goes straight to the server; the client comes once it answers.
+    // On a local engine the probe goes straight to the server and the client comes once it
+    // answers; elsewhere the server's address is the engine machine's, not reachable from
+    // here: the client comes first and the probe runs in it.
+    let local = engine.is_local();
+    if local {
         wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
-        let client = create_client(engine, &pooling_name(spec), &client).await?;
-        engine.start(&client).await?;
-        client
-    } else {
-        // The server's address is the engine machine's, not reachable from here: the client
-        // comes first and the probe runs in it.
-        let client = create_client(engine, &pooling_name(spec), &client).await?;
-        engine.start(&client).await?;
+    }
+    let client = create_client(engine, &pooling_name(spec), &client).await?;
+    engine.start(&client).await?;
+    if !local {
         wait_ready(engine, &server, Some(&client), &tls, spec.ready_timeout, cancel).await?;
-        client
-    };
+    }
     engine.rename(&client, &pooled_name(spec)).await?;
     // Ready: the pool holds it now (its idle timeout bounds how long).
     lease.release().await
