@@ -24,6 +24,9 @@ pub enum ProbeError {
     /// The address could not be reached at all (no route, timeout): probing from here may be
     /// impossible.
     Unreachable(String),
+    /// Connected, but the server's certificate is not the environment's (its CA does not sign
+    /// it): another server answers at that address here.
+    Stranger(String),
     /// Connected, but TLS or HTTP failed.
     Failed(String),
 }
@@ -33,9 +36,16 @@ impl std::fmt::Display for ProbeError {
         match self {
             ProbeError::Refused => f.write_str("connection refused"),
             ProbeError::Unreachable(e) => write!(f, "unreachable: {e}"),
-            ProbeError::Failed(e) => f.write_str(e),
+            ProbeError::Stranger(e) | ProbeError::Failed(e) => f.write_str(e),
         }
     }
+}
+
+/// Whether a failed handshake says the server's certificate is not one this environment's CA
+/// signed (rather than a connection cut mid-handshake while dockerd starts).
+fn stranger(e: &std::io::Error) -> bool {
+    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>());
+    matches!(tls, Some(tokio_rustls::rustls::Error::InvalidCertificate(_)))
 }
 
 /// A TLS client for one environment's inner engine.
@@ -73,7 +83,10 @@ impl Prober {
         };
         tcp.set_nodelay(true).ok();
         let name = ServerName::try_from(SERVER_NAME).expect("static name is valid");
-        let mut tls = self.connector.connect(name, tcp).await.map_err(|e| ProbeError::Failed(format!("TLS handshake: {e}")))?;
+        let mut tls = self.connector.connect(name, tcp).await.map_err(|e| {
+            let said = format!("TLS handshake: {e}");
+            if stranger(&e) { ProbeError::Stranger(said) } else { ProbeError::Failed(said) }
+        })?;
         let req = format!("GET /_ping HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n");
         tls.write_all(req.as_bytes()).await.map_err(|e| ProbeError::Failed(e.to_string()))?;
         let mut buf = vec![0u8; 512];
@@ -84,5 +97,44 @@ impl Prober {
         } else {
             Err(ProbeError::Failed(head.lines().next().unwrap_or("empty answer").to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_rustls::rustls::ServerConfig;
+
+    /// A TLS server on loopback with `tls`'s server certificate that answers one `/_ping`.
+    async fn server(tls: &TlsMaterial) -> SocketAddr {
+        let cert = CertificateDer::from_pem_slice(tls.server_cert_pem.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(tls.server_key_pem.as_bytes()).unwrap();
+        let config = ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert], key).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut s) = acceptor.accept(tcp).await else { continue };
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK").await;
+                let _ = s.shutdown().await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_server_of_another_environment_at_the_address_is_a_stranger_and_its_own_answers() {
+        let ours = TlsMaterial::generate(&["s"]).unwrap();
+        let theirs = TlsMaterial::generate(&["s"]).unwrap();
+        let prober = Prober::new(&ours).unwrap();
+        let t = Duration::from_secs(5);
+        match prober.ping(server(&theirs).await, t).await {
+            Err(ProbeError::Stranger(said)) => assert!(said.contains("TLS handshake"), "{said}"),
+            other => panic!("another environment's server: {other:?}"),
+        }
+        prober.ping(server(&ours).await, t).await.unwrap();
     }
 }

@@ -28,6 +28,10 @@ pub struct Engine {
     ssh: Option<std::sync::Arc<super::ssh::Master>>,
     /// Podman's Docker-compatible service (its `/version` names a "Podman Engine" component).
     podman: bool,
+    /// For a unix socket: whether the process serving it is in another network namespace than
+    /// this process (`Some(true)`), so the addresses of its containers are that namespace's,
+    /// not this one's; `None` when that cannot be told (see [`peer_netns_differs`]).
+    other_netns: Option<bool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -130,7 +134,13 @@ impl Engine {
             Ok::<_, BollardError>((docker, is_podman(&version)))
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, agreed).await {
-            Ok(Ok((docker, podman))) => Ok(Engine { docker, host, ssh: None, podman }),
+            Ok(Ok((docker, podman))) => {
+                let other_netns = match host.strip_prefix("unix://") {
+                    Some(path) => peer_netns_differs(std::path::Path::new(path)).await,
+                    None => None,
+                };
+                Ok(Engine { docker, host, ssh: None, podman, other_netns })
+            }
             Ok(Err(source)) => Err(Error::Unreachable { host, source }),
             Err(_) => Err(Error::Unreachable { host, source: BollardError::RequestTimeoutError }),
         }
@@ -189,10 +199,34 @@ impl Engine {
         }
     }
 
+    raw! {
+        /// Whether the addresses of the engine's containers are this process's to reach: a local
+        /// engine whose socket is not served from another network namespace (a dockerd started in
+        /// one, rootless Docker's): there the same addresses are another network's, and may even
+        /// be the containers of an engine in this namespace.
+        fn reaches_containers(&self) -> bool {
+            self.is_local() && self.other_netns != Some(true)
+        }
+    }
+
     /// The engine's `/info`.
     pub async fn info(&self) -> Result<SystemInfo> {
         quick("info", "engine", self.docker.info()).await
     }
+}
+
+/// Whether the process serving the unix socket at `path` is in another network namespace than
+/// this process: its peer credentials name it, `/proc` says its namespace. `None` when either
+/// cannot be read (no `/proc`, another user's process, a socket forwarded from elsewhere).
+async fn peer_netns_differs(path: &std::path::Path) -> Option<bool> {
+    let stream = tokio::net::UnixStream::connect(path).await.ok()?;
+    let pid = stream.peer_cred().ok()?.pid()?;
+    if pid <= 0 {
+        return None;
+    }
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    let ours = std::fs::read_link("/proc/self/ns/net").ok()?;
+    Some(theirs != ours)
 }
 
 /// Whether `/version`'s answer is Podman's (a component named "Podman Engine"; Docker's is

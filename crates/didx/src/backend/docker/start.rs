@@ -399,7 +399,7 @@ pub(crate) async fn wait_ready(
         .as_ref()
         .and_then(|n| n.networks.as_ref())
         .and_then(|nets| nets.values().find_map(|ep| ep.ip_address.as_deref().and_then(|s| s.parse().ok())));
-    let mut probe = match (engine.is_local(), ip, Prober::new(tls)) {
+    let mut probe = match (engine.reaches_containers(), ip, Prober::new(tls)) {
         (true, Some(ip), Ok(p)) => Probe::Direct(p, SocketAddr::new(ip, TLS_PORT)),
         _ => Probe::InClient,
     };
@@ -414,14 +414,21 @@ pub(crate) async fn wait_ready(
             Probe::Direct(prober, addr) => match prober.ping(*addr, remaining(deadline).min(Duration::from_millis(500))).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    if let ProbeError::Unreachable(_) = e {
-                        let since = *unreachable_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > Duration::from_secs(2) && client.is_some() {
-                            tracing::info!(server = %server.name, "server address unreachable from here; probing from the client");
+                    match e {
+                        ProbeError::Unreachable(_) => {
+                            let since = *unreachable_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() > Duration::from_secs(2) && client.is_some() {
+                                tracing::info!(server = %server.name, "server address unreachable from here; probing from the client");
+                                probe = Probe::InClient;
+                            }
+                        }
+                        // Another engine's container holds that address here: only the client
+                        // reaches this server.
+                        ProbeError::Stranger(_) if client.is_some() => {
+                            tracing::info!(server = %server.name, "another server answers at the server's address here; probing from the client");
                             probe = Probe::InClient;
                         }
-                    } else {
-                        unreachable_since = None;
+                        _ => unreachable_since = None,
                     }
                     last = e.to_string();
                 }

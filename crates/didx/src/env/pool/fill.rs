@@ -182,10 +182,11 @@ async fn start_pooled(
     let (id, lease) = start_server(engine, &server, cancel, on).await?;
     let server = Container { name: name.clone(), id: id.clone() };
     let client = recipe::Client { spec, server_name: &name, created: crate::util::now_secs(), files: ClientFiles::Upload(&tls), engine_socket: None, pool_key: Some(&tag.key), pool_name: tag.name.as_deref() };
-    // On a local engine the probe goes straight to the server and the client comes once it
-    // answers; elsewhere the server's address is the engine machine's, not reachable from
-    // here: the client comes first and the probe runs in it.
-    let local = engine.is_local();
+    // Where the engine's containers are reachable from here the probe goes straight to the
+    // server and the client comes once it answers; elsewhere (another machine, another
+    // network namespace) the server's address is not this one's: the client comes first and
+    // the probe runs in it.
+    let local = engine.reaches_containers();
     if local {
         wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
     }
