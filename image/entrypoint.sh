@@ -37,7 +37,9 @@
 # process, SIGKILL included; the engine then closes the exec's stdin. End of input without a
 # "release" line means the owner is gone: the container stops itself (the server kills its
 # dockerd; the client's PID 1 exits), and the engine's auto-removal (AutoRemove) takes the
-# container and its anonymous volumes. A "release" line hands the container over: it stays.
+# container and its anonymous volumes. A "release" line hands the container over: it stays,
+# and says so on its output ("didx-lease: released"), which didx waits for before it lets the
+# connection go (over SSH, what an ssh process still buffers when didx ends is lost).
 #
 # POSIX sh only: it runs in Debian's dash (didx/dind:local) and in busybox ash (docker:*-dind).
 # didx places this file at /didx/entrypoint in every container it creates, so the same logic
@@ -476,8 +478,9 @@ listening() {
 	grep -qE ':0948 [0-9A-F]+:0000 0A ' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
-# hold: read stdin until a "release" line (the container is handed over: mark it released and
-# return), an "end" line or its end (the owning didx is gone, or let go: end this container).
+# hold: read stdin until a "release" line (the container is handed over: mark it released, say
+# "didx-lease: released" on stdout, and return), an "end" line or its end (the owning didx is
+# gone, or let go: end this container).
 # "end" is said before the stream closes because an engine may not pass the close on (Podman
 # keeps a container's stdin open when the attach that fed it ends). The server ends by its
 # dockerd's death (its PID 1 then exits), the client by PID 1's own exit. Beats are counted in
@@ -492,6 +495,8 @@ hold() {
 		release)
 			mkdir -p "$LEASE_DIR"
 			: >"$LEASE_DIR/released"
+			# Told back (didx waits for it before letting its connection go).
+			echo "didx-lease: released"
 			return 0
 			;;
 		end)
@@ -629,7 +634,10 @@ reap() {
 	mkdir -p "$LEASE_DIR"
 	trap 'exit 0' TERM INT
 	while IFS= read -r line; do
-		[ "$line" = release ] && exit 0
+		if [ "$line" = release ]; then
+			echo "didx-lease: released"
+			exit 0
+		fi
 	done
 	log "lease lost: removing what environment $DIDX_ENV holds"
 	f="label=io.didx.env=$DIDX_ENV"

@@ -116,6 +116,27 @@ fn assert_ran_and_left_nothing(r: &HashMap<String, String>, t: &std::path::Path,
     assert_no_process_mentions(&t.display().to_string(), Duration::from_secs(5), "its ssh outlived it");
 }
 
+/// A pool of the test's own on the remote engine ([`OwnPool`]), emptied there (`pool down`
+/// over the socket) when the test fails before it does so itself.
+struct PoolThere {
+    pool: OwnPool,
+    socket: String,
+}
+
+impl PoolThere {
+    fn new(r: &HashMap<String, String>, tag: &str) -> PoolThere {
+        PoolThere { pool: OwnPool::new(tag), socket: r["DIDX_REMOTE_SOCKET"].clone() }
+    }
+}
+
+impl Drop for PoolThere {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = didx_cmd(&["pool", "down"]).env("DOCKER_HOST", &self.socket).env_remove("DOCKER_CONTEXT").output();
+        }
+    }
+}
+
 /// A private temporary directory for one test's didx (removed on drop).
 fn tmp(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("didx-remote-{tag}-")).tempdir().unwrap()
@@ -301,7 +322,7 @@ fn a_cut_link_to_an_ssh_engine_ends_the_remote_environment_by_its_beat_and_the_r
     let host = r["DIDX_REMOTE_HOST"].as_str();
     // Two runs: a fresh environment (held through its containers' own stdin) and one claimed
     // from a warm pool (held through an exec of the entrypoint's lease mode).
-    let pool = OwnPool::new("cut");
+    let pool = PoolThere::new(&r, "cut");
     let up = from_output(remote_cmd(&r, t.path(), &["-H", host, "pool", "up", "1", "--events", "json"]).output().unwrap());
     assert_eq!(up.code, 0, "{}", up.show());
     let pooled = up.pool_ready().pop().expect("a pooled environment");
@@ -317,8 +338,9 @@ fn a_cut_link_to_an_ssh_engine_ends_the_remote_environment_by_its_beat_and_the_r
         .find(|c| c.labels.as_ref().and_then(|l| l.get(labels::OWNER)).is_some_and(|o| o.ends_with(&format!(" pid {pid}"))))
         .and_then(|c| c.labels?.get(labels::ENV).cloned())
         .expect("this run's environment on the remote engine");
-    let mut children = [fresh_run, pooled_run];
+    let children = [fresh_run, pooled_run];
     let cut = LinkDown::new(&r);
+    let t0 = Instant::now();
     // The remote sshd, a stock one, does not notice (no ClientAliveInterval): the containers
     // end themselves when didx's beat stops (a word every second; they give up after 6 s of
     // silence, checking every 6 s: within 12 s, then the engine removes them).
@@ -327,34 +349,39 @@ fn a_cut_link_to_an_ssh_engine_ends_the_remote_environment_by_its_beat_and_the_r
             assert_remote_gone_within(&remote_engine, id, Duration::from_secs(16), "the cut")
         }
     }));
-    drop(cut);
-    // The pool's refill, started by the claim, made another: emptied with the link back.
-    let down = from_output(remote_cmd(&r, t.path(), &["-H", host, "pool", "down"]).output().unwrap());
-    drop(pool);
-    if gone.is_err() {
-        for c in &mut children {
-            let _ = c.kill();
-        }
-        std::panic::resume_unwind(Box::new("a remote environment outlived the cut (above)"));
-    }
-    assert_eq!(down.code, 0, "{}", down.show());
     // Each run, on this side, learns of it when its ssh gives up (ServerAliveInterval 5 ×
-    // ServerAliveCountMax 3) and fails.
-    let t0 = Instant::now();
+    // ServerAliveCountMax 3: 15 s after the cut) and fails. The link stays down until then: a
+    // link back sooner keeps the ssh connection, and the run would learn of its environment's
+    // end only when TCP's backed-off retransmissions carry the engine's answer, at a moment
+    // no test can bound.
+    let mut ended = Vec::new();
     for mut child in children {
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
-                break s;
+                break Some(s);
             }
             if t0.elapsed() > scaled(Duration::from_secs(40)) {
                 let _ = child.kill();
-                panic!("didx still running 40 s after its ssh link was cut");
+                let _ = child.wait();
+                break None;
             }
             std::thread::sleep(Duration::from_millis(200));
         };
         let mut err = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-        eprintln!("didx ended {:.1} s after the link came back: {status}\n{err}", t0.elapsed().as_secs_f64());
+        eprintln!("didx ended {:.1} s after the cut: {status:?}\n{err}", t0.elapsed().as_secs_f64());
+        ended.push((status, err));
+    }
+    drop(cut);
+    // The pool's refill, started by the claim, made another: emptied with the link back.
+    let down = from_output(remote_cmd(&r, t.path(), &["-H", host, "pool", "down"]).output().unwrap());
+    drop(pool);
+    if gone.is_err() {
+        std::panic::resume_unwind(Box::new("a remote environment outlived the cut (above)"));
+    }
+    assert_eq!(down.code, 0, "{}", down.show());
+    for (status, err) in ended {
+        let status = status.unwrap_or_else(|| panic!("didx still running 40 s after its ssh link was cut:\n{err}"));
         assert!(!status.success(), "a run whose engine went away succeeded:\n{err}");
     }
     assert_no_process_mentions(&t.path().display().to_string(), Duration::from_secs(30), "ssh processes outlived didx");
@@ -507,18 +534,19 @@ fn a_warm_pool_on_an_ssh_engine_fills_there_serves_a_run_and_goes_down_leaving_n
     let _link = link_up();
     let r = remote();
     let t = tmp("pool");
-    let pool = OwnPool::new("remote");
+    let pool = PoolThere::new(&r, "remote");
     let host = r["DIDX_REMOTE_HOST"].as_str();
     let there = rt().block_on(remote_engine(&r));
     let of_pool = || -> Vec<String> {
         rt().block_on(async {
             let all = there.containers(labels::filter(None)).await.unwrap();
-            all.into_iter().filter(|c| c.labels.as_ref().is_some_and(|l| pool.owns(l))).map(|c| format!("{:?}", c.names)).collect()
+            all.into_iter().filter(|c| c.labels.as_ref().is_some_and(|l| pool.pool.owns(l))).map(|c| format!("{:?}", c.names)).collect()
         })
     };
     // -H before the verb: the address is the pool's engine.
     let up = from_output(remote_cmd(&r, t.path(), &["-H", host, "pool", "up", "2", "--events", "json"]).output().unwrap());
     assert_eq!(up.code, 0, "{}", up.show());
+    let filled = Instant::now();
     let ready = up.pool_ready();
     assert_eq!(ready.len(), 2, "{}", up.show());
     assert!(!of_pool().is_empty(), "the remote engine holds none of the pool: {}", up.show());
@@ -538,6 +566,10 @@ fn a_warm_pool_on_an_ssh_engine_fills_there_serves_a_run_and_goes_down_leaving_n
 
     // The other, claimed by a didx on the engine's own socket, which does not beat: its lease
     // clears the beat limit its containers were made with over SSH, so it outlives that limit.
+    // Claimed only once that limit has passed since `pool up` ended (6 s without a beat, checked
+    // every 6 s): the filler's release must have reached it (a release still in an ssh's
+    // buffer when `pool up` exits is lost, and the environment ends itself by the limit).
+    std::thread::sleep(Duration::from_secs(13).saturating_sub(filled.elapsed()));
     let mut local = didx_cmd(&["--pool", "--clean", "anycase", "--events", "json", "sh -c 'sleep 14; echo env=$DIDX_ENV'"]);
     local.env("DOCKER_HOST", &r["DIDX_REMOTE_SOCKET"]).env_remove("DOCKER_CONTEXT");
     let run = from_output(local.output().unwrap());
@@ -662,4 +694,50 @@ fn load_of_an_image_only_this_machine_holds_is_a_usage_error_saying_how_to_carry
         .filter(|c| c.labels.as_ref().and_then(|l| l.get(labels::OWNER)).is_some_and(|o| o.ends_with(&format!(" pid {pid}"))))
         .collect();
     assert!(made.is_empty(), "the refused run made {made:?}");
+}
+
+#[test]
+fn an_engine_served_from_another_network_namespace_is_probed_from_the_environment_s_client() {
+    let _link = link_up();
+    let r = remote();
+    // The remote engine's socket is on this machine, but its dockerd (and its containers'
+    // addresses) are in the second host's network namespace: the same addresses here are this
+    // machine's bridge, where another engine's containers (another environment's server) may
+    // answer. A pooled server is probed before its client exists wherever its address is
+    // reachable: here that probe would never reach it.
+    let there = rt().block_on(remote_engine(&r));
+    assert!(!there.reaches_containers(), "the remote engine's socket is served from another network namespace");
+    assert!(rt().block_on(Engine::connect(None)).unwrap().reaches_containers(), "this machine's engine");
+    let pool = PoolThere::new(&r, "netns");
+    let socket = |args: &[&str]| {
+        let mut c = didx_cmd(args);
+        c.env("DOCKER_HOST", &r["DIDX_REMOTE_SOCKET"]).env_remove("DOCKER_CONTEXT");
+        from_output(c.output().unwrap())
+    };
+    let up = socket(&["pool", "up", "1", "--events", "json"]);
+    assert_eq!(up.code, 0, "{}", up.show());
+    let ready = up.pool_ready();
+    let fresh = socket(&["--clean", "anycase", "--events", "json", "docker version --format inner={{.Server.Version}}"]);
+    assert_eq!(fresh.code, 0, "{}", fresh.show());
+    assert!(fresh.stdout.contains("inner="), "{}", fresh.show());
+    let pooled = socket(&["--pool", "--clean", "anycase", "--events", "json", "sh -c 'echo env=$DIDX_ENV'"]);
+    assert_eq!(pooled.code, 0, "{}", pooled.show());
+    let claimed = pooled.stdout.trim().strip_prefix("env=").unwrap_or_default().to_string();
+    assert!(ready.contains(&claimed), "the run did not get the pooled environment: {}", pooled.show());
+    let down = socket(&["pool", "down"]);
+    assert_eq!(down.code, 0, "{}", down.show());
+    let of_pool = || -> usize {
+        rt().block_on(async {
+            let all = there.containers(labels::filter(None)).await.unwrap();
+            all.into_iter().filter(|c| c.labels.as_ref().is_some_and(|l| pool.pool.owns(l))).count()
+        })
+    };
+    let t0 = Instant::now();
+    while of_pool() > 0 && t0.elapsed() < scaled(Duration::from_secs(30)) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(of_pool(), 0, "the pool left something on the remote engine");
+    for id in [fresh.env_id().unwrap(), claimed] {
+        rt().block_on(async { assert_eq!(leftovers_on(&there, &id).await, Vec::<String>::new(), "the remote engine keeps something") });
+    }
 }

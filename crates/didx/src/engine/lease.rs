@@ -1,6 +1,9 @@
 //! The lease protocol: a [`Lease`] holds a container for this process (an attached exec of the
 //! entrypoint's `lease` mode, or the container's own stdin from before its start); when the
-//! connection closes without a `release` line, the container ends itself.
+//! connection closes without a `release` line, the container ends itself. The container answers
+//! a `release` line with [`RELEASED`] on its output, so a release is known to have arrived
+//! before this process lets its connection go (over SSH, what an ssh process still buffers
+//! when this process ends is lost).
 
 use std::sync::Arc;
 
@@ -28,15 +31,7 @@ impl Engine {
         async fn attach_lease(&self, container: &str, handover: &[u8]) -> Result<Lease> {
             let opts = qp::AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
             let attached = quick("attach container", container, self.docker.attach_container(container, Some(opts))).await?;
-            let mut output = attached.output;
-            let drain = tokio::spawn(async move { while let Some(Ok(_)) = output.next().await {} });
-            let mut lease = Lease {
-                container: container.to_string(),
-                input: Arc::new(tokio::sync::Mutex::new(attached.input)),
-                _output: None,
-                drain: Some(drain),
-                beat: None,
-            };
+            let mut lease = Lease::new(container, attached.input, attached.output);
             let said = [handover, b"go\n"].concat();
             lease.tell(&said, false, "start lease", "starting").await?;
             if self.beats() {
@@ -56,8 +51,7 @@ impl Engine {
             // stdout and stderr attached too: engines (20.10 seen) that attach stdin alone never
             // read the connection, so never see it close.
             let (_, output, input) = self.attached_exec(container, argv, env).await?;
-            let mut lease =
-                Lease { container: container.to_string(), input: Arc::new(tokio::sync::Mutex::new(input)), _output: Some(output), drain: None, beat: None };
+            let mut lease = Lease::new(container, input, output);
             if self.beats() {
                 lease.beat_on();
             }
@@ -71,9 +65,11 @@ impl Engine {
 pub struct Lease {
     container: String,
     input: Arc<tokio::sync::Mutex<std::pin::Pin<Box<dyn AsyncWrite + Send>>>>,
-    _output: Option<OutputStream>,
-    /// Reads and drops an attached container's output.
+    /// Reads and drops the held container's output (so it never blocks on it), watching for
+    /// [`RELEASED`].
     drain: Option<tokio::task::JoinHandle<()>>,
+    /// Fires when the container said [`RELEASED`]; dropped unfired when its output ended first.
+    released: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Says `beat` on the input (an engine over SSH).
     beat: Option<tokio::task::JoinHandle<()>>,
 }
@@ -81,6 +77,21 @@ pub struct Lease {
 /// How often a lease over SSH says `beat` (the container gives up after the recipe's
 /// `BEAT_LIMIT_SECS` without a word).
 pub const BEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the entrypoint's `hold` says on the container's output once a `release` line reached it.
+pub const RELEASED: &[u8] = b"didx-lease: released\n";
+
+/// Whether `RELEASED` is in what was read so far: `tail` keeps the end of the last chunk (a
+/// chunk may end inside the marker), `chunk` is the next one.
+fn saw_released(tail: &mut Vec<u8>, chunk: &[u8]) -> bool {
+    tail.extend_from_slice(chunk);
+    let found = tail.windows(RELEASED.len()).any(|w| w == RELEASED);
+    let keep = RELEASED.len() - 1;
+    if tail.len() > keep {
+        tail.drain(..tail.len() - keep);
+    }
+    found
+}
 
 impl Drop for Lease {
     fn drop(&mut self) {
@@ -98,14 +109,54 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
+    fn new(container: &str, input: std::pin::Pin<Box<dyn AsyncWrite + Send>>, mut output: OutputStream) -> Lease {
+        let (said, released) = tokio::sync::oneshot::channel();
+        let drain = tokio::spawn(async move {
+            let mut said = Some(said);
+            let mut tail = Vec::new();
+            while let Some(Ok(chunk)) = output.next().await {
+                if said.is_some() && saw_released(&mut tail, &chunk.into_bytes()) {
+                    let _ = said.take().map(|s| s.send(()));
+                }
+            }
+        });
+        Lease {
+            container: container.to_string(),
+            input: Arc::new(tokio::sync::Mutex::new(input)),
+            drain: Some(drain),
+            released: Some(released),
+            beat: None,
+        }
+    }
+
     /// The id (or name) of the container held.
     pub fn container(&self) -> &str {
         &self.container
     }
 
-    /// Hand the container over: it stays when this process ends.
+    /// Hand the container over: it stays when this process ends. Returns once the container
+    /// said it took the release ([`RELEASED`]), within [`QUICK_TIMEOUT`]; the connection closes
+    /// only then.
     pub async fn release(mut self) -> Result<()> {
-        self.tell(b"release\n", true, "release lease", "releasing the lease on").await
+        self.tell(b"release\n", false, "release lease", "releasing the lease on").await?;
+        let released = self.released.take();
+        let confirmed = async {
+            match released {
+                Some(r) => r.await.is_ok(),
+                None => false,
+            }
+        };
+        match tokio::time::timeout(QUICK_TIMEOUT, confirmed).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::io(
+                    format!("releasing the lease on {}", self.container),
+                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "its output ended before it confirmed the release"),
+                ));
+            }
+            Err(_) => return Err(Error::TimedOut { op: "release lease", target: self.container.clone(), after: QUICK_TIMEOUT, idle: false }),
+        }
+        self.tell(b"", true, "release lease", "releasing the lease on").await
     }
 
     /// Let go of the container now: an `end` line and its stdin closed without a release, so
@@ -157,5 +208,24 @@ impl Lease {
             Ok(r) => r.map_err(|e| Error::io(format!("{doing} {}", self.container), e)),
             Err(_) => Err(Error::TimedOut { op, target: self.container.clone(), after: QUICK_TIMEOUT, idle: false }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_release_answer_is_seen_whole_split_or_among_other_output() {
+        let seen = |chunks: &[&[u8]]| {
+            let mut tail = Vec::new();
+            chunks.iter().any(|c| saw_released(&mut tail, c))
+        };
+        assert!(seen(&[b"didx-lease: released\n"]));
+        assert!(seen(&[b"level=info msg=x\ndidx-lease: rel", b"eased\nmore"]));
+        assert!(seen(&[b"d", b"idx-lease", b": ", b"released", b"\n"]));
+        assert!(!seen(&[b"didx-lease: released"]), "not a whole line");
+        assert!(!seen(&[b"didx-lease: rel", b"x", b"eased\n"]));
+        assert!(!seen(&[b"didx-entrypoint: lease lost\n"]));
     }
 }

@@ -26,8 +26,9 @@ pub const PUBLISHED_IP: &str = "127.0.0.1";
 /// a way that matters to whoever claims one, so an environment pooled by an older didx is never
 /// served. 2: the TLS port published on [`PUBLISHED_IP`]. 3: servers and clients auto-removed
 /// and leased, pooled clients running and following their server, no shared files volume. 4:
-/// servers in a private cgroup namespace; the caps profile allows every device.
-pub(crate) const VERSION: u32 = 4;
+/// servers in a private cgroup namespace; the caps profile allows every device. 5: a lease's
+/// release is answered (the entrypoint's `hold`), and didx waits for the answer.
+pub(crate) const VERSION: u32 = 5;
 
 pub(super) const SERVER_CERT_DIR: &str = "/didx/certs/server";
 
