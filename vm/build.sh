@@ -26,7 +26,10 @@ suite=trixie
 # Docker-compatible socket (vm/guest.sh starts it for a plan's `@engine podman` lines); its
 # systemd units stay masked so the docker lines see nothing of it. Its netavark sets the
 # firewall through nft (nftables); crun reaches systemd (its cgroup manager) over D-Bus (dbus).
-packages=linux-image-amd64,initramfs-tools,zstd,systemd-sysv,apparmor,docker.io,docker-cli,iptables,ca-certificates,mount,iproute2,procps,kmod,e2fsprogs,podman,crun,netavark,aardvark-dns,catatonit,nftables,dbus
+# A rootless dockerd (the third kind) needs rootlesskit, slirp4netns and uidmap (newuidmap,
+# newgidmap), and a user systemd with its session bus (dbus-user-session) for its unit and
+# its cgroups; docker.io ships dockerd-rootless.sh and dockerd-rootless-setuptool.sh.
+packages=linux-image-amd64,initramfs-tools,zstd,systemd-sysv,apparmor,docker.io,docker-cli,iptables,ca-certificates,mount,iproute2,procps,kmod,e2fsprogs,podman,crun,netavark,aardvark-dns,catatonit,nftables,dbus,rootlesskit,slirp4netns,uidmap,dbus-user-session,passwd
 size="${DIDX_VM_DISK:-24G}"
 
 key="$(printf '%s\n' "$suite" "$mirror" "$packages" "$size" | cat - "$self" | sha256sum | cut -c1-16)"

@@ -7,7 +7,7 @@
 # Payload (/payload, read-only): lane.env (REPO=, the repository's absolute path on the host,
 # so the test binaries' compiled-in paths hold), repo/ (tracked files and the built binaries),
 # images.tar (docker save), plan (lines: NAME TIMEOUT_SECONDS COMMAND..., and `@engine KIND`
-# lines: docker or podman for the lines after it).
+# lines: docker, podman or rootless for the lines after it).
 set -u
 P=/payload
 R=/results
@@ -57,9 +57,58 @@ docker info --format 'cgroup driver: {{.CgroupDriver}} v{{.CgroupVersion}}; secu
 say "engine up: $(tail -n 2 "$R/facts" | tr '\n' ' ')"
 
 # The engine the plan's lines use: docker (the VM's docker.service; until a line says
-# otherwise) or podman (`podman system service` as root: its Docker-compatible socket). Each
-# gets the run's images the first time it is used. Fails (said) when the engine cannot serve.
+# otherwise), podman (`podman system service` as root: its Docker-compatible socket) or
+# rootless (a rootless dockerd of user didx, set up as its users do: a user systemd unit
+# written by dockerd-rootless-setuptool.sh; the lines after it run as that user). Each gets
+# the run's images the first time it is used. Fails (said) when the engine cannot serve.
 ENGINES=""
+RUN_AS=""
+ROOTLESS_UID=1000
+ROOTLESS_SOCK=/run/user/$ROOTLESS_UID/docker.sock
+# as_user CMD...: CMD as user didx, in its session's environment (its runtime directory and
+# bus, where systemctl --user and the rootless engine's tools look).
+as_user() {
+	runuser -u didx -- env HOME=/home/didx XDG_RUNTIME_DIR=/run/user/$ROOTLESS_UID \
+		DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$ROOTLESS_UID/bus \
+		PATH=/usr/share/docker.io/contrib:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin "$@"
+}
+start_rootless() {
+	say "starting a rootless dockerd for user didx"
+	id didx >/dev/null 2>&1 || useradd -m -u $ROOTLESS_UID -s /bin/sh didx
+	# The user's subordinate ids (useradd gives them where login.defs says so; said here
+	# whatever it did).
+	grep -q '^didx:' /etc/subuid || echo 'didx:100000:65536' >>/etc/subuid
+	grep -q '^didx:' /etc/subgid || echo 'didx:100000:65536' >>/etc/subgid
+	# Its user manager (systemd --user, with its session bus), kept without a login.
+	loginctl enable-linger didx
+	i=0
+	until [ -S /run/user/$ROOTLESS_UID/bus ]; do
+		i=$((i + 1))
+		if [ $i -gt 60 ]; then
+			say "user didx's systemd and bus did not come up"
+			return 1
+		fi
+		sleep 1
+	done
+	if ! as_user dockerd-rootless-setuptool.sh install >"$R/rootless-setup.log" 2>&1; then
+		say "dockerd-rootless-setuptool.sh install failed:"
+		tail -n 30 "$R/rootless-setup.log" >/dev/console
+		return 1
+	fi
+	i=0
+	until docker -H "unix://$ROOTLESS_SOCK" version >/dev/null 2>&1; do
+		i=$((i + 1))
+		if [ $i -gt 120 ]; then
+			say "the rootless engine did not answer"
+			as_user journalctl --user -u docker --no-pager 2>&1 | tail -n 30 >/dev/console
+			return 1
+		fi
+		sleep 1
+	done
+	docker -H "unix://$ROOTLESS_SOCK" version --format 'rootless: engine {{.Server.Version}} (API {{.Server.APIVersion}})' >>"$R/facts" 2>&1
+	docker -H "unix://$ROOTLESS_SOCK" info --format 'rootless: cgroup driver {{.CgroupDriver}} v{{.CgroupVersion}}, storage {{.Driver}}; security: {{.SecurityOptions}}' >>"$R/facts" 2>&1
+	say "engine up: $(tail -n 2 "$R/facts" | tr '\n' ' ')"
+}
 use_engine() {
 	case " $ENGINES " in *" $1 "*) ;; *)
 		case "$1" in
@@ -77,10 +126,11 @@ use_engine() {
 				fi
 				sleep 1
 			done
-			podman version --format 'podman: {{.Server.Version}}, API {{.Server.APIVersion}}' >>"$R/facts" 2>&1
+			docker -H unix:///run/podman/podman.sock version --format 'podman: {{.Server.Version}} (Docker API {{.Server.APIVersion}})' >>"$R/facts" 2>&1
 			podman info --format 'podman: cgroup {{.Host.CgroupsVersion}} {{.Host.CgroupManager}}, runtime {{.Host.OCIRuntime.Name}}, network {{.Host.NetworkBackend}}' >>"$R/facts" 2>&1
 			say "engine up: $(tail -n 2 "$R/facts" | tr '\n' ' ')"
 			;;
+		rootless) start_rootless || return 1 ;;
 		esac
 		say "loading images into $1"
 		if ! engine_cli "$1" load -i "$P/images.tar" >"$R/load.$1.log" 2>&1; then
@@ -92,9 +142,14 @@ use_engine() {
 		ENGINES="$ENGINES $1"
 		;;
 	esac
+	RUN_AS=""
 	case "$1" in
 	docker) unset DOCKER_HOST ;;
 	podman) export DOCKER_HOST=unix:///run/podman/podman.sock ;;
+	rootless)
+		export DOCKER_HOST=unix://$ROOTLESS_SOCK
+		RUN_AS=didx
+		;;
 	esac
 }
 # The docker CLI for engine $1 (podman's own CLI for podman: it names loaded images as it
@@ -105,6 +160,7 @@ engine_cli() {
 	case "$kind" in
 	docker) docker -H unix:///var/run/docker.sock "$@" ;;
 	podman) podman "$@" ;;
+	rootless) docker -H "unix://$ROOTLESS_SOCK" "$@" ;;
 	esac
 }
 
@@ -133,7 +189,11 @@ while read -r name limit cmd; do
 	fi
 	say "$name: running on $engine"
 	s=$(cut -d. -f1 /proc/uptime)
-	timeout -k 10 "$limit" sh -c "$cmd" >"$R/$name.log" 2>&1 </dev/null
+	if [ -n "$RUN_AS" ]; then
+		as_user env DOCKER_HOST="$DOCKER_HOST" TMPDIR=/tmp timeout -k 10 "$limit" sh -c "$cmd" >"$R/$name.log" 2>&1 </dev/null
+	else
+		timeout -k 10 "$limit" sh -c "$cmd" >"$R/$name.log" 2>&1 </dev/null
+	fi
 	rc=$?
 	took=$(($(cut -d. -f1 /proc/uptime) - s))
 	echo "$name $rc $took" >>"$R/summary"
@@ -152,4 +212,5 @@ done
 echo "$c" >"$R/left.containers"
 echo "$v" >"$R/left.volumes"
 journalctl -u docker -u containerd --no-pager >"$R/dockerd.log" 2>&1
+case " $ENGINES " in *" rootless "*) as_user journalctl --user -u docker --no-pager >"$R/rootless-dockerd.log" 2>&1 ;; esac
 finish

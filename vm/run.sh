@@ -7,7 +7,8 @@
 #   --short      vm/plans/short (what CI runs) instead of vm/plans/full
 #   --accel A    kvm, tcg or auto (default: KVM if a 15 s probe boots the kernel, else TCG)
 #   --plan FILE  another plan (lines: NAME TIMEOUT_SECONDS PACKAGE/TARGET [LIBTEST ARGS], and
-#                `@engine docker|podman`: the engine the lines after it use; docker first)
+#                `@engine docker|podman|rootless`: the engine the lines after it use; docker
+#                first; rootless: a rootless dockerd of an unprivileged user, who runs them)
 #
 # Needs: qemu-system-x86 (installed if missing), mmdebstrap (vm/build.sh), the host engine
 # with didx/dind:local (scripts/setup.sh) for `docker save`; the host engine is only read.
@@ -80,8 +81,8 @@ while read -r name limit target args; do
   case "$name" in '' | '#'*) continue ;; esac
   # `@engine KIND`: the lines after it run against that engine (vm/guest.sh sets it up).
   if [ "$name" = @engine ]; then
-    case "$limit" in docker | podman) echo "@engine $limit" >>"$payload/plan"; continue ;; esac
-    echo "vm/run.sh: $plan: '@engine $limit': the engines are docker and podman" >&2; exit 2
+    case "$limit" in docker | podman | rootless) echo "@engine $limit" >>"$payload/plan"; continue ;; esac
+    echo "vm/run.sh: $plan: '@engine $limit': the engines are docker, podman and rootless" >&2; exit 2
   fi
   exe="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' "$exes" "$target")"
   if [ -z "$exe" ]; then echo "vm/run.sh: $plan names test target '$target', which cargo did not build" >&2; exit 2; fi

@@ -24,6 +24,22 @@ const ENV_FILE: &str = "/run/didx-remote/env";
 /// cargo-nextest, .config/nextest.toml runs that test alone.)
 static LINK: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
+/// The library over SSH reads `DIDX_SSH` and `TMPDIR` (its control socket's directory) from
+/// this process's environment: the tests that set them for it hold this while they do.
+static LIBRARY_ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `DIDX_SSH` and `TMPDIR` set for the library over SSH; hold the guard for as long as it runs.
+fn library_env(r: &HashMap<String, String>, tmp: &std::path::Path) -> std::sync::MutexGuard<'static, ()> {
+    let held = LIBRARY_ENV.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: every test of this binary that sets or reads these through the library holds
+    // LIBRARY_ENV; the others give their processes both explicitly.
+    unsafe {
+        std::env::set_var("DIDX_SSH", &r["DIDX_SSH"]);
+        std::env::set_var("TMPDIR", tmp);
+    }
+    held
+}
+
 /// The link held up for a test (a poisoned lock is fine: the panicking test restored it).
 fn link_up() -> std::sync::RwLockReadGuard<'static, ()> {
     LINK.read().unwrap_or_else(|e| e.into_inner())
@@ -221,13 +237,7 @@ fn the_library_connects_to_an_ssh_engine_and_a_sandbox_there_is_reached_through_
     let _link = link_up();
     let r = remote();
     let t = tmp("lib");
-    // The library reads DIDX_SSH from the process environment: set it for this test process
-    // (no other test in this binary reads a different value).
-    // SAFETY: the tests of this binary that read it set the same value.
-    unsafe {
-        std::env::set_var("DIDX_SSH", &r["DIDX_SSH"]);
-        std::env::set_var("TMPDIR", t.path());
-    }
+    let _env = library_env(&r, t.path());
     rt().block_on(async {
         let over_ssh = Engine::connect(Some(&r["DIDX_REMOTE_HOST"])).await.expect("connect over ssh");
         assert_eq!(over_ssh.host(), r["DIDX_REMOTE_HOST"]);
@@ -740,4 +750,44 @@ fn an_engine_served_from_another_network_namespace_is_probed_from_the_environmen
     for id in [fresh.env_id().unwrap(), claimed] {
         rt().block_on(async { assert_eq!(leftovers_on(&there, &id).await, Vec::<String>::new(), "the remote engine keeps something") });
     }
+}
+
+#[test]
+fn the_loose_container_list_podman_needs_reads_as_the_typed_one_over_a_socket_and_over_ssh() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("loose");
+    let _env = library_env(&r, t.path());
+    rt().block_on(async {
+        let host = r["DIDX_REMOTE_HOST"].clone();
+        let engines = [Engine::connect(None).await.unwrap(), remote_engine(&r).await, Engine::connect(Some(&host)).await.unwrap()];
+        let tag = format!("loose-{}", std::process::id());
+        let label = format!("{}={tag}", labels::ENV);
+        for e in &engines {
+            let name = format!("didx-test-{tag}");
+            let body = bollard::models::ContainerCreateBody {
+                image: Some("didx/dind:local".into()),
+                cmd: Some(vec!["true".into()]),
+                labels: Some(HashMap::from([(labels::ENV.to_string(), tag.clone())])),
+                ..Default::default()
+            };
+            let id = e.create_container(&name, body).await.unwrap();
+            let filters = HashMap::from([("label".to_string(), vec![label.clone()])]);
+            let typed = e.containers(filters.clone()).await;
+            let loose = e.containers_read_loosely(&filters).await;
+            e.remove_container(&id).await.unwrap();
+            let (typed, loose) = (typed.unwrap(), loose.unwrap());
+            let seen = |l: &[bollard::models::ContainerSummary]| -> Vec<String> {
+                l.iter()
+                    .map(|c| {
+                        let labels: Option<std::collections::BTreeMap<_, _>> = c.labels.clone().map(|l| l.into_iter().collect());
+                        format!("{:?} {:?} {:?} {labels:?}", c.id, c.names, c.state)
+                    })
+                    .collect()
+            };
+            assert_eq!(seen(&loose), seen(&typed), "on {}", e.host());
+            assert_eq!(typed.len(), 1, "on {}: {typed:?}", e.host());
+            assert_eq!(leftovers_on(e, &tag).await, Vec::<String>::new());
+        }
+    });
 }

@@ -157,9 +157,16 @@ impl Engine {
         self.ssh.is_some()
     }
 
-    /// Whether the engine is Podman's Docker-compatible service.
-    pub(crate) fn is_podman(&self) -> bool {
-        self.podman
+    /// An engine over SSH: its master connection.
+    pub(super) fn ssh_master(&self) -> Option<&std::sync::Arc<super::ssh::Master>> {
+        self.ssh.as_ref()
+    }
+
+    raw! {
+        /// Whether the engine is Podman's Docker-compatible service.
+        fn is_podman(&self) -> bool {
+            self.podman
+        }
     }
 
     /// Whether a held container may not learn that its holder is gone from its connection

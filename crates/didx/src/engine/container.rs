@@ -114,22 +114,14 @@ impl Engine {
     }
 
     raw! {
-        /// Containers (running or not) matching `filters`.
-        ///
-        /// Podman (5.4 seen; fixed upstream in podman#28390) lists a container that has ended
-        /// and awaits its clean-up as `stopped`, a state outside Docker's API that fails the
-        /// whole answer: the state passes within moments, so on Podman the list is asked again
-        /// for a few seconds before the error stands.
+        /// Containers (running or not) matching `filters`. On Podman, a list that names a
+        /// container in a state outside Docker's API is read again loosely
+        /// ([`Engine::containers_read_loosely`]).
         async fn containers(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<ContainerSummary>> {
-            let deadline = std::time::Instant::now() + PODMAN_STOPPED_PATIENCE;
-            loop {
-                let opts = qp::ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
-                match quick("list containers", "engine", self.docker.list_containers(Some(opts))).await {
-                    Err(e) if self.is_podman() && lists_podman_stopped(&e) && std::time::Instant::now() < deadline => {
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                    r => return r,
-                }
+            let opts = qp::ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
+            match quick("list containers", "engine", self.docker.list_containers(Some(opts))).await {
+                Err(e) if self.is_podman() && lists_podman_state(&e) => self.containers_read_loosely(&filters).await,
+                r => r,
             }
         }
     }
@@ -144,12 +136,11 @@ impl Engine {
     }
 }
 
-/// How long a list on Podman is asked again while it names a container `stopped`.
-const PODMAN_STOPPED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Whether a list failed on Podman's `stopped`, a state Docker's API does not have.
-fn lists_podman_stopped(e: &Error) -> bool {
-    matches!(e, Error::Engine { source: BollardError::JsonDataError { message, .. }, .. } if message.contains("unknown variant `stopped`"))
+/// Whether a list failed on one of Podman's own states (`stopped`, `stopping`), which Docker's
+/// API does not have.
+fn lists_podman_state(e: &Error) -> bool {
+    matches!(e, Error::Engine { source: BollardError::JsonDataError { message, .. }, .. }
+        if message.contains("unknown variant `stopped`") || message.contains("unknown variant `stopping`"))
 }
 
 #[cfg(test)]
@@ -163,9 +154,10 @@ mod tests {
             target: "engine".into(),
             source: BollardError::JsonDataError { message: message.into(), column: 7 },
         };
-        assert!(lists_podman_stopped(&json("unknown variant `stopped`, expected one of ``, `created`, `running`")));
-        assert!(!lists_podman_stopped(&json("unknown variant `frozen`, expected one of ``")));
-        assert!(!lists_podman_stopped(&Error::Engine {
+        assert!(lists_podman_state(&json("unknown variant `stopped`, expected one of ``, `created`, `running`")));
+        assert!(lists_podman_state(&json("unknown variant `stopping`, expected one of ``, `created`, `running`")));
+        assert!(!lists_podman_state(&json("unknown variant `frozen`, expected one of ``")));
+        assert!(!lists_podman_state(&Error::Engine {
             op: "list containers",
             target: "engine".into(),
             source: BollardError::RequestTimeoutError

@@ -51,6 +51,7 @@ mod files;
 mod image;
 mod lease;
 mod network;
+mod podman;
 mod ports;
 mod ssh;
 mod volume;

@@ -218,7 +218,7 @@ impl Master {
 
     /// A session running `docker system dial-stdio` on the remote machine: one engine
     /// connection.
-    fn dial(&self) -> io::Result<SshStream> {
+    pub(super) fn dial(&self) -> io::Result<SshStream> {
         let mut child = self.session(&[], &["docker", "system", "dial-stdio"]).stderr(Stdio::piped()).spawn()?;
         let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
             (Some(i), Some(o)) => (i, o),
