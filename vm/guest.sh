@@ -70,7 +70,7 @@ ROOTLESS_SOCK=/run/user/$ROOTLESS_UID/docker.sock
 as_user() {
 	runuser -u didx -- env HOME=/home/didx XDG_RUNTIME_DIR=/run/user/$ROOTLESS_UID \
 		DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$ROOTLESS_UID/bus \
-		PATH=/usr/share/docker.io/contrib:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin "$@"
+		PATH=/usr/local/lib/didx-rootless:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin "$@"
 }
 start_rootless() {
 	say "starting a rootless dockerd for user didx"
@@ -90,7 +90,14 @@ start_rootless() {
 		fi
 		sleep 1
 	done
-	if ! as_user dockerd-rootless-setuptool.sh install >"$R/rootless-setup.log" 2>&1; then
+	# The tool expects the docker CLI beside itself (Docker's own packages put them together;
+	# Debian's docker.io keeps the scripts in its contrib directory): a directory of links.
+	b=/usr/local/lib/didx-rootless
+	mkdir -p "$b"
+	for f in /usr/share/docker.io/contrib/dockerd-rootless.sh /usr/share/docker.io/contrib/dockerd-rootless-setuptool.sh /usr/bin/docker /usr/sbin/dockerd; do
+		ln -sf "$f" "$b/"
+	done
+	if ! as_user "$b/dockerd-rootless-setuptool.sh" install >"$R/rootless-setup.log" 2>&1; then
 		say "dockerd-rootless-setuptool.sh install failed:"
 		tail -n 30 "$R/rootless-setup.log" >/dev/console
 		return 1

@@ -699,3 +699,35 @@ fn timings_name_every_phase_in_order() {
         assert_gone(&r.env_id().unwrap());
     });
 }
+
+#[test]
+fn an_environment_removed_under_a_running_command_fails_the_run_saying_so() {
+    use std::io::BufRead;
+    let mut child = didx_cmd(&["--clean", "anycase", "--events", "json", "sh -c 'echo started; sleep 60'"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    // Someone else removes the environment while its command runs.
+    let pid = child.id();
+    let id = rt().block_on(async {
+        let e = engine().await;
+        let cs = e.containers(didx::labels::filter(None)).await.unwrap();
+        let mine = cs
+            .into_iter()
+            .find(|c| c.labels.as_ref().and_then(|l| l.get(didx::labels::OWNER)).is_some_and(|o| o.ends_with(&format!(" pid {pid}"))))
+            .expect("the run's server");
+        let id = mine.labels.unwrap()[didx::labels::ENV].clone();
+        didx::env::remove(&e, &id).await.unwrap();
+        id
+    });
+    let out = child.wait_with_output().unwrap();
+    let r = from_output(out);
+    assert_eq!(r.code, 125, "{}", r.show());
+    assert!(r.stderr.contains("is gone: it ended while a command ran in it"), "{}", r.show());
+    assert_gone(&id);
+}

@@ -132,6 +132,15 @@ pub enum Error {
         /// The server container's name.
         server: String,
     },
+    /// A container ended and was removed while a command ran in it: its environment was
+    /// removed, or ended by its lease (its holder gone, or over SSH its link silent).
+    #[error("container {container} is gone: it ended while {during} (its environment was removed, or ended by its lease)")]
+    ContainerGone {
+        /// The container's name or id.
+        container: String,
+        /// What ran in it.
+        during: &'static str,
+    },
     /// The environment's server is not running, so its inner engine cannot be reached.
     #[error("environment {id} is not running (its server {server} is {state})")]
     NotRunning {
