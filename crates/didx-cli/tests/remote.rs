@@ -28,16 +28,37 @@ static LINK: std::sync::RwLock<()> = std::sync::RwLock::new(());
 /// this process's environment: the tests that set them for it hold this while they do.
 static LIBRARY_ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// `DIDX_SSH` and `TMPDIR` set for the library over SSH; hold the guard for as long as it runs.
-fn library_env(r: &HashMap<String, String>, tmp: &std::path::Path) -> std::sync::MutexGuard<'static, ()> {
+/// The process's temporary directory as it was before any test set `TMPDIR` (see
+/// [`library_env`]): where [`tmp`] makes every test's directory.
+fn temp_base() -> &'static std::path::Path {
+    static BASE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BASE.get_or_init(std::env::temp_dir)
+}
+
+/// `DIDX_SSH` and `TMPDIR` set for the library over SSH while the value lives (then `TMPDIR`
+/// is as it was).
+struct LibraryEnv {
+    _held: std::sync::MutexGuard<'static, ()>,
+}
+
+fn library_env(r: &HashMap<String, String>, tmp: &std::path::Path) -> LibraryEnv {
     let held = LIBRARY_ENV.lock().unwrap_or_else(|e| e.into_inner());
+    temp_base();
     // SAFETY: every test of this binary that sets or reads these through the library holds
-    // LIBRARY_ENV; the others give their processes both explicitly.
+    // LIBRARY_ENV; the others give their processes both explicitly, and make their
+    // directories in temp_base(), read before any test sets TMPDIR.
     unsafe {
         std::env::set_var("DIDX_SSH", &r["DIDX_SSH"]);
         std::env::set_var("TMPDIR", tmp);
     }
-    held
+    LibraryEnv { _held: held }
+}
+
+impl Drop for LibraryEnv {
+    fn drop(&mut self) {
+        // SAFETY: as in library_env (the lock is still held here).
+        unsafe { std::env::set_var("TMPDIR", temp_base()) }
+    }
 }
 
 /// The link held up for a test (a poisoned lock is fine: the panicking test restored it).
@@ -155,7 +176,7 @@ impl Drop for PoolThere {
 
 /// A private temporary directory for one test's didx (removed on drop).
 fn tmp(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("didx-remote-{tag}-")).tempdir().unwrap()
+    tempfile::Builder::new().prefix(&format!("didx-remote-{tag}-")).tempdir_in(temp_base()).unwrap()
 }
 
 #[test]

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::call::{IDLE_TIMEOUT, call, idle_error, quick, status_of};
+use super::call::{IDLE_TIMEOUT, call, idle_error, quick};
 use super::connect::Engine;
 use crate::error::{Error, Result};
 
@@ -26,10 +26,6 @@ pub struct ExecAs {
     /// `NAME=VALUE` variables added to the container's.
     pub env: Vec<String>,
 }
-
-/// How long a command's container is watched for its end after the command died of SIGKILL or
-/// SIGTERM (see `exit_code`).
-const GONE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Engine {
     raw! {
@@ -79,33 +75,10 @@ impl Engine {
         }
     }
 
-    /// The exit code of exec `id` in `container`, once its output ended. An exec the engine no
-    /// longer knows, or one that failed in a container no longer running, went with its
-    /// container ([`Error::ContainerGone`]): a failure of the command is not what happened.
+    /// The exit code of exec `id` in `container`, once its output ended.
     async fn exit_code(&self, container: &str, id: &str) -> Result<i64> {
-        let gone = || Error::ContainerGone { container: container.to_string(), during: "a command ran in it" };
-        let code = match quick("inspect exec", container, self.docker.inspect_exec(id)).await {
-            Ok(inspect) => inspect.exit_code.unwrap_or(-1),
-            Err(e) if status_of(&e) == Some(404) => return Err(gone()),
-            Err(e) => return Err(e),
-        };
-        if code != 0 {
-            // A command killed by a signal may be the first sign of its container's removal
-            // (the container's own end follows within moments): asked for up to a second then.
-            let killed = code == 128 + 9 || code == 128 + 15;
-            let deadline = std::time::Instant::now() + if killed { GONE_PATIENCE } else { std::time::Duration::ZERO };
-            loop {
-                let running = self.inspect_if_exists(container).await?.and_then(|c| c.state).and_then(|s| s.running).unwrap_or(false);
-                if !running {
-                    return Err(gone());
-                }
-                if std::time::Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-        Ok(code)
+        let inspect = quick("inspect exec", container, self.docker.inspect_exec(id)).await?;
+        Ok(inspect.exit_code.unwrap_or(-1))
     }
 
     /// Create and start an exec of `argv` in `container`, with `env` (`NAME=VALUE`) in its

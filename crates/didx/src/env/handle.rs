@@ -107,6 +107,29 @@ impl Environment {
         self.backend.exec(&self.client.id, argv, &self.exec_as, out, err).await
     }
 
+    /// Whether the client is gone (no longer running, or no longer known to the engine):
+    /// asked after a command in it failed, so that a removal under it is told as such. With
+    /// `killed` (the command died of SIGKILL or SIGTERM, the first sign of a removal) the
+    /// client is watched for up to a second.
+    pub(crate) async fn client_gone(&self, killed: bool) -> bool {
+        let Some(engine) = self.backend.as_engine() else { return false };
+        let deadline = std::time::Instant::now() + if killed { std::time::Duration::from_secs(1) } else { std::time::Duration::ZERO };
+        loop {
+            let running = match engine.inspect_if_exists(&self.client.id).await {
+                Ok(c) => c.and_then(|c| c.state).and_then(|s| s.running).unwrap_or(false),
+                // The engine cannot say: nothing is claimed.
+                Err(_) => return false,
+            };
+            if !running {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Run every later [`exec`](Self::exec) as `shape` says.
     pub fn set_exec_as(&mut self, shape: ExecAs) {
         self.exec_as = shape;

@@ -72,7 +72,17 @@ pub async fn run_steps(
         on(StepEvent::Started { index, total, display: &display });
         let t0 = Instant::now();
         let code = match step {
-            Step::Client(argv) => env.exec(argv, out, err).await?,
+            Step::Client(argv) => {
+                let gone = || Error::ContainerGone { container: env.client().name.clone(), during: "a command ran in it" };
+                match env.exec(argv, out, err).await {
+                    Ok(0) => 0,
+                    Ok(code) if env.client_gone(code == 128 + 9 || code == 128 + 15).await => return Err(gone()),
+                    Ok(code) => code,
+                    // The engine forgot the exec with its container.
+                    Err(e) if crate::engine::status_of(&e) == Some(404) && env.client_gone(false).await => return Err(gone()),
+                    Err(e) => return Err(e),
+                }
+            }
             Step::Host { script, form } => {
                 if access.is_none() {
                     match env.host_access().await {
