@@ -63,6 +63,22 @@ say "engine up: $(tail -n 2 "$R/facts" | tr '\n' ' ')"
 # the run's images the first time it is used. Fails (said) when the engine cannot serve.
 ENGINES=""
 RUN_AS=""
+# wait_for SECONDS WHAT CMD...: CMD every second until it succeeds; after SECONDS, say that
+# WHAT did not come up, and fail.
+wait_for() {
+	n=$1
+	what=$2
+	shift 2
+	i=0
+	until "$@" >/dev/null 2>&1; do
+		i=$((i + 1))
+		if [ $i -gt "$n" ]; then
+			say "$what did not come up"
+			return 1
+		fi
+		sleep 1
+	done
+}
 ROOTLESS_UID=1000
 ROOTLESS_SOCK=/run/user/$ROOTLESS_UID/docker.sock
 # as_user CMD...: CMD as user didx, in its session's environment (its runtime directory and
@@ -81,15 +97,7 @@ start_rootless() {
 	grep -q '^didx:' /etc/subgid || echo 'didx:100000:65536' >>/etc/subgid
 	# Its user manager (systemd --user, with its session bus), kept without a login.
 	loginctl enable-linger didx
-	i=0
-	until [ -S /run/user/$ROOTLESS_UID/bus ]; do
-		i=$((i + 1))
-		if [ $i -gt 60 ]; then
-			say "user didx's systemd and bus did not come up"
-			return 1
-		fi
-		sleep 1
-	done
+	wait_for 60 "user didx's systemd and bus" test -S /run/user/$ROOTLESS_UID/bus || return 1
 	# The tool expects the docker CLI beside itself (Docker's own packages put them together;
 	# Debian's docker.io keeps the scripts in its contrib directory): a directory of links.
 	b=/usr/local/lib/didx-rootless
@@ -102,16 +110,10 @@ start_rootless() {
 		tail -n 30 "$R/rootless-setup.log" >/dev/console
 		return 1
 	fi
-	i=0
-	until docker -H "unix://$ROOTLESS_SOCK" version >/dev/null 2>&1; do
-		i=$((i + 1))
-		if [ $i -gt 120 ]; then
-			say "the rootless engine did not answer"
-			as_user journalctl --user -u docker --no-pager 2>&1 | tail -n 30 >/dev/console
-			return 1
-		fi
-		sleep 1
-	done
+	if ! wait_for 120 "the rootless engine" docker -H "unix://$ROOTLESS_SOCK" version; then
+		as_user journalctl --user -u docker --no-pager 2>&1 | tail -n 30 >/dev/console
+		return 1
+	fi
 	docker -H "unix://$ROOTLESS_SOCK" version --format 'rootless: engine {{.Server.Version}} (API {{.Server.APIVersion}})' >>"$R/facts" 2>&1
 	docker -H "unix://$ROOTLESS_SOCK" info --format 'rootless: cgroup driver {{.CgroupDriver}} v{{.CgroupVersion}}, storage {{.Driver}}; security: {{.SecurityOptions}}' >>"$R/facts" 2>&1
 	say "engine up: $(tail -n 2 "$R/facts" | tr '\n' ' ')"
@@ -124,15 +126,7 @@ use_engine() {
 			say "starting podman system service"
 			mkdir -p /run/podman
 			setsid podman system service --time=0 unix:///run/podman/podman.sock >"$R/podman.log" 2>&1 </dev/null &
-			i=0
-			until docker -H unix:///run/podman/podman.sock version >/dev/null 2>&1; do
-				i=$((i + 1))
-				if [ $i -gt 120 ]; then
-					say "podman's service did not answer"
-					return 1
-				fi
-				sleep 1
-			done
+			wait_for 120 "podman's service" docker -H unix:///run/podman/podman.sock version || return 1
 			docker -H unix:///run/podman/podman.sock version --format 'podman: {{.Server.Version}} (Docker API {{.Server.APIVersion}})' >>"$R/facts" 2>&1
 			podman info --format 'podman: cgroup {{.Host.CgroupsVersion}} {{.Host.CgroupManager}}, runtime {{.Host.OCIRuntime.Name}}, network {{.Host.NetworkBackend}}' >>"$R/facts" 2>&1
 			say "engine up: $(tail -n 2 "$R/facts" | tr '\n' ' ')"
