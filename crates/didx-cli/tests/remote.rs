@@ -164,6 +164,24 @@ impl PoolThere {
     fn new(r: &HashMap<String, String>, tag: &str) -> PoolThere {
         PoolThere { pool: OwnPool::new(tag), socket: r["DIDX_REMOTE_SOCKET"].clone() }
     }
+
+    /// The names of this pool's containers on engine `there`.
+    fn on(&self, there: &Engine) -> Vec<String> {
+        rt().block_on(async {
+            let all = there.containers(labels::filter(None)).await.unwrap();
+            all.into_iter().filter(|c| c.labels.as_ref().is_some_and(|l| self.pool.owns(l))).map(|c| format!("{:?}", c.names)).collect()
+        })
+    }
+
+    /// After `pool down`: nothing of the pool on `there` within 30 s (a background refill a
+    /// claim started may still be filling; pool down ends it, and what it made).
+    fn assert_emptied(&self, there: &Engine) {
+        let t0 = Instant::now();
+        while !self.on(there).is_empty() && t0.elapsed() < scaled(Duration::from_secs(30)) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(self.on(there), Vec::<String>::new(), "the pool left something on the remote engine");
+    }
 }
 
 impl Drop for PoolThere {
@@ -568,19 +586,13 @@ fn a_warm_pool_on_an_ssh_engine_fills_there_serves_a_run_and_goes_down_leaving_n
     let pool = PoolThere::new(&r, "remote");
     let host = r["DIDX_REMOTE_HOST"].as_str();
     let there = rt().block_on(remote_engine(&r));
-    let of_pool = || -> Vec<String> {
-        rt().block_on(async {
-            let all = there.containers(labels::filter(None)).await.unwrap();
-            all.into_iter().filter(|c| c.labels.as_ref().is_some_and(|l| pool.pool.owns(l))).map(|c| format!("{:?}", c.names)).collect()
-        })
-    };
     // -H before the verb: the address is the pool's engine.
     let up = from_output(remote_cmd(&r, t.path(), &["-H", host, "pool", "up", "2", "--events", "json"]).output().unwrap());
     assert_eq!(up.code, 0, "{}", up.show());
     let filled = Instant::now();
     let ready = up.pool_ready();
     assert_eq!(ready.len(), 2, "{}", up.show());
-    assert!(!of_pool().is_empty(), "the remote engine holds none of the pool: {}", up.show());
+    assert!(!pool.on(&there).is_empty(), "the remote engine holds none of the pool: {}", up.show());
     rt().block_on(async { assert_eq!(leftovers(Some(&ready[0])).await, Vec::<String>::new(), "the pool filled the local engine") });
 
     let run = from_output(
@@ -611,13 +623,7 @@ fn a_warm_pool_on_an_ssh_engine_fills_there_serves_a_run_and_goes_down_leaving_n
 
     let down = from_output(remote_cmd(&r, t.path(), &["pool", "-H", host, "down"]).output().unwrap());
     assert_eq!(down.code, 0, "{}", down.show());
-    // The background refill the claim started may still be filling: pool down ends it, and
-    // what it made.
-    let t0 = Instant::now();
-    while !of_pool().is_empty() && t0.elapsed() < scaled(Duration::from_secs(30)) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(of_pool(), Vec::<String>::new(), "the pool left something on the remote engine");
+    pool.assert_emptied(&there);
     assert_no_process_mentions(&t.path().display().to_string(), Duration::from_secs(30), "an ssh or a refill outlived the pool");
 }
 
@@ -757,17 +763,7 @@ fn an_engine_served_from_another_network_namespace_is_probed_from_the_environmen
     assert!(ready.contains(&claimed), "the run did not get the pooled environment: {}", pooled.show());
     let down = socket(&["pool", "down"]);
     assert_eq!(down.code, 0, "{}", down.show());
-    let of_pool = || -> usize {
-        rt().block_on(async {
-            let all = there.containers(labels::filter(None)).await.unwrap();
-            all.into_iter().filter(|c| c.labels.as_ref().is_some_and(|l| pool.pool.owns(l))).count()
-        })
-    };
-    let t0 = Instant::now();
-    while of_pool() > 0 && t0.elapsed() < scaled(Duration::from_secs(30)) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(of_pool(), 0, "the pool left something on the remote engine");
+    pool.assert_emptied(&there);
     for id in [fresh.env_id().unwrap(), claimed] {
         rt().block_on(async { assert_eq!(leftovers_on(&there, &id).await, Vec::<String>::new(), "the remote engine keeps something") });
     }

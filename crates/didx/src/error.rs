@@ -134,12 +134,10 @@ pub enum Error {
     },
     /// A container ended and was removed while a command ran in it: its environment was
     /// removed, or ended by its lease (its holder gone, or over SSH its link silent).
-    #[error("container {container} is gone: it ended while {during} (its environment was removed, or ended by its lease)")]
+    #[error("container {container} is gone: it ended while a command ran in it (its environment was removed, or ended by its lease)")]
     ContainerGone {
-        /// The container's name or id.
+        /// The container's name.
         container: String,
-        /// What ran in it.
-        during: &'static str,
     },
     /// The environment's server is not running, so its inner engine cannot be reached.
     #[error("environment {id} is not running (its server {server} is {state})")]

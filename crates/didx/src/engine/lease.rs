@@ -67,7 +67,7 @@ pub struct Lease {
     input: Arc<tokio::sync::Mutex<std::pin::Pin<Box<dyn AsyncWrite + Send>>>>,
     /// Reads and drops the held container's output (so it never blocks on it), watching for
     /// [`RELEASED`].
-    drain: Option<tokio::task::JoinHandle<()>>,
+    drain: tokio::task::JoinHandle<()>,
     /// Fires when the container said [`RELEASED`]; dropped unfired when its output ended first.
     released: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Says `beat` on the input (an engine over SSH).
@@ -96,9 +96,10 @@ fn saw_released(tail: &mut Vec<u8>, chunk: &[u8]) -> bool {
 impl Drop for Lease {
     fn drop(&mut self) {
         // The beat first: it holds the input too, which must close with this value.
-        for task in [self.beat.take(), self.drain.take()].into_iter().flatten() {
-            task.abort();
+        if let Some(beat) = self.beat.take() {
+            beat.abort();
         }
+        self.drain.abort();
     }
 }
 
@@ -123,7 +124,7 @@ impl Lease {
         Lease {
             container: container.to_string(),
             input: Arc::new(tokio::sync::Mutex::new(input)),
-            drain: Some(drain),
+            drain,
             released: Some(released),
             beat: None,
         }

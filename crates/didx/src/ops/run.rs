@@ -73,7 +73,7 @@ pub async fn run_steps(
         let t0 = Instant::now();
         let code = match step {
             Step::Client(argv) => {
-                let gone = || Error::ContainerGone { container: env.client().name.clone(), during: "a command ran in it" };
+                let gone = || Error::ContainerGone { container: env.client().name.clone() };
                 match env.exec(argv, out, err).await {
                     Ok(0) => 0,
                     Ok(code) if env.client_gone(code == 128 + 9 || code == 128 + 15).await => return Err(gone()),
