@@ -139,6 +139,13 @@ use_engine() {
 			cat "$R/load.$1.log" >/dev/console
 			return 1
 		fi
+		if [ "$1" = rootless ] && engine_cli rootless image inspect didx/dind:26.1.5 >/dev/null 2>&1; then
+			# Debian bookworm's image (docker 20.10, runc 1.1.5) cannot start inner containers
+			# under rootless Docker on this kernel (didx refuses it at the start: r_refused);
+			# trixie's (runc 1.1.15) can. This engine's offline image is trixie's, as a user
+			# here would build it (`didx image build --suite trixie`, then --server-image).
+			engine_cli rootless tag didx/dind:26.1.5 didx/dind:local
+		fi
 		say "images loaded into $1: $(engine_cli "$1" images --format '{{.Repository}}:{{.Tag}}' | tr '\n' ' ')"
 		ENGINES="$ENGINES $1"
 		;;
@@ -150,6 +157,8 @@ use_engine() {
 	rootless)
 		export DOCKER_HOST=unix://$ROOTLESS_SOCK
 		RUN_AS=didx
+		# The image whose runtime fails here, for the refusal's test.
+		export DIDX_TEST_BROKEN_INNER_IMAGE=didx/dind:20.10.24
 		;;
 	esac
 }

@@ -55,6 +55,9 @@ pub fn advice(e: &Error) -> &'static str {
         Error::Unreachable { .. } => " (start one with scripts/ensure-engine.sh, or point DOCKER_HOST / -H at one)",
         Error::NotReady { .. } => " (raise --ready-timeout)",
         Error::PrivilegedRefused { .. } => "; use --isolation auto or caps",
+        Error::InnerCannotRun { .. } => {
+            "; a server image with a newer runc may work (`didx image build --suite trixie` makes didx/dind:26.1.5; pass it with --server-image), or use a rootful engine or --engine host"
+        }
         Error::PortTaken { .. } => " (another --publish HOSTPORT, or 0 for a free one; nothing was left)",
         Error::AddressRangeExhausted { .. } => {
             "; remove environments (didx --clean rpt lists them) or give a larger or other --address-range"

@@ -743,8 +743,8 @@ fn an_engine_served_from_another_network_namespace_is_probed_from_the_environmen
     // answer. A pooled server is probed before its client exists wherever its address is
     // reachable: here that probe would never reach it.
     let there = rt().block_on(remote_engine(&r));
-    assert!(!there.reaches_containers(), "the remote engine's socket is served from another network namespace");
-    assert!(rt().block_on(Engine::connect(None)).unwrap().reaches_containers(), "this machine's engine");
+    assert!(!rt().block_on(there.reaches_containers()), "the remote engine's socket is served from another network namespace");
+    assert!(rt().block_on(async { Engine::connect(None).await.unwrap().reaches_containers().await }), "this machine's engine");
     let pool = PoolThere::new(&r, "netns");
     let socket = |args: &[&str]| {
         let mut c = didx_cmd(args);

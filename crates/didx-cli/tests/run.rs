@@ -334,6 +334,31 @@ fn failed_start_is_rolled_back() {
     });
 }
 
+/// On a rootless engine, a server whose inner runtime cannot start containers there is refused
+/// at its start, in one line, and nothing is left. Measured in the VM lane: Debian bookworm's
+/// image (runc 1.1.5, `DIDX_TEST_BROKEN_INNER_IMAGE`) fails every inner container on trixie's
+/// kernel under rootless Docker. Needs such an engine: the rootless plan runs it
+/// (`--include-ignored`); anywhere else it fails, saying so.
+#[test]
+#[ignore = "needs a rootless engine and an image whose runtime fails there (the VM lane's rootless plan)"]
+fn on_a_rootless_engine_a_server_that_cannot_start_containers_is_refused_at_its_start() {
+    assert!(rt().block_on(async { engine().await.is_rootless().await.unwrap() }), "this test needs a rootless engine");
+    let image =
+        std::env::var("DIDX_TEST_BROKEN_INNER_IMAGE").expect("DIDX_TEST_BROKEN_INNER_IMAGE names the image whose runtime fails here");
+    with_cleanup(didx(&["--clean", "none", "--server-image", &image, "version"]), |r| {
+        assert_eq!(r.code, 125, "{}", r.show());
+        let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{}", r.show());
+        assert!(
+            errors[0].contains("cannot start containers on this rootless engine") && errors[0].contains("--server-image"),
+            "{}",
+            r.show()
+        );
+        assert!(!r.stdout.contains("Server:"), "no command ran: {}", r.show());
+        assert_gone(&r.env_id().unwrap());
+    });
+}
+
 fn tempdir(tag: &str) -> String {
     let d = std::env::temp_dir().join(format!("didx-test-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();

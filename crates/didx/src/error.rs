@@ -139,6 +139,18 @@ pub enum Error {
         /// The container's name.
         container: String,
     },
+    /// On a rootless engine, the inner engine answered but cannot start a container (its
+    /// runtime fails in the nested user namespace; measured: Debian bookworm's runc 1.1.5 fails
+    /// there, trixie's 1.1.15 works, on trixie's kernel 6.12).
+    #[error("the inner engine of {server} ({image}) cannot start containers on this rootless engine: {why}")]
+    InnerCannotRun {
+        /// The server container's name.
+        server: String,
+        /// The server's image.
+        image: String,
+        /// What the inner engine said.
+        why: String,
+    },
     /// The environment's server is not running, so its inner engine cannot be reached.
     #[error("environment {id} is not running (its server {server} is {state})")]
     NotRunning {

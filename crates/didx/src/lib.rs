@@ -59,6 +59,10 @@ internal!(archive, build, cache, command, dood, engine, env, images, isolation, 
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub use ops::{copy, load, run};
+// The check a start runs in a ready server on a rootless engine, for didx's own tests.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use backend::docker::recipe::INNER_CHECK;
 
 mod backend;
 mod cancel;

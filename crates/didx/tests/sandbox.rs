@@ -157,6 +157,32 @@ async fn drop_removes_and_keep_keeps() {
     assert_eq!(leftovers(&host, &id).await, Vec::<String>::new());
 }
 
+/// The check a start runs on a rootless engine (that the inner engine starts a container) passes
+/// where the inner engine can, and leaves it as empty as it found it. Run here in the client,
+/// whose docker CLI reaches the same inner engine (the start runs it in the server, and only on
+/// a rootless engine: the VM lane's rootless plan covers that and the refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inner_engine_check_runs_a_container_and_leaves_the_engine_empty() {
+    let host = host();
+    let engine = engine().await;
+    let sb = Sandbox::builder().start(&engine).await.unwrap();
+    let id = sb.id().to_string();
+    let out = sb.exec(["sh", "-c", didx::INNER_CHECK]).await.unwrap();
+    assert_eq!(out.code, 0, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let d = sb.docker().await.unwrap();
+    let images = d.list_images(None::<qp::ListImagesOptions>).await.unwrap();
+    let containers = d.list_containers(Some(qp::ListContainersOptions { all: true, ..Default::default() })).await.unwrap();
+    assert!(images.is_empty() && containers.is_empty(), "left in the inner engine: {images:?} {containers:?}");
+    // A container that cannot start makes it fail, saying why: here an image with no /bin/true.
+    let broken = didx::INNER_CHECK.replace("\"$img\" /bin/true", "\"$img\" /bin/no-such-program");
+    assert_ne!(broken, didx::INNER_CHECK);
+    let out = sb.exec(["sh", "-c", &broken]).await.unwrap();
+    assert_ne!(out.code, 0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-program"), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    sb.rm().await.unwrap();
+    assert_eq!(leftovers(&host, &id).await, Vec::<String>::new());
+}
+
 /// Drop inside a single-threaded runtime (a plain #[tokio::test]) must neither panic nor
 /// deadlock, and still removes.
 #[tokio::test]

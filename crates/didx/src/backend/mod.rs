@@ -10,8 +10,8 @@
 //! backend gave them ([`crate::env::Container::id`]).
 //!
 //! One backend exists today: a Docker Engine API, local or tcp+TLS ([`docker`]: the engine
-//! wrapper itself implements the trait; Podman's Docker-compatible socket and, later, an ssh
-//! transport are this same backend). Its way of making an environment is `docker/start.rs`
+//! wrapper itself implements the trait; Podman's Docker-compatible socket and an engine over
+//! SSH are this same backend). Its way of making an environment is `docker/start.rs`
 //! (the recipe's container bodies, address blocks, isolation profiles, the engine-API proxy of
 //! `--engine host`), of finding, removing and sweeping them `docker/list.rs`. What still asks
 //! for the Docker engine itself ([`Backend::as_engine`]; `Environment::docker(what)` says

@@ -30,8 +30,12 @@ pub struct Engine {
     podman: bool,
     /// For a unix socket: whether the process serving it is in another network namespace than
     /// this process (`Some(true)`), so the addresses of its containers are that namespace's,
-    /// not this one's; `None` when that cannot be told (see [`peer_netns_differs`]).
-    other_netns: Option<bool>,
+    /// not this one's; `None` when that cannot be told (see [`peer_netns_differs`]). Asked
+    /// once, when first needed (a readiness probe, a pool's fill), and shared by clones.
+    other_netns: std::sync::Arc<tokio::sync::OnceCell<Option<bool>>>,
+    /// Whether the engine runs rootless (its `/info` names the `rootless` security option).
+    /// Asked once, when first needed (a start), and shared by clones.
+    rootless: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -134,13 +138,7 @@ impl Engine {
             Ok::<_, BollardError>((docker, is_podman(&version)))
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, agreed).await {
-            Ok(Ok((docker, podman))) => {
-                let other_netns = match host.strip_prefix("unix://") {
-                    Some(path) => peer_netns_differs(std::path::Path::new(path)).await,
-                    None => None,
-                };
-                Ok(Engine { docker, host, ssh: None, podman, other_netns })
-            }
+            Ok(Ok((docker, podman))) => Ok(Engine { docker, host, ssh: None, podman, other_netns: Default::default(), rootless: Default::default() }),
             Ok(Err(source)) => Err(Error::Unreachable { host, source }),
             Err(_) => Err(Error::Unreachable { host, source: BollardError::RequestTimeoutError }),
         }
@@ -211,8 +209,18 @@ impl Engine {
         /// engine whose socket is not served from another network namespace (a dockerd started in
         /// one, rootless Docker's): there the same addresses are another network's, and may even
         /// be the containers of an engine in this namespace.
-        fn reaches_containers(&self) -> bool {
-            self.is_local() && self.other_netns != Some(true)
+        async fn reaches_containers(&self) -> bool {
+            let Some(path) = self.host.strip_prefix("unix://") else { return false };
+            let other = self.other_netns.get_or_init(|| peer_netns_differs(std::path::Path::new(path))).await;
+            *other != Some(true)
+        }
+    }
+
+    raw! {
+        /// Whether the engine runs rootless (rootless Docker, rootless Podman): its containers
+        /// live in a user namespace of an unprivileged user, and so does an inner engine.
+        async fn is_rootless(&self) -> Result<bool> {
+            self.rootless.get_or_try_init(|| async { Ok(is_rootless(&self.info().await?)) }).await.copied()
         }
     }
 
@@ -242,6 +250,11 @@ fn is_podman(v: &bollard::models::SystemVersion) -> bool {
     v.components.as_ref().is_some_and(|cs| cs.iter().any(|c| c.name == "Podman Engine"))
 }
 
+/// Whether `/info` is a rootless engine's: a security option `name=rootless`.
+fn is_rootless(info: &SystemInfo) -> bool {
+    info.security_options.iter().flatten().any(|o| o.split(',').any(|kv| kv == "name=rootless"))
+}
+
 /// [`Engine::cli_env`] for the engine at `host` (an address as [`Engine::host`] gives it).
 pub fn cli_env_for(host: &str) -> Vec<(String, String)> {
     let var = |k: &str, v: String| (k.to_string(), v);
@@ -265,5 +278,15 @@ mod tests {
         assert_eq!(env("tcp://h:2376"), ["DOCKER_HOST=tcp://h:2376"]);
         assert_eq!(env("http://h:2375"), ["DOCKER_HOST=tcp://h:2375"]);
         assert_eq!(env("https://h:2376"), ["DOCKER_HOST=tcp://h:2376", "DOCKER_TLS_VERIFY=1"]);
+    }
+
+    #[test]
+    fn a_rootless_engine_is_told_by_its_security_options() {
+        let info = |opts: &[&str]| SystemInfo { security_options: Some(opts.iter().map(|o| o.to_string()).collect()), ..Default::default() };
+        // As rootless Docker 26 said it in the VM lane.
+        assert!(is_rootless(&info(&["name=seccomp,profile=builtin", "name=rootless", "name=cgroupns"])));
+        assert!(!is_rootless(&info(&["name=apparmor", "name=seccomp,profile=builtin", "name=cgroupns"])));
+        assert!(!is_rootless(&info(&["name=seccomp,profile=rootless"])));
+        assert!(!is_rootless(&SystemInfo::default()));
     }
 }

@@ -104,6 +104,7 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: OnEve
         (Ok((client_id, client_lease)), Ok(())) => {
             env.client.id = client_id;
             env.leases.push(client_lease);
+            check_inner_runs(engine, &server, &spec.server_image).await?;
             if !spec.lease {
                 release_all(std::mem::take(&mut env.leases)).await?;
             }
@@ -112,6 +113,26 @@ async fn start_inner(engine: &Engine, spec: &EnvSpec, cancel: &Cancel, on: OnEve
         }
         (Err(e), _) | (_, Err(e)) => Err(e),
     }
+}
+
+/// On a rootless engine, that the ready inner engine can start a container
+/// ([`recipe::INNER_CHECK`]): there an inner runtime may fail in the nested user namespace
+/// (Debian bookworm's runc 1.1.5 does on trixie's kernel, for every container), and an
+/// environment whose engine answers but runs nothing would fail every command later, far from
+/// the cause. Elsewhere nothing is checked (an inner engine that answers runs containers).
+pub(crate) async fn check_inner_runs(engine: &Engine, server: &Container, image: &str) -> Result<()> {
+    if !engine.is_rootless().await? {
+        return Ok(());
+    }
+    let argv = ["sh".to_string(), "-c".to_string(), recipe::INNER_CHECK.to_string()];
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = engine.exec(&server.id, &argv, &[], &mut out, &mut err).await?;
+    if code == 0 {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&err);
+    let why = said.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no reason given").to_string();
+    Err(Error::InnerCannotRun { server: server.name.clone(), image: image.to_string(), why: format!("{why} (exit {code})") })
 }
 
 /// `--engine host`: no server; the client gets the engine-API proxy's socket (see
@@ -399,7 +420,7 @@ pub(crate) async fn wait_ready(
         .as_ref()
         .and_then(|n| n.networks.as_ref())
         .and_then(|nets| nets.values().find_map(|ep| ep.ip_address.as_deref().and_then(|s| s.parse().ok())));
-    let mut probe = match (engine.reaches_containers(), ip, Prober::new(tls)) {
+    let mut probe = match (engine.reaches_containers().await, ip, Prober::new(tls)) {
         (true, Some(ip), Ok(p)) => Probe::Direct(p, SocketAddr::new(ip, TLS_PORT)),
         _ => Probe::InClient,
     };

@@ -18,7 +18,7 @@ use crate::env::id::{Container, EnvId};
 use crate::env::list::remove;
 use crate::backend::docker::recipe::{self, ClientFiles};
 use crate::env::spec::{EnvSpec, PoolTag};
-use crate::backend::docker::start::{create_client, start_server, wait_ready};
+use crate::backend::docker::start::{check_inner_runs, create_client, start_server, wait_ready};
 use crate::error::{Error, Result};
 use crate::tls::TlsMaterial;
 
@@ -186,7 +186,7 @@ async fn start_pooled(
     // server and the client comes once it answers; elsewhere (another machine, another
     // network namespace) the server's address is not this one's: the client comes first and
     // the probe runs in it.
-    let local = engine.reaches_containers();
+    let local = engine.reaches_containers().await;
     if local {
         wait_ready(engine, &server, None, &tls, spec.ready_timeout, cancel).await?;
     }
@@ -195,6 +195,7 @@ async fn start_pooled(
     if !local {
         wait_ready(engine, &server, Some(&client), &tls, spec.ready_timeout, cancel).await?;
     }
+    check_inner_runs(engine, &server, &spec.server_image).await?;
     engine.rename(&client, &pooled_name(spec)).await?;
     // Ready: the pool holds it now (its idle timeout bounds how long).
     lease.release().await

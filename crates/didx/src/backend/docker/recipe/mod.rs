@@ -18,4 +18,5 @@ pub(crate) use base::{ENTRYPOINT_FILE, VERSION, published_port};
 pub(crate) use client::{Client, ClientFiles};
 pub(crate) use filler::Filler;
 pub(crate) use held::{handover, held, lease_env};
+pub use server::INNER_CHECK;
 pub(crate) use server::Server;

@@ -13,6 +13,26 @@ use crate::labels::{self, Role};
 use crate::net::Block;
 use crate::tls::{self, TlsMaterial};
 
+/// A check run in a ready server on a rootless engine (see `start::check_inner_runs`): the
+/// inner engine starts one container, made on the spot from the server's own `/bin/true` and
+/// the libraries it loads (the inner engine has no image, and nothing can be pulled), with no
+/// network, then removes it and its image. Exit 0 when the container ran; otherwise the
+/// inner engine's words on stderr.
+pub const INNER_CHECK: &str = r#"set -u
+t=$(mktemp -d) || exit 1
+trap 'rm -rf "$t"' EXIT
+for f in /bin/true $(ldd /bin/true 2>/dev/null); do
+	case "$f" in /*) ;; *) continue ;; esac
+	mkdir -p "$t/r$(dirname "$f")" && cp -L "$f" "$t/r$f" || exit 1
+done
+img=didx-inner-check:$$
+tar -C "$t/r" -c . | docker import - "$img" >/dev/null || exit 1
+rc=0
+docker run --rm --network none "$img" /bin/true 2>"$t/err" || rc=$?
+docker rmi -f "$img" >/dev/null 2>&1
+[ "$rc" = 0 ] || { cat "$t/err" >&2; exit "$rc"; }
+"#;
+
 /// dockerd's arguments: both listeners, mutual TLS, the inner addresses of the environment's
 /// block, then the storage driver and `--dkropts` in the order given (so a later option can
 /// override an earlier one).
