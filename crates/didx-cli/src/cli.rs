@@ -247,6 +247,9 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Sandboxes on a Kubernetes cluster (render only, so far)
+    #[command(subcommand)]
+    K8s(K8sCmd),
     /// Print a shell completion script to stdout
     Completions {
         /// The shell to complete didx in
@@ -413,6 +416,57 @@ pub enum PoolCmd {
         #[arg(long, value_enum, value_name = "FORMAT")]
         events: Option<EventFormat>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum K8sCmd {
+    /// Print the Kubernetes objects a sandbox with these options would be made of (a Job and
+    /// the Secret it owns; YAML, or --json), for reading and `kubectl apply --dry-run=server`;
+    /// says which Pod Security level its namespace must admit. Touches no cluster or engine
+    Render {
+        #[command(flatten)]
+        k8s: Box<K8sArgs>,
+        /// Print a JSON v1 List instead of YAML
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        env: Box<EnvArgs>,
+    },
+}
+
+/// Where and how a sandbox runs on a cluster.
+#[derive(Args, Debug, Clone)]
+pub struct K8sArgs {
+    /// The namespace of its objects
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub namespace: String,
+    /// The pod is ended this long after its start whatever happens to didx
+    /// (activeDeadlineSeconds; e.g. 30m, 2h)
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub deadline: String,
+    /// The cluster deletes the ended Job and its Secret this long after it ended
+    /// (ttlSecondsAfterFinished)
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub ttl: String,
+    /// A runtime class that gives containers what dockerd needs (e.g. sysbox-runc): the
+    /// server then runs unprivileged
+    #[arg(long = "runtime-class", value_name = "NAME")]
+    pub runtime_class: Option<String>,
+    /// The server's resource requests: cpu=Q,memory=Q,ephemeral-storage=Q
+    #[arg(long = "server-requests", value_name = "LIST")]
+    pub server_requests: Option<String>,
+    /// The server's resource limits (as --server-requests)
+    #[arg(long = "server-limits", value_name = "LIST")]
+    pub server_limits: Option<String>,
+    /// The client's resource requests (as --server-requests)
+    #[arg(long = "client-requests", value_name = "LIST")]
+    pub client_requests: Option<String>,
+    /// The client's resource limits (as --server-requests)
+    #[arg(long = "client-limits", value_name = "LIST")]
+    pub client_limits: Option<String>,
+    /// A size limit for the inner engine's storage (its emptyDir), e.g. 20Gi
+    #[arg(long = "storage-limit", value_name = "QUANTITY")]
+    pub storage_limit: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -72,6 +72,7 @@ fn main() -> ExitCode {
             Job::Ls { host } => commands::ls::ls(host.as_deref()).await,
             Job::Completions(shell) => Ok(commands::completions::completions(shell)),
             Job::Man => commands::man::man(),
+            Job::K8sRender(r) => commands::k8s::print(&r),
             Job::Env { host, id, json, hold } => commands::env::env_vars(host.as_deref(), &id, json, hold).await,
             Job::Store { host, cmd } => commands::store::store(host.as_deref(), cmd).await,
             Job::Run(plan) => plan.go(helpers).await,
@@ -88,6 +89,7 @@ enum Job {
     Ls { host: Option<String> },
     Completions(cli::Shell),
     Man,
+    K8sRender(Box<commands::k8s::Render>),
     Env { host: Option<String>, id: String, json: bool, hold: bool },
     Store { host: Option<String>, cmd: StoreJob },
     Run(Box<Plan>),
@@ -101,6 +103,7 @@ impl Job {
             Some(Verb::Image(cmd)) => Job::Build { host, spec: commands::image::of(cmd) },
             Some(Verb::Completions { shell }) => Job::Completions(shell),
             Some(Verb::Man) => Job::Man,
+            Some(Verb::K8s(cmd)) => Job::K8sRender(Box::new(commands::k8s::of(cmd)?)),
             Some(Verb::Ls { json }) => {
                 commands::ls::of(json);
                 Job::Ls { host }

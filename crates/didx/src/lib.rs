@@ -71,6 +71,7 @@ pub mod error;
 mod event;
 pub mod image;
 pub mod inventory;
+pub mod kubernetes;
 mod ops;
 pub mod pool;
 mod publish;

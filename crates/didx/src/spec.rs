@@ -385,9 +385,9 @@ impl FromStr for EngineMode {
     }
 }
 
-/// Parse a duration such as `30`, `30s`, `500ms` or `2m`.
+/// Parse a duration such as `30`, `30s`, `500ms`, `2m` or `1h` (under a day).
 pub fn parse_duration(what: &'static str, s: &str) -> Result<Duration> {
-    let bad = || Error::invalid(what, s, "expected a duration such as 60, 60s, 500ms or 2m");
+    let bad = || Error::invalid(what, s, "expected a duration such as 60, 60s, 500ms, 2m or 1h");
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(i) => s.split_at(i),
         None => (s, "s"),
@@ -397,6 +397,7 @@ pub fn parse_duration(what: &'static str, s: &str) -> Result<Duration> {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
+        "h" => n * 3600.0,
         _ => return Err(bad()),
     };
     if !(secs > 0.0 && secs < 86_400.0) {
@@ -516,7 +517,9 @@ mod tests {
         assert_eq!(parse_duration("t", "30").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("t", "500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("t", "2m").unwrap(), Duration::from_secs(120));
-        for bad in ["", "0", "x", "5h", "-1"] {
+        assert_eq!(parse_duration("t", "5h").unwrap(), Duration::from_secs(5 * 3600));
+        // A day or more, an unknown unit.
+        for bad in ["", "0", "x", "24h", "5d", "-1"] {
             assert!(parse_duration("t", bad).is_err(), "{bad}");
         }
     }

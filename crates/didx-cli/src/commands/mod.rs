@@ -5,6 +5,7 @@
 pub mod completions;
 pub mod env;
 pub mod image;
+pub mod k8s;
 pub mod ls;
 pub mod man;
 pub mod pool;

@@ -26,6 +26,7 @@
 //! return boxed futures and streams.
 
 pub(crate) mod docker;
+pub(crate) mod kubernetes;
 
 use std::fmt;
 use std::sync::Arc;

@@ -101,6 +101,45 @@ impl SandboxOptions {
         })
     }
 
+    /// The environment spec of a sandbox on a Kubernetes cluster: images as mapped (the
+    /// cluster pulls them), the storage driver as given (else the inner dockerd's choice),
+    /// held by a lease. Options that bind the sandbox to a Docker engine's host are usage
+    /// errors here (`--workdir-here`, `--ssh-agent`, `--store`) or in
+    /// [`crate::backend::kubernetes::manifest::refuse_unsupported`] (the rest).
+    pub(crate) fn kube_spec(&self) -> Result<EnvSpec> {
+        let refuse = |option: &'static str, why: &str| Err(Error::invalid(option, "(set)", format!("{why} on the kubernetes backend")));
+        if self.launch.workdir {
+            return refuse("--workdir-here", "a mount of this machine's directory is not available");
+        }
+        if self.launch.ssh_agent {
+            return refuse("--ssh-agent", "this machine's agent socket cannot be mounted");
+        }
+        if self.store {
+            return refuse("--store", "the image store (a Docker engine's volume) is not available");
+        }
+        Ok(EnvSpec {
+            id: EnvId::generate(),
+            sv: self.sv.clone(),
+            cv: self.cv.clone(),
+            server_image: self.server_image.image.clone(),
+            client_image: self.client_image.image.clone(),
+            storage_driver: self.storage_driver.clone().unwrap_or_default(),
+            dockerd_opts: self.dockerd_opts.clone(),
+            isolation: self.isolation,
+            engine_id: String::new(),
+            ready_timeout: self.ready_timeout,
+            volumes: self.volumes.clone(),
+            publish: self.publish.clone(),
+            lease: true,
+            address_range: None,
+            network: self.network.clone(),
+            policy: self.policy.to_string(),
+            owner: crate::env::owner(),
+            engine_mode: self.engine_mode,
+            store: None,
+        })
+    }
+
     /// With `--store`: the store `spec`'s server mounts, `seeds` the store lacks put into it
     /// first. A store that cannot serve (or whose fill failed) is left out with a note; the
     /// loads then go the way they go without.

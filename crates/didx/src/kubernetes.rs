@@ -1,0 +1,74 @@
+//! Sandboxes on Kubernetes: the objects a sandbox on a cluster is made of, as `didx k8s render`
+//! prints them for reading and for `kubectl apply --dry-run=server`. (Creating them, reaching
+//! the inner engine and holding the pod are not built yet: see the book's architecture page.)
+//!
+//! ```
+//! # fn demo() -> didx::Result<()> {
+//! use didx::kubernetes::{KubeOptions, render};
+//! let options = didx::Sandbox::builder().server_version("26.1").options()?;
+//! let rendered = render(&options, &KubeOptions { namespace: "ci".into(), ..KubeOptions::default() })?;
+//! assert_eq!(rendered.pod_security.name(), "privileged");
+//! println!("{}", rendered.yaml()?);
+//! # Ok(()) }
+//! ```
+
+pub use crate::backend::kubernetes::manifest::{
+    KubeOptions, OWNER_UID_PLACEHOLDER, Objects, PLACEHOLDER, PodSecurity, Resources, is_quantity,
+};
+/// The Kubernetes API types didx's objects are made of (the version didx is built with).
+pub use k8s_openapi;
+
+use crate::backend::kubernetes::manifest;
+use crate::error::{Error, Result};
+use crate::sandbox::SandboxOptions;
+
+/// What a sandbox would be made of on a cluster.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The Job and the Secret it owns.
+    pub objects: Objects,
+    /// The most restrictive Pod Security Standard level its pod meets: its namespace must
+    /// admit that level.
+    pub pod_security: PodSecurity,
+}
+
+impl Rendered {
+    /// As YAML: the Job, then the Secret, one document each, after comments saying what a
+    /// start fills in and which Pod Security level the namespace must admit.
+    pub fn yaml(&self) -> Result<String> {
+        let failed = |e: serde_saphyr::SerializeError| Error::io("rendering YAML", std::io::Error::other(e.to_string()));
+        let job = serde_saphyr::to_string(&self.objects.job).map_err(failed)?;
+        let secret = serde_saphyr::to_string(&self.objects.secret).map_err(failed)?;
+        let level = self.pod_security.name();
+        Ok(format!(
+            "# didx sandbox: a Job (its pod: the inner engine's server, and the client beside it) and the\n\
+             # Secret it owns (the files didx places in them: made at each start, shown here as\n\
+             # placeholders; the owner reference's uid is the Job's, set when it is created).\n\
+             # Pod Security level needed: {level} (the namespace's pod-security.kubernetes.io/enforce).\n\
+             ---\n{job}---\n{secret}"
+        ))
+    }
+
+    /// As JSON: a `v1` `List` of the Job and the Secret (what `kubectl apply -f` reads).
+    pub fn json(&self) -> Result<String> {
+        let list = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [self.objects.job, self.objects.secret],
+        });
+        serde_json::to_string_pretty(&list).map_err(|e| Error::io("rendering JSON", std::io::Error::other(e)))
+    }
+}
+
+/// The objects a sandbox with `options` would be made of on a cluster, as `kube` says; a usage
+/// error for options a pod cannot have (host paths and networks, published host ports, the
+/// image store, `--engine host`, `--workdir-here`, `--ssh-agent`). Images are as mapped (the
+/// cluster pulls them; the offline fallback is a Docker engine's).
+pub fn render(options: &SandboxOptions, kube: &KubeOptions) -> Result<Rendered> {
+    let spec = options.kube_spec()?;
+    let tls = crate::tls::TlsMaterial::generate(&[spec.server_name().as_str()])?;
+    let objects = manifest::objects(&spec, kube, manifest::Contents::Placeholder(&tls))?;
+    let pod = objects.job.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("a rendered Job has a pod");
+    let pod_security = manifest::pod_security(pod);
+    Ok(Rendered { objects, pod_security })
+}
