@@ -11,9 +11,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_didx");
 
 /// A cache dir shared by the tests of one binary, so only the first run on this engine pays
 /// for the privileged→caps discovery (the fallback test uses its own). Private (0700), as
-/// didx refuses a cache directory others may write.
+/// didx refuses a cache directory others may write. One per user: another user's (root's,
+/// where the VM lane runs one plan as root and the next as a user) is not this one's to use.
 pub fn cache_dir() -> String {
-    let d = std::env::temp_dir().join("didx-test-cache");
+    let d = std::env::temp_dir().join(format!("didx-test-cache-{}", rustix::process::getuid().as_raw()));
     private_dir(&d);
     d.display().to_string()
 }
