@@ -297,6 +297,84 @@ fn the_library_connects_to_an_ssh_engine_and_a_sandbox_there_is_reached_through_
     assert_no_process_mentions(&t.path().display().to_string(), Duration::from_secs(5), "the engine handle's ssh outlived it");
 }
 
+/// A plain TCP listener on this machine's end of the link to the second host (not a loopback
+/// address, so didx takes the engine for another machine's) that carries each connection to
+/// the remote engine's socket: a `tcp://` engine on another machine, as users have them.
+async fn tcp_to(socket: &str) -> (String, tokio::task::JoinHandle<()>) {
+    let host_side = r_host_ip();
+    let listener = tokio::net::TcpListener::bind((host_side, 0)).await.expect("a port on the link's host side");
+    let addr = format!("tcp://{}", listener.local_addr().unwrap());
+    let socket = socket.trim_start_matches("unix://").to_string();
+    let task = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                if let Ok(mut unix) = tokio::net::UnixStream::connect(&socket).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// This machine's address on the link to the second host (its veth's, from the remote's
+/// address: the /30's first).
+fn r_host_ip() -> std::net::Ipv4Addr {
+    let r = remote();
+    let remote: std::net::SocketAddrV4 = r["DIDX_REMOTE_ADDR"].parse().unwrap();
+    let o = remote.ip().octets();
+    std::net::Ipv4Addr::new(o[0], o[1], o[2], o[3] - 1)
+}
+
+#[test]
+fn a_sandbox_on_a_tcp_engine_of_another_machine_is_reached_through_its_client_s_exec() {
+    let _link = link_up();
+    let r = remote();
+    let t = tmp("tcp");
+    let _env = library_env(&r, t.path());
+    rt().block_on(async {
+        let (addr, forwarder) = tcp_to(&r["DIDX_REMOTE_SOCKET"]).await;
+        let over_tcp = Engine::connect(Some(&addr)).await.expect("connect over tcp");
+        let direct = remote_engine(&r).await;
+        assert_eq!(over_tcp.info().await.unwrap().id, direct.info().await.unwrap().id);
+        let sb = didx::Sandbox::builder().server_version("local").start(&over_tcp).await.expect("a sandbox over tcp");
+        let id = sb.id().to_string();
+        // Its port is published on the remote host's loopback, which this machine cannot reach:
+        // the inner engine comes through `docker system dial-stdio` in the client.
+        assert!(matches!(sb.endpoint().await, Err(didx::Error::EndpointElsewhere { .. })));
+        let inner = sb.docker().await.expect("the inner engine through the client's exec");
+        let info = inner.info().await.unwrap();
+        assert!(info.id.is_some() && info.id != direct.info().await.unwrap().id, "reached {:?}", info.id);
+        // Streams both ways: an image imported through it, run, its output read back.
+        let tag = format!("didx-test-exec:{}", std::process::id());
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(6);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "hello", &b"hello\n"[..]).unwrap();
+        let rootfs = b.into_inner().unwrap();
+        let (repo, version) = tag.split_once(':').unwrap();
+        let opts = bollard::query_parameters::CreateImageOptions {
+            from_src: Some("-".into()),
+            repo: Some(repo.into()),
+            tag: Some(version.into()),
+            ..Default::default()
+        };
+        let mut s = inner.create_image(Some(opts), Some(bollard::body_full(rootfs.into())), None);
+        while let Some(item) = futures_util::StreamExt::next(&mut s).await {
+            item.expect("import through the exec stream");
+        }
+        let images = inner.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.unwrap();
+        assert!(images.iter().any(|i| i.repo_tags.contains(&tag)), "{images:?}");
+        assert!(!leftovers_on(&direct, &id).await.is_empty(), "the sandbox is not on the remote engine");
+        sb.rm().await.unwrap();
+        assert_eq!(leftovers_on(&direct, &id).await, Vec::<String>::new());
+        assert!(direct.image(&tag).await.unwrap().is_none(), "the inner image leaked to the remote engine");
+        forwarder.abort();
+    });
+}
+
 #[test]
 fn a_bad_ssh_address_is_a_usage_error_and_an_unreachable_one_says_what_ssh_said() {
     let t = tmp("bad");

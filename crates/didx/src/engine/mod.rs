@@ -44,6 +44,7 @@ macro_rules! raw {
 }
 
 mod call;
+mod dial;
 mod connect;
 mod container;
 mod exec;

@@ -42,15 +42,20 @@ impl Environment {
     /// The port on this machine's loopback that reaches `port` published on the engine
     /// machine's loopback: `port` itself for an engine on this machine; for an engine over
     /// SSH, a forward over its SSH connection (opened the first time, held as long as this
-    /// handle: it ends with the run, the sandbox, or `didx env`'s holder).
+    /// handle: it ends with the run, the sandbox, or `didx env`'s holder);
+    /// [`Error::EndpointElsewhere`] for an engine on another machine reached otherwise.
     pub(crate) async fn reach_port(&self, port: u16) -> Result<u16> {
         let mut forwards = self.forwards.lock().await;
         if let Some(f) = forwards.get(&port) {
             return Ok(f.local_addr().port());
         }
-        match self.docker("reaching a published port")?.forward(port).await? {
+        let engine = self.docker("reaching a published port")?;
+        match engine.forward(port).await? {
             // An engine on this machine: the port itself.
-            None => Ok(port),
+            None if super::reach::is_on_this_machine(engine.host()) => Ok(port),
+            // An engine on another machine, not over SSH: the port is on that machine's
+            // loopback, and this machine's port of the same number is something else.
+            None => Err(Error::EndpointElsewhere { host: engine.host().to_string() }),
             Some(f) => {
                 let local = f.local_addr().port();
                 forwards.insert(port, f);

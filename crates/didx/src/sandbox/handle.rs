@@ -77,8 +77,10 @@ impl Sandbox {
 
     /// A client of the sandbox's *inner* engine, from this process: mutual TLS with the
     /// sandbox's own client certificate, verification on, to the server's TLS port published
-    /// on 127.0.0.1 only (nothing listens on other addresses). The engine must be local to
-    /// this machine (a unix socket, or a tcp address on it).
+    /// on 127.0.0.1 only (nothing listens on other addresses); for an engine over SSH, through
+    /// a forward over its connection. For an engine on another machine reached otherwise
+    /// (`tcp://` to another host), where that port is out of reach, every connection is a
+    /// `docker system dial-stdio` run in the sandbox's client through the engine's exec API.
     ///
     /// ```no_run
     /// # async fn demo(sb: &didx::Sandbox) -> Result<(), Box<dyn std::error::Error>> {
@@ -88,7 +90,14 @@ impl Sandbox {
     /// # Ok(()) }
     /// ```
     pub async fn docker(&self) -> Result<bollard::Docker> {
-        let endpoint = self.env().endpoint().await?;
+        let endpoint = match self.env().endpoint().await {
+            Ok(endpoint) => endpoint,
+            // An engine on another machine, not reached over SSH: the inner engine's port is on
+            // that machine's loopback, out of reach; the client's own docker CLI reaches the
+            // inner engine, through the engine's exec API.
+            Err(Error::EndpointElsewhere { .. }) => return self.docker_through_client().await,
+            Err(e) => return Err(e),
+        };
         let dir = self.cert_dir().await?;
         let unreachable = |source| Error::Unreachable { host: endpoint.host.clone(), source };
         let docker = bollard::Docker::connect_with_ssl(
@@ -100,10 +109,15 @@ impl Sandbox {
             bollard::API_DEFAULT_VERSION,
         )
         .map_err(unreachable)?;
-        match tokio::time::timeout(Duration::from_secs(30), docker.negotiate_version()).await {
-            Ok(r) => r.map_err(unreachable),
-            Err(_) => Err(unreachable(bollard::errors::Error::RequestTimeoutError)),
-        }
+        negotiated(docker, &endpoint.host).await
+    }
+
+    /// A client of the inner engine whose every connection is a `docker system dial-stdio` in
+    /// the sandbox's client, run through the engine's exec API: no port is reached.
+    async fn docker_through_client(&self) -> Result<bollard::Docker> {
+        let engine = self.env().docker("reaching an inner engine through its client")?;
+        let client = &self.env().client().id;
+        negotiated(engine.inner_over_exec(client)?, &format!("exec:{client}")).await
     }
 
     /// Where the inner engine listens on this machine: `tcp://127.0.0.1:PORT` (mutual TLS; the
@@ -224,5 +238,14 @@ impl Drop for Sandbox {
             Ok(Err(_)) => tracing::error!("the thread removing a dropped sandbox panicked; didx --clean all removes it"),
             Err(e) => tracing::error!(error = %e, "cannot start a thread to remove a dropped sandbox; didx --clean all removes it"),
         }
+    }
+}
+
+/// `docker` with the API version agreed, within 30 s.
+async fn negotiated(docker: bollard::Docker, host: &str) -> Result<bollard::Docker> {
+    let unreachable = |source| Error::Unreachable { host: host.to_string(), source };
+    match tokio::time::timeout(Duration::from_secs(30), docker.negotiate_version()).await {
+        Ok(r) => r.map_err(unreachable),
+        Err(_) => Err(unreachable(bollard::errors::Error::RequestTimeoutError)),
     }
 }

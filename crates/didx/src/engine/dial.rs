@@ -1,0 +1,122 @@
+//! An inner engine reached through an exec stream: each connection is a `docker system
+//! dial-stdio` run in the environment's client (whose docker CLI is wired to the inner engine
+//! over mutual TLS), its attached stdin and stdout the connection — as the docker CLI reaches
+//! an engine over SSH, and as buildx's Kubernetes driver reaches its builder through
+//! `pods/exec`. Nothing is published and no port is reached: only the engine's exec API is
+//! used. The Kubernetes backend's data path (a pod's exec stream instead of Docker's) is this
+//! same transport; here it runs over the Docker engine's exec.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
+use tokio_util::io::StreamReader;
+
+use super::connect::Engine;
+use crate::error::{Error, Result};
+
+/// What runs in the client for each connection.
+const DIAL: [&str; 3] = ["docker", "system", "dial-stdio"];
+
+impl Engine {
+    raw! {
+        /// A client of the inner engine that `client` (an environment's client container) reaches:
+        /// every connection a `docker system dial-stdio` exec in it (see this module). The
+        /// handle's calls are bounded by the caller, as bollard's own are not.
+        fn inner_over_exec(&self, client: &str) -> Result<Docker> {
+            let connector = ExecDialer { engine: self.clone(), container: client.to_string() };
+            let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, super::ssh::Body>(connector);
+            let transport = move |req: bollard::BollardRequest| {
+                let http = http.clone();
+                async move { http.request(req).await.map_err(BollardError::from) }
+            };
+            Docker::connect_with_custom_transport(transport, Some("http://docker"), u64::MAX, bollard::API_DEFAULT_VERSION)
+                .map_err(|source| Error::Unreachable { host: format!("exec:{client}"), source })
+        }
+    }
+}
+
+/// The hyper connector: each connection an exec in the container.
+#[derive(Clone)]
+struct ExecDialer {
+    engine: Engine,
+    container: String,
+}
+
+impl tower_service::Service<hyper::Uri> for ExecDialer {
+    type Response = ExecStream;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<ExecStream>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: hyper::Uri) -> Self::Future {
+        let (engine, container) = (self.engine.clone(), self.container.clone());
+        Box::pin(async move {
+            let argv: Vec<String> = DIAL.iter().map(|s| s.to_string()).collect();
+            let (_, output, input) = engine.attached_exec(&container, &argv, &[]).await.map_err(io::Error::other)?;
+            Ok(ExecStream::new(output, input))
+        })
+    }
+}
+
+/// The exec's output as bytes: its stdout (a stream without a TTY comes framed per stream; its
+/// stderr is dial-stdio's own words, dropped).
+type Bytestream = Pin<Box<dyn futures_util::Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// One connection: the exec's stdout to read, its stdin to write.
+struct ExecStream {
+    output: TokioIo<StreamReader<Bytestream, Bytes>>,
+    input: TokioIo<Pin<Box<dyn AsyncWrite + Send>>>,
+}
+
+impl ExecStream {
+    fn new(output: super::exec::OutputStream, input: Pin<Box<dyn AsyncWrite + Send>>) -> ExecStream {
+        let bytes: Bytestream = Box::pin(output.filter_map(|item| async move {
+            match item {
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => Some(Ok(message)),
+                Ok(_) => None,
+                Err(e) => Some(Err(io::Error::other(e))),
+            }
+        }));
+        ExecStream { output: TokioIo::new(StreamReader::new(bytes)), input: TokioIo::new(input) }
+    }
+}
+
+impl hyper::rt::Read for ExecStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: hyper::rt::ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().output).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for ExecStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().input).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().input).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().input).poll_shutdown(cx)
+    }
+}
+
+impl Connection for ExecStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
