@@ -347,7 +347,7 @@ fn on_a_rootless_engine_a_server_that_cannot_start_containers_is_refused_at_its_
         std::env::var("DIDX_TEST_BROKEN_INNER_IMAGE").expect("DIDX_TEST_BROKEN_INNER_IMAGE names the image whose runtime fails here");
     with_cleanup(didx(&["--clean", "none", "--server-image", &image, "version"]), |r| {
         assert_eq!(r.code, 125, "{}", r.show());
-        let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("didx: error:")).collect();
         assert_eq!(errors.len(), 1, "{}", r.show());
         assert!(
             errors[0].contains("cannot start containers on this rootless engine") && errors[0].contains("--server-image"),

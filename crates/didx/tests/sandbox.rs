@@ -141,9 +141,16 @@ async fn a_published_port_reaches_an_inner_container_and_host_access_reports_it(
 async fn drop_removes_and_keep_keeps() {
     let host = host();
     let engine = engine().await;
+    // Podman drops anonymous volumes' labels: the server's storage is not found by them there.
+    let labelled = if engine.is_podman() {
+        eprintln!("Podman: anonymous volumes carry no labels; the server's storage is not counted");
+        2
+    } else {
+        3
+    };
     let sb = Sandbox::builder().start(&engine).await.unwrap();
     let id = sb.id().to_string();
-    assert_eq!(leftovers(&host, &id).await.len(), 3, "server, client and the server's storage");
+    assert_eq!(leftovers(&host, &id).await.len(), labelled, "server, client and the server's storage");
     drop(sb);
     assert_eq!(leftovers(&host, &id).await, Vec::<String>::new());
 
@@ -152,7 +159,7 @@ async fn drop_removes_and_keep_keeps() {
     kept.keep().await.unwrap();
     drop(kept);
     let left = leftovers(&host, &id).await;
-    assert_eq!(left.len(), 3, "a kept sandbox stays: {left:?}");
+    assert_eq!(left.len(), labelled, "a kept sandbox stays: {left:?}");
     didx::inventory::remove(&engine, &id).await.unwrap();
     assert_eq!(leftovers(&host, &id).await, Vec::<String>::new());
 }

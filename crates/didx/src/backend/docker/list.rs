@@ -206,7 +206,17 @@ impl Engine {
         let containers = self.containers(labels::filter(env)).await?;
         let names: Vec<String> = containers.iter().map(container_name).collect();
         let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
-        for r in join_all(ids.iter().map(|c| self.remove_container(c))).await {
+        // All at once; Podman refuses to remove a server while its client (which joins the
+        // server's network namespace) exists ("has dependent containers"), where Docker does
+        // not mind: those go again once the others are gone.
+        let mut dependent = Vec::new();
+        for (id, r) in ids.iter().zip(join_all(ids.iter().map(|c| self.remove_container(c))).await) {
+            match r {
+                Err(e) if has_dependents(&e) => dependent.push(id),
+                r => r?,
+            }
+        }
+        for r in join_all(dependent.into_iter().map(|c| self.remove_container(c))).await {
             r?;
         }
         let (volumes, networks) = tokio::join!(self.volumes(labels::filter(env)), self.networks(labels::filter(env)));
@@ -218,6 +228,12 @@ impl Engine {
         }
         Ok(names)
     }
+}
+
+/// Whether a removal failed because other containers depend on the container (Podman's answer
+/// for a server whose client joined its network namespace).
+fn has_dependents(e: &crate::error::Error) -> bool {
+    e.to_string().contains("has dependent containers")
 }
 
 /// A listed container's name, without the engine's leading `/`.
@@ -232,6 +248,20 @@ mod tests {
 
     fn port(ip: &str, public: u16, private: u16, typ: PortSummaryTypeEnum) -> PortSummary {
         PortSummary { ip: Some(ip.into()), private_port: private, public_port: Some(public), typ: Some(typ) }
+    }
+
+    #[test]
+    fn podman_s_refusal_to_remove_a_container_others_depend_on_is_told() {
+        let podman = |message: &str| crate::error::Error::Engine {
+            op: "remove container",
+            target: "a84d5bdcb130".into(),
+            source: bollard::errors::Error::DockerResponseServerError { status_code: 500, message: message.into() },
+        };
+        // As Podman 5.4 said it in the VM lane (a server whose client joined its network).
+        assert!(has_dependents(&podman(
+            "container a84d5bdcb130 has dependent containers which must be removed before it: b7519033c76e: container already exists"
+        )));
+        assert!(!has_dependents(&podman("removal of container a84d5bdcb130 is already in progress")));
     }
 
     #[test]
