@@ -180,8 +180,13 @@ async fn the_inner_engine_check_runs_a_container_and_leaves_the_engine_empty() {
     let images = d.list_images(None::<qp::ListImagesOptions>).await.unwrap();
     let containers = d.list_containers(Some(qp::ListContainersOptions { all: true, ..Default::default() })).await.unwrap();
     assert!(images.is_empty() && containers.is_empty(), "left in the inner engine: {images:?} {containers:?}");
-    // A container that cannot start makes it fail, saying why: here an image with no /bin/true.
-    let broken = didx::INNER_CHECK.replace("\"$img\" /bin/true", "\"$img\" /bin/no-such-program");
+    // Where the server has no docker-init: /bin/true and its libraries.
+    let without_init = didx::INNER_CHECK.replace("command -v docker-init", "command -v didx-no-such-init");
+    assert_ne!(without_init, didx::INNER_CHECK);
+    let out = sb.exec(["sh", "-c", &without_init]).await.unwrap();
+    assert_eq!(out.code, 0, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    // A container that cannot start makes it fail, saying why: here a program the image lacks.
+    let broken = didx::INNER_CHECK.replace("\"$img\" \"$@\"", "\"$img\" /bin/no-such-program");
     assert_ne!(broken, didx::INNER_CHECK);
     let out = sb.exec(["sh", "-c", &broken]).await.unwrap();
     assert_ne!(out.code, 0);

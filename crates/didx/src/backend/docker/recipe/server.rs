@@ -14,21 +14,29 @@ use crate::net::Block;
 use crate::tls::{self, TlsMaterial};
 
 /// A check run in a ready server on a rootless engine (see `start::check_inner_runs`): the
-/// inner engine starts one container, made on the spot from the server's own `/bin/true` and
-/// the libraries it loads (the inner engine has no image, and nothing can be pulled), with no
-/// network, then removes it and its image. Exit 0 when the container ran; otherwise the
-/// inner engine's words on stderr.
+/// inner engine starts one container, made on the spot (the inner engine has no image, and
+/// nothing can be pulled) from the server's `docker-init` (tini, a static program every
+/// engine package ships: no library to carry), else from its `/bin/true` and the libraries
+/// `ldd` lists; with no network; then removes it and its image. Exit 0 when the container ran;
+/// otherwise the inner engine's words on stderr.
 pub const INNER_CHECK: &str = r#"set -u
 t=$(mktemp -d) || exit 1
 trap 'rm -rf "$t"' EXIT
-for f in /bin/true $(ldd /bin/true 2>/dev/null); do
-	case "$f" in /*) ;; *) continue ;; esac
-	mkdir -p "$t/r$(dirname "$f")" && cp -L "$f" "$t/r$f" || exit 1
-done
+mkdir -p "$t/r/bin" || exit 1
+if p=$(command -v docker-init); then
+	cp -L "$p" "$t/r/bin/check" || exit 1
+	set -- /bin/check --version
+else
+	for f in /bin/true $(ldd /bin/true 2>/dev/null); do
+		case "$f" in /*) ;; *) continue ;; esac
+		mkdir -p "$t/r$(dirname "$f")" && cp -L "$f" "$t/r$f" || exit 1
+	done
+	set -- /bin/true
+fi
 img=didx-inner-check:$$
 tar -C "$t/r" -c . | docker import - "$img" >/dev/null || exit 1
 rc=0
-docker run --rm --network none "$img" /bin/true 2>"$t/err" || rc=$?
+docker run --rm --network none "$img" "$@" >/dev/null 2>"$t/err" || rc=$?
 docker rmi -f "$img" >/dev/null 2>&1
 [ "$rc" = 0 ] || { cat "$t/err" >&2; exit "$rc"; }
 "#;
