@@ -53,7 +53,9 @@ pub async fn busybox(docker: &Docker, name: &str, tag: &str) -> String {
         from_src: Some("-".into()),
         repo: Some(name.into()),
         tag: Some(tag.into()),
-        changes: vec!["ENV PATH=/bin".into(), "CMD [\"sh\"]".into()],
+        // One change only, and no ENV PATH (the engine's default PATH has /bin): with two,
+        // Podman's import left an image whose `echo` the inner engine could not find.
+        changes: vec!["CMD [\"sh\"]".into()],
         ..Default::default()
     };
     let mut s = docker.create_image(Some(opts), Some(bollard::body_full(rootfs.into())), None);
