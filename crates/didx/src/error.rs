@@ -296,6 +296,12 @@ impl Error {
         matches!(self, Error::Invalid { .. } | Error::NotOnAMount { .. } | Error::EngineHostNeedsSocket { .. })
     }
 
+    /// True when a removal failed because other containers depend on the container: Podman's
+    /// answer for a server whose client joined its network namespace (Docker removes both).
+    pub(crate) fn has_dependent_containers(&self) -> bool {
+        self.to_string().contains("has dependent containers")
+    }
+
     /// True when the engine itself stopped answering (stopped, restarted, its socket gone),
     /// as opposed to refusing one call: the connection failed, not the request.
     pub fn is_engine_gone(&self) -> bool {

@@ -156,6 +156,12 @@ impl Environment {
             .collect();
         let others = async { futures_util::future::join_all(others.iter().map(|c| self.backend.remove_member(c))).await.into_iter().collect::<Result<Vec<()>>>() };
         let (s, c, o) = tokio::join!(server, self.backend.remove_member(&self.client.id), others);
+        // Podman removes a server only once its client (in the server's network namespace) is
+        // gone: again, now that it is.
+        let s = match (s, &self.server) {
+            (Err(e), Some(server)) if e.has_dependent_containers() => self.backend.remove_member(&server.id).await,
+            (s, _) => s,
+        };
         s.and(c).and(o.map(|_| ()))?;
         // Then whatever else carries its label, and what stays of it on this machine.
         super::list::remove_on(&*self.backend, self.id.as_str()).await.map(|_| ())

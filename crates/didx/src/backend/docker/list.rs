@@ -212,7 +212,7 @@ impl Engine {
         let mut dependent = Vec::new();
         for (id, r) in ids.iter().zip(join_all(ids.iter().map(|c| self.remove_container(c))).await) {
             match r {
-                Err(e) if has_dependents(&e) => dependent.push(id),
+                Err(e) if e.has_dependent_containers() => dependent.push(id),
                 r => r?,
             }
         }
@@ -228,12 +228,6 @@ impl Engine {
         }
         Ok(names)
     }
-}
-
-/// Whether a removal failed because other containers depend on the container (Podman's answer
-/// for a server whose client joined its network namespace).
-fn has_dependents(e: &crate::error::Error) -> bool {
-    e.to_string().contains("has dependent containers")
 }
 
 /// A listed container's name, without the engine's leading `/`.
@@ -258,10 +252,13 @@ mod tests {
             source: bollard::errors::Error::DockerResponseServerError { status_code: 500, message: message.into() },
         };
         // As Podman 5.4 said it in the VM lane (a server whose client joined its network).
-        assert!(has_dependents(&podman(
-            "container a84d5bdcb130 has dependent containers which must be removed before it: b7519033c76e: container already exists"
-        )));
-        assert!(!has_dependents(&podman("removal of container a84d5bdcb130 is already in progress")));
+        assert!(
+            podman(
+                "container a84d5bdcb130 has dependent containers which must be removed before it: b7519033c76e: container already exists"
+            )
+            .has_dependent_containers()
+        );
+        assert!(!podman("removal of container a84d5bdcb130 is already in progress").has_dependent_containers());
     }
 
     #[test]
