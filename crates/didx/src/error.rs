@@ -225,6 +225,25 @@ pub enum Error {
         /// What is wrong with it, and the fix.
         why: String,
     },
+    /// One Kubernetes API call failed (the kubernetes backend).
+    #[error("kubernetes call '{op}' on '{target}' failed: {source}")]
+    Cluster {
+        /// The call, e.g. `create job`.
+        op: &'static str,
+        /// What it was about (an object's name, or the namespace).
+        target: String,
+        /// The API server's answer (or the client's failure).
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The cluster configuration (kubeconfig, its context, in-cluster config) cannot be used.
+    #[error("cannot use the kubernetes configuration{}: {why}", context.as_deref().map(|c| format!(" (context '{c}')")).unwrap_or_default())]
+    ClusterConfig {
+        /// The context asked for (`--kube-context`), if any.
+        context: Option<String>,
+        /// What is wrong.
+        why: String,
+    },
     /// Certificate generation failed.
     #[error("cannot generate TLS material: {0}")]
     Tls(#[from] rcgen::Error),

@@ -1,6 +1,8 @@
 //! Sandboxes on Kubernetes: the objects a sandbox on a cluster is made of, as `didx k8s render`
-//! prints them for reading and for `kubectl apply --dry-run=server`. (Creating them, reaching
-//! the inner engine and holding the pod are not built yet: see the book's architecture page.)
+//! prints them for reading and for `kubectl apply --dry-run=server`, and their life on a
+//! cluster ([`Cluster`]: made in an order that leaves nothing without an owner or an expiry,
+//! removed, swept). (Reaching the inner engine and holding the pod from didx are not built
+//! yet: see the book's architecture page.)
 //!
 //! ```
 //! # fn demo() -> didx::Result<()> {
@@ -12,11 +14,15 @@
 //! # Ok(()) }
 //! ```
 
+pub use crate::backend::kubernetes::cluster::{Cluster, Created, Swept};
 pub use crate::backend::kubernetes::manifest::{
     KubeOptions, OWNER_UID_PLACEHOLDER, Objects, PLACEHOLDER, PodSecurity, Resources, is_quantity,
 };
 /// The Kubernetes API types didx's objects are made of (the version didx is built with).
 pub use k8s_openapi;
+/// The Kubernetes client [`Cluster`] talks through (its `Client` can be made from any `tower`
+/// service, e.g. an emulated API server in tests).
+pub use kube;
 
 use crate::backend::kubernetes::manifest;
 use crate::error::{Error, Result};
@@ -71,4 +77,13 @@ pub fn render(options: &SandboxOptions, kube: &KubeOptions) -> Result<Rendered> 
     let pod = objects.job.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("a rendered Job has a pod");
     let pod_security = manifest::pod_security(pod);
     Ok(Rendered { objects, pod_security })
+}
+
+/// The objects a new sandbox with `options` is made of on a cluster, with its own certificates
+/// and entrypoint in the Secret (what [`Cluster::create`] takes; the owner reference's uid is
+/// set there). The same refusals as [`render`].
+pub fn objects(options: &SandboxOptions, kube: &KubeOptions) -> Result<Objects> {
+    let spec = options.kube_spec()?;
+    let tls = crate::tls::TlsMaterial::generate(&[spec.server_name().as_str()])?;
+    manifest::objects(&spec, kube, manifest::Contents::Real(&tls))
 }

@@ -107,7 +107,6 @@ pub struct Objects {
 
 /// The files' contents in the Secret: the real ones (a start) or [`PLACEHOLDER`] (a render).
 #[derive(Clone, Copy)]
-#[cfg_attr(not(test), allow(dead_code))] // Real: for the backend's start, not built yet; tested here.
 pub enum Contents<'a> {
     /// This environment's certificates (and the entrypoint).
     Real(&'a TlsMaterial),
