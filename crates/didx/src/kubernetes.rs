@@ -15,6 +15,7 @@
 //! ```
 
 pub use crate::backend::kubernetes::cluster::{Cluster, Created, Swept};
+pub use crate::backend::kubernetes::reach::Hold;
 pub use crate::backend::kubernetes::manifest::{
     KubeOptions, OWNER_UID_PLACEHOLDER, Objects, PLACEHOLDER, PodSecurity, Resources, is_quantity,
 };

@@ -18,14 +18,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::StreamReader;
 
 use super::connect::Engine;
 use crate::error::{Error, Result};
 
 /// What runs in the client for each connection.
-const DIAL: [&str; 3] = ["docker", "system", "dial-stdio"];
+pub(crate) const DIAL: [&str; 3] = ["docker", "system", "dial-stdio"];
 
 impl Engine {
     raw! {
@@ -33,75 +33,92 @@ impl Engine {
         /// every connection a `docker system dial-stdio` exec in it (see this module). The
         /// handle's calls are bounded by the caller, as bollard's own are not.
         fn inner_over_exec(&self, client: &str) -> Result<Docker> {
-            let connector = ExecDialer { engine: self.clone(), container: client.to_string() };
-            let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build::<_, super::ssh::Body>(connector);
-            let transport = move |req: bollard::BollardRequest| {
-                let http = http.clone();
-                async move { http.request(req).await.map_err(BollardError::from) }
-            };
-            Docker::connect_with_custom_transport(transport, Some("http://docker"), u64::MAX, bollard::API_DEFAULT_VERSION)
-                .map_err(|source| Error::Unreachable { host: format!("exec:{client}"), source })
+            let (engine, container) = (self.clone(), client.to_string());
+            docker_over(&format!("exec:{client}"), move || {
+                let (engine, container) = (engine.clone(), container.clone());
+                async move {
+                    let argv: Vec<String> = DIAL.iter().map(|s| s.to_string()).collect();
+                    let (_, output, input) = engine.attached_exec(&container, &argv, &[]).await.map_err(io::Error::other)?;
+                    Ok(Duplex::new(Box::pin(StreamReader::new(stdout_bytes(output))), input))
+                }
+            })
         }
     }
 }
 
-/// The hyper connector: each connection an exec in the container.
-#[derive(Clone)]
-struct ExecDialer {
-    engine: Engine,
-    container: String,
+/// A Docker client whose every connection is what `dial` opens (an exec's stdin and stdout: a
+/// Docker exec here, a pod's exec on a cluster); `name` says where, in errors.
+pub(crate) fn docker_over<F, Fut>(name: &str, dial: F) -> Result<Docker>
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = io::Result<Duplex>> + Send + 'static,
+{
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, super::ssh::Body>(Dialer(dial));
+    let transport = move |req: bollard::BollardRequest| {
+        let http = http.clone();
+        async move { http.request(req).await.map_err(BollardError::from) }
+    };
+    Docker::connect_with_custom_transport(transport, Some("http://docker"), u64::MAX, bollard::API_DEFAULT_VERSION)
+        .map_err(|source| Error::Unreachable { host: name.to_string(), source })
 }
 
-impl tower_service::Service<hyper::Uri> for ExecDialer {
-    type Response = ExecStream;
+/// The hyper connector: each connection what its function dials.
+#[derive(Clone)]
+struct Dialer<F>(F);
+
+impl<F, Fut> tower_service::Service<hyper::Uri> for Dialer<F>
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = io::Result<Duplex>> + Send + 'static,
+{
+    type Response = Duplex;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<ExecStream>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Duplex>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, _: hyper::Uri) -> Self::Future {
-        let (engine, container) = (self.engine.clone(), self.container.clone());
-        Box::pin(async move {
-            let argv: Vec<String> = DIAL.iter().map(|s| s.to_string()).collect();
-            let (_, output, input) = engine.attached_exec(&container, &argv, &[]).await.map_err(io::Error::other)?;
-            Ok(ExecStream::new(output, input))
-        })
+        Box::pin((self.0)())
     }
 }
 
-/// The exec's output as bytes: its stdout (a stream without a TTY comes framed per stream; its
-/// stderr is dial-stdio's own words, dropped).
+/// A Docker exec's output as bytes: its stdout (a stream without a TTY comes framed per
+/// stream; its stderr is dial-stdio's own words, dropped).
 type Bytestream = Pin<Box<dyn futures_util::Stream<Item = io::Result<Bytes>> + Send>>;
 
-/// One connection: the exec's stdout to read, its stdin to write.
-struct ExecStream {
-    output: TokioIo<StreamReader<Bytestream, Bytes>>,
+fn stdout_bytes(output: super::exec::OutputStream) -> Bytestream {
+    Box::pin(output.filter_map(|item| async move {
+        match item {
+            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => Some(Ok(message)),
+            Ok(_) => None,
+            Err(e) => Some(Err(io::Error::other(e))),
+        }
+    }))
+}
+
+/// One connection: a stream to read (an exec's stdout), one to write (its stdin).
+pub(crate) struct Duplex {
+    output: TokioIo<Pin<Box<dyn AsyncRead + Send>>>,
     input: TokioIo<Pin<Box<dyn AsyncWrite + Send>>>,
 }
 
-impl ExecStream {
-    fn new(output: super::exec::OutputStream, input: Pin<Box<dyn AsyncWrite + Send>>) -> ExecStream {
-        let bytes: Bytestream = Box::pin(output.filter_map(|item| async move {
-            match item {
-                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => Some(Ok(message)),
-                Ok(_) => None,
-                Err(e) => Some(Err(io::Error::other(e))),
-            }
-        }));
-        ExecStream { output: TokioIo::new(StreamReader::new(bytes)), input: TokioIo::new(input) }
+impl Duplex {
+    /// The connection of `output` and `input`.
+    pub(crate) fn new(output: Pin<Box<dyn AsyncRead + Send>>, input: Pin<Box<dyn AsyncWrite + Send>>) -> Duplex {
+        Duplex { output: TokioIo::new(output), input: TokioIo::new(input) }
     }
 }
 
-impl hyper::rt::Read for ExecStream {
+impl hyper::rt::Read for Duplex {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: hyper::rt::ReadBufCursor<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().output).poll_read(cx, buf)
     }
 }
 
-impl hyper::rt::Write for ExecStream {
+impl hyper::rt::Write for Duplex {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().input).poll_write(cx, buf)
     }
@@ -115,7 +132,7 @@ impl hyper::rt::Write for ExecStream {
     }
 }
 
-impl Connection for ExecStream {
+impl Connection for Duplex {
     fn connected(&self) -> Connected {
         Connected::new()
     }

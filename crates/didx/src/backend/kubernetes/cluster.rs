@@ -100,6 +100,11 @@ impl Cluster {
         Cluster { client, namespace: namespace.into() }
     }
 
+    /// The client it talks through.
+    pub(crate) fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
     /// The namespace didx's objects are made in.
     pub fn namespace(&self) -> &str {
         &self.namespace

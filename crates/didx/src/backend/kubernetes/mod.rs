@@ -6,5 +6,6 @@
 
 pub(crate) mod cluster;
 pub(crate) mod manifest;
+pub(crate) mod reach;
 pub(crate) mod resources;
 pub(crate) mod security;

@@ -1,0 +1,160 @@
+//! Reaching a sandbox's pod from outside the cluster without a Service or an open port, and
+//! holding it: through the API server's `pods/exec` and `pods/attach` streams (websockets).
+//!
+//! - The inner engine ([`Cluster::inner_docker`]): every connection an exec of `docker system
+//!   dial-stdio` in the client container (whose docker CLI is wired to the server over mutual
+//!   TLS), its stdin and stdout the connection — the transport `Engine::inner_over_exec` gives
+//!   over Docker's exec, as buildx's Kubernetes driver reaches its builder.
+//! - The hold ([`Cluster::hold`]): one attach to each container's stdin, saying `beat` every
+//!   second; the entrypoint ends its container when the stream ends or the beats stop (see
+//!   `recipe::held`: an attach through the API server may stay open when didx is gone).
+
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{AttachParams, AttachedProcess, ListParams};
+use tokio::io::AsyncWriteExt;
+
+use super::cluster::Cluster;
+use super::manifest::{CLIENT, SERVER};
+use crate::engine::{BEAT_EVERY, DIAL, Duplex, docker_over};
+use crate::error::{Error, Result};
+
+/// The buffer of each exec stream's stdin and stdout (kube's default, 1 KiB, makes an image's
+/// upload a thousand round trips of its task per MiB).
+const STREAM_BUFFER: usize = 256 * 1024;
+
+impl Cluster {
+    fn pods_api(&self) -> Api<Pod> {
+        Api::namespaced(self.client(), self.namespace())
+    }
+
+    /// The pod of sandbox `name` once it runs (both containers started), within `timeout`.
+    /// Fails at once when it ended (its lease or its deadline), with its phase and reason.
+    pub async fn wait_running(&self, name: &str, timeout: Duration) -> Result<String> {
+        let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"));
+        let started = Instant::now();
+        loop {
+            let pods = self.pods_api().list(&params).await.map_err(|e| Error::Cluster {
+                op: "list pods",
+                target: name.to_string(),
+                source: Box::new(e),
+            })?;
+            if let Some(pod) = pods.items.first() {
+                let status = pod.status.clone().unwrap_or_default();
+                let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                match status.phase.as_deref() {
+                    Some("Running") => return Ok(pod_name),
+                    Some(phase @ ("Succeeded" | "Failed")) => {
+                        let why = status.reason.or(status.message).unwrap_or_default();
+                        let id = name.strip_prefix("didx-").unwrap_or(name).to_string();
+                        return Err(Error::NotRunning { id, server: pod_name, state: format!("{phase} {why}").trim().to_string() });
+                    }
+                    _ => {}
+                }
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::TimedOut { op: "wait for the pod to run", target: name.to_string(), after: timeout, idle: false });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// A client of the inner engine of `pod`: every connection a `docker system dial-stdio`
+    /// exec in its client container, through the API server.
+    pub fn inner_docker(&self, pod: &str) -> Result<Docker> {
+        let (api, pod) = (self.pods_api(), pod.to_string());
+        docker_over(&format!("pods/exec:{}/{pod}", self.namespace()), move || {
+            let (api, pod) = (api.clone(), pod.clone());
+            async move {
+                let params = AttachParams {
+                    container: Some(CLIENT.into()),
+                    stdin: true,
+                    stdout: true,
+                    stderr: false,
+                    tty: false,
+                    max_stdin_buf_size: Some(STREAM_BUFFER),
+                    max_stdout_buf_size: Some(STREAM_BUFFER),
+                    ..AttachParams::default()
+                };
+                let mut exec = api.exec(&pod, DIAL, &params).await.map_err(std::io::Error::other)?;
+                let (Some(stdout), Some(stdin)) = (exec.stdout(), exec.stdin()) else {
+                    return Err(std::io::Error::other("the exec stream has no stdin or stdout"));
+                };
+                // The stream's task ends with the exec (dial-stdio ends when its connection
+                // closes); nothing waits for it.
+                drop(exec);
+                Ok(Duplex::new(Box::pin(stdout), Box::pin(stdin)))
+            }
+        })
+    }
+
+    /// Holds `pod`: an attach to each container's stdin, a `beat` every second, until the
+    /// [`Hold`] is dropped (the streams end: both containers end) or didx is gone (the beats
+    /// stop: the entrypoint ends them within its limit).
+    pub async fn hold(&self, pod: &str) -> Result<Hold> {
+        let mut attached = Vec::new();
+        for container in [SERVER, CLIENT] {
+            let params =
+                AttachParams { container: Some(container.into()), stdin: true, stdout: false, stderr: false, tty: false, ..AttachParams::default() };
+            let mut a = self.pods_api().attach(pod, &params).await.map_err(|e| Error::Cluster {
+                op: "attach",
+                target: format!("{pod}/{container}"),
+                source: Box::new(e),
+            })?;
+            let stdin = a.stdin().expect("an attach asked with stdin has it");
+            attached.push((a, stdin));
+        }
+        let (streams, mut stdins): (Vec<_>, Vec<_>) = attached.into_iter().unzip();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(BEAT_EVERY);
+            loop {
+                ticks.tick().await;
+                for stdin in stdins.iter_mut() {
+                    if stdin.write_all(b"beat\n").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Hold { task, streams })
+    }
+}
+
+/// A held pod (see [`Cluster::hold`]); dropping it lets go: its attach streams end.
+pub struct Hold {
+    task: tokio::task::JoinHandle<()>,
+    streams: Vec<AttachedProcess>,
+}
+
+impl std::fmt::Debug for AttachedStreams<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} attach streams", self.0.len())
+    }
+}
+struct AttachedStreams<'a>(&'a [AttachedProcess]);
+
+impl Hold {
+    /// True while the beats go on (every stream takes them).
+    pub fn is_holding(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold").field("streams", &AttachedStreams(&self.streams)).field("holding", &self.is_holding()).finish()
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // The beats stop and the streams close: each container's stdin ends (stdinOnce).
+        self.task.abort();
+        for s in &self.streams {
+            s.abort();
+        }
+    }
+}
