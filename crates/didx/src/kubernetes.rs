@@ -15,10 +15,10 @@
 //! ```
 
 pub use crate::backend::kubernetes::cluster::{Cluster, Created, Swept};
-pub use crate::backend::kubernetes::reach::Hold;
 pub use crate::backend::kubernetes::manifest::{
     KubeOptions, OWNER_UID_PLACEHOLDER, Objects, PLACEHOLDER, PodSecurity, Resources, is_quantity,
 };
+pub use crate::backend::kubernetes::reach::Hold;
 /// The Kubernetes API types didx's objects are made of (the version didx is built with).
 pub use k8s_openapi;
 /// The Kubernetes client [`Cluster`] talks through (its `Client` can be made from any `tower`

@@ -103,12 +103,19 @@ fn stdout_bytes(output: super::exec::OutputStream) -> Bytestream {
 pub(crate) struct Duplex {
     output: TokioIo<Pin<Box<dyn AsyncRead + Send>>>,
     input: TokioIo<Pin<Box<dyn AsyncWrite + Send>>>,
+    /// What must live as long as the connection (a pod exec's stream task: dropped, it ends).
+    _keep: Option<Box<dyn Send>>,
 }
 
 impl Duplex {
     /// The connection of `output` and `input`.
     pub(crate) fn new(output: Pin<Box<dyn AsyncRead + Send>>, input: Pin<Box<dyn AsyncWrite + Send>>) -> Duplex {
-        Duplex { output: TokioIo::new(output), input: TokioIo::new(input) }
+        Duplex { output: TokioIo::new(output), input: TokioIo::new(input), _keep: None }
+    }
+
+    /// The connection of `output` and `input`, keeping `keep` until it closes.
+    pub(crate) fn keeping(output: Pin<Box<dyn AsyncRead + Send>>, input: Pin<Box<dyn AsyncWrite + Send>>, keep: Box<dyn Send>) -> Duplex {
+        Duplex { _keep: Some(keep), ..Duplex::new(output, input) }
     }
 }
 

@@ -217,7 +217,7 @@ fn status(code: StatusCode, reason: &str, message: &str) -> (StatusCode, Value) 
     )
 }
 
-fn percent_decode(s: &str) -> String {
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -268,6 +268,14 @@ impl FakeApi {
 
     pub fn client(&self) -> kube::Client {
         kube::Client::new(self.clone(), "default")
+    }
+
+    /// One request, acted on and logged (the HTTP server of `kube_cluster.rs` answers with it).
+    pub fn act(&self, method: &str, path: &str, query: &str, body: &[u8]) -> (StatusCode, Value) {
+        let mut s = self.state.lock().unwrap();
+        s.requests += 1;
+        s.log.push(format!("{method} {path}?{query}"));
+        s.act(method, path, query, body)
     }
 }
 

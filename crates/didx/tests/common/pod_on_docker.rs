@@ -117,7 +117,13 @@ impl Pod {
         result
     }
 
-    async fn make(docker: &Docker, objects: &Objects, tag: &str, attach: bool, ids: &mut Vec<String>) -> Result<Pod, bollard::errors::Error> {
+    async fn make(
+        docker: &Docker,
+        objects: &Objects,
+        tag: &str,
+        attach: bool,
+        ids: &mut Vec<String>,
+    ) -> Result<Pod, bollard::errors::Error> {
         let spec = objects.job.spec.as_ref().unwrap();
         let pod = spec.template.spec.as_ref().unwrap();
         let mut labels: HashMap<String, String> = spec.template.metadata.as_ref().unwrap().labels.clone().unwrap().into_iter().collect();
@@ -191,4 +197,3 @@ impl Pod {
         }
     }
 }
-

@@ -48,7 +48,7 @@ impl Cluster {
                 match status.phase.as_deref() {
                     Some("Running") => return Ok(pod_name),
                     Some(phase @ ("Succeeded" | "Failed")) => {
-                        let why = status.reason.or(status.message).unwrap_or_default();
+                        let why = [status.reason, status.message].into_iter().flatten().collect::<Vec<_>>().join(": ");
                         let id = name.strip_prefix("didx-").unwrap_or(name).to_string();
                         return Err(Error::NotRunning { id, server: pod_name, state: format!("{phase} {why}").trim().to_string() });
                     }
@@ -83,10 +83,9 @@ impl Cluster {
                 let (Some(stdout), Some(stdin)) = (exec.stdout(), exec.stdin()) else {
                     return Err(std::io::Error::other("the exec stream has no stdin or stdout"));
                 };
-                // The stream's task ends with the exec (dial-stdio ends when its connection
-                // closes); nothing waits for it.
-                drop(exec);
-                Ok(Duplex::new(Box::pin(stdout), Box::pin(stdin)))
+                // The exec's stream lives as long as the connection (dropped, its task is
+                // aborted and the stream closed: dial-stdio ends).
+                Ok(Duplex::keeping(Box::pin(stdout), Box::pin(stdin), Box::new(exec)))
             }
         })
     }
@@ -97,8 +96,14 @@ impl Cluster {
     pub async fn hold(&self, pod: &str) -> Result<Hold> {
         let mut attached = Vec::new();
         for container in [SERVER, CLIENT] {
-            let params =
-                AttachParams { container: Some(container.into()), stdin: true, stdout: false, stderr: false, tty: false, ..AttachParams::default() };
+            let params = AttachParams {
+                container: Some(container.into()),
+                stdin: true,
+                stdout: false,
+                stderr: false,
+                tty: false,
+                ..AttachParams::default()
+            };
             let mut a = self.pods_api().attach(pod, &params).await.map_err(|e| Error::Cluster {
                 op: "attach",
                 target: format!("{pod}/{container}"),

@@ -1,0 +1,136 @@
+//! The kubernetes backend's own code — kube's client over HTTP, its exec and attach websockets,
+//! didx's transport and hold over them — against an EMULATED cluster on this machine
+//! (`common/kube_cluster.rs`: an emulated API server on loopback whose "kubelet" runs each
+//! Job's pod on the local Docker engine; no Kubernetes component runs, none can be installed
+//! here). A sandbox is made, its pod held and its inner engine used through `pods/exec`; let go,
+//! its pod ends and the next start's sweep removes the rest; a pod never held ends itself.
+//! Every container and volume is removed; the tests assert it.
+
+mod common;
+#[path = "common/fake_kube.rs"]
+mod fake_kube;
+#[path = "common/kube_cluster.rs"]
+mod kube_cluster;
+#[path = "common/pod_on_docker.rs"]
+mod pod_on_docker;
+
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters as qp;
+use common::{host, leftovers};
+use didx::kubernetes::{Cluster, KubeOptions, Objects, objects};
+use didx::spec::IsolationMode;
+use kube_cluster::EmulatedCluster;
+
+const NS: &str = "ci";
+
+fn sandbox() -> (Objects, String) {
+    // The caps profile: this project's host refuses --privileged (see kube_pod_emulated.rs).
+    let options = didx::Sandbox::builder()
+        .server_image("didx/dind:local")
+        .client_image("didx/dind:local")
+        .isolation(IsolationMode::Caps)
+        .options()
+        .unwrap();
+    let objects = objects(&options, &KubeOptions { namespace: NS.into(), ..KubeOptions::default() }).unwrap();
+    let id = objects.job.metadata.labels.as_ref().unwrap()["io.didx.env"].clone();
+    (objects, id)
+}
+
+/// Waits until `f` holds, up to `limit`; false if it never did.
+async fn until<F: AsyncFnMut() -> bool>(limit: Duration, mut f: F) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    false
+}
+
+/// What the emulated cluster and the engine hold of sandbox `id` once the cluster is stopped.
+async fn nothing_left(em: EmulatedCluster, id: &str) {
+    let docker = em.docker.clone();
+    em.stop().await;
+    assert!(leftovers(&docker, id).await.is_empty(), "left on the engine: {:?}", leftovers(&docker, id).await);
+}
+
+#[tokio::test]
+async fn a_sandbox_on_an_emulated_cluster_is_held_reached_through_pods_exec_and_gone_once_let_go() {
+    let em = EmulatedCluster::start(host()).await;
+    let cluster = Cluster::new(em.client(), NS);
+    let (objects, id) = sandbox();
+    let (_, created) = cluster.start(objects).await.unwrap();
+    let pod = cluster.wait_running(&created.name, Duration::from_secs(60)).await.unwrap();
+    let hold = cluster.hold(&pod).await.unwrap();
+
+    // The inner engine, through `docker system dial-stdio` execs in the client via the API.
+    let inner = cluster.inner_docker(&pod).unwrap();
+    let mut last = String::new();
+    let ready = until(Duration::from_secs(90), async || match tokio::time::timeout(Duration::from_secs(5), inner.version()).await {
+        Ok(Ok(_)) => true,
+        other => {
+            last = format!("{other:?}");
+            false
+        }
+    })
+    .await;
+    assert!(ready, "the inner engine never answered through pods/exec: {last}");
+    // Data both ways: an image of 4 MiB imported through the stream, listed, inspected, removed.
+    let mut b = tar::Builder::new(Vec::new());
+    let payload: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(payload.len() as u64);
+    b.append_data(&mut h, "payload", &payload[..]).unwrap();
+    let rootfs = b.into_inner().unwrap();
+    let import =
+        qp::CreateImageOptions { from_src: Some("-".into()), repo: Some("emulated".into()), tag: Some("k8s".into()), ..Default::default() };
+    let mut s = inner.create_image(Some(import), Some(bollard::body_full(rootfs.into())), None);
+    while let Some(item) = futures_util::StreamExt::next(&mut s).await {
+        item.unwrap();
+    }
+    let image = inner.inspect_image("emulated:k8s").await.unwrap();
+    assert!(image.size.unwrap_or(0) >= payload.len() as i64, "{image:?}");
+    inner.remove_image("emulated:k8s", None::<qp::RemoveImageOptions>, None).await.unwrap();
+    assert!(hold.is_holding());
+
+    // Let go: both containers' stdin ends, the pod ends, its Job failed.
+    let released = Instant::now();
+    drop(hold);
+    let ended = until(Duration::from_secs(30), async || cluster.pod_phase(&created.name).await.unwrap().as_deref() == Some("Failed")).await;
+    assert!(ended, "the pod still runs 30 s after it was let go");
+    eprintln!("EMULATED cluster: the pod ended {:.1} s after it was let go", released.elapsed().as_secs_f64());
+
+    // The next start's sweep removes the ended Job; the garbage collector and the kubelet the rest.
+    let swept = cluster.sweep().await.unwrap();
+    assert_eq!(swept.jobs, std::slice::from_ref(&created.name));
+    let gone = until(Duration::from_secs(30), async || em.containers().is_empty() && em.api.state.lock().unwrap().names().is_empty()).await;
+    assert!(gone, "left on the emulated cluster: {:?} {:?}", em.api.state.lock().unwrap().names(), em.containers());
+    nothing_left(em, &id).await;
+}
+
+#[tokio::test]
+async fn a_pod_its_didx_never_held_ends_itself_and_the_next_start_sweeps_it() {
+    let em = EmulatedCluster::start(host()).await;
+    let cluster = Cluster::new(em.client(), NS);
+    let (objects, id) = sandbox();
+    // A didx killed right after its start: nothing attaches, nothing beats.
+    let (_, created) = cluster.start(objects).await.unwrap();
+    cluster.wait_running(&created.name, Duration::from_secs(60)).await.unwrap();
+    let started = Instant::now();
+    let ended = until(Duration::from_secs(60), async || cluster.pod_phase(&created.name).await.unwrap().as_deref() == Some("Failed")).await;
+    assert!(ended, "a pod nobody held still runs 60 s after it started");
+    eprintln!("EMULATED cluster: a pod never held ended {:.1} s after it ran", started.elapsed().as_secs_f64());
+    // A later start sweeps it (its Job ended), then makes its own.
+    let (next, next_id) = sandbox();
+    let (swept, mine) = cluster.start(next).await.unwrap();
+    assert_eq!(swept.jobs, std::slice::from_ref(&created.name));
+    assert!(cluster.delete(&mine.name).await.unwrap());
+    let gone = until(Duration::from_secs(30), async || em.containers().is_empty() && em.api.state.lock().unwrap().names().is_empty()).await;
+    assert!(gone, "left on the emulated cluster: {:?} {:?}", em.api.state.lock().unwrap().names(), em.containers());
+    let docker = em.docker.clone();
+    nothing_left(em, &id).await;
+    assert!(leftovers(&docker, &next_id).await.is_empty(), "left on the engine: {:?}", leftovers(&docker, &next_id).await);
+}
