@@ -148,10 +148,11 @@ async fn remove(docker: &Docker, p: &Ran) {
     }
 }
 
-async fn running(docker: &Docker, id: &str) -> bool {
+/// A container's exit code once it ended (gone counts as ended, 137).
+async fn exit_code(docker: &Docker, id: &str) -> Option<i64> {
     match docker.inspect_container(id, None::<qp::InspectContainerOptions>).await {
-        Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
-        Err(_) => false,
+        Ok(c) => c.state.filter(|s| !s.running.unwrap_or(false)).map(|s| s.exit_code.unwrap_or(0)),
+        Err(_) => Some(137),
     }
 }
 
@@ -201,15 +202,18 @@ async fn kubelet_sync(api: &FakeApi, pods: &Arc<Mutex<HashMap<String, Arc<Ran>>>
     // Pods whose containers have all ended: Failed, and their Job with them.
     let held: Vec<(String, Arc<Ran>)> = pods.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     for (name, p) in held {
-        if !running(docker, &p.server).await && !running(docker, &p.client).await {
-            set_pod_status(api, &name, json!({"phase": "Failed", "reason": "Error"}));
+        let (server, client) = (exit_code(docker, &p.server).await, exit_code(docker, &p.client).await);
+        if let (Some(s), Some(c)) = (server, client) {
+            // As the kubelet says it: Succeeded when every container exited 0, else Failed.
+            let phase = if s == 0 && c == 0 { "Succeeded" } else { "Failed" };
+            set_pod_status(api, &name, json!({"phase": phase}));
         }
     }
 }
 
 fn set_pod_status(api: &FakeApi, pod: &str, status: Value) {
     let mut s = api.state.lock().unwrap();
-    let failed = status["phase"] == "Failed";
+    let phase = status["phase"].as_str().unwrap_or_default().to_string();
     let mut job_name = None;
     for (key, p) in s.objects.entry("pods").or_default().iter_mut() {
         if key.1 == pod {
@@ -217,10 +221,16 @@ fn set_pod_status(api: &FakeApi, pod: &str, status: Value) {
             job_name = p["metadata"]["labels"]["batch.kubernetes.io/job-name"].as_str().map(str::to_string);
         }
     }
-    if failed && let Some(job_name) = job_name {
+    // The Job controller: its one pod (backoffLimit 0) decides it.
+    let job_status = match phase.as_str() {
+        "Failed" => Some(json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})),
+        "Succeeded" => Some(json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})),
+        _ => None,
+    };
+    if let (Some(job_status), Some(job_name)) = (job_status, job_name) {
         for (key, j) in s.objects.entry("jobs").or_default().iter_mut() {
             if key.1 == job_name {
-                j["status"] = json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]});
+                j["status"] = job_status.clone();
             }
         }
     }
