@@ -140,3 +140,71 @@ async fn a_pod_its_didx_never_held_ends_itself_and_the_next_start_sweeps_it() {
     nothing_left(em, &id).await;
     assert!(leftovers(&docker, &next_id).await.is_empty(), "left on the engine: {:?}", leftovers(&docker, &next_id).await);
 }
+
+fn builder() -> didx::SandboxBuilder {
+    didx::Sandbox::builder().server_image("didx/dind:local").client_image("didx/dind:local").isolation(IsolationMode::Caps)
+}
+
+/// Waits until the emulated cluster holds nothing (its garbage collector and kubelet done).
+async fn cluster_empty(em: &EmulatedCluster) {
+    let gone = until(Duration::from_secs(30), async || em.containers().is_empty() && em.api.state.lock().unwrap().names().is_empty()).await;
+    assert!(gone, "left on the emulated cluster: {:?} {:?}", em.api.state.lock().unwrap().names(), em.containers());
+}
+
+#[tokio::test]
+async fn a_library_sandbox_on_an_emulated_cluster_runs_commands_reaches_its_docker_and_rm_leaves_nothing() {
+    let em = EmulatedCluster::start(host()).await;
+    let cluster = Cluster::new(em.client(), NS);
+    let sb = builder().start_on_cluster(&cluster, &KubeOptions::default()).await.unwrap();
+    let id = sb.id().to_string();
+    assert!(sb.client_name().ends_with("/client"), "{}", sb.client_name());
+    // COMMANDs in the client, through pods/exec: output, and the exit code from its status.
+    let out = sb.exec(["docker", "info", "--format", "{{.ServerVersion}}"]).await.unwrap();
+    assert!(out.success(), "{out:?}");
+    let version = out.stdout_text().trim().to_string();
+    assert!(!version.is_empty(), "{out:?}");
+    let out = sb.exec(["sh", "-c", "echo out; echo err >&2; exit 3"]).await.unwrap();
+    assert_eq!((out.code, out.stdout_text().as_str(), out.stderr_text().as_str()), (3, "out\n", "err\n"));
+    // The inner engine from here: dial-stdio through pods/exec.
+    let docker = sb.docker().await.unwrap();
+    assert_eq!(docker.version().await.unwrap().version.as_deref(), Some(version.as_str()));
+    sb.rm().await.unwrap();
+    cluster_empty(&em).await;
+    nothing_left(em, &id).await;
+}
+
+#[tokio::test]
+async fn a_library_sandbox_dropped_on_an_emulated_cluster_ends_its_pod_and_the_next_start_sweeps_it() {
+    let em = EmulatedCluster::start(host()).await;
+    let cluster = Cluster::new(em.client(), NS);
+    let sb = builder().start_on_cluster(&cluster, &KubeOptions::default()).await.unwrap();
+    let id = sb.id().to_string();
+    let job = format!("didx-{id}");
+    drop(sb);
+    let ended =
+        until(Duration::from_secs(30), async || matches!(cluster.pod_phase(&job).await.unwrap().as_deref(), Some("Failed" | "Succeeded")))
+            .await;
+    assert!(ended, "a dropped sandbox's pod still runs 30 s later");
+    let swept = cluster.sweep().await.unwrap();
+    assert_eq!(swept.jobs, [job]);
+    cluster_empty(&em).await;
+    nothing_left(em, &id).await;
+}
+
+#[tokio::test]
+async fn what_a_pod_cannot_have_is_refused_before_anything_is_made_on_the_cluster() {
+    let em = EmulatedCluster::start(host()).await;
+    let cluster = Cluster::new(em.client(), NS);
+    for (b, option) in [
+        (builder().volume("/data"), "-v"),
+        (builder().load("busybox:latest"), "--load"),
+        (builder().copy("./Cargo.toml:/work/"), "--cp"),
+        (builder().publish("8080"), "--publish"),
+    ] {
+        let err = b.start_on_cluster(&cluster, &KubeOptions::default()).await.unwrap_err();
+        assert!(err.is_usage(), "{option}: {err}");
+        assert!(err.to_string().contains(option) && err.to_string().contains("kubernetes"), "{option}: {err}");
+    }
+    assert_eq!(em.api.state.lock().unwrap().requests, 0, "nothing was asked of the cluster");
+    em.stop().await;
+}

@@ -159,6 +159,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Remove `member` now (no graceful stop: it is throwaway); gone already is not an error.
     fn remove_member<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<()>>;
 
+    /// A client of the inner engine `client` reaches, where the backend has its own way to it
+    /// (a cluster: `pods/exec`); `None` where the inner engine is reached as on Docker.
+    fn inner_docker(&self, _client: &str) -> Option<Result<bollard::Docker>> {
+        None
+    }
+
     /// The Docker engine behind this backend, for what is made only on Docker so far (see the
     /// module documentation); `None` elsewhere.
     fn as_engine(&self) -> Option<&crate::engine::Engine>;

@@ -106,6 +106,21 @@ impl SandboxOptions {
     /// held by a lease. Options that bind the sandbox to a Docker engine's host are usage
     /// errors here (`--workdir-here`, `--ssh-agent`, `--store`) or in
     /// [`crate::backend::kubernetes::manifest::refuse_unsupported`] (the rest).
+    /// What a start on a cluster does not do yet: files copied in and images loaded as it
+    /// starts (a usage error before anything is made).
+    pub(crate) fn refuse_fill_on_cluster(&self) -> Result<()> {
+        let refuse = |option: &'static str| {
+            Err(Error::invalid(option, "(set)", "not built on the kubernetes backend yet; copy or load after the start"))
+        };
+        if !self.copies.is_empty() {
+            return refuse("--cp");
+        }
+        if !self.loads.is_empty() {
+            return refuse("--load");
+        }
+        Ok(())
+    }
+
     pub(crate) fn kube_spec(&self) -> Result<EnvSpec> {
         let refuse = |option: &'static str, why: &str| Err(Error::invalid(option, "(set)", format!("{why} on the kubernetes backend")));
         if self.launch.workdir {

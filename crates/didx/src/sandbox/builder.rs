@@ -358,6 +358,31 @@ impl SandboxBuilder {
         self.start_with(engine, StartFrom::PoolOrFresh, &Cancel::new(), &|_| {}).await
     }
 
+    /// Start it on a cluster instead of a Docker engine: a Job in `cluster`'s namespace (see
+    /// [`crate::kubernetes`]), held by this process, its inner engine reached through
+    /// `pods/exec` ([`Sandbox::docker`]), COMMANDs run with [`Sandbox::exec`]. What needs a
+    /// Docker engine is refused before anything is made: host paths and volumes (`-v`),
+    /// networks, published ports, the image store, `--engine host`, and (not built on a cluster
+    /// yet) files copied in and images loaded at the start, keeping it ([`Sandbox::keep`]) and
+    /// the pool.
+    pub async fn start_on_cluster(self, cluster: &crate::kubernetes::Cluster, kube: &crate::kubernetes::KubeOptions) -> Result<Sandbox> {
+        let opts = self.options()?;
+        let spec = opts.kube_spec()?;
+        if opts.policy == KEEP_POLICY {
+            return Err(Error::invalid(
+                "DIDX_KEEP",
+                "(set)",
+                "keeping a sandbox on the kubernetes backend is not built yet (its pod ends with its didx); unset DIDX_KEEP",
+            ));
+        }
+        opts.refuse_fill_on_cluster()?;
+        let mut kube = kube.clone();
+        kube.namespace = cluster.namespace().to_string();
+        let backend = std::sync::Arc::new(crate::backend::kubernetes::backend::KubeBackend::new(cluster.clone(), kube));
+        let env = crate::env::Environment::start_on(backend, &spec, &Cancel::new(), &|_| {}).await?;
+        Ok(Sandbox { env: Some(env), kept: false, refill: None, access: tokio::sync::OnceCell::new() })
+    }
+
     /// [`start`](Self::start) or [`start_pooled`](Self::start_pooled), as `from` says,
     /// reporting progress to `on` and answering `cancel` (what was created is removed and
     /// [`Error::Cancelled`] returned).

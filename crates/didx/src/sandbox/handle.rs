@@ -90,6 +90,10 @@ impl Sandbox {
     /// # Ok(()) }
     /// ```
     pub async fn docker(&self) -> Result<bollard::Docker> {
+        let client = &self.env().client().id;
+        if let Some(inner) = self.env().backend().inner_docker(client) {
+            return negotiated(inner?, self.env().location()).await;
+        }
         let endpoint = match self.env().endpoint().await {
             Ok(endpoint) => endpoint,
             // An engine on another machine, not reached over SSH: the inner engine's port is on
@@ -208,6 +212,13 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let Some(env) = self.env.take() else { return };
+        if env.backend().as_engine().is_none() {
+            // On a cluster: its hold closes with it, so its pod ends now; the cluster deletes
+            // the ended Job after its TTL (or the next start's sweep does).
+            tracing::info!(env = %env.id(), "sandbox dropped: its pod ends; its Job goes after its TTL or at the next start's sweep");
+            env.forget();
+            return;
+        }
         if self.kept {
             // Kept: its lease was released by keep(), or never taken (DIDX_KEEP at start). Not
             // read again here: a lease taken at start would end it after all.

@@ -329,11 +329,16 @@ async fn serve_exec(docker: &Docker, id: &str, command: Vec<String>, stderr: boo
         cmd: Some(command),
         ..Default::default()
     };
-    let started = match docker.create_exec(id, options).await {
-        Ok(e) => docker.start_exec(&e.id, None).await,
-        Err(e) => Err(e),
+    let exec_id = match docker.create_exec(id, options).await {
+        Ok(e) => e.id,
+        Err(e) => {
+            let status = json!({"metadata": {}, "status": "Failure", "message": e.to_string()});
+            let _ = tx.send(framed(3, status.to_string().as_bytes())).await;
+            let _ = tx.close().await;
+            return;
+        }
     };
-    let (mut output, input) = match started {
+    let (mut output, input) = match docker.start_exec(&exec_id, None).await {
         Ok(StartExecResults::Attached { output, input }) => (output, input),
         other => {
             let status = json!({"metadata": {}, "status": "Failure", "message": format!("{:?}", other.err())});
@@ -359,7 +364,16 @@ async fn serve_exec(docker: &Docker, id: &str, command: Vec<String>, stderr: boo
                 Some(Ok(LogOutput::StdErr { message })) => { if stderr && tx.send(framed(2, &message)).await.is_err() { break } }
                 Some(Ok(_)) => {}
                 None | Some(Err(_)) => {
-                    let _ = tx.send(framed(3, json!({"metadata": {}, "status": "Success"}).to_string().as_bytes())).await;
+                    // As the kubelet says it: Success, or NonZeroExitCode with the code as a cause.
+                    let code = docker.inspect_exec(&exec_id).await.ok().and_then(|e| e.exit_code).unwrap_or(-1);
+                    let status = if code == 0 {
+                        json!({"metadata": {}, "status": "Success"})
+                    } else {
+                        json!({"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+                               "message": format!("command terminated with non-zero exit code: exit status {code}"),
+                               "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+                    };
+                    let _ = tx.send(framed(3, status.to_string().as_bytes())).await;
                     let _ = tx.close().await;
                     break;
                 }

@@ -163,6 +163,11 @@ impl Cluster {
         Ok(found)
     }
 
+    /// didx's Jobs in the namespace.
+    pub(crate) async fn jobs_managed(&self) -> Result<Vec<Job>> {
+        Ok(self.jobs().list(&managed()).await.map_err(call("list jobs", &self.namespace))?.items)
+    }
+
     /// The names of didx's Jobs in the namespace.
     pub async fn list(&self) -> Result<Vec<String>> {
         let jobs = self.jobs().list(&managed()).await.map_err(call("list jobs", &self.namespace))?;

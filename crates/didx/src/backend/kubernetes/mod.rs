@@ -4,6 +4,7 @@
 //! inner engine over an exec stream and holds the pod with a lease (see the book's architecture
 //! page, "A Kubernetes backend") is not built yet.
 
+pub(crate) mod backend;
 pub(crate) mod cluster;
 pub(crate) mod manifest;
 pub(crate) mod reach;

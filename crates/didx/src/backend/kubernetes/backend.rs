@@ -1,0 +1,424 @@
+//! The kubernetes backend: environments as Jobs of a cluster's namespace (see [`super::cluster`]
+//! for their objects' life, [`super::reach`] for the streams), behind the same seam as Docker
+//! ([`crate::backend::Backend`]).
+//!
+//! A member is a container of the environment's pod, named `POD/CONTAINER`. A program runs
+//! in it through `pods/exec` (its exit code from the stream's final status); files go in and
+//! out as a tar through `tar` run there; the pod is held by [`Hold`] (attach with beats) from
+//! the moment it runs, kept with the environment. What is not made here: an exec'd lease
+//! (`Backend::hold`: keeping an environment beyond its didx), a member of its own (the pod's
+//! containers go together), the image store, the pool, published ports.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use kube::Api;
+use kube::api::AttachParams;
+use tokio::io::AsyncWriteExt;
+
+use super::cluster::Cluster;
+use super::manifest::{self, CLIENT, Contents, KubeOptions, SERVER};
+use super::reach::Hold;
+use crate::backend::{Backend, MemberConfig, OnEvent, Placed, Sink, Swept};
+use crate::cancel::Cancel;
+use crate::engine::{ExecAs, Lease};
+use crate::env::id::Container;
+use crate::env::spec::EnvSpec;
+use crate::env::summary::{EnvSummary, Member};
+use crate::error::{Error, Result};
+use crate::labels;
+
+/// The buffer of an exec's streams (kube's default is 1 KiB).
+const BUFFER: usize = 256 * 1024;
+
+/// Environments on a cluster's namespace.
+#[derive(Debug)]
+pub(crate) struct KubeBackend {
+    cluster: Cluster,
+    options: KubeOptions,
+    location: String,
+}
+
+impl KubeBackend {
+    pub(crate) fn new(cluster: Cluster, options: KubeOptions) -> KubeBackend {
+        let location = format!("kubernetes namespace {}", cluster.namespace());
+        KubeBackend { cluster, options, location }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.cluster.client(), self.cluster.namespace())
+    }
+
+    /// Runs `argv` in `member`, `input` on its stdin (closed at its end), its output to `out`
+    /// and `err`; its exit code from the stream's final status.
+    async fn run(
+        &self,
+        member: &str,
+        argv: Vec<String>,
+        input: Option<BoxStream<'_, Result<Bytes>>>,
+        out: Sink<'_>,
+        err: Sink<'_>,
+    ) -> Result<i64> {
+        let (pod, container) = split(member)?;
+        let params = AttachParams {
+            container: Some(container.to_string()),
+            stdin: input.is_some(),
+            stdout: true,
+            stderr: true,
+            tty: false,
+            max_stdin_buf_size: Some(BUFFER),
+            max_stdout_buf_size: Some(BUFFER),
+            max_stderr_buf_size: Some(BUFFER),
+        };
+        let failed = |source: kube::Error| Error::Cluster { op: "exec", target: member.to_string(), source: Box::new(source) };
+        let mut process = self.pods().exec(pod, argv, &params).await.map_err(failed)?;
+        let status = process.take_status().expect("an exec's status is taken once");
+        let (mut stdout, mut stderr) = (process.stdout().expect("asked for"), process.stderr().expect("asked for"));
+        let stdin = process.stdin();
+        let feed = async move {
+            let (Some(mut input), Some(mut stdin)) = (input, stdin) else { return Ok(()) };
+            while let Some(chunk) = input.next().await {
+                if stdin.write_all(&chunk?).await.is_err() {
+                    // The program stopped reading (it ended): the rest is not wanted.
+                    break;
+                }
+            }
+            let _ = stdin.shutdown().await;
+            Ok::<(), Error>(())
+        };
+        let (o, e, fed) = tokio::join!(copy_to(&mut stdout, out), copy_to(&mut stderr, err), feed);
+        fed?;
+        o.and(e).map_err(|e| Error::io(format!("reading the output of {member}"), e))?;
+        let status = status.await;
+        exit_code(member, status)
+    }
+
+    /// Runs `argv` in `member` and captures its stdout; fails on a non-zero exit.
+    async fn capture(&self, member: &str, argv: &[&str]) -> Result<Vec<u8>> {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = self.run(member, argv.iter().map(|s| s.to_string()).collect(), None, &mut out, &mut err).await?;
+        if code != 0 {
+            let why = String::from_utf8_lossy(&err).trim().to_string();
+            return Err(Error::io(format!("{} in {member}", argv.join(" ")), std::io::Error::other(format!("exit {code}: {why}"))));
+        }
+        Ok(out)
+    }
+
+    async fn place_pod(&self, spec: &EnvSpec, name: &str, cancel: &Cancel) -> Result<(String, Hold)> {
+        let pod = tokio::select! {
+            r = self.cluster.wait_running(name, spec.ready_timeout.max(Duration::from_secs(120))) => r?,
+            () = cancel.cancelled() => return Err(Error::Cancelled),
+        };
+        let hold = self.cluster.hold(&pod).await?;
+        let inner = self.cluster.inner_docker(&pod)?;
+        let started = Instant::now();
+        loop {
+            let answer = tokio::select! {
+                r = tokio::time::timeout(Duration::from_secs(5), inner.version()) => r,
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+            };
+            if let Ok(Ok(_)) = answer {
+                return Ok((pod, hold));
+            }
+            if started.elapsed() >= spec.ready_timeout {
+                return Err(Error::TimedOut { op: "wait for the inner engine", target: pod, after: spec.ready_timeout, idle: false });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+async fn copy_to(from: &mut (impl tokio::io::AsyncRead + Unpin), to: Sink<'_>) -> std::io::Result<()> {
+    tokio::io::copy(from, to).await?;
+    to.flush().await
+}
+
+/// `POD/CONTAINER`.
+fn split(member: &str) -> Result<(&str, &str)> {
+    member.split_once('/').ok_or_else(|| Error::invalid("member", member, "a member on a cluster is POD/CONTAINER"))
+}
+
+/// The Job of a pod (`<job>-<suffix>`, as the Job controller names it).
+fn job_of(pod: &str) -> &str {
+    pod.rsplit_once('-').map_or(pod, |(job, _)| job)
+}
+
+/// The exit code an exec's final status says: `Success` is 0; a failure with an `ExitCode`
+/// cause is that code (the kubelet's `NonZeroExitCode`); anything else is an error.
+fn exit_code(member: &str, status: Option<Status>) -> Result<i64> {
+    let Some(status) = status else {
+        return Err(Error::io(format!("exec in {member}"), std::io::Error::other("the stream ended without a status")));
+    };
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    let causes = status.details.as_ref().and_then(|d| d.causes.as_ref());
+    let code =
+        causes.into_iter().flatten().find(|c| c.reason.as_deref() == Some("ExitCode")).and_then(|c| c.message.as_deref()?.parse().ok());
+    code.ok_or_else(|| {
+        let why = format!("{} ({})", status.message.unwrap_or_default(), status.reason.unwrap_or_default());
+        Error::io(format!("exec in {member}"), std::io::Error::other(why))
+    })
+}
+
+/// The argv that runs `argv` as `how` says, where exec itself cannot (a pod's exec has no
+/// working directory or variables of its own): through `sh` and `env`.
+fn shaped(argv: &[String], how: &ExecAs) -> Result<Vec<String>> {
+    if how.user.is_some() {
+        return Err(Error::Unsupported { what: "running a command as another user", backend: "kubernetes" });
+    }
+    if how.working_dir.is_none() && how.env.is_empty() {
+        return Ok(argv.to_vec());
+    }
+    let mut out = vec!["sh".into(), "-c".into(), r#"cd "$0" || exit 126; exec "$@""#.into()];
+    out.push(how.working_dir.clone().unwrap_or_else(|| ".".into()));
+    if !how.env.is_empty() {
+        out.push("env".into());
+        out.extend(how.env.iter().cloned());
+    }
+    out.extend(argv.iter().cloned());
+    Ok(out)
+}
+
+impl Backend for KubeBackend {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn place<'a>(&'a self, spec: &'a EnvSpec, cancel: &'a Cancel, _on: OnEvent<'a>) -> BoxFuture<'a, Result<Placed>> {
+        async move {
+            manifest::refuse_unsupported(spec)?;
+            let tls = crate::tls::TlsMaterial::generate(&[spec.server_name().as_str()])?;
+            let objects = manifest::objects(spec, &self.options, Contents::Real(&tls))?;
+            let (_, created) = tokio::select! {
+                r = self.cluster.start(objects) => r?,
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+            };
+            match self.place_pod(spec, &created.name, cancel).await {
+                Ok((pod, hold)) => Ok(Placed {
+                    server: Some(Container { name: format!("{pod}/{SERVER}"), id: format!("{pod}/{SERVER}") }),
+                    client: Container { name: format!("{pod}/{CLIENT}"), id: format!("{pod}/{CLIENT}") },
+                    leases: Vec::new(),
+                    guard: Some(Box::new(Mutex::new(hold))),
+                }),
+                Err(e) => {
+                    if let Err(rm) = self.cluster.delete(&created.name).await {
+                        tracing::warn!(error = %rm, job = %created.name, "removing a Job whose start failed failed; its deadline ends it");
+                    }
+                    Err(e)
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<EnvSummary>>> {
+        async move {
+            let mut out = Vec::new();
+            for job in self.cluster.jobs_managed().await? {
+                let labels = job.metadata.labels.clone().unwrap_or_default();
+                let label = |k: &str| labels.get(k).cloned();
+                let status = job.status.clone().unwrap_or_default();
+                let state = if status.active.unwrap_or(0) > 0 {
+                    "running"
+                } else if status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0) > 0 {
+                    "exited"
+                } else {
+                    "created"
+                };
+                let name = job.metadata.name.clone().unwrap_or_default();
+                let members = [SERVER, CLIENT]
+                    .iter()
+                    .map(|c| Member { role: c.to_string(), name: format!("{name}/{c}"), state: state.to_string() })
+                    .collect();
+                out.push(EnvSummary {
+                    id: label(labels::ENV).unwrap_or_default(),
+                    created: label(labels::CREATED).and_then(|v| v.parse().ok()),
+                    expires: label(labels::EXPIRES).and_then(|v| v.parse().ok()),
+                    policy: label(labels::POLICY),
+                    owner: job.metadata.annotations.as_ref().and_then(|a| a.get(labels::OWNER).cloned()),
+                    members,
+                    ..EnvSummary::default()
+                });
+            }
+            out.sort_by_key(|e| e.created);
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn remove_env<'a>(&'a self, env: Option<&'a str>) -> BoxFuture<'a, Result<Vec<String>>> {
+        async move {
+            let names = match env {
+                Some(id) => vec![format!("didx-{id}")],
+                None => self.cluster.list().await?,
+            };
+            let mut removed = Vec::new();
+            for name in names {
+                if self.cluster.delete(&name).await? {
+                    removed.push(name);
+                }
+            }
+            Ok(removed)
+        }
+        .boxed()
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<Swept>> {
+        async move {
+            self.cluster.sweep().await?;
+            let listed = std::time::SystemTime::now();
+            let live = self.cluster.list().await?.into_iter().map(|n| n.strip_prefix("didx-").unwrap_or(&n).to_string()).collect();
+            Ok(Swept { volumes: Vec::new(), live, listed })
+        }
+        .boxed()
+    }
+
+    fn exec<'a>(
+        &'a self,
+        member: &'a str,
+        argv: &'a [String],
+        how: &'a ExecAs,
+        out: Sink<'a>,
+        err: Sink<'a>,
+    ) -> BoxFuture<'a, Result<i64>> {
+        async move { self.run(member, shaped(argv, how)?, None, out, err).await }.boxed()
+    }
+
+    fn exec_with_input<'a>(
+        &'a self,
+        member: &'a str,
+        argv: &'a [String],
+        input: BoxStream<'a, Result<Bytes>>,
+        out: Sink<'a>,
+        err: Sink<'a>,
+    ) -> BoxFuture<'a, Result<i64>> {
+        async move { self.run(member, argv.to_vec(), Some(input), out, err).await }.boxed()
+    }
+
+    fn copy_in<'a>(&'a self, member: &'a str, dir: &'a str, tar: BoxStream<'static, std::io::Result<Bytes>>) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let argv: Vec<String> = ["tar", "-x", "-f", "-", "-C", dir].map(String::from).to_vec();
+            let input = tar.map(|c| c.map_err(|e| Error::io("reading the archive to copy in", e))).boxed();
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = self.run(member, argv, Some(input), &mut out, &mut err).await?;
+            if code != 0 {
+                let why = String::from_utf8_lossy(&err).trim().to_string();
+                return Err(Error::io(
+                    format!("extracting into {dir} in {member}"),
+                    std::io::Error::other(format!("tar exit {code}: {why}")),
+                ));
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn copy_out<'a>(&'a self, member: &'a str, path: &'a str) -> BoxStream<'a, Result<Bytes>> {
+        let (parent, base) = match path.trim_end_matches('/').rsplit_once('/') {
+            Some(("", base)) => ("/".to_string(), base.to_string()),
+            Some((parent, base)) => (parent.to_string(), base.to_string()),
+            None => (".".to_string(), path.to_string()),
+        };
+        futures_util::stream::once(async move {
+            let argv = ["tar", "-c", "-f", "-", "-C", &parent, &base];
+            self.capture(member, &argv).await.map(Bytes::from)
+        })
+        .boxed()
+    }
+
+    fn is_dir<'a>(&'a self, member: &'a str, path: &'a str) -> BoxFuture<'a, Result<Option<bool>>> {
+        async move {
+            let script = r#"if [ -d "$1" ]; then echo d; elif [ -e "$1" ] || [ -L "$1" ]; then echo f; fi"#;
+            let out = self.capture(member, &["sh", "-c", script, "sh", path]).await?;
+            Ok(match String::from_utf8_lossy(&out).trim() {
+                "d" => Some(true),
+                "f" => Some(false),
+                _ => None,
+            })
+        }
+        .boxed()
+    }
+
+    fn config<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<MemberConfig>> {
+        async move {
+            // What a program run there gets: the image's variables and the pod's.
+            let out = self.capture(member, &["env"]).await?;
+            let env = String::from_utf8_lossy(&out).lines().filter(|l| l.contains('=')).map(str::to_string).collect();
+            Ok(MemberConfig { env, ..MemberConfig::default() })
+        }
+        .boxed()
+    }
+
+    fn hold<'a>(&'a self, _member: &'a str, _argv: &'a [String]) -> BoxFuture<'a, Result<Lease>> {
+        async move { Err(Error::Unsupported { what: "holding an environment from another process", backend: "kubernetes" }) }.boxed()
+    }
+
+    fn remove_member<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<()>> {
+        // The pod's containers go together: the Job (its pod, its Secret) is deleted.
+        async move {
+            let (pod, _) = split(member)?;
+            self.cluster.delete(job_of(pod)).await.map(|_| ())
+        }
+        .boxed()
+    }
+
+    fn inner_docker(&self, client: &str) -> Option<Result<bollard::Docker>> {
+        Some(split(client).and_then(|(pod, _)| self.cluster.inner_docker(pod)))
+    }
+
+    fn as_engine(&self) -> Option<&crate::engine::Engine> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
+
+    #[test]
+    fn an_exec_s_exit_code_is_read_off_its_final_status() {
+        let success = Status { status: Some("Success".into()), ..Status::default() };
+        assert_eq!(exit_code("p/c", Some(success)).unwrap(), 0);
+        let failed = |causes: Vec<StatusCause>| Status {
+            status: Some("Failure".into()),
+            reason: Some("NonZeroExitCode".into()),
+            message: Some("command terminated with non-zero exit code".into()),
+            details: Some(StatusDetails { causes: Some(causes), ..StatusDetails::default() }),
+            ..Status::default()
+        };
+        let cause = StatusCause { reason: Some("ExitCode".into()), message: Some("3".into()), field: None };
+        assert_eq!(exit_code("p/c", Some(failed(vec![cause]))).unwrap(), 3);
+        assert!(exit_code("p/c", Some(failed(vec![]))).unwrap_err().to_string().contains("NonZeroExitCode"));
+        assert!(exit_code("p/c", None).is_err());
+    }
+
+    #[test]
+    fn a_command_s_directory_and_variables_are_given_through_sh_and_env() {
+        let argv = vec!["docker".to_string(), "ps".to_string()];
+        assert_eq!(shaped(&argv, &ExecAs::default()).unwrap(), argv);
+        let how = ExecAs { working_dir: Some("/work".into()), env: vec!["A=1".into()], ..ExecAs::default() };
+        let s = shaped(&argv, &how).unwrap();
+        assert_eq!(s[..3], ["sh", "-c", r#"cd "$0" || exit 126; exec "$@""#]);
+        assert_eq!(s[3..], ["/work", "env", "A=1", "docker", "ps"]);
+        assert!(shaped(&argv, &ExecAs { user: Some("1000".into()), ..ExecAs::default() }).is_err());
+    }
+
+    #[test]
+    fn a_member_is_pod_slash_container_and_a_pod_names_its_job() {
+        assert_eq!(split("didx-abc-x7k2p/client").unwrap(), ("didx-abc-x7k2p", "client"));
+        assert!(split("nope").is_err());
+        assert_eq!(job_of("didx-abc-x7k2p"), "didx-abc");
+    }
+}
