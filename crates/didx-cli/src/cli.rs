@@ -140,6 +140,17 @@ pub struct RunArgs {
     /// removed with it)
     #[arg(long, value_enum, default_value_t = ClientEngine::Dind, value_name = "ENGINE")]
     pub engine: ClientEngine,
+    /// Where the environment runs: docker (the engine of -H / DOCKER_HOST / the docker
+    /// context) or kubernetes (a Job of a cluster's namespace; the kubeconfig's current
+    /// context or --kube-context, else the in-cluster configuration; needs --clean anycase)
+    #[arg(long, value_enum, default_value_t = BackendArg::Docker, value_name = "NAME")]
+    pub backend: BackendArg,
+    /// With --backend kubernetes: the kubeconfig context to use (KUBECONFIG, else
+    /// ~/.kube/config) [default: its current context]
+    #[arg(long = "kube-context", value_name = "NAME", help_heading = "Kubernetes backend")]
+    pub kube_context: Option<String>,
+    #[command(flatten, next_help_heading = "Kubernetes backend")]
+    pub k8s: K8sArgs,
     /// Commands to run in the client (see below)
     #[arg(value_name = "COMMAND")]
     pub commands: Vec<String>,
@@ -276,6 +287,13 @@ pub enum Shell {
     Zsh,
     /// Install as ~/.config/fish/completions/didx.fish
     Fish,
+}
+
+/// `--backend`: where environments run.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendArg {
+    Docker,
+    Kubernetes,
 }
 
 /// `--clean`: what to remove after the commands. The words are the library's
@@ -437,9 +455,9 @@ pub enum K8sCmd {
 /// Where and how a sandbox runs on a cluster.
 #[derive(Args, Debug, Clone)]
 pub struct K8sArgs {
-    /// The namespace of its objects
-    #[arg(long, default_value = "default", value_name = "NAME")]
-    pub namespace: String,
+    /// The namespace of its objects [default: the kubeconfig context's, else default]
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
     /// The pod is ended this long after its start whatever happens to didx
     /// (activeDeadlineSeconds; e.g. 30m, 2h)
     #[arg(long, default_value = "1h", value_name = "DURATION")]

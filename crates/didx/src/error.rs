@@ -312,7 +312,13 @@ pub enum Error {
 impl Error {
     /// True when the user's input is at fault (exit code 2), false when running it failed.
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::Invalid { .. } | Error::NotOnAMount { .. } | Error::EngineHostNeedsSocket { .. })
+        matches!(
+            self,
+            Error::Invalid { .. }
+                | Error::NotOnAMount { .. }
+                | Error::EngineHostNeedsSocket { .. }
+                | Error::ClusterConfig { context: Some(_), .. }
+        )
     }
 
     /// True when a removal failed because other containers depend on the container: Podman's

@@ -21,7 +21,9 @@ pub fn of(cmd: K8sCmd) -> anyhow::Result<Render> {
     Ok(Render { rendered, json })
 }
 
-fn kube_options(a: &K8sArgs) -> didx::Result<KubeOptions> {
+/// The pod's settings `a` names (the namespace `default` when not named: a run takes its
+/// cluster's).
+pub fn kube_options(a: &K8sArgs) -> didx::Result<KubeOptions> {
     let mut server = Resources::default();
     let mut client = Resources::default();
     for (map, what, text) in [
@@ -40,7 +42,7 @@ fn kube_options(a: &K8sArgs) -> didx::Result<KubeOptions> {
         return Err(didx::Error::Invalid { what: "--storage-limit value", value: q.clone(), fix: "a quantity, e.g. 20Gi or 500Mi".into() });
     }
     Ok(KubeOptions {
-        namespace: a.namespace.clone(),
+        namespace: a.namespace.clone().unwrap_or_else(|| "default".into()),
         deadline: parse_duration("--deadline value", &a.deadline)?,
         ttl_after_finished: parse_duration("--ttl value", &a.ttl)?,
         runtime_class: a.runtime_class.clone(),
@@ -59,4 +61,91 @@ pub fn print(r: &Render) -> anyhow::Result<u8> {
         r.rendered.pod_security.name()
     ));
     Ok(0)
+}
+
+/// `didx --backend kubernetes [OPTIONS] COMMAND…`: one environment as a Job of a cluster, its
+/// COMMANDs run in the client through `pods/exec`, then removed.
+pub struct KubeRun {
+    builder: didx::SandboxBuilder,
+    kube: KubeOptions,
+    context: Option<String>,
+    namespace: Option<String>,
+    steps: Vec<Vec<String>>,
+}
+
+impl KubeRun {
+    /// Validate the run before the cluster is touched: what a pod cannot have, and what is not
+    /// built on this backend yet, is a usage error.
+    pub fn of(a: crate::cli::RunArgs) -> anyhow::Result<KubeRun> {
+        let refuse = |option: &'static str, value: &str, why: &str| didx::Error::Invalid {
+            what: option,
+            value: value.to_string(),
+            fix: format!("{why} on the kubernetes backend"),
+        };
+        let clean = didx::spec::CleanPolicy::from(a.clean);
+        if clean != didx::spec::CleanPolicy::Anycase {
+            let why = "an environment there cannot outlive its run yet (its pod ends with didx): pass --clean anycase";
+            return Err(refuse("--clean", clean.as_str(), why).into());
+        }
+        if a.is_matrix() {
+            return Err(refuse("--sv", &a.env.sv, "a version matrix is not built").into());
+        }
+        if a.pool {
+            return Err(refuse("--pool", "(set)", "the warm pool is not built").into());
+        }
+        if a.teardown.is_some() {
+            return Err(refuse("--teardown", "(set)", "the Job is deleted at the end; there is no other way").into());
+        }
+        if let Some(c) = a.cp.first() {
+            return Err(refuse("--cp", c, "copying in at the start is not built yet").into());
+        }
+        if let Some(l) = a.load.first() {
+            return Err(refuse("--load", l, "loading images at the start is not built yet").into());
+        }
+        let mut steps = Vec::new();
+        for c in &a.commands {
+            match didx::spec::Step::parse(c)? {
+                didx::spec::Step::Client(argv) => steps.push(argv),
+                didx::spec::Step::Host { .. } => {
+                    return Err(refuse("COMMAND", c, "a command on this machine against the inner engine is not built yet").into());
+                }
+            }
+        }
+        let kube = kube_options(&a.k8s)?;
+        let builder = crate::options::run_builder(&a)?;
+        // What a pod cannot have, refused as `didx k8s render` refuses it, before any cluster.
+        didx::kubernetes::render(&builder.options()?, &kube)?;
+        Ok(KubeRun { builder, kube, context: a.kube_context, namespace: a.k8s.namespace, steps })
+    }
+
+    /// Start, run the COMMANDs (stopping at the first that fails), remove; the exit code: the
+    /// failed COMMAND's, else 0.
+    pub async fn go(self) -> anyhow::Result<u8> {
+        let cluster = didx::kubernetes::Cluster::connect(self.context.as_deref(), self.namespace.as_deref()).await?;
+        let sandbox = self.builder.start_on_cluster(&cluster, &self.kube).await?;
+        say(format!("{} started: Job didx-{} in namespace {}", sandbox.id(), sandbox.id(), cluster.namespace()));
+        let mut code = 0;
+        let mut failure = None;
+        for argv in &self.steps {
+            match sandbox.exec_streaming(argv, &mut tokio::io::stdout(), &mut tokio::io::stderr()).await {
+                Ok(0) => {}
+                Ok(c) => {
+                    code = c;
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let id = sandbox.id().to_string();
+        let removed = sandbox.rm().await;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        removed?;
+        say(format!("{id} removed (Job didx-{id} deleted)"));
+        Ok(u8::try_from(code).unwrap_or(if code < 0 { 125 } else { 255 }))
+    }
 }

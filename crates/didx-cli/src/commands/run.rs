@@ -21,12 +21,20 @@ pub enum Plan {
     Single(Box<RunJob>),
     /// One environment per version.
     Matrix(Box<Matrix>),
+    /// One environment on a cluster (`--backend kubernetes`).
+    Kube(Box<crate::commands::k8s::KubeRun>),
 }
 
 impl Plan {
     /// Validate the whole run before the engine is touched: a usage error creates nothing.
     pub fn of(host: Option<String>, a: RunArgs) -> anyhow::Result<Plan> {
         listing::check_run(&a)?;
+        if a.backend == crate::cli::BackendArg::Kubernetes {
+            return Ok(Plan::Kube(Box::new(crate::commands::k8s::KubeRun::of(a)?)));
+        }
+        if let Some(option) = kube_only(&a) {
+            return Err(Error::Invalid { what: "option", value: option.into(), fix: "it applies to --backend kubernetes".into() }.into());
+        }
         if a.events == Some(crate::cli::EventFormat::Json) {
             crate::event_json::enable();
         }
@@ -58,7 +66,7 @@ impl Plan {
         match self {
             Plan::Single(run) => vec![Helper::fork(run.host.clone(), run.options.clone())],
             Plan::Matrix(m) => m.fork_helpers(),
-            Plan::Report { .. } => vec![],
+            Plan::Report { .. } | Plan::Kube(_) => vec![],
         }
     }
 
@@ -68,8 +76,28 @@ impl Plan {
             Plan::Report { host, clean } => inventory(host.as_deref(), clean).await,
             Plan::Single(run) => run.go(helpers.into_iter().next().flatten()).await,
             Plan::Matrix(m) => m.go(helpers).await,
+            Plan::Kube(k) => k.go().await,
         }
     }
+}
+
+/// The first option given that only the kubernetes backend reads.
+fn kube_only(a: &crate::cli::RunArgs) -> Option<&'static str> {
+    let k = &a.k8s;
+    [
+        ("--kube-context", a.kube_context.is_some()),
+        ("--namespace", k.namespace.is_some()),
+        ("--deadline", k.deadline != "1h"),
+        ("--ttl", k.ttl != "60s"),
+        ("--runtime-class", k.runtime_class.is_some()),
+        ("--server-requests", k.server_requests.is_some()),
+        ("--server-limits", k.server_limits.is_some()),
+        ("--client-requests", k.client_requests.is_some()),
+        ("--client-limits", k.client_limits.is_some()),
+        ("--storage-limit", k.storage_limit.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(o, given)| given.then_some(o))
 }
 
 /// `--clean rpt` (list) and `--clean all` (remove everything didx made).
