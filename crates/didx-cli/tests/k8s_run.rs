@@ -48,6 +48,11 @@ impl Emulated {
         from_output(out)
     }
 
+    /// `didx ARGS` with this kubeconfig and the local engine (what --cp and --load read).
+    fn didx_with_engine(&self, args: &[&str]) -> Run {
+        from_output(didx_cmd(args).env("KUBECONFIG", self.dir.path().join("config")).output().unwrap())
+    }
+
     fn em(&self) -> &EmulatedCluster {
         self.em.as_ref().unwrap()
     }
@@ -102,7 +107,7 @@ fn what_the_kubernetes_backend_cannot_do_is_one_usage_line_and_nothing_is_asked_
         (&["--backend", "kubernetes", "true"], "--clean anycase"),
         (&["--backend", "kubernetes", "--clean", "success", "true"], "--clean anycase"),
         (&["--backend", "kubernetes", "--clean", "anycase", "-v", "/data", "true"], "-v"),
-        (&["--backend", "kubernetes", "--clean", "anycase", "--load", "busybox", "true"], "--load"),
+        (&["--backend", "kubernetes", "--clean", "anycase", "--workdir-here", "true"], "--workdir-here"),
         (&["--backend", "kubernetes", "--clean", "anycase", "host: docker info"], "COMMAND"),
         (&["--backend", "kubernetes", "--clean", "anycase", "--pool", "true"], "--pool"),
         (&["--namespace", "ci", "true"], "--backend kubernetes"),
@@ -119,4 +124,23 @@ fn what_the_kubernetes_backend_cannot_do_is_one_usage_line_and_nothing_is_asked_
     assert!(r.stderr.contains("context 'nope'") && r.stderr.trim().lines().count() == 1, "{}", r.show());
     assert_eq!(cluster.requests(), 0, "nothing was asked of the cluster");
     cluster.empty_then_stop(&[]);
+}
+
+#[test]
+fn a_run_on_the_kubernetes_backend_copies_host_files_and_loads_local_images_into_the_pod() {
+    let cluster = Emulated::start();
+    let image = rt().block_on(async { busybox_image_with(&engine().await, "didx-k8s-load", &["sh", "echo", "true"]).await });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "from this machine\n").unwrap();
+    let cp = format!("{}:/work/", dir.path().join("hello.txt").display());
+    let mut args = vec!["--backend", "kubernetes", "--clean", "anycase", "--cp", &cp, "--load", &image];
+    args.extend(LOCAL);
+    let run_it = format!("docker run --rm {image} echo ran-inside");
+    args.extend(["cat /work/hello.txt", &run_it]);
+    let r = cluster.didx_with_engine(&args);
+    rt().block_on(async { engine().await.remove_image(&image).await.ok() });
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(r.stdout, "from this machine\nran-inside\n", "{}", r.show());
+    let id = r.stderr.split_whitespace().find(|w| w.starts_with("didx-")).map(|w| w.trim_start_matches("didx-").to_string()).unwrap();
+    cluster.empty_then_stop(&[&id]);
 }

@@ -66,6 +66,8 @@ pub fn print(r: &Render) -> anyhow::Result<u8> {
 /// `didx --backend kubernetes [OPTIONS] COMMAND…`: one environment as a Job of a cluster, its
 /// COMMANDs run in the client through `pods/exec`, then removed.
 pub struct KubeRun {
+    /// The engine `--cp` and `--load` read from (-H), when they are given.
+    source: Option<Option<String>>,
     builder: didx::SandboxBuilder,
     kube: KubeOptions,
     context: Option<String>,
@@ -76,7 +78,7 @@ pub struct KubeRun {
 impl KubeRun {
     /// Validate the run before the cluster is touched: what a pod cannot have, and what is not
     /// built on this backend yet, is a usage error.
-    pub fn of(a: crate::cli::RunArgs) -> anyhow::Result<KubeRun> {
+    pub fn of(host: Option<String>, a: crate::cli::RunArgs) -> anyhow::Result<KubeRun> {
         let refuse = |option: &'static str, value: &str, why: &str| didx::Error::Invalid {
             what: option,
             value: value.to_string(),
@@ -96,12 +98,6 @@ impl KubeRun {
         if a.teardown.is_some() {
             return Err(refuse("--teardown", "(set)", "the Job is deleted at the end; there is no other way").into());
         }
-        if let Some(c) = a.cp.first() {
-            return Err(refuse("--cp", c, "copying in at the start is not built yet").into());
-        }
-        if let Some(l) = a.load.first() {
-            return Err(refuse("--load", l, "loading images at the start is not built yet").into());
-        }
         let mut steps = Vec::new();
         for c in &a.commands {
             match didx::spec::Step::parse(c)? {
@@ -115,14 +111,21 @@ impl KubeRun {
         let builder = crate::options::run_builder(&a)?;
         // What a pod cannot have, refused as `didx k8s render` refuses it, before any cluster.
         didx::kubernetes::render(&builder.options()?, &kube)?;
-        Ok(KubeRun { builder, kube, context: a.kube_context, namespace: a.k8s.namespace, steps })
+        let source = (!a.cp.is_empty() || !a.load.is_empty()).then_some(host);
+        Ok(KubeRun { source, builder, kube, context: a.kube_context, namespace: a.k8s.namespace, steps })
     }
 
     /// Start, run the COMMANDs (stopping at the first that fails), remove; the exit code: the
     /// failed COMMAND's, else 0.
     pub async fn go(self) -> anyhow::Result<u8> {
         let cluster = didx::kubernetes::Cluster::connect(self.context.as_deref(), self.namespace.as_deref()).await?;
-        let sandbox = self.builder.start_on_cluster(&cluster, &self.kube).await?;
+        let sandbox = match &self.source {
+            Some(host) => {
+                let engine = crate::engine::connect(host.as_deref()).await?;
+                self.builder.start_on_cluster_from(&cluster, &self.kube, &engine).await?
+            }
+            None => self.builder.start_on_cluster(&cluster, &self.kube).await?,
+        };
         say(format!("{} started: Job didx-{} in namespace {}", sandbox.id(), sandbox.id(), cluster.namespace()));
         let mut code = 0;
         let mut failure = None;

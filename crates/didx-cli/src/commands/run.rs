@@ -30,7 +30,7 @@ impl Plan {
     pub fn of(host: Option<String>, a: RunArgs) -> anyhow::Result<Plan> {
         listing::check_run(&a)?;
         if a.backend == crate::cli::BackendArg::Kubernetes {
-            return Ok(Plan::Kube(Box::new(crate::commands::k8s::KubeRun::of(a)?)));
+            return Ok(Plan::Kube(Box::new(crate::commands::k8s::KubeRun::of(host, a)?)));
         }
         if let Some(option) = kube_only(&a) {
             return Err(Error::Invalid { what: "option", value: option.into(), fix: "it applies to --backend kubernetes".into() }.into());

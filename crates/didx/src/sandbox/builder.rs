@@ -362,10 +362,31 @@ impl SandboxBuilder {
     /// [`crate::kubernetes`]), held by this process, its inner engine reached through
     /// `pods/exec` ([`Sandbox::docker`]), COMMANDs run with [`Sandbox::exec`]. What needs a
     /// Docker engine is refused before anything is made: host paths and volumes (`-v`),
-    /// networks, published ports, the image store, `--engine host`, and (not built on a cluster
-    /// yet) files copied in and images loaded at the start, keeping it ([`Sandbox::keep`]) and
-    /// the pool.
+    /// networks, published ports, the image store, `--engine host`, files copied in and images
+    /// loaded (see [`start_on_cluster_from`](Self::start_on_cluster_from)), and (not built on
+    /// a cluster yet) keeping it ([`Sandbox::keep`], `DIDX_KEEP`) and the pool.
     pub async fn start_on_cluster(self, cluster: &crate::kubernetes::Cluster, kube: &crate::kubernetes::KubeOptions) -> Result<Sandbox> {
+        self.cluster_start(cluster, kube, None).await
+    }
+
+    /// [`start_on_cluster`](Self::start_on_cluster), with what [`copy`](Self::copy) and
+    /// [`load`](Self::load) ask read from `source` (the user's own engine: its images are
+    /// streamed into the inner engine through `pods/exec`, as on Docker through the exec API).
+    pub async fn start_on_cluster_from(
+        self,
+        cluster: &crate::kubernetes::Cluster,
+        kube: &crate::kubernetes::KubeOptions,
+        source: &Engine,
+    ) -> Result<Sandbox> {
+        self.cluster_start(cluster, kube, Some(source)).await
+    }
+
+    async fn cluster_start(
+        self,
+        cluster: &crate::kubernetes::Cluster,
+        kube: &crate::kubernetes::KubeOptions,
+        source: Option<&Engine>,
+    ) -> Result<Sandbox> {
         let opts = self.options()?;
         let spec = opts.kube_spec()?;
         if opts.policy == KEEP_POLICY {
@@ -375,11 +396,25 @@ impl SandboxBuilder {
                 "keeping a sandbox on the kubernetes backend is not built yet (its pod ends with its didx); unset DIDX_KEEP",
             ));
         }
-        opts.refuse_fill_on_cluster()?;
+        let seeds = match source {
+            Some(engine) => opts.check(engine).await?,
+            None => {
+                opts.refuse_fill_on_cluster()?;
+                Vec::new()
+            }
+        };
         let mut kube = kube.clone();
         kube.namespace = cluster.namespace().to_string();
         let backend = std::sync::Arc::new(crate::backend::kubernetes::backend::KubeBackend::new(cluster.clone(), kube));
-        let env = crate::env::Environment::start_on(backend, &spec, &Cancel::new(), &|_| {}).await?;
+        let mut env = crate::env::Environment::start_on(backend, &spec, &Cancel::new(), &|_| {}).await?;
+        if let Some(engine) = source
+            && let Err(e) = opts.fill(engine, &mut env, &seeds, &|_| {}).await
+        {
+            if let Err(rm) = env.rm().await {
+                tracing::warn!(error = %rm, "removing a sandbox whose copy or load failed failed");
+            }
+            return Err(e);
+        }
         Ok(Sandbox { env: Some(env), kept: false, refill: None, access: tokio::sync::OnceCell::new() })
     }
 
