@@ -199,7 +199,7 @@ async fn what_a_pod_cannot_have_is_refused_before_anything_is_made_on_the_cluste
         (builder().volume("/data"), "-v"),
         (builder().load("busybox:latest"), "--load"),
         (builder().copy("./Cargo.toml:/work/"), "--cp"),
-        (builder().ssh_agent(true), "--ssh-agent"),
+        (builder().workdir_here(true), "--workdir-here"),
         (builder().publish("8080"), "--publish"),
     ] {
         let err = b.start_on_cluster(&cluster, &KubeOptions::default()).await.unwrap_err();
