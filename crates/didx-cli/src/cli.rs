@@ -450,6 +450,23 @@ pub enum K8sCmd {
         #[command(flatten)]
         env: Box<EnvArgs>,
     },
+    /// Print the variable that points a host docker client at the inner engine of a running
+    /// sandbox on a cluster (eval "$(didx k8s env ID)"): DOCKER_HOST, a socket of this machine
+    /// in a private directory, each connection carried by a pods/exec of dial-stdio in its
+    /// client; held by a process of its own until the sandbox's pod ends
+    Env {
+        /// The sandbox's id (its Job is didx-ID)
+        id: String,
+        /// The kubeconfig context to use [default: its current context]
+        #[arg(long = "kube-context", value_name = "NAME")]
+        kube_context: Option<String>,
+        /// The namespace [default: the context's, else default]
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
+        /// Hold the socket here (what `didx k8s env` starts in a process of its own)
+        #[arg(long, hide = true)]
+        hold: bool,
+    },
 }
 
 /// Where and how a sandbox runs on a cluster.

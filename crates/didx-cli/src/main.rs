@@ -73,6 +73,10 @@ fn main() -> ExitCode {
             Job::Completions(shell) => Ok(commands::completions::completions(shell)),
             Job::Man => commands::man::man(),
             Job::K8sRender(r) => commands::k8s::print(&r),
+            Job::K8sEnv { id, context, namespace, hold: false } => commands::k8s::env(&id, context.as_deref(), namespace.as_deref()),
+            Job::K8sEnv { id, context, namespace, hold: true } => {
+                commands::k8s::env_hold(&id, context.as_deref(), namespace.as_deref()).await
+            }
             Job::Env { host, id, json, hold } => commands::env::env_vars(host.as_deref(), &id, json, hold).await,
             Job::Store { host, cmd } => commands::store::store(host.as_deref(), cmd).await,
             Job::Run(plan) => plan.go(helpers).await,
@@ -90,6 +94,7 @@ enum Job {
     Completions(cli::Shell),
     Man,
     K8sRender(Box<commands::k8s::Render>),
+    K8sEnv { id: String, context: Option<String>, namespace: Option<String>, hold: bool },
     Env { host: Option<String>, id: String, json: bool, hold: bool },
     Store { host: Option<String>, cmd: StoreJob },
     Run(Box<Plan>),
@@ -103,6 +108,9 @@ impl Job {
             Some(Verb::Image(cmd)) => Job::Build { host, spec: commands::image::of(cmd) },
             Some(Verb::Completions { shell }) => Job::Completions(shell),
             Some(Verb::Man) => Job::Man,
+            Some(Verb::K8s(cli::K8sCmd::Env { id, kube_context, namespace, hold })) => {
+                Job::K8sEnv { id, context: kube_context, namespace, hold }
+            }
             Some(Verb::K8s(cmd)) => Job::K8sRender(Box::new(commands::k8s::of(cmd)?)),
             Some(Verb::Ls { json }) => {
                 commands::ls::of(json);

@@ -144,3 +144,63 @@ fn a_run_on_the_kubernetes_backend_copies_host_files_and_loads_local_images_into
     let id = r.stderr.split_whitespace().find(|w| w.starts_with("didx-")).map(|w| w.trim_start_matches("didx-").to_string()).unwrap();
     cluster.empty_then_stop(&[&id]);
 }
+
+#[test]
+fn didx_k8s_env_points_a_host_docker_client_at_the_pod_and_a_sigkilled_run_leaves_nothing_running() {
+    use std::io::BufRead;
+    let cluster = Emulated::start();
+    let mut args = vec!["--backend", "kubernetes", "--clean", "anycase"];
+    args.extend(LOCAL);
+    args.push("sleep 300");
+    let mut run = didx_cmd(&args)
+        .env("KUBECONFIG", cluster.dir.path().join("config"))
+        .env("DOCKER_HOST", "unix:///nonexistent/didx-test.sock")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(run.stderr.take().unwrap()).lines();
+    let id = loop {
+        let line = lines.next().expect("the run says it started").unwrap();
+        if let Some(w) = line.split_whitespace().find(|w| w.starts_with("didx-")) {
+            break w.trim_start_matches("didx-").to_string();
+        }
+    };
+    // A host docker client, through the socket `didx k8s env` holds.
+    let r = cluster.didx(&["k8s", "env", &id]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let socket = r
+        .stdout
+        .trim()
+        .strip_prefix("export DOCKER_HOST='unix://")
+        .and_then(|s| s.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("{}", r.show()));
+    let meta = std::fs::metadata(std::path::Path::new(socket).parent().unwrap()).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o700, "a private directory");
+    let docker = bollard::Docker::connect_with_unix(socket, 30, bollard::API_DEFAULT_VERSION).unwrap();
+    let version = cluster.rt.block_on(docker.version()).unwrap();
+    assert!(version.version.is_some(), "{version:?}");
+
+    // SIGKILL the run: its hold's streams close with it; the pod ends, the holder with it.
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let killed = Instant::now();
+    let k8s = {
+        let _in = cluster.rt.enter();
+        didx::kubernetes::Cluster::new(cluster.em().client(), "ci")
+    };
+    let job = format!("didx-{id}");
+    while !matches!(cluster.rt.block_on(k8s.pod_phase(&job)).unwrap().as_deref(), Some("Failed" | "Succeeded")) {
+        assert!(killed.elapsed() < Duration::from_secs(30), "the pod still runs 30 s after its didx was killed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("EMULATED cluster: the pod of a SIGKILLed run ended {:.1} s after", killed.elapsed().as_secs_f64());
+    while std::path::Path::new(socket).exists() {
+        assert!(killed.elapsed() < Duration::from_secs(30), "the env holder still holds its socket 30 s after the pod ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The next start's sweep takes the ended Job.
+    let swept = cluster.rt.block_on(k8s.sweep()).unwrap();
+    assert_eq!(swept.jobs, [job]);
+    cluster.empty_then_stop(&[&id]);
+}

@@ -14,7 +14,7 @@ pub struct Render {
 
 /// Validate the command line and render.
 pub fn of(cmd: K8sCmd) -> anyhow::Result<Render> {
-    let K8sCmd::Render { k8s, json, env } = cmd;
+    let K8sCmd::Render { k8s, json, env } = cmd else { unreachable!("render only") };
     let kube = kube_options(&k8s)?;
     let options = crate::options::builder(&env)?.options()?;
     let rendered = didx::kubernetes::render(&options, &kube)?;
@@ -151,4 +151,59 @@ impl KubeRun {
         say(format!("{id} removed (Job didx-{id} deleted)"));
         Ok(u8::try_from(code).unwrap_or(if code < 0 { 125 } else { 255 }))
     }
+}
+
+/// `didx k8s env ID`: starts the holder (`didx k8s env --hold ID`, a process group of its own,
+/// so a Ctrl-C in the shell does not end it) and prints what it prints once its socket
+/// listens; its error, if it ends first.
+pub fn env(id: &str, context: Option<&str>, namespace: Option<&str>) -> anyhow::Result<u8> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["k8s", "env", "--hold"]);
+    if let Some(c) = context {
+        cmd.args(["--kube-context", c]);
+    }
+    if let Some(n) = namespace {
+        cmd.args(["--namespace", n]);
+    }
+    cmd.arg("--").arg(id);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).process_group(0);
+    let mut child = cmd.spawn()?;
+    let mut said = String::new();
+    child.stdout.take().expect("piped").read_to_string(&mut said)?;
+    if said.ends_with('\n') {
+        output::out(&said);
+        return Ok(0);
+    }
+    let mut err = String::new();
+    child.stderr.take().expect("piped").read_to_string(&mut err)?;
+    let status = child.wait()?;
+    eprint!("{err}");
+    Ok(u8::try_from(status.code().unwrap_or(125)).unwrap_or(125))
+}
+
+/// `didx k8s env --hold ID`: the socket, in a private directory of this machine's temporary
+/// directory, served until the sandbox's pod no longer runs; the line printed once it listens.
+pub async fn env_hold(id: &str, context: Option<&str>, namespace: Option<&str>) -> anyhow::Result<u8> {
+    use std::os::unix::fs::DirBuilderExt;
+    let cluster = didx::kubernetes::Cluster::connect(context, namespace).await?;
+    let pod = cluster.pod_of(id).await?;
+    let dir = std::env::temp_dir().join(format!("didx-k8s-env-{id}-{}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let socket = dir.join("docker.sock");
+    let served = async {
+        let listener = tokio::net::UnixListener::bind(&socket)?;
+        output::out(&format!("export DOCKER_HOST='unix://{}'\n", socket.display()));
+        // Its output is complete: the end of it tells `didx k8s env` so.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            rustix::stdio::dup2_stdout(&null).ok();
+            rustix::stdio::dup2_stderr(&null).ok();
+        }
+        cluster.forward_inner(&pod, listener).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    served.map(|()| 0)
 }

@@ -90,6 +90,57 @@ impl Cluster {
         })
     }
 
+    /// Serves `listener` (a socket of this machine's) until `pod` no longer runs: each
+    /// connection carried to its inner engine by a `docker system dial-stdio` exec of its own in
+    /// the client — what `didx k8s env` points a host docker client at. The inner engine
+    /// answers plain HTTP there (the client's docker CLI speaks mutual TLS to it), so the
+    /// socket is the only door: keep it in a private directory.
+    pub async fn forward_inner(&self, pod: &str, listener: tokio::net::UnixListener) -> Result<()> {
+        let api = self.pods_api();
+        let mut check = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (mut conn, _) = accepted.map_err(|e| Error::io("accepting a connection to forward", e))?;
+                    let (api, pod) = (api.clone(), pod.to_string());
+                    tokio::spawn(async move {
+                        let params = AttachParams { container: Some(CLIENT.into()), stdin: true, stdout: true, stderr: false, tty: false,
+                            max_stdin_buf_size: Some(STREAM_BUFFER), max_stdout_buf_size: Some(STREAM_BUFFER), ..AttachParams::default() };
+                        let Ok(mut exec) = api.exec(&pod, DIAL, &params).await else { return };
+                        let (Some(mut out), Some(mut input)) = (exec.stdout(), exec.stdin()) else { return };
+                        let (mut from, mut to) = conn.split();
+                        let up = async {
+                            let _ = tokio::io::copy(&mut from, &mut input).await;
+                            let _ = input.shutdown().await;
+                        };
+                        let down = async {
+                            let _ = tokio::io::copy(&mut out, &mut to).await;
+                            let _ = to.shutdown().await;
+                        };
+                        tokio::join!(up, down);
+                        drop(exec);
+                    });
+                }
+                _ = check.tick() => {
+                    let phase = self.pods_api().get_opt(pod).await.ok().flatten().and_then(|p| p.status).and_then(|s| s.phase);
+                    if phase.as_deref() != Some("Running") {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The running pod of sandbox `id` (its Job `didx-<id>`).
+    pub async fn pod_of(&self, id: &str) -> Result<String> {
+        let name = format!("didx-{id}");
+        match self.pod_phase(&name).await? {
+            Some(p) if p == "Running" => self.wait_running(&name, Duration::from_secs(1)).await,
+            Some(p) => Err(Error::NotRunning { id: id.to_string(), server: name, state: p }),
+            None => Err(Error::NoSuchEnvironment { id: id.to_string(), host: format!("kubernetes namespace {}", self.namespace()) }),
+        }
+    }
+
     /// Holds `pod`: an attach to each container's stdin, a `beat` every second, until the
     /// [`Hold`] is dropped (the streams end: both containers end) or didx is gone (the beats
     /// stop: the entrypoint ends them within its limit).
