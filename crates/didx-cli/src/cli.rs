@@ -258,7 +258,8 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
-    /// Sandboxes on a Kubernetes cluster (render only, so far)
+    /// Sandboxes on a Kubernetes cluster: the objects a run would create (render), a host
+    /// docker client at a running one (env); runs are didx --backend kubernetes
     #[command(subcommand)]
     K8s(K8sCmd),
     /// Print a shell completion script to stdout

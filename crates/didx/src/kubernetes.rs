@@ -1,8 +1,8 @@
 //! Sandboxes on Kubernetes: the objects a sandbox on a cluster is made of, as `didx k8s render`
-//! prints them for reading and for `kubectl apply --dry-run=server`, and their life on a
-//! cluster ([`Cluster`]: made in an order that leaves nothing without an owner or an expiry,
-//! removed, swept). (Reaching the inner engine and holding the pod from didx are not built
-//! yet: see the book's architecture page.)
+//! prints them for reading and for `kubectl apply --dry-run=server`; their life on a cluster
+//! ([`Cluster`]: made in an order that leaves nothing without an owner or an expiry, removed,
+//! swept); and sandboxes there ([`crate::SandboxBuilder::start_on_cluster`]: held by this
+//! process, COMMANDs and the inner engine through `pods/exec`).
 //!
 //! ```
 //! # fn demo() -> didx::Result<()> {

@@ -9,18 +9,17 @@
 //! [`Backend`], and none of them asks which backend it is. Members are named by the string the
 //! backend gave them ([`crate::env::Container::id`]).
 //!
-//! One backend exists today: a Docker Engine API, local or tcp+TLS ([`docker`]: the engine
+//! Two backends exist. A Docker Engine API, local or tcp+TLS ([`docker`]: the engine
 //! wrapper itself implements the trait; Podman's Docker-compatible socket and an engine over
 //! SSH are this same backend). Its way of making an environment is `docker/start.rs`
 //! (the recipe's container bodies, address blocks, isolation profiles, the engine-API proxy of
 //! `--engine host`), of finding, removing and sweeping them `docker/list.rs`. What still asks
 //! for the Docker engine itself ([`Backend::as_engine`]; `Environment::docker(what)` says
 //! [`crate::Error::Unsupported`] elsewhere): the warm pool, the image store's volume, the
-//! published endpoint, `--cp IMAGE::` readers and `--load`. A Kubernetes backend (one pod per
-//! environment: `place` a pod watched until its dockerd answers, a member a container of the
-//! pod, exec the `pods/exec` subresource, files a tar through exec, a lease an attached exec
-//! whose stream closing ends the pod, list and removal label-selected) implements this trait:
-//! see ARCHITECTURE.md.
+//! published endpoint, `--cp IMAGE::` readers. And a cluster ([`kubernetes`]: one Job per
+//! environment, a member a container of its pod named `POD/CONTAINER`, exec through
+//! `pods/exec`, files a tar through exec, the hold an attach with beats, list and removal
+//! label-selected; see `kubernetes/backend.rs`).
 //!
 //! The trait is object-safe (an environment holds an `Arc<dyn Backend>`), so its methods
 //! return boxed futures and streams.

@@ -129,6 +129,9 @@ impl SandboxOptions {
         if self.launch.ssh_agent {
             return refuse("--ssh-agent", "this machine's agent socket cannot be mounted");
         }
+        if self.launch.user.is_some() {
+            return refuse("--user", "running COMMANDs as another user is not built yet");
+        }
         if self.store {
             return refuse("--store", "the image store (a Docker engine's volume) is not available");
         }

@@ -365,7 +365,7 @@ impl SandboxBuilder {
     /// networks, published ports, the image store, `--engine host`, files copied in and images
     /// loaded (see [`start_on_cluster_from`](Self::start_on_cluster_from)), and (not built on
     /// a cluster yet) keeping it ([`Sandbox::keep`], `DIDX_KEEP`) and the pool.
-    pub async fn start_on_cluster(self, cluster: &crate::kubernetes::Cluster, kube: &crate::kubernetes::KubeOptions) -> Result<Sandbox> {
+    pub async fn start_on_cluster(self, cluster: &crate::backend::kubernetes::cluster::Cluster, kube: &crate::backend::kubernetes::manifest::KubeOptions) -> Result<Sandbox> {
         self.cluster_start(cluster, kube, None).await
     }
 
@@ -374,8 +374,8 @@ impl SandboxBuilder {
     /// streamed into the inner engine through `pods/exec`, as on Docker through the exec API).
     pub async fn start_on_cluster_from(
         self,
-        cluster: &crate::kubernetes::Cluster,
-        kube: &crate::kubernetes::KubeOptions,
+        cluster: &crate::backend::kubernetes::cluster::Cluster,
+        kube: &crate::backend::kubernetes::manifest::KubeOptions,
         source: &Engine,
     ) -> Result<Sandbox> {
         self.cluster_start(cluster, kube, Some(source)).await
@@ -383,8 +383,8 @@ impl SandboxBuilder {
 
     async fn cluster_start(
         self,
-        cluster: &crate::kubernetes::Cluster,
-        kube: &crate::kubernetes::KubeOptions,
+        cluster: &crate::backend::kubernetes::cluster::Cluster,
+        kube: &crate::backend::kubernetes::manifest::KubeOptions,
         source: Option<&Engine>,
     ) -> Result<Sandbox> {
         let opts = self.options()?;

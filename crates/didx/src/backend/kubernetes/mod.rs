@@ -1,8 +1,8 @@
-//! Sandboxes on a Kubernetes cluster: what is built so far is the objects one sandbox is made of
-//! ([`manifest`], pure; with [`resources`] and the Pod Security level a pod meets,
-//! [`security`]), which `didx k8s render` prints. The backend that creates them, reaches the
-//! inner engine over an exec stream and holds the pod with a lease (see the book's architecture
-//! page, "A Kubernetes backend") is not built yet.
+//! Sandboxes on a Kubernetes cluster: the objects one sandbox is made of ([`manifest`], pure;
+//! with [`resources`] and the Pod Security level a pod meets, [`security`]), their life through
+//! the API server ([`cluster`]), the pod reached and held through its exec and attach streams
+//! ([`reach`]), and the backend behind the seam ([`backend`]). See the book's guide "Sandboxes
+//! on Kubernetes".
 
 pub(crate) mod backend;
 pub(crate) mod cluster;
