@@ -365,7 +365,11 @@ impl SandboxBuilder {
     /// networks, published ports, the image store, `--engine host`, files copied in and images
     /// loaded (see [`start_on_cluster_from`](Self::start_on_cluster_from)), and (not built on
     /// a cluster yet) keeping it ([`Sandbox::keep`], `DIDX_KEEP`) and the pool.
-    pub async fn start_on_cluster(self, cluster: &crate::backend::kubernetes::cluster::Cluster, kube: &crate::backend::kubernetes::manifest::KubeOptions) -> Result<Sandbox> {
+    pub async fn start_on_cluster(
+        self,
+        cluster: &crate::backend::kubernetes::cluster::Cluster,
+        kube: &crate::backend::kubernetes::manifest::KubeOptions,
+    ) -> Result<Sandbox> {
         self.cluster_start(cluster, kube, None).await
     }
 
