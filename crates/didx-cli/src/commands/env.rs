@@ -58,7 +58,14 @@ fn holder(host: Option<&str>, id: &str, json: bool) -> anyhow::Result<u8> {
         cmd.args(["-H", h]);
     }
     cmd.args(["env", "--hold"]).args(json.then_some("--json")).arg("--").arg(id);
-    // Its own process group: a Ctrl-C in the shell that ran `didx env` does not end it.
+    run_holder(cmd)
+}
+
+/// Starts `cmd` (a holder: `didx env --hold …`, `didx k8s env --hold …`) in a process group of
+/// its own — a Ctrl-C in the shell that ran `didx` does not end it — and prints what it prints
+/// once it holds (all of it: it closes its output then); its error and exit code, if it ends
+/// first.
+pub fn run_holder(mut cmd: Command) -> anyhow::Result<u8> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let mut child = cmd.spawn()?;
     let mut said = String::new();

@@ -153,12 +153,9 @@ impl KubeRun {
     }
 }
 
-/// `didx k8s env ID`: starts the holder (`didx k8s env --hold ID`, a process group of its own,
-/// so a Ctrl-C in the shell does not end it) and prints what it prints once its socket
-/// listens; its error, if it ends first.
+/// `didx k8s env ID`: starts the holder (`didx k8s env --hold ID`, see
+/// [`super::env::run_holder`]) and prints what it prints once its socket listens.
 pub fn env(id: &str, context: Option<&str>, namespace: Option<&str>) -> anyhow::Result<u8> {
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.args(["k8s", "env", "--hold"]);
     if let Some(c) = context {
@@ -168,19 +165,7 @@ pub fn env(id: &str, context: Option<&str>, namespace: Option<&str>) -> anyhow::
         cmd.args(["--namespace", n]);
     }
     cmd.arg("--").arg(id);
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).process_group(0);
-    let mut child = cmd.spawn()?;
-    let mut said = String::new();
-    child.stdout.take().expect("piped").read_to_string(&mut said)?;
-    if said.ends_with('\n') {
-        output::out(&said);
-        return Ok(0);
-    }
-    let mut err = String::new();
-    child.stderr.take().expect("piped").read_to_string(&mut err)?;
-    let status = child.wait()?;
-    eprint!("{err}");
-    Ok(u8::try_from(status.code().unwrap_or(125)).unwrap_or(125))
+    super::env::run_holder(cmd)
 }
 
 /// `didx k8s env --hold ID`: the socket, in a private directory of this machine's temporary
