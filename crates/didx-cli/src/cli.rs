@@ -258,8 +258,9 @@ pub enum Verb {
         #[arg(long)]
         json: bool,
     },
-    /// Sandboxes on a Kubernetes cluster: the objects a run would create (render), a host
-    /// docker client at a running one (env); runs are didx --backend kubernetes
+    /// Sandboxes on a Kubernetes cluster: the objects a run would create (render), those
+    /// there (ls), a host docker client at a running one (env); runs are didx --backend
+    /// kubernetes
     #[command(subcommand)]
     K8s(K8sCmd),
     /// Print a shell completion script to stdout
@@ -450,6 +451,19 @@ pub enum K8sCmd {
         json: bool,
         #[command(flatten)]
         env: Box<EnvArgs>,
+    },
+    /// List the sandboxes in a cluster's namespace (didx's Jobs): id, age, role, state,
+    /// certificates' expiry, name
+    Ls {
+        /// The kubeconfig context to use [default: its current context]
+        #[arg(long = "kube-context", value_name = "NAME")]
+        kube_context: Option<String>,
+        /// The namespace [default: the context's, else default]
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
+        /// Print the listing as JSON on stdout (the keys of didx ls --json)
+        #[arg(long)]
+        json: bool,
     },
     /// Print the variable that points a host docker client at the inner engine of a running
     /// sandbox on a cluster (eval "$(didx k8s env ID)"): DOCKER_HOST, a socket of this machine

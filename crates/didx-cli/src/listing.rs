@@ -84,11 +84,21 @@ pub async fn ls(engine: &Engine) -> anyhow::Result<u8> {
 /// else `table`'s text; then the count line.
 async fn list_environments(engine: &Engine, table: fn(&[EnvSummary]) -> String) -> anyhow::Result<u8> {
     let envs = didx::inventory::list(engine).await?;
+    print_environments(&envs, table)
+}
+
+/// `didx k8s ls`: the sandboxes of a cluster's namespace, as `didx ls` lists an engine's.
+pub async fn cluster(cluster: &didx::kubernetes::Cluster) -> anyhow::Result<u8> {
+    let envs = didx::kubernetes::list(cluster).await?;
+    print_environments(&envs, rpt_table)
+}
+
+fn print_environments(envs: &[EnvSummary], table: fn(&[EnvSummary]) -> String) -> anyhow::Result<u8> {
     if JSON.load(Ordering::Relaxed) {
         let now = now();
         output::out(&to_text(&Value::Array(envs.iter().map(|e| env_json(e, now)).collect())));
     } else {
-        output::out(&table(&envs));
+        output::out(&table(envs));
     }
     say(format!("{} environment(s)", envs.len()));
     Ok(0)

@@ -166,6 +166,16 @@ fn didx_k8s_env_points_a_host_docker_client_at_the_pod_and_a_sigkilled_run_leave
             break w.trim_start_matches("didx-").to_string();
         }
     };
+    // Listed, as `didx ls` lists an engine's.
+    let r = cluster.didx(&["k8s", "ls"]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let rows: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with(&id)).collect();
+    assert_eq!(rows.len(), 2, "server and client: {}", r.show());
+    assert!(rows.iter().all(|l| l.contains("running")), "{}", r.show());
+    let r = cluster.didx(&["k8s", "ls", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.show()));
+    assert_eq!(listed.as_array().map(|a| a.len()), Some(1), "{}", r.show());
+    assert_eq!(listed[0]["id"], id.as_str(), "{}", r.show());
     // A host docker client, through the socket `didx k8s env` holds.
     let r = cluster.didx(&["k8s", "env", &id]);
     assert_eq!(r.code, 0, "{}", r.show());

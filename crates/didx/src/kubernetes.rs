@@ -88,3 +88,11 @@ pub fn objects(options: &SandboxOptions, kube: &KubeOptions) -> Result<Objects> 
     let tls = crate::tls::TlsMaterial::generate(&[spec.server_name().as_str()])?;
     manifest::objects(&spec, kube, manifest::Contents::Real(&tls))
 }
+
+/// The sandboxes in `cluster`'s namespace (didx's Jobs), oldest first: id, state (`running`
+/// while its pod runs, `exited` once it ended, `created` before), creation, expiry of its
+/// certificates, policy and owner.
+pub async fn list(cluster: &Cluster) -> Result<Vec<crate::inventory::EnvSummary>> {
+    use crate::backend::Backend;
+    crate::backend::kubernetes::backend::KubeBackend::new(cluster.clone(), KubeOptions::default()).list().await
+}

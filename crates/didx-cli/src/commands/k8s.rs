@@ -192,3 +192,9 @@ pub async fn env_hold(id: &str, context: Option<&str>, namespace: Option<&str>) 
     let _ = std::fs::remove_dir_all(&dir);
     served.map(|()| 0)
 }
+
+/// `didx k8s ls`: the sandboxes of the namespace.
+pub async fn ls(context: Option<&str>, namespace: Option<&str>) -> anyhow::Result<u8> {
+    let cluster = didx::kubernetes::Cluster::connect(context, namespace).await?;
+    crate::listing::cluster(&cluster).await
+}

@@ -187,7 +187,11 @@ impl State {
                         "spec": o["spec"]["template"]["spec"].clone(),
                         "status": {"phase": "Pending"},
                     });
-                    self.objects.entry("pods").or_default().insert((ns, format!("{name}-x7k2p")), pod);
+                    self.objects.entry("pods").or_default().insert((ns.clone(), format!("{name}-x7k2p")), pod);
+                    // Counted active while pending, not yet ready.
+                    if let Some(j) = self.objects.get_mut("jobs").and_then(|jobs| jobs.get_mut(&(ns, name.clone()))) {
+                        j["status"] = json!({"active": 1, "ready": 0});
+                    }
                 }
                 (StatusCode::CREATED, o)
             }

@@ -221,10 +221,15 @@ fn set_pod_status(api: &FakeApi, pod: &str, status: Value) {
             job_name = p["metadata"]["labels"]["batch.kubernetes.io/job-name"].as_str().map(str::to_string);
         }
     }
-    // The Job controller: its one pod (backoffLimit 0) decides it.
+    // The Job controller: its one pod (backoffLimit 0) decides it; `active` counts it while
+    // it is pending or running, `ready` once its containers run (no probes: at once).
     let job_status = match phase.as_str() {
-        "Failed" => Some(json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})),
-        "Succeeded" => Some(json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})),
+        "Failed" => {
+            Some(json!({"failed": 1, "ready": 0, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}))
+        }
+        "Succeeded" => Some(json!({"succeeded": 1, "ready": 0, "conditions": [{"type": "Complete", "status": "True"}]})),
+        "Running" => Some(json!({"active": 1, "ready": 1})),
+        "Pending" => Some(json!({"active": 1, "ready": 0})),
         _ => None,
     };
     if let (Some(job_status), Some(job_name)) = (job_status, job_name) {

@@ -139,6 +139,21 @@ async fn copy_to(from: &mut (impl tokio::io::AsyncRead + Unpin), to: Sink<'_>) -
     to.flush().await
 }
 
+/// A sandbox's state from its Job's status, as the Job controller keeps it: `exited` once its
+/// pod ended, `running` while the pod is ready (its containers run: no probes), else `created`
+/// (pending: scheduled, pulling, starting). Clusters older than the `ready` count (1.24) say
+/// only `active`, which counts a pending pod too.
+fn job_state(status: &k8s_openapi::api::batch::v1::JobStatus) -> &'static str {
+    let active = status.active.unwrap_or(0) > 0;
+    if status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0) > 0 {
+        "exited"
+    } else if status.ready.map_or(active, |r| r > 0) {
+        "running"
+    } else {
+        "created"
+    }
+}
+
 /// `POD/CONTAINER`.
 fn split(member: &str) -> Result<(&str, &str)> {
     member.split_once('/').ok_or_else(|| Error::invalid("member", member, "a member on a cluster is POD/CONTAINER"))
@@ -229,13 +244,7 @@ impl Backend for KubeBackend {
                 let labels = job.metadata.labels.clone().unwrap_or_default();
                 let label = |k: &str| labels.get(k).cloned();
                 let status = job.status.clone().unwrap_or_default();
-                let state = if status.active.unwrap_or(0) > 0 {
-                    "running"
-                } else if status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0) > 0 {
-                    "exited"
-                } else {
-                    "created"
-                };
+                let state = job_state(&status);
                 let name = job.metadata.name.clone().unwrap_or_default();
                 let members = [SERVER, CLIENT]
                     .iter()
@@ -386,6 +395,18 @@ impl Backend for KubeBackend {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
+
+    #[test]
+    fn a_sandbox_s_state_is_read_off_its_job_s_counts() {
+        use k8s_openapi::api::batch::v1::JobStatus;
+        let st = |active, ready, succeeded, failed| JobStatus { active, ready, succeeded, failed, ..JobStatus::default() };
+        assert_eq!(job_state(&st(None, None, None, None)), "created");
+        assert_eq!(job_state(&st(Some(1), Some(0), None, None)), "created", "pending");
+        assert_eq!(job_state(&st(Some(1), Some(1), None, None)), "running");
+        assert_eq!(job_state(&st(Some(1), None, None, None)), "running", "a cluster without `ready`");
+        assert_eq!(job_state(&st(None, Some(0), None, Some(1))), "exited");
+        assert_eq!(job_state(&st(None, None, Some(1), None)), "exited");
+    }
 
     #[test]
     fn an_exec_s_exit_code_is_read_off_its_final_status() {
