@@ -428,6 +428,14 @@ pub enum PoolCmd {
         events: Option<EventFormat>,
         #[command(flatten)]
         env: Box<EnvArgs>,
+        /// Where: docker (the engine of -H) or kubernetes (Jobs of a namespace, for --pool runs)
+        #[arg(long, value_enum, default_value_t = BackendArg::Docker, value_name = "NAME")]
+        backend: BackendArg,
+        /// With --backend kubernetes: the kubeconfig context [default: its current context]
+        #[arg(long = "kube-context", value_name = "NAME", help_heading = "Kubernetes backend")]
+        kube_context: Option<String>,
+        #[command(flatten, next_help_heading = "Kubernetes backend")]
+        k8s: Box<K8sArgs>,
     },
     /// Remove every pooled environment not claimed by a run (starting ones only when their
     /// filler is provably gone); says what it left and why
@@ -435,6 +443,15 @@ pub enum PoolCmd {
         /// Also write what was removed and left as one JSON object (pool_down) on stderr
         #[arg(long, value_enum, value_name = "FORMAT")]
         events: Option<EventFormat>,
+        /// Where: docker (the engine of -H) or kubernetes (a cluster's namespace)
+        #[arg(long, value_enum, default_value_t = BackendArg::Docker, value_name = "NAME")]
+        backend: BackendArg,
+        /// With --backend kubernetes: the kubeconfig context [default: its current context]
+        #[arg(long = "kube-context", value_name = "NAME", help_heading = "Kubernetes backend")]
+        kube_context: Option<String>,
+        /// With --backend kubernetes: the namespace [default: the context's, else default]
+        #[arg(long, value_name = "NAME", help_heading = "Kubernetes backend")]
+        namespace: Option<String>,
     },
 }
 

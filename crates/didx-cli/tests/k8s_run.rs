@@ -103,14 +103,17 @@ fn a_run_on_the_kubernetes_backend_runs_its_commands_in_the_pod_stops_at_the_fir
 #[test]
 fn what_the_kubernetes_backend_cannot_do_is_one_usage_line_and_nothing_is_asked_of_the_cluster() {
     let cluster = Emulated::start();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--backend", "kubernetes", "true"], "--clean anycase"),
         (&["--backend", "kubernetes", "--clean", "success", "true"], "--clean anycase"),
         (&["--backend", "kubernetes", "--clean", "anycase", "-v", "/data", "true"], "-v"),
         (&["--backend", "kubernetes", "--clean", "anycase", "--workdir-here", "true"], "--workdir-here"),
         (&["--backend", "kubernetes", "--clean", "anycase", "host: docker info"], "COMMAND"),
-        (&["--backend", "kubernetes", "--clean", "anycase", "--pool", "true"], "--pool"),
         (&["--namespace", "ci", "true"], "--backend kubernetes"),
+        (&["pool", "up", "1", "--backend", "kubernetes", "--idle-timeout", "0"], "--idle-timeout"),
+        (&["pool", "up", "1", "--backend", "kubernetes", "--load", "busybox:latest"], "--load"),
+        (&["pool", "up", "1", "--namespace", "ci"], "--backend kubernetes"),
+        (&["pool", "down", "--kube-context", "emulated"], "--backend kubernetes"),
     ];
     for (args, names) in cases {
         let r = cluster.didx(args);
@@ -213,4 +216,44 @@ fn didx_k8s_env_points_a_host_docker_client_at_the_pod_and_a_sigkilled_run_leave
     let swept = cluster.rt.block_on(k8s.sweep()).unwrap();
     assert_eq!(swept.jobs, [job]);
     cluster.empty_then_stop(&[&id]);
+}
+
+#[test]
+fn the_pool_on_the_kubernetes_backend_serves_a_run_refills_and_empties_leaving_nothing() {
+    let cluster = Emulated::start();
+    let mut up = vec!["pool", "up", "1", "--backend", "kubernetes", "--idle-timeout", "10m"];
+    up.extend(LOCAL);
+    let r = cluster.didx(&up);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let pooled = r.stderr.split_whitespace().skip_while(|w| *w != "sandbox").nth(1).unwrap_or_default().to_string();
+    assert!(r.stderr.contains(&format!("pooled sandbox {pooled} ready")), "{}", r.show());
+    // Released into the pool: unheld, and still running past the beat limit.
+    std::thread::sleep(Duration::from_secs(8));
+    let r = cluster.didx(&["k8s", "ls"]);
+    let rows: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with(&pooled)).collect();
+    assert!(rows.len() == 2 && rows.iter().all(|l| l.contains(" ready ")), "{}", r.show());
+    // Topped up already: nothing started.
+    let r = cluster.didx(&up);
+    assert!(r.code == 0 && r.stderr.contains("1 already, 0 started now"), "{}", r.show());
+
+    // A run with --pool takes it, and waits at its end for the refill it started.
+    let mut run = vec!["--backend", "kubernetes", "--clean", "anycase", "--pool"];
+    run.extend(LOCAL);
+    run.push("docker info --format {{.ServerVersion}}");
+    let r = cluster.didx(&run);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert!(r.stderr.contains(&format!("{pooled} claimed from the pool")), "{}", r.show());
+    assert!(r.stderr.contains(&format!("{pooled} removed")), "{}", r.show());
+    let r = cluster.didx(&["k8s", "ls", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.show()));
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids.len(), 1, "the refill, and the claimed one gone: {}", r.show());
+    let refill = ids[0].to_string();
+    assert_ne!(refill, pooled);
+
+    // Emptied: the refill removed, nothing left.
+    let r = cluster.didx(&["pool", "down", "--backend", "kubernetes"]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert!(r.stderr.contains("removed 1 pooled sandbox(es) in namespace ci"), "{}", r.show());
+    cluster.empty_then_stop(&[&pooled, &refill]);
 }

@@ -19,6 +19,7 @@ pub use crate::backend::kubernetes::manifest::{
     KubeOptions, OWNER_UID_PLACEHOLDER, Objects, PLACEHOLDER, PodSecurity, Resources, is_quantity,
 };
 pub use crate::backend::kubernetes::reach::Hold;
+pub use crate::env::pool::kube::{KubePoolDown, KubePoolUp};
 /// The Kubernetes API types didx's objects are made of (the version didx is built with).
 pub use k8s_openapi;
 /// The Kubernetes client [`Cluster`] talks through (its `Client` can be made from any `tower`
@@ -95,4 +96,37 @@ pub fn objects(options: &SandboxOptions, kube: &KubeOptions) -> Result<Objects> 
 pub async fn list(cluster: &Cluster) -> Result<Vec<crate::inventory::EnvSummary>> {
     use crate::backend::Backend;
     crate::backend::kubernetes::backend::KubeBackend::new(cluster.clone(), KubeOptions::default()).list().await
+}
+
+/// Top the warm pool on `cluster` (the pool `DIDX_POOL_NAME` names, else the default one) up
+/// to `size` (1 to [`crate::pool::MAX_SIZE`]) ready sandboxes for `options`' server options,
+/// each ending itself when no run claims it within `idle`; returns once those started now are
+/// ready or failed. A run takes one with [`crate::SandboxBuilder::start_on_cluster_with`] and
+/// [`crate::StartFrom::PoolOrFresh`].
+pub async fn pool_up(
+    cluster: &Cluster,
+    options: &SandboxOptions,
+    kube: &KubeOptions,
+    size: usize,
+    idle: std::time::Duration,
+) -> Result<KubePoolUp> {
+    crate::pool::check_size(size)?;
+    if idle.is_zero() {
+        return Err(Error::invalid(
+            "--idle-timeout",
+            "0",
+            "a pooled pod cannot wait forever on a cluster (its Job has a deadline): give a duration, e.g. 30m",
+        ));
+    }
+    options.refuse_fill_on_cluster()?;
+    let spec = options.kube_spec()?;
+    let mut kube = kube.clone();
+    kube.namespace = cluster.namespace().to_string();
+    crate::env::pool::kube::up(cluster, &spec, &kube, (size, size), idle, crate::pool::name()?.as_deref()).await
+}
+
+/// Empty the warm pool on `cluster` (the pool `DIDX_POOL_NAME` names, else the default one):
+/// every ready sandbox of it, each claimed first so that one a run took meanwhile is left.
+pub async fn pool_down(cluster: &Cluster) -> Result<KubePoolDown> {
+    crate::env::pool::kube::down(cluster, crate::pool::name()?.as_deref()).await
 }

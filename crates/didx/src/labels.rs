@@ -31,6 +31,11 @@ pub const POOL_DEADLINE: &str = "io.didx.pool.deadline";
 /// On a pooled server: seconds after its start within which a claim must take it, else it
 /// ends itself (`pool up --idle-timeout`).
 pub const POOL_IDLE: &str = "io.didx.pool.idle";
+/// On a pooled Job of a cluster once it was released with its inner engine answering:
+/// claimable. Its value: the Unix time it became ready.
+pub const POOL_READY: &str = "io.didx.pool.ready";
+/// On a claimed pooled Job of a cluster: who claimed it (a run's process id, or `pool-down`).
+pub const POOL_CLAIMED: &str = "io.didx.pool.claimed";
 /// On a server: the block of the address range its inner engine's networks are made in
 /// (`A.B.C.D/20`, see `net`); absent when `--dkropts` chose the inner addresses.
 pub const NET: &str = "io.didx.net";

@@ -209,3 +209,96 @@ async fn what_a_pod_cannot_have_is_refused_before_anything_is_made_on_the_cluste
     assert_eq!(em.api.state.lock().unwrap().requests, 0, "nothing was asked of the cluster");
     em.stop().await;
 }
+
+/// The states `didx k8s ls` shows of `id`'s members.
+async fn states(cluster: &Cluster, id: &str) -> Vec<String> {
+    let listed = didx::kubernetes::list(cluster).await.unwrap();
+    listed.iter().filter(|e| e.id == id).flat_map(|e| e.members.iter().map(|m| m.state.clone())).collect()
+}
+
+#[tokio::test]
+async fn the_pool_on_an_emulated_cluster_keeps_released_pods_serves_one_claimer_each_refills_and_empties() {
+    let em = EmulatedCluster::start(host()).await;
+    let cluster = Cluster::new(em.client(), NS);
+    let kube = KubeOptions::default();
+    let options = builder().options().unwrap();
+    let up = didx::kubernetes::pool_up(&cluster, &options, &kube, 1, Duration::from_secs(600)).await.unwrap();
+    assert_eq!((up.existing, up.started.len(), up.failed.len()), (0, 1, 0), "{up:?}");
+    let pooled = up.started[0].clone();
+    // Released: nobody holds it, and it runs on past the beat limit (6 s).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(cluster.pod_phase(&format!("didx-{pooled}")).await.unwrap().as_deref(), Some("Running"));
+    assert_eq!(states(&cluster, &pooled).await, ["ready", "ready"]);
+
+    // A claim that loses the race (the Job changed after it was listed: 409) takes nothing and
+    // starts fresh; the pooled one stays ready for the next.
+    em.api.state.lock().unwrap().raced = true;
+    let fresh = builder().start_on_cluster_with(&cluster, &kube, None, didx::StartFrom::PoolOrFresh).await.unwrap();
+    assert!(!fresh.is_pooled() && fresh.id() != pooled);
+    assert!(!em.api.state.lock().unwrap().raced, "the claim's patch met the race");
+    let lost = fresh.id().to_string();
+    fresh.rm().await.unwrap();
+    assert_eq!(states(&cluster, &pooled).await, ["ready", "ready"]);
+
+    // Three runs at once: exactly one is served by the pool (the claim is a patch conditional
+    // on the version listed: the others are told 409 and start fresh).
+    let start = || builder().start_on_cluster_with(&cluster, &kube, None, didx::StartFrom::PoolOrFresh);
+    let (a, b, c) = tokio::join!(start(), start(), start());
+    let sandboxes = [a.unwrap(), b.unwrap(), c.unwrap()];
+    let served: Vec<&didx::Sandbox> = sandboxes.iter().filter(|s| s.is_pooled()).collect();
+    assert_eq!(served.len(), 1, "one claim wins");
+    assert_eq!(served[0].id().to_string(), pooled);
+    assert_eq!(states(&cluster, &pooled).await, ["running", "running"], "claimed: a run's");
+    let out = served[0].exec(["docker", "info", "--format", "{{.ServerVersion}}"]).await.unwrap();
+    assert!(out.success() && !out.stdout_text().trim().is_empty(), "{out:?}");
+    let ids: Vec<String> = sandboxes.iter().map(|s| s.id().to_string()).collect();
+    for sb in sandboxes {
+        sb.rm().await.unwrap();
+    }
+    // The claim's refill (finished by rm): one ready in its place, the claimed one never again.
+    let listed = didx::kubernetes::list(&cluster).await.unwrap();
+    let left: Vec<&str> = listed.iter().filter(|e| e.pool.is_some()).map(|e| e.id.as_str()).collect();
+    assert_eq!(left.len(), 1, "{listed:?}");
+    assert!(!ids.iter().any(|i| i == left[0]), "{listed:?}");
+    assert_eq!(states(&cluster, left[0]).await, ["ready", "ready"]);
+
+    let down = didx::kubernetes::pool_down(&cluster).await.unwrap();
+    assert_eq!((down.removed.len(), down.left.len()), (1, 0), "{down:?}");
+    cluster_empty(&em).await;
+    let docker = em.docker.clone();
+    em.stop().await;
+    for id in ids.iter().chain([&down.removed[0], &lost]) {
+        assert!(leftovers(&docker, id).await.is_empty(), "left on the engine: {:?}", leftovers(&docker, id).await);
+    }
+}
+
+#[tokio::test]
+async fn a_pooled_pod_nobody_claims_ends_itself_after_its_idle_timeout_and_is_not_served() {
+    let em = EmulatedCluster::start(host()).await;
+    let cluster = Cluster::new(em.client(), NS);
+    let kube = KubeOptions::default();
+    let options = builder().options().unwrap();
+    let up = didx::kubernetes::pool_up(&cluster, &options, &kube, 1, Duration::from_secs(15)).await.unwrap();
+    assert_eq!(up.started.len(), 1, "{up:?}");
+    let pooled = up.started[0].clone();
+    let job = format!("didx-{pooled}");
+    let ended =
+        until(Duration::from_secs(60), async || matches!(cluster.pod_phase(&job).await.unwrap().as_deref(), Some("Failed" | "Succeeded")))
+            .await;
+    assert!(ended, "a pooled pod nobody claimed still runs 60 s after its start (idle timeout 15 s)");
+    assert_eq!(states(&cluster, &pooled).await, ["exited", "exited"]);
+    // Not served: a run starts fresh (and its start's sweep deletes the ended Job).
+    let sb = builder().start_on_cluster_with(&cluster, &kube, None, didx::StartFrom::PoolOrFresh).await.unwrap();
+    assert!(!sb.is_pooled());
+    assert!(!cluster.list().await.unwrap().contains(&job), "swept at the start");
+    let fresh = sb.id().to_string();
+    sb.rm().await.unwrap();
+    let down = didx::kubernetes::pool_down(&cluster).await.unwrap();
+    assert!(down.removed.is_empty() && down.left.is_empty(), "{down:?}");
+    cluster_empty(&em).await;
+    let docker = em.docker.clone();
+    em.stop().await;
+    for id in [&pooled, &fresh] {
+        assert!(leftovers(&docker, id).await.is_empty(), "left on the engine: {:?}", leftovers(&docker, id).await);
+    }
+}

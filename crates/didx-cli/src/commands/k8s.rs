@@ -73,6 +73,8 @@ pub struct KubeRun {
     context: Option<String>,
     namespace: Option<String>,
     steps: Vec<Vec<String>>,
+    /// `--pool`: a ready one of the pool on the cluster when one matches.
+    from: didx::StartFrom,
 }
 
 impl KubeRun {
@@ -92,9 +94,6 @@ impl KubeRun {
         if a.is_matrix() {
             return Err(refuse("--sv", &a.env.sv, "a version matrix is not built").into());
         }
-        if a.pool {
-            return Err(refuse("--pool", "(set)", "the warm pool is not built").into());
-        }
         if a.teardown.is_some() {
             return Err(refuse("--teardown", "(set)", "the Job is deleted at the end; there is no other way").into());
         }
@@ -112,20 +111,22 @@ impl KubeRun {
         // What a pod cannot have, refused as `didx k8s render` refuses it, before any cluster.
         didx::kubernetes::render(&builder.options()?, &kube)?;
         let source = (!a.cp.is_empty() || !a.load.is_empty()).then_some(host);
-        Ok(KubeRun { source, builder, kube, context: a.kube_context, namespace: a.k8s.namespace, steps })
+        let from = if a.pool { didx::StartFrom::PoolOrFresh } else { didx::StartFrom::Fresh };
+        Ok(KubeRun { source, builder, kube, context: a.kube_context, namespace: a.k8s.namespace, steps, from })
     }
 
     /// Start, run the COMMANDs (stopping at the first that fails), remove; the exit code: the
     /// failed COMMAND's, else 0.
     pub async fn go(self) -> anyhow::Result<u8> {
         let cluster = didx::kubernetes::Cluster::connect(self.context.as_deref(), self.namespace.as_deref()).await?;
-        let sandbox = match &self.source {
-            Some(host) => {
-                let engine = crate::engine::connect(host.as_deref()).await?;
-                self.builder.start_on_cluster_from(&cluster, &self.kube, &engine).await?
-            }
-            None => self.builder.start_on_cluster(&cluster, &self.kube).await?,
+        let engine = match &self.source {
+            Some(host) => Some(crate::engine::connect(host.as_deref()).await?),
+            None => None,
         };
+        let sandbox = self.builder.start_on_cluster_with(&cluster, &self.kube, engine.as_ref(), self.from).await?;
+        if sandbox.is_pooled() {
+            say(format!("{} claimed from the pool; a refill starts now (this run waits for it at its end)", sandbox.id()));
+        }
         say(format!("{} started: Job didx-{} in namespace {}", sandbox.id(), sandbox.id(), cluster.namespace()));
         let mut code = 0;
         let mut failure = None;

@@ -6,7 +6,7 @@ use didx::session::{Event, StartEvent};
 use didx::spec::parse_duration;
 use didx::{Cancel, Error, SandboxOptions};
 
-use crate::cli::{EventFormat, PoolCmd};
+use crate::cli::{BackendArg, EventFormat, PoolCmd};
 use crate::engine::connect;
 use crate::events::{say_images, say_start_event, say_store_event};
 use crate::exit::EXIT_DIDX;
@@ -23,6 +23,23 @@ pub enum PoolJob {
     Up(usize, Option<Duration>, Box<SandboxOptions>),
     /// Empty the pool.
     Down,
+    /// Keep N ready on a cluster.
+    UpKube(usize, Duration, Box<SandboxOptions>, Box<KubeTarget>),
+    /// Empty the pool on a cluster.
+    DownKube(Box<KubeTarget>),
+}
+
+/// The cluster and namespace a pool on Kubernetes is kept in, and how its pods are made.
+pub struct KubeTarget {
+    context: Option<String>,
+    namespace: Option<String>,
+    kube: didx::kubernetes::KubeOptions,
+}
+
+impl KubeTarget {
+    async fn connect(&self) -> anyhow::Result<didx::kubernetes::Cluster> {
+        Ok(didx::kubernetes::Cluster::connect(self.context.as_deref(), self.namespace.as_deref()).await?)
+    }
 }
 
 impl PoolJob {
@@ -40,11 +57,23 @@ impl PoolJob {
                 listing::choose_json(json);
                 PoolJob::List
             }
-            Some(PoolCmd::Down { events }) => {
+            Some(PoolCmd::Down { events, backend, kube_context, namespace }) => {
                 enable_events(events);
+                if backend == BackendArg::Kubernetes {
+                    let kube = didx::kubernetes::KubeOptions::default();
+                    return Ok(PoolJob::DownKube(Box::new(KubeTarget { context: kube_context, namespace, kube })));
+                }
+                if let Some(option) = [("--kube-context", kube_context.is_some()), ("--namespace", namespace.is_some())]
+                    .into_iter()
+                    .find_map(|(o, given)| given.then_some(o))
+                {
+                    return Err(
+                        Error::Invalid { what: "option", value: option.into(), fix: "it applies to --backend kubernetes".into() }.into()
+                    );
+                }
                 PoolJob::Down
             }
-            Some(PoolCmd::Up { n, idle_timeout, load, events, env }) => {
+            Some(PoolCmd::Up { n, idle_timeout, load, events, env, backend, kube_context, k8s }) => {
                 enable_events(events);
                 didx::pool::check_size(n)?;
                 let idle = match idle_timeout.as_str() {
@@ -52,6 +81,23 @@ impl PoolJob {
                     d => Some(parse_duration("--idle-timeout value", d)?),
                 };
                 let b = load.iter().fold(builder(&env)?, |b, l| b.load(l));
+                if backend == BackendArg::Kubernetes {
+                    let Some(idle) = idle else {
+                        let fix = "a pooled pod cannot wait forever on a cluster (its Job has a deadline): give a duration, e.g. 30m";
+                        return Err(Error::Invalid { what: "--idle-timeout", value: "0".into(), fix: fix.into() }.into());
+                    };
+                    if !load.is_empty() {
+                        let fix = "the image store is not available on the kubernetes backend; load images at each run (--load)";
+                        return Err(Error::Invalid { what: "--load", value: load.join(","), fix: fix.into() }.into());
+                    }
+                    let options = b.options()?;
+                    let kube = crate::commands::k8s::kube_options(&k8s)?;
+                    // What a pod cannot have, refused before any cluster.
+                    didx::kubernetes::render(&options, &kube)?;
+                    let target = KubeTarget { context: kube_context, namespace: k8s.namespace.clone(), kube };
+                    return Ok(PoolJob::UpKube(n, idle, Box::new(options), Box::new(target)));
+                }
+                crate::commands::run::refuse_kube_only(kube_context.is_some(), &k8s)?;
                 PoolJob::Up(n, idle, Box::new(b.options()?))
             }
         })
@@ -67,6 +113,11 @@ fn enable_events(format: Option<EventFormat>) {
 
 /// Run `cmd`, saying what it did; a signal meanwhile cancels it (the exit code is the signal's).
 pub async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
+    match cmd {
+        PoolJob::UpKube(n, idle, options, target) => return up_kube(n, idle, &options, &target).await,
+        PoolJob::DownKube(target) => return down_kube(&target).await,
+        _ => {}
+    }
     let engine = connect(host).await?;
     let on = |e: &Event<'_>| {
         crate::event_json::emit(e);
@@ -148,5 +199,58 @@ pub async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
             Ok(0)
         }
         PoolJob::List => listing::pool(&engine).await,
+        PoolJob::UpKube(..) | PoolJob::DownKube(_) => unreachable!("served above"),
     }
+}
+
+/// `didx pool up N --backend kubernetes`: held by this process until each is ready, then
+/// released into the pool. A signal ends the process: those still starting end with it.
+async fn up_kube(n: usize, idle: Duration, options: &SandboxOptions, target: &KubeTarget) -> anyhow::Result<u8> {
+    let cluster = target.connect().await?;
+    let r = didx::kubernetes::pool_up(&cluster, options, &target.kube, n, idle).await?;
+    for id in &r.started {
+        crate::event_json::emit_fields("pool_ready", serde_json::json!({ "env": id }));
+        say(format!("pooled sandbox {id} ready (Job didx-{id} in namespace {})", cluster.namespace()));
+    }
+    let failed: Vec<String> = r.failed.iter().map(ToString::to_string).collect();
+    crate::event_json::emit_fields(
+        "pool_up",
+        serde_json::json!({"key": r.key, "existing": r.existing, "started": r.started, "starting": 0, "removed": [], "failed": failed}),
+    );
+    for f in &failed {
+        say(format!("error: a pooled sandbox failed to start: {f}"));
+    }
+    say(format!(
+        "pool {} in namespace {}: {} ready or starting ({} already, {} started now{})",
+        r.key,
+        cluster.namespace(),
+        r.existing + r.started.len(),
+        r.existing,
+        r.started.len(),
+        if failed.is_empty() { String::new() } else { format!(", {} failed", failed.len()) }
+    ));
+    Ok(if failed.is_empty() { 0 } else { EXIT_DIDX })
+}
+
+/// `didx pool down --backend kubernetes`.
+async fn down_kube(target: &KubeTarget) -> anyhow::Result<u8> {
+    let cluster = target.connect().await?;
+    let r = didx::kubernetes::pool_down(&cluster).await?;
+    for (id, why) in &r.left {
+        say(format!("left pooled sandbox {id}: {why}"));
+    }
+    crate::event_json::emit_fields(
+        "pool_down",
+        serde_json::json!({
+            "removed": r.removed,
+            "left": r.left.iter().map(|(id, why)| serde_json::json!({"env": id, "why": why})).collect::<Vec<_>>(),
+        }),
+    );
+    say(format!(
+        "removed {} pooled sandbox(es) in namespace {}{}",
+        r.removed.len(),
+        cluster.namespace(),
+        if r.left.is_empty() { String::new() } else { format!(", left {}", r.left.len()) }
+    ));
+    Ok(0)
 }

@@ -32,9 +32,7 @@ impl Plan {
         if a.backend == crate::cli::BackendArg::Kubernetes {
             return Ok(Plan::Kube(Box::new(crate::commands::k8s::KubeRun::of(host, a)?)));
         }
-        if let Some(option) = kube_only(&a) {
-            return Err(Error::Invalid { what: "option", value: option.into(), fix: "it applies to --backend kubernetes".into() }.into());
-        }
+        refuse_kube_only(a.kube_context.is_some(), &a.k8s)?;
         if a.events == Some(crate::cli::EventFormat::Json) {
             crate::event_json::enable();
         }
@@ -81,11 +79,19 @@ impl Plan {
     }
 }
 
+/// A usage error for the first option given that only the kubernetes backend reads (when the
+/// backend is docker).
+pub fn refuse_kube_only(kube_context: bool, k: &crate::cli::K8sArgs) -> Result<(), Error> {
+    match kube_only(kube_context, k) {
+        Some(option) => Err(Error::Invalid { what: "option", value: option.into(), fix: "it applies to --backend kubernetes".into() }),
+        None => Ok(()),
+    }
+}
+
 /// The first option given that only the kubernetes backend reads.
-fn kube_only(a: &crate::cli::RunArgs) -> Option<&'static str> {
-    let k = &a.k8s;
+fn kube_only(kube_context: bool, k: &crate::cli::K8sArgs) -> Option<&'static str> {
     [
-        ("--kube-context", a.kube_context.is_some()),
+        ("--kube-context", kube_context),
         ("--namespace", k.namespace.is_some()),
         ("--deadline", k.deadline != "1h"),
         ("--ttl", k.ttl != "60s"),

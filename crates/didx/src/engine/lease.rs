@@ -72,6 +72,9 @@ pub struct Lease {
     released: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Says `beat` on the input (an engine over SSH).
     beat: Option<tokio::task::JoinHandle<()>>,
+    /// What the streams live by (a cluster's exec or attach: dropped, its streams close),
+    /// dropped with the lease.
+    keep: Option<std::sync::Mutex<Box<dyn std::any::Any + Send>>>,
 }
 
 /// How often a lease over SSH says `beat` (the container gives up after the recipe's
@@ -127,7 +130,34 @@ impl Lease {
             drain,
             released: Some(released),
             beat: None,
+            keep: None,
         }
+    }
+
+    /// A lease over any pair of streams to `container`'s lease reader (a cluster's attach to
+    /// its stdin, or its exec of the entrypoint's `lease` mode), beating: `keep` is what the
+    /// streams live by, dropped (closing them) with the lease.
+    pub(crate) fn over<R>(
+        container: &str,
+        input: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
+        output: R,
+        keep: Box<dyn std::any::Any + Send>,
+    ) -> Lease
+    where
+        R: tokio::io::AsyncRead + Send + 'static,
+    {
+        let output = tokio_util::io::ReaderStream::new(output).map(|chunk| {
+            chunk.map(|message| bollard::container::LogOutput::StdOut { message }).map_err(|err| bollard::errors::Error::IOError { err })
+        });
+        let mut lease = Lease::new(container, input, Box::pin(output));
+        lease.keep = Some(std::sync::Mutex::new(keep));
+        lease.beat_on();
+        lease
+    }
+
+    /// True while it says `beat` (a lease that beats: its input takes them).
+    pub(crate) fn is_beating(&self) -> bool {
+        self.beat.as_ref().is_some_and(|b| !b.is_finished())
     }
 
     /// The id (or name) of the container held.

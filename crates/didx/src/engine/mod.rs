@@ -68,6 +68,5 @@ pub use exec::ExecAs;
 pub use image::split_reference;
 pub use lease::Lease;
 pub(crate) use dial::{DIAL, Duplex, docker_over};
-pub(crate) use lease::BEAT_EVERY;
 pub(crate) use ssh::Forward;
 pub(crate) use ports::port_holder;

@@ -49,9 +49,14 @@ impl Environment {
     /// Start it on `backend` (see [`Backend::place`]).
     pub(crate) async fn start_on(backend: Arc<dyn Backend>, spec: &EnvSpec, cancel: &Cancel, on: OnEvent<'_>) -> Result<Environment> {
         let placed = backend.place(spec, cancel, on).await?;
-        Ok(Environment {
+        Ok(Environment::placed(backend, spec.id.clone(), placed))
+    }
+
+    /// Environment `id`, as `backend` placed it.
+    pub(crate) fn placed(backend: Arc<dyn Backend>, id: EnvId, placed: crate::backend::Placed) -> Environment {
+        Environment {
             backend,
-            id: spec.id.clone(),
+            id,
             server: placed.server,
             client: placed.client,
             client_cert_dir: CLIENT_CERT_PATH,
@@ -60,7 +65,7 @@ impl Environment {
             exec_as: ExecAs::default(),
             guard: placed.guard,
             forwards: Default::default(),
-        })
+        }
     }
 
     /// The environment's id.

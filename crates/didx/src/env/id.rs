@@ -11,6 +11,11 @@ impl EnvId {
         EnvId(crate::util::token())
     }
 
+    /// The id an existing environment carries (its `io.didx.env` label).
+    pub(crate) fn of_existing(id: &str) -> EnvId {
+        EnvId(id.to_string())
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -364,13 +364,14 @@ impl SandboxBuilder {
     /// Docker engine is refused before anything is made: host paths and volumes (`-v`),
     /// networks, published ports, the image store, `--engine host`, files copied in and images
     /// loaded (see [`start_on_cluster_from`](Self::start_on_cluster_from)), and (not built on
-    /// a cluster yet) keeping it ([`Sandbox::keep`], `DIDX_KEEP`) and the pool.
+    /// a cluster yet) keeping it ([`Sandbox::keep`], `DIDX_KEEP`). The pool there:
+    /// [`start_on_cluster_with`](Self::start_on_cluster_with).
     pub async fn start_on_cluster(
         self,
         cluster: &crate::backend::kubernetes::cluster::Cluster,
         kube: &crate::backend::kubernetes::manifest::KubeOptions,
     ) -> Result<Sandbox> {
-        self.cluster_start(cluster, kube, None).await
+        self.start_on_cluster_with(cluster, kube, None, StartFrom::Fresh).await
     }
 
     /// [`start_on_cluster`](Self::start_on_cluster), with what [`copy`](Self::copy) and
@@ -382,17 +383,22 @@ impl SandboxBuilder {
         kube: &crate::backend::kubernetes::manifest::KubeOptions,
         source: &Engine,
     ) -> Result<Sandbox> {
-        self.cluster_start(cluster, kube, Some(source)).await
+        self.start_on_cluster_with(cluster, kube, Some(source), StartFrom::Fresh).await
     }
 
-    async fn cluster_start(
+    /// A sandbox on a cluster: copies and loads read from `source` when given; with
+    /// [`StartFrom::PoolOrFresh`], a ready one of the pool on the cluster when one matches
+    /// ([`crate::kubernetes::pool_up`]; the pool named by `DIDX_POOL_NAME`), else a fresh one.
+    /// A claim starts the pool's refill at once, in this process: [`Sandbox::rm`] waits for it.
+    pub async fn start_on_cluster_with(
         self,
         cluster: &crate::backend::kubernetes::cluster::Cluster,
         kube: &crate::backend::kubernetes::manifest::KubeOptions,
         source: Option<&Engine>,
+        from: StartFrom,
     ) -> Result<Sandbox> {
         let opts = self.options()?;
-        let spec = opts.kube_spec()?;
+        let mut spec = opts.kube_spec()?;
         if opts.policy == KEEP_POLICY {
             return Err(Error::invalid(
                 "DIDX_KEEP",
@@ -409,17 +415,36 @@ impl SandboxBuilder {
         };
         let mut kube = kube.clone();
         kube.namespace = cluster.namespace().to_string();
-        let backend = std::sync::Arc::new(crate::backend::kubernetes::backend::KubeBackend::new(cluster.clone(), kube));
-        let mut env = crate::env::Environment::start_on(backend, &spec, &Cancel::new(), &|_| {}).await?;
+        let backend = std::sync::Arc::new(crate::backend::kubernetes::backend::KubeBackend::new(cluster.clone(), kube.clone()));
+        let name = crate::pool::name()?;
+        let template = spec.clone();
+        let claimed = match from {
+            StartFrom::PoolOrFresh => crate::env::pool::kube::claim(&backend, &mut spec, name.as_deref()).await?,
+            StartFrom::Fresh => None,
+        };
+        let (mut env, refilling) = match claimed {
+            Some((env, size, idle)) => {
+                let cluster = cluster.clone();
+                let refill =
+                    tokio::spawn(
+                        async move { crate::env::pool::kube::up(&cluster, &template, &kube, (size, 1), idle, name.as_deref()).await },
+                    );
+                (env, Some(refill))
+            }
+            None => (crate::env::Environment::start_on(backend, &spec, &Cancel::new(), &|_| {}).await?, None),
+        };
         if let Some(engine) = source
             && let Err(e) = opts.fill(engine, &mut env, &seeds, &|_| {}).await
         {
+            if let Some(refill) = &refilling {
+                refill.abort();
+            }
             if let Err(rm) = env.rm().await {
                 tracing::warn!(error = %rm, "removing a sandbox whose copy or load failed failed");
             }
             return Err(e);
         }
-        Ok(Sandbox { env: Some(env), kept: false, refill: None, access: tokio::sync::OnceCell::new() })
+        Ok(Sandbox { env: Some(env), kept: false, refill: None, access: tokio::sync::OnceCell::new(), refilling })
     }
 
     /// [`start`](Self::start) or [`start_pooled`](Self::start_pooled), as `from` says,
@@ -449,7 +474,7 @@ impl SandboxBuilder {
             }
             return Err(e);
         }
-        Ok(Sandbox { env: Some(env), kept: keep, refill: launched.refill, access: tokio::sync::OnceCell::new() })
+        Ok(Sandbox { env: Some(env), kept: keep, refill: launched.refill, access: tokio::sync::OnceCell::new(), refilling: None })
     }
 }
 

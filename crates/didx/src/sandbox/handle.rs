@@ -54,6 +54,9 @@ pub struct Sandbox {
     /// How host tools reach it: the client certificate files [`Sandbox::docker`] connects
     /// with, in a private directory removed with the sandbox.
     pub(super) access: tokio::sync::OnceCell<crate::inventory::HostAccess>,
+    /// On a cluster, when the pool served it: the refill started at the claim, finished by
+    /// [`Sandbox::rm`] (its pooled sandbox is held by this process until it is ready).
+    pub(super) refilling: Option<tokio::task::JoinHandle<Result<crate::env::pool::kube::KubePoolUp>>>,
 }
 
 impl Sandbox {
@@ -196,6 +199,13 @@ impl Sandbox {
         self.kept
     }
 
+    /// True when the pool served this sandbox and its refill is still to come: on Docker until
+    /// [`take_refill`](Self::take_refill), on a cluster (where it runs in this process) until
+    /// [`rm`](Self::rm).
+    pub fn is_pooled(&self) -> bool {
+        self.refill.is_some() || self.refilling.is_some()
+    }
+
     /// When the pool served this sandbox: what tops the pool up again (run it, or spawn it).
     pub fn take_refill(&mut self) -> Option<Refill> {
         self.refill.take()
@@ -203,14 +213,33 @@ impl Sandbox {
 
     /// Remove the sandbox now: server, client, the server's storage, anonymous volumes and
     /// anything else labelled with it. Removes even when kept.
+    ///
+    /// On a cluster, a sandbox the pool served also waits here for the refill its claim
+    /// started, so that the pool is topped up again when this returns.
     pub async fn rm(mut self) -> Result<()> {
         let env = self.env.take().expect("a sandbox holds its environment until rm or drop");
-        env.rm().await
+        let removed = env.rm().await;
+        if let Some(refill) = self.refilling.take() {
+            match refill.await {
+                Ok(Ok(up)) => {
+                    for e in &up.failed {
+                        tracing::warn!(error = %e, "refilling the pool on the cluster: a pooled sandbox failed to start");
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "refilling the pool on the cluster failed"),
+                Err(e) => tracing::warn!(error = %e, "the refill of the pool on the cluster ended early"),
+            }
+        }
+        removed
     }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        if let Some(refill) = self.refilling.take() {
+            // Its pooled sandbox, not yet released, ends with the attach that holds it.
+            refill.abort();
+        }
         let Some(env) = self.env.take() else { return };
         if env.backend().as_engine().is_none() {
             // On a cluster: its hold closes with it, so its pod ends now; the cluster deletes

@@ -37,9 +37,18 @@ pub struct State {
     /// Kinds whose creation the API server forbids (403), e.g. a role without `secrets`.
     pub forbidden: Vec<&'static str>,
     kill_after: Option<usize>,
+    /// Set: the next conditional PATCH finds its object changed by another writer first (its
+    /// version moved on), as when another claimer won a race.
+    pub raced: bool,
 }
 
 impl State {
+    /// A new resource version (one counter for every object, as etcd's revision).
+    pub fn bump(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
     fn uid(&mut self) -> String {
         self.next_uid += 1;
         format!("00000000-0000-4000-8000-{:012}", self.next_uid)
@@ -206,11 +215,58 @@ impl State {
                 Some(o) => (StatusCode::OK, o.clone()),
                 None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{kind} \"{name}\" not found")),
             },
+            // A JSON merge patch (RFC 7386); a `metadata.resourceVersion` in it is a
+            // precondition, as the API server takes it: applied to that version only, else 409.
+            ("PATCH", Some(name)) => {
+                let Ok(mut patch) = serde_json::from_slice::<Value>(body) else {
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", "the patch is not JSON");
+                };
+                let Some(o) = objects.get_mut(&(ns, name.clone())) else {
+                    return status(StatusCode::NOT_FOUND, "NotFound", &format!("{kind} \"{name}\" not found"));
+                };
+                let wanted = patch["metadata"].as_object_mut().and_then(|m| m.remove("resourceVersion"));
+                if wanted.is_some() && std::mem::take(&mut self.raced) {
+                    o["metadata"]["resourceVersion"] = json!(format!("{}-raced", self.version));
+                }
+                if let Some(wanted) = wanted
+                    && o["metadata"]["resourceVersion"] != wanted
+                {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        &format!(
+                            "Operation cannot be fulfilled on {kind} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                        ),
+                    );
+                }
+                merge(o, &patch);
+                o["metadata"]["resourceVersion"] = json!(self.version.to_string());
+                (StatusCode::OK, o.clone())
+            }
             ("DELETE", Some(name)) => match objects.remove(&(ns, name.clone())) {
                 Some(o) => (StatusCode::OK, o),
                 None => status(StatusCode::NOT_FOUND, "NotFound", &format!("{kind} \"{name}\" not found")),
             },
             _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", &format!("{method} is not supported here")),
+        }
+    }
+}
+
+/// RFC 7386: objects merged key by key, `null` removes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().unwrap();
+    for (k, v) in fields {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge(t.entry(k.clone()).or_insert(Value::Null), v);
         }
     }
 }

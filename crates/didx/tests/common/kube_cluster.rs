@@ -233,9 +233,12 @@ fn set_pod_status(api: &FakeApi, pod: &str, status: Value) {
         _ => None,
     };
     if let (Some(job_status), Some(job_name)) = (job_status, job_name) {
+        // A status written is a new version of the object, as on an API server.
+        let version = s.bump();
         for (key, j) in s.objects.entry("jobs").or_default().iter_mut() {
             if key.1 == job_name {
                 j["status"] = job_status.clone();
+                j["metadata"]["resourceVersion"] = json!(version.to_string());
             }
         }
     }
@@ -303,7 +306,8 @@ fn upgrade(mut req: Request<Incoming>, pod: Arc<Ran>, query: String, exec: bool)
             let stderr = params.iter().any(|(k, v)| k == "stderr" && v == "true");
             serve_exec(&pod.docker, &id, command, stderr, ws).await;
         } else {
-            serve_attach(&pod.docker, &id, ws).await;
+            let stdout = params.iter().any(|(k, v)| k == "stdout" && v == "true");
+            serve_attach(&pod.docker, &id, stdout, ws).await;
         }
     });
     Response::builder()
@@ -387,19 +391,28 @@ async fn serve_exec(docker: &Docker, id: &str, command: Vec<String>, stderr: boo
     }
 }
 
-async fn serve_attach(docker: &Docker, id: &str, ws: Ws) {
-    let (_tx, mut rx) = ws.split();
-    let options = qp::AttachContainerOptions { stdin: true, stream: true, ..Default::default() };
+async fn serve_attach(docker: &Docker, id: &str, stdout: bool, ws: Ws) {
+    let (mut tx, mut rx) = ws.split();
+    let options = qp::AttachContainerOptions { stdin: true, stdout, stream: true, ..Default::default() };
     let Ok(attached) = docker.attach_container(id, Some(options)).await else { return };
-    let mut input = attached.input;
-    while let Some(Ok(msg)) = rx.next().await {
-        match msg {
-            Message::Binary(b) if b.first() == Some(&0) && input.write_all(&b[1..]).await.is_err() => break,
-            Message::Binary(b) if b.first() == Some(&255) => break,
-            Message::Close(_) => break,
-            _ => {}
+    let (mut input, mut output) = (attached.input, attached.output);
+    loop {
+        tokio::select! {
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Binary(b))) if b.first() == Some(&0) && input.write_all(&b[1..]).await.is_err() => break,
+                Some(Ok(Message::Binary(b))) if b.first() == Some(&255) => break,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                _ => {}
+            },
+            // What the container writes from now on, as the kubelet streams it (channel 1).
+            out = output.next(), if stdout => match out {
+                Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => { if tx.send(framed(1, &message)).await.is_err() { break } }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => break,
+            },
         }
     }
     // The attach ends: with stdinOnce, the container's stdin closes.
     let _ = input.shutdown().await;
+    let _ = tx.close().await;
 }

@@ -4,12 +4,13 @@
 //!
 //! A member is a container of the environment's pod, named `POD/CONTAINER`. A program runs
 //! in it through `pods/exec` (its exit code from the stream's final status); files go in and
-//! out as a tar through `tar` run there; the pod is held by [`Hold`] (attach with beats) from
-//! the moment it runs, kept with the environment. What is not made here: an exec'd lease
-//! (`Backend::hold`: keeping an environment beyond its didx), a member of its own (the pod's
-//! containers go together), the image store, the pool, published ports.
+//! out as a tar through `tar` run there. The pod is held from the moment it runs by a lease
+//! per container (an attach to its stdin, beating), kept with the environment as on Docker:
+//! released (the pool's fill) or ended (its removal); an exec'd lease (`Backend::hold`, the
+//! entrypoint's `lease` mode) holds a pooled pod for the run that claimed it. What is not made
+//! here: a member of its own (the pod's containers go together), the image store, published
+//! ports.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,12 +25,11 @@ use tokio::io::AsyncWriteExt;
 
 use super::cluster::Cluster;
 use super::manifest::{self, CLIENT, Contents, KubeOptions, SERVER};
-use super::reach::Hold;
 use crate::backend::{Backend, MemberConfig, OnEvent, Placed, Sink, Swept};
 use crate::cancel::Cancel;
 use crate::engine::{ExecAs, Lease};
 use crate::env::id::Container;
-use crate::env::spec::EnvSpec;
+use crate::env::spec::{EnvSpec, PoolTag};
 use crate::env::summary::{EnvSummary, Member};
 use crate::error::{Error, Result};
 use crate::labels;
@@ -49,6 +49,36 @@ impl KubeBackend {
     pub(crate) fn new(cluster: Cluster, options: KubeOptions) -> KubeBackend {
         let location = format!("kubernetes namespace {}", cluster.namespace());
         KubeBackend { cluster, options, location }
+    }
+
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    pub(crate) fn options(&self) -> &KubeOptions {
+        &self.options
+    }
+
+    /// A sandbox as `spec` says (for the warm pool when `pool` is given): its objects made, its
+    /// pod running and held by this process's attach leases, its inner engine answering.
+    /// Whatever fails on the way deletes it.
+    pub(crate) async fn place_as(&self, spec: &EnvSpec, pool: Option<&PoolTag>, cancel: &Cancel) -> Result<Placed> {
+        manifest::refuse_unsupported(spec)?;
+        let tls = crate::tls::TlsMaterial::generate(&[spec.server_name().as_str()])?;
+        let objects = manifest::objects_of(spec, &self.options, Contents::Real(&tls), pool)?;
+        let (_, created) = tokio::select! {
+            r = self.cluster.start(objects) => r?,
+            () = cancel.cancelled() => return Err(Error::Cancelled),
+        };
+        match self.place_pod(spec, &created.name, cancel).await {
+            Ok((pod, leases)) => Ok(placed(&pod, leases)),
+            Err(e) => {
+                if let Err(rm) = self.cluster.delete(&created.name).await {
+                    tracing::warn!(error = %rm, job = %created.name, "removing a Job whose start failed failed; its deadline ends it");
+                }
+                Err(e)
+            }
+        }
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -110,12 +140,12 @@ impl KubeBackend {
         Ok(out)
     }
 
-    async fn place_pod(&self, spec: &EnvSpec, name: &str, cancel: &Cancel) -> Result<(String, Hold)> {
+    async fn place_pod(&self, spec: &EnvSpec, name: &str, cancel: &Cancel) -> Result<(String, Vec<Lease>)> {
         let pod = tokio::select! {
             r = self.cluster.wait_running(name, spec.ready_timeout.max(Duration::from_secs(120))) => r?,
             () = cancel.cancelled() => return Err(Error::Cancelled),
         };
-        let hold = self.cluster.hold(&pod).await?;
+        let leases = self.cluster.leases(&pod).await?;
         let inner = self.cluster.inner_docker(&pod)?;
         let started = Instant::now();
         loop {
@@ -124,7 +154,7 @@ impl KubeBackend {
                 () = cancel.cancelled() => return Err(Error::Cancelled),
             };
             if let Ok(Ok(_)) = answer {
-                return Ok((pod, hold));
+                return Ok((pod, leases));
             }
             if started.elapsed() >= spec.ready_timeout {
                 return Err(Error::TimedOut { op: "wait for the inner engine", target: pod, after: spec.ready_timeout, idle: false });
@@ -143,7 +173,7 @@ async fn copy_to(from: &mut (impl tokio::io::AsyncRead + Unpin), to: Sink<'_>) -
 /// pod ended, `running` while the pod is ready (its containers run: no probes), else `created`
 /// (pending: scheduled, pulling, starting). Clusters older than the `ready` count (1.24) say
 /// only `active`, which counts a pending pod too.
-fn job_state(status: &k8s_openapi::api::batch::v1::JobStatus) -> &'static str {
+pub(crate) fn job_state(status: &k8s_openapi::api::batch::v1::JobStatus) -> &'static str {
     let active = status.active.unwrap_or(0) > 0;
     if status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0) > 0 {
         "exited"
@@ -152,6 +182,12 @@ fn job_state(status: &k8s_openapi::api::batch::v1::JobStatus) -> &'static str {
     } else {
         "created"
     }
+}
+
+/// The members of `pod`, held by `leases`.
+pub(crate) fn placed(pod: &str, leases: Vec<Lease>) -> Placed {
+    let member = |c: &str| Container { name: format!("{pod}/{c}"), id: format!("{pod}/{c}") };
+    Placed { server: Some(member(SERVER)), client: member(CLIENT), leases, guard: None }
 }
 
 /// `POD/CONTAINER`.
@@ -211,30 +247,7 @@ impl Backend for KubeBackend {
     }
 
     fn place<'a>(&'a self, spec: &'a EnvSpec, cancel: &'a Cancel, _on: OnEvent<'a>) -> BoxFuture<'a, Result<Placed>> {
-        async move {
-            manifest::refuse_unsupported(spec)?;
-            let tls = crate::tls::TlsMaterial::generate(&[spec.server_name().as_str()])?;
-            let objects = manifest::objects(spec, &self.options, Contents::Real(&tls))?;
-            let (_, created) = tokio::select! {
-                r = self.cluster.start(objects) => r?,
-                () = cancel.cancelled() => return Err(Error::Cancelled),
-            };
-            match self.place_pod(spec, &created.name, cancel).await {
-                Ok((pod, hold)) => Ok(Placed {
-                    server: Some(Container { name: format!("{pod}/{SERVER}"), id: format!("{pod}/{SERVER}") }),
-                    client: Container { name: format!("{pod}/{CLIENT}"), id: format!("{pod}/{CLIENT}") },
-                    leases: Vec::new(),
-                    guard: Some(Box::new(Mutex::new(hold))),
-                }),
-                Err(e) => {
-                    if let Err(rm) = self.cluster.delete(&created.name).await {
-                        tracing::warn!(error = %rm, job = %created.name, "removing a Job whose start failed failed; its deadline ends it");
-                    }
-                    Err(e)
-                }
-            }
-        }
-        .boxed()
+        self.place_as(spec, None, cancel).boxed()
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<EnvSummary>>> {
@@ -244,7 +257,12 @@ impl Backend for KubeBackend {
                 let labels = job.metadata.labels.clone().unwrap_or_default();
                 let label = |k: &str| labels.get(k).cloned();
                 let status = job.status.clone().unwrap_or_default();
-                let state = job_state(&status);
+                let mut state = job_state(&status);
+                // A pooled one nobody claimed: `ready` once released into the pool, else
+                // `starting` (as `didx ls` says them on Docker).
+                if label(labels::POOL).is_some() && label(labels::POOL_CLAIMED).is_none() && state != "exited" {
+                    state = if label(labels::POOL_READY).is_some() { "ready" } else { "starting" };
+                }
                 let name = job.metadata.name.clone().unwrap_or_default();
                 let members = [SERVER, CLIENT]
                     .iter()
@@ -256,6 +274,7 @@ impl Backend for KubeBackend {
                     expires: label(labels::EXPIRES).and_then(|v| v.parse().ok()),
                     policy: label(labels::POLICY),
                     owner: job.metadata.annotations.as_ref().and_then(|a| a.get(labels::OWNER).cloned()),
+                    pool: label(labels::POOL),
                     members,
                     ..EnvSummary::default()
                 });
@@ -369,8 +388,8 @@ impl Backend for KubeBackend {
         .boxed()
     }
 
-    fn hold<'a>(&'a self, _member: &'a str, _argv: &'a [String]) -> BoxFuture<'a, Result<Lease>> {
-        async move { Err(Error::Unsupported { what: "holding an environment from another process", backend: "kubernetes" }) }.boxed()
+    fn hold<'a>(&'a self, member: &'a str, argv: &'a [String]) -> BoxFuture<'a, Result<Lease>> {
+        self.cluster.exec_lease(member, argv).boxed()
     }
 
     fn remove_member<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<()>> {

@@ -35,7 +35,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 
 use crate::archive::Entry;
 use crate::backend::docker::recipe::{self, ClientFiles};
-use crate::env::spec::EnvSpec;
+use crate::env::spec::{EnvSpec, PoolTag};
 use crate::error::{Error, Result};
 use crate::isolation::Isolation;
 use crate::spec::IsolationMode;
@@ -130,21 +130,29 @@ pub fn object_name(spec: &EnvSpec) -> String {
 /// The objects of the sandbox `spec` describes, made as `opts` says. Fails for what a pod
 /// cannot be (see [`refuse_unsupported`]).
 pub fn objects(spec: &EnvSpec, opts: &KubeOptions, contents: Contents<'_>) -> Result<Objects> {
+    objects_of(spec, opts, contents, None)
+}
+
+/// [`objects`], for the warm pool when `pool` is given: labelled with its key (and name,
+/// size and idle timeout, as on Docker), the server ending itself when nobody claims it within
+/// the idle timeout and the client following it, its deadline that much longer.
+pub(crate) fn objects_of(spec: &EnvSpec, opts: &KubeOptions, contents: Contents<'_>, pool: Option<&PoolTag>) -> Result<Objects> {
     refuse_unsupported(spec)?;
     let name = object_name(spec);
     let tls = contents.tls();
     let created = crate::util::now_secs();
     let server_name = spec.server_name();
-    let server = recipe::Server { spec, name: &server_name, tls, created, pool: None, net: None };
+    let server = recipe::Server { spec, name: &server_name, tls, created, pool, net: None };
     let client = recipe::Client {
         spec,
         server_name: &server_name,
         created,
         files: ClientFiles::Upload(tls),
-        pool_key: None,
-        pool_name: None,
+        pool_key: pool.map(|p| p.key.as_str()),
+        pool_name: pool.and_then(|p| p.name.as_deref()),
         engine_socket: None,
     };
+    let deadline = opts.deadline + Duration::from_secs(pool.and_then(|p| p.idle_timeout).unwrap_or(0));
     let iso = match (&opts.runtime_class, spec.isolation) {
         (Some(_), _) => None,
         (None, IsolationMode::Caps) => Some(Isolation::Caps(vec!["ALL".into()])),
@@ -248,7 +256,7 @@ pub fn objects(spec: &EnvSpec, opts: &KubeOptions, contents: Contents<'_>) -> Re
         metadata: meta(&name),
         spec: Some(JobSpec {
             backoff_limit: Some(0),
-            active_deadline_seconds: Some(opts.deadline.as_secs().max(1) as i64),
+            active_deadline_seconds: Some(deadline.as_secs().max(1) as i64),
             ttl_seconds_after_finished: Some(opts.ttl_after_finished.as_secs() as i32),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..Default::default() }),

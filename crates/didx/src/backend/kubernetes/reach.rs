@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::cluster::Cluster;
 use super::manifest::{CLIENT, SERVER};
-use crate::engine::{BEAT_EVERY, DIAL, Duplex, docker_over};
+use crate::engine::{DIAL, Duplex, Lease, docker_over};
 use crate::error::{Error, Result};
 
 /// The buffer of each exec stream's stdin and stdout (kube's default, 1 KiB, makes an image's
@@ -141,76 +141,84 @@ impl Cluster {
         }
     }
 
-    /// Holds `pod`: an attach to each container's stdin, a `beat` every second, until the
-    /// [`Hold`] is dropped (the streams end: both containers end) or didx is gone (the beats
-    /// stop: the entrypoint ends them within its limit).
+    /// Holds `pod`: an attach to each container's stdin (and output, where the entrypoint
+    /// answers a release), a `beat` every second, until the [`Hold`] is dropped (the streams
+    /// end: both containers end) or didx is gone (the beats stop: the entrypoint ends them
+    /// within its limit).
     pub async fn hold(&self, pod: &str) -> Result<Hold> {
-        let mut attached = Vec::new();
+        Ok(Hold { leases: self.leases(pod).await? })
+    }
+
+    /// The leases of [`Cluster::hold`]: one attach per container, as the environment keeps
+    /// them (released into the pool, or ended at its removal).
+    pub(crate) async fn leases(&self, pod: &str) -> Result<Vec<Lease>> {
+        let mut leases = Vec::new();
         for container in [SERVER, CLIENT] {
             let params = AttachParams {
                 container: Some(container.into()),
                 stdin: true,
-                stdout: false,
+                stdout: true,
                 stderr: false,
                 tty: false,
                 ..AttachParams::default()
             };
-            let mut a = self.pods_api().attach(pod, &params).await.map_err(|e| Error::Cluster {
+            let member = format!("{pod}/{container}");
+            let a = self.pods_api().attach(pod, &params).await.map_err(|e| Error::Cluster {
                 op: "attach",
-                target: format!("{pod}/{container}"),
+                target: member.clone(),
                 source: Box::new(e),
             })?;
-            let stdin = a.stdin().expect("an attach asked with stdin has it");
-            attached.push((a, stdin));
+            leases.push(lease_over(&member, a)?);
         }
-        let (streams, mut stdins): (Vec<_>, Vec<_>) = attached.into_iter().unzip();
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(BEAT_EVERY);
-            loop {
-                ticks.tick().await;
-                for stdin in stdins.iter_mut() {
-                    if stdin.write_all(b"beat\n").await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Hold { task, streams })
+        Ok(leases)
+    }
+
+    /// A lease on `member` (`POD/CONTAINER`) taken by an exec of `argv` (the entrypoint's
+    /// `lease` mode) told to expect beats, its stdin and output the lease's.
+    pub(crate) async fn exec_lease(&self, member: &str, argv: &[String]) -> Result<Lease> {
+        let (pod, container) = member.split_once('/').unwrap_or((member, CLIENT));
+        let params = AttachParams {
+            container: Some(container.into()),
+            stdin: true,
+            stdout: true,
+            stderr: false,
+            tty: false,
+            ..AttachParams::default()
+        };
+        let mut command = vec!["env".to_string()];
+        command.extend(crate::backend::docker::recipe::lease_env(true));
+        command.extend(argv.iter().cloned());
+        let exec = self.pods_api().exec(pod, command, &params).await.map_err(|e| Error::Cluster {
+            op: "exec",
+            target: member.to_string(),
+            source: Box::new(e),
+        })?;
+        lease_over(member, exec)
     }
 }
 
-/// A held pod (see [`Cluster::hold`]); dropping it lets go: its attach streams end.
+/// A beating [`Lease`] over an attached process's stdin and stdout, which it keeps.
+fn lease_over(member: &str, mut process: AttachedProcess) -> Result<Lease> {
+    let (Some(stdin), Some(stdout)) = (process.stdin(), process.stdout()) else {
+        return Err(Error::io(format!("holding {member}"), std::io::Error::other("the stream has no stdin or stdout")));
+    };
+    Ok(Lease::over(member, Box::pin(stdin), stdout, Box::new(process)))
+}
+
+/// A held pod (see [`Cluster::hold`]); dropping it lets go: its streams end.
 pub struct Hold {
-    task: tokio::task::JoinHandle<()>,
-    streams: Vec<AttachedProcess>,
+    leases: Vec<Lease>,
 }
-
-impl std::fmt::Debug for AttachedStreams<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} attach streams", self.0.len())
-    }
-}
-struct AttachedStreams<'a>(&'a [AttachedProcess]);
 
 impl Hold {
     /// True while the beats go on (every stream takes them).
     pub fn is_holding(&self) -> bool {
-        !self.task.is_finished()
+        self.leases.iter().all(Lease::is_beating)
     }
 }
 
 impl std::fmt::Debug for Hold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hold").field("streams", &AttachedStreams(&self.streams)).field("holding", &self.is_holding()).finish()
-    }
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        // The beats stop and the streams close: each container's stdin ends (stdinOnce).
-        self.task.abort();
-        for s in &self.streams {
-            s.abort();
-        }
+        f.debug_struct("Hold").field("leases", &self.leases.len()).field("holding", &self.is_holding()).finish()
     }
 }

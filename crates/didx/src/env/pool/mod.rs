@@ -56,6 +56,7 @@ mod down;
 mod entry;
 mod fill;
 mod key;
+pub(crate) mod kube;
 mod lock;
 mod names;
 mod retire;
