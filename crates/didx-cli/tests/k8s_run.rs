@@ -101,6 +101,26 @@ fn a_run_on_the_kubernetes_backend_runs_its_commands_in_the_pod_stops_at_the_fir
 }
 
 #[test]
+fn host_commands_on_the_kubernetes_backend_reach_the_inner_engine_through_a_port_forward_with_mutual_tls() {
+    let cluster = Emulated::start();
+    let mut args = vec!["--backend", "kubernetes", "--clean", "anycase"];
+    args.extend(LOCAL);
+    args.extend([
+        "docker info --format {{.ServerVersion}}",
+        "host: docker version --format {{.Server.Version}}",
+        "host: sh -c 'echo \"$DOCKER_TLS_VERIFY $DIND_CLIENT_NAME\"'",
+    ]);
+    let r = cluster.didx(&args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", r.show());
+    assert!(!lines[0].is_empty() && lines[0] == lines[1], "the same engine from the client and from here: {}", r.show());
+    assert!(lines[2].starts_with("1 didx-") && lines[2].ends_with("/client"), "{}", r.show());
+    let id = r.stderr.split_whitespace().find(|w| w.starts_with("didx-")).map(|w| w.trim_start_matches("didx-").to_string()).unwrap();
+    cluster.empty_then_stop(&[&id]);
+}
+
+#[test]
 fn what_the_kubernetes_backend_cannot_do_is_one_usage_line_and_nothing_is_asked_of_the_cluster() {
     let cluster = Emulated::start();
     let cases: [(&[&str], &str); 10] = [
@@ -108,7 +128,7 @@ fn what_the_kubernetes_backend_cannot_do_is_one_usage_line_and_nothing_is_asked_
         (&["--backend", "kubernetes", "--clean", "success", "true"], "--clean anycase"),
         (&["--backend", "kubernetes", "--clean", "anycase", "-v", "/data", "true"], "-v"),
         (&["--backend", "kubernetes", "--clean", "anycase", "--workdir-here", "true"], "--workdir-here"),
-        (&["--backend", "kubernetes", "--clean", "anycase", "host: docker info"], "COMMAND"),
+        (&["--backend", "kubernetes", "--clean", "anycase", "docker exec x true"], "COMMAND"),
         (&["--namespace", "ci", "true"], "--backend kubernetes"),
         (&["pool", "up", "1", "--backend", "kubernetes", "--idle-timeout", "0"], "--idle-timeout"),
         (&["pool", "up", "1", "--backend", "kubernetes", "--load", "busybox:latest"], "--load"),

@@ -168,7 +168,36 @@ async fn a_library_sandbox_on_an_emulated_cluster_runs_commands_reaches_its_dock
     // The inner engine from here: dial-stdio through pods/exec.
     let docker = sb.docker().await.unwrap();
     assert_eq!(docker.version().await.unwrap().version.as_deref(), Some(version.as_str()));
+    // And as a host tool reaches it: the server's TLS port carried by pods/portforward to this
+    // machine's loopback, mutual TLS with the client certificate, the docker CLI.
+    let vars = sb.docker_env().await.unwrap();
+    let var = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+    assert!(var("DOCKER_HOST").starts_with("tcp://127.0.0.1:") && var("DOCKER_TLS_VERIFY") == "1", "{vars:?}");
+    let cert_dir = std::path::PathBuf::from(var("DOCKER_CERT_PATH"));
+    for _ in 0..2 {
+        let out = tokio::process::Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .envs(vars.iter().cloned())
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), version, "each connection a port-forward of its own");
+    }
+    // COMMANDs as didx runs them: `host:` ones on this machine against the inner engine.
+    let steps: Vec<didx::spec::Step> =
+        [r#"host: test "$(docker info --format '{{.ServerVersion}}')" = "$V" && test -n "$DIND_CLIENT_NAME""#, "true"]
+            .iter()
+            .map(|c| didx::spec::Step::parse(&c.replace("$V", &version)).unwrap())
+            .collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(sb.run_steps(&steps, &mut out, &mut err).await.unwrap(), None, "{}", String::from_utf8_lossy(&err));
+    let failing = [didx::spec::Step::parse("host: exit 4").unwrap()];
+    assert_eq!(sb.run_steps(&failing, &mut out, &mut err).await.unwrap(), Some((1, 4)));
     sb.rm().await.unwrap();
+    assert!(!cert_dir.exists(), "the client certificate directory outlived its sandbox");
     cluster_empty(&em).await;
     nothing_left(em, &id).await;
 }

@@ -72,7 +72,7 @@ pub struct KubeRun {
     kube: KubeOptions,
     context: Option<String>,
     namespace: Option<String>,
-    steps: Vec<Vec<String>>,
+    steps: Vec<didx::spec::Step>,
     /// `--pool`: a ready one of the pool on the cluster when one matches.
     from: didx::StartFrom,
 }
@@ -99,12 +99,12 @@ impl KubeRun {
         }
         let mut steps = Vec::new();
         for c in &a.commands {
-            match didx::spec::Step::parse(c)? {
-                didx::spec::Step::Client(argv) => steps.push(argv),
-                didx::spec::Step::Host { .. } => {
-                    return Err(refuse("COMMAND", c, "a command on this machine against the inner engine is not built yet").into());
-                }
+            let step = didx::spec::Step::parse(c)?;
+            if let didx::spec::Step::Host { form: didx::spec::HostForm::DockerExec, .. } = step {
+                let why = "there is no engine to `docker exec` into (write the command as the client runs it, or use host: COMMAND)";
+                return Err(refuse("COMMAND", c, why).into());
             }
+            steps.push(step);
         }
         let kube = kube_options(&a.k8s)?;
         let builder = crate::options::run_builder(&a)?;
@@ -128,21 +128,10 @@ impl KubeRun {
             say(format!("{} claimed from the pool; a refill starts now (this run waits for it at its end)", sandbox.id()));
         }
         say(format!("{} started: Job didx-{} in namespace {}", sandbox.id(), sandbox.id(), cluster.namespace()));
-        let mut code = 0;
-        let mut failure = None;
-        for argv in &self.steps {
-            match sandbox.exec_streaming(argv, &mut tokio::io::stdout(), &mut tokio::io::stderr()).await {
-                Ok(0) => {}
-                Ok(c) => {
-                    code = c;
-                    break;
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
+        let (code, failure) = match sandbox.run_steps(&self.steps, &mut tokio::io::stdout(), &mut tokio::io::stderr()).await {
+            Ok(failed) => (failed.map_or(0, |(_, code)| code), None),
+            Err(e) => (0, Some(e)),
+        };
         let id = sandbox.id().to_string();
         let removed = sandbox.rm().await;
         if let Some(e) = failure {

@@ -167,6 +167,13 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// The Docker engine behind this backend, for what is made only on Docker so far (see the
     /// module documentation); `None` elsewhere.
     fn as_engine(&self) -> Option<&crate::engine::Engine>;
+
+    /// A port of this machine's loopback carried to `port` in `member`'s network (a cluster's
+    /// port-forward), held until the [`Forward`](crate::engine::Forward) drops; `None` where
+    /// the backend's ports are reached otherwise (Docker publishes them).
+    fn forward<'a>(&'a self, _member: &'a str, _port: u16) -> BoxFuture<'a, Result<Option<crate::engine::Forward>>> {
+        futures_util::FutureExt::boxed(async { Ok(None) })
+    }
 }
 
 /// A member's tar of `path`, whole (for small files: certificates, `/etc`).

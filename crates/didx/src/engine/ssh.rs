@@ -280,6 +280,12 @@ impl Forward {
         Ok(Forward { local, task })
     }
 
+    /// A forward served by `task` (which owns its listener, bound at `local`), as another
+    /// backend carries it (a cluster's port-forward).
+    pub(crate) fn serving(local: std::net::SocketAddr, task: tokio::task::JoinHandle<()>) -> Forward {
+        Forward { local, task }
+    }
+
     /// The local address: `127.0.0.1:PORT`.
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.local

@@ -28,6 +28,11 @@ impl Environment {
     /// [`Error::NoEndpoint`] for a server that publishes none (made by an older didx).
     pub async fn endpoint(&self) -> Result<Endpoint> {
         let server = self.inner_server()?;
+        if self.backend.as_engine().is_none() {
+            // On a cluster: a port-forward to the server's TLS port.
+            let port = self.reach_port(TLS_PORT).await?;
+            return Ok(Endpoint { host: format!("tcp://{PUBLISHED_IP}:{port}"), port });
+        }
         let inspect = self.docker("an inner engine's published port")?.inspect(&server.id).await?;
         let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());
         let port = published_port(ports).ok_or_else(|| Error::NoEndpoint {
@@ -42,12 +47,24 @@ impl Environment {
     /// The port on this machine's loopback that reaches `port` published on the engine
     /// machine's loopback: `port` itself for an engine on this machine; for an engine over
     /// SSH, a forward over its SSH connection (opened the first time, held as long as this
-    /// handle: it ends with the run, the sandbox, or `didx env`'s holder);
+    /// handle: it ends with the run, the sandbox, or `didx env`'s holder); on a cluster, a
+    /// port-forward to `port` of the pod, held the same way;
     /// [`Error::EndpointElsewhere`] for an engine on another machine reached otherwise.
     pub(crate) async fn reach_port(&self, port: u16) -> Result<u16> {
         let mut forwards = self.forwards.lock().await;
         if let Some(f) = forwards.get(&port) {
             return Ok(f.local_addr().port());
+        }
+        if self.backend.as_engine().is_none() {
+            // On a cluster: a port-forward to the pod (whose network the server's is).
+            let server = self.inner_server()?.id.clone();
+            let f = self.backend.forward(&server, port).await?.ok_or(Error::Unsupported {
+                what: "reaching a port of the environment",
+                backend: self.backend.kind(),
+            })?;
+            let local = f.local_addr().port();
+            forwards.insert(port, f);
+            return Ok(local);
         }
         let engine = self.docker("reaching a published port")?;
         match engine.forward(port).await? {

@@ -81,6 +81,15 @@ impl Environment {
     /// connection, held as long as this handle. [`Error::EndpointElsewhere`] when the engine
     /// is on another machine and not reached over SSH.
     pub async fn host_access(&self) -> Result<HostAccess> {
+        if self.backend.as_engine().is_none() {
+            // On a cluster: the server's TLS port carried here by a port-forward (its
+            // certificate names 127.0.0.1); nothing is published there.
+            let port = self.reach_port(TLS_PORT).await?;
+            let certs = self.client_certificates().await?;
+            let cert_path = certdir::write(self.backend.location(), self.id.as_str(), &certs)?;
+            let docker_host = format!("tcp://{PUBLISHED_IP}:{port}");
+            return Ok(HostAccess { id: self.id.to_string(), docker_host, cert_path, published: Vec::new() });
+        }
         let engine = self.docker("reaching an inner engine from the host")?;
         let host = engine.host();
         if !is_on_this_machine(host) && !engine.is_ssh() {

@@ -182,6 +182,22 @@ impl Sandbox {
         self.env().exec(argv, out, err).await
     }
 
+    /// Run COMMANDs as `didx` runs them ([`crate::spec::Step::parse`]): in the client, or, with
+    /// `host:`, on this machine (`sh -c`) with `DOCKER_HOST`, `DOCKER_TLS_VERIFY` and
+    /// `DOCKER_CERT_PATH` pointing at the inner engine ([`docker_env`](Self::docker_env)) and
+    /// `DIND_CLIENT_NAME` naming the client; output streamed to `out` and `err`, stopping at
+    /// the first that fails. Returns that one (1-based) and its exit code, `None` when all
+    /// succeeded.
+    pub async fn run_steps(
+        &self,
+        steps: &[crate::spec::Step],
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        err: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<Option<(usize, i64)>> {
+        let name = crate::spec::EnvVarName::parse("DIND_CLIENT_NAME")?;
+        Ok(crate::ops::run::run_steps(self.env(), steps, &name, out, err, &|_| {}).await?.failed)
+    }
+
     /// Keep the sandbox running after this handle is dropped and after this process ends (as
     /// `--clean none` does): its lease is released. Remove it later with `didx --clean all` or
     /// by its label.

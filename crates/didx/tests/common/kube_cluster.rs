@@ -3,10 +3,11 @@
 //! a "kubelet" that runs each Job's pod on the local Docker engine (`pod_on_docker.rs`) once
 //! its Secret exists, reports the pod `Running`, then `Failed` (and its Job failed) when its
 //! containers end, and removes its containers when the pod is deleted; the garbage collector
-//! running all along; and `pods/exec` and `pods/attach` served as the API server and kubelet
-//! serve them (a websocket, subprotocol `v5.channel.k8s.io`: channel 0 stdin, 1 stdout,
-//! 2 stderr, 3 the final status, 255 a stream's close), bridged to Docker's exec and attach
-//! of the pod's containers.
+//! running all along; and `pods/exec`, `pods/attach` and `pods/portforward` served as the API
+//! server and kubelet serve them (a websocket, subprotocol `v5.channel.k8s.io`: channel 0
+//! stdin, 1 stdout, 2 stderr, 3 the final status, 255 a stream's close; a port-forward's
+//! channels 0 data and 1 error, each opened with the port), bridged to Docker's exec and attach
+//! of the pod's containers and to a TCP connection to the pod's address.
 //!
 //! So the kubernetes backend's own code (kube's client, its exec and attach streams, didx's
 //! transport and hold over them) runs unchanged against it; what is not the real thing is the
@@ -253,7 +254,7 @@ async fn handle(
 ) -> Result<Answer, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    if let Some(rest) = path.strip_suffix("/exec").or_else(|| path.strip_suffix("/attach")) {
+    if let Some(rest) = path.strip_suffix("/exec").or_else(|| path.strip_suffix("/attach")).or_else(|| path.strip_suffix("/portforward")) {
         let pod = rest.rsplit('/').next().unwrap_or_default().to_string();
         let exec = path.ends_with("/exec");
         let found = pods.lock().unwrap().get(&pod).cloned();
@@ -301,7 +302,9 @@ fn upgrade(mut req: Request<Incoming>, pod: Arc<Ran>, query: String, exec: bool)
         let params = params(&query);
         let container = params.iter().find(|(k, _)| k == "container").map(|(_, v)| v.clone()).unwrap_or_default();
         let id = if container == "client" { pod.client.clone() } else { pod.server.clone() };
-        if exec {
+        if let Some(port) = params.iter().find(|(k, _)| k == "ports").and_then(|(_, v)| v.split(',').next()?.parse::<u16>().ok()) {
+            serve_portforward(&pod.docker, &pod.server, port, ws).await;
+        } else if exec {
             let command: Vec<String> = params.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
             let stderr = params.iter().any(|(k, v)| k == "stderr" && v == "true");
             serve_exec(&pod.docker, &id, command, stderr, ws).await;
@@ -389,6 +392,49 @@ async fn serve_exec(docker: &Docker, id: &str, command: Vec<String>, stderr: boo
             },
         }
     }
+}
+
+/// `pods/portforward` for one port, as the kubelet serves it: the data channel (0) and the
+/// error channel (1) each open with the port (little-endian), then the bytes of one TCP
+/// connection to the pod's network (the server's: the client shares it) on channel 0.
+async fn serve_portforward(docker: &Docker, server: &str, port: u16, ws: Ws) {
+    let (mut tx, mut rx) = ws.split();
+    for channel in [0, 1] {
+        if tx.send(framed(channel, &port.to_le_bytes())).await.is_err() {
+            return;
+        }
+    }
+    let ip = docker
+        .inspect_container(server, None::<qp::InspectContainerOptions>)
+        .await
+        .ok()
+        .and_then(|c| c.network_settings?.networks?.into_values().find_map(|n| n.ip_address.filter(|ip| !ip.is_empty())));
+    let connected = match ip {
+        Some(ip) if !ip.is_empty() => tokio::net::TcpStream::connect((ip.as_str(), port)).await.ok(),
+        _ => None,
+    };
+    let Some(tcp) = connected else {
+        let _ = tx.send(framed(1, format!("error forwarding port {port} to pod: connection refused").as_bytes())).await;
+        let _ = tx.close().await;
+        return;
+    };
+    let (mut from_pod, mut to_pod) = tcp.into_split();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        tokio::select! {
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Binary(b))) if b.first() == Some(&0) && to_pod.write_all(&b[1..]).await.is_err() => break,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                _ => {}
+            },
+            n = tokio::io::AsyncReadExt::read(&mut from_pod, &mut buf) => match n {
+                Ok(n) if n > 0 => if tx.send(framed(0, &buf[..n])).await.is_err() { break },
+                _ => break,
+            },
+        }
+    }
+    let _ = to_pod.shutdown().await;
+    let _ = tx.close().await;
 }
 
 async fn serve_attach(docker: &Docker, id: &str, stdout: bool, ws: Ws) {

@@ -388,6 +388,14 @@ impl Backend for KubeBackend {
         .boxed()
     }
 
+    fn forward<'a>(&'a self, member: &'a str, port: u16) -> BoxFuture<'a, Result<Option<crate::engine::Forward>>> {
+        async move {
+            let (pod, _) = split(member)?;
+            self.cluster.forward_port(pod, port).await.map(Some)
+        }
+        .boxed()
+    }
+
     fn hold<'a>(&'a self, member: &'a str, argv: &'a [String]) -> BoxFuture<'a, Result<Lease>> {
         self.cluster.exec_lease(member, argv).boxed()
     }

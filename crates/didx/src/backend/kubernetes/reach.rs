@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::cluster::Cluster;
 use super::manifest::{CLIENT, SERVER};
-use crate::engine::{DIAL, Duplex, Lease, docker_over};
+use crate::engine::{DIAL, Duplex, Forward, Lease, docker_over};
 use crate::error::{Error, Result};
 
 /// The buffer of each exec stream's stdin and stdout (kube's default, 1 KiB, makes an image's
@@ -129,6 +129,30 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// A port of this machine's loopback (one the system picks) whose every connection is a
+    /// `pods/portforward` stream to `port` of `pod` (its network: the server's TLS port, what
+    /// its inner containers publish), until the [`Forward`] drops.
+    pub(crate) async fn forward_port(&self, pod: &str, port: u16) -> Result<Forward> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| Error::io("listening for a port-forward", e))?;
+        let local = listener.local_addr().map_err(|e| Error::io("listening for a port-forward", e))?;
+        let (api, pod) = (self.pods_api(), pod.to_string());
+        let task = tokio::spawn(async move {
+            let mut open = tokio::task::JoinSet::new();
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (api, pod) = (api.clone(), pod.clone());
+                open.spawn(async move {
+                    let Ok(mut forwarder) = api.portforward(&pod, &[port]).await else { return };
+                    let Some(mut stream) = forwarder.take_stream(port) else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut conn, &mut stream).await;
+                    drop(stream);
+                    let _ = forwarder.join().await;
+                });
+                while open.try_join_next().is_some() {}
+            }
+        });
+        Ok(Forward::serving(local, task))
     }
 
     /// The running pod of sandbox `id` (its Job `didx-<id>`).
