@@ -181,21 +181,7 @@ pub async fn pool(host: Option<&str>, cmd: PoolJob) -> anyhow::Result<u8> {
                 }
                 (r, _) => r?,
             };
-            for (id, why) in &r.left {
-                say(format!("left pooled environment {id}: {why}"));
-            }
-            crate::event_json::emit_fields(
-                "pool_down",
-                serde_json::json!({
-                    "removed": r.removed,
-                    "left": r.left.iter().map(|(id, why)| serde_json::json!({"env": id, "why": why})).collect::<Vec<_>>(),
-                }),
-            );
-            say(format!(
-                "removed {} pooled environment(s){}",
-                r.removed.len(),
-                if r.left.is_empty() { String::new() } else { format!(", left {}", r.left.len()) }
-            ));
+            say_down(&r.removed, &r.left, ("environment", "environment(s)"), "");
             Ok(0)
         }
         PoolJob::List => listing::pool(&engine).await,
@@ -236,21 +222,22 @@ async fn up_kube(n: usize, idle: Duration, options: &SandboxOptions, target: &Ku
 async fn down_kube(target: &KubeTarget) -> anyhow::Result<u8> {
     let cluster = target.connect().await?;
     let r = didx::kubernetes::pool_down(&cluster).await?;
-    for (id, why) in &r.left {
-        say(format!("left pooled sandbox {id}: {why}"));
+    say_down(&r.removed, &r.left, ("sandbox", "sandbox(es)"), &format!(" in namespace {}", cluster.namespace()));
+    Ok(0)
+}
+
+/// What a `pool down` did: each one left and why, the `pool_down` event, the count line.
+fn say_down(removed: &[String], left: &[(String, String)], (noun, nouns): (&str, &str), place: &str) {
+    for (id, why) in left {
+        say(format!("left pooled {noun} {id}: {why}"));
     }
     crate::event_json::emit_fields(
         "pool_down",
         serde_json::json!({
-            "removed": r.removed,
-            "left": r.left.iter().map(|(id, why)| serde_json::json!({"env": id, "why": why})).collect::<Vec<_>>(),
+            "removed": removed,
+            "left": left.iter().map(|(id, why)| serde_json::json!({"env": id, "why": why})).collect::<Vec<_>>(),
         }),
     );
-    say(format!(
-        "removed {} pooled sandbox(es) in namespace {}{}",
-        r.removed.len(),
-        cluster.namespace(),
-        if r.left.is_empty() { String::new() } else { format!(", left {}", r.left.len()) }
-    ));
-    Ok(0)
+    let left = if left.is_empty() { String::new() } else { format!(", left {}", left.len()) };
+    say(format!("removed {} pooled {nouns}{place}{left}", removed.len()));
 }

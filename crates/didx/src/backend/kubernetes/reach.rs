@@ -26,6 +26,21 @@ use crate::error::{Error, Result};
 /// upload a thousand round trips of its task per MiB).
 const STREAM_BUFFER: usize = 256 * 1024;
 
+/// A stream to `container`'s stdin and from its stdout (no stderr, no terminal), with `buffer`
+/// bytes of buffer each way when given (kube's default is 1 KiB).
+fn piped(container: &str, buffer: Option<usize>) -> AttachParams {
+    AttachParams {
+        container: Some(container.into()),
+        stdin: true,
+        stdout: true,
+        stderr: false,
+        tty: false,
+        max_stdin_buf_size: buffer,
+        max_stdout_buf_size: buffer,
+        ..AttachParams::default()
+    }
+}
+
 impl Cluster {
     fn pods_api(&self) -> Api<Pod> {
         Api::namespaced(self.client(), self.namespace())
@@ -69,17 +84,7 @@ impl Cluster {
         docker_over(&format!("pods/exec:{}/{pod}", self.namespace()), move || {
             let (api, pod) = (api.clone(), pod.clone());
             async move {
-                let params = AttachParams {
-                    container: Some(CLIENT.into()),
-                    stdin: true,
-                    stdout: true,
-                    stderr: false,
-                    tty: false,
-                    max_stdin_buf_size: Some(STREAM_BUFFER),
-                    max_stdout_buf_size: Some(STREAM_BUFFER),
-                    ..AttachParams::default()
-                };
-                let mut exec = api.exec(&pod, DIAL, &params).await.map_err(std::io::Error::other)?;
+                let mut exec = api.exec(&pod, DIAL, &piped(CLIENT, Some(STREAM_BUFFER))).await.map_err(std::io::Error::other)?;
                 let (Some(stdout), Some(stdin)) = (exec.stdout(), exec.stdin()) else {
                     return Err(std::io::Error::other("the exec stream has no stdin or stdout"));
                 };
@@ -104,9 +109,7 @@ impl Cluster {
                     let (mut conn, _) = accepted.map_err(|e| Error::io("accepting a connection to forward", e))?;
                     let (api, pod) = (api.clone(), pod.to_string());
                     tokio::spawn(async move {
-                        let params = AttachParams { container: Some(CLIENT.into()), stdin: true, stdout: true, stderr: false, tty: false,
-                            max_stdin_buf_size: Some(STREAM_BUFFER), max_stdout_buf_size: Some(STREAM_BUFFER), ..AttachParams::default() };
-                        let Ok(mut exec) = api.exec(&pod, DIAL, &params).await else { return };
+                        let Ok(mut exec) = api.exec(&pod, DIAL, &piped(CLIENT, Some(STREAM_BUFFER))).await else { return };
                         let (Some(mut out), Some(mut input)) = (exec.stdout(), exec.stdin()) else { return };
                         let (mut from, mut to) = conn.split();
                         let up = async {
@@ -178,16 +181,8 @@ impl Cluster {
     pub(crate) async fn leases(&self, pod: &str) -> Result<Vec<Lease>> {
         let mut leases = Vec::new();
         for container in [SERVER, CLIENT] {
-            let params = AttachParams {
-                container: Some(container.into()),
-                stdin: true,
-                stdout: true,
-                stderr: false,
-                tty: false,
-                ..AttachParams::default()
-            };
             let member = format!("{pod}/{container}");
-            let a = self.pods_api().attach(pod, &params).await.map_err(|e| Error::Cluster {
+            let a = self.pods_api().attach(pod, &piped(container, None)).await.map_err(|e| Error::Cluster {
                 op: "attach",
                 target: member.clone(),
                 source: Box::new(e),
@@ -201,18 +196,10 @@ impl Cluster {
     /// `lease` mode) told to expect beats, its stdin and output the lease's.
     pub(crate) async fn exec_lease(&self, member: &str, argv: &[String]) -> Result<Lease> {
         let (pod, container) = member.split_once('/').unwrap_or((member, CLIENT));
-        let params = AttachParams {
-            container: Some(container.into()),
-            stdin: true,
-            stdout: true,
-            stderr: false,
-            tty: false,
-            ..AttachParams::default()
-        };
         let mut command = vec!["env".to_string()];
         command.extend(crate::backend::docker::recipe::lease_env(true));
         command.extend(argv.iter().cloned());
-        let exec = self.pods_api().exec(pod, command, &params).await.map_err(|e| Error::Cluster {
+        let exec = self.pods_api().exec(pod, command, &piped(container, None)).await.map_err(|e| Error::Cluster {
             op: "exec",
             target: member.to_string(),
             source: Box::new(e),
