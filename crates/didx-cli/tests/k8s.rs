@@ -60,7 +60,7 @@ fn render_prints_a_job_and_the_secret_it_owns_and_the_level_its_namespace_must_a
 #[test]
 fn render_refuses_what_a_pod_cannot_be_in_one_line() {
     for (args, says) in [
-        (&["--publish", "8080:80"][..], "--publish"),
+        (&["--publish", "8080:80/udp"][..], "--publish"),
         (&["--store"][..], "--store"),
         (&["--network", "ci"][..], "--network"),
         (&["--server-limits", "cpu=lots"][..], "--server-limits"),

@@ -101,9 +101,9 @@ fn a_run_on_the_kubernetes_backend_runs_its_commands_in_the_pod_stops_at_the_fir
 }
 
 #[test]
-fn host_commands_on_the_kubernetes_backend_reach_the_inner_engine_through_a_port_forward_with_mutual_tls() {
+fn host_commands_and_published_ports_on_the_kubernetes_backend_go_through_port_forwards_with_mutual_tls() {
     let cluster = Emulated::start();
-    let mut args = vec!["--backend", "kubernetes", "--clean", "anycase"];
+    let mut args = vec!["--backend", "kubernetes", "--clean", "anycase", "--publish", "8080"];
     args.extend(LOCAL);
     args.extend([
         "docker info --format {{.ServerVersion}}",
@@ -116,6 +116,9 @@ fn host_commands_on_the_kubernetes_backend_reach_the_inner_engine_through_a_port
     assert_eq!(lines.len(), 3, "{}", r.show());
     assert!(!lines[0].is_empty() && lines[0] == lines[1], "the same engine from the client and from here: {}", r.show());
     assert!(lines[2].starts_with("1 didx-") && lines[2].ends_with("/client"), "{}", r.show());
+    // --publish: the port carried to this machine's loopback, said before the COMMANDs (the
+    // data path: the library's test of an inner container's port).
+    assert!(r.stderr.lines().any(|l| l.contains("published 127.0.0.1:") && l.ends_with(" -> 8080/tcp")), "{}", r.show());
     let id = r.stderr.split_whitespace().find(|w| w.starts_with("didx-")).map(|w| w.trim_start_matches("didx-").to_string()).unwrap();
     cluster.empty_then_stop(&[&id]);
 }

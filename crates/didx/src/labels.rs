@@ -36,6 +36,9 @@ pub const POOL_IDLE: &str = "io.didx.pool.idle";
 pub const POOL_READY: &str = "io.didx.pool.ready";
 /// On a claimed pooled Job of a cluster: who claimed it (a run's process id, or `pool-down`).
 pub const POOL_CLAIMED: &str = "io.didx.pool.claimed";
+/// On a sandbox's Job on a cluster: its `--publish` specs (`IP:HOSTPORT:ENVPORT/PROTO`, comma
+/// separated), the ports a run carries to this machine by port-forwards.
+pub const PUBLISH: &str = "io.didx.publish";
 /// On a server: the block of the address range its inner engine's networks are made in
 /// (`A.B.C.D/20`, see `net`); absent when `--dkropts` chose the inner addresses.
 pub const NET: &str = "io.didx.net";

@@ -75,6 +75,8 @@ pub struct KubeRun {
     steps: Vec<didx::spec::Step>,
     /// `--pool`: a ready one of the pool on the cluster when one matches.
     from: didx::StartFrom,
+    /// `--publish` was given: say where each port is.
+    publish: bool,
 }
 
 impl KubeRun {
@@ -112,7 +114,8 @@ impl KubeRun {
         didx::kubernetes::render(&builder.options()?, &kube)?;
         let source = (!a.cp.is_empty() || !a.load.is_empty()).then_some(host);
         let from = if a.pool { didx::StartFrom::PoolOrFresh } else { didx::StartFrom::Fresh };
-        Ok(KubeRun { source, builder, kube, context: a.kube_context, namespace: a.k8s.namespace, steps, from })
+        let publish = !a.env.publish.is_empty();
+        Ok(KubeRun { source, builder, kube, context: a.kube_context, namespace: a.k8s.namespace, steps, from, publish })
     }
 
     /// Start, run the COMMANDs (stopping at the first that fails), remove; the exit code: the
@@ -126,6 +129,12 @@ impl KubeRun {
         let sandbox = self.builder.start_on_cluster_with(&cluster, &self.kube, engine.as_ref(), self.from).await?;
         if sandbox.is_pooled() {
             say(format!("{} claimed from the pool; a refill starts now (this run waits for it at its end)", sandbox.id()));
+        }
+        if self.publish {
+            // Each carried to this machine's loopback by port-forwards held by this run.
+            for p in sandbox.host_access().await?.published {
+                say(format!("published {} -> {}/{}", p.host_addr(), p.env_port, p.proto.as_str()));
+            }
         }
         say(format!("{} started: Job didx-{} in namespace {}", sandbox.id(), sandbox.id(), cluster.namespace()));
         let (code, failure) = match sandbox.run_steps(&self.steps, &mut tokio::io::stdout(), &mut tokio::io::stderr()).await {

@@ -168,10 +168,11 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// module documentation); `None` elsewhere.
     fn as_engine(&self) -> Option<&crate::engine::Engine>;
 
-    /// A port of this machine's loopback carried to `port` in `member`'s network (a cluster's
-    /// port-forward), held until the [`Forward`](crate::engine::Forward) drops; `None` where
-    /// the backend's ports are reached otherwise (Docker publishes them).
-    fn forward<'a>(&'a self, _member: &'a str, _port: u16) -> BoxFuture<'a, Result<Option<crate::engine::Forward>>> {
+    /// A port of this machine's loopback (`local`, or one the system picks for 0) carried to
+    /// `port` in `member`'s network (a cluster's port-forward), held until the
+    /// [`Forward`](crate::engine::Forward) drops; `None` where the backend's ports are reached
+    /// otherwise (Docker publishes them).
+    fn forward<'a>(&'a self, _member: &'a str, _port: u16, _local: u16) -> BoxFuture<'a, Result<Option<crate::engine::Forward>>> {
         futures_util::FutureExt::boxed(async { Ok(None) })
     }
 }

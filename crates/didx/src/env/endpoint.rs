@@ -51,6 +51,12 @@ impl Environment {
     /// port-forward to `port` of the pod, held the same way;
     /// [`Error::EndpointElsewhere`] for an engine on another machine reached otherwise.
     pub(crate) async fn reach_port(&self, port: u16) -> Result<u16> {
+        self.reach_port_at(port, 0).await
+    }
+
+    /// [`reach_port`](Self::reach_port), a cluster's port-forward listening on `local` (0: a
+    /// port the system picks).
+    pub(crate) async fn reach_port_at(&self, port: u16, local: u16) -> Result<u16> {
         let mut forwards = self.forwards.lock().await;
         if let Some(f) = forwards.get(&port) {
             return Ok(f.local_addr().port());
@@ -58,7 +64,7 @@ impl Environment {
         if self.backend.as_engine().is_none() {
             // On a cluster: a port-forward to the pod (whose network the server's is).
             let server = self.inner_server()?.id.clone();
-            let f = self.backend.forward(&server, port).await?.ok_or(Error::Unsupported {
+            let f = self.backend.forward(&server, port, local).await?.ok_or(Error::Unsupported {
                 what: "reaching a port of the environment",
                 backend: self.backend.kind(),
             })?;

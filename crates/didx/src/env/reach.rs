@@ -88,7 +88,8 @@ impl Environment {
             let certs = self.client_certificates().await?;
             let cert_path = certdir::write(self.backend.location(), self.id.as_str(), &certs)?;
             let docker_host = format!("tcp://{PUBLISHED_IP}:{port}");
-            return Ok(HostAccess { id: self.id.to_string(), docker_host, cert_path, published: Vec::new() });
+            let published = self.published().await?;
+            return Ok(HostAccess { id: self.id.to_string(), docker_host, cert_path, published });
         }
         let engine = self.docker("reaching an inner engine from the host")?;
         let host = engine.host();
@@ -112,10 +113,29 @@ impl Environment {
     /// as this handle.
     pub async fn published(&self) -> Result<Vec<Published>> {
         let Some(server) = &self.server else { return Ok(Vec::new()) };
+        if self.backend.as_engine().is_none() {
+            return self.forwarded().await;
+        }
         let inspect = self.docker("published ports")?.inspect(&server.id).await?;
         let mut published = all_bound(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref()));
         self.forward_published(&mut published).await?;
         Ok(published)
+    }
+
+    /// On a cluster, the `--publish` ports its start recorded on its Job, each carried to this
+    /// machine's loopback by a port-forward (on the host port asked, else one the system
+    /// picks), held as long as this handle.
+    async fn forwarded(&self) -> Result<Vec<Published>> {
+        let server = self.inner_server()?.id.clone();
+        let labels = self.backend.config(&server).await?.labels;
+        let specs = labels.get(labels::PUBLISH).map(String::as_str).unwrap_or_default();
+        let mut out = Vec::new();
+        for spec in specs.split(',').filter(|s| !s.is_empty()) {
+            let p = crate::publish::PublishSpec::parse(spec)?;
+            let host_port = self.reach_port_at(p.env_port, p.host_port).await?;
+            out.push(Published { ip: PUBLISHED_IP.to_string(), host_port, env_port: p.env_port, proto: p.proto });
+        }
+        Ok(out)
     }
 
     /// Over SSH, what the engine's machine publishes on its loopback (or on all its

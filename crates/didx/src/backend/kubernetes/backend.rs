@@ -383,15 +383,18 @@ impl Backend for KubeBackend {
             // What a program run there gets: the image's variables and the pod's.
             let out = self.capture(member, &["env"]).await?;
             let env = String::from_utf8_lossy(&out).lines().filter(|l| l.contains('=')).map(str::to_string).collect();
-            Ok(MemberConfig { env, ..MemberConfig::default() })
+            // Its labels: its Job's, with the annotations (what no label value can hold).
+            let (pod, _) = split(member)?;
+            let labels = self.cluster.job_labels(job_of(pod)).await?.unwrap_or_default();
+            Ok(MemberConfig { env, labels, ..MemberConfig::default() })
         }
         .boxed()
     }
 
-    fn forward<'a>(&'a self, member: &'a str, port: u16) -> BoxFuture<'a, Result<Option<crate::engine::Forward>>> {
+    fn forward<'a>(&'a self, member: &'a str, port: u16, local: u16) -> BoxFuture<'a, Result<Option<crate::engine::Forward>>> {
         async move {
             let (pod, _) = split(member)?;
-            self.cluster.forward_port(pod, port).await.map(Some)
+            self.cluster.forward_port(pod, port, local).await.map(Some)
         }
         .boxed()
     }

@@ -168,6 +168,16 @@ impl Cluster {
         Ok(self.jobs().list(&managed()).await.map_err(call("list jobs", &self.namespace))?.items)
     }
 
+    /// The labels and annotations of Job `name` (what a start wrote there), together; `None`
+    /// when it is gone.
+    pub(crate) async fn job_labels(&self, name: &str) -> Result<Option<std::collections::HashMap<String, String>>> {
+        let job = self.jobs().get_opt(name).await.map_err(call("get job", name))?;
+        Ok(job.map(|j| {
+            let m = j.metadata;
+            m.labels.into_iter().flatten().chain(m.annotations.into_iter().flatten()).collect()
+        }))
+    }
+
     /// The names of didx's Jobs in the namespace.
     pub async fn list(&self) -> Result<Vec<String>> {
         let jobs = self.jobs().list(&managed()).await.map_err(call("list jobs", &self.namespace))?;

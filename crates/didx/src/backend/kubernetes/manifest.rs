@@ -27,8 +27,8 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, EnvVar, HostAlias, KeyToPath, PodSpec, PodTemplateSpec, SeccompProfile,
-    Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    AppArmorProfile, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HostAlias, KeyToPath, PodSpec, PodTemplateSpec,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -38,6 +38,7 @@ use crate::backend::docker::recipe::{self, ClientFiles};
 use crate::env::spec::{EnvSpec, PoolTag};
 use crate::error::{Error, Result};
 use crate::isolation::Isolation;
+use crate::labels;
 use crate::spec::IsolationMode;
 use crate::tls::TlsMaterial;
 
@@ -160,7 +161,11 @@ pub(crate) fn objects_of(spec: &EnvSpec, opts: &KubeOptions, contents: Contents<
     };
     let server_body = server.body(iso.as_ref().unwrap_or(&Isolation::Privileged));
     let client_body = client.body();
-    let (labels, annotations) = split_labels(server.labels());
+    let (labels, mut annotations) = split_labels(server.labels());
+    // `--publish`: what a port-forward carries to this machine, read back by the run.
+    if !spec.publish.is_empty() {
+        annotations.insert(labels::PUBLISH.to_string(), spec.publish.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
+    }
 
     // Every file of both members, one key each (the entrypoint is shared).
     let mut keys: BTreeMap<String, (u32, Vec<u8>)> = BTreeMap::new();
@@ -208,6 +213,12 @@ pub(crate) fn objects_of(spec: &EnvSpec, opts: &KubeOptions, contents: Contents<
                 .concat(),
         ),
         resources: opts.server_resources.requirements(),
+        ports: (!spec.publish.is_empty()).then(|| {
+            spec.publish
+                .iter()
+                .map(|p| ContainerPort { container_port: i32::from(p.env_port), protocol: Some("TCP".into()), ..Default::default() })
+                .collect()
+        }),
         ..Default::default()
     };
     let client_container = Container {
@@ -321,8 +332,12 @@ pub fn refuse_unsupported(spec: &EnvSpec) -> Result<()> {
     if let Some(n) = &spec.network {
         return refuse("--network", n.clone(), "a Docker engine's network is not available (the pod is on the cluster's network)");
     }
-    if let Some(p) = spec.publish.first() {
-        return refuse("--publish", p.to_string(), "a port of a Docker engine's host is not available");
+    // A port is carried to this machine by a port-forward: TCP, to its loopback.
+    if let Some(p) = spec.publish.iter().find(|p| p.proto != crate::publish::Proto::Tcp) {
+        return refuse("--publish", p.to_string(), "only TCP ports can be forwarded (pods/portforward)");
+    }
+    if let Some(p) = spec.publish.iter().find(|p| !p.ip.is_loopback()) {
+        return refuse("--publish", p.to_string(), "a port is forwarded to this machine's loopback only (give 127.0.0.1 or no address)");
     }
     if let Some(s) = &spec.store {
         return refuse("--store", s.volume.clone(), "the image store (a Docker engine's volume) is not available");
@@ -531,15 +546,39 @@ mod tests {
     }
 
     #[test]
+    fn published_ports_are_the_server_s_container_ports_and_recorded_for_the_run_to_forward() {
+        let specs = ["8080", "127.0.0.1:9000:9001"].map(|p| crate::publish::PublishSpec::parse(p).unwrap());
+        let o = objects(&EnvSpec { publish: specs.to_vec(), ..spec() }, &KubeOptions::default(), Contents::Placeholder(&tls())).unwrap();
+        let ports: Vec<(i32, Option<String>)> =
+            container(&o, SERVER).ports.iter().flatten().map(|p| (p.container_port, p.protocol.clone())).collect();
+        assert_eq!(ports, [(8080, Some("TCP".into())), (9001, Some("TCP".into()))]);
+        assert!(container(&o, CLIENT).ports.is_none());
+        let recorded = &o.job.metadata.annotations.as_ref().unwrap()[crate::labels::PUBLISH];
+        let back: Vec<crate::publish::PublishSpec> = recorded.split(',').map(|p| crate::publish::PublishSpec::parse(p).unwrap()).collect();
+        assert_eq!(back, specs);
+        let none = objects(&spec(), &KubeOptions::default(), Contents::Placeholder(&tls())).unwrap();
+        assert!(container(&none, SERVER).ports.is_none());
+        assert!(none.job.metadata.annotations.as_ref().is_none_or(|a| !a.contains_key(crate::labels::PUBLISH)));
+    }
+
+    #[test]
     fn what_a_pod_cannot_be_is_a_usage_error() {
         let tls = tls();
         let store = StoreMount { volume: "didx-store-x".into(), engine: String::new(), seal: None };
         let network = EnvSpec { network: Some("ci-net".into()), ..spec() };
-        let publish = EnvSpec { publish: vec![crate::publish::PublishSpec::parse("8080:80").unwrap()], ..spec() };
+        let publish = EnvSpec { publish: vec![crate::publish::PublishSpec::parse("8080:80/udp").unwrap()], ..spec() };
+        let anywhere = EnvSpec { publish: vec![crate::publish::PublishSpec::parse("0.0.0.0:8080:80").unwrap()], ..spec() };
         let volume = EnvSpec { volumes: vec![crate::spec::VolumeSpec::parse("/src:/work", std::path::Path::new("/")).unwrap()], ..spec() };
         let host = EnvSpec { engine_mode: crate::spec::EngineMode::Host, ..spec() };
         let stored = EnvSpec { store: Some(store), ..spec() };
-        for (s, what) in [(network, "--network"), (publish, "--publish"), (volume, "-v"), (host, "--engine"), (stored, "--store")] {
+        for (s, what) in [
+            (network, "--network"),
+            (publish, "--publish"),
+            (anywhere, "--publish"),
+            (volume, "-v"),
+            (host, "--engine"),
+            (stored, "--store"),
+        ] {
             let e = objects(&s, &KubeOptions::default(), Contents::Placeholder(&tls)).unwrap_err();
             assert!(e.is_usage() && e.to_string().contains(what) && e.to_string().contains("kubernetes backend"), "{e}");
         }

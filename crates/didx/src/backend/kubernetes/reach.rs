@@ -134,12 +134,13 @@ impl Cluster {
         }
     }
 
-    /// A port of this machine's loopback (one the system picks) whose every connection is a
-    /// `pods/portforward` stream to `port` of `pod` (its network: the server's TLS port, what
-    /// its inner containers publish), until the [`Forward`] drops.
-    pub(crate) async fn forward_port(&self, pod: &str, port: u16) -> Result<Forward> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| Error::io("listening for a port-forward", e))?;
-        let local = listener.local_addr().map_err(|e| Error::io("listening for a port-forward", e))?;
+    /// Port `local` of this machine's loopback (one the system picks for 0) whose every
+    /// connection is a `pods/portforward` stream to `port` of `pod` (its network: the server's
+    /// TLS port, what its inner containers publish), until the [`Forward`] drops.
+    pub(crate) async fn forward_port(&self, pod: &str, port: u16, local: u16) -> Result<Forward> {
+        let doing = format!("listening on 127.0.0.1:{local} for a port-forward to {pod}:{port}");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", local)).await.map_err(|e| Error::io(doing.clone(), e))?;
+        let local = listener.local_addr().map_err(|e| Error::io(doing, e))?;
         let (api, pod) = (self.pods_api(), pod.to_string());
         let task = tokio::spawn(async move {
             let mut open = tokio::task::JoinSet::new();

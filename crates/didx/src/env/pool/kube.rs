@@ -50,8 +50,9 @@ use labels::{POOL_CLAIMED as CLAIMED, POOL_READY as READY};
 
 /// The pool key on a cluster: everything that must match for a pooled sandbox to serve a run
 /// (the recipe's revision; server and client image as named, since the cluster pulls them;
-/// `--sv`, `--cv`, storage driver, dockerd options, isolation; the pod's runtime class,
-/// resources and storage limit; the pool's name), hashed, 40 hex digits (a label value).
+/// `--sv`, `--cv`, storage driver, dockerd options, isolation, `--publish`; the pod's runtime
+/// class, resources and storage limit; the pool's name), hashed, 40 hex digits (a label
+/// value).
 pub(crate) fn key(spec: &EnvSpec, kube: &KubeOptions, name: Option<&str>) -> String {
     let mut h = Sha256::new();
     let pod = format!("{:?} {:?} {:?} {:?}", kube.runtime_class, kube.server_resources, kube.client_resources, kube.storage_limit);
@@ -67,7 +68,9 @@ pub(crate) fn key(spec: &EnvSpec, kube: &KubeOptions, name: Option<&str>) -> Str
         pod.as_str(),
         name.unwrap_or_default(),
     ];
-    for part in fixed.into_iter().chain(spec.dockerd_opts.iter().map(String::as_str)) {
+    // `--publish` shapes the pod (its ports, and what a run forwards): part of the key.
+    let published: Vec<String> = spec.publish.iter().map(|p| format!("publish {p}")).collect();
+    for part in fixed.into_iter().chain(spec.dockerd_opts.iter().map(String::as_str)).chain(published.iter().map(String::as_str)) {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -293,5 +296,7 @@ mod tests {
         assert_ne!(k, key(&spec, &KubeOptions { runtime_class: Some("sysbox-runc".into()), ..kube.clone() }, None));
         assert_ne!(k, key(&EnvSpec { sv: crate::spec::Version::parse("--sv", "26.1").unwrap(), ..spec.clone() }, &kube, None));
         assert_ne!(k, key(&EnvSpec { server_image: "other:1".into(), ..spec.clone() }, &kube, None));
+        let published = EnvSpec { publish: vec![crate::publish::PublishSpec::parse("8080").unwrap()], ..spec.clone() };
+        assert_ne!(k, key(&published, &kube, None));
     }
 }
