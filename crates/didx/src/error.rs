@@ -226,6 +226,7 @@ pub enum Error {
         why: String,
     },
     /// One Kubernetes API call failed (the kubernetes backend).
+    #[cfg(feature = "kubernetes")]
     #[error("kubernetes call '{op}' on '{target}' failed: {source}")]
     Cluster {
         /// The call, e.g. `create job`.

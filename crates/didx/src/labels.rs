@@ -33,8 +33,10 @@ pub const POOL_DEADLINE: &str = "io.didx.pool.deadline";
 pub const POOL_IDLE: &str = "io.didx.pool.idle";
 /// On a pooled Job of a cluster once it was released with its inner engine answering:
 /// claimable. Its value: the Unix time it became ready.
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
 pub const POOL_READY: &str = "io.didx.pool.ready";
 /// On a claimed pooled Job of a cluster: who claimed it (a run's process id, or `pool-down`).
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
 pub const POOL_CLAIMED: &str = "io.didx.pool.claimed";
 /// On a sandbox's Job on a cluster: its `--publish` specs (`IP:HOSTPORT:ENVPORT/PROTO`, comma
 /// separated), the ports a run carries to this machine by port-forwards.

@@ -71,6 +71,7 @@ pub mod error;
 mod event;
 pub mod image;
 pub mod inventory;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 mod ops;
 pub mod pool;

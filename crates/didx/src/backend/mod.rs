@@ -25,6 +25,7 @@
 //! return boxed futures and streams.
 
 pub(crate) mod docker;
+#[cfg(feature = "kubernetes")]
 pub(crate) mod kubernetes;
 
 use std::fmt;

@@ -114,6 +114,7 @@ impl Duplex {
     }
 
     /// The connection of `output` and `input`, keeping `keep` until it closes.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
     pub(crate) fn keeping(output: Pin<Box<dyn AsyncRead + Send>>, input: Pin<Box<dyn AsyncWrite + Send>>, keep: Box<dyn Send>) -> Duplex {
         Duplex { _keep: Some(keep), ..Duplex::new(output, input) }
     }

@@ -74,6 +74,7 @@ pub struct Lease {
     beat: Option<tokio::task::JoinHandle<()>>,
     /// What the streams live by (a cluster's exec or attach: dropped, its streams close),
     /// dropped with the lease.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
     keep: Option<std::sync::Mutex<Box<dyn std::any::Any + Send>>>,
 }
 
@@ -137,6 +138,7 @@ impl Lease {
     /// A lease over any pair of streams to `container`'s lease reader (a cluster's attach to
     /// its stdin, or its exec of the entrypoint's `lease` mode), beating: `keep` is what the
     /// streams live by, dropped (closing them) with the lease.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
     pub(crate) fn over<R>(
         container: &str,
         input: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
@@ -156,6 +158,7 @@ impl Lease {
     }
 
     /// True while it says `beat` (a lease that beats: its input takes them).
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
     pub(crate) fn is_beating(&self) -> bool {
         self.beat.as_ref().is_some_and(|b| !b.is_finished())
     }

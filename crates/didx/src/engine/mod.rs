@@ -67,6 +67,7 @@ pub use connect::{DEFAULT_HOST, Engine, cli_env_for};
 pub use exec::ExecAs;
 pub use image::split_reference;
 pub use lease::Lease;
+#[cfg(feature = "kubernetes")]
 pub(crate) use dial::{DIAL, Duplex, docker_over};
 pub(crate) use ssh::Forward;
 pub(crate) use ports::port_holder;

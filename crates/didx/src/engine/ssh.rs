@@ -282,6 +282,7 @@ impl Forward {
 
     /// A forward served by `task` (which owns its listener, bound at `local`), as another
     /// backend carries it (a cluster's port-forward).
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
     pub(crate) fn serving(local: std::net::SocketAddr, task: tokio::task::JoinHandle<()>) -> Forward {
         Forward { local, task }
     }

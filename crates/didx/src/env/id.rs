@@ -12,6 +12,7 @@ impl EnvId {
     }
 
     /// The id an existing environment carries (its `io.didx.env` label).
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
     pub(crate) fn of_existing(id: &str) -> EnvId {
         EnvId(id.to_string())
     }

@@ -108,6 +108,7 @@ impl SandboxOptions {
     /// [`crate::backend::kubernetes::manifest::refuse_unsupported`] (the rest).
     /// What a start on a cluster does not do yet: files copied in and images loaded as it
     /// starts (a usage error before anything is made).
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
     pub(crate) fn refuse_fill_on_cluster(&self) -> Result<()> {
         let refuse = |option: &'static str| {
             Err(Error::invalid(option, "(set)", "not built on the kubernetes backend yet; copy or load after the start"))
@@ -121,6 +122,7 @@ impl SandboxOptions {
         Ok(())
     }
 
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
     pub(crate) fn kube_spec(&self) -> Result<EnvSpec> {
         let refuse = |option: &'static str, why: &str| Err(Error::invalid(option, "(set)", format!("{why} on the kubernetes backend")));
         if self.launch.workdir {

@@ -366,6 +366,7 @@ impl SandboxBuilder {
     /// loaded (see [`start_on_cluster_from`](Self::start_on_cluster_from)), and (not built on
     /// a cluster yet) keeping it ([`Sandbox::keep`], `DIDX_KEEP`). The pool there:
     /// [`start_on_cluster_with`](Self::start_on_cluster_with).
+    #[cfg(feature = "kubernetes")]
     pub async fn start_on_cluster(
         self,
         cluster: &crate::backend::kubernetes::cluster::Cluster,
@@ -377,6 +378,7 @@ impl SandboxBuilder {
     /// [`start_on_cluster`](Self::start_on_cluster), with what [`copy`](Self::copy) and
     /// [`load`](Self::load) ask read from `source` (the user's own engine: its images are
     /// streamed into the inner engine through `pods/exec`, as on Docker through the exec API).
+    #[cfg(feature = "kubernetes")]
     pub async fn start_on_cluster_from(
         self,
         cluster: &crate::backend::kubernetes::cluster::Cluster,
@@ -390,6 +392,7 @@ impl SandboxBuilder {
     /// [`StartFrom::PoolOrFresh`], a ready one of the pool on the cluster when one matches
     /// ([`crate::kubernetes::pool_up`]; the pool named by `DIDX_POOL_NAME`), else a fresh one.
     /// A claim starts the pool's refill at once, in this process: [`Sandbox::rm`] waits for it.
+    #[cfg(feature = "kubernetes")]
     pub async fn start_on_cluster_with(
         self,
         cluster: &crate::backend::kubernetes::cluster::Cluster,
@@ -425,10 +428,16 @@ impl SandboxBuilder {
         let (mut env, refilling) = match claimed {
             Some((env, size, idle)) => {
                 let cluster = cluster.clone();
-                let refill =
-                    tokio::spawn(
-                        async move { crate::env::pool::kube::up(&cluster, &template, &kube, (size, 1), idle, name.as_deref()).await },
-                    );
+                let refill = tokio::spawn(async move {
+                    match crate::env::pool::kube::up(&cluster, &template, &kube, (size, 1), idle, name.as_deref()).await {
+                        Ok(up) => {
+                            for e in &up.failed {
+                                tracing::warn!(error = %e, "refilling the pool on the cluster: a pooled sandbox failed to start");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "refilling the pool on the cluster failed"),
+                    }
+                });
                 (env, Some(refill))
             }
             None => (crate::env::Environment::start_on(backend, &spec, &Cancel::new(), &|_| {}).await?, None),

@@ -56,7 +56,7 @@ pub struct Sandbox {
     pub(super) access: tokio::sync::OnceCell<crate::inventory::HostAccess>,
     /// On a cluster, when the pool served it: the refill started at the claim, finished by
     /// [`Sandbox::rm`] (its pooled sandbox is held by this process until it is ready).
-    pub(super) refilling: Option<tokio::task::JoinHandle<Result<crate::env::pool::kube::KubePoolUp>>>,
+    pub(super) refilling: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Sandbox {
@@ -235,16 +235,10 @@ impl Sandbox {
     pub async fn rm(mut self) -> Result<()> {
         let env = self.env.take().expect("a sandbox holds its environment until rm or drop");
         let removed = env.rm().await;
-        if let Some(refill) = self.refilling.take() {
-            match refill.await {
-                Ok(Ok(up)) => {
-                    for e in &up.failed {
-                        tracing::warn!(error = %e, "refilling the pool on the cluster: a pooled sandbox failed to start");
-                    }
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "refilling the pool on the cluster failed"),
-                Err(e) => tracing::warn!(error = %e, "the refill of the pool on the cluster ended early"),
-            }
+        if let Some(refill) = self.refilling.take()
+            && let Err(e) = refill.await
+        {
+            tracing::warn!(error = %e, "the refill of the pool on the cluster ended early");
         }
         removed
     }

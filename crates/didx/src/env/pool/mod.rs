@@ -56,6 +56,7 @@ mod down;
 mod entry;
 mod fill;
 mod key;
+#[cfg(feature = "kubernetes")]
 pub(crate) mod kube;
 mod lock;
 mod names;
