@@ -86,8 +86,6 @@ pub(crate) struct MemberConfig {
     pub user: String,
     /// Its working directory, empty for `/`.
     pub working_dir: String,
-    /// Its labels.
-    pub labels: std::collections::HashMap<String, String>,
 }
 
 impl MemberConfig {
@@ -169,13 +167,31 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// module documentation); `None` elsewhere.
     fn as_engine(&self) -> Option<&crate::engine::Engine>;
 
-    /// A port of this machine's loopback (`local`, or one the system picks for 0) carried to
-    /// `port` in `member`'s network (a cluster's port-forward), held until the
-    /// [`Forward`](crate::engine::Forward) drops; `None` where the backend's ports are reached
-    /// otherwise (Docker publishes them).
-    fn forward<'a>(&'a self, _member: &'a str, _port: u16, _local: u16) -> BoxFuture<'a, Result<Option<crate::engine::Forward>>> {
-        futures_util::FutureExt::boxed(async { Ok(None) })
-    }
+    /// The labels of `member`'s environment as it was made (on a cluster, its Job's labels
+    /// and annotations).
+    fn labels<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<std::collections::HashMap<String, String>>>;
+
+    /// Where this machine reaches TCP `port` of `member`'s network (the server's: its inner
+    /// engine's TLS port, what `--publish` declared). Docker: the port the engine publishes it
+    /// on (its loopback, or all its addresses), that port itself for an engine on this
+    /// machine, a forward over the SSH connection for an engine over SSH,
+    /// [`crate::Error::EndpointElsewhere`] for another machine's; a cluster: a port-forward.
+    /// A forward listens on `local` (0: a port the system picks).
+    fn reach<'a>(&'a self, member: &'a str, port: u16, local: u16) -> BoxFuture<'a, Result<Reached>>;
+
+    /// The ports `member`'s network is published on for this machine (`--publish`): Docker's
+    /// bindings (the inner engine's TLS port left out), a cluster's as declared (loopback, the
+    /// host port asked). Each TCP one on the loopback or on all addresses is then reached
+    /// through [`reach`](Self::reach).
+    fn published<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<Vec<crate::publish::Published>>>;
+}
+
+/// Where [`Backend::reach`] found a port: this machine's loopback `port`, carried by `forward`
+/// when there is one (held until it drops).
+#[derive(Debug)]
+pub(crate) struct Reached {
+    pub port: u16,
+    pub forward: Option<crate::engine::Forward>,
 }
 
 /// A member's tar of `path`, whole (for small files: certificates, `/etc`).

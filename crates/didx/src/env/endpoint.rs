@@ -5,7 +5,7 @@ use futures_util::StreamExt;
 
 use super::certdir::ClientCerts;
 use super::handle::Environment;
-use crate::backend::docker::recipe::{PUBLISHED_IP, TLS_PORT, published_port};
+use crate::backend::docker::recipe::{PUBLISHED_IP, TLS_PORT};
 use crate::error::{Error, Result};
 
 /// Where the inner engine listens on the engine's host: 127.0.0.1 (loopback only) and a
@@ -24,67 +24,42 @@ pub struct Endpoint {
 const MAX_CERTS_ARCHIVE: usize = 1 << 20;
 
 impl Environment {
-    /// The host address of the inner engine's TLS port, published on [`PUBLISHED_IP`] only.
+    /// The address on this machine's loopback of the inner engine's TLS port: where its engine
+    /// publishes it (on the engine's host, [`PUBLISHED_IP`] only), carried here by a forward for
+    /// an engine over SSH or a cluster's pod ([`reach_port`](Self::reach_port)).
     /// [`Error::NoEndpoint`] for a server that publishes none (made by an older didx).
     pub async fn endpoint(&self) -> Result<Endpoint> {
-        let server = self.inner_server()?;
-        if self.backend.as_engine().is_none() {
-            // On a cluster: a port-forward to the server's TLS port.
-            let port = self.reach_port(TLS_PORT).await?;
-            return Ok(Endpoint { host: format!("tcp://{PUBLISHED_IP}:{port}"), port });
-        }
-        let inspect = self.docker("an inner engine's published port")?.inspect(&server.id).await?;
-        let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());
-        let port = published_port(ports).ok_or_else(|| Error::NoEndpoint {
-            server: server.name.clone(),
-            ip: PUBLISHED_IP,
-            port: TLS_PORT,
-        })?;
-        let port = self.reach_port(port).await?;
+        let port = self.reach_port(TLS_PORT).await?;
         Ok(Endpoint { host: format!("tcp://{PUBLISHED_IP}:{port}"), port })
     }
 
-    /// The port on this machine's loopback that reaches `port` published on the engine
-    /// machine's loopback: `port` itself for an engine on this machine; for an engine over
-    /// SSH, a forward over its SSH connection (opened the first time, held as long as this
-    /// handle: it ends with the run, the sandbox, or `didx env`'s holder); on a cluster, a
-    /// port-forward to `port` of the pod, held the same way;
-    /// [`Error::EndpointElsewhere`] for an engine on another machine reached otherwise.
+    /// The port on this machine's loopback that reaches TCP `port` of the server's network
+    /// (see [`Backend::reach`](crate::backend::Backend::reach)); a forward it takes (over an
+    /// engine's SSH connection, a cluster's port-forward) is opened the first time and held as
+    /// long as this handle: it ends with the run, the sandbox, or `didx env`'s holder.
     pub(crate) async fn reach_port(&self, port: u16) -> Result<u16> {
         self.reach_port_at(port, 0).await
     }
 
-    /// [`reach_port`](Self::reach_port), a cluster's port-forward listening on `local` (0: a
-    /// port the system picks).
+    /// [`reach_port`](Self::reach_port), a forward listening on `local` (0: a port the system
+    /// picks).
     pub(crate) async fn reach_port_at(&self, port: u16, local: u16) -> Result<u16> {
+        self.reach_at(port, local).await.map(|(port, _)| port)
+    }
+
+    /// [`reach_port_at`](Self::reach_port_at), and whether a forward carries it.
+    pub(super) async fn reach_at(&self, port: u16, local: u16) -> Result<(u16, bool)> {
         let mut forwards = self.forwards.lock().await;
         if let Some(f) = forwards.get(&port) {
-            return Ok(f.local_addr().port());
+            return Ok((f.local_addr().port(), true));
         }
-        if self.backend.as_engine().is_none() {
-            // On a cluster: a port-forward to the pod (whose network the server's is).
-            let server = self.inner_server()?.id.clone();
-            let f = self.backend.forward(&server, port, local).await?.ok_or(Error::Unsupported {
-                what: "reaching a port of the environment",
-                backend: self.backend.kind(),
-            })?;
-            let local = f.local_addr().port();
+        let server = self.inner_server()?;
+        let reached = self.backend.reach(&server.id, port, local).await?;
+        let forwarded = reached.forward.is_some();
+        if let Some(f) = reached.forward {
             forwards.insert(port, f);
-            return Ok(local);
         }
-        let engine = self.docker("reaching a published port")?;
-        match engine.forward(port).await? {
-            // An engine on this machine: the port itself.
-            None if super::reach::is_on_this_machine(engine.host()) => Ok(port),
-            // An engine on another machine, not over SSH: the port is on that machine's
-            // loopback, and this machine's port of the same number is something else.
-            None => Err(Error::EndpointElsewhere { host: engine.host().to_string() }),
-            Some(f) => {
-                let local = f.local_addr().port();
-                forwards.insert(port, f);
-                Ok(local)
-            }
-        }
+        Ok((reached.port, forwarded))
     }
 
     /// The client's `ca.pem`, `cert.pem` and `key.pem`, read back from the client container in

@@ -176,7 +176,7 @@ impl Environment {
     /// `io.didx.expires` label; `None` for a server made before didx bounded them.
     pub async fn certificates_expire(&self) -> Result<Option<u64>> {
         let Some(server) = &self.server else { return Ok(None) };
-        let labels = self.backend.config(&server.id).await?.labels;
+        let labels = self.backend.labels(&server.id).await?;
         Ok(labels.get(labels::EXPIRES).and_then(|v| v.parse().ok()))
     }
 

@@ -8,14 +8,14 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use crate::backend::docker::container_name;
-use crate::backend::docker::recipe::{CLIENT_CERT_PATH, PUBLISHED_IP, TLS_PORT, published_port};
+use crate::backend::docker::recipe::{CLIENT_CERT_PATH, PUBLISHED_IP};
 use super::certdir;
 use super::handle::Environment;
 use super::id::{Container, EnvId};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::labels;
-use crate::publish::{Published, all_bound};
+use crate::publish::{Proto, Published};
 
 /// How a host tool reaches an environment's inner engine, and what else its server publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,76 +81,29 @@ impl Environment {
     /// connection, held as long as this handle. [`Error::EndpointElsewhere`] when the engine
     /// is on another machine and not reached over SSH.
     pub async fn host_access(&self) -> Result<HostAccess> {
-        if self.backend.as_engine().is_none() {
-            // On a cluster: the server's TLS port carried here by a port-forward (its
-            // certificate names 127.0.0.1); nothing is published there.
-            let port = self.reach_port(TLS_PORT).await?;
-            let certs = self.client_certificates().await?;
-            let cert_path = certdir::write(self.backend.location(), self.id.as_str(), &certs)?;
-            let docker_host = format!("tcp://{PUBLISHED_IP}:{port}");
-            let published = self.published().await?;
-            return Ok(HostAccess { id: self.id.to_string(), docker_host, cert_path, published });
-        }
-        let engine = self.docker("reaching an inner engine from the host")?;
-        let host = engine.host();
-        if !is_on_this_machine(host) && !engine.is_ssh() {
-            return Err(Error::EndpointElsewhere { host: host.to_string() });
-        }
-        let server = self.inner_server()?;
-        let inspect = engine.inspect(&server.id).await?;
-        let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());
-        let port = published_port(ports).ok_or_else(|| Error::NoEndpoint { server: server.name.clone(), ip: PUBLISHED_IP, port: TLS_PORT })?;
-        let port = self.reach_port(port).await?;
-        let mut published = all_bound(ports);
-        self.forward_published(&mut published).await?;
+        let docker_host = self.endpoint().await?.host;
+        let published = self.published().await?;
         let certs = self.client_certificates().await?;
-        let cert_path = certdir::write(host, self.id.as_str(), &certs)?;
-        Ok(HostAccess { id: self.id.to_string(), docker_host: format!("tcp://{PUBLISHED_IP}:{port}"), cert_path, published })
+        let cert_path = certdir::write(self.backend.location(), self.id.as_str(), &certs)?;
+        Ok(HostAccess { id: self.id.to_string(), docker_host, cert_path, published })
     }
 
-    /// The ports this environment's server publishes (`--publish`), as bound; for an engine
-    /// over SSH, those reachable from here only through it are local forwards, held as long
-    /// as this handle.
+    /// The ports this environment's server publishes (`--publish`), as bound; those reachable
+    /// from here only through a forward (an engine over SSH, a cluster) are the forwards' local
+    /// ports, held as long as this handle. The rest (UDP, a port on one of the engine host's
+    /// other addresses, any port of an engine on another machine reached otherwise) stay as
+    /// bound.
     pub async fn published(&self) -> Result<Vec<Published>> {
         let Some(server) = &self.server else { return Ok(Vec::new()) };
-        if self.backend.as_engine().is_none() {
-            return self.forwarded().await;
+        let mut published = self.backend.published(&server.id).await?;
+        for p in published.iter_mut().filter(|p| p.proto == Proto::Tcp && (p.ip == PUBLISHED_IP || p.ip == "0.0.0.0")) {
+            match self.reach_at(p.env_port, p.host_port).await {
+                Ok((port, true)) => (p.host_port, p.ip) = (port, PUBLISHED_IP.to_string()),
+                Ok((_, false)) | Err(Error::EndpointElsewhere { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        let inspect = self.docker("published ports")?.inspect(&server.id).await?;
-        let mut published = all_bound(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref()));
-        self.forward_published(&mut published).await?;
         Ok(published)
-    }
-
-    /// On a cluster, the `--publish` ports its start recorded on its Job, each carried to this
-    /// machine's loopback by a port-forward (on the host port asked, else one the system
-    /// picks), held as long as this handle.
-    async fn forwarded(&self) -> Result<Vec<Published>> {
-        let server = self.inner_server()?.id.clone();
-        let labels = self.backend.config(&server).await?.labels;
-        let specs = labels.get(labels::PUBLISH).map(String::as_str).unwrap_or_default();
-        let mut out = Vec::new();
-        for spec in specs.split(',').filter(|s| !s.is_empty()) {
-            let p = crate::publish::PublishSpec::parse(spec)?;
-            let host_port = self.reach_port_at(p.env_port, p.host_port).await?;
-            out.push(Published { ip: PUBLISHED_IP.to_string(), host_port, env_port: p.env_port, proto: p.proto });
-        }
-        Ok(out)
-    }
-
-    /// Over SSH, what the engine's machine publishes on its loopback (or on all its
-    /// addresses) is reached through a forward to its loopback: `ports` say the forwards'
-    /// local addresses. The rest (UDP, a port on one of its other addresses) stays as bound.
-    /// Nothing changes for an engine reached otherwise.
-    async fn forward_published(&self, ports: &mut [Published]) -> Result<()> {
-        if !self.docker("published ports")?.is_ssh() {
-            return Ok(());
-        }
-        for p in ports.iter_mut().filter(|p| p.proto == crate::publish::Proto::Tcp && (p.ip == "127.0.0.1" || p.ip == "0.0.0.0")) {
-            p.host_port = self.reach_port(p.host_port).await?;
-            p.ip = PUBLISHED_IP.to_string();
-        }
-        Ok(())
     }
 }
 

@@ -17,12 +17,13 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 
-use super::{Backend, MemberConfig, OnEvent, Placed, Sink, Swept};
+use super::{Backend, MemberConfig, OnEvent, Placed, Reached, Sink, Swept};
 use crate::cancel::Cancel;
 use crate::engine::{Engine, ExecAs, Lease};
 use crate::env::spec::EnvSpec;
 use crate::env::summary::EnvSummary;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::publish::{Published, all_bound};
 
 impl Backend for Engine {
     fn kind(&self) -> &'static str {
@@ -90,10 +91,13 @@ impl Backend for Engine {
                 env: config.env.unwrap_or_default(),
                 user: config.user.unwrap_or_default(),
                 working_dir: config.working_dir.unwrap_or_default(),
-                labels: config.labels.unwrap_or_default(),
             })
         }
         .boxed()
+    }
+
+    fn labels<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<std::collections::HashMap<String, String>>> {
+        async move { Ok(self.inspect(member).await?.config.and_then(|c| c.labels).unwrap_or_default()) }.boxed()
     }
 
     fn hold<'a>(&'a self, member: &'a str, argv: &'a [String]) -> BoxFuture<'a, Result<Lease>> {
@@ -102,6 +106,35 @@ impl Backend for Engine {
 
     fn remove_member<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<()>> {
         self.remove_container(member).boxed()
+    }
+
+    fn reach<'a>(&'a self, member: &'a str, port: u16, _local: u16) -> BoxFuture<'a, Result<Reached>> {
+        async move {
+            let inspect = self.inspect(member).await?;
+            let ports = inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref());
+            let bound = recipe::loopback_binding(ports, port).ok_or_else(|| Error::NoEndpoint {
+                server: inspect.name.as_deref().unwrap_or(member).trim_start_matches('/').to_string(),
+                ip: recipe::PUBLISHED_IP,
+                port,
+            })?;
+            match self.forward(bound).await? {
+                // An engine on this machine: the port itself.
+                None if crate::env::is_on_this_machine(self.host()) => Ok(Reached { port: bound, forward: None }),
+                // An engine on another machine, not over SSH: the port is on that machine's
+                // loopback, and this machine's port of the same number is something else.
+                None => Err(Error::EndpointElsewhere { host: self.host().to_string() }),
+                Some(f) => Ok(Reached { port: f.local_addr().port(), forward: Some(f) }),
+            }
+        }
+        .boxed()
+    }
+
+    fn published<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<Vec<Published>>> {
+        async move {
+            let inspect = self.inspect(member).await?;
+            Ok(all_bound(inspect.network_settings.as_ref().and_then(|n| n.ports.as_ref())))
+        }
+        .boxed()
     }
 
     fn as_engine(&self) -> Option<&Engine> {

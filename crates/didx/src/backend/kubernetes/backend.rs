@@ -11,6 +11,7 @@
 //! here: a member of its own (the pod's containers go together), the image store, published
 //! ports.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,7 +26,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::cluster::Cluster;
 use super::manifest::{self, CLIENT, Contents, KubeOptions, SERVER};
-use crate::backend::{Backend, MemberConfig, OnEvent, Placed, Sink, Swept};
+
+use crate::backend::docker::recipe::PUBLISHED_IP;
+use crate::backend::{Backend, MemberConfig, OnEvent, Placed, Reached, Sink, Swept};
 use crate::cancel::Cancel;
 use crate::engine::{ExecAs, Lease};
 use crate::env::id::Container;
@@ -33,6 +36,7 @@ use crate::env::spec::{EnvSpec, PoolTag};
 use crate::env::summary::{EnvSummary, Member};
 use crate::error::{Error, Result};
 use crate::labels;
+use crate::publish::Published;
 
 /// The buffer of an exec's streams (kube's default is 1 KiB).
 const BUFFER: usize = 256 * 1024;
@@ -383,18 +387,35 @@ impl Backend for KubeBackend {
             // What a program run there gets: the image's variables and the pod's.
             let out = self.capture(member, &["env"]).await?;
             let env = String::from_utf8_lossy(&out).lines().filter(|l| l.contains('=')).map(str::to_string).collect();
-            // Its labels: its Job's, with the annotations (what no label value can hold).
-            let (pod, _) = split(member)?;
-            let labels = self.cluster.job_labels(job_of(pod)).await?.unwrap_or_default();
-            Ok(MemberConfig { env, labels, ..MemberConfig::default() })
+            Ok(MemberConfig { env, ..MemberConfig::default() })
         }
         .boxed()
     }
 
-    fn forward<'a>(&'a self, member: &'a str, port: u16, local: u16) -> BoxFuture<'a, Result<Option<crate::engine::Forward>>> {
+    fn labels<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<HashMap<String, String>>> {
+        // Its Job's, with the annotations (what no label value can hold).
+        async move { Ok(self.cluster.job_labels(job_of(split(member)?.0)).await?.unwrap_or_default()) }.boxed()
+    }
+
+    fn reach<'a>(&'a self, member: &'a str, port: u16, local: u16) -> BoxFuture<'a, Result<Reached>> {
         async move {
-            let (pod, _) = split(member)?;
-            self.cluster.forward_port(pod, port, local).await.map(Some)
+            let f = self.cluster.forward_port(split(member)?.0, port, local).await?;
+            Ok(Reached { port: f.local_addr().port(), forward: Some(f) })
+        }
+        .boxed()
+    }
+
+    fn published<'a>(&'a self, member: &'a str) -> BoxFuture<'a, Result<Vec<Published>>> {
+        // What the start recorded on the Job: `--publish` as asked (loopback only).
+        async move {
+            let labels = self.labels(member).await?;
+            let specs = labels.get(labels::PUBLISH).map(String::as_str).unwrap_or_default();
+            let mut out = Vec::new();
+            for spec in specs.split(',').filter(|s| !s.is_empty()) {
+                let p = crate::publish::PublishSpec::parse(spec)?;
+                out.push(Published { ip: PUBLISHED_IP.to_string(), host_port: p.host_port, env_port: p.env_port, proto: p.proto });
+            }
+            Ok(out)
         }
         .boxed()
     }

@@ -40,15 +40,16 @@ pub(super) fn tls_port_key() -> String {
     format!("{TLS_PORT}/tcp")
 }
 
-/// The host port the engine chose for the server's TLS port on [`PUBLISHED_IP`], from the
-/// server's inspected `NetworkSettings.Ports`; `None` when it publishes none there.
-pub(crate) fn published_port(ports: Option<&PortMap>) -> Option<u16> {
-    ports?
-        .get(&tls_port_key())?
-        .as_ref()?
-        .iter()
-        .filter(|b| b.host_ip.as_deref() == Some(PUBLISHED_IP))
-        .find_map(|b| b.host_port.as_deref().and_then(|p| p.parse().ok()).filter(|p| *p != 0))
+/// The host port the engine bound `port`/tcp of a server to, from its inspected
+/// `NetworkSettings.Ports`: on [`PUBLISHED_IP`] (where didx publishes the inner engine's TLS
+/// port and, by default, `--publish`), else on all addresses; `None` when neither (an older
+/// didx, another address only, not yet chosen).
+pub(crate) fn loopback_binding(ports: Option<&PortMap>, port: u16) -> Option<u16> {
+    let bindings = ports?.get(&format!("{port}/tcp"))?.as_ref()?;
+    let on = |ip: &str| {
+        bindings.iter().filter(|b| b.host_ip.as_deref() == Some(ip)).find_map(|b| b.host_port.as_deref()?.parse().ok().filter(|p| *p != 0))
+    };
+    on(PUBLISHED_IP).or_else(|| on("0.0.0.0"))
 }
 
 #[cfg(test)]
@@ -63,7 +64,8 @@ mod tests {
     }
 
     #[test]
-    fn the_published_port_is_the_loopback_binding_of_the_tls_port() {
+    fn a_port_is_reached_at_its_loopback_binding_else_at_its_all_addresses_one() {
+        let published_port = |ports: Option<&PortMap>| loopback_binding(ports, TLS_PORT);
         let b = |ip: &str, port: &str| PortBinding { host_ip: Some(ip.into()), host_port: Some(port.into()) };
         let map = |k: &str, v: Option<Vec<PortBinding>>| PortMap::from([(k.to_string(), v)]);
         assert_eq!(published_port(Some(&map("2376/tcp", Some(vec![b("127.0.0.1", "32768")])))), Some(32768));
@@ -72,7 +74,8 @@ mod tests {
         assert_eq!(published_port(None), None);
         assert_eq!(published_port(Some(&PortMap::new())), None);
         assert_eq!(published_port(Some(&map("2376/tcp", None))), None);
-        assert_eq!(published_port(Some(&map("2376/tcp", Some(vec![b("0.0.0.0", "32768")])))), None);
+        assert_eq!(published_port(Some(&map("2376/tcp", Some(vec![b("0.0.0.0", "32768")])))), Some(32768));
+        assert_eq!(published_port(Some(&map("2376/tcp", Some(vec![b("10.0.0.1", "32768")])))), None);
         assert_eq!(published_port(Some(&map("2375/tcp", Some(vec![b("127.0.0.1", "32768")])))), None);
         assert_eq!(published_port(Some(&map("2376/tcp", Some(vec![b("127.0.0.1", "")])))), None);
         assert_eq!(published_port(Some(&map("2376/tcp", Some(vec![b("127.0.0.1", "0")])))), None);

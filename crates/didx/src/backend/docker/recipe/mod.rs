@@ -14,7 +14,7 @@ mod server;
 mod testing;
 
 pub use base::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, STORE_PATH, TLS_PORT};
-pub(crate) use base::{ENTRYPOINT_FILE, VERSION, published_port};
+pub(crate) use base::{ENTRYPOINT_FILE, VERSION, loopback_binding};
 pub(crate) use client::{Client, ClientFiles};
 pub(crate) use filler::Filler;
 pub(crate) use held::{handover, held, lease_env};
