@@ -267,6 +267,24 @@ pub fn cli_env_for(host: &str) -> Vec<(String, String)> {
     }
 }
 
+/// Whether the engine at `host` runs on this machine: a unix socket, or tcp on a loopback
+/// address (where the server's 127.0.0.1 is this machine's).
+pub fn is_on_this_machine(host: &str) -> bool {
+    if host.starts_with("unix://") || host.starts_with("npipe://") {
+        return true;
+    }
+    let Some(rest) = host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://")).or_else(|| host.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let name = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +306,15 @@ mod tests {
         assert!(!is_rootless(&info(&["name=apparmor", "name=seccomp,profile=builtin", "name=cgroupns"])));
         assert!(!is_rootless(&info(&["name=seccomp,profile=rootless"])));
         assert!(!is_rootless(&SystemInfo::default()));
+    }
+
+    #[test]
+    fn engines_on_this_machine() {
+        for local in ["unix:///var/run/docker.sock", "tcp://127.0.0.1:2375", "tcp://localhost:2376", "tcp://[::1]:2376", "tcp://127.0.0.2:1"] {
+            assert!(is_on_this_machine(local), "{local}");
+        }
+        for remote in ["tcp://10.0.0.5:2376", "tcp://docker.example:2376", "ssh://me@host", "tcp://[2001:db8::1]:2376"] {
+            assert!(!is_on_this_machine(remote), "{remote}");
+        }
     }
 }

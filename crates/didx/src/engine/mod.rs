@@ -63,7 +63,7 @@ pub use call::{message_of, status_of};
 // uses them only inside this folder, through `call`.
 #[allow(unused_imports)]
 pub use call::{COMMIT_TIMEOUT, EXPORT_FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT, QUICK_TIMEOUT, REMOVE_TIMEOUT};
-pub use connect::{DEFAULT_HOST, Engine, cli_env_for};
+pub use connect::{DEFAULT_HOST, Engine, cli_env_for, is_on_this_machine};
 pub use exec::ExecAs;
 pub use image::split_reference;
 pub use lease::Lease;

@@ -28,7 +28,8 @@ pub use handle::Environment;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use id::{Container, EnvId, owner};
 pub use list::{list, remove, remove_all, sweep, sweep_logged};
-pub use reach::{HeldAccess, HostAccess, hold_host_access, host_access, is_on_this_machine};
+pub use reach::{HeldAccess, HostAccess, hold_host_access, host_access};
+pub use crate::engine::is_on_this_machine;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use crate::backend::docker::recipe::{CLIENT_CERT_PATH, ENTRYPOINT, ENTRYPOINT_PATH, PUBLISHED_IP, STORE_PATH, TLS_PORT};
 pub use spec::{EnvSpec, Seal, StoreMount};

@@ -119,7 +119,7 @@ impl Backend for Engine {
             })?;
             match self.forward(bound).await? {
                 // An engine on this machine: the port itself.
-                None if crate::env::is_on_this_machine(self.host()) => Ok(Reached { port: bound, forward: None }),
+                None if crate::engine::is_on_this_machine(self.host()) => Ok(Reached { port: bound, forward: None }),
                 // An engine on another machine, not over SSH: the port is on that machine's
                 // loopback, and this machine's port of the same number is something else.
                 None => Err(Error::EndpointElsewhere { host: self.host().to_string() }),
