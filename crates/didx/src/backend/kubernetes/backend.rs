@@ -188,6 +188,18 @@ pub(crate) fn job_state(status: &k8s_openapi::api::batch::v1::JobStatus) -> &'st
     }
 }
 
+/// A sandbox's state from its Job: [`job_state`]'s; for a pooled one nobody claimed yet,
+/// `ready` once released into the pool, else `starting` (as `didx ls` says them on Docker).
+pub(crate) fn sandbox_state(job: &k8s_openapi::api::batch::v1::Job) -> &'static str {
+    let state = job_state(&job.status.clone().unwrap_or_default());
+    let labels = job.metadata.labels.as_ref();
+    let has = |k: &str| labels.is_some_and(|l| l.contains_key(k));
+    if has(labels::POOL) && !has(labels::POOL_CLAIMED) && state != "exited" {
+        return if has(labels::POOL_READY) { "ready" } else { "starting" };
+    }
+    state
+}
+
 /// The members of `pod`, held by `leases`.
 pub(crate) fn placed(pod: &str, leases: Vec<Lease>) -> Placed {
     let member = |c: &str| Container { name: format!("{pod}/{c}"), id: format!("{pod}/{c}") };
@@ -260,13 +272,7 @@ impl Backend for KubeBackend {
             for job in self.cluster.jobs_managed().await? {
                 let labels = job.metadata.labels.clone().unwrap_or_default();
                 let label = |k: &str| labels.get(k).cloned();
-                let status = job.status.clone().unwrap_or_default();
-                let mut state = job_state(&status);
-                // A pooled one nobody claimed: `ready` once released into the pool, else
-                // `starting` (as `didx ls` says them on Docker).
-                if label(labels::POOL).is_some() && label(labels::POOL_CLAIMED).is_none() && state != "exited" {
-                    state = if label(labels::POOL_READY).is_some() { "ready" } else { "starting" };
-                }
+                let state = sandbox_state(&job);
                 let name = job.metadata.name.clone().unwrap_or_default();
                 let members = [SERVER, CLIENT]
                     .iter()
@@ -457,6 +463,20 @@ mod tests {
         assert_eq!(job_state(&st(Some(1), None, None, None)), "running", "a cluster without `ready`");
         assert_eq!(job_state(&st(None, Some(0), None, Some(1))), "exited");
         assert_eq!(job_state(&st(None, None, Some(1), None)), "exited");
+        // A pooled one: `starting` until released, `ready` after, its own state once claimed
+        // or ended.
+        use k8s_openapi::api::batch::v1::Job;
+        let job = |labels: &[&str], status| {
+            let mut job = Job { status: Some(status), ..Job::default() };
+            job.metadata.labels = Some(labels.iter().map(|l| (l.to_string(), "1".to_string())).collect());
+            job
+        };
+        let running = st(Some(1), Some(1), None, None);
+        assert_eq!(sandbox_state(&job(&[], running.clone())), "running");
+        assert_eq!(sandbox_state(&job(&[labels::POOL], running.clone())), "starting");
+        assert_eq!(sandbox_state(&job(&[labels::POOL, labels::POOL_READY], running.clone())), "ready");
+        assert_eq!(sandbox_state(&job(&[labels::POOL, labels::POOL_READY, labels::POOL_CLAIMED], running)), "running");
+        assert_eq!(sandbox_state(&job(&[labels::POOL, labels::POOL_READY], st(None, None, None, Some(1)))), "exited");
     }
 
     #[test]

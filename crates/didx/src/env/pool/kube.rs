@@ -35,7 +35,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use sha2::{Digest, Sha256};
 
-use crate::backend::kubernetes::backend::{KubeBackend, job_state, placed};
+use crate::backend::kubernetes::backend::{KubeBackend, placed, sandbox_state};
 use crate::backend::kubernetes::cluster::Cluster;
 use crate::backend::kubernetes::manifest::KubeOptions;
 use crate::backend::docker::recipe;
@@ -82,9 +82,9 @@ struct Pooled {
     name: String,
     id: String,
     version: String,
-    ready: bool,
+    /// As `didx ls` says it ([`sandbox_state`]): `ready` and `starting` while unclaimed.
+    state: &'static str,
     claimed: bool,
-    ended: bool,
     size: usize,
     idle: Duration,
 }
@@ -103,9 +103,8 @@ async fn pooled(cluster: &Cluster, key: Option<&str>, name: Option<&str>) -> Res
             name: job.metadata.name.clone().unwrap_or_default(),
             id: label(labels::ENV).unwrap_or_default().to_string(),
             version: job.metadata.resource_version.clone().unwrap_or_default(),
-            ready: label(READY).is_some(),
+            state: sandbox_state(&job),
             claimed: label(CLAIMED).is_some(),
-            ended: job_state(&job.status.clone().unwrap_or_default()) == "exited",
             size: label(labels::POOL_SIZE).and_then(|s| s.parse().ok()).unwrap_or(1),
             idle: Duration::from_secs(label(labels::POOL_IDLE).and_then(|s| s.parse().ok()).unwrap_or(1800)),
         });
@@ -140,7 +139,7 @@ pub(crate) async fn up(
     name: Option<&str>,
 ) -> Result<KubePoolUp> {
     let key = key(template, kube, name);
-    let existing = pooled(cluster, Some(&key), name).await?.iter().filter(|p| !p.claimed && !p.ended).count();
+    let existing = pooled(cluster, Some(&key), name).await?.iter().filter(|p| !p.claimed && p.state != "exited").count();
     let backend = Arc::new(KubeBackend::new(cluster.clone(), kube.clone()));
     let tag = PoolTag {
         key: key.clone(),
@@ -223,7 +222,7 @@ pub(crate) async fn claim(
     let key = key(spec, backend.options(), name);
     let claimer = format!("pid-{}", std::process::id());
     for p in pooled(cluster, Some(&key), name).await? {
-        if !p.ready || p.claimed || p.ended || !take(cluster, &p, &claimer).await? {
+        if p.state != "ready" || !take(cluster, &p, &claimer).await? {
             continue;
         }
         // Ours: held from here, or deleted.
@@ -266,7 +265,7 @@ pub(crate) async fn down(cluster: &Cluster, name: Option<&str>) -> Result<KubePo
         if p.claimed {
             continue;
         }
-        if !p.ready && !p.ended {
+        if p.state == "starting" {
             report.left.push((p.id, "starting: held by its filler (it ends with it)".into()));
             continue;
         }
