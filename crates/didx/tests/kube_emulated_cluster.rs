@@ -334,7 +334,6 @@ async fn a_pooled_pod_nobody_claims_ends_itself_after_its_idle_timeout_and_is_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_port_of_a_sandbox_on_an_emulated_cluster_reaches_an_inner_container_through_a_port_forward() {
-    use std::io::{Read, Write};
     let em = EmulatedCluster::start(host()).await;
     let cluster = Cluster::new(em.client(), NS);
     let h = host();
@@ -354,42 +353,7 @@ async fn a_published_port_of_a_sandbox_on_an_emulated_cluster_reaches_an_inner_c
 
     // An inner container publishing 8080 on the server's network (the pod's).
     let docker = sb.docker().await.unwrap();
-    let serve = "busybox mkdir -p /www && echo k8s-published > /www/index.html && exec busybox httpd -f -p 80 -h /www";
-    let hc = bollard::models::HostConfig {
-        port_bindings: Some(std::collections::HashMap::from([(
-            "80/tcp".to_string(),
-            Some(vec![bollard::models::PortBinding { host_ip: None, host_port: Some("8080".into()) }]),
-        )])),
-        ..Default::default()
-    };
-    let body = bollard::models::ContainerCreateBody {
-        image: Some(image.clone()),
-        cmd: Some(vec!["sh".into(), "-c".into(), serve.into()]),
-        host_config: Some(hc),
-        exposed_ports: Some(vec!["80/tcp".to_string()]),
-        ..Default::default()
-    };
-    let name = format!("web-{t}");
-    docker.create_container(Some(qp::CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body).await.unwrap();
-    docker.start_container(&name, None::<qp::StartContainerOptions>).await.unwrap();
-    let addr = p.host_addr();
-    let reply = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut reply = String::new();
-            if let Ok(mut s) = std::net::TcpStream::connect(&addr)
-                && s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
-                && s.read_to_string(&mut reply).is_ok()
-                && reply.contains("200")
-            {
-                return reply;
-            }
-            assert!(Instant::now() < deadline, "no reply from {addr}: {reply:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    })
-    .await
-    .unwrap();
+    let reply = common::serve_and_fetch(&docker, &image, &format!("web-{t}"), 8080, "k8s-published", p.host_addr()).await;
     assert!(reply.contains("k8s-published"), "{reply}");
     sb.rm().await.unwrap();
     cluster_empty(&em).await;

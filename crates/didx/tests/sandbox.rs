@@ -71,7 +71,6 @@ async fn a_seeded_sandbox_runs_its_image_through_docker_and_exec_then_rm_leaves_
 /// cache, and goes when the sandbox is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_port_reaches_an_inner_container_and_host_access_reports_it() {
-    use std::io::{Read, Write};
     use std::os::unix::fs::PermissionsExt;
     let host = host();
     let t = tag("publish");
@@ -92,43 +91,7 @@ async fn a_published_port_reaches_an_inner_container_and_host_access_reports_it(
     assert_ne!(p.host_port, 0);
 
     let docker = sb.docker().await.unwrap();
-    let serve = "busybox mkdir -p /www && echo lib-published > /www/index.html && exec busybox httpd -f -p 80 -h /www";
-    let hc = bollard::models::HostConfig {
-        port_bindings: Some(std::collections::HashMap::from([(
-            "80/tcp".to_string(),
-            Some(vec![bollard::models::PortBinding { host_ip: None, host_port: Some("8080".into()) }]),
-        )])),
-        ..Default::default()
-    };
-    let body = ContainerCreateBody {
-        image: Some(image.clone()),
-        cmd: Some(vec!["sh".into(), "-c".into(), serve.into()]),
-        host_config: Some(hc),
-        // As `docker run -p` does: an engine binds only ports the container exposes.
-        exposed_ports: Some(vec!["80/tcp".to_string()]),
-        ..Default::default()
-    };
-    let name = format!("web-{t}");
-    docker.create_container(Some(qp::CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body).await.unwrap();
-    docker.start_container(&name, None::<qp::StartContainerOptions>).await.unwrap();
-    let addr = p.host_addr();
-    let reply = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let mut reply = String::new();
-            if let Ok(mut s) = std::net::TcpStream::connect(&addr)
-                && s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
-                && s.read_to_string(&mut reply).is_ok()
-                && reply.contains("200")
-            {
-                return reply;
-            }
-            assert!(std::time::Instant::now() < deadline, "no reply from {addr}: {reply:?}");
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    })
-    .await
-    .unwrap();
+    let reply = serve_and_fetch(&docker, &image, &format!("web-{t}"), 8080, "lib-published", p.host_addr()).await;
     assert!(reply.contains("lib-published"), "{reply}");
 
     let dir = access.cert_path.clone();

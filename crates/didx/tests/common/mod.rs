@@ -83,3 +83,45 @@ pub async fn leftovers(docker: &Docker, id: &str) -> Vec<String> {
         .chain(vs.volumes.unwrap_or_default().into_iter().map(|v| format!("volume {}", v.name)))
         .collect()
 }
+
+/// Serves `text` over HTTP from an inner container of `docker` (a sandbox's inner engine,
+/// running `image`, a busybox) published on port `port` of the server's network, then fetches
+/// it from this machine at `addr` until it answers 200 (20 s at most); the reply.
+pub async fn serve_and_fetch(docker: &Docker, image: &str, name: &str, port: u16, text: &str, addr: String) -> String {
+    use std::io::{Read, Write};
+    let serve = format!("busybox mkdir -p /www && echo {text} > /www/index.html && exec busybox httpd -f -p 80 -h /www");
+    let hc = bollard::models::HostConfig {
+        port_bindings: Some(HashMap::from([(
+            "80/tcp".to_string(),
+            Some(vec![bollard::models::PortBinding { host_ip: None, host_port: Some(port.to_string()) }]),
+        )])),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(vec!["sh".into(), "-c".into(), serve]),
+        host_config: Some(hc),
+        // As `docker run -p` does: an engine binds only ports the container exposes.
+        exposed_ports: Some(vec!["80/tcp".to_string()]),
+        ..Default::default()
+    };
+    docker.create_container(Some(qp::CreateContainerOptions { name: Some(name.to_string()), ..Default::default() }), body).await.unwrap();
+    docker.start_container(name, None::<qp::StartContainerOptions>).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let mut reply = String::new();
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr)
+                && s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+                && s.read_to_string(&mut reply).is_ok()
+                && reply.contains("200")
+            {
+                return reply;
+            }
+            assert!(std::time::Instant::now() < deadline, "no reply from {addr}: {reply:?}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    })
+    .await
+    .unwrap()
+}
