@@ -5,6 +5,8 @@
 use clap::{Args, ColorChoice, Parser, Subcommand, ValueEnum};
 use didx::spec::{CleanPolicy, EngineMode, IsolationMode, Teardown};
 
+pub use crate::k8s_args::K8sArgs;
+
 pub const AFTER_HELP: &str = "\
 COMMAND: each argument is one command, split into words as a POSIX shell splits it (no
 expansion on the host). A command whose first word is a docker subcommand, or that starts
@@ -499,41 +501,6 @@ pub enum K8sCmd {
         #[arg(long, hide = true)]
         hold: bool,
     },
-}
-
-/// Where and how a sandbox runs on a cluster.
-#[derive(Args, Debug, Clone)]
-pub struct K8sArgs {
-    /// The namespace of its objects [default: the kubeconfig context's, else default]
-    #[arg(long, value_name = "NAME")]
-    pub namespace: Option<String>,
-    /// The pod is ended this long after its start whatever happens to didx
-    /// (activeDeadlineSeconds; e.g. 30m, 2h)
-    #[arg(long, default_value = "1h", value_name = "DURATION")]
-    pub deadline: String,
-    /// The cluster deletes the ended Job and its Secret this long after it ended
-    /// (ttlSecondsAfterFinished)
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub ttl: String,
-    /// A runtime class that gives containers what dockerd needs (e.g. sysbox-runc): the
-    /// server then runs unprivileged
-    #[arg(long = "runtime-class", value_name = "NAME")]
-    pub runtime_class: Option<String>,
-    /// The server's resource requests: cpu=Q,memory=Q,ephemeral-storage=Q
-    #[arg(long = "server-requests", value_name = "LIST")]
-    pub server_requests: Option<String>,
-    /// The server's resource limits (as --server-requests)
-    #[arg(long = "server-limits", value_name = "LIST")]
-    pub server_limits: Option<String>,
-    /// The client's resource requests (as --server-requests)
-    #[arg(long = "client-requests", value_name = "LIST")]
-    pub client_requests: Option<String>,
-    /// The client's resource limits (as --server-requests)
-    #[arg(long = "client-limits", value_name = "LIST")]
-    pub client_limits: Option<String>,
-    /// A size limit for the inner engine's storage (its emptyDir), e.g. 20Gi
-    #[arg(long = "storage-limit", value_name = "QUANTITY")]
-    pub storage_limit: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

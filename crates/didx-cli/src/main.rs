@@ -20,6 +20,7 @@ mod event_json;
 mod events;
 mod exit;
 mod helper;
+mod k8s_args;
 mod listing;
 mod matrix;
 mod options;

@@ -126,7 +126,7 @@ fn host_commands_and_published_ports_on_the_kubernetes_backend_go_through_port_f
 #[test]
 fn what_the_kubernetes_backend_cannot_do_is_one_usage_line_and_nothing_is_asked_of_the_cluster() {
     let cluster = Emulated::start();
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--backend", "kubernetes", "true"], "--clean anycase"),
         (&["--backend", "kubernetes", "--clean", "success", "true"], "--clean anycase"),
         (&["--backend", "kubernetes", "--clean", "anycase", "-v", "/data", "true"], "-v"),
@@ -137,6 +137,8 @@ fn what_the_kubernetes_backend_cannot_do_is_one_usage_line_and_nothing_is_asked_
         (&["pool", "up", "1", "--backend", "kubernetes", "--load", "busybox:latest"], "--load"),
         (&["pool", "up", "1", "--namespace", "ci"], "--backend kubernetes"),
         (&["pool", "down", "--kube-context", "emulated"], "--backend kubernetes"),
+        (&["--backend", "kubernetes", "--clean", "anycase", "--kube-reach", "ssh", "true"], "--kube-reach"),
+        (&["--kube-reach", "pod-ip", "true"], "--backend kubernetes"),
     ];
     for (args, names) in cases {
         let r = cluster.didx(args);

@@ -19,6 +19,7 @@ pub use crate::backend::kubernetes::manifest::{
     KubeOptions, OWNER_UID_PLACEHOLDER, Objects, PLACEHOLDER, PodSecurity, Resources, is_quantity,
 };
 pub use crate::backend::kubernetes::reach::Hold;
+pub use crate::backend::kubernetes::way::KubeReach;
 pub use crate::env::pool::kube::{KubePoolDown, KubePoolUp};
 /// The Kubernetes API types didx's objects are made of (the version didx is built with).
 pub use k8s_openapi;

@@ -40,6 +40,7 @@ pub const POOL_READY: &str = "io.didx.pool.ready";
 pub const POOL_CLAIMED: &str = "io.didx.pool.claimed";
 /// On a sandbox's Job on a cluster: its `--publish` specs (`IP:HOSTPORT:ENVPORT/PROTO`, comma
 /// separated), the ports a run carries to this machine by port-forwards.
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
 pub const PUBLISH: &str = "io.didx.publish";
 /// On a server: the block of the address range its inner engine's networks are made in
 /// (`A.B.C.D/20`, see `net`); absent when `--dkropts` chose the inner addresses.

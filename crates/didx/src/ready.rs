@@ -48,6 +48,28 @@ fn stranger(e: &std::io::Error) -> bool {
     matches!(tls, Some(tokio_rustls::rustls::Error::InvalidCertificate(_)))
 }
 
+/// A TLS client of one environment's inner engine: its client certificate presented, the
+/// server's verified against its CA under the name [`SERVER_NAME`] (see [`handshake`]).
+pub(crate) fn connector(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<TlsConnector, String> {
+    let mut roots = RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+    roots.add(ca).map_err(|e| e.to_string())?;
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let config =
+        ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(vec![cert], key).map_err(|e| e.to_string())?;
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Mutual TLS with an inner engine over `stream` (any connection to its TLS port), its
+/// certificate verified under the name [`SERVER_NAME`] (whatever address was dialled).
+pub(crate) async fn handshake<S>(connector: &TlsConnector, stream: S) -> std::io::Result<tokio_rustls::client::TlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    connector.connect(ServerName::try_from(SERVER_NAME).expect("static name is valid"), stream).await
+}
+
 /// A TLS client for one environment's inner engine.
 #[derive(Clone)]
 pub struct Prober {
@@ -57,14 +79,7 @@ pub struct Prober {
 impl Prober {
     /// Build a prober from the environment's material.
     pub fn new(tls: &TlsMaterial) -> Result<Prober, String> {
-        let mut roots = RootCertStore::empty();
-        let ca = CertificateDer::from_pem_slice(tls.ca_pem.as_bytes()).map_err(|e| e.to_string())?;
-        roots.add(ca).map_err(|e| e.to_string())?;
-        let cert = CertificateDer::from_pem_slice(tls.client_cert_pem.as_bytes()).map_err(|e| e.to_string())?;
-        let key = PrivateKeyDer::from_pem_slice(tls.client_key_pem.as_bytes()).map_err(|e| e.to_string())?;
-        let config =
-            ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(vec![cert], key).map_err(|e| e.to_string())?;
-        Ok(Prober { connector: TlsConnector::from(Arc::new(config)) })
+        Ok(Prober { connector: connector(&tls.ca_pem, &tls.client_cert_pem, &tls.client_key_pem)? })
     }
 
     /// One `GET /_ping` to `addr`, bounded by `timeout`.
@@ -82,8 +97,7 @@ impl Prober {
             Err(e) => return Err(ProbeError::Unreachable(e.to_string())),
         };
         tcp.set_nodelay(true).ok();
-        let name = ServerName::try_from(SERVER_NAME).expect("static name is valid");
-        let mut tls = self.connector.connect(name, tcp).await.map_err(|e| {
+        let mut tls = handshake(&self.connector, tcp).await.map_err(|e| {
             let said = format!("TLS handshake: {e}");
             if stranger(&e) { ProbeError::Stranger(said) } else { ProbeError::Failed(said) }
         })?;

@@ -359,3 +359,35 @@ async fn a_published_port_of_a_sandbox_on_an_emulated_cluster_reaches_an_inner_c
     cluster_empty(&em).await;
     nothing_left(em, &id).await;
 }
+
+/// `--kube-reach port-forward` and `pod-ip`: the inner engine over mutual TLS with the
+/// sandbox's client certificate (read from its Secret), by a `pods/portforward` stream to the
+/// server's TLS port or by the pod's IP (here the server's address on the engine's bridge, as
+/// a pod of the cluster would reach it) — and never a `dial-stdio` exec, from the start's
+/// readiness wait on. COMMANDs still run through `pods/exec`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inner_engine_is_reached_by_port_forward_or_by_pod_ip_with_mutual_tls_and_no_exec() {
+    use didx::kubernetes::KubeReach;
+    let em = EmulatedCluster::start(host()).await;
+    let cluster = Cluster::new(em.client(), NS);
+    assert!(!cluster.in_cluster());
+    assert_eq!(KubeReach::Auto.on(cluster.in_cluster()), KubeReach::Exec, "outside the cluster, auto is exec");
+    for reach in [KubeReach::PortForward, KubeReach::PodIp] {
+        let before = em.api.state.lock().unwrap().streams.len();
+        let sb = builder().start_on_cluster(&cluster, &KubeOptions { reach, ..KubeOptions::default() }).await.unwrap();
+        let id = sb.id().to_string();
+        let docker = sb.docker().await.unwrap();
+        let version = docker.version().await.unwrap().version.unwrap_or_default();
+        let out = sb.exec(["docker", "version", "--format", "{{.Server.Version}}"]).await.unwrap();
+        assert_eq!(out.stdout_text().trim(), version, "{reach:?}: the same inner engine as the client's");
+        assert!(docker.list_images(None::<qp::ListImagesOptions>).await.unwrap().is_empty(), "{reach:?}");
+        let streams: Vec<String> = em.api.state.lock().unwrap().streams[before..].to_vec();
+        assert!(!streams.iter().any(|s| s.contains("dial-stdio")), "{reach:?} dialled through exec: {streams:#?}");
+        let forwarded = streams.iter().any(|s| s.contains("/portforward?") && s.contains("ports=2376"));
+        assert_eq!(forwarded, reach == KubeReach::PortForward, "{reach:?}: {streams:#?}");
+        sb.rm().await.unwrap();
+        cluster_empty(&em).await;
+        assert!(leftovers(&em.docker, &id).await.is_empty(), "{reach:?}: left on the engine");
+    }
+    em.stop().await;
+}

@@ -1,6 +1,6 @@
 //! `didx k8s render`: the objects a sandbox on a Kubernetes cluster would be made of.
 
-use didx::kubernetes::{KubeOptions, Rendered, Resources};
+use didx::kubernetes::{KubeOptions, KubeReach, Rendered, Resources};
 use didx::spec::parse_duration;
 
 use crate::cli::{K8sArgs, K8sCmd};
@@ -49,6 +49,7 @@ pub fn kube_options(a: &K8sArgs) -> didx::Result<KubeOptions> {
         server_resources: server,
         client_resources: client,
         storage_limit: a.storage_limit.clone(),
+        reach: KubeReach::parse(&a.kube_reach)?,
     })
 }
 

@@ -101,6 +101,7 @@ fn kube_only(kube_context: bool, k: &crate::cli::K8sArgs) -> Option<&'static str
         ("--client-requests", k.client_requests.is_some()),
         ("--client-limits", k.client_limits.is_some()),
         ("--storage-limit", k.storage_limit.is_some()),
+        ("--kube-reach", k.kube_reach != "auto"),
     ]
     .into_iter()
     .find_map(|(o, given)| given.then_some(o))

@@ -34,6 +34,9 @@ pub struct State {
     pub requests: usize,
     /// The log of requests: `METHOD path?query`.
     pub log: Vec<String>,
+    /// The streams asked for (`pods/exec`, `pods/attach`, `pods/portforward`: `path?query`),
+    /// served by the emulated node.
+    pub streams: Vec<String>,
     /// Kinds whose creation the API server forbids (403), e.g. a role without `secrets`.
     pub forbidden: Vec<&'static str>,
     kill_after: Option<usize>,

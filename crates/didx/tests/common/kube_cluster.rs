@@ -194,7 +194,11 @@ async fn kubelet_sync(api: &FakeApi, pods: &Arc<Mutex<HashMap<String, Arc<Ran>>>
             Ok(p) => {
                 let ran = Ran { docker: p.docker.clone(), server: p.server.clone(), client: p.client.clone() };
                 pods.lock().unwrap().insert(name.clone(), Arc::new(ran));
-                json!({"phase": "Running"})
+                // The pod's IP: its network's (the server's, on the engine's bridge).
+                match pod_ip(docker, &p.server).await {
+                    Some(ip) => json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}),
+                    None => json!({"phase": "Running"}),
+                }
             }
             Err(e) => json!({"phase": "Failed", "reason": "RunContainerError", "message": e.to_string()}),
         };
@@ -257,6 +261,7 @@ async fn handle(
     if let Some(rest) = path.strip_suffix("/exec").or_else(|| path.strip_suffix("/attach")).or_else(|| path.strip_suffix("/portforward")) {
         let pod = rest.rsplit('/').next().unwrap_or_default().to_string();
         let exec = path.ends_with("/exec");
+        api.state.lock().unwrap().streams.push(format!("{path}?{query}"));
         let found = pods.lock().unwrap().get(&pod).cloned();
         let Some(p) = found else {
             return Ok(json_answer(
@@ -404,14 +409,9 @@ async fn serve_portforward(docker: &Docker, server: &str, port: u16, ws: Ws) {
             return;
         }
     }
-    let ip = docker
-        .inspect_container(server, None::<qp::InspectContainerOptions>)
-        .await
-        .ok()
-        .and_then(|c| c.network_settings?.networks?.into_values().find_map(|n| n.ip_address.filter(|ip| !ip.is_empty())));
-    let connected = match ip {
-        Some(ip) if !ip.is_empty() => tokio::net::TcpStream::connect((ip.as_str(), port)).await.ok(),
-        _ => None,
+    let connected = match pod_ip(docker, server).await {
+        Some(ip) => tokio::net::TcpStream::connect((ip.as_str(), port)).await.ok(),
+        None => None,
     };
     let Some(tcp) = connected else {
         let _ = tx.send(framed(1, format!("error forwarding port {port} to pod: connection refused").as_bytes())).await;
@@ -435,6 +435,12 @@ async fn serve_portforward(docker: &Docker, server: &str, port: u16, ws: Ws) {
     }
     let _ = to_pod.shutdown().await;
     let _ = tx.close().await;
+}
+
+/// The address of the pod's network on the engine's bridge (its server's), if it has one.
+async fn pod_ip(docker: &Docker, server: &str) -> Option<String> {
+    let c = docker.inspect_container(server, None::<qp::InspectContainerOptions>).await.ok()?;
+    c.network_settings?.networks?.into_values().find_map(|n| n.ip_address.filter(|ip| !ip.is_empty()))
 }
 
 async fn serve_attach(docker: &Docker, id: &str, stdout: bool, ws: Ws) {

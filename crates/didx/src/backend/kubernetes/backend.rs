@@ -150,7 +150,7 @@ impl KubeBackend {
             () = cancel.cancelled() => return Err(Error::Cancelled),
         };
         let leases = self.cluster.leases(&pod).await?;
-        let inner = self.cluster.inner_docker(&pod)?;
+        let inner = self.cluster.inner_docker_by(&pod, self.options.reach)?;
         let started = Instant::now();
         loop {
             let answer = tokio::select! {
@@ -440,7 +440,7 @@ impl Backend for KubeBackend {
     }
 
     fn inner_docker(&self, client: &str) -> Option<Result<bollard::Docker>> {
-        Some(split(client).and_then(|(pod, _)| self.cluster.inner_docker(pod)))
+        Some(split(client).and_then(|(pod, _)| self.cluster.inner_docker_by(pod, self.options.reach)))
     }
 
     fn as_engine(&self) -> Option<&crate::engine::Engine> {

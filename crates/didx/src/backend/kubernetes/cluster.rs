@@ -30,6 +30,8 @@ use crate::labels;
 pub struct Cluster {
     client: kube::Client,
     namespace: String,
+    /// Its configuration is the in-cluster one (didx runs in a pod of it).
+    in_cluster: bool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -89,15 +91,23 @@ impl Cluster {
             }
             None => Config::infer().await.map_err(|e| bad(e.to_string()))?,
         };
+        // `infer` takes the in-cluster configuration exactly when no kubeconfig could be read.
+        let in_cluster = context.is_none() && Config::from_kubeconfig(&KubeConfigOptions::default()).await.is_err();
         let namespace = namespace.map(str::to_string).unwrap_or_else(|| config.default_namespace.clone());
         let client = kube::Client::try_from(config).map_err(|e| bad(e.to_string()))?;
-        Ok(Cluster { client, namespace })
+        Ok(Cluster { client, namespace, in_cluster })
     }
 
     /// A cluster reached through `client` (any `tower` service: tests give an emulated API
     /// server), in `namespace`.
     pub fn new(client: kube::Client, namespace: impl Into<String>) -> Cluster {
-        Cluster { client, namespace: namespace.into() }
+        Cluster { client, namespace: namespace.into(), in_cluster: false }
+    }
+
+    /// Whether didx runs in this cluster (its configuration is a pod's in-cluster one): a
+    /// sandbox's pod is then reached by its IP ([`KubeReach::Auto`](super::way::KubeReach)).
+    pub fn in_cluster(&self) -> bool {
+        self.in_cluster
     }
 
     /// The client it talks through.

@@ -80,6 +80,8 @@ pub struct KubeOptions {
     pub client_resources: Resources,
     /// A size limit for the inner engine's storage (`emptyDir.sizeLimit`), e.g. `20Gi`.
     pub storage_limit: Option<String>,
+    /// How a run reaches the inner engine (no part of the objects).
+    pub reach: super::way::KubeReach,
 }
 
 impl Default for KubeOptions {
@@ -92,6 +94,7 @@ impl Default for KubeOptions {
             server_resources: Resources::default(),
             client_resources: Resources::default(),
             storage_limit: None,
+            reach: super::way::KubeReach::Auto,
         }
     }
 }

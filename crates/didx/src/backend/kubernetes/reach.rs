@@ -12,13 +12,15 @@
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::{AttachParams, AttachedProcess, ListParams};
 use tokio::io::AsyncWriteExt;
 
 use super::cluster::Cluster;
 use super::manifest::{CLIENT, SERVER};
+use super::way::KubeReach;
+use crate::backend::docker::recipe::{CLIENT_CERT_PATH, TLS_PORT};
 use crate::engine::{DIAL, Duplex, Forward, Lease, docker_over};
 use crate::error::{Error, Result};
 
@@ -41,8 +43,41 @@ fn piped(container: &str, buffer: Option<usize>) -> AttachParams {
     }
 }
 
+/// The TLS client of `pod`'s inner engine (its sandbox's client certificate, from its
+/// Secret) and, to reach it `by` the pod's IP, that IP (`None`: by port-forward).
+async fn tls_to(
+    pods: &Api<Pod>,
+    secrets: &Api<Secret>,
+    pod: &str,
+    by: KubeReach,
+) -> std::io::Result<(tokio_rustls::TlsConnector, Option<std::net::IpAddr>)> {
+    let job = pod.rsplit_once('-').map_or(pod, |(job, _)| job);
+    let secret = secrets.get(job).await.map_err(std::io::Error::other)?;
+    let data = secret.data.unwrap_or_default();
+    let pem = |file: &str| {
+        let key = format!("{}/{file}", CLIENT_CERT_PATH.trim_start_matches('/')).replace('/', "_");
+        data.get(&key)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .ok_or_else(|| std::io::Error::other(format!("the Secret {job} has no {key}")))
+    };
+    let connector = crate::ready::connector(&pem("ca.pem")?, &pem("cert.pem")?, &pem("key.pem")?).map_err(std::io::Error::other)?;
+    let ip = match by {
+        KubeReach::PodIp => {
+            let status = pods.get(pod).await.map_err(std::io::Error::other)?.status.unwrap_or_default();
+            let ip = status.pod_ip.ok_or_else(|| std::io::Error::other(format!("the pod {pod} has no IP yet")))?;
+            Some(ip.parse().map_err(|e| std::io::Error::other(format!("the pod {pod}'s IP '{ip}': {e}")))?)
+        }
+        _ => None,
+    };
+    Ok((connector, ip))
+}
+
 impl Cluster {
     fn pods_api(&self) -> Api<Pod> {
+        Api::namespaced(self.client(), self.namespace())
+    }
+
+    fn secrets_api(&self) -> Api<Secret> {
         Api::namespaced(self.client(), self.namespace())
     }
 
@@ -75,6 +110,44 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// A client of the inner engine of `pod`, reached as `by` says on this cluster.
+    pub fn inner_docker_by(&self, pod: &str, by: KubeReach) -> Result<Docker> {
+        match by.on(self.in_cluster()) {
+            KubeReach::PortForward | KubeReach::PodIp => self.inner_over_tls(pod, by.on(self.in_cluster())),
+            KubeReach::Auto | KubeReach::Exec => self.inner_docker(pod),
+        }
+    }
+
+    /// A client of the inner engine of `pod` over mutual TLS: each connection to its server's
+    /// TLS port by the pod's IP, or by a `pods/portforward` stream (`by`), with the client
+    /// certificate of the sandbox's Secret (read once, at the first connection).
+    fn inner_over_tls(&self, pod: &str, by: KubeReach) -> Result<Docker> {
+        let (pods, secrets, pod) = (self.pods_api(), self.secrets_api(), pod.to_string());
+        let found: std::sync::Arc<tokio::sync::OnceCell<(tokio_rustls::TlsConnector, Option<std::net::IpAddr>)>> = Default::default();
+        docker_over(&format!("{}:{}/{pod}", by.name(), self.namespace()), move || {
+            let (pods, secrets, pod, found) = (pods.clone(), secrets.clone(), pod.clone(), found.clone());
+            async move {
+                let (connector, ip) = found.get_or_try_init(|| tls_to(&pods, &secrets, &pod, by)).await?;
+                match ip {
+                    Some(ip) => {
+                        let tcp = tokio::net::TcpStream::connect((*ip, TLS_PORT)).await?;
+                        tcp.set_nodelay(true).ok();
+                        let (output, input) = tokio::io::split(crate::ready::handshake(connector, tcp).await?);
+                        Ok(Duplex::new(Box::pin(output), Box::pin(input)))
+                    }
+                    None => {
+                        let mut forwarder = pods.portforward(&pod, &[TLS_PORT]).await.map_err(std::io::Error::other)?;
+                        let stream = forwarder
+                            .take_stream(TLS_PORT)
+                            .ok_or_else(|| std::io::Error::other(format!("the port-forward to {pod} has no stream for {TLS_PORT}")))?;
+                        let (output, input) = tokio::io::split(crate::ready::handshake(connector, stream).await?);
+                        Ok(Duplex::keeping(Box::pin(output), Box::pin(input), Box::new(forwarder)))
+                    }
+                }
+            }
+        })
     }
 
     /// A client of the inner engine of `pod`: every connection a `docker system dial-stdio`

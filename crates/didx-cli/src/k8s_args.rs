@@ -1,0 +1,45 @@
+//! The options of a sandbox on a Kubernetes cluster (`--backend kubernetes`, `didx k8s
+//! render`, `pool up --backend kubernetes`), as clap reads them; `commands/k8s.rs` turns them
+//! into the library's `KubeOptions`.
+
+use clap::Args;
+
+/// Where and how a sandbox runs on a cluster.
+#[derive(Args, Debug, Clone)]
+pub struct K8sArgs {
+    /// The namespace of its objects [default: the kubeconfig context's, else default]
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// The pod is ended this long after its start whatever happens to didx
+    /// (activeDeadlineSeconds; e.g. 30m, 2h)
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub deadline: String,
+    /// The cluster deletes the ended Job and its Secret this long after it ended
+    /// (ttlSecondsAfterFinished)
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub ttl: String,
+    /// A runtime class that gives containers what dockerd needs (e.g. sysbox-runc): the
+    /// server then runs unprivileged
+    #[arg(long = "runtime-class", value_name = "NAME")]
+    pub runtime_class: Option<String>,
+    /// The server's resource requests: cpu=Q,memory=Q,ephemeral-storage=Q
+    #[arg(long = "server-requests", value_name = "LIST")]
+    pub server_requests: Option<String>,
+    /// The server's resource limits (as --server-requests)
+    #[arg(long = "server-limits", value_name = "LIST")]
+    pub server_limits: Option<String>,
+    /// The client's resource requests (as --server-requests)
+    #[arg(long = "client-requests", value_name = "LIST")]
+    pub client_requests: Option<String>,
+    /// The client's resource limits (as --server-requests)
+    #[arg(long = "client-limits", value_name = "LIST")]
+    pub client_limits: Option<String>,
+    /// A size limit for the inner engine's storage (its emptyDir), e.g. 20Gi
+    #[arg(long = "storage-limit", value_name = "QUANTITY")]
+    pub storage_limit: Option<String>,
+    /// How the inner engine is reached: exec (docker system dial-stdio through pods/exec),
+    /// port-forward (its TLS port through pods/portforward, mutual TLS), pod-ip (the pod's
+    /// IP, mutual TLS: didx in the cluster); auto is pod-ip in a pod of the cluster, else exec
+    #[arg(long = "kube-reach", default_value = "auto", value_name = "HOW")]
+    pub kube_reach: String,
+}
