@@ -501,6 +501,22 @@ pub enum K8sCmd {
         #[arg(long, hide = true)]
         hold: bool,
     },
+    /// Remove sandboxes from a cluster's namespace (their Jobs, with pods and Secrets): those
+    /// kept (--clean none, success, failure; DIDX_KEEP), or --all of didx's there
+    Rm {
+        /// The sandboxes' ids (each Job is didx-ID)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every didx sandbox in the namespace (the pool's too)
+        #[arg(long)]
+        all: bool,
+        /// The kubeconfig context to use [default: its current context]
+        #[arg(long = "kube-context", value_name = "NAME")]
+        kube_context: Option<String>,
+        /// The namespace [default: the context's, else default]
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -75,6 +75,7 @@ fn main() -> ExitCode {
             Job::Man => commands::man::man(),
             Job::K8sRender(r) => commands::k8s::print(&r),
             Job::K8sLs { context, namespace } => commands::k8s::ls(context.as_deref(), namespace.as_deref()).await,
+            Job::K8sRm { ids, all, context, namespace } => commands::k8s::rm(&ids, all, context.as_deref(), namespace.as_deref()).await,
             Job::K8sEnv { id, context, namespace, hold: false } => commands::k8s::env(&id, context.as_deref(), namespace.as_deref()),
             Job::K8sEnv { id, context, namespace, hold: true } => {
                 commands::k8s::env_hold(&id, context.as_deref(), namespace.as_deref()).await
@@ -98,6 +99,7 @@ enum Job {
     K8sRender(Box<commands::k8s::Render>),
     K8sEnv { id: String, context: Option<String>, namespace: Option<String>, hold: bool },
     K8sLs { context: Option<String>, namespace: Option<String> },
+    K8sRm { ids: Vec<String>, all: bool, context: Option<String>, namespace: Option<String> },
     Env { host: Option<String>, id: String, json: bool, hold: bool },
     Store { host: Option<String>, cmd: StoreJob },
     Run(Box<Plan>),
@@ -112,11 +114,18 @@ impl Job {
             Some(Verb::Completions { shell }) => Job::Completions(shell),
             Some(Verb::Man) => Job::Man,
             Some(Verb::K8s(cli::K8sCmd::Env { id, kube_context, namespace, hold })) => {
+                didx::kubernetes::check_id(&id)?;
                 Job::K8sEnv { id, context: kube_context, namespace, hold }
             }
             Some(Verb::K8s(cli::K8sCmd::Ls { kube_context, namespace, json })) => {
                 commands::ls::of(json);
                 Job::K8sLs { context: kube_context, namespace }
+            }
+            Some(Verb::K8s(cli::K8sCmd::Rm { ids, all, kube_context, namespace })) => {
+                for id in &ids {
+                    didx::kubernetes::check_id(id)?;
+                }
+                Job::K8sRm { ids, all, context: kube_context, namespace }
             }
             Some(Verb::K8s(cmd)) => Job::K8sRender(Box::new(commands::k8s::of(cmd)?)),
             Some(Verb::Ls { json }) => {

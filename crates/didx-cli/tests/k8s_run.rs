@@ -127,8 +127,8 @@ fn host_commands_and_published_ports_on_the_kubernetes_backend_go_through_port_f
 fn what_the_kubernetes_backend_cannot_do_is_one_usage_line_and_nothing_is_asked_of_the_cluster() {
     let cluster = Emulated::start();
     let cases: [(&[&str], &str); 12] = [
-        (&["--backend", "kubernetes", "true"], "--clean anycase"),
-        (&["--backend", "kubernetes", "--clean", "success", "true"], "--clean anycase"),
+        (&["--backend", "kubernetes", "--clean", "rpt", "true"], "--clean"),
+        (&["k8s", "rm", "Not_An_Id"], "sandbox id"),
         (&["--backend", "kubernetes", "--clean", "anycase", "-v", "/data", "true"], "-v"),
         (&["--backend", "kubernetes", "--clean", "anycase", "--workdir-here", "true"], "--workdir-here"),
         (&["--backend", "kubernetes", "--clean", "anycase", "docker exec x true"], "COMMAND"),
@@ -281,4 +281,55 @@ fn the_pool_on_the_kubernetes_backend_serves_a_run_refills_and_empties_leaving_n
     assert_eq!(r.code, 0, "{}", r.show());
     assert!(r.stderr.contains("removed 1 pooled sandbox(es) in namespace ci"), "{}", r.show());
     cluster.empty_then_stop(&[&pooled, &refill]);
+}
+
+/// The Job named on a run's stderr (`ID started: Job didx-ID …`).
+fn job_id(r: &Run) -> String {
+    let id = r.stderr.split_whitespace().find(|w| w.starts_with("didx-")).map(|w| w.trim_start_matches("didx-").to_string());
+    id.unwrap_or_else(|| panic!("the Job named on stderr: {}", r.show()))
+}
+
+/// `--clean` on a cluster as on Docker: `success` keeps a failed run's sandbox, `failure` a
+/// successful one's (released, not ended: its pod runs on after didx exits, until its
+/// deadline), `anycase`-like removal otherwise; `didx k8s rm`, `--clean rpt` and `--clean all`
+/// find and remove what was kept.
+#[test]
+fn a_kept_sandbox_on_the_kubernetes_backend_runs_on_after_its_run_until_k8s_rm_or_clean_all() {
+    let cluster = Emulated::start();
+    let run = |clean: &str, command: &str| {
+        let mut args = vec!["--backend", "kubernetes", "--clean", clean];
+        args.extend(LOCAL);
+        args.push(command);
+        cluster.didx(&args)
+    };
+    let failed = run("success", "sh -c 'exit 3'");
+    assert_eq!(failed.code, 3, "{}", failed.show());
+    let kept_failed = job_id(&failed);
+    assert!(failed.stderr.contains(&format!("{kept_failed} kept")), "{}", failed.show());
+    let succeeded = run("failure", "true");
+    assert_eq!(succeeded.code, 0, "{}", succeeded.show());
+    let kept_succeeded = job_id(&succeeded);
+    assert!(succeeded.stderr.contains(&format!("{kept_succeeded} kept")), "{}", succeeded.show());
+    let removed = run("success", "true");
+    let gone = job_id(&removed);
+    assert!(removed.stderr.contains(&format!("{gone} removed")), "{}", removed.show());
+
+    // Their didx has exited: a pod whose hold had closed unreleased would have ended in 0.3 s.
+    std::thread::sleep(Duration::from_secs(3));
+    let rpt = cluster.didx(&["--backend", "kubernetes", "--clean", "rpt"]);
+    assert_eq!(rpt.code, 0, "{}", rpt.show());
+    for id in [&kept_failed, &kept_succeeded] {
+        let row = rpt.stdout.lines().find(|l| l.starts_with(id.as_str())).unwrap_or_else(|| panic!("{id} not listed: {}", rpt.show()));
+        assert!(row.contains("running"), "{row}");
+    }
+    assert!(!rpt.stdout.contains(&gone), "{}", rpt.show());
+    let rm = cluster.didx(&["k8s", "rm", &kept_failed]);
+    assert_eq!(rm.code, 0, "{}", rm.show());
+    let again = cluster.didx(&["k8s", "rm", &kept_failed]);
+    assert_eq!(again.code, 1, "{}", again.show());
+    assert!(again.stderr.contains("no such sandbox"), "{}", again.show());
+    let all = cluster.didx(&["--backend", "kubernetes", "--clean", "all"]);
+    assert_eq!(all.code, 0, "{}", all.show());
+    assert!(all.stderr.contains(&format!("didx-{kept_succeeded}")), "{}", all.show());
+    cluster.empty_then_stop(&[&kept_failed, &kept_succeeded, &gone]);
 }

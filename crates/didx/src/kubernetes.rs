@@ -99,6 +99,27 @@ pub async fn list(cluster: &Cluster) -> Result<Vec<crate::inventory::EnvSummary>
     crate::backend::kubernetes::backend::KubeBackend::new(cluster.clone(), KubeOptions::default()).list().await
 }
 
+/// Remove sandbox `id` from `cluster`'s namespace (its Job, with its pod and Secret), or every
+/// didx sandbox there with `None` (a kept one, one of the pool: all); the Jobs deleted. Gone
+/// already is not an error.
+pub async fn remove(cluster: &Cluster, id: Option<&str>) -> Result<Vec<String>> {
+    use crate::backend::Backend;
+    if let Some(id) = id {
+        check_id(id)?;
+    }
+    crate::backend::kubernetes::backend::KubeBackend::new(cluster.clone(), KubeOptions::default()).remove_env(id).await
+}
+
+/// A sandbox id as its Job's name takes it (`didx-ID`, a DNS label): lowercase letters, digits
+/// and `-` inside, at most 58; anything else is a usage error.
+pub fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 58
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.ends_with('-');
+    if ok { Ok(()) } else { Err(Error::invalid("sandbox id", id, "expected a sandbox's id as didx k8s ls lists it (its Job is didx-ID)")) }
+}
+
 /// Top the warm pool on `cluster` (the pool `DIDX_POOL_NAME` names, else the default one) up
 /// to `size` (1 to [`crate::pool::MAX_SIZE`]) ready sandboxes for `options`' server options,
 /// each ending itself when no run claims it within `idle`; returns once those started now are

@@ -78,6 +78,11 @@ pub struct KubeRun {
     from: didx::StartFrom,
     /// `--publish` was given: say where each port is.
     publish: bool,
+    /// `--clean`: what becomes of the sandbox after its COMMANDs (`rpt` and `all`: the
+    /// namespace's sandboxes listed or removed, nothing started).
+    clean: didx::spec::CleanPolicy,
+    /// `--deadline`, as given: how long a kept sandbox runs on.
+    deadline: String,
 }
 
 impl KubeRun {
@@ -90,9 +95,9 @@ impl KubeRun {
             fix: format!("{why} on the kubernetes backend"),
         };
         let clean = didx::spec::CleanPolicy::from(a.clean);
-        if clean != didx::spec::CleanPolicy::Anycase {
-            let why = "an environment there cannot outlive its run yet (its pod ends with didx): pass --clean anycase";
-            return Err(refuse("--clean", clean.as_str(), why).into());
+        if matches!(clean, didx::spec::CleanPolicy::All | didx::spec::CleanPolicy::Rpt) && !a.commands.is_empty() {
+            let fix = format!("--clean {} runs no commands; drop the COMMANDs or use anycase", clean.as_str());
+            return Err(didx::Error::Invalid { what: "--clean value", value: clean.as_str().to_string(), fix }.into());
         }
         if a.is_matrix() {
             return Err(refuse("--sv", &a.env.sv, "a version matrix is not built").into());
@@ -116,18 +121,33 @@ impl KubeRun {
         let source = (!a.cp.is_empty() || !a.load.is_empty()).then_some(host);
         let from = if a.pool { didx::StartFrom::PoolOrFresh } else { didx::StartFrom::Fresh };
         let publish = !a.env.publish.is_empty();
-        Ok(KubeRun { source, builder, kube, context: a.kube_context, namespace: a.k8s.namespace, steps, from, publish })
+        let (context, namespace, deadline) = (a.kube_context, a.k8s.namespace, a.k8s.deadline);
+        Ok(KubeRun { source, builder, kube, context, namespace, steps, from, publish, clean, deadline })
     }
 
-    /// Start, run the COMMANDs (stopping at the first that fails), remove; the exit code: the
-    /// failed COMMAND's, else 0.
+    /// Start, run the COMMANDs (stopping at the first that fails), then remove or keep it as
+    /// `--clean` says; the exit code: the failed COMMAND's, else 0. A run whose policy keeps a
+    /// failed run's sandbox (`none`, `success`) does not hold it: killed, it is kept too.
     pub async fn go(self) -> anyhow::Result<u8> {
+        use didx::spec::CleanPolicy;
         let cluster = didx::kubernetes::Cluster::connect(self.context.as_deref(), self.namespace.as_deref()).await?;
+        match self.clean {
+            CleanPolicy::Rpt => return crate::listing::cluster(&cluster).await,
+            CleanPolicy::All => {
+                let removed = didx::kubernetes::remove(&cluster, None).await?;
+                say(format!("removed {} sandbox(es) in namespace {}: {}", removed.len(), cluster.namespace(), removed.join(" ")));
+                return Ok(0);
+            }
+            _ => {}
+        }
         let engine = match &self.source {
             Some(host) => Some(crate::engine::connect(host.as_deref()).await?),
             None => None,
         };
-        let sandbox = self.builder.start_on_cluster_with(&cluster, &self.kube, engine.as_ref(), self.from).await?;
+        let mut sandbox = self.builder.start_on_cluster_with(&cluster, &self.kube, engine.as_ref(), self.from).await?;
+        if !self.clean.holds() {
+            sandbox.keep().await?;
+        }
         if sandbox.is_pooled() {
             say(format!("{} claimed from the pool; a refill starts now (this run waits for it at its end)", sandbox.id()));
         }
@@ -143,12 +163,19 @@ impl KubeRun {
             Err(e) => (0, Some(e)),
         };
         let id = sandbox.id().to_string();
-        let removed = sandbox.rm().await;
+        let removed = if self.clean.removes(code == 0 && failure.is_none()) {
+            sandbox.rm().await.map(|()| true)
+        } else {
+            sandbox.keep().await.map(|()| false)
+        };
         if let Some(e) = failure {
             return Err(e.into());
         }
-        removed?;
-        say(format!("{id} removed (Job didx-{id} deleted)"));
+        if removed? {
+            say(format!("{id} removed (Job didx-{id} deleted)"));
+        } else {
+            say(format!("{id} kept: its pod runs until its deadline ({}); didx k8s rm {id} removes it", self.deadline));
+        }
         Ok(u8::try_from(code).unwrap_or(if code < 0 { 125 } else { 255 }))
     }
 }
@@ -191,6 +218,27 @@ pub async fn env_hold(id: &str, context: Option<&str>, namespace: Option<&str>) 
     .await;
     let _ = std::fs::remove_dir_all(&dir);
     served.map(|()| 0)
+}
+
+/// `didx k8s rm ID…` or `didx k8s rm --all`: the sandboxes' Jobs deleted (their pods and
+/// Secrets with them); an id that names none is said, and the exit code is then 1.
+pub async fn rm(ids: &[String], all: bool, context: Option<&str>, namespace: Option<&str>) -> anyhow::Result<u8> {
+    let cluster = didx::kubernetes::Cluster::connect(context, namespace).await?;
+    if all {
+        let removed = didx::kubernetes::remove(&cluster, None).await?;
+        say(format!("removed {} sandbox(es) in namespace {}", removed.len(), cluster.namespace()));
+        return Ok(0);
+    }
+    let mut missing = 0;
+    for id in ids {
+        if didx::kubernetes::remove(&cluster, Some(id)).await?.is_empty() {
+            say(format!("{id}: no such sandbox in namespace {}", cluster.namespace()));
+            missing += 1;
+        } else {
+            say(format!("{id} removed (Job didx-{id} deleted)"));
+        }
+    }
+    Ok(u8::from(missing > 0))
 }
 
 /// `didx k8s ls`: the sandboxes of the namespace.

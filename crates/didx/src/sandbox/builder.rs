@@ -359,12 +359,14 @@ impl SandboxBuilder {
     }
 
     /// Start it on a cluster instead of a Docker engine: a Job in `cluster`'s namespace (see
-    /// [`crate::kubernetes`]), held by this process, its inner engine reached through
-    /// `pods/exec` ([`Sandbox::docker`]), COMMANDs run with [`Sandbox::exec`]. What needs a
-    /// Docker engine is refused before anything is made: host paths and volumes (`-v`),
-    /// networks, published ports, the image store, `--engine host`, files copied in and images
-    /// loaded (see [`start_on_cluster_from`](Self::start_on_cluster_from)), and (not built on
-    /// a cluster yet) keeping it ([`Sandbox::keep`], `DIDX_KEEP`). The pool there:
+    /// [`crate::kubernetes`]), held by this process, its inner engine reached as
+    /// [`KubeOptions::reach`](crate::kubernetes::KubeOptions) says ([`Sandbox::docker`]),
+    /// COMMANDs run with [`Sandbox::exec`]. What needs a Docker engine is refused before
+    /// anything is made: host paths and volumes (`-v`), networks, published ports other than
+    /// loopback TCP, the image store, `--engine host`, files copied in and images loaded (see
+    /// [`start_on_cluster_from`](Self::start_on_cluster_from)). Kept ([`Sandbox::keep`], or
+    /// `DIDX_KEEP` set), its pod runs on until its deadline (`kube.deadline`) or
+    /// [`crate::kubernetes::remove`]. The pool there:
     /// [`start_on_cluster_with`](Self::start_on_cluster_with).
     #[cfg(feature = "kubernetes")]
     pub async fn start_on_cluster(
@@ -402,13 +404,6 @@ impl SandboxBuilder {
     ) -> Result<Sandbox> {
         let opts = self.options()?;
         let mut spec = opts.kube_spec()?;
-        if opts.policy == KEEP_POLICY {
-            return Err(Error::invalid(
-                "DIDX_KEEP",
-                "(set)",
-                "keeping a sandbox on the kubernetes backend is not built yet (its pod ends with its didx); unset DIDX_KEEP",
-            ));
-        }
         let seeds = match source {
             Some(engine) => opts.check(engine).await?,
             None => {
@@ -453,7 +448,13 @@ impl SandboxBuilder {
             }
             return Err(e);
         }
-        Ok(Sandbox { env: Some(env), kept: false, refill: None, access: tokio::sync::OnceCell::new(), refilling })
+        let mut sandbox = Sandbox { env: Some(env), kept: false, refill: None, access: tokio::sync::OnceCell::new(), refilling };
+        if opts.policy == KEEP_POLICY {
+            // DIDX_KEEP: held while it started (a pod is held from its start), released now,
+            // so that it runs on until its deadline whatever becomes of this process.
+            sandbox.keep().await?;
+        }
+        Ok(sandbox)
     }
 
     /// [`start`](Self::start) or [`start_pooled`](Self::start_pooled), as `from` says,

@@ -252,9 +252,13 @@ impl Drop for Sandbox {
         }
         let Some(env) = self.env.take() else { return };
         if env.backend().as_engine().is_none() {
-            // On a cluster: its hold closes with it, so its pod ends now; the cluster deletes
-            // the ended Job after its TTL (or the next start's sweep does).
-            tracing::info!(env = %env.id(), "sandbox dropped: its pod ends; its Job goes after its TTL or at the next start's sweep");
+            if self.kept {
+                tracing::info!(env = %env.id(), "sandbox kept: its pod runs until its deadline (or didx k8s rm)");
+            } else {
+                // On a cluster: its hold closes with it, so its pod ends now; the cluster
+                // deletes the ended Job after its TTL (or the next start's sweep does).
+                tracing::info!(env = %env.id(), "sandbox dropped: its pod ends; its Job goes after its TTL or at the next start's sweep");
+            }
             env.forget();
             return;
         }
