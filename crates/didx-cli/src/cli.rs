@@ -18,8 +18,8 @@ DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH pointing at the sandbox's in
 DIDX_DOCKER_TLS_VERIFY, DIDX_DOCKER_CERT_PATH); anything else runs in the client as given.
 The first failing command stops the rest.
 
-Verbs: a first argument that is exactly a verb name ('image', 'pool', 'ls', 'env', 'store',
-'completions', 'man')
+Verbs: a first argument that is exactly a verb name ('image', 'pool', 'ls', 'env', 'cp', 'store',
+'k8s', 'completions', 'man')
 is a didx verb, not a COMMAND (-H may come before it, other options after it). Put '--' before the
 COMMANDs to force the COMMAND reading (e.g. didx -- image ls, didx -- env), and before a
 COMMAND that starts with '-' (e.g. didx -- '-D info').
@@ -32,6 +32,7 @@ COMMAND that starts with '-' (e.g. didx -- '-D info').
   didx --pool ...     run in a pooled environment (then removed; the pool refills)
   didx env ID         print 'export DOCKER_HOST=… DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=…'
                       for a running environment: eval \"$(didx env ID)\" (--json too)
+  didx cp ID:PATH HOST_PATH   copy out of a running environment's client (HOST_PATH ID:PATH: in)
   didx store          list the image stores (--store): images, disk use, users
   didx store rm [IMAGE...]  remove images from the stores (none: every store)
   didx store prune    remove stored images the host engine no longer has
@@ -88,6 +89,10 @@ pub struct RunArgs {
     /// after -v
     #[arg(long = "cp", value_name = "SRC:DEST", allow_hyphen_values = true)]
     pub cp: Vec<String>,
+    /// Copy out of the client after the commands (succeeded or failed): ABS_CLIENT_PATH:HOST_PATH
+    /// (HOST_PATH ending in '/' or a directory: into it; CLIENT_PATH/. : its contents)
+    #[arg(long = "cp-out", value_name = "SRC:DEST")]
+    pub cp_out: Vec<String>,
     /// Seed the inner engine with an image from the host engine before the commands
     /// (skipped when already there with the same ID). Repeatable
     #[arg(long = "load", value_name = "IMAGE")]
@@ -250,6 +255,18 @@ pub enum Verb {
         /// (internal) hold the forwards of an engine over SSH until the environment ends
         #[arg(long, hide = true)]
         hold: bool,
+    },
+    /// Copy between a running environment's client and this machine, as docker cp does:
+    /// ID:ABS_PATH HOST_PATH (out) or HOST_PATH ID:ABS_PATH (in); ID the environment id or a
+    /// container name of it. Out: nothing is written outside HOST_PATH, whatever the archive
+    /// holds
+    Cp {
+        /// ID:ABS_PATH, or a host path
+        #[arg(value_name = "SRC")]
+        src: String,
+        /// A host path, or ID:ABS_PATH
+        #[arg(value_name = "DEST")]
+        dest: String,
     },
     /// The image store (--store): alone, lists each store, its images and disk use
     // See `Pool`: `StoreJob::of` refuses --json with a subcommand.

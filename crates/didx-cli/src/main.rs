@@ -81,6 +81,7 @@ fn main() -> ExitCode {
                 commands::k8s::env_hold(&id, context.as_deref(), namespace.as_deref()).await
             }
             Job::Env { host, id, json, hold } => commands::env::env_vars(host.as_deref(), &id, json, hold).await,
+            Job::Cp { host, cp } => commands::cp::go(host.as_deref(), cp).await,
             Job::Store { host, cmd } => commands::store::store(host.as_deref(), cmd).await,
             Job::Run(plan) => plan.go(helpers).await,
         })
@@ -101,6 +102,7 @@ enum Job {
     K8sLs { context: Option<String>, namespace: Option<String> },
     K8sRm { ids: Vec<String>, all: bool, context: Option<String>, namespace: Option<String> },
     Env { host: Option<String>, id: String, json: bool, hold: bool },
+    Cp { host: Option<String>, cp: commands::cp::Cp },
     Store { host: Option<String>, cmd: StoreJob },
     Run(Box<Plan>),
 }
@@ -133,6 +135,7 @@ impl Job {
                 Job::Ls { host }
             }
             Some(Verb::Env { id, json, hold }) => Job::Env { host, id, json, hold },
+            Some(Verb::Cp { src, dest }) => Job::Cp { host, cp: commands::cp::of(&src, &dest)? },
             Some(Verb::Store { cmd, json }) => Job::Store { host, cmd: StoreJob::of(cmd, json)? },
             Some(Verb::Pool { cmd, json }) => Job::Pool { host, cmd: PoolJob::of(cmd, json)? },
             None => Job::Run(Box::new(Plan::of(host, cli.run)?)),

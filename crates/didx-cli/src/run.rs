@@ -63,7 +63,14 @@ impl RunJob {
     pub fn of(host: Option<String>, a: RunArgs, clean: CleanPolicy) -> anyhow::Result<RunJob> {
         let options = run_builder(&a)?.options()?;
         let steps: Vec<Step> = a.commands.iter().map(|c| Step::parse(c)).collect::<Result<_, _>>()?;
-        let session = Session::new(options.clone()).steps(steps).clean(clean).client_name_var(EnvVarName::parse(&a.cv_env)?).pooled(a.pool);
+        let cwd = std::env::current_dir()?;
+        let outs: Vec<didx::spec::CpOutSpec> = a.cp_out.iter().map(|s| didx::spec::CpOutSpec::parse(s, &cwd)).collect::<Result<_, _>>()?;
+        let session = Session::new(options.clone())
+            .steps(steps)
+            .clean(clean)
+            .client_name_var(EnvVarName::parse(&a.cv_env)?)
+            .pooled(a.pool)
+            .copy_out(outs);
         let session = match a.teardown {
             Some(t) => session.teardown(t.into()),
             None => session,
@@ -180,6 +187,7 @@ impl RunJob {
             }
             Event::CopyWarning { warning } => say(warning),
             Event::Copied { sources } => say(format!("copied {sources} source(s) into the client")),
+            Event::CopiedOut { from, to } => say(format!("copied {from} out of the client to {}", to.display())),
             Event::Store(s) => {
                 if matches!(s, didx::store::StoreEvent::Using { .. } | didx::store::StoreEvent::NotUsed { .. }) {
                     timings.mark("stored");

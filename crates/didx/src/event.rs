@@ -80,6 +80,14 @@ pub enum Event<'a> {
         /// What failed.
         error: &'a Error,
     },
+    /// A `--cp-out` path was copied to this machine (after the commands, whatever their
+    /// outcome).
+    CopiedOut {
+        /// The client's path.
+        from: &'a str,
+        /// Where it went here.
+        to: &'a std::path::Path,
+    },
     /// The commands are over (ran, failed, or were interrupted).
     CommandsDone,
     /// The environment is about to be removed.

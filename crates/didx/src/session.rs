@@ -29,6 +29,7 @@ use crate::engine::Engine;
 use crate::env::Environment;
 use crate::env::pool::Refill;
 use crate::error::{Error, Result};
+use crate::ops::copy::spec::CpOutSpec;
 pub use crate::ops::load::{LoadEvent, LoadReport};
 pub use crate::ops::run::StepEvent;
 use crate::ops::run::run_steps;
@@ -106,6 +107,7 @@ pub struct Session {
     teardown: Option<Teardown>,
     cv_env: EnvVarName,
     pooled: bool,
+    copies_out: Vec<CpOutSpec>,
 }
 
 impl Session {
@@ -119,6 +121,7 @@ impl Session {
             teardown: None,
             cv_env: EnvVarName::parse("DIND_CLIENT_NAME").expect("a valid name"),
             pooled: false,
+            copies_out: Vec::new(),
         }
     }
     /// Add a command to run (see [`Step::parse`]).
@@ -148,6 +151,14 @@ impl Session {
     /// it within 2 s). Unset: `Lease` for an environment the pool served, else `Wait`.
     pub fn teardown(mut self, teardown: Teardown) -> Self {
         self.teardown = Some(teardown);
+        self
+    }
+    /// After the commands, whether they succeeded or failed (not when interrupted, nor when
+    /// the environment never got to them), copy these client paths to this machine
+    /// (`--cp-out`, see [`crate::Sandbox::copy_out`]), in order; a copy that fails fails the
+    /// run (an [`Outcome::Failed`] where the commands succeeded) and the others are still made.
+    pub fn copy_out(mut self, specs: impl IntoIterator<Item = CpOutSpec>) -> Self {
+        self.copies_out.extend(specs);
         self
     }
     /// Claim a ready environment of the warm pool when one matches (else start fresh).
@@ -211,7 +222,7 @@ impl Session {
                 return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
             }
         };
-        let outcome = match ran {
+        let mut outcome = match ran {
             Ok(o) => match o.failed {
                 None => Outcome::Succeeded,
                 Some((step, code)) => Outcome::CommandFailed { step, code },
@@ -221,6 +232,24 @@ impl Session {
                 Outcome::Failed(error)
             }
         };
+        for spec in &self.copies_out {
+            let copied = tokio::select! {
+                r = crate::ops::copy::out::copy_out(&**env.backend(), &env.client().id, &spec.from, &spec.to) => r,
+                () = cancel.cancelled() => {
+                    on(&Event::Interrupted { phase: Phase::Commands });
+                    return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
+                }
+            };
+            match copied {
+                Ok(_) => on(&Event::CopiedOut { from: &spec.from, to: &spec.to }),
+                Err(error) => {
+                    on(&Event::Failed { error: &error });
+                    if outcome.succeeded() {
+                        outcome = Outcome::Failed(error);
+                    }
+                }
+            }
+        }
         Ok(self.finish(env, outcome, refill, on).await)
     }
 

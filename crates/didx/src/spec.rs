@@ -6,7 +6,7 @@
 
 pub use crate::command::{HostForm, Step};
 pub use crate::net::AddressRange;
-pub use crate::ops::copy::spec::{CpSource, CpSpec};
+pub use crate::ops::copy::spec::{CpOutSpec, CpSource, CpSpec};
 pub use crate::publish::{Proto, PublishSpec, Published};
 
 use std::path::{Path, PathBuf};

@@ -196,6 +196,13 @@ async fn a_library_sandbox_on_an_emulated_cluster_runs_commands_reaches_its_dock
     assert_eq!(sb.run_steps(&steps, &mut out, &mut err).await.unwrap(), None, "{}", String::from_utf8_lossy(&err));
     let failing = [didx::spec::Step::parse("host: exit 4").unwrap()];
     assert_eq!(sb.run_steps(&failing, &mut out, &mut err).await.unwrap(), Some((1, 4)));
+    // Files in and out of the pod's client (tar through pods/exec, validated both ways).
+    let here = tempfile::tempdir().unwrap();
+    std::fs::write(here.path().join("in.txt"), "from here\n").unwrap();
+    sb.copy_in(here.path().join("in.txt"), "/tmp/").await.unwrap();
+    assert_eq!(sb.exec(["cat", "/tmp/in.txt"]).await.unwrap().stdout_text(), "from here\n");
+    sb.copy_out("/tmp/in.txt", here.path().join("back.txt")).await.unwrap();
+    assert_eq!(std::fs::read_to_string(here.path().join("back.txt")).unwrap(), "from here\n");
     sb.rm().await.unwrap();
     assert!(!cert_dir.exists(), "the client certificate directory outlived its sandbox");
     cluster_empty(&em).await;

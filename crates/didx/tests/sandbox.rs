@@ -250,3 +250,30 @@ async fn an_engine_host_sandbox_drives_the_host_engine_with_translated_binds() {
     assert!(leftovers(&host, &id).await.is_empty(), "{:?}", leftovers(&host, &id).await);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `Sandbox::copy_in` and `copy_out` on a running sandbox: a tree in, changed there, its
+/// contents out into a fresh directory (made), a file out *as* a named path; a missing client
+/// path is an error that writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_go_into_a_running_sandbox_and_come_back_out() {
+    let engine = engine().await;
+    let sb = Sandbox::builder().start(&engine).await.expect("start");
+    let id = sb.id().to_string();
+    let here = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(here.path().join("src/deep")).unwrap();
+    std::fs::write(here.path().join("src/deep/a.txt"), "a\n").unwrap();
+    sb.copy_in(here.path().join("src"), "/work/").await.unwrap();
+    let out = sb.exec(["sh", "-c", "cat /work/src/deep/a.txt && echo b > /work/src/b.txt"]).await.unwrap();
+    assert_eq!((out.code, out.stdout_text().as_str()), (0, "a\n"), "{out:?}");
+    let back = here.path().join("back");
+    sb.copy_out("/work/src/.", &back).await.unwrap();
+    assert_eq!(std::fs::read_to_string(back.join("deep/a.txt")).unwrap(), "a\n");
+    assert_eq!(std::fs::read_to_string(back.join("b.txt")).unwrap(), "b\n");
+    sb.copy_out("/work/src/b.txt", here.path().join("named.txt")).await.unwrap();
+    assert_eq!(std::fs::read_to_string(here.path().join("named.txt")).unwrap(), "b\n");
+    assert!(sb.copy_out("/work/none", here.path().join("none")).await.is_err());
+    assert!(!here.path().join("none").exists());
+    assert!(sb.copy_out("relative", here.path()).await.unwrap_err().is_usage());
+    sb.rm().await.unwrap();
+    assert_eq!(leftovers(&host(), &id).await, Vec::<String>::new());
+}

@@ -83,6 +83,8 @@ pub struct KubeRun {
     clean: didx::spec::CleanPolicy,
     /// `--deadline`, as given: how long a kept sandbox runs on.
     deadline: String,
+    /// `--cp-out`: copied here after the COMMANDs, whatever their outcome.
+    copies_out: Vec<didx::spec::CpOutSpec>,
 }
 
 impl KubeRun {
@@ -121,8 +123,10 @@ impl KubeRun {
         let source = (!a.cp.is_empty() || !a.load.is_empty()).then_some(host);
         let from = if a.pool { didx::StartFrom::PoolOrFresh } else { didx::StartFrom::Fresh };
         let publish = !a.env.publish.is_empty();
+        let cwd = std::env::current_dir()?;
+        let copies_out = a.cp_out.iter().map(|s| didx::spec::CpOutSpec::parse(s, &cwd)).collect::<Result<_, _>>()?;
         let (context, namespace, deadline) = (a.kube_context, a.k8s.namespace, a.k8s.deadline);
-        Ok(KubeRun { source, builder, kube, context, namespace, steps, from, publish, clean, deadline })
+        Ok(KubeRun { source, builder, kube, context, namespace, steps, from, publish, clean, deadline, copies_out })
     }
 
     /// Start, run the COMMANDs (stopping at the first that fails), then remove or keep it as
@@ -158,10 +162,22 @@ impl KubeRun {
             }
         }
         say(format!("{} started: Job didx-{} in namespace {}", sandbox.id(), sandbox.id(), cluster.namespace()));
-        let (code, failure) = match sandbox.run_steps(&self.steps, &mut tokio::io::stdout(), &mut tokio::io::stderr()).await {
+        let (mut code, failure) = match sandbox.run_steps(&self.steps, &mut tokio::io::stdout(), &mut tokio::io::stderr()).await {
             Ok(failed) => (failed.map_or(0, |(_, code)| code), None),
             Err(e) => (0, Some(e)),
         };
+        for spec in &self.copies_out {
+            match sandbox.copy_out(&spec.from, &spec.to).await {
+                Ok(()) => say(format!("copied {} out of the client to {}", spec.from, spec.to.display())),
+                // The run fails (125, as a didx failure) unless a COMMAND already did.
+                Err(e) => {
+                    say(format!("--cp-out {}: {e}", spec.from));
+                    if code == 0 && failure.is_none() {
+                        code = 125;
+                    }
+                }
+            }
+        }
         let id = sandbox.id().to_string();
         let removed = if self.clean.removes(code == 0 && failure.is_none()) {
             sandbox.rm().await.map(|()| true)

@@ -3,6 +3,7 @@
 //! but the modules below them (run, matrix, listing, events, output, …).
 
 pub mod completions;
+pub mod cp;
 pub mod env;
 pub mod image;
 pub mod k8s;

@@ -50,6 +50,10 @@ impl Plan {
             run_builder(&a)?.options()?;
             Ok(Plan::Report { host, clean })
         } else if a.is_matrix() {
+            if !a.cp_out.is_empty() {
+                let fix = "every version would write the same host paths; run one version per didx for --cp-out".to_string();
+                return Err(Error::Invalid { what: "option", value: "--cp-out".into(), fix }.into());
+            }
             Ok(Plan::Matrix(Box::new(Matrix::of(host, a, clean)?)))
         } else {
             matrix::jobs(&a)?;

@@ -28,6 +28,7 @@ pub use handle::Environment;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]
 pub use id::{Container, EnvId, owner};
 pub use list::{list, remove, remove_all, sweep, sweep_logged};
+pub(crate) use reach::view;
 pub use reach::{HeldAccess, HostAccess, hold_host_access, host_access};
 pub use crate::engine::is_on_this_machine;
 #[cfg_attr(not(feature = "internals"), allow(unused_imports))]

@@ -127,7 +127,7 @@ impl HeldAccess {
 }
 
 /// A handle on the running environment `id` (never removed or released from here).
-async fn view(engine: &Engine, id: &str) -> Result<Environment> {
+pub(crate) async fn view(engine: &Engine, id: &str) -> Result<Environment> {
     check_name(id)?;
     let listed = std::time::SystemTime::now();
     let containers = engine.containers(labels::filter(None)).await?;

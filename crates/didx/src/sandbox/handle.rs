@@ -172,6 +172,27 @@ impl Sandbox {
         Ok(ExecOutput { code, stdout, stderr })
     }
 
+    /// Copy `from` in the client (absolute; ending in `/.`: a directory's contents) to `to` on
+    /// this machine, as `docker cp` does: into `to` when it is a directory (or ends in `/`),
+    /// else as `to` (its parent must exist). The archive is validated before anything is
+    /// written, and nothing is written outside `to` whatever it holds or what is already here
+    /// (a symbolic link on the way is refused). Modes and times are kept; the files are yours.
+    pub async fn copy_out(&self, from: &str, to: impl AsRef<std::path::Path>) -> Result<()> {
+        if !from.starts_with('/') {
+            return Err(Error::invalid("copy source", from, "the client path must be absolute"));
+        }
+        let env = self.env();
+        crate::ops::copy::out::copy_out(&**env.backend(), &env.client().id, from, to.as_ref()).await.map(|_| ())
+    }
+
+    /// Copy `from` on this machine (a file or a tree; ending in `/.`: a directory's contents)
+    /// into the client at the absolute `to`, as [`SandboxBuilder::copy`](crate::SandboxBuilder::copy)
+    /// copies a host path at the start (validated the same way).
+    pub async fn copy_in(&self, from: impl AsRef<std::path::Path>, to: &str) -> Result<()> {
+        let env = self.env();
+        crate::ops::copy::copy_in_host(&**env.backend(), &env.client().id, from.as_ref(), to).await.map(|_| ())
+    }
+
     /// Run `argv` in the client, streaming its output to `out` and `err`; returns its exit code.
     pub async fn exec_streaming(
         &self,

@@ -13,6 +13,7 @@
 //! upload asks the engine never to replace a directory with a non-directory
 //! (`noOverwriteDirNonDir`, as `docker cp` does).
 
+pub(crate) mod out;
 pub(crate) mod spec;
 pub mod validate;
 
@@ -86,6 +87,25 @@ pub(crate) async fn copy_all(engine: &Engine, target: &dyn Backend, client: &str
         warnings.extend(report.skipped);
     }
     Ok(warnings)
+}
+
+/// Copy the host path `src` (ending in `/.`: a directory's contents) into `member` at the
+/// absolute `target`, as `--cp` copies a host path (`docker cp`'s rules).
+pub(crate) async fn copy_in_host(backend: &dyn Backend, member: &str, src: &std::path::Path, target: &str) -> Result<Report> {
+    use std::os::unix::ffi::OsStrExt;
+    if !target.starts_with('/') {
+        return Err(Error::invalid("copy target", target, "the client path must be absolute"));
+    }
+    let contents = src.as_os_str().as_bytes().ends_with(b"/.");
+    let path = std::path::absolute(src).map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Err(Error::invalid("copy source", src.display().to_string(), "no such file or directory here"));
+    }
+    let place = placement(backend, member, target, contents && path.is_dir()).await?;
+    copy_host(backend, member, path, contents, place).await.map_err(|e| match e {
+        Error::Refused { entry, why, .. } => Error::Refused { source_name: format!("copy of {}", src.display()), entry, why },
+        other => other,
+    })
 }
 
 /// Create a never-started container of `image` (labelled with `env`), run `f` with its id,

@@ -1,4 +1,4 @@
-//! What a `--cp` value says (pure: parsed and checked against the host's files, nothing
+//! What a `--cp` and a `--cp-out` value say (pure: parsed and checked against the host's files, nothing
 //! copied).
 
 use std::path::{Path, PathBuf};
@@ -92,6 +92,39 @@ fn host_source(src: &str, cwd: &Path) -> Result<CpSource> {
     Ok(CpSource::Host { path, contents })
 }
 
+/// A `--cp-out` spec: a member's absolute path, and where it goes here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpOutSpec {
+    /// The absolute path in the client (ending in `/.`: a directory's contents).
+    pub from: String,
+    /// The host path, absolute (made so against the working directory of the parse); a
+    /// trailing `/` kept (a directory to copy into).
+    pub to: PathBuf,
+}
+
+impl CpOutSpec {
+    /// `CLIENT_PATH:HOST_PATH`: `CLIENT_PATH` absolute (split at its first `:`), `HOST_PATH`
+    /// absolute or relative to `cwd`; a usage error otherwise.
+    pub fn parse(s: &str, cwd: &Path) -> Result<CpOutSpec> {
+        let bad = |fix: &str| Error::invalid("--cp-out spec", s, fix);
+        let (from, to) = s.split_once(':').ok_or_else(|| bad("expected CLIENT_PATH:HOST_PATH, e.g. /work/report.xml:./out/"))?;
+        if !from.starts_with('/') {
+            return Err(bad("the client path must be absolute, e.g. /work/report.xml:./out/"));
+        }
+        if to.is_empty() {
+            return Err(bad("the host path is empty: give a file or a directory (ending in /)"));
+        }
+        if from.contains('\0') || to.contains('\0') {
+            return Err(bad("a path holds a NUL byte"));
+        }
+        let mut host = cwd.join(to);
+        if to.ends_with('/') && !host.as_os_str().to_string_lossy().ends_with('/') {
+            host.as_mut_os_string().push("/");
+        }
+        Ok(CpOutSpec { from: from.to_string(), to: host })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +162,19 @@ mod tests {
     fn bad_cp_specs_are_usage_errors() {
         for bad in ["", "/etc/hostname", "/etc/hostname:rel", ":/x", "-:", "bad name:/x:/y", "img::rel:/y", "/no/such/file/for/didx:/x"] {
             assert!(parse(bad).unwrap_err().is_usage(), "{bad}");
+        }
+    }
+    #[test]
+    fn specs_are_client_path_colon_host_path() {
+        let cwd = Path::new("/home/me/proj");
+        let s = CpOutSpec::parse("/work/report.xml:./out/", cwd).unwrap();
+        assert_eq!((s.from.as_str(), s.to.to_str().unwrap()), ("/work/report.xml", "/home/me/proj/./out/"));
+        let s = CpOutSpec::parse("/w/a:b/c:d", cwd).unwrap();
+        assert_eq!((s.from.as_str(), s.to.to_str().unwrap()), ("/w/a", "/home/me/proj/b/c:d"));
+        assert_eq!(CpOutSpec::parse("/w/x:/abs", cwd).unwrap().to, PathBuf::from("/abs"));
+        for bad in ["report.xml", "rel/x:./out", "/x:", "/x\0:y"] {
+            let e = CpOutSpec::parse(bad, cwd).unwrap_err();
+            assert!(e.is_usage() && e.to_string().contains("--cp-out"), "{bad}: {e}");
         }
     }
 }
