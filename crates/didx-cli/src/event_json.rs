@@ -87,6 +87,7 @@ pub fn to_json(e: &Event<'_>) -> Option<(&'static str, Value)> {
         ),
         Event::CopyWarning { warning } => ("copy_warning", json!({"warning": warning})),
         Event::Copied { sources } => ("copied", json!({"sources": sources})),
+        Event::Saved { images } => ("saved", json!({"images": images})),
         Event::CopiedOut { from, to } => ("copied_out", json!({"from": from, "to": to.display().to_string()})),
         Event::Store(s) => match s {
             StoreEvent::NotUsed { reason } => ("store_not_used", json!({"reason": reason})),

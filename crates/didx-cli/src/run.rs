@@ -70,7 +70,8 @@ impl RunJob {
             .clean(clean)
             .client_name_var(EnvVarName::parse(&a.cv_env)?)
             .pooled(a.pool)
-            .copy_out(outs);
+            .copy_out(outs)
+            .save(a.save.iter().cloned());
         let session = match a.teardown {
             Some(t) => session.teardown(t.into()),
             None => session,
@@ -188,6 +189,7 @@ impl RunJob {
             Event::CopyWarning { warning } => say(warning),
             Event::Copied { sources } => say(format!("copied {sources} source(s) into the client")),
             Event::CopiedOut { from, to } => say(format!("copied {from} out of the client to {}", to.display())),
+            Event::Saved { images } => say(format!("saved {} into the host engine", images.join(", "))),
             Event::Store(s) => {
                 if matches!(s, didx::store::StoreEvent::Using { .. } | didx::store::StoreEvent::NotUsed { .. }) {
                     timings.mark("stored");

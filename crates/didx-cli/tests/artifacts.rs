@@ -106,3 +106,47 @@ fn didx_cp_copies_out_of_and_into_a_running_environment() {
     assert_running_then_remove(&id);
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `--save IMAGE`: an image made in the inner engine (a commit there: an ID the host never
+/// had) put into the host engine when the COMMANDs succeeded; none when one failed; a save of
+/// an image the inner engine lacks fails the run and puts nothing here; a bad name is a usage
+/// line. The host engine ends as it began.
+#[test]
+fn save_puts_an_image_of_the_inner_engine_into_the_host_engine_when_the_commands_succeeded() {
+    let tag = std::process::id();
+    let (base, saved, not_saved) = (format!("didx-save-base:{tag}"), format!("didx-saved:{tag}"), format!("didx-not-saved:{tag}"));
+    let host = bollard::Docker::connect_with_defaults().unwrap();
+    let exists = |image: &str| rt().block_on(host.inspect_image(image)).ok().and_then(|i| i.id);
+    rt().block_on(async { busybox_image(&engine().await, &base).await });
+    let make = |name: &str| format!("sh -c 'docker run --name made {base} sh -c \"echo made > /made\" && docker commit made {name}'");
+    let r = didx(&["--clean", "anycase", "--load", &base, "--save", &saved, &make(&saved)]);
+    let id = r.env_id().unwrap_or_else(|| panic!("{}", r.show()));
+    assert_gone(&id);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert!(r.stderr.contains(&format!("saved {saved}")), "{}", r.show());
+    let (saved_id, base_id) = (exists(&saved), exists(&base));
+    assert!(saved_id.is_some() && saved_id != base_id, "{saved} on the host: {saved_id:?} (base {base_id:?})");
+
+    // A COMMAND failed: nothing is saved.
+    let r = didx(&["--clean", "anycase", "--load", &base, "--save", &not_saved, &make(&not_saved), "sh -c 'exit 4'"]);
+    assert_eq!(r.code, 4, "{}", r.show());
+    assert_gone(&r.env_id().unwrap());
+    assert_eq!(exists(&not_saved), None);
+    // An image the inner engine lacks: the run fails, nothing is put here.
+    let r = didx(&["--clean", "anycase", "--save", &not_saved, "true"]);
+    assert_ne!(r.code, 0, "{}", r.show());
+    assert!(r.stderr.contains("docker save"), "{}", r.show());
+    assert_gone(&r.env_id().unwrap());
+    assert_eq!(exists(&not_saved), None);
+    // A bad name: one usage line, nothing started.
+    let r = didx(&["--clean", "anycase", "--save", "bad name", "true"]);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.env_id().is_none() && r.stderr.contains("--save"), "{}", r.show());
+
+    rt().block_on(async {
+        let e = engine().await;
+        e.remove_image(&saved).await.unwrap();
+        e.remove_image(&base).await.unwrap();
+    });
+    assert_eq!((exists(&saved), exists(&base)), (None, None), "the host engine as it began");
+}

@@ -158,17 +158,30 @@ fn what_the_kubernetes_backend_cannot_do_is_one_usage_line_and_nothing_is_asked_
 fn a_run_on_the_kubernetes_backend_copies_host_files_and_loads_local_images_into_the_pod() {
     let cluster = Emulated::start();
     let image = rt().block_on(async { busybox_image_with(&engine().await, "didx-k8s-load", &["sh", "echo", "true"]).await });
+    let saved = format!("didx-k8s-saved:{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hello.txt"), "from this machine\n").unwrap();
     let cp = format!("{}:/work/", dir.path().join("hello.txt").display());
-    let mut args = vec!["--backend", "kubernetes", "--clean", "anycase", "--cp", &cp, "--load", &image];
+    // And out again: a file the COMMANDs wrote (--cp-out), an image they tagged (--save).
+    let cp_out = format!("/work/made.txt:{}/", dir.path().display());
+    let mut args =
+        vec!["--backend", "kubernetes", "--clean", "anycase", "--cp", &cp, "--load", &image, "--cp-out", &cp_out, "--save", &saved];
     args.extend(LOCAL);
     let run_it = format!("docker run --rm {image} echo ran-inside");
-    args.extend(["cat /work/hello.txt", &run_it]);
+    let tag_it = format!("docker tag {image} {saved}");
+    args.extend(["cat /work/hello.txt", &run_it, "sh -c 'echo made-in-the-pod > /work/made.txt'", &tag_it]);
     let r = cluster.didx_with_engine(&args);
-    rt().block_on(async { engine().await.remove_image(&image).await.ok() });
+    let saved_there = rt().block_on(async {
+        let e = engine().await;
+        let there = e.image(&saved).await.ok().flatten().is_some();
+        e.remove_image(&saved).await.ok();
+        e.remove_image(&image).await.ok();
+        there
+    });
     assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(r.stdout, "from this machine\nran-inside\n", "{}", r.show());
+    assert_eq!(std::fs::read_to_string(dir.path().join("made.txt")).unwrap(), "made-in-the-pod\n", "{}", r.show());
+    assert!(saved_there, "--save: {}", r.show());
     let id = r.stderr.split_whitespace().find(|w| w.starts_with("didx-")).map(|w| w.trim_start_matches("didx-").to_string()).unwrap();
     cluster.empty_then_stop(&[&id]);
 }

@@ -88,6 +88,11 @@ pub enum Event<'a> {
         /// Where it went here.
         to: &'a std::path::Path,
     },
+    /// `--save` images of the inner engine were put into the host engine.
+    Saved {
+        /// What the host engine says it loaded.
+        images: &'a [String],
+    },
     /// The commands are over (ran, failed, or were interrupted).
     CommandsDone,
     /// The environment is about to be removed.

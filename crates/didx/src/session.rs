@@ -108,6 +108,7 @@ pub struct Session {
     cv_env: EnvVarName,
     pooled: bool,
     copies_out: Vec<CpOutSpec>,
+    saves: Vec<String>,
 }
 
 impl Session {
@@ -122,6 +123,7 @@ impl Session {
             cv_env: EnvVarName::parse("DIND_CLIENT_NAME").expect("a valid name"),
             pooled: false,
             copies_out: Vec::new(),
+            saves: Vec::new(),
         }
     }
     /// Add a command to run (see [`Step::parse`]).
@@ -161,6 +163,13 @@ impl Session {
         self.copies_out.extend(specs);
         self
     }
+    /// After the commands, when they all succeeded, put these images of the inner engine into
+    /// the host engine (`--save`, the reverse of `--load`; see [`crate::Sandbox::save_images`]);
+    /// a save that fails fails the run.
+    pub fn save(mut self, images: impl IntoIterator<Item = String>) -> Self {
+        self.saves.extend(images);
+        self
+    }
     /// Claim a ready environment of the warm pool when one matches (else start fresh).
     pub fn pooled(mut self, pooled: bool) -> Self {
         self.pooled = pooled;
@@ -181,6 +190,9 @@ impl Session {
     ) -> Result<Report> {
         if matches!(self.clean, CleanPolicy::All | CleanPolicy::Rpt) {
             return Err(Error::invalid("--clean value", self.clean.as_str(), "a session removes by none, success, failure or anycase"));
+        }
+        for image in &self.saves {
+            crate::spec::check_save_image(image)?;
         }
         let seeds = self.options.check(engine).await?;
         // Held by this process when the policy would remove the environment if the run were
@@ -247,6 +259,22 @@ impl Session {
                     if outcome.succeeded() {
                         outcome = Outcome::Failed(error);
                     }
+                }
+            }
+        }
+        if outcome.succeeded() && !self.saves.is_empty() {
+            let saved = tokio::select! {
+                r = crate::ops::save::save(&env, engine, &self.saves) => r,
+                () = cancel.cancelled() => {
+                    on(&Event::Interrupted { phase: Phase::Commands });
+                    return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
+                }
+            };
+            match saved {
+                Ok(images) => on(&Event::Saved { images: &images }),
+                Err(error) => {
+                    on(&Event::Failed { error: &error });
+                    outcome = Outcome::Failed(error);
                 }
             }
         }

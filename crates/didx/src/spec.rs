@@ -421,9 +421,26 @@ pub fn network_name(s: &str) -> Result<&str> {
     Ok(s)
 }
 
+/// A reference `--save` takes: a name as docker tags it (no whitespace, no control
+/// character, not starting with `-`); a usage error otherwise.
+pub fn check_save_image(image: &str) -> Result<()> {
+    let ok = !image.is_empty() && !image.starts_with('-') && !image.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok { Ok(()) } else { Err(Error::invalid("--save image", image, "an image of the inner engine, e.g. app:test")) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn save_takes_image_references_only() {
+        for ok in ["app:test", "registry.local:5000/team/app:1", "app@sha256:0123"] {
+            assert!(check_save_image(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-o", "a b", "a\nb"] {
+            assert!(check_save_image(bad).unwrap_err().is_usage(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn clean_policies_parse_and_decide() {

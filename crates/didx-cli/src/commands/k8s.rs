@@ -85,6 +85,9 @@ pub struct KubeRun {
     deadline: String,
     /// `--cp-out`: copied here after the COMMANDs, whatever their outcome.
     copies_out: Vec<didx::spec::CpOutSpec>,
+    /// `--save`: images of the inner engine put into the user's engine (-H) when the
+    /// COMMANDs succeeded.
+    saves: Vec<String>,
 }
 
 impl KubeRun {
@@ -120,13 +123,17 @@ impl KubeRun {
         let builder = crate::options::run_builder(&a)?;
         // What a pod cannot have, refused as `didx k8s render` refuses it, before any cluster.
         didx::kubernetes::render(&builder.options()?, &kube)?;
-        let source = (!a.cp.is_empty() || !a.load.is_empty()).then_some(host);
+        let source = (!a.cp.is_empty() || !a.load.is_empty() || !a.save.is_empty()).then_some(host);
         let from = if a.pool { didx::StartFrom::PoolOrFresh } else { didx::StartFrom::Fresh };
         let publish = !a.env.publish.is_empty();
         let cwd = std::env::current_dir()?;
         let copies_out = a.cp_out.iter().map(|s| didx::spec::CpOutSpec::parse(s, &cwd)).collect::<Result<_, _>>()?;
         let (context, namespace, deadline) = (a.kube_context, a.k8s.namespace, a.k8s.deadline);
-        Ok(KubeRun { source, builder, kube, context, namespace, steps, from, publish, clean, deadline, copies_out })
+        let saves = a.save.clone();
+        for image in &saves {
+            didx::spec::check_save_image(image)?;
+        }
+        Ok(KubeRun { source, builder, kube, context, namespace, steps, from, publish, clean, deadline, copies_out, saves })
     }
 
     /// Start, run the COMMANDs (stopping at the first that fails), then remove or keep it as
@@ -175,6 +182,18 @@ impl KubeRun {
                     if code == 0 && failure.is_none() {
                         code = 125;
                     }
+                }
+            }
+        }
+        if code == 0
+            && failure.is_none()
+            && let Some(engine) = engine.as_ref().filter(|_| !self.saves.is_empty())
+        {
+            match sandbox.save_images(&self.saves, engine).await {
+                Ok(images) => say(format!("saved {} into the host engine", images.join(", "))),
+                Err(e) => {
+                    say(format!("--save: {e}"));
+                    code = 125;
                 }
             }
         }

@@ -50,9 +50,9 @@ impl Plan {
             run_builder(&a)?.options()?;
             Ok(Plan::Report { host, clean })
         } else if a.is_matrix() {
-            if !a.cp_out.is_empty() {
-                let fix = "every version would write the same host paths; run one version per didx for --cp-out".to_string();
-                return Err(Error::Invalid { what: "option", value: "--cp-out".into(), fix }.into());
+            if let Some(option) = [("--cp-out", !a.cp_out.is_empty()), ("--save", !a.save.is_empty())].iter().find(|o| o.1).map(|o| o.0) {
+                let fix = format!("every version would write the same {option} targets; run one version per didx for {option}");
+                return Err(Error::Invalid { what: "option", value: option.into(), fix }.into());
             }
             Ok(Plan::Matrix(Box::new(Matrix::of(host, a, clean)?)))
         } else {

@@ -121,6 +121,26 @@ impl Engine {
     }
 
     raw! {
+        /// Load a `docker save` tar stream into this engine (`docker load`); the images it
+        /// says it loaded.
+        async fn load_images(&self, tar: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static) -> Result<Vec<String>> {
+            let mut answers = self.docker.import_image_stream(qp::ImportImageOptions { quiet: true, ..Default::default() }, tar, None);
+            let mut loaded = Vec::new();
+            while let Some(info) = answers.next().await {
+                let info = info.map_err(call("load images", "a docker save stream"))?;
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    return Err(Error::io("loading images", std::io::Error::other(detail)));
+                }
+                let said = info.stream.unwrap_or_default();
+                if let Some(name) = said.trim().strip_prefix("Loaded image: ").or_else(|| said.trim().strip_prefix("Loaded image ID: ")) {
+                    loaded.push(name.to_string());
+                }
+            }
+            Ok(loaded)
+        }
+    }
+
+    raw! {
         /// One tar stream (`docker save` format) of the named images.
         fn export_images<'a>(&'a self, names: &'a [&'a str]) -> impl Stream<Item = Result<Bytes>> + Send + 'a {
             let target = names.first().copied().unwrap_or("");

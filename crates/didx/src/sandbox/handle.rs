@@ -193,6 +193,15 @@ impl Sandbox {
         crate::ops::copy::copy_in_host(&**env.backend(), &env.client().id, from.as_ref(), to).await.map(|_| ())
     }
 
+    /// Put `images` of the inner engine into `to` (the host's engine, say): the reverse of
+    /// [`SandboxBuilder::load`](crate::SandboxBuilder::load). `docker save` runs in the client
+    /// and its output streams into `to`'s load, never held in memory; shared layers travel
+    /// once. Returns what `to` says it loaded.
+    pub async fn save_images(&self, images: &[impl AsRef<str>], to: &Engine) -> Result<Vec<String>> {
+        let images: Vec<String> = images.iter().map(|i| i.as_ref().to_string()).collect();
+        crate::ops::save::save(self.env(), to, &images).await
+    }
+
     /// Run `argv` in the client, streaming its output to `out` and `err`; returns its exit code.
     pub async fn exec_streaming(
         &self,
