@@ -5,7 +5,8 @@
 use clap::{Args, ColorChoice, Parser, Subcommand, ValueEnum};
 use didx::spec::{CleanPolicy, EngineMode, IsolationMode, Teardown};
 
-pub use crate::k8s_args::{K8sArgs, K8sCmd};
+pub use crate::k8s_args::K8sArgs;
+pub use crate::store_image_args::{ImageCmd, StoreCmd};
 
 pub const AFTER_HELP: &str = "\
 COMMAND: each argument is one command, split into words as a POSIX shell splits it (no
@@ -478,37 +479,6 @@ pub enum PoolCmd {
     },
 }
 
-#[derive(Subcommand, Debug)]
-pub enum StoreCmd {
-    /// Remove IMAGEs (tags or IDs) from every store holding them; with none, remove every
-    /// store (its volume). A store a server uses is left (exit 125)
-    Rm {
-        /// Tags or IDs
-        #[arg(value_name = "IMAGE")]
-        images: Vec<String>,
-    },
-    /// Remove the stored images the host engine no longer has (by ID: a tag rebuilt since),
-    /// and the stores that leaves empty
-    Prune,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ImageCmd {
-    /// Build didx/dind:local from Debian's packages (no registry needed); another --suite
-    /// makes didx/dind:<its engine version> only. Reuses an image built from the same recipe
-    Build {
-        /// Debian suite (trixie: docker.io 26.x, with docker-cli)
-        #[arg(long, default_value = "bookworm")]
-        suite: String,
-        /// Debian mirror
-        #[arg(long, env = "DIDX_MIRROR", default_value = "http://deb.debian.org/debian")]
-        mirror: String,
-        /// Rebuild even when an image from the same recipe exists
-        #[arg(long)]
-        force: bool,
-    },
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,4 +509,66 @@ mod tests {
         assert_eq!(IsolationMode::from(cli.run.env.isolation), IsolationMode::default());
         assert_eq!(EngineMode::from(cli.run.engine), EngineMode::default());
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum K8sCmd {
+    /// Print the Kubernetes objects a sandbox with these options would be made of (a Job and
+    /// the Secret it owns; YAML, or --json), for reading and `kubectl apply --dry-run=server`;
+    /// says which Pod Security level its namespace must admit. Touches no cluster or engine
+    Render {
+        #[command(flatten)]
+        k8s: Box<K8sArgs>,
+        /// Print a JSON v1 List instead of YAML
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        env: Box<EnvArgs>,
+    },
+    /// List the sandboxes in a cluster's namespace (didx's Jobs): id, age, role, state,
+    /// certificates' expiry, name
+    Ls {
+        /// The kubeconfig context to use [default: its current context]
+        #[arg(long = "kube-context", value_name = "NAME")]
+        kube_context: Option<String>,
+        /// The namespace [default: the context's, else default]
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
+        /// Print the listing as JSON on stdout (the keys of didx ls --json)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the variable that points a host docker client at the inner engine of a running
+    /// sandbox on a cluster (eval "$(didx k8s env ID)"): DOCKER_HOST, a socket of this machine
+    /// in a private directory, each connection carried by a pods/exec of dial-stdio in its
+    /// client; held by a process of its own until the sandbox's pod ends
+    Env {
+        /// The sandbox's id (its Job is didx-ID)
+        id: String,
+        /// The kubeconfig context to use [default: its current context]
+        #[arg(long = "kube-context", value_name = "NAME")]
+        kube_context: Option<String>,
+        /// The namespace [default: the context's, else default]
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
+        /// Hold the socket here (what `didx k8s env` starts in a process of its own)
+        #[arg(long, hide = true)]
+        hold: bool,
+    },
+    /// Remove sandboxes from a cluster's namespace (their Jobs, with pods and Secrets): those
+    /// kept (--clean none, success, failure; DIDX_KEEP), or --all of didx's there
+    Rm {
+        /// The sandboxes' ids (each Job is didx-ID)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every didx sandbox in the namespace (the pool's too)
+        #[arg(long)]
+        all: bool,
+        /// The kubeconfig context to use [default: its current context]
+        #[arg(long = "kube-context", value_name = "NAME")]
+        kube_context: Option<String>,
+        /// The namespace [default: the context's, else default]
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
+    },
 }

@@ -27,6 +27,7 @@ mod options;
 mod output;
 mod run;
 mod signals;
+mod store_image_args;
 mod stream;
 
 use cli::{Cli, Verb};
