@@ -222,6 +222,15 @@ pub struct EnvArgs {
     /// See 'didx store'. DIDX_STORE=1 turns it on for every run
     #[arg(long, env = "DIDX_STORE", value_parser = clap::builder::FalseyValueParser::new())]
     pub store: bool,
+    /// Memory of each of server and client (the server's bounds every inner container): 512m, 2g
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPUs of each of server and client, e.g. 1.5
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<String>,
+    /// Processes of each of server and client (at least 16)
+    #[arg(long = "pids-limit", value_name = "N")]
+    pub pids_limit: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

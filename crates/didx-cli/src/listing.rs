@@ -130,8 +130,8 @@ fn rpt_table(envs: &[EnvSummary]) -> String {
 fn ls_table(envs: &[EnvSummary]) -> String {
     let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
     let mut t = format!(
-        "{:<12} {:<8} {:<16} {:<22} {:<5} {:<8} {:<28} {:<16} {:<24} ENDPOINT\n",
-        "ENV", "STATE", "VERSIONS", "IMAGE", "AGE", "POLICY", "OWNER", "ADDRESSES", "PUBLISHED"
+        "{:<12} {:<8} {:<16} {:<22} {:<5} {:<8} {:<28} {:<16} {:<24} {:<36} LIMITS\n",
+        "ENV", "STATE", "VERSIONS", "IMAGE", "AGE", "POLICY", "OWNER", "ADDRESSES", "PUBLISHED", "ENDPOINT"
     );
     for e in envs {
         let versions = match (&e.versions.0, &e.versions.1) {
@@ -145,7 +145,7 @@ fn ls_table(envs: &[EnvSummary]) -> String {
         let published: Vec<String> =
             e.published.iter().map(|p| format!("{}:{}->{}/{}", p.ip, p.host_port, p.env_port, p.proto.as_str())).collect();
         t.push_str(&format!(
-            "{:<12} {:<8} {:<16} {:<22} {:<5} {:<8} {:<28} {:<16} {:<24} {}\n",
+            "{:<12} {:<8} {:<16} {:<22} {:<5} {:<8} {:<28} {:<16} {:<24} {:<36} {}\n",
             e.id,
             e.state(),
             versions,
@@ -159,6 +159,7 @@ fn ls_table(envs: &[EnvSummary]) -> String {
                 Some(engine) => format!("{engine} engine ({} started)", e.started),
                 None => dash(e.endpoint.as_deref()),
             },
+            dash(e.limits.as_deref()),
         ));
     }
     t
@@ -254,6 +255,7 @@ fn env_json(e: &EnvSummary, now: u64) -> Value {
         "policy": e.policy,
         "owner": e.owner,
         "address_block": e.net,
+        "limits": e.limits,
         "published": e.published.iter().map(|p| json!({"ip": p.ip, "host_port": p.host_port, "env_port": p.env_port, "proto": p.proto.as_str()})).collect::<Vec<_>>(),
         "endpoint": e.endpoint,
         "engine": e.engine.as_deref().unwrap_or("dind"),
@@ -363,6 +365,7 @@ mod tests {
             policy: Some("pool".into()),
             owner: Some("ci@host pid 42".into()),
             net: Some("10.200.16.0/20".into()),
+            limits: Some("memory=512m,pids=100".into()),
             published: vec![Published { ip: "127.0.0.1".into(), host_port: 8080, env_port: 80, proto: Proto::Tcp }],
             endpoint: Some("tcp://127.0.0.1:40001".into()),
             engine: None,
@@ -388,6 +391,7 @@ mod tests {
                 "policy": "pool",
                 "owner": "ci@host pid 42",
                 "address_block": "10.200.16.0/20",
+                "limits": "memory=512m,pids=100",
                 "published": [{"ip": "127.0.0.1", "host_port": 8080, "env_port": 80, "proto": "tcp"}],
                 "endpoint": "tcp://127.0.0.1:40001",
                 "engine": "dind",

@@ -36,6 +36,15 @@ pub fn builder(a: &EnvArgs) -> didx::Result<SandboxBuilder> {
     for p in &a.publish {
         b = b.publish(p);
     }
+    if let Some(m) = &a.memory {
+        b = b.memory(m);
+    }
+    if let Some(c) = &a.cpus {
+        b = b.cpus(c);
+    }
+    if let Some(p) = &a.pids_limit {
+        b = b.pids_limit(p);
+    }
     Ok(b.store(a.store))
 }
 

@@ -45,6 +45,9 @@ pub const PUBLISH: &str = "io.didx.publish";
 /// On a server: the block of the address range its inner engine's networks are made in
 /// (`A.B.C.D/20`, see `net`); absent when `--dkropts` chose the inner addresses.
 pub const NET: &str = "io.didx.net";
+/// On a server: its resource limits, each container's (`memory=512m,cpus=1.5,pids=512`, what
+/// is set; see [`crate::spec::Limits::label`]); absent when none.
+pub const LIMITS: &str = "io.didx.limits";
 /// On a server: what removes the environment, as `didx ls` shows it (`--clean` policy of the
 /// run that made it, `drop` for a library sandbox, `keep`, `pool`).
 pub const POLICY: &str = "io.didx.policy";

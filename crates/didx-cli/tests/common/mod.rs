@@ -219,6 +219,7 @@ pub async fn spec(e: &Engine, dockerd_opts: Vec<String>) -> didx::env::EnvSpec {
         owner: String::new(),
         engine_mode: Default::default(),
         store: None,
+        limits: Default::default(),
     }
 }
 

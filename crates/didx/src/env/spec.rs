@@ -54,6 +54,8 @@ pub struct EnvSpec {
     /// The image store the server mounts read-only and seeds its engine from (`--store`, see
     /// [`crate::store`]); `None` without.
     pub store: Option<StoreMount>,
+    /// Resource limits of each container (`--memory`, `--cpus`, `--pids-limit`).
+    pub limits: crate::spec::Limits,
 }
 /// An image store as a server mounts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +134,7 @@ impl EnvSpec {
             owner: String::new(),
             engine_mode: Default::default(),
             store: None,
+            limits: crate::spec::Limits::default(),
         }
     }
 }

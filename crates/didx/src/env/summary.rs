@@ -37,6 +37,8 @@ pub struct EnvSummary {
     pub owner: Option<String>,
     /// The block of the address range its inner engine's networks are in (`A.B.C.D/20`).
     pub net: Option<String>,
+    /// Its containers' resource limits, each (`memory=512m,cpus=1.5,pids=512`); `None`: none.
+    pub limits: Option<String>,
     /// The server's ports published on the host, but the inner engine's own.
     pub published: Vec<Published>,
     /// The inner engine's address on the host, `tcp://127.0.0.1:PORT`.

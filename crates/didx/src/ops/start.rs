@@ -43,6 +43,8 @@ pub struct SandboxOptions {
     pub(crate) engine_mode: EngineMode,
     /// Use the image store (`--store`).
     pub(crate) store: bool,
+    /// `--memory`, `--cpus`, `--pids-limit`.
+    pub(crate) limits: crate::spec::Limits,
 }
 
 /// What [`SandboxOptions::launch`] made.
@@ -98,6 +100,7 @@ impl SandboxOptions {
             owner: crate::env::owner(),
             engine_mode: self.engine_mode,
             store: None,
+            limits: self.limits,
         })
     }
 
@@ -137,6 +140,13 @@ impl SandboxOptions {
         if self.store {
             return refuse("--store", "the image store (a Docker engine's volume) is not available");
         }
+        let l = &self.limits;
+        if let Some((option, _)) = [("--memory", l.memory.is_some()), ("--cpus", l.nano_cpus.is_some()), ("--pids-limit", l.pids.is_some())]
+            .into_iter()
+            .find(|(_, given)| *given)
+        {
+            return refuse(option, "use --server-limits and --client-limits (the pod's containers' limits)");
+        }
         Ok(EnvSpec {
             id: EnvId::generate(),
             sv: self.sv.clone(),
@@ -157,6 +167,7 @@ impl SandboxOptions {
             owner: crate::env::owner(),
             engine_mode: self.engine_mode,
             store: None,
+            limits: self.limits,
         })
     }
 

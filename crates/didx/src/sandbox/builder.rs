@@ -68,6 +68,9 @@ pub struct SandboxBuilder {
     ssh_agent: bool,
     engine_mode: EngineMode,
     store: bool,
+    memory: Option<String>,
+    cpus: Option<String>,
+    pids_limit: Option<String>,
 }
 
 /// How long [`SandboxBuilder`] waits for the inner engine unless told otherwise.
@@ -229,6 +232,27 @@ impl SandboxBuilder {
         self
     }
 
+    /// Bound the memory of each of the server and the client (`--memory`: `512m`, `2g`; the
+    /// server's bounds its dockerd and every inner container). Checked by
+    /// [`options`](Self::options).
+    pub fn memory(mut self, size: impl Into<String>) -> Self {
+        self.memory = Some(size.into());
+        self
+    }
+
+    /// Bound the CPU time of each of the server and the client (`--cpus`: `1.5`).
+    pub fn cpus(mut self, cpus: impl Into<String>) -> Self {
+        self.cpus = Some(cpus.into());
+        self
+    }
+
+    /// Bound the number of processes of each of the server and the client (`--pids-limit`,
+    /// at least 16).
+    pub fn pids_limit(mut self, pids: impl Into<String>) -> Self {
+        self.pids_limit = Some(pids.into());
+        self
+    }
+
     /// Check every value and return the validated options; touches no engine.
     pub fn options(&self) -> Result<SandboxOptions> {
         let sv = Version::parse("--sv value", self.sv.as_deref().unwrap_or("latest"))?;
@@ -322,7 +346,13 @@ impl SandboxBuilder {
                 "--engine host has no inner engine to publish from: the client's own `docker run -p` publishes on the host",
             ));
         }
+        let limits = crate::spec::Limits {
+            memory: self.memory.as_deref().map(crate::spec::Limits::parse_memory).transpose()?,
+            nano_cpus: self.cpus.as_deref().map(crate::spec::Limits::parse_cpus).transpose()?,
+            pids: self.pids_limit.as_deref().map(crate::spec::Limits::parse_pids).transpose()?,
+        };
         Ok(SandboxOptions {
+            limits,
             engine_mode: self.engine_mode,
             store: self.store,
             policy: if keep_from_env() { KEEP_POLICY } else { "drop" },

@@ -58,6 +58,7 @@ pub(super) async fn list(engine: &Engine) -> Result<Vec<EnvSummary>> {
                 entry.policy = l.get(labels::POLICY).cloned();
                 entry.owner = l.get(labels::OWNER).cloned();
                 entry.net = l.get(labels::NET).cloned();
+                entry.limits = l.get(labels::LIMITS).cloned();
                 (entry.endpoint, entry.published) = ports(c.ports.as_deref().unwrap_or_default());
             }
             Some(r) if r == labels::Role::Client.as_str() => {

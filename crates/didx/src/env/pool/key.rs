@@ -55,6 +55,11 @@ fn key_at(recipe_version: u32, spec: &EnvSpec, name: Option<&str>, server_image_
         h.update(store.volume.as_bytes());
         h.update([0]);
     }
+    if !spec.limits.is_empty() {
+        h.update(b"limits\0");
+        h.update(spec.limits.label().as_bytes());
+        h.update([0]);
+    }
     if !spec.publish.is_empty() {
         h.update(b"publish\0");
         for p in &spec.publish {

@@ -88,7 +88,7 @@ impl<'a> Client<'a> {
                 ..Default::default()
             })
             .collect();
-        let hc = HostConfig {
+        let mut hc = HostConfig {
             auto_remove: Some(true),
             // `--engine host`: no server namespace to join; `--network` (else the default bridge).
             network_mode: match self.engine_socket {
@@ -99,6 +99,7 @@ impl<'a> Client<'a> {
             mounts: (!mounts.is_empty()).then_some(mounts),
             ..Default::default()
         };
+        super::limit(&mut hc, &spec.limits);
         ContainerCreateBody {
             image: Some(spec.client_image.clone()),
             entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "client".to_string()]),

@@ -93,6 +93,9 @@ impl<'a> Server<'a> {
         }
         l.insert(labels::POLICY.to_string(), self.spec.policy.clone());
         l.insert(labels::OWNER.to_string(), self.spec.owner.clone());
+        if !self.spec.limits.is_empty() {
+            l.insert(labels::LIMITS.to_string(), self.spec.limits.label());
+        }
         l
     }
 
@@ -146,6 +149,7 @@ impl<'a> Server<'a> {
             network_mode: self.spec.network.clone(),
             ..Default::default()
         };
+        super::limit(&mut hc, &self.spec.limits);
         iso.apply(&mut hc);
         ContainerCreateBody {
             image: Some(self.spec.server_image.clone()),

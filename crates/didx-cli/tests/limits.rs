@@ -1,0 +1,67 @@
+//! Resource limits (`--memory`, `--cpus`, `--pids-limit`) on each of server and client, each
+//! exceeded in the test: forks past the pids limit fail in the client; an inner container that
+//! fills a tmpfs past the server's memory limit is killed (its cgroup nests in the server's);
+//! a busy loop in the client past its CPUs is throttled (the cgroup's own count). Shown by
+//! `didx ls`; bad values are usage lines. The engine is left as found.
+
+mod common;
+
+use common::*;
+
+/// The number after `key` in a cgroup's `cpu.stat`.
+fn stat(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+}
+
+#[test]
+fn limits_bound_each_container_and_are_enforced_when_exceeded() {
+    let image = rt().block_on(async {
+        busybox_image_with(&engine().await, &format!("didx-limits:{}", std::process::id()), &["sh", "head", "tr"]).await
+    });
+    // Past the pids limit: forks fail in the client.
+    let forks = "sh -c 'for i in $(seq 100); do sleep 30 & done; wait'";
+    // Past the memory limit: a shell in an inner container holds 400 MB in a variable (its
+    // memory cgroup nests in the server's 256 MB; the engine's default swap limit, twice the
+    // memory, would not hold it either): the biggest process there, it is the one killed, 137.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hog.sh"), "x=$(head -c 400000000 /dev/zero | tr '\\0' a)\necho survived ${#x}\n").unwrap();
+    let script = format!("{}:/work/", dir.path().join("hog.sh").display());
+    let hog = format!("sh -c 'docker run --rm -i {image} sh < /work/hog.sh; echo inner-exit=$?'");
+    // Past the CPUs: two seconds of a busy loop in the client, then its cgroup's throttling.
+    let busy = "sh -c 'end=$(( $(date +%s) + 2 )); while [ $(date +%s) -lt $end ]; do :; done; \
+                cat /sys/fs/cgroup/cpu/cpu.stat 2>/dev/null || cat /sys/fs/cgroup/cpu.stat'";
+    // (The CPU bound in a sandbox of its own: the others' work would crawl under it.)
+    let r = didx(&["--clean", "anycase", "--cpus", "0.5", busy]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_gone(&r.env_id().unwrap());
+    let throttled = stat(&r.stdout, "nr_throttled ").unwrap_or_else(|| panic!("no cpu.stat: {}", r.show()));
+    assert!(throttled > 0, "a busy loop past 0.5 CPUs was never throttled: {}", r.show());
+
+    let r = didx(&["--clean", "none", "--memory", "256m", "--pids-limit", "64", "--load", &image, "--cp", &script, &hog, "true"]);
+    let id = r.env_id().unwrap_or_else(|| panic!("{}", r.show()));
+    with_cleanup(r, |r| {
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert!(r.stdout.contains("inner-exit=137"), "the inner container outgrew the server's memory and was not killed: {}", r.show());
+        // Listed with them.
+        let ls = didx(&["ls", "--json"]);
+        let all: serde_json::Value = serde_json::from_str(&ls.stdout).expect("JSON");
+        let e = all.as_array().unwrap().iter().find(|e| e["id"] == id.as_str()).unwrap_or_else(|| panic!("{}", ls.stdout));
+        assert_eq!(e["limits"], "memory=256m,pids=64", "{e}");
+        // The pids limit, from a run of its own in the same client (`didx cp` has one; here a
+        // docker exec, as a user would): forks past 64 fail.
+        let client = format!("dind_{id}_client_latest");
+        let out = std::process::Command::new("docker").args(["exec", &client, "sh", "-c", forks]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.to_lowercase().contains("fork"), "forks past the pids limit: {:?} {err}", out.status);
+    });
+    assert_running_then_remove(&id);
+    rt().block_on(async { engine().await.remove_image(&image).await.unwrap() });
+
+    // Bad values: one usage line each, nothing started.
+    for (option, value) in [("--memory", "5m"), ("--cpus", "0"), ("--pids-limit", "8"), ("--memory", "lots")] {
+        let r = didx(&["--clean", "anycase", option, value, "true"]);
+        assert_eq!(r.code, 2, "{option} {value}: {}", r.show());
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.show());
+        assert!(r.stderr.contains(option) && r.env_id().is_none(), "{}", r.show());
+    }
+}
