@@ -66,6 +66,7 @@ pub use backend::docker::recipe::INNER_CHECK;
 
 mod backend;
 mod cancel;
+mod limits;
 mod context;
 pub mod error;
 mod event;

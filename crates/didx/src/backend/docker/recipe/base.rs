@@ -52,6 +52,13 @@ pub(crate) fn loopback_binding(ports: Option<&PortMap>, port: u16) -> Option<u16
     on(PUBLISHED_IP).or_else(|| on("0.0.0.0"))
 }
 
+/// Apply `limits` to a container's host config (`Memory`, `NanoCpus`, `PidsLimit`).
+pub(crate) fn limit(hc: &mut bollard::models::HostConfig, limits: &crate::spec::Limits) {
+    hc.memory = limits.memory.map(|m| m as i64);
+    hc.nano_cpus = limits.nano_cpus.map(|c| c as i64);
+    hc.pids_limit = limits.pids.map(|p| p as i64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,7 +99,7 @@ impl<'a> Client<'a> {
             mounts: (!mounts.is_empty()).then_some(mounts),
             ..Default::default()
         };
-        super::limit(&mut hc, &spec.limits);
+        super::base::limit(&mut hc, &spec.limits);
         ContainerCreateBody {
             image: Some(spec.client_image.clone()),
             entrypoint: Some(vec![ENTRYPOINT_PATH.to_string(), "client".to_string()]),

@@ -20,10 +20,3 @@ pub(crate) use filler::Filler;
 pub(crate) use held::{handover, held, lease_env};
 pub use server::INNER_CHECK;
 pub(crate) use server::Server;
-
-/// Apply `limits` to a container's host config (`Memory`, `NanoCpus`, `PidsLimit`).
-pub(crate) fn limit(hc: &mut bollard::models::HostConfig, limits: &crate::spec::Limits) {
-    hc.memory = limits.memory.map(|m| m as i64);
-    hc.nano_cpus = limits.nano_cpus.map(|c| c as i64);
-    hc.pids_limit = limits.pids.map(|p| p as i64);
-}

@@ -149,7 +149,7 @@ impl<'a> Server<'a> {
             network_mode: self.spec.network.clone(),
             ..Default::default()
         };
-        super::limit(&mut hc, &self.spec.limits);
+        super::base::limit(&mut hc, &self.spec.limits);
         iso.apply(&mut hc);
         ContainerCreateBody {
             image: Some(self.spec.server_image.clone()),
