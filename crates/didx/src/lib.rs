@@ -66,7 +66,6 @@ pub use backend::docker::recipe::INNER_CHECK;
 
 mod backend;
 mod cancel;
-mod limits;
 mod context;
 pub mod error;
 mod event;
@@ -74,6 +73,7 @@ pub mod image;
 pub mod inventory;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+mod limits;
 mod ops;
 pub mod pool;
 mod publish;
