@@ -4,8 +4,6 @@
 //! (`POST /images/load`), never held in memory; all the images travel in one archive, so the
 //! layers they share are sent once.
 
-use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::engine::Engine;
@@ -31,7 +29,7 @@ pub(crate) async fn save(env: &Environment, engine: &Engine, images: &[String]) 
         drop(writer);
         code
     };
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 128 * 1024).map(|r: std::io::Result<Bytes>| r);
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 128 * 1024);
     let (code, loaded) = tokio::join!(produce, engine.load_images(stream));
     let code = code?;
     if code != 0 {

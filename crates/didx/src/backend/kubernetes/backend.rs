@@ -212,7 +212,7 @@ fn split(member: &str) -> Result<(&str, &str)> {
 }
 
 /// The Job of a pod (`<job>-<suffix>`, as the Job controller names it).
-fn job_of(pod: &str) -> &str {
+pub(crate) fn job_of(pod: &str) -> &str {
     pod.rsplit_once('-').map_or(pod, |(job, _)| job)
 }
 

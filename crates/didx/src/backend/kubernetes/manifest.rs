@@ -126,6 +126,11 @@ impl<'a> Contents<'a> {
     }
 }
 
+/// The Secret's key of a file the pod mounts at `/PATH` (`path` relative, as placed).
+pub(crate) fn secret_key(path: &str) -> String {
+    path.replace('/', "_")
+}
+
 /// The name of a sandbox's Job and Secret: `didx-<environment id>` (a DNS label).
 pub fn object_name(spec: &EnvSpec) -> String {
     format!("didx-{}", spec.id.as_str())
@@ -176,7 +181,7 @@ pub(crate) fn objects_of(spec: &EnvSpec, opts: &KubeOptions, contents: Contents<
         files
             .iter()
             .map(|f| {
-                let key = f.path.replace('/', "_");
+                let key = secret_key(f.path);
                 keys.insert(key.clone(), (f.mode, f.data.to_vec()));
                 VolumeMount {
                     name: FILES_VOLUME.into(),

@@ -51,11 +51,11 @@ async fn tls_to(
     pod: &str,
     by: KubeReach,
 ) -> std::io::Result<(tokio_rustls::TlsConnector, Option<std::net::IpAddr>)> {
-    let job = pod.rsplit_once('-').map_or(pod, |(job, _)| job);
+    let job = super::backend::job_of(pod);
     let secret = secrets.get(job).await.map_err(std::io::Error::other)?;
     let data = secret.data.unwrap_or_default();
     let pem = |file: &str| {
-        let key = format!("{}/{file}", CLIENT_CERT_PATH.trim_start_matches('/')).replace('/', "_");
+        let key = super::manifest::secret_key(&format!("{}/{file}", CLIENT_CERT_PATH.trim_start_matches('/')));
         data.get(&key)
             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
             .ok_or_else(|| std::io::Error::other(format!("the Secret {job} has no {key}")))
@@ -115,7 +115,7 @@ impl Cluster {
     /// A client of the inner engine of `pod`, reached as `by` says on this cluster.
     pub fn inner_docker_by(&self, pod: &str, by: KubeReach) -> Result<Docker> {
         match by.on(self.in_cluster()) {
-            KubeReach::PortForward | KubeReach::PodIp => self.inner_over_tls(pod, by.on(self.in_cluster())),
+            way @ (KubeReach::PortForward | KubeReach::PodIp) => self.inner_over_tls(pod, way),
             KubeReach::Auto | KubeReach::Exec => self.inner_docker(pod),
         }
     }
