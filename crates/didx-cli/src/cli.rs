@@ -154,7 +154,7 @@ pub struct RunArgs {
     pub engine: ClientEngine,
     /// Where the environment runs: docker (the engine of -H / DOCKER_HOST / the docker
     /// context) or kubernetes (a Job of a cluster's namespace; the kubeconfig's current
-    /// context or --kube-context, else the in-cluster configuration; needs --clean anycase)
+    /// context or --kube-context, else the in-cluster configuration)
     #[arg(long, value_enum, default_value_t = BackendArg::Docker, value_name = "NAME")]
     pub backend: BackendArg,
     /// With --backend kubernetes: the kubeconfig context to use (KUBECONFIG, else
