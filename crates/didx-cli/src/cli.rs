@@ -5,7 +5,7 @@
 use clap::{Args, ColorChoice, Parser, Subcommand, ValueEnum};
 use didx::spec::{CleanPolicy, EngineMode, IsolationMode, Teardown};
 
-pub use crate::k8s_args::K8sArgs;
+pub use crate::k8s_args::{K8sArgs, KubeEnvArgs};
 pub use crate::store_image_args::{ImageCmd, StoreCmd};
 
 pub const AFTER_HELP: &str = "\
@@ -269,6 +269,12 @@ pub enum Verb {
         /// (internal) hold the forwards of an engine over SSH until the environment ends
         #[arg(long, hide = true)]
         hold: bool,
+        /// Where: docker (the engine of -H) or kubernetes (a sandbox of a cluster's namespace:
+        /// a socket of this machine's, held until its pod ends, as didx k8s env)
+        #[arg(long, value_enum, default_value_t = BackendArg::Docker, value_name = "NAME")]
+        backend: BackendArg,
+        #[command(flatten, next_help_heading = "Kubernetes backend")]
+        kube: Box<KubeEnvArgs>,
     },
     /// Copy between a running environment's client and this machine, as docker cp does:
     /// ID:ABS_PATH HOST_PATH (out) or HOST_PATH ID:ABS_PATH (in); ID the environment id or a
@@ -554,12 +560,11 @@ pub enum K8sCmd {
     Env {
         /// The sandbox's id (its Job is didx-ID)
         id: String,
-        /// The kubeconfig context to use [default: its current context]
-        #[arg(long = "kube-context", value_name = "NAME")]
-        kube_context: Option<String>,
-        /// The namespace [default: the context's, else default]
-        #[arg(long, value_name = "NAME")]
-        namespace: Option<String>,
+        #[command(flatten)]
+        kube: Box<KubeEnvArgs>,
+        /// Print a JSON object instead (keys: the book, docs/src/reference/json.md)
+        #[arg(long)]
+        json: bool,
         /// Hold the socket here (what `didx k8s env` starts in a process of its own)
         #[arg(long, hide = true)]
         hold: bool,

@@ -43,3 +43,31 @@ pub struct K8sArgs {
     #[arg(long = "kube-reach", default_value = "auto", value_name = "HOW")]
     pub kube_reach: String,
 }
+
+/// Which cluster sandbox `didx env` and `didx k8s env` reach, and how.
+#[derive(Args, Debug, Clone)]
+pub struct KubeEnvArgs {
+    /// The kubeconfig context to use [default: its current context]
+    #[arg(long = "kube-context", value_name = "NAME")]
+    pub kube_context: Option<String>,
+    /// The namespace [default: the context's, else default]
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// How the socket reaches the inner engine (as a run's --kube-reach): exec, port-forward,
+    /// pod-ip; auto is pod-ip in a pod of the cluster, else exec
+    #[arg(long = "kube-reach", default_value = "auto", value_name = "HOW")]
+    pub kube_reach: String,
+}
+
+impl KubeEnvArgs {
+    /// The first option given, of those only a cluster reads.
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            ("--kube-context", self.kube_context.is_some()),
+            ("--namespace", self.namespace.is_some()),
+            ("--kube-reach", self.kube_reach != "auto"),
+        ]
+        .into_iter()
+        .find_map(|(o, given)| given.then_some(o))
+    }
+}

@@ -30,7 +30,7 @@ mod signals;
 mod store_image_args;
 mod stream;
 
-use cli::{Cli, Verb};
+use cli::{BackendArg, Cli, Verb};
 use commands::pool::PoolJob;
 use commands::run::Plan;
 use commands::store::StoreJob;
@@ -77,10 +77,7 @@ fn main() -> ExitCode {
             Job::K8sRender(r) => commands::k8s::print(&r),
             Job::K8sLs { context, namespace } => commands::k8s::ls(context.as_deref(), namespace.as_deref()).await,
             Job::K8sRm { ids, all, context, namespace } => commands::k8s::rm(&ids, all, context.as_deref(), namespace.as_deref()).await,
-            Job::K8sEnv { id, context, namespace, hold: false } => commands::k8s::env(&id, context.as_deref(), namespace.as_deref()),
-            Job::K8sEnv { id, context, namespace, hold: true } => {
-                commands::k8s::env_hold(&id, context.as_deref(), namespace.as_deref()).await
-            }
+            Job::K8sEnv(env) => env.go().await,
             Job::Env { host, id, json, hold } => commands::env::env_vars(host.as_deref(), &id, json, hold).await,
             Job::Cp { host, cp } => commands::cp::go(host.as_deref(), cp).await,
             Job::Store { host, cmd } => commands::store::store(host.as_deref(), cmd).await,
@@ -99,7 +96,7 @@ enum Job {
     Completions(cli::Shell),
     Man,
     K8sRender(Box<commands::k8s::Render>),
-    K8sEnv { id: String, context: Option<String>, namespace: Option<String>, hold: bool },
+    K8sEnv(commands::k8s::EnvJob),
     K8sLs { context: Option<String>, namespace: Option<String> },
     K8sRm { ids: Vec<String>, all: bool, context: Option<String>, namespace: Option<String> },
     Env { host: Option<String>, id: String, json: bool, hold: bool },
@@ -116,10 +113,7 @@ impl Job {
             Some(Verb::Image(cmd)) => Job::Build { host, spec: commands::image::of(cmd) },
             Some(Verb::Completions { shell }) => Job::Completions(shell),
             Some(Verb::Man) => Job::Man,
-            Some(Verb::K8s(cli::K8sCmd::Env { id, kube_context, namespace, hold })) => {
-                didx::kubernetes::check_id(&id)?;
-                Job::K8sEnv { id, context: kube_context, namespace, hold }
-            }
+            Some(Verb::K8s(cli::K8sCmd::Env { id, kube, json, hold })) => Job::K8sEnv(commands::k8s::EnvJob::of(id, &kube, json, hold)?),
             Some(Verb::K8s(cli::K8sCmd::Ls { kube_context, namespace, json })) => {
                 commands::ls::of(json);
                 Job::K8sLs { context: kube_context, namespace }
@@ -135,7 +129,20 @@ impl Job {
                 commands::ls::of(json);
                 Job::Ls { host }
             }
-            Some(Verb::Env { id, json, hold }) => Job::Env { host, id, json, hold },
+            Some(Verb::Env { id, json, hold, backend: BackendArg::Kubernetes, kube }) => {
+                Job::K8sEnv(commands::k8s::EnvJob::on_cluster(host.is_some(), id, &kube, json, hold)?)
+            }
+            Some(Verb::Env { id, json, hold, backend: BackendArg::Docker, kube }) => {
+                if let Some(option) = kube.given() {
+                    return Err(didx::Error::Invalid {
+                        what: "option",
+                        value: option.into(),
+                        fix: "it applies to --backend kubernetes".into(),
+                    }
+                    .into());
+                }
+                Job::Env { host, id, json, hold }
+            }
             Some(Verb::Cp { src, dest }) => Job::Cp { host, cp: commands::cp::of(&src, &dest)? },
             Some(Verb::Store { cmd, json }) => Job::Store { host, cmd: StoreJob::of(cmd, json)? },
             Some(Verb::Pool { cmd, json }) => Job::Pool { host, cmd: PoolJob::of(cmd, json)? },

@@ -126,7 +126,7 @@ fn host_commands_and_published_ports_on_the_kubernetes_backend_go_through_port_f
 #[test]
 fn what_the_kubernetes_backend_cannot_do_is_one_usage_line_and_nothing_is_asked_of_the_cluster() {
     let cluster = Emulated::start();
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 16] = [
         (&["--backend", "kubernetes", "--clean", "rpt", "true"], "--clean"),
         (&["k8s", "rm", "Not_An_Id"], "sandbox id"),
         (&["--backend", "kubernetes", "--clean", "anycase", "-v", "/data", "true"], "-v"),
@@ -139,6 +139,10 @@ fn what_the_kubernetes_backend_cannot_do_is_one_usage_line_and_nothing_is_asked_
         (&["pool", "down", "--kube-context", "emulated"], "--backend kubernetes"),
         (&["--backend", "kubernetes", "--clean", "anycase", "--kube-reach", "ssh", "true"], "--kube-reach"),
         (&["--kube-reach", "pod-ip", "true"], "--backend kubernetes"),
+        (&["env", "abc", "--namespace", "ci"], "--backend kubernetes"),
+        (&["env", "Not_An_Id", "--backend", "kubernetes"], "sandbox id"),
+        (&["env", "abc", "--backend", "kubernetes", "--kube-reach", "ssh"], "--kube-reach"),
+        (&["-H", "unix:///nonexistent.sock", "env", "abc", "--backend", "kubernetes"], "-H"),
     ];
     for (args, names) in cases {
         let r = cluster.didx(args);
@@ -187,7 +191,7 @@ fn a_run_on_the_kubernetes_backend_copies_host_files_and_loads_local_images_into
 }
 
 #[test]
-fn didx_k8s_env_points_a_host_docker_client_at_the_pod_and_a_sigkilled_run_leaves_nothing_running() {
+fn didx_env_on_the_kubernetes_backend_points_a_host_docker_client_at_the_pod_and_a_sigkilled_run_leaves_nothing_running() {
     use std::io::BufRead;
     let cluster = Emulated::start();
     let mut args = vec!["--backend", "kubernetes", "--clean", "anycase"];
@@ -217,20 +221,36 @@ fn didx_k8s_env_points_a_host_docker_client_at_the_pod_and_a_sigkilled_run_leave
     let listed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.show()));
     assert_eq!(listed.as_array().map(|a| a.len()), Some(1), "{}", r.show());
     assert_eq!(listed[0]["id"], id.as_str(), "{}", r.show());
-    // A host docker client, through the socket `didx k8s env` holds.
-    let r = cluster.didx(&["k8s", "env", &id]);
+    // A host docker client, through the socket `didx env --backend kubernetes` holds (an exec
+    // stream per connection), and through the one `didx k8s env --kube-reach port-forward`
+    // holds (mutual TLS over a port-forward per connection): the same inner engine.
+    let r = cluster.didx(&["env", &id, "--backend", "kubernetes"]);
     assert_eq!(r.code, 0, "{}", r.show());
     let socket = r
         .stdout
         .trim()
         .strip_prefix("export DOCKER_HOST='unix://")
         .and_then(|s| s.strip_suffix('\''))
-        .unwrap_or_else(|| panic!("{}", r.show()));
-    let meta = std::fs::metadata(std::path::Path::new(socket).parent().unwrap()).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o700, "a private directory");
-    let docker = bollard::Docker::connect_with_unix(socket, 30, bollard::API_DEFAULT_VERSION).unwrap();
-    let version = cluster.rt.block_on(docker.version()).unwrap();
-    assert!(version.version.is_some(), "{version:?}");
+        .unwrap_or_else(|| panic!("{}", r.show()))
+        .to_string();
+    let r = cluster.didx(&["k8s", "env", &id, "--kube-reach", "port-forward", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let said: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.show()));
+    assert_eq!(
+        (said["id"].as_str(), said["namespace"].as_str(), said["reach"].as_str()),
+        (Some(id.as_str()), Some("ci"), Some("port-forward"))
+    );
+    let forwarded =
+        said["docker_host"].as_str().and_then(|h| h.strip_prefix("unix://")).unwrap_or_else(|| panic!("{}", r.show())).to_string();
+    let mut ids = Vec::new();
+    for socket in [&socket, &forwarded] {
+        let meta = std::fs::metadata(std::path::Path::new(socket).parent().unwrap()).unwrap();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o700, "a private directory");
+        let docker = bollard::Docker::connect_with_unix(socket, 30, bollard::API_DEFAULT_VERSION).unwrap();
+        let info = cluster.rt.block_on(docker.info()).unwrap();
+        ids.push(info.id.unwrap_or_else(|| panic!("{socket}: an engine without an id")));
+    }
+    assert_eq!(ids[0], ids[1], "both sockets reach the one inner engine");
 
     // SIGKILL the run: its hold's streams close with it; the pod ends, the holder with it.
     run.kill().unwrap();
@@ -246,8 +266,8 @@ fn didx_k8s_env_points_a_host_docker_client_at_the_pod_and_a_sigkilled_run_leave
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("EMULATED cluster: the pod of a SIGKILLed run ended {:.1} s after", killed.elapsed().as_secs_f64());
-    while std::path::Path::new(socket).exists() {
-        assert!(killed.elapsed() < Duration::from_secs(30), "the env holder still holds its socket 30 s after the pod ended");
+    while std::path::Path::new(&socket).exists() || std::path::Path::new(&forwarded).exists() {
+        assert!(killed.elapsed() < Duration::from_secs(30), "an env holder still holds its socket 30 s after the pod ended");
         std::thread::sleep(Duration::from_millis(200));
     }
     // The next start's sweep takes the ended Job.

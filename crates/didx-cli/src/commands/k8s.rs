@@ -215,44 +215,88 @@ impl KubeRun {
     }
 }
 
-/// `didx k8s env ID`: starts the holder (`didx k8s env --hold ID`, see
-/// [`super::env::run_holder`]) and prints what it prints once its socket listens.
-pub fn env(id: &str, context: Option<&str>, namespace: Option<&str>) -> anyhow::Result<u8> {
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.args(["k8s", "env", "--hold"]);
-    if let Some(c) = context {
-        cmd.args(["--kube-context", c]);
-    }
-    if let Some(n) = namespace {
-        cmd.args(["--namespace", n]);
-    }
-    cmd.arg("--").arg(id);
-    super::env::run_holder(cmd)
+/// `didx env ID --backend kubernetes` and `didx k8s env ID`: a host docker client pointed at a
+/// cluster sandbox's inner engine, through a socket of this machine's that a holder process
+/// serves until the sandbox's pod ends.
+pub struct EnvJob {
+    id: String,
+    context: Option<String>,
+    namespace: Option<String>,
+    reach: KubeReach,
+    json: bool,
+    hold: bool,
 }
 
-/// `didx k8s env --hold ID`: the socket, in a private directory of this machine's temporary
-/// directory, served until the sandbox's pod no longer runs; the line printed once it listens.
-pub async fn env_hold(id: &str, context: Option<&str>, namespace: Option<&str>) -> anyhow::Result<u8> {
-    use std::os::unix::fs::DirBuilderExt;
-    let cluster = didx::kubernetes::Cluster::connect(context, namespace).await?;
-    let pod = cluster.pod_of(id).await?;
-    let dir = std::env::temp_dir().join(format!("didx-k8s-env-{id}-{}", std::process::id()));
-    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-    let socket = dir.join("docker.sock");
-    let served = async {
-        let listener = tokio::net::UnixListener::bind(&socket)?;
-        output::out(&format!("export DOCKER_HOST='unix://{}'\n", socket.display()));
-        // Its output is complete: the end of it tells `didx k8s env` so.
-        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-            rustix::stdio::dup2_stdout(&null).ok();
-            rustix::stdio::dup2_stderr(&null).ok();
-        }
-        cluster.forward_inner(&pod, listener).await?;
-        anyhow::Ok(())
+impl EnvJob {
+    /// Checked before the cluster is asked anything.
+    pub fn of(id: String, kube: &crate::cli::KubeEnvArgs, json: bool, hold: bool) -> Result<EnvJob, didx::Error> {
+        didx::kubernetes::check_id(&id)?;
+        let reach = KubeReach::parse(&kube.kube_reach)?;
+        Ok(EnvJob { id, context: kube.kube_context.clone(), namespace: kube.namespace.clone(), reach, json, hold })
     }
-    .await;
-    let _ = std::fs::remove_dir_all(&dir);
-    served.map(|()| 0)
+
+    /// As [`EnvJob::of`], for `didx env --backend kubernetes` (where `-H`, a Docker engine,
+    /// means nothing: `host` says it was given).
+    pub fn on_cluster(host: bool, id: String, kube: &crate::cli::KubeEnvArgs, json: bool, hold: bool) -> Result<EnvJob, didx::Error> {
+        if host {
+            let fix = "it names a Docker engine; --backend kubernetes reaches the kubeconfig's cluster (--kube-context)";
+            return Err(didx::Error::Invalid { what: "option", value: "-H".into(), fix: fix.into() });
+        }
+        EnvJob::of(id, kube, json, hold)
+    }
+
+    /// The holder started (see [`super::env::run_holder`]) and what it prints once its socket
+    /// listens printed; or, as the holder, the socket served.
+    pub async fn go(self) -> anyhow::Result<u8> {
+        if self.hold {
+            return self.serve().await;
+        }
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.args(["k8s", "env", "--hold", "--kube-reach", self.reach.name()]);
+        if let Some(c) = &self.context {
+            cmd.args(["--kube-context", c]);
+        }
+        if let Some(n) = &self.namespace {
+            cmd.args(["--namespace", n]);
+        }
+        cmd.args(self.json.then_some("--json")).arg("--").arg(&self.id);
+        super::env::run_holder(cmd)
+    }
+
+    /// The socket, in a private directory of this machine's temporary directory, served until
+    /// the sandbox's pod no longer runs; the line printed once it listens.
+    async fn serve(self) -> anyhow::Result<u8> {
+        use std::os::unix::fs::DirBuilderExt;
+        let cluster = didx::kubernetes::Cluster::connect(self.context.as_deref(), self.namespace.as_deref()).await?;
+        let pod = cluster.pod_of(&self.id).await?;
+        let dir = std::env::temp_dir().join(format!("didx-k8s-env-{}-{}", self.id, std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let socket = dir.join("docker.sock");
+        let served = async {
+            let listener = tokio::net::UnixListener::bind(&socket)?;
+            let host = format!("unix://{}", socket.display());
+            output::out(&format!("{}\n", self.line(&host, cluster.namespace(), self.reach.on(cluster.in_cluster()))));
+            // Its output is complete: the end of it tells the starting didx so.
+            if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                rustix::stdio::dup2_stdout(&null).ok();
+                rustix::stdio::dup2_stderr(&null).ok();
+            }
+            cluster.forward_inner(&pod, self.reach, listener).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        served.map(|()| 0)
+    }
+
+    /// `export DOCKER_HOST='unix://…'`, or its JSON object (docs/src/reference/json.md).
+    fn line(&self, host: &str, namespace: &str, way: KubeReach) -> String {
+        if self.json {
+            let v = serde_json::json!({ "id": self.id, "docker_host": host, "backend": "kubernetes", "namespace": namespace, "reach": way.name() });
+            return v.to_string();
+        }
+        format!("export DOCKER_HOST='{}'", host.replace('\'', r"'\''"))
+    }
 }
 
 /// `didx k8s rm ID…` or `didx k8s rm --all`: the sandboxes' Jobs deleted (their pods and

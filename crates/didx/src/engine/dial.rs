@@ -99,6 +99,11 @@ fn stdout_bytes(output: super::exec::OutputStream) -> Bytestream {
     }))
 }
 
+/// A connection's stream to read.
+pub(crate) type Reading = Pin<Box<dyn AsyncRead + Send>>;
+/// A connection's stream to write.
+pub(crate) type Writing = Pin<Box<dyn AsyncWrite + Send>>;
+
 /// One connection: a stream to read (an exec's stdout), one to write (its stdin).
 pub(crate) struct Duplex {
     output: TokioIo<Pin<Box<dyn AsyncRead + Send>>>,
@@ -117,6 +122,12 @@ impl Duplex {
     #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
     pub(crate) fn keeping(output: Pin<Box<dyn AsyncRead + Send>>, input: Pin<Box<dyn AsyncWrite + Send>>, keep: Box<dyn Send>) -> Duplex {
         Duplex { _keep: Some(keep), ..Duplex::new(output, input) }
+    }
+
+    /// Its stream to read, its stream to write, and what must live as long as they are used.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))] // used by the kubernetes backend
+    pub(crate) fn into_parts(self) -> (Reading, Writing, Option<Box<dyn Send>>) {
+        (self.output.into_inner(), self.input.into_inner(), self._keep)
     }
 }
 

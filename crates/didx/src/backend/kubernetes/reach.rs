@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
+use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::{AttachParams, AttachedProcess, ListParams};
@@ -114,21 +115,36 @@ impl Cluster {
 
     /// A client of the inner engine of `pod`, reached as `by` says on this cluster.
     pub fn inner_docker_by(&self, pod: &str, by: KubeReach) -> Result<Docker> {
-        match by.on(self.in_cluster()) {
-            way @ (KubeReach::PortForward | KubeReach::PodIp) => self.inner_over_tls(pod, way),
-            KubeReach::Auto | KubeReach::Exec => self.inner_docker(pod),
-        }
+        let way = by.on(self.in_cluster());
+        docker_over(&format!("{}:{}/{pod}", way.name(), self.namespace()), self.dialer(pod, way))
     }
 
-    /// A client of the inner engine of `pod` over mutual TLS: each connection to its server's
-    /// TLS port by the pod's IP, or by a `pods/portforward` stream (`by`), with the client
+    /// A client of the inner engine of `pod`: every connection a `docker system dial-stdio`
+    /// exec in its client container, through the API server.
+    pub fn inner_docker(&self, pod: &str) -> Result<Docker> {
+        self.inner_docker_by(pod, KubeReach::Exec)
+    }
+
+    /// How each connection to `pod`'s inner engine is opened, `by` a way decided (not
+    /// [`KubeReach::Auto`]): a `docker system dial-stdio` exec in its client (the inner engine
+    /// answers plain HTTP there: the client's docker CLI speaks mutual TLS to it), or mutual TLS
+    /// to its server's TLS port by the pod's IP or a `pods/portforward` stream, with the client
     /// certificate of the sandbox's Secret (read once, at the first connection).
-    fn inner_over_tls(&self, pod: &str, by: KubeReach) -> Result<Docker> {
+    fn dialer(&self, pod: &str, by: KubeReach) -> impl Fn() -> BoxFuture<'static, std::io::Result<Duplex>> + Clone + Send + Sync + 'static {
         let (pods, secrets, pod) = (self.pods_api(), self.secrets_api(), pod.to_string());
         let found: std::sync::Arc<tokio::sync::OnceCell<(tokio_rustls::TlsConnector, Option<std::net::IpAddr>)>> = Default::default();
-        docker_over(&format!("{}:{}/{pod}", by.name(), self.namespace()), move || {
+        move || {
             let (pods, secrets, pod, found) = (pods.clone(), secrets.clone(), pod.clone(), found.clone());
-            async move {
+            Box::pin(async move {
+                if !matches!(by, KubeReach::PortForward | KubeReach::PodIp) {
+                    let mut exec = pods.exec(&pod, DIAL, &piped(CLIENT, Some(STREAM_BUFFER))).await.map_err(std::io::Error::other)?;
+                    let (Some(stdout), Some(stdin)) = (exec.stdout(), exec.stdin()) else {
+                        return Err(std::io::Error::other("the exec stream has no stdin or stdout"));
+                    };
+                    // The exec's stream lives as long as the connection (dropped, its task is
+                    // aborted and the stream closed: dial-stdio ends).
+                    return Ok(Duplex::keeping(Box::pin(stdout), Box::pin(stdin), Box::new(exec)));
+                }
                 let (connector, ip) = found.get_or_try_init(|| tls_to(&pods, &secrets, &pod, by)).await?;
                 match ip {
                     Some(ip) => {
@@ -146,44 +162,26 @@ impl Cluster {
                         Ok(Duplex::keeping(Box::pin(output), Box::pin(input), Box::new(forwarder)))
                     }
                 }
-            }
-        })
-    }
-
-    /// A client of the inner engine of `pod`: every connection a `docker system dial-stdio`
-    /// exec in its client container, through the API server.
-    pub fn inner_docker(&self, pod: &str) -> Result<Docker> {
-        let (api, pod) = (self.pods_api(), pod.to_string());
-        docker_over(&format!("pods/exec:{}/{pod}", self.namespace()), move || {
-            let (api, pod) = (api.clone(), pod.clone());
-            async move {
-                let mut exec = api.exec(&pod, DIAL, &piped(CLIENT, Some(STREAM_BUFFER))).await.map_err(std::io::Error::other)?;
-                let (Some(stdout), Some(stdin)) = (exec.stdout(), exec.stdin()) else {
-                    return Err(std::io::Error::other("the exec stream has no stdin or stdout"));
-                };
-                // The exec's stream lives as long as the connection (dropped, its task is
-                // aborted and the stream closed: dial-stdio ends).
-                Ok(Duplex::keeping(Box::pin(stdout), Box::pin(stdin), Box::new(exec)))
-            }
-        })
+            })
+        }
     }
 
     /// Serves `listener` (a socket of this machine's) until `pod` no longer runs: each
-    /// connection carried to its inner engine by a `docker system dial-stdio` exec of its own in
-    /// the client — what `didx k8s env` points a host docker client at. The inner engine
-    /// answers plain HTTP there (the client's docker CLI speaks mutual TLS to it), so the
-    /// socket is the only door: keep it in a private directory.
-    pub async fn forward_inner(&self, pod: &str, listener: tokio::net::UnixListener) -> Result<()> {
-        let api = self.pods_api();
+    /// connection carried to its inner engine, reached as `by` says on this cluster (see
+    /// [`Cluster::inner_docker_by`]) — what `didx env --backend kubernetes` points a host docker
+    /// client at. The socket speaks plain HTTP to the inner engine (didx holds the TLS or the
+    /// exec), so it is the only door: keep it in a private directory.
+    pub async fn forward_inner(&self, pod: &str, by: KubeReach, listener: tokio::net::UnixListener) -> Result<()> {
+        let dial = self.dialer(pod, by.on(self.in_cluster()));
         let mut check = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let (mut conn, _) = accepted.map_err(|e| Error::io("accepting a connection to forward", e))?;
-                    let (api, pod) = (api.clone(), pod.to_string());
+                    let opened = dial();
                     tokio::spawn(async move {
-                        let Ok(mut exec) = api.exec(&pod, DIAL, &piped(CLIENT, Some(STREAM_BUFFER))).await else { return };
-                        let (Some(mut out), Some(mut input)) = (exec.stdout(), exec.stdin()) else { return };
+                        let Ok(duplex) = opened.await else { return };
+                        let (mut out, mut input, keep) = duplex.into_parts();
                         let (mut from, mut to) = conn.split();
                         let up = async {
                             let _ = tokio::io::copy(&mut from, &mut input).await;
@@ -194,7 +192,7 @@ impl Cluster {
                             let _ = to.shutdown().await;
                         };
                         tokio::join!(up, down);
-                        drop(exec);
+                        drop(keep);
                     });
                 }
                 _ = check.tick() => {
