@@ -21,11 +21,20 @@ fi
 missing=()
 python3 -c 'import docker' >/dev/null 2>&1 || missing+=(python3-docker)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+# The registry tests/registry.rs runs on the engine's bridge address (Debian's distribution
+# registry, htpasswd auth): a mirror, an insecure registry, private images behind credentials.
+# Its package's own service is not used (the tests start their own, on ports of their own).
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Where systemd runs, the registry package starts its own service on :5000: not ours.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 profile="${DIDX_PROFILE:-debug}"

@@ -3,9 +3,10 @@
 //! verbs under `commands/` turn them into the library's validated types.
 
 use clap::{Args, ColorChoice, Parser, Subcommand, ValueEnum};
-use didx::spec::{CleanPolicy, EngineMode, IsolationMode, Teardown};
+use didx::spec::{CleanPolicy, EngineMode, Teardown};
 
-pub use crate::k8s_args::{K8sArgs, KubeEnvArgs};
+pub use crate::env_args::EnvArgs;
+pub use crate::k8s_args::{K8sArgs, K8sCmd, KubeEnvArgs};
 pub use crate::store_image_args::{ImageCmd, StoreCmd};
 
 pub const AFTER_HELP: &str = "\
@@ -98,6 +99,10 @@ pub struct RunArgs {
     /// engine (the reverse of --load). Repeatable
     #[arg(long = "save", value_name = "IMAGE")]
     pub save: Vec<String>,
+    /// Give the client's docker your registry credentials (DOCKER_AUTH_CONFIG, else the host's
+    /// docker config; auths only): a private copy in its tmpfs, in no image, label or log
+    #[arg(long = "registry-auth")]
+    pub registry_auth: bool,
     /// Seed the inner engine with an image from the host engine before the commands
     /// (skipped when already there with the same ID). Repeatable
     #[arg(long = "load", value_name = "IMAGE")]
@@ -166,71 +171,6 @@ pub struct RunArgs {
     /// Commands to run in the client (see below)
     #[arg(value_name = "COMMAND")]
     pub commands: Vec<String>,
-}
-
-/// The options that shape an environment's server and name its client: shared by runs and by
-/// 'pool up' (a pooled environment serves runs whose options match).
-#[derive(Args, Debug, Clone)]
-pub struct EnvArgs {
-    /// Server version: 'latest' → docker:dind, X → docker:X-dind, X-dind → docker:X-dind.
-    /// A comma-separated list (A,B) runs one environment per version, concurrently (a matrix)
-    #[arg(long, default_value = "latest", value_name = "VER")]
-    pub sv: String,
-    /// Client version → docker:VER [default: the --sv value]; with a --sv list, a list of the
-    /// same length (paired) or one value for all
-    #[arg(long, value_name = "VER")]
-    pub cv: Option<String>,
-    /// Pull the server and client images even when present
-    #[arg(short = 'p', long)]
-    pub pull: bool,
-    /// Server dockerd's storage driver [default: the host engine's]
-    #[arg(short = 's', long = "storage-driver", value_name = "DRIVER")]
-    pub storage_driver: Option<String>,
-    /// More dockerd options, split like a shell would (repeatable), e.g. --dkropts "--debug"
-    #[arg(long, value_name = "OPTS", allow_hyphen_values = true)]
-    pub dkropts: Vec<String>,
-    /// How the server gets dockerd's privileges: auto (privileged, else the caps profile),
-    /// privileged (only), caps (only the capability profile)
-    #[arg(long, value_enum, default_value_t = Isolation::Auto, value_name = "MODE")]
-    pub isolation: Isolation,
-    /// How long to wait for the inner engine to answer (e.g. 60, 90s, 2m)
-    #[arg(long = "ready-timeout", default_value = "60s", value_name = "DURATION")]
-    pub ready_timeout: String,
-    /// Server image, overriding the --sv mapping
-    #[arg(long = "server-image", env = "DIDX_SERVER_IMAGE", value_name = "IMAGE")]
-    pub server_image: Option<String>,
-    /// Client image, overriding the --cv mapping
-    #[arg(long = "client-image", env = "DIDX_CLIENT_IMAGE", value_name = "IMAGE")]
-    pub client_image: Option<String>,
-    /// The range the inner engine's addresses come from: each environment gets its own /20 of
-    /// it (default bridge and network pool), none overlapping another environment's or a host
-    /// engine network; 'none' leaves them to dockerd
-    #[arg(long = "address-range", env = "DIDX_ADDRESS_RANGE", default_value = "10.200.0.0/13", value_name = "CIDR")]
-    pub address_range: String,
-    /// The host engine's network the server joins instead of the default bridge (the inner
-    /// engine takes its MTU)
-    #[arg(long, value_name = "NETWORK")]
-    pub network: Option<String>,
-    /// Make a port of the environment reachable from the host: [IP:]HOSTPORT:ENVPORT[/udp],
-    /// or ENVPORT (HOSTPORT 0 or omitted: a free port, reported); IP 127.0.0.1 unless given.
-    /// An inner 'docker run -p ENVPORT:…' is then reachable at IP:HOSTPORT. Repeatable
-    #[arg(long = "publish", value_name = "SPEC")]
-    pub publish: Vec<String>,
-    /// Use the image store of the inner engine's version: the server mounts it read-only and
-    /// starts with its images; each --load image it lacks is put into it first (once, for
-    /// every later sandbox). Inner overlay2 only (else --load loads as without, with a note).
-    /// See 'didx store'. DIDX_STORE=1 turns it on for every run
-    #[arg(long, env = "DIDX_STORE", value_parser = clap::builder::FalseyValueParser::new())]
-    pub store: bool,
-    /// Memory of each of server and client (the server's bounds every inner container): 512m, 2g
-    #[arg(long, value_name = "SIZE")]
-    pub memory: Option<String>,
-    /// CPUs of each of server and client, e.g. 1.5
-    #[arg(long, value_name = "N")]
-    pub cpus: Option<String>,
-    /// Processes of each of server and client (at least 16)
-    #[arg(long = "pids-limit", value_name = "N")]
-    pub pids_limit: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -388,27 +328,6 @@ impl From<TeardownArg> for Teardown {
     }
 }
 
-/// `--isolation`: how the server gets dockerd's privileges (the library's [`IsolationMode`]).
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isolation {
-    // Privileged where the engine grants it, else the caps profile.
-    Auto,
-    // --privileged only; fail where refused.
-    Privileged,
-    // The explicit capability profile only.
-    Caps,
-}
-
-impl From<Isolation> for IsolationMode {
-    fn from(i: Isolation) -> IsolationMode {
-        match i {
-            Isolation::Auto => IsolationMode::Auto,
-            Isolation::Privileged => IsolationMode::Privileged,
-            Isolation::Caps => IsolationMode::Caps,
-        }
-    }
-}
-
 /// `--engine`: which engine the client's docker talks to (the library's [`EngineMode`]).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientEngine {
@@ -496,7 +415,10 @@ pub enum PoolCmd {
 
 #[cfg(test)]
 mod tests {
+    use didx::spec::IsolationMode;
+
     use super::*;
+    use crate::env_args::Isolation;
 
     /// Every word clap accepts is one the library reads as the same value, and every word the
     /// library reads, clap accepts: the accepted spellings are the library's.
@@ -524,65 +446,4 @@ mod tests {
         assert_eq!(IsolationMode::from(cli.run.env.isolation), IsolationMode::default());
         assert_eq!(EngineMode::from(cli.run.engine), EngineMode::default());
     }
-}
-
-#[derive(Subcommand, Debug)]
-pub enum K8sCmd {
-    /// Print the Kubernetes objects a sandbox with these options would be made of (a Job and
-    /// the Secret it owns; YAML, or --json), for reading and `kubectl apply --dry-run=server`;
-    /// says which Pod Security level its namespace must admit. Touches no cluster or engine
-    Render {
-        #[command(flatten)]
-        k8s: Box<K8sArgs>,
-        /// Print a JSON v1 List instead of YAML
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        env: Box<EnvArgs>,
-    },
-    /// List the sandboxes in a cluster's namespace (didx's Jobs): id, age, role, state,
-    /// certificates' expiry, name
-    Ls {
-        /// The kubeconfig context to use [default: its current context]
-        #[arg(long = "kube-context", value_name = "NAME")]
-        kube_context: Option<String>,
-        /// The namespace [default: the context's, else default]
-        #[arg(long, value_name = "NAME")]
-        namespace: Option<String>,
-        /// Print the listing as JSON on stdout (the keys of didx ls --json)
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print the variable that points a host docker client at the inner engine of a running
-    /// sandbox on a cluster (eval "$(didx k8s env ID)"): DOCKER_HOST, a socket of this machine
-    /// in a private directory, each connection carried by a pods/exec of dial-stdio in its
-    /// client; held by a process of its own until the sandbox's pod ends
-    Env {
-        /// The sandbox's id (its Job is didx-ID)
-        id: String,
-        #[command(flatten)]
-        kube: Box<KubeEnvArgs>,
-        /// Print a JSON object instead (keys: the book, docs/src/reference/json.md)
-        #[arg(long)]
-        json: bool,
-        /// Hold the socket here (what `didx k8s env` starts in a process of its own)
-        #[arg(long, hide = true)]
-        hold: bool,
-    },
-    /// Remove sandboxes from a cluster's namespace (their Jobs, with pods and Secrets): those
-    /// kept (--clean none, success, failure; DIDX_KEEP), or --all of didx's there
-    Rm {
-        /// The sandboxes' ids (each Job is didx-ID)
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        ids: Vec<String>,
-        /// Every didx sandbox in the namespace (the pool's too)
-        #[arg(long)]
-        all: bool,
-        /// The kubeconfig context to use [default: its current context]
-        #[arg(long = "kube-context", value_name = "NAME")]
-        kube_context: Option<String>,
-        /// The namespace [default: the context's, else default]
-        #[arg(long, value_name = "NAME")]
-        namespace: Option<String>,
-    },
 }

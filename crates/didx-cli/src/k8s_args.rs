@@ -2,7 +2,9 @@
 //! render`, `pool up --backend kubernetes`), as clap reads them; `commands/k8s.rs` turns them
 //! into the library's `KubeOptions`.
 
-use clap::Args;
+use clap::{Args, Subcommand};
+
+use crate::env_args::EnvArgs;
 
 /// Where and how a sandbox runs on a cluster.
 #[derive(Args, Debug, Clone)]
@@ -70,4 +72,66 @@ impl KubeEnvArgs {
         .into_iter()
         .find_map(|(o, given)| given.then_some(o))
     }
+}
+
+/// `didx k8s`: the verbs of sandboxes on a cluster.
+#[derive(Subcommand, Debug)]
+pub enum K8sCmd {
+    /// Print the Kubernetes objects a sandbox with these options would be made of (a Job and
+    /// the Secret it owns; YAML, or --json), for reading and `kubectl apply --dry-run=server`;
+    /// says which Pod Security level its namespace must admit. Touches no cluster or engine
+    Render {
+        #[command(flatten)]
+        k8s: Box<K8sArgs>,
+        /// Print a JSON v1 List instead of YAML
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        env: Box<EnvArgs>,
+    },
+    /// List the sandboxes in a cluster's namespace (didx's Jobs): id, age, role, state,
+    /// certificates' expiry, name
+    Ls {
+        /// The kubeconfig context to use [default: its current context]
+        #[arg(long = "kube-context", value_name = "NAME")]
+        kube_context: Option<String>,
+        /// The namespace [default: the context's, else default]
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
+        /// Print the listing as JSON on stdout (the keys of didx ls --json)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the variable that points a host docker client at the inner engine of a running
+    /// sandbox on a cluster (eval "$(didx k8s env ID)"): DOCKER_HOST, a socket of this machine
+    /// in a private directory, each connection carried by a pods/exec of dial-stdio in its
+    /// client; held by a process of its own until the sandbox's pod ends
+    Env {
+        /// The sandbox's id (its Job is didx-ID)
+        id: String,
+        #[command(flatten)]
+        kube: Box<KubeEnvArgs>,
+        /// Print a JSON object instead (keys: the book, docs/src/reference/json.md)
+        #[arg(long)]
+        json: bool,
+        /// Hold the socket here (what `didx k8s env` starts in a process of its own)
+        #[arg(long, hide = true)]
+        hold: bool,
+    },
+    /// Remove sandboxes from a cluster's namespace (their Jobs, with pods and Secrets): those
+    /// kept (--clean none, success, failure; DIDX_KEEP), or --all of didx's there
+    Rm {
+        /// The sandboxes' ids (each Job is didx-ID)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every didx sandbox in the namespace (the pool's too)
+        #[arg(long)]
+        all: bool,
+        /// The kubeconfig context to use [default: its current context]
+        #[arg(long = "kube-context", value_name = "NAME")]
+        kube_context: Option<String>,
+        /// The namespace [default: the context's, else default]
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
+    },
 }

@@ -16,6 +16,7 @@ use clap::{CommandFactory, FromArgMatches};
 mod cli;
 mod commands;
 mod engine;
+mod env_args;
 mod event_json;
 mod events;
 mod exit;

@@ -42,6 +42,12 @@ pub fn builder(a: &EnvArgs) -> didx::Result<SandboxBuilder> {
     if let Some(c) = &a.cpus {
         b = b.cpus(c);
     }
+    for url in &a.registry_mirrors {
+        b = b.registry_mirror(url);
+    }
+    for host in &a.insecure_registries {
+        b = b.insecure_registry(host);
+    }
     if let Some(p) = &a.pids_limit {
         b = b.pids_limit(p);
     }
@@ -63,6 +69,9 @@ pub fn run_builder(a: &RunArgs) -> didx::Result<SandboxBuilder> {
     }
     if let Some(u) = &a.user {
         b = b.user(UserSpec::parse(u)?);
+    }
+    if a.registry_auth {
+        b = b.registry_auth(didx::spec::RegistryAuth::from_host()?);
     }
     Ok(b.workdir_here(a.workdir_here).ssh_agent(a.ssh_agent).engine(a.engine.into()))
 }

@@ -49,8 +49,11 @@ impl Emulated {
     }
 
     /// `didx ARGS` with this kubeconfig and the local engine (what --cp and --load read).
-    fn didx_with_engine(&self, args: &[&str]) -> Run {
-        from_output(didx_cmd(args).env("KUBECONFIG", self.dir.path().join("config")).output().unwrap())
+    /// `vars` set too.
+    fn didx_with_engine(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        let mut cmd = didx_cmd(args);
+        cmd.env("KUBECONFIG", self.dir.path().join("config")).envs(vars.iter().copied());
+        from_output(cmd.output().unwrap())
     }
 
     fn em(&self) -> &EmulatedCluster {
@@ -166,15 +169,31 @@ fn a_run_on_the_kubernetes_backend_copies_host_files_and_loads_local_images_into
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hello.txt"), "from this machine\n").unwrap();
     let cp = format!("{}:/work/", dir.path().join("hello.txt").display());
-    // And out again: a file the COMMANDs wrote (--cp-out), an image they tagged (--save).
+    // And out again: a file the COMMANDs wrote (--cp-out), an image they tagged (--save). And
+    // registry credentials in (--registry-auth), private, in the client's tmpfs.
     let cp_out = format!("/work/made.txt:{}/", dir.path().display());
-    let mut args =
-        vec!["--backend", "kubernetes", "--clean", "anycase", "--cp", &cp, "--load", &image, "--cp-out", &cp_out, "--save", &saved];
+    let mut args = vec![
+        "--backend",
+        "kubernetes",
+        "--clean",
+        "anycase",
+        "--cp",
+        &cp,
+        "--load",
+        &image,
+        "--cp-out",
+        &cp_out,
+        "--save",
+        &saved,
+        "--registry-auth",
+    ];
     args.extend(LOCAL);
     let run_it = format!("docker run --rm {image} echo ran-inside");
     let tag_it = format!("docker tag {image} {saved}");
-    args.extend(["cat /work/hello.txt", &run_it, "sh -c 'echo made-in-the-pod > /work/made.txt'", &tag_it]);
-    let r = cluster.didx_with_engine(&args);
+    let auth = "sh -c 'stat -c %a \"$DOCKER_CONFIG/config.json\" && grep -c k8s-secret-token \"$DOCKER_CONFIG/config.json\"'";
+    args.extend(["cat /work/hello.txt", &run_it, "sh -c 'echo made-in-the-pod > /work/made.txt'", &tag_it, auth]);
+    let config = r#"{"auths": {"registry.test:5000": {"identitytoken": "k8s-secret-token"}}}"#;
+    let r = cluster.didx_with_engine(&args, &[("DOCKER_AUTH_CONFIG", config)]);
     let saved_there = rt().block_on(async {
         let e = engine().await;
         let there = e.image(&saved).await.ok().flatten().is_some();
@@ -183,7 +202,7 @@ fn a_run_on_the_kubernetes_backend_copies_host_files_and_loads_local_images_into
         there
     });
     assert_eq!(r.code, 0, "{}", r.show());
-    assert_eq!(r.stdout, "from this machine\nran-inside\n", "{}", r.show());
+    assert_eq!(r.stdout, "from this machine\nran-inside\n600\n1\n", "{}", r.show());
     assert_eq!(std::fs::read_to_string(dir.path().join("made.txt")).unwrap(), "made-in-the-pod\n", "{}", r.show());
     assert!(saved_there, "--save: {}", r.show());
     let id = r.stderr.split_whitespace().find(|w| w.starts_with("didx-")).map(|w| w.trim_start_matches("didx-").to_string()).unwrap();

@@ -77,6 +77,7 @@ mod limits;
 mod ops;
 pub mod pool;
 mod publish;
+mod registry;
 mod sandbox;
 pub mod session;
 pub mod spec;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 pub use crate::limits::Limits;
+pub use crate::registry::{RegistryAuth, insecure_arg, mirror_arg};
 
 /// What to remove after the commands ran (`--clean`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

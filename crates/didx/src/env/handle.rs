@@ -135,6 +135,11 @@ impl Environment {
         }
     }
 
+    /// How [`exec`](Self::exec) runs now.
+    pub fn exec_as(&self) -> &ExecAs {
+        &self.exec_as
+    }
+
     /// Run every later [`exec`](Self::exec) as `shape` says.
     pub fn set_exec_as(&mut self, shape: ExecAs) {
         self.exec_as = shape;

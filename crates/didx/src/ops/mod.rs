@@ -6,5 +6,6 @@
 
 internal!(copy, load, run);
 pub(crate) mod launcher;
+mod registry;
 pub(crate) mod save;
 pub(crate) mod start;

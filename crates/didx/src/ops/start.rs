@@ -45,6 +45,8 @@ pub struct SandboxOptions {
     pub(crate) store: bool,
     /// `--memory`, `--cpus`, `--pids-limit`.
     pub(crate) limits: crate::spec::Limits,
+    /// `--registry-auth`: given to the client at [`SandboxOptions::fill`].
+    pub(crate) registry_auth: Option<crate::spec::RegistryAuth>,
 }
 
 /// What [`SandboxOptions::launch`] made.
@@ -316,6 +318,7 @@ impl SandboxOptions {
         on: &(dyn Fn(&Event<'_>) + Send + Sync),
     ) -> Result<()> {
         self.launch.prepare(env).await?;
+        self.authorize(env).await?;
         if !self.copies.is_empty() {
             for warning in
                 crate::ops::copy::copy_all(source, env.backend().as_ref(), &env.client().id, env.id().as_str(), &self.copies).await?

@@ -23,7 +23,7 @@ use crate::spec::{SSH_AGENT_SOCK, UserSpec, WORKDIR};
 pub const KEEP_VAR: &str = "DIDX_KEEP";
 
 /// The policy label of a sandbox started with [`KEEP_VAR`] set.
-const KEEP_POLICY: &str = "keep";
+pub(super) const KEEP_POLICY: &str = "keep";
 
 /// Builds a [`Sandbox`]. Every option of the `didx` command that shapes an environment has a
 /// method here, taking the same grammar; values are checked by [`SandboxBuilder::options`]
@@ -71,6 +71,9 @@ pub struct SandboxBuilder {
     memory: Option<String>,
     cpus: Option<String>,
     pids_limit: Option<String>,
+    registry_mirrors: Vec<String>,
+    insecure_registries: Vec<String>,
+    registry_auth: Option<crate::spec::RegistryAuth>,
 }
 
 /// How long [`SandboxBuilder`] waits for the inner engine unless told otherwise.
@@ -118,6 +121,26 @@ impl SandboxBuilder {
     /// More dockerd options, split into words as a POSIX shell would (`--dkropts`); repeatable.
     pub fn dockerd_opts(mut self, opts: impl Into<String>) -> Self {
         self.dockerd_opts.push(opts.into());
+        self
+    }
+    /// A registry mirror for the inner engine's pulls of Docker Hub images
+    /// (`--registry-mirror`: `http://` or `https://`, a host and port); repeatable.
+    pub fn registry_mirror(mut self, url: impl Into<String>) -> Self {
+        self.registry_mirrors.push(url.into());
+        self
+    }
+    /// A registry the inner engine reaches over plain HTTP or with an unverified certificate
+    /// (`--insecure-registry`: `HOST[:PORT]` or a CIDR block); repeatable.
+    pub fn insecure_registry(mut self, host: impl Into<String>) -> Self {
+        self.insecure_registries.push(host.into());
+        self
+    }
+    /// Registry credentials for the client's docker (`--registry-auth`; see
+    /// [`RegistryAuth`](crate::spec::RegistryAuth)): a private copy in the client's tmpfs,
+    /// `DOCKER_AUTH_CONFIG`'s or the host's, used by the COMMANDs and [`Sandbox::exec`]'s
+    /// docker for its pushes and the inner engine's pulls.
+    pub fn registry_auth(mut self, auth: crate::spec::RegistryAuth) -> Self {
+        self.registry_auth = Some(auth);
         self
     }
     /// How the server gets dockerd's privileges (`--isolation`). Default [`IsolationMode::Auto`].
@@ -261,6 +284,16 @@ impl SandboxBuilder {
             None => sv.clone(),
         };
         let mut dockerd_opts = Vec::new();
+        for url in &self.registry_mirrors {
+            dockerd_opts.push(crate::spec::mirror_arg(url)?);
+        }
+        for host in &self.insecure_registries {
+            dockerd_opts.push(crate::spec::insecure_arg(host)?);
+        }
+        if self.engine_mode == EngineMode::Host && !dockerd_opts.is_empty() {
+            let fix = "--engine host has no inner engine: the engine itself pulls, as its own daemon.json says";
+            return Err(Error::invalid("--registry-mirror or --insecure-registry", dockerd_opts.join(" "), fix));
+        }
         for o in &self.dockerd_opts {
             dockerd_opts.extend(
                 shell_words::split(o).map_err(|e| Error::invalid("--dkropts value", o.clone(), format!("{e}: balance its quotes")))?,
@@ -353,6 +386,7 @@ impl SandboxBuilder {
         };
         Ok(SandboxOptions {
             limits,
+            registry_auth: self.registry_auth.clone(),
             engine_mode: self.engine_mode,
             store: self.store,
             policy: if keep_from_env() { KEEP_POLICY } else { "drop" },
@@ -386,105 +420,6 @@ impl SandboxBuilder {
     /// one. The pool is not refilled by this; [`Sandbox::take_refill`] says what would.
     pub async fn start_pooled(self, engine: &Engine) -> Result<Sandbox> {
         self.start_with(engine, StartFrom::PoolOrFresh, &Cancel::new(), &|_| {}).await
-    }
-
-    /// Start it on a cluster instead of a Docker engine: a Job in `cluster`'s namespace (see
-    /// [`crate::kubernetes`]), held by this process, its inner engine reached as
-    /// [`KubeOptions::reach`](crate::kubernetes::KubeOptions) says ([`Sandbox::docker`]),
-    /// COMMANDs run with [`Sandbox::exec`]. What needs a Docker engine is refused before
-    /// anything is made: host paths and volumes (`-v`), networks, published ports other than
-    /// loopback TCP, the image store, `--engine host`, files copied in and images loaded (see
-    /// [`start_on_cluster_from`](Self::start_on_cluster_from)). Kept ([`Sandbox::keep`], or
-    /// `DIDX_KEEP` set), its pod runs on until its deadline (`kube.deadline`) or
-    /// [`crate::kubernetes::remove`]. The pool there:
-    /// [`start_on_cluster_with`](Self::start_on_cluster_with).
-    #[cfg(feature = "kubernetes")]
-    pub async fn start_on_cluster(
-        self,
-        cluster: &crate::backend::kubernetes::cluster::Cluster,
-        kube: &crate::backend::kubernetes::manifest::KubeOptions,
-    ) -> Result<Sandbox> {
-        self.start_on_cluster_with(cluster, kube, None, StartFrom::Fresh).await
-    }
-
-    /// [`start_on_cluster`](Self::start_on_cluster), with what [`copy`](Self::copy) and
-    /// [`load`](Self::load) ask read from `source` (the user's own engine: its images are
-    /// streamed into the inner engine through `pods/exec`, as on Docker through the exec API).
-    #[cfg(feature = "kubernetes")]
-    pub async fn start_on_cluster_from(
-        self,
-        cluster: &crate::backend::kubernetes::cluster::Cluster,
-        kube: &crate::backend::kubernetes::manifest::KubeOptions,
-        source: &Engine,
-    ) -> Result<Sandbox> {
-        self.start_on_cluster_with(cluster, kube, Some(source), StartFrom::Fresh).await
-    }
-
-    /// A sandbox on a cluster: copies and loads read from `source` when given; with
-    /// [`StartFrom::PoolOrFresh`], a ready one of the pool on the cluster when one matches
-    /// ([`crate::kubernetes::pool_up`]; the pool named by `DIDX_POOL_NAME`), else a fresh one.
-    /// A claim starts the pool's refill at once, in this process: [`Sandbox::rm`] waits for it.
-    #[cfg(feature = "kubernetes")]
-    pub async fn start_on_cluster_with(
-        self,
-        cluster: &crate::backend::kubernetes::cluster::Cluster,
-        kube: &crate::backend::kubernetes::manifest::KubeOptions,
-        source: Option<&Engine>,
-        from: StartFrom,
-    ) -> Result<Sandbox> {
-        let opts = self.options()?;
-        let mut spec = opts.kube_spec()?;
-        let seeds = match source {
-            Some(engine) => opts.check(engine).await?,
-            None => {
-                opts.refuse_fill_on_cluster()?;
-                Vec::new()
-            }
-        };
-        let mut kube = kube.clone();
-        kube.namespace = cluster.namespace().to_string();
-        let backend = std::sync::Arc::new(crate::backend::kubernetes::backend::KubeBackend::new(cluster.clone(), kube.clone()));
-        let name = crate::pool::name()?;
-        let template = spec.clone();
-        let claimed = match from {
-            StartFrom::PoolOrFresh => crate::env::pool::kube::claim(&backend, &mut spec, name.as_deref()).await?,
-            StartFrom::Fresh => None,
-        };
-        let (mut env, refilling) = match claimed {
-            Some((env, size, idle)) => {
-                let cluster = cluster.clone();
-                let refill = tokio::spawn(async move {
-                    match crate::env::pool::kube::up(&cluster, &template, &kube, (size, 1), idle, name.as_deref()).await {
-                        Ok(up) => {
-                            for e in &up.failed {
-                                tracing::warn!(error = %e, "refilling the pool on the cluster: a pooled sandbox failed to start");
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "refilling the pool on the cluster failed"),
-                    }
-                });
-                (env, Some(refill))
-            }
-            None => (crate::env::Environment::start_on(backend, &spec, &Cancel::new(), &|_| {}).await?, None),
-        };
-        if let Some(engine) = source
-            && let Err(e) = opts.fill(engine, &mut env, &seeds, &|_| {}).await
-        {
-            if let Some(refill) = &refilling {
-                refill.abort();
-            }
-            if let Err(rm) = env.rm().await {
-                tracing::warn!(error = %rm, "removing a sandbox whose copy or load failed failed");
-            }
-            return Err(e);
-        }
-        let mut sandbox = Sandbox { env: Some(env), kept: false, refill: None, access: tokio::sync::OnceCell::new(), refilling };
-        if opts.policy == KEEP_POLICY {
-            // DIDX_KEEP: held while it started (a pod is held from its start), released now,
-            // so that it runs on until its deadline whatever becomes of this process.
-            sandbox.keep().await?;
-        }
-        Ok(sandbox)
     }
 
     /// [`start`](Self::start) or [`start_pooled`](Self::start_pooled), as `from` says,

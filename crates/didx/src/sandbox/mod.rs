@@ -3,6 +3,8 @@
 //! ([`Sandbox::docker`]) and removal by [`Sandbox::rm`] or on drop.
 
 mod builder;
+#[cfg(feature = "kubernetes")]
+mod cluster;
 mod handle;
 
 pub use builder::{DEFAULT_READY_TIMEOUT, KEEP_VAR, SandboxBuilder, StartFrom};
