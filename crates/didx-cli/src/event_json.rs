@@ -68,6 +68,7 @@ pub fn to_json(e: &Event<'_>) -> Option<(&'static str, Value)> {
         Event::Resolved => ("resolved", json!({})),
         Event::Starting { id, names, pooled } => ("starting", json!({"id": id, "server": names[0], "client": names[1], "pooled": pooled})),
         Event::PoolEmpty => ("pool_empty", json!({})),
+        Event::OnCluster { id, namespace, claimed } => ("on_cluster", json!({"id": id, "namespace": namespace, "claimed": claimed})),
         Event::Claimed { id, refill } => ("claimed", json!({"id": id, "pool_size": refill.size()})),
         Event::Start(s) => match s {
             StartEvent::IsolationFallback { reason } => ("isolation_fallback", json!({"reason": reason})),

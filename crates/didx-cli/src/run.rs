@@ -364,7 +364,7 @@ impl RunJob {
     }
 }
 
-fn say_step(e: &didx::session::StepEvent<'_>) {
+pub fn say_step(e: &didx::session::StepEvent<'_>) {
     use didx::session::StepEvent;
     match e {
         StepEvent::Started { index, total, display } => say(format!("[{index}/{total}] {display}")),

@@ -89,11 +89,16 @@ const LOCAL: [&str; 6] = ["--server-image", "didx/dind:local", "--client-image",
 #[test]
 fn a_run_on_the_kubernetes_backend_runs_its_commands_in_the_pod_stops_at_the_first_failure_and_removes_it() {
     let cluster = Emulated::start();
-    let mut args = vec!["--backend", "kubernetes", "--clean", "anycase"];
+    let mut args = vec!["--backend", "kubernetes", "--clean", "anycase", "--events", "json"];
     args.extend(LOCAL);
     args.extend(["docker info --format {{.ServerVersion}}", "sh -c 'echo to-stderr >&2; exit 3'", "echo never"]);
     let r = cluster.didx(&args);
     assert_eq!(r.code, 3, "{}", r.show());
+    // The session's events, as on Docker: on the cluster, each step, the end.
+    let kinds: Vec<String> = r.events().iter().filter_map(|e| e["didx_event"].as_str().map(str::to_string)).collect();
+    let wanted = ["on_cluster", "step_started", "step_ended", "step_started", "step_ended", "commands_done", "removing", "removed"];
+    assert_eq!(kinds, wanted, "{}", r.show());
+    assert_eq!(r.stderr.matches("[2/3]").count(), 2, "the steps said: {}", r.show());
     let version = r.stdout.lines().next().unwrap_or_default();
     assert!(version.chars().next().is_some_and(|c| c.is_ascii_digit()), "the inner engine's version first: {}", r.show());
     assert!(!r.stdout.contains("never") && r.stderr.contains("to-stderr"), "{}", r.show());

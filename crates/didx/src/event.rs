@@ -42,6 +42,17 @@ pub enum Event<'a> {
     },
     /// The environment's own start events.
     Start(StartEvent<'a>),
+    /// A sandbox runs on a cluster ([`Session::run_on_cluster`](crate::session::Session::run_on_cluster)):
+    /// started, or `claimed` from the pool there (whose refill then runs in this process; the
+    /// session waits for it at its end).
+    OnCluster {
+        /// The sandbox's id (its Job is `didx-<id>`).
+        id: &'a str,
+        /// The namespace.
+        namespace: &'a str,
+        /// True when it was claimed from the pool on the cluster.
+        claimed: bool,
+    },
     /// The environment is ready and publishes these ports (`--publish`), as bound: the real
     /// host port where 0 was asked for. Said only when ports were asked for.
     Published {

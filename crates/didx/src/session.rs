@@ -188,50 +188,114 @@ impl Session {
         out: &mut (dyn AsyncWrite + Unpin + Send),
         err: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<Report> {
-        if matches!(self.clean, CleanPolicy::All | CleanPolicy::Rpt) {
-            return Err(Error::invalid("--clean value", self.clean.as_str(), "a session removes by none, success, failure or anycase"));
-        }
-        for image in &self.saves {
-            crate::spec::check_save_image(image)?;
-        }
+        self.check()?;
         let seeds = self.options.check(engine).await?;
         // Held by this process when the policy would remove the environment if the run were
         // killed (killed counts as failed): anycase and failure. Under success and none a
         // killed run keeps it, as a SIGTERM does.
         let lease = self.clean.holds();
         let launched = self.options.launch(engine, self.pooled, lease, &seeds, cancel, on).await?;
-        let mut env = launched.env;
-        let refill = launched.refill;
+        Ok(self.work(launched.env, launched.refill, Some(engine), Some(&seeds), cancel, on, out, err).await)
+    }
+
+    /// [`run`](Self::run) on a Kubernetes cluster: the sandbox a Job of `cluster`'s namespace
+    /// (or, [`pooled`](Self::pooled), a ready one of the pool there; see
+    /// [`SandboxBuilder::start_on_cluster_with`](crate::SandboxBuilder::start_on_cluster_with)),
+    /// its copies and loads read from `source`, the engine [`save`](Self::save) puts images
+    /// into. A claim's refill runs in this process and is waited for before this returns. The
+    /// cancel token is answered from the commands on (a start on a cluster runs to its end).
+    #[cfg(feature = "kubernetes")]
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_on_cluster(
+        &self,
+        cluster: &crate::backend::kubernetes::cluster::Cluster,
+        kube: &crate::backend::kubernetes::manifest::KubeOptions,
+        source: Option<&Engine>,
+        cancel: &Cancel,
+        on: &(dyn Fn(&Event<'_>) + Send + Sync),
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+        err: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<Report> {
+        self.check()?;
+        if !self.saves.is_empty() && source.is_none() {
+            let fix = "--save puts images into an engine of yours: give the session one (-H)";
+            return Err(Error::invalid("--save", self.saves.join(" "), fix));
+        }
+        let started = self.options.start_on_cluster(cluster, kube, source, self.pooled, crate::pool::name()?, on).await?;
+        let mut env = started.env;
+        // A pod is held from its start: released now when the policy keeps a killed run's.
+        if !self.clean.holds()
+            && let Err(error) = env.release().await
+        {
+            on(&Event::Failed { error: &error });
+            return Ok(self.finish(env, Outcome::Failed(error), None, on).await);
+        }
+        on(&Event::OnCluster { id: env.id().as_str(), namespace: cluster.namespace(), claimed: started.refilling.is_some() });
+        let report = self.work(env, None, source, None, cancel, on, out, err).await;
+        if let Some(refill) = started.refilling {
+            let _ = refill.await;
+        }
+        Ok(report)
+    }
+
+    /// What no session runs: `--clean all` and `rpt`, a `--save` name that is not one.
+    fn check(&self) -> Result<()> {
+        if matches!(self.clean, CleanPolicy::All | CleanPolicy::Rpt) {
+            return Err(Error::invalid("--clean value", self.clean.as_str(), "a session removes by none, success, failure or anycase"));
+        }
+        for image in &self.saves {
+            crate::spec::check_save_image(image)?;
+        }
+        Ok(())
+    }
+
+    /// From a started environment to its end: the published ports said, the copies and loads
+    /// (`seeds` given: on a cluster they were made at the start), the commands, the copies out
+    /// and saves (into `source`), then the removal or keeping by the policy.
+    #[allow(clippy::too_many_arguments)]
+    async fn work(
+        &self,
+        mut env: Environment,
+        refill: Option<Refill>,
+        source: Option<&Engine>,
+        seeds: Option<&[crate::ops::load::HostImage]>,
+        cancel: &Cancel,
+        on: &(dyn Fn(&Event<'_>) + Send + Sync),
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+        err: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Report {
         if !self.options.publish.is_empty() {
             match env.published().await {
                 Ok(ports) => on(&Event::Published { ports: &ports }),
                 Err(error) => {
                     on(&Event::Failed { error: &error });
-                    return Ok(self.finish(env, Outcome::Failed(error), refill, on).await);
+                    return self.finish(env, Outcome::Failed(error), refill, on).await;
                 }
             }
         }
         if cancel.is_cancelled() {
             on(&Event::Interrupted { phase: Phase::Started });
-            return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
+            return self.finish(env, Outcome::Interrupted, refill, on).await;
         }
-        let filled = tokio::select! {
-            r = self.options.fill(engine, &mut env, &seeds, on) => r,
-            () = cancel.cancelled() => {
-                on(&Event::Interrupted { phase: Phase::Preparing });
-                return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
+        if let (Some(engine), Some(seeds)) = (source, seeds) {
+            let filled = tokio::select! {
+                r = self.options.fill(engine, &mut env, seeds, on) => r,
+                () = cancel.cancelled() => {
+                    on(&Event::Interrupted { phase: Phase::Preparing });
+                    return self.finish(env, Outcome::Interrupted, refill, on).await;
+                }
+            };
+            if let Err(error) = filled {
+                on(&Event::Failed { error: &error });
+                return self.finish(env, Outcome::Failed(error), refill, on).await;
             }
-        };
-        if let Err(error) = filled {
-            on(&Event::Failed { error: &error });
-            return Ok(self.finish(env, Outcome::Failed(error), refill, on).await);
         }
         let on_step = |e: StepEvent<'_>| on(&Event::Step(e));
         let ran = tokio::select! {
             r = run_steps(&env, &self.steps, &self.cv_env, out, err, &on_step) => r,
             () = cancel.cancelled() => {
                 on(&Event::Interrupted { phase: Phase::Commands });
-                return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
+                return self.finish(env, Outcome::Interrupted, refill, on).await;
             }
         };
         let mut outcome = match ran {
@@ -249,7 +313,7 @@ impl Session {
                 r = crate::ops::copy::out::copy_out(&**env.backend(), &env.client().id, &spec.from, &spec.to) => r,
                 () = cancel.cancelled() => {
                     on(&Event::Interrupted { phase: Phase::Commands });
-                    return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
+                    return self.finish(env, Outcome::Interrupted, refill, on).await;
                 }
             };
             match copied {
@@ -262,12 +326,14 @@ impl Session {
                 }
             }
         }
-        if outcome.succeeded() && !self.saves.is_empty() {
+        if outcome.succeeded()
+            && let Some(engine) = source.filter(|_| !self.saves.is_empty())
+        {
             let saved = tokio::select! {
                 r = crate::ops::save::save(&env, engine, &self.saves) => r,
                 () = cancel.cancelled() => {
                     on(&Event::Interrupted { phase: Phase::Commands });
-                    return Ok(self.finish(env, Outcome::Interrupted, refill, on).await);
+                    return self.finish(env, Outcome::Interrupted, refill, on).await;
                 }
             };
             match saved {
@@ -278,7 +344,7 @@ impl Session {
                 }
             }
         }
-        Ok(self.finish(env, outcome, refill, on).await)
+        self.finish(env, outcome, refill, on).await
     }
 
     /// Remove or keep `env` by the policy and the outcome.

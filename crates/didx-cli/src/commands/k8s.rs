@@ -4,6 +4,8 @@ use didx::kubernetes::{KubeOptions, KubeReach, Rendered, Resources};
 use didx::spec::parse_duration;
 
 use crate::cli::{K8sArgs, K8sCmd};
+use didx::session::{Outcome, Removal};
+
 use crate::output::{self, say};
 
 /// What `didx k8s render` prints, made (and its options validated) before anything is printed.
@@ -67,27 +69,18 @@ pub fn print(r: &Render) -> anyhow::Result<u8> {
 /// `didx --backend kubernetes [OPTIONS] COMMAND…`: one environment as a Job of a cluster, its
 /// COMMANDs run in the client through `pods/exec`, then removed.
 pub struct KubeRun {
-    /// The engine `--cp` and `--load` read from (-H), when they are given.
+    /// The engine `--cp`, `--load` read from and `--save` puts into (-H), when they are given.
     source: Option<Option<String>>,
-    builder: didx::SandboxBuilder,
+    /// The library's session: the start, the COMMANDs, the copies out and saves, the end.
+    session: didx::session::Session,
     kube: KubeOptions,
     context: Option<String>,
     namespace: Option<String>,
-    steps: Vec<didx::spec::Step>,
-    /// `--pool`: a ready one of the pool on the cluster when one matches.
-    from: didx::StartFrom,
-    /// `--publish` was given: say where each port is.
-    publish: bool,
     /// `--clean`: what becomes of the sandbox after its COMMANDs (`rpt` and `all`: the
     /// namespace's sandboxes listed or removed, nothing started).
     clean: didx::spec::CleanPolicy,
     /// `--deadline`, as given: how long a kept sandbox runs on.
     deadline: String,
-    /// `--cp-out`: copied here after the COMMANDs, whatever their outcome.
-    copies_out: Vec<didx::spec::CpOutSpec>,
-    /// `--save`: images of the inner engine put into the user's engine (-H) when the
-    /// COMMANDs succeeded.
-    saves: Vec<String>,
 }
 
 impl KubeRun {
@@ -120,20 +113,20 @@ impl KubeRun {
             steps.push(step);
         }
         let kube = kube_options(&a.k8s)?;
-        let builder = crate::options::run_builder(&a)?;
+        let options = crate::options::run_builder(&a)?.options()?;
         // What a pod cannot have, refused as `didx k8s render` refuses it, before any cluster.
-        didx::kubernetes::render(&builder.options()?, &kube)?;
+        didx::kubernetes::render(&options, &kube)?;
         let source = (!a.cp.is_empty() || !a.load.is_empty() || !a.save.is_empty()).then_some(host);
-        let from = if a.pool { didx::StartFrom::PoolOrFresh } else { didx::StartFrom::Fresh };
-        let publish = !a.env.publish.is_empty();
         let cwd = std::env::current_dir()?;
-        let copies_out = a.cp_out.iter().map(|s| didx::spec::CpOutSpec::parse(s, &cwd)).collect::<Result<_, _>>()?;
-        let (context, namespace, deadline) = (a.kube_context, a.k8s.namespace, a.k8s.deadline);
-        let saves = a.save.clone();
-        for image in &saves {
+        let copies_out: Vec<didx::spec::CpOutSpec> =
+            a.cp_out.iter().map(|s| didx::spec::CpOutSpec::parse(s, &cwd)).collect::<Result<_, _>>()?;
+        for image in &a.save {
             didx::spec::check_save_image(image)?;
         }
-        Ok(KubeRun { source, builder, kube, context, namespace, steps, from, publish, clean, deadline, copies_out, saves })
+        let session =
+            didx::session::Session::new(options).steps(steps).clean(clean).copy_out(copies_out).save(a.save.clone()).pooled(a.pool);
+        let (context, namespace, deadline) = (a.kube_context, a.k8s.namespace, a.k8s.deadline);
+        Ok(KubeRun { source, session, kube, context, namespace, clean, deadline })
     }
 
     /// Start, run the COMMANDs (stopping at the first that fails), then remove or keep it as
@@ -155,63 +148,57 @@ impl KubeRun {
             Some(host) => Some(crate::engine::connect(host.as_deref()).await?),
             None => None,
         };
-        let mut sandbox = self.builder.start_on_cluster_with(&cluster, &self.kube, engine.as_ref(), self.from).await?;
-        if !self.clean.holds() {
-            sandbox.keep().await?;
+        let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
+        let on = |e: &didx::session::Event<'_>| {
+            crate::event_json::emit(e);
+            say_event(e)
+        };
+        let cancel = didx::Cancel::new();
+        let report = self.session.run_on_cluster(&cluster, &self.kube, engine.as_ref(), &cancel, &on, &mut stdout, &mut stderr).await?;
+        let id = &report.env;
+        match &report.removal {
+            Removal::Kept => say(format!("{id} kept: its pod runs until its deadline ({}); didx k8s rm {id} removes it", self.deadline)),
+            Removal::Failed(e) => say(format!("error: removing sandbox {id} failed: {e} (didx k8s rm {id} removes what is left)")),
+            _ => say(format!("{id} removed (Job didx-{id} deleted)")),
         }
-        if sandbox.is_pooled() {
-            say(format!("{} claimed from the pool; a refill starts now (this run waits for it at its end)", sandbox.id()));
+        Ok(match report.outcome {
+            Outcome::Succeeded => 0,
+            Outcome::CommandFailed { code, .. } if (1..=255).contains(&code) => code as u8,
+            _ => crate::exit::EXIT_DIDX,
+        })
+    }
+}
+
+/// A run's events on a cluster, said as a run on Docker says them (the end is said from the
+/// session's report: the sandbox's Job, not two containers).
+fn say_event(e: &didx::session::Event<'_>) {
+    use didx::session::Event;
+    match e {
+        Event::OnCluster { id, namespace, claimed } => {
+            if *claimed {
+                say(format!("{id} claimed from the pool; a refill starts now (this run waits for it at its end)"));
+            }
+            say(format!("{id} started: Job didx-{id} in namespace {namespace}"));
         }
-        if self.publish {
+        Event::Published { ports } => {
             // Each carried to this machine's loopback by port-forwards held by this run.
-            for p in sandbox.host_access().await?.published {
+            for p in ports.iter() {
                 say(format!("published {} -> {}/{}", p.host_addr(), p.env_port, p.proto.as_str()));
             }
         }
-        say(format!("{} started: Job didx-{} in namespace {}", sandbox.id(), sandbox.id(), cluster.namespace()));
-        let (mut code, failure) = match sandbox.run_steps(&self.steps, &mut tokio::io::stdout(), &mut tokio::io::stderr()).await {
-            Ok(failed) => (failed.map_or(0, |(_, code)| code), None),
-            Err(e) => (0, Some(e)),
-        };
-        for spec in &self.copies_out {
-            match sandbox.copy_out(&spec.from, &spec.to).await {
-                Ok(()) => say(format!("copied {} out of the client to {}", spec.from, spec.to.display())),
-                // The run fails (125, as a didx failure) unless a COMMAND already did.
-                Err(e) => {
-                    say(format!("--cp-out {}: {e}", spec.from));
-                    if code == 0 && failure.is_none() {
-                        code = 125;
-                    }
-                }
-            }
-        }
-        if code == 0
-            && failure.is_none()
-            && let Some(engine) = engine.as_ref().filter(|_| !self.saves.is_empty())
-        {
-            match sandbox.save_images(&self.saves, engine).await {
-                Ok(images) => say(format!("saved {} into the host engine", images.join(", "))),
-                Err(e) => {
-                    say(format!("--save: {e}"));
-                    code = 125;
-                }
-            }
-        }
-        let id = sandbox.id().to_string();
-        let removed = if self.clean.removes(code == 0 && failure.is_none()) {
-            sandbox.rm().await.map(|()| true)
-        } else {
-            sandbox.keep().await.map(|()| false)
-        };
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
-        if removed? {
-            say(format!("{id} removed (Job didx-{id} deleted)"));
-        } else {
-            say(format!("{id} kept: its pod runs until its deadline ({}); didx k8s rm {id} removes it", self.deadline));
-        }
-        Ok(u8::try_from(code).unwrap_or(if code < 0 { 125 } else { 255 }))
+        Event::CopyWarning { warning } => say(warning),
+        Event::Copied { sources } => say(format!("copied {sources} source(s) into the client")),
+        Event::Loaded { report } if !report.loaded.is_empty() => say(format!(
+            "loaded {} into the inner engine: {:.1} MB in {:.2} s",
+            report.loaded.join(", "),
+            report.bytes as f64 / 1e6,
+            report.elapsed.as_secs_f64()
+        )),
+        Event::Step(s) => crate::run::say_step(s),
+        Event::CopiedOut { from, to } => say(format!("copied {from} out of the client to {}", to.display())),
+        Event::Saved { images } => say(format!("saved {} into the host engine", images.join(", "))),
+        Event::Failed { error } => say(format!("error: {error}{}", crate::exit::advice(error))),
+        _ => {}
     }
 }
 

@@ -29,13 +29,13 @@ impl Plan {
     /// Validate the whole run before the engine is touched: a usage error creates nothing.
     pub fn of(host: Option<String>, a: RunArgs) -> anyhow::Result<Plan> {
         listing::check_run(&a)?;
+        if a.events == Some(crate::cli::EventFormat::Json) {
+            crate::event_json::enable();
+        }
         if a.backend == crate::cli::BackendArg::Kubernetes {
             return Ok(Plan::Kube(Box::new(crate::commands::k8s::KubeRun::of(host, a)?)));
         }
         refuse_kube_only(a.kube_context.is_some(), &a.k8s)?;
-        if a.events == Some(crate::cli::EventFormat::Json) {
-            crate::event_json::enable();
-        }
         let clean = CleanPolicy::from(a.clean);
         if matches!(clean, CleanPolicy::All | CleanPolicy::Rpt) {
             if !a.commands.is_empty() {

@@ -5,6 +5,8 @@
 //! session, pool), which call them.
 
 internal!(copy, load, run);
+#[cfg(feature = "kubernetes")]
+pub(crate) mod cluster;
 pub(crate) mod launcher;
 mod registry;
 pub(crate) mod save;

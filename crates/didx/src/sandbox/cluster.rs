@@ -2,7 +2,6 @@
 
 use super::builder::{KEEP_POLICY, SandboxBuilder, StartFrom};
 use super::handle::Sandbox;
-use crate::cancel::Cancel;
 use crate::engine::Engine;
 use crate::error::Result;
 
@@ -49,53 +48,8 @@ impl SandboxBuilder {
         from: StartFrom,
     ) -> Result<Sandbox> {
         let opts = self.options()?;
-        let mut spec = opts.kube_spec()?;
-        let seeds = match source {
-            Some(engine) => opts.check(engine).await?,
-            None => {
-                opts.refuse_fill_on_cluster()?;
-                Vec::new()
-            }
-        };
-        let mut kube = kube.clone();
-        kube.namespace = cluster.namespace().to_string();
-        let backend = std::sync::Arc::new(crate::backend::kubernetes::backend::KubeBackend::new(cluster.clone(), kube.clone()));
-        let name = crate::pool::name()?;
-        let template = spec.clone();
-        let claimed = match from {
-            StartFrom::PoolOrFresh => crate::env::pool::kube::claim(&backend, &mut spec, name.as_deref()).await?,
-            StartFrom::Fresh => None,
-        };
-        let (mut env, refilling) = match claimed {
-            Some((env, size, idle)) => {
-                let cluster = cluster.clone();
-                let refill = tokio::spawn(async move {
-                    match crate::env::pool::kube::up(&cluster, &template, &kube, (size, 1), idle, name.as_deref()).await {
-                        Ok(up) => {
-                            for e in &up.failed {
-                                tracing::warn!(error = %e, "refilling the pool on the cluster: a pooled sandbox failed to start");
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "refilling the pool on the cluster failed"),
-                    }
-                });
-                (env, Some(refill))
-            }
-            None => (crate::env::Environment::start_on(backend, &spec, &Cancel::new(), &|_| {}).await?, None),
-        };
-        let filled = match source {
-            Some(engine) => opts.fill(engine, &mut env, &seeds, &|_| {}).await,
-            None => opts.authorize(&mut env).await,
-        };
-        if let Err(e) = filled {
-            if let Some(refill) = &refilling {
-                refill.abort();
-            }
-            if let Err(rm) = env.rm().await {
-                tracing::warn!(error = %rm, "removing a sandbox whose copy or load failed failed");
-            }
-            return Err(e);
-        }
+        let started = opts.start_on_cluster(cluster, kube, source, from == StartFrom::PoolOrFresh, crate::pool::name()?, &|_| {}).await?;
+        let (env, refilling) = (started.env, started.refilling);
         let mut sandbox = Sandbox { env: Some(env), kept: false, refill: None, access: tokio::sync::OnceCell::new(), refilling };
         if opts.policy == KEEP_POLICY {
             // DIDX_KEEP: held while it started (a pod is held from its start), released now,
