@@ -117,6 +117,7 @@ fn save_puts_an_image_of_the_inner_engine_into_the_host_engine_when_the_commands
     let (base, saved, not_saved) = (format!("didx-save-base:{tag}"), format!("didx-saved:{tag}"), format!("didx-not-saved:{tag}"));
     let host = bollard::Docker::connect_with_defaults().unwrap();
     let exists = |image: &str| rt().block_on(host.inspect_image(image)).ok().and_then(|i| i.id);
+    let made = HostImages(vec![saved.clone(), not_saved.clone(), base.clone()]);
     rt().block_on(async { busybox_image(&engine().await, &base).await });
     let make = |name: &str| format!("sh -c 'docker run --name made {base} sh -c \"echo made > /made\" && docker commit made {name}'");
     let r = didx(&["--clean", "anycase", "--load", &base, "--save", &saved, &make(&saved)]);
@@ -143,10 +144,6 @@ fn save_puts_an_image_of_the_inner_engine_into_the_host_engine_when_the_commands
     assert_eq!(r.code, 2, "{}", r.show());
     assert!(r.env_id().is_none() && r.stderr.contains("--save"), "{}", r.show());
 
-    rt().block_on(async {
-        let e = engine().await;
-        e.remove_image(&saved).await.unwrap();
-        e.remove_image(&base).await.unwrap();
-    });
+    drop(made);
     assert_eq!((exists(&saved), exists(&base)), (None, None), "the host engine as it began");
 }

@@ -62,20 +62,6 @@ fn assert_report(dir: &Path, path: &str) {
     assert!(report.contains(r#"tests="1" failures="0""#) && report.contains("says hello"), "{report}");
 }
 
-/// Removes the image under test and the base image, whatever happens to the test.
-struct Images(Vec<String>);
-
-impl Drop for Images {
-    fn drop(&mut self) {
-        rt().block_on(async {
-            let e = engine().await;
-            for image in &self.0 {
-                let _ = e.remove_image(image).await;
-            }
-        });
-    }
-}
-
 #[test]
 fn the_github_actions_and_gitlab_ci_recipes_run_their_steps_and_bring_the_report_out() {
     const APP: &str = "example-app:ci";
@@ -84,7 +70,7 @@ fn the_github_actions_and_gitlab_ci_recipes_run_their_steps_and_bring_the_report
         "{APP} is already on the engine: this test builds and removes its own"
     );
     let base = format!("didx-ci-recipe-base:{}", std::process::id());
-    let _images = Images(vec![APP.to_string(), base.clone()]);
+    let _images = HostImages(vec![APP.to_string(), base.clone()]);
     rt().block_on(async { busybox_image(&engine().await, &base).await });
     let before = rt().block_on(leftovers(None));
     let cache = tempfile::tempdir().unwrap();

@@ -15,9 +15,9 @@ fn stat(text: &str, key: &str) -> Option<u64> {
 
 #[test]
 fn limits_bound_each_container_and_are_enforced_when_exceeded() {
-    let image = rt().block_on(async {
-        busybox_image_with(&engine().await, &format!("didx-limits:{}", std::process::id()), &["sh", "head", "tr"]).await
-    });
+    let image = format!("didx-limits:{}", std::process::id());
+    let _made = HostImages(vec![image.clone()]);
+    rt().block_on(async { busybox_image_with(&engine().await, &image, &["sh", "head", "tr"]).await });
     // Past the pids limit: forks fail in the client.
     let forks = "sh -c 'for i in $(seq 100); do sleep 30 & done; wait'";
     // Past the memory limit: a shell in an inner container holds 400 MB in a variable (its
@@ -55,7 +55,6 @@ fn limits_bound_each_container_and_are_enforced_when_exceeded() {
         assert!(!out.status.success() && err.to_lowercase().contains("fork"), "forks past the pids limit: {:?} {err}", out.status);
     });
     assert_running_then_remove(&id);
-    rt().block_on(async { engine().await.remove_image(&image).await.unwrap() });
 
     // Bad values: one usage line each, nothing started.
     for (option, value) in [("--memory", "5m"), ("--cpus", "0"), ("--pids-limit", "8"), ("--memory", "lots")] {

@@ -102,40 +102,27 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// The host image the runs load (busybox), removed when dropped.
-struct HostImage(String);
-
-impl HostImage {
-    fn make(tag: &str) -> HostImage {
-        let name = format!("didx-test-registry-{tag}-{}:1", std::process::id());
-        rt().block_on(async { busybox_image(&engine().await, &name).await });
-        HostImage(name)
-    }
-}
-
-impl Drop for HostImage {
-    fn drop(&mut self) {
-        rt().block_on(async {
-            let docker = bollard::Docker::connect_with_defaults().unwrap();
-            let opts = bollard::query_parameters::RemoveImageOptions { force: true, ..Default::default() };
-            let _ = docker.remove_image(&self.0, Some(opts), None).await;
-        });
-    }
+fn host_image(tag: &str) -> HostImages {
+    let name = format!("didx-test-registry-{tag}-{}:1", std::process::id());
+    let made = HostImages(vec![name.clone()]);
+    rt().block_on(async { busybox_image(&engine().await, &name).await });
+    made
 }
 
 #[test]
 fn private_images_go_up_and_come_down_with_registry_auth_and_are_refused_without_and_the_secret_shows_nowhere() {
     let password = format!("pw-{}-{}", std::process::id(), didx::env::EnvId::generate());
     let private = Registry::start("private", Some(("didx", &password)));
-    let image = HostImage::make("private");
+    let image = host_image("private");
     let auth = base64(format!("didx:{password}").as_bytes());
     let config = format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, private.addr);
     let remote = format!("{}/private/bb:1", private.addr);
-    let tag = format!("docker tag {} {remote}", image.0);
+    let tag = format!("docker tag {} {remote}", image.0[0]);
     let push = format!("docker push {remote}");
 
     // Without credentials: the push is refused, the run fails with the registry's answer.
     let r = from_output(
-        didx_cmd(&["--clean", "anycase", "--insecure-registry", &private.addr, "--load", &image.0, &tag, &push])
+        didx_cmd(&["--clean", "anycase", "--insecure-registry", &private.addr, "--load", &image.0[0], &tag, &push])
             .env_remove("DOCKER_AUTH_CONFIG")
             .output()
             .unwrap(),
@@ -157,7 +144,7 @@ fn private_images_go_up_and_come_down_with_registry_auth_and_are_refused_without
             "--insecure-registry",
             &private.addr,
             "--load",
-            &image.0,
+            &image.0[0],
             &tag,
             &push,
             &format!("docker rmi {remote}"),
@@ -203,7 +190,7 @@ fn private_images_go_up_and_come_down_with_registry_auth_and_are_refused_without
 #[test]
 fn a_registry_mirror_serves_the_inner_engine_s_docker_hub_pulls() {
     let mirror = Registry::start("mirror", None);
-    let image = HostImage::make("mirror");
+    let image = host_image("mirror");
     // The mirror holds library/busybox: pushed from a sandbox (the registry is plain HTTP).
     let hub = format!("{}/library/busybox:latest", mirror.addr);
     let r = didx(&[
@@ -212,10 +199,10 @@ fn a_registry_mirror_serves_the_inner_engine_s_docker_hub_pulls() {
         "--insecure-registry",
         &mirror.addr,
         "--load",
-        &image.0,
-        &format!("docker tag {} {hub}", image.0),
+        &image.0[0],
+        &format!("docker tag {} {hub}", image.0[0]),
         &format!("docker push {hub}"),
-        &format!("docker image inspect -f '{{{{.Id}}}}' {}", image.0),
+        &format!("docker image inspect -f '{{{{.Id}}}}' {}", image.0[0]),
     ]);
     let id = r.env_id().unwrap_or_else(|| panic!("{}", r.show()));
     assert_gone(&id);

@@ -223,6 +223,21 @@ pub async fn spec(e: &Engine, dockerd_opts: Vec<String>) -> didx::env::EnvSpec {
     }
 }
 
+/// Host images a test made, removed when dropped: at its end, and when an assertion fails
+/// before it (the engine as it was found, either way).
+pub struct HostImages(pub Vec<String>);
+
+impl Drop for HostImages {
+    fn drop(&mut self) {
+        rt().block_on(async {
+            let e = engine().await;
+            for image in &self.0 {
+                let _ = e.remove_image(image).await;
+            }
+        });
+    }
+}
+
 /// Import a busybox image into the host engine from the offline image's busybox binary.
 pub async fn busybox_image(e: &didx::engine::Engine, name: &str) -> String {
     busybox_image_with(e, name, &["sh", "cat", "true", "ls"]).await
