@@ -82,6 +82,7 @@ pub mod session;
 pub mod spec;
 pub mod store;
 mod util;
+pub mod wait;
 
 pub use cancel::Cancel;
 pub use engine::Engine;
