@@ -24,7 +24,8 @@ LIMIT, MAIN_LIMIT, README_LIMIT = 600, 300, 200
 # The library's layers, top to bottom: a module's layer is the first whose pattern matches its
 # path. An import only ever points to the same layer or one below.
 LAYERS = [
-    ("face", r"(|sandbox|sandbox::.*|session|pool|inventory|image|kubernetes)"),
+    # `wait`: helpers a user's test calls on a sandbox's inner engine, through the engine wrapper.
+    ("face", r"(|sandbox|sandbox::.*|session|pool|inventory|image|kubernetes|wait(::.*)?)"),
     ("operations", r"ops(::.*)?|store(::.*)?|build|images|event"),
     ("environment", r"env|env::(handle|list|pool(::.*)?|reach|endpoint|certdir)"),
     ("backend", r"backend(::.*)?|engine(::.*)?|dood(::.*)?|isolation|ready|context"),

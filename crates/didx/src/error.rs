@@ -139,6 +139,44 @@ pub enum Error {
         /// The container's name.
         container: String,
     },
+    /// A wait on a container ([`crate::wait`]) passed its deadline; `last_seen` is what its
+    /// last poll saw (the container's last log lines, a probe's answer, its health).
+    #[error("container {container}: {condition} not met within {} s; last seen: {last_seen}", .after.as_secs_f32())]
+    WaitTimedOut {
+        /// The container waited on.
+        container: String,
+        /// What was waited for, e.g. `TCP port 8080 listening`.
+        condition: String,
+        /// The deadline that passed.
+        after: Duration,
+        /// What the last poll saw.
+        last_seen: String,
+    },
+    /// A container waited on ([`crate::wait`]) exited while waiting for something else, or
+    /// with another code than the one waited for.
+    #[error("container {container} exited with code {code} while waiting for {condition}; its last log lines:\n{logs}")]
+    ContainerExited {
+        /// The container waited on.
+        container: String,
+        /// What was waited for.
+        condition: String,
+        /// Its exit code.
+        code: i64,
+        /// Its last log lines (stdout and stderr).
+        logs: String,
+    },
+    /// What a wait ([`crate::wait`]) waits for can never come: the container was removed, its
+    /// health check reported `unhealthy`, it has no health check, or its image lacks the tool
+    /// a probe runs in it.
+    #[error("container {container}: {condition} cannot be met: {why}")]
+    WaitFailed {
+        /// The container waited on.
+        container: String,
+        /// What was waited for.
+        condition: String,
+        /// Why not, with what was seen (a health check's last output).
+        why: String,
+    },
     /// On a rootless engine, the inner engine answered but cannot start a container (its
     /// runtime fails in the nested user namespace; measured: Debian bookworm's runc 1.1.5 fails
     /// there, trixie's 1.1.15 works, on trixie's kernel 6.12).

@@ -75,6 +75,10 @@ pub const STORE_SNAPSHOT: &str = "io.didx.store.snapshot";
 /// On a store's seal: the SHA-256 of the snapshot's `seal` file.
 pub const STORE_DIGEST: &str = "io.didx.store.digest";
 
+/// On a network `didx::wait::create_network` made (on a sandbox's inner engine, as a rule):
+/// `network`. Never with [`MANAGED`]: didx's clean-up of an engine leaves it.
+pub const WAIT: &str = "io.didx.wait";
+
 /// On a `--engine host` client: `host` (the environment has no server).
 pub const ENGINE: &str = "io.didx.engine";
 

@@ -28,6 +28,9 @@
 //! # let _ = images; Ok(()) }
 //! ```
 //!
+//! To wait on the services a test starts on the inner engine (a log line, a port, HTTP, a
+//! health check, an exit), follow their logs or reach one by an alias, see [`wait`].
+//!
 //! The `didx` command is a thin shell over this crate: a whole run (start, copy, load,
 //! commands, clean-up by policy, cancellation) is a [`session::Session`]; the warm pool is
 //! [`pool`]; what didx left on an engine is in [`inventory`]; the offline image is [`image`].
@@ -83,6 +86,7 @@ pub mod session;
 pub mod spec;
 pub mod store;
 mod util;
+pub mod wait;
 
 pub use cancel::Cancel;
 pub use engine::Engine;

@@ -144,6 +144,14 @@ impl Engine {
         }
     }
 
+    /// The wrapper around a client made elsewhere (a sandbox's inner engine, from
+    /// `Sandbox::docker`), so that what `didx::wait` asks of it goes through these same bounded,
+    /// named calls. `host` names it in errors. Neither negotiated nor asked what it is again: its
+    /// maker did the one, and an inner engine is Docker.
+    pub(crate) fn over_client(docker: Docker, host: &str) -> Engine {
+        Engine { docker, host: host.to_string(), ssh: None, podman: false, other_netns: Default::default(), rootless: Default::default() }
+    }
+
     /// The address connected to.
     pub fn host(&self) -> &str {
         &self.host

@@ -1,5 +1,5 @@
-//! Containers: create, start, pause and unpause, rename, inspect, wait, logs, list, stop and
-//! remove.
+//! Containers: create, start, pause and unpause, rename, inspect, wait, logs (a tail, or
+//! followed), list, stop and remove.
 
 use std::collections::HashMap;
 
@@ -9,7 +9,7 @@ use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSu
 use bollard::query_parameters as qp;
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::call::{QUICK_TIMEOUT, REMOVE_TIMEOUT, call, is_not_found, quick, within};
+use super::call::{QUICK_TIMEOUT, REMOVE_TIMEOUT, call, idle_bounded, is_not_found, quick, within};
 use super::connect::Engine;
 use crate::error::{Error, Result};
 
@@ -110,6 +110,29 @@ impl Engine {
             let opts = qp::LogsOptions { stdout: true, stderr: true, tail: lines.to_string(), ..Default::default() };
             let chunks: Vec<_> = quick("container logs", container, self.docker.logs(container, Some(opts)).try_collect()).await?;
             Ok(chunks.iter().map(|c| String::from_utf8_lossy(&c.clone().into_bytes()).into_owned()).collect())
+        }
+    }
+
+    raw! {
+        /// A container's output from its start on, followed as it comes until the container
+        /// stops (then the stream ends; the engine may end it before the last of the output is
+        /// written: [`Engine::logs_all`] has all); stdout and stderr apart, a TTY's as `Console`.
+        /// Not bounded: its length is the container's program's.
+        fn logs_followed(&self, container: &str) -> impl futures_util::Stream<Item = Result<bollard::container::LogOutput>> + Send + 'static {
+            let opts = qp::LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
+            let target = container.to_string();
+            self.docker.logs(container, Some(opts)).map(move |r| r.map_err(call("follow container logs", &target)))
+        }
+    }
+
+    raw! {
+        /// A container's output from its start to now, not followed; stdout and stderr apart.
+        /// Its first chunk comes within [`QUICK_TIMEOUT`], each next within `IDLE_TIMEOUT`.
+        fn logs_all(&self, container: &str) -> impl futures_util::Stream<Item = Result<bollard::container::LogOutput>> + Send + 'static {
+            let opts = qp::LogsOptions { stdout: true, stderr: true, ..Default::default() };
+            let target = container.to_string();
+            let stream = self.docker.logs(container, Some(opts)).map(move |r| r.map_err(call("container logs", &target)));
+            idle_bounded("container logs", container.to_string(), QUICK_TIMEOUT, stream)
         }
     }
 

@@ -11,8 +11,8 @@
 //!   data moves for [`IDLE_TIMEOUT`], however long they take in all; a commit (no progress to
 //!   watch) within [`COMMIT_TIMEOUT`]; an image export's first byte (the engine writes the
 //!   whole export to disk first) within [`EXPORT_FIRST_BYTE_TIMEOUT`];
-//! - the output of an exec (a user's COMMAND) and [`Engine::wait`] are not bounded: their
-//!   length is the program's.
+//! - the output of an exec (a user's COMMAND), a container's followed logs and
+//!   [`Engine::wait`] are not bounded: their length is the program's.
 //!
 //! bollard's own client-wide timeout only covers a request until the engine's response
 //! headers arrive; for an upload that is the whole transfer, for a streamed response none of

@@ -1,14 +1,49 @@
-//! Networks: list (with labels or subnets) and remove.
+//! Networks: create, connect a container (with aliases), list (with labels or subnets) and
+//! remove.
 
 use std::collections::HashMap;
 
+use bollard::errors::Error as BollardError;
+use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkCreateRequest};
 use bollard::query_parameters as qp;
 
-use super::call::{REMOVE_TIMEOUT, call, is_not_found, quick, within};
+use super::call::{QUICK_TIMEOUT, REMOVE_TIMEOUT, call, is_not_found, quick, within};
 use super::connect::Engine;
 use crate::error::Result;
 
 impl Engine {
+    raw! {
+        /// Create a bridge network `name` with `labels`; one of that name already there is fine
+        /// (whoever made it). Engines before API 1.44 make a second network of the same name
+        /// (names are then ambiguous), so the name is looked up first; two callers racing may
+        /// still make two there.
+        async fn create_network(&self, name: &str, labels: HashMap<String, String>) -> Result<()> {
+            let inspect = self.docker.inspect_network(name, None::<qp::InspectNetworkOptions>);
+            match within("inspect network", name, QUICK_TIMEOUT, inspect).await? {
+                Ok(found) if found.name.as_deref() == Some(name) => return Ok(()),
+                Ok(_) => {} // `name` is the start of another network's id
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(call("inspect network", name)(e)),
+            }
+            let body = NetworkCreateRequest { name: name.to_string(), driver: Some("bridge".into()), labels: Some(labels), ..Default::default() };
+            match within("create network", name, QUICK_TIMEOUT, self.docker.create_network(body)).await? {
+                Ok(_) => Ok(()),
+                Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+                Err(e) => Err(call("create network", name)(e)),
+            }
+        }
+    }
+
+    raw! {
+        /// Connect `container` to `network`, reachable there under `aliases` too (its name is
+        /// always one).
+        async fn connect_network(&self, network: &str, container: &str, aliases: &[String]) -> Result<()> {
+            let endpoint = EndpointSettings { aliases: (!aliases.is_empty()).then(|| aliases.to_vec()), ..Default::default() };
+            let body = NetworkConnectRequest { container: container.to_string(), endpoint_config: Some(endpoint) };
+            quick("connect network", container, self.docker.connect_network(network, body)).await
+        }
+    }
+
     raw! {
         /// Names of networks matching `filters`.
         async fn networks(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<String>> {

@@ -41,7 +41,8 @@ pub async fn busybox(docker: &Docker, name: &str, tag: &str) -> String {
     h.set_mode(0o755);
     h.set_size(bin.len() as u64);
     b.append_data(&mut h, "bin/busybox", &bin[..]).unwrap();
-    for applet in ["sh", "true", "echo", "sleep", "cat", "ls"] {
+    // wget: what didx::wait's HTTP probe runs in a container (tests/wait.rs).
+    for applet in ["sh", "true", "echo", "sleep", "cat", "ls", "wget"] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
