@@ -33,7 +33,14 @@ impl Registry {
         let gateway = rt().block_on(async {
             let docker = bollard::Docker::connect_with_defaults().unwrap();
             let bridge = docker.inspect_network("bridge", None::<bollard::query_parameters::InspectNetworkOptions>).await.unwrap();
-            bridge.ipam.and_then(|i| i.config).into_iter().flatten().find_map(|c| c.gateway).expect("the bridge network's gateway")
+            let config: Vec<_> = bridge.ipam.and_then(|i| i.config).into_iter().flatten().collect();
+            // An engine that made its bridge itself (a first start, no docker0 before it) names
+            // only the subnet; its gateway, this machine's docker0, is the subnet's first host.
+            config
+                .iter()
+                .find_map(|c| c.gateway.clone())
+                .or_else(|| config.iter().find_map(|c| first_host(c.subnet.as_deref()?)))
+                .unwrap_or_else(|| panic!("the bridge network names no IPv4 gateway or subnet: {config:?}"))
         });
         let port = std::net::TcpListener::bind((gateway.as_str(), 0)).unwrap().local_addr().unwrap().port();
         let addr = format!("{gateway}:{port}");
@@ -81,6 +88,12 @@ impl Drop for Registry {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The first host address of an IPv4 subnet (`172.17.0.0/16` → `172.17.0.1`).
+fn first_host(subnet: &str) -> Option<String> {
+    let net: std::net::Ipv4Addr = subnet.split_once('/')?.0.parse().ok()?;
+    Some(std::net::Ipv4Addr::from(u32::from(net) + 1).to_string())
 }
 
 /// Standard base64 (what a docker config's `auth` holds).
@@ -249,4 +262,12 @@ fn bad_registry_options_are_one_usage_line_and_nothing_is_made() {
         assert_eq!(r.stderr.trim().lines().count(), 1, "{args:?}: {}", r.show());
         assert!(r.stderr.contains(names), "{args:?}: {}", r.show());
     }
+}
+
+#[test]
+fn a_subnet_s_first_host_is_its_gateway_when_the_engine_names_none() {
+    assert_eq!(first_host("172.17.0.0/16").as_deref(), Some("172.17.0.1"));
+    assert_eq!(first_host("10.200.3.0/24").as_deref(), Some("10.200.3.1"));
+    assert_eq!(first_host("fd00::/64"), None);
+    assert_eq!(first_host("172.17.0.0"), None);
 }
