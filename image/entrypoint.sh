@@ -184,6 +184,13 @@ server() {
 			set -- "--default-network-opt=bridge=com.docker.network.driver.mtu=$mtu" "$@"
 		fi
 	fi
+	# The engine outlives what it runs: under a --memory bound its inner containers share, the
+	# kernel's OOM killer must take an inner process, not dockerd or containerd (they inherit
+	# this; dockerd sets its containers' own 0). The inner dockerd leaves itself at 0, and in the
+	# VM lane one inner OOM in 19 ended the engine instead (docker run: 'error waiting for
+	# container: unexpected EOF'). Lowering needs CAP_SYS_RESOURCE: privileged servers have it,
+	# the caps profile does not and stays at 0.
+	{ echo -500 >/proc/self/oom_score_adj; } 2>/dev/null || true
 	dockerd "$@" </dev/null &
 	dockerd=$!
 	echo "$dockerd" >"$LEASE_DIR/dockerd.pid"
